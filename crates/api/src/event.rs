@@ -1,0 +1,372 @@
+//! One audit event.
+//!
+//! The API's event shape is an open set: new resource types, actions, `meta` payloads
+//! and fields appear over time, and documented fields arrive with other types than the
+//! docs say (`"version":"0"`). So the few fields tfaudit indexes are read leniently,
+//! and the event's original JSON text is kept byte for byte in [`AuditEvent::raw`].
+//! Only two things make an event unusable: it is not a JSON object, or it has no `id`
+//! or no readable `timestamp`. Those become [`RejectedEvent`]s, kept with their text.
+
+use std::borrow::Cow;
+use std::fmt;
+
+use jiff::Timestamp;
+use serde::de::{self, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
+use serde::Deserialize;
+use serde_json::value::RawValue;
+
+/// A parsed audit event: the indexed fields, and the original JSON.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuditEvent {
+    pub id: String,
+    pub timestamp: Timestamp,
+    pub organization_id: Option<String>,
+    pub auth_type: Option<String>,
+    pub accessor_id: Option<String>,
+    pub auth_description: Option<String>,
+    pub impersonator_id: Option<String>,
+    pub request_id: Option<String>,
+    pub resource_id: Option<String>,
+    pub resource_type: Option<String>,
+    pub resource_action: Option<String>,
+    /// The event exactly as the server sent it.
+    pub raw: String,
+}
+
+/// An element of a page's `data` array that cannot be stored as an event.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RejectedEvent {
+    /// The element's original JSON text.
+    pub raw: String,
+    /// Why it was rejected, in one line.
+    pub reason: String,
+}
+
+impl AuditEvent {
+    /// Parses one element of a page's `data` array.
+    ///
+    /// # Errors
+    /// A [`RejectedEvent`] carrying the original text when the element is not an
+    /// object, has no usable `id`, or has no RFC 3339 `timestamp`.
+    pub fn parse(raw: &RawValue) -> Result<Self, RejectedEvent> {
+        let text = raw.get();
+        let reject = |reason: String| RejectedEvent { raw: text.to_owned(), reason };
+        if !text.trim_start().starts_with('{') {
+            return Err(reject("not a JSON object".into()));
+        }
+        let head: Head<'_> = serde_json::from_str(text)
+            .map_err(|e| reject(format!("unreadable event object: {e}")))?;
+        let id = match head.id.0 {
+            Some(id) if !id.trim().is_empty() => id.into_owned(),
+            _ => return Err(reject("no \"id\"".into())),
+        };
+        let timestamp = match head.timestamp.0 {
+            None => return Err(reject("no \"timestamp\"".into())),
+            Some(ts) => crate::time::parse_timestamp(&ts)
+                .map_err(|_| reject(format!("\"timestamp\" {ts:?} is not an RFC 3339 time")))?,
+        };
+        let auth = head.auth.0.unwrap_or_default();
+        let resource = head.resource.0.unwrap_or_default();
+        let request = head.request.0.unwrap_or_default();
+        Ok(Self {
+            id,
+            timestamp,
+            organization_id: auth.organization_id.owned(),
+            auth_type: auth.r#type.owned(),
+            accessor_id: auth.accessor_id.owned(),
+            auth_description: auth.description.owned(),
+            impersonator_id: auth.impersonator_id.owned(),
+            request_id: request.id.owned(),
+            resource_id: resource.id.owned(),
+            resource_type: resource.r#type.owned(),
+            resource_action: resource.action.owned(),
+            raw: text.to_owned(),
+        })
+    }
+}
+
+#[derive(Deserialize)]
+struct Head<'a> {
+    #[serde(borrow, default)]
+    id: Text<'a>,
+    #[serde(borrow, default)]
+    timestamp: Text<'a>,
+    #[serde(borrow, default)]
+    auth: Section<Auth<'a>>,
+    #[serde(borrow, default)]
+    request: Section<Request<'a>>,
+    #[serde(borrow, default)]
+    resource: Section<Resource<'a>>,
+}
+
+#[derive(Deserialize, Default)]
+struct Auth<'a> {
+    #[serde(borrow, default)]
+    accessor_id: Text<'a>,
+    #[serde(borrow, default)]
+    description: Text<'a>,
+    #[serde(borrow, default)]
+    r#type: Text<'a>,
+    #[serde(borrow, default)]
+    impersonator_id: Text<'a>,
+    #[serde(borrow, default)]
+    organization_id: Text<'a>,
+}
+
+#[derive(Deserialize, Default)]
+struct Request<'a> {
+    #[serde(borrow, default)]
+    id: Text<'a>,
+}
+
+#[derive(Deserialize, Default)]
+struct Resource<'a> {
+    #[serde(borrow, default)]
+    id: Text<'a>,
+    #[serde(borrow, default)]
+    r#type: Text<'a>,
+    #[serde(borrow, default)]
+    action: Text<'a>,
+}
+
+/// A field read as text whatever its JSON type: strings as they are, numbers and
+/// booleans as written, null/objects/arrays as absent. A field of a surprising type
+/// must never cost the whole event.
+#[derive(Default)]
+struct Text<'a>(Option<Cow<'a, str>>);
+
+impl Text<'_> {
+    fn owned(self) -> Option<String> {
+        self.0.map(Cow::into_owned)
+    }
+}
+
+impl<'de: 'a, 'a> Deserialize<'de> for Text<'a> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = Text<'de>;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("any JSON value")
+            }
+            fn visit_borrowed_str<E: de::Error>(self, v: &'de str) -> Result<Self::Value, E> {
+                Ok(Text(Some(Cow::Borrowed(v))))
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
+                Ok(Text(Some(Cow::Owned(v.to_owned()))))
+            }
+            fn visit_string<E: de::Error>(self, v: String) -> Result<Self::Value, E> {
+                Ok(Text(Some(Cow::Owned(v))))
+            }
+            fn visit_bool<E: de::Error>(self, v: bool) -> Result<Self::Value, E> {
+                Ok(Text(Some(Cow::Owned(v.to_string()))))
+            }
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<Self::Value, E> {
+                Ok(Text(Some(Cow::Owned(v.to_string()))))
+            }
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<Self::Value, E> {
+                Ok(Text(Some(Cow::Owned(v.to_string()))))
+            }
+            fn visit_f64<E: de::Error>(self, v: f64) -> Result<Self::Value, E> {
+                Ok(Text(Some(Cow::Owned(v.to_string()))))
+            }
+            fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
+                Ok(Text(None))
+            }
+            fn visit_none<E: de::Error>(self) -> Result<Self::Value, E> {
+                Ok(Text(None))
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+                while seq.next_element::<IgnoredAny>()?.is_some() {}
+                Ok(Text(None))
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+                while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
+                Ok(Text(None))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+/// A nested object (`auth`, `request`, `resource`) read only when it is an object;
+/// any other JSON type reads as absent.
+struct Section<T>(Option<T>);
+
+impl<T> Default for Section<T> {
+    fn default() -> Self {
+        Self(None)
+    }
+}
+
+impl<'de, T: Deserialize<'de>> Deserialize<'de> for Section<T> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V<T>(std::marker::PhantomData<T>);
+        impl<'de, T: Deserialize<'de>> Visitor<'de> for V<T> {
+            type Value = Section<T>;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("any JSON value")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Self::Value, A::Error> {
+                T::deserialize(de::value::MapAccessDeserializer::new(map)).map(|t| Section(Some(t)))
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+                while seq.next_element::<IgnoredAny>()?.is_some() {}
+                Ok(Section(None))
+            }
+            fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
+                Ok(Section(None))
+            }
+            fn visit_none<E: de::Error>(self) -> Result<Self::Value, E> {
+                Ok(Section(None))
+            }
+            fn visit_bool<E: de::Error>(self, _: bool) -> Result<Self::Value, E> {
+                Ok(Section(None))
+            }
+            fn visit_i64<E: de::Error>(self, _: i64) -> Result<Self::Value, E> {
+                Ok(Section(None))
+            }
+            fn visit_u64<E: de::Error>(self, _: u64) -> Result<Self::Value, E> {
+                Ok(Section(None))
+            }
+            fn visit_f64<E: de::Error>(self, _: f64) -> Result<Self::Value, E> {
+                Ok(Section(None))
+            }
+            fn visit_str<E: de::Error>(self, _: &str) -> Result<Self::Value, E> {
+                Ok(Section(None))
+            }
+        }
+        d.deserialize_any(V(std::marker::PhantomData))
+    }
+}
+
+/// Removes the whitespace between JSON tokens, leaving strings and numbers exactly as
+/// written, so that an event a server pretty-printed fits on one JSON Lines line.
+#[must_use]
+pub fn compact_json(text: &str) -> Cow<'_, str> {
+    if !text.contains(['\n', '\r', '\t', ' ']) {
+        return Cow::Borrowed(text);
+    }
+    let mut out = String::with_capacity(text.len());
+    let mut in_string = false;
+    let mut escaped = false;
+    for c in text.chars() {
+        if in_string {
+            out.push(c);
+            if escaped {
+                escaped = false;
+            } else if c == '\\' {
+                escaped = true;
+            } else if c == '"' {
+                in_string = false;
+            }
+        } else if c == '"' {
+            in_string = true;
+            out.push(c);
+        } else if !matches!(c, ' ' | '\n' | '\r' | '\t') {
+            out.push(c);
+        }
+    }
+    Cow::Owned(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The sample event from HashiCorp's API documentation, verbatim.
+    const DOCUMENTED_SAMPLE: &str = r#"{
+  "id": "ae66e491-db59-457c-8445-9c908ee726ae",
+  "version": "0",
+  "type": "Resource",
+  "timestamp": "2020-06-30T17:52:46.000Z",
+  "auth": {
+    "accessor_id": "user-MaPuLxAXvtq2PWTH",
+    "description": "pveverka",
+    "type": "Client",
+    "impersonator_id": null,
+    "organization_id": "org-AGLwRmx1snv34Yts"
+  },
+  "request": {
+    "id": "4df584d4-7e2a-01e6-6cc0-4adbefa020e6"
+  },
+  "resource": {
+    "id": "at-sjt83qTw3GZatuPm",
+    "type": "authentication_token",
+    "action": "create",
+    "meta": null
+  }
+}"#;
+
+    fn raw(text: &str) -> Box<RawValue> {
+        RawValue::from_string(text.to_owned()).unwrap()
+    }
+
+    #[test]
+    fn parses_the_documented_sample_verbatim() {
+        let e = AuditEvent::parse(&raw(DOCUMENTED_SAMPLE)).unwrap();
+        assert_eq!(e.id, "ae66e491-db59-457c-8445-9c908ee726ae");
+        assert_eq!(e.timestamp.to_string(), "2020-06-30T17:52:46Z");
+        assert_eq!(e.organization_id.as_deref(), Some("org-AGLwRmx1snv34Yts"));
+        assert_eq!(e.auth_type.as_deref(), Some("Client"));
+        assert_eq!(e.accessor_id.as_deref(), Some("user-MaPuLxAXvtq2PWTH"));
+        assert_eq!(e.auth_description.as_deref(), Some("pveverka"));
+        assert_eq!(e.impersonator_id, None);
+        assert_eq!(e.request_id.as_deref(), Some("4df584d4-7e2a-01e6-6cc0-4adbefa020e6"));
+        assert_eq!(e.resource_id.as_deref(), Some("at-sjt83qTw3GZatuPm"));
+        assert_eq!(e.resource_type.as_deref(), Some("authentication_token"));
+        assert_eq!(e.resource_action.as_deref(), Some("create"));
+        assert_eq!(e.raw, DOCUMENTED_SAMPLE, "the original text is kept byte for byte");
+    }
+
+    #[test]
+    fn surprising_field_types_do_not_cost_the_event() {
+        let text = r#"{"id":"x1","timestamp":"2024-01-01T00:00:00Z","version":0,
+            "auth":"not-an-object","request":[1,2],"resource":{"id":42,"type":{"a":1},"action":true,"meta":{"deep":[{"x":null}]}},
+            "new_field":{"unknown":["kept"]}}"#;
+        let e = AuditEvent::parse(&raw(text)).unwrap();
+        assert_eq!(e.accessor_id, None);
+        assert_eq!(e.request_id, None);
+        assert_eq!(e.resource_id.as_deref(), Some("42"));
+        assert_eq!(e.resource_type, None);
+        assert_eq!(e.resource_action.as_deref(), Some("true"));
+        assert_eq!(e.raw, text);
+    }
+
+    #[test]
+    fn escaped_and_unicode_strings_are_decoded_for_indexing() {
+        let text = r#"{"id":"e\u0031","timestamp":"2024-01-01T00:00:00.000Z","auth":{"description":"J\u00fcrgen <script>\u001b[31m 日本"}}"#;
+        let e = AuditEvent::parse(&raw(text)).unwrap();
+        assert_eq!(e.id, "e1");
+        assert_eq!(e.auth_description.as_deref(), Some("Jürgen <script>\u{1b}[31m 日本"));
+    }
+
+    #[test]
+    fn rejects_what_cannot_be_an_event_with_a_reason() {
+        for (text, why) in [
+            ("\"a string\"", "not a JSON object"),
+            ("null", "not a JSON object"),
+            ("[1]", "not a JSON object"),
+            (r#"{"timestamp":"2024-01-01T00:00:00Z"}"#, "no \"id\""),
+            (r#"{"id":"","timestamp":"2024-01-01T00:00:00Z"}"#, "no \"id\""),
+            (r#"{"id":"a"}"#, "no \"timestamp\""),
+            (r#"{"id":"a","timestamp":"last tuesday"}"#, "is not an RFC 3339 time"),
+            (r#"{"id":"a","id":"b","timestamp":"2024-01-01T00:00:00Z"}"#, "duplicate field"),
+        ] {
+            let r = AuditEvent::parse(&raw(text)).unwrap_err();
+            assert!(r.reason.contains(why), "{text}: {}", r.reason);
+            assert_eq!(r.raw, text);
+        }
+    }
+
+    #[test]
+    fn compaction_keeps_strings_and_numbers_exactly() {
+        let text = "{\n  \"a\": \"x  y\\\" \\n z\",\n  \"n\": 1.50e3,\n  \"b\": [ 1, {\"c\" : null} ]\n}";
+        let c = compact_json(text);
+        assert_eq!(c, r#"{"a":"x  y\" \n z","n":1.50e3,"b":[1,{"c":null}]}"#);
+        let a: serde_json::Value = serde_json::from_str(text).unwrap();
+        let b: serde_json::Value = serde_json::from_str(&c).unwrap();
+        assert_eq!(a, b);
+        assert!(matches!(compact_json(r#"{"a":1}"#), Cow::Borrowed(_)));
+    }
+}

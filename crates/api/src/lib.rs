@@ -1,0 +1,27 @@
+//! The HCP Terraform Audit Trails API, as a client.
+//!
+//! - [`event`]: one audit event, parsed leniently, with its original JSON kept byte for byte.
+//! - [`page`]: one page of the listing and the pagination object the server sent.
+//! - [`client`]: HTTP with retries, backoff, the server's rate-limit headers and a
+//!   client-side limiter.
+//! - [`token`]: the bearer token, kept out of every `Debug`, log line and error.
+
+pub mod client;
+pub mod event;
+pub mod page;
+pub mod time;
+pub mod token;
+
+pub use client::{ApiError, Client, ClientOptions, ClientStats, PageRequest, RetryPolicy};
+pub use event::{AuditEvent, RejectedEvent};
+pub use page::{Page, Pagination};
+pub use token::Token;
+
+/// The `User-Agent` every request carries.
+pub const USER_AGENT: &str = concat!("tfaudit/", env!("CARGO_PKG_VERSION"));
+
+/// The default address of HCP Terraform.
+pub const DEFAULT_ADDRESS: &str = "https://app.terraform.io";
+
+/// The path of the audit trail listing, below the address.
+pub const AUDIT_TRAIL_PATH: &str = "/api/v2/organization/audit-trail";

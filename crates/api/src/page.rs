@@ -1,0 +1,220 @@
+//! One page of the audit trail listing.
+//!
+//! The documented body is `{"data":[...], "pagination":{...}}` with snake_case keys.
+//! Other HCP Terraform endpoints put JSON:API pagination under `meta.pagination` with
+//! kebab-case keys, and older clients saw `0` where `null` was meant; all of these
+//! readings are accepted. What decides where a walk goes is [`Page::next_page`].
+
+use serde::Deserialize;
+use serde_json::value::RawValue;
+
+/// The server's `pagination` object. Every field is optional: a page is read even when
+/// the server leaves some out.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+pub struct Pagination {
+    #[serde(default, alias = "current-page", deserialize_with = "page_number")]
+    pub current_page: Option<u64>,
+    #[serde(default, alias = "prev-page", deserialize_with = "page_number")]
+    pub prev_page: Option<u64>,
+    /// `None` both when the key is absent and when it is `null` (or `0`): see
+    /// [`Pagination::has_next_page_key`].
+    #[serde(default, alias = "next-page", deserialize_with = "page_number")]
+    pub next_page: Option<u64>,
+    #[serde(default, alias = "total-pages", deserialize_with = "count")]
+    pub total_pages: Option<u64>,
+    #[serde(default, alias = "total-count", deserialize_with = "count")]
+    pub total_count: Option<u64>,
+    #[serde(default, alias = "page-size", deserialize_with = "count")]
+    pub page_size: Option<u64>,
+    #[serde(skip)]
+    has_next_page_key: bool,
+}
+
+impl Pagination {
+    /// Whether the server sent a `next_page` key at all (as opposed to leaving it out).
+    #[must_use]
+    pub fn has_next_page_key(&self) -> bool {
+        self.has_next_page_key
+    }
+}
+
+/// A page of events as received.
+#[derive(Debug)]
+pub struct Page {
+    /// The page number that was asked for.
+    pub number: u64,
+    /// Each element of `data`, as its original JSON text.
+    pub data: Vec<Box<RawValue>>,
+    pub pagination: Option<Pagination>,
+}
+
+/// Why a 200 response is not a page.
+#[derive(Debug, thiserror::Error)]
+#[error("the body is not an audit trail page: {0}")]
+pub struct NotAPage(String);
+
+#[derive(Deserialize)]
+struct Body {
+    data: Option<Vec<Box<RawValue>>>,
+    #[serde(default)]
+    pagination: Option<Box<RawValue>>,
+    #[serde(default)]
+    meta: Option<Meta>,
+}
+
+#[derive(Deserialize)]
+struct Meta {
+    #[serde(default)]
+    pagination: Option<Box<RawValue>>,
+}
+
+impl Page {
+    /// Reads a response body.
+    ///
+    /// # Errors
+    /// [`NotAPage`] when the body is not JSON (for instance cut short) or has no `data`
+    /// array.
+    pub fn parse(number: u64, body: &[u8]) -> Result<Self, NotAPage> {
+        let body: Body = serde_json::from_slice(body).map_err(|e| NotAPage(e.to_string()))?;
+        let data = body.data.ok_or_else(|| NotAPage("no \"data\" array".into()))?;
+        let pagination_text = body.pagination.or_else(|| body.meta.and_then(|m| m.pagination));
+        let pagination = match pagination_text {
+            None => None,
+            Some(raw) if raw.get() == "null" => None,
+            Some(raw) => {
+                let mut p: Pagination = serde_json::from_str(raw.get())
+                    .map_err(|e| NotAPage(format!("unreadable pagination: {e}")))?;
+                p.has_next_page_key = ["\"next_page\"", "\"next-page\""].iter().any(|k| raw.get().contains(k));
+                Some(p)
+            }
+        };
+        Ok(Self { number, data, pagination })
+    }
+
+    /// The number of the page that follows this one, or `None` at the end of the walk.
+    ///
+    /// An empty page is the end, whatever else the server says. Otherwise the walk
+    /// goes on when either `next_page` or `current_page < total_pages` says there is
+    /// more, and when the server sends neither; it ends only when what the server sent
+    /// agrees that this was the last page. Where the signals disagree, going on costs
+    /// one request and stopping could cost events. The next page is always this
+    /// number + 1, never a number the server skips to, and never guessed from the page
+    /// size asked for (a server may cap it).
+    #[must_use]
+    pub fn next_page(&self) -> Option<u64> {
+        if self.data.is_empty() {
+            return None;
+        }
+        let more = match &self.pagination {
+            None => true,
+            Some(p) => {
+                let by_next = p.has_next_page_key.then_some(p.next_page.is_some());
+                let current = p.current_page.unwrap_or(self.number);
+                let by_total = p.total_pages.map(|total| current < total);
+                match (by_next, by_total) {
+                    (None, None) => true,
+                    (a, b) => a.unwrap_or(false) || b.unwrap_or(false),
+                }
+            }
+        };
+        more.then_some(self.number + 1)
+    }
+
+    /// The page number the server says it sent, when it says one different from the
+    /// number asked for (a server that ignored `page[number]` would otherwise be walked
+    /// forever).
+    #[must_use]
+    pub fn mismatched_page_number(&self) -> Option<u64> {
+        self.pagination.as_ref().and_then(|p| p.current_page).filter(|&c| c != self.number)
+    }
+
+    /// Total events the server says match, when it says.
+    #[must_use]
+    pub fn total_count(&self) -> Option<u64> {
+        self.pagination.as_ref().and_then(|p| p.total_count)
+    }
+}
+
+/// Page numbers: `null`, absent, `0` and unreadable values all mean "no such page".
+fn page_number<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
+    Ok(count(d)?.filter(|&n| n > 0))
+}
+
+/// Counts may arrive as numbers or numeric strings.
+fn count<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
+    let v = serde_json::Value::deserialize(d)?;
+    Ok(match v {
+        serde_json::Value::Number(n) => n.as_u64().or_else(|| n.as_f64().filter(|f| *f >= 0.0).map(|f| f as u64)),
+        serde_json::Value::String(s) => s.trim().parse().ok(),
+        _ => None,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn page(number: u64, body: &str) -> Page {
+        Page::parse(number, body.as_bytes()).unwrap()
+    }
+
+    #[test]
+    fn documented_pagination() {
+        let p = page(1, r#"{"data":[{"id":"a"}],"pagination":{"current_page":1,"prev_page":null,"next_page":2,"total_pages":8,"total_count":778}}"#);
+        assert_eq!(p.next_page(), Some(2));
+        assert_eq!(p.total_count(), Some(778));
+        let last = page(8, r#"{"data":[{"id":"a"}],"pagination":{"current_page":8,"prev_page":7,"next_page":null,"total_pages":8,"total_count":778}}"#);
+        assert_eq!(last.next_page(), None);
+    }
+
+    #[test]
+    fn zero_means_none_as_older_clients_saw_it() {
+        let p = page(3, r#"{"data":[{"id":"a"}],"pagination":{"current_page":3,"prev_page":2,"next_page":0,"total_pages":3}}"#);
+        assert_eq!(p.next_page(), None);
+    }
+
+    #[test]
+    fn json_api_meta_pagination_with_kebab_keys() {
+        let p = page(1, r#"{"data":[{"id":"a"}],"meta":{"pagination":{"current-page":1,"next-page":2,"total-pages":2,"total-count":"1500"}}}"#);
+        assert_eq!(p.next_page(), Some(2));
+        assert_eq!(p.total_count(), Some(1500));
+    }
+
+    #[test]
+    fn without_next_page_key_uses_totals_then_empty_page() {
+        let p = page(1, r#"{"data":[{"id":"a"}],"pagination":{"current_page":1,"total_pages":2}}"#);
+        assert_eq!(p.next_page(), Some(2));
+        let p = page(2, r#"{"data":[{"id":"a"}],"pagination":{"current_page":2,"total_pages":2}}"#);
+        assert_eq!(p.next_page(), None);
+        let p = page(4, r#"{"data":[{"id":"a"}]}"#);
+        assert_eq!(p.next_page(), Some(5));
+        let p = page(5, r#"{"data":[],"pagination":{"next_page":6}}"#);
+        assert_eq!(p.next_page(), None, "an empty page ends the walk");
+    }
+
+    #[test]
+    fn the_next_page_is_always_the_following_number() {
+        let p = page(3, r#"{"data":[{"id":"a"}],"pagination":{"current_page":3,"next_page":7}}"#);
+        assert_eq!(p.next_page(), Some(4));
+    }
+
+    #[test]
+    fn disagreeing_signals_go_on() {
+        let p = page(2, r#"{"data":[{"id":"a"}],"pagination":{"current_page":2,"next_page":null,"total_pages":5}}"#);
+        assert_eq!(p.next_page(), Some(3));
+    }
+
+    #[test]
+    fn a_server_ignoring_the_page_number_is_noticed() {
+        let p = page(2, r#"{"data":[{"id":"a"}],"pagination":{"current_page":1,"next_page":2}}"#);
+        assert_eq!(p.mismatched_page_number(), Some(1));
+        assert_eq!(page(2, r#"{"data":[]}"#).mismatched_page_number(), None);
+    }
+
+    #[test]
+    fn cut_short_or_foreign_bodies_are_not_pages() {
+        for body in [r#"{"data":[{"id":"a"},{"id""#, "<html>502</html>", r#"{"errors":[]}"#, ""] {
+            assert!(Page::parse(1, body.as_bytes()).is_err(), "{body}");
+        }
+    }
+}

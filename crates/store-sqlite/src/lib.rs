@@ -1,0 +1,754 @@
+//! The embedded archive: one SQLite file in WAL mode, created with mode 0600.
+//!
+//! Durability: `synchronous=NORMAL` with WAL keeps every committed transaction across
+//! a process crash (kill -9). A power loss may roll back the last few commits, but
+//! only whole transactions and in order — so the cursor can never get ahead of the
+//! events it stands for.
+
+mod schema;
+
+use std::collections::HashMap;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::{Mutex, MutexGuard};
+
+use jiff::Timestamp;
+use rusqlite::{Connection, ErrorCode, OptionalExtension, ToSql, params};
+use tfaudit_store::{
+    ActorCount, DayCount, EventFilter, Gap, KindCount, Order, PageOutcome, PageWrite, Reject, Result, Run, RunCounts,
+    RunResult, Source, SourceStatus, Store, StoreError, StoredEvent, Summary, Walk,
+};
+
+const HOUR_MS: i64 = 3_600_000;
+
+/// The SQLite archive.
+pub struct SqliteStore {
+    conn: Mutex<Connection>,
+    path: PathBuf,
+}
+
+impl std::fmt::Debug for SqliteStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SqliteStore").field("path", &self.path).finish_non_exhaustive()
+    }
+}
+
+/// Whether [`SqliteStore::open`] may create a new archive.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OpenMode {
+    /// Create the file (mode 0600, its folder 0700) when missing: for sync.
+    CreateIfMissing,
+    /// Fail with [`StoreError::Missing`] when there is no archive: for reading.
+    MustExist,
+}
+
+impl SqliteStore {
+    /// Opens (or creates) the archive at `path` and brings its schema up to date.
+    ///
+    /// # Errors
+    /// [`StoreError::Missing`], [`StoreError::Open`], [`StoreError::TooNew`] or
+    /// [`StoreError::Corrupt`], each with the fix in its message.
+    pub fn open(path: &Path, mode: OpenMode) -> Result<Self> {
+        let shown = path.display().to_string();
+        let open_err = |cause: String| StoreError::Open { path: shown.clone(), cause };
+        if !path.exists() {
+            if mode == OpenMode::MustExist {
+                return Err(StoreError::Missing { path: shown });
+            }
+            create_private_file(path).map_err(|e| open_err(e.to_string()))?;
+        }
+        let conn = Connection::open(path).map_err(|e| classify(&shown, e))?;
+        let store = Self { conn: Mutex::new(conn), path: path.to_owned() };
+        store.prepare().map_err(|e| match e {
+            StoreError::Database(cause) => open_err(cause),
+            other => other,
+        })?;
+        Ok(store)
+    }
+
+    /// The archive's file.
+    #[must_use]
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn prepare(&self) -> Result<()> {
+        let mut conn = self.lock();
+        let shown = self.path.display().to_string();
+        conn.busy_timeout(std::time::Duration::from_secs(30)).map_err(|e| classify(&shown, e))?;
+        // journal_mode answers with a row; the others answer nothing.
+        let mode: String =
+            conn.query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0)).map_err(|e| classify(&shown, e))?;
+        if !mode.eq_ignore_ascii_case("wal") {
+            tracing::warn!(mode, "the archive could not switch to WAL; writes will be slower");
+        }
+        conn.execute_batch(
+            "PRAGMA synchronous = NORMAL; PRAGMA temp_store = MEMORY; PRAGMA cache_size = -32000; PRAGMA foreign_keys = OFF;",
+        )
+        .map_err(|e| classify(&shown, e))?;
+        let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0)).map_err(|e| classify(&shown, e))?;
+        let known = schema::MIGRATIONS.len() as i64;
+        if version > known {
+            return Err(StoreError::TooNew { path: shown, found: version, known });
+        }
+        for (i, sql) in schema::MIGRATIONS.iter().enumerate().skip(version as usize) {
+            let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate).map_err(|e| classify(&shown, e))?;
+            // Another process may have migrated while this one waited for the lock.
+            let now: i64 = tx.query_row("PRAGMA user_version", [], |r| r.get(0)).map_err(|e| classify(&shown, e))?;
+            if now > i as i64 {
+                continue;
+            }
+            tx.execute_batch(sql).map_err(|e| classify(&shown, e))?;
+            tx.pragma_update(None, "user_version", (i + 1) as i64).map_err(|e| classify(&shown, e))?;
+            tx.commit().map_err(|e| classify(&shown, e))?;
+            tracing::debug!(version = i + 1, "archive schema migrated");
+        }
+        Ok(())
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Connection> {
+        // A panic while holding the lock cannot leave a half-done transaction behind
+        // (rusqlite rolls back on drop), so the connection stays usable.
+        self.conn.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn db(&self, e: rusqlite::Error) -> StoreError {
+        classify(&self.path.display().to_string(), e)
+    }
+}
+
+impl Drop for SqliteStore {
+    fn drop(&mut self) {
+        // Keeps the query planner's statistics fresh; cheap when nothing changed.
+        let _ = self.lock().execute_batch("PRAGMA optimize;");
+    }
+}
+
+fn create_private_file(path: &Path) -> io::Result<()> {
+    use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+    if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+        std::fs::DirBuilder::new().recursive(true).mode(0o700).create(parent)?;
+    }
+    match std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(path) {
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
+fn classify(path: &str, e: rusqlite::Error) -> StoreError {
+    match e.sqlite_error_code() {
+        Some(ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked) => StoreError::Busy,
+        Some(ErrorCode::DatabaseCorrupt | ErrorCode::NotADatabase) => {
+            StoreError::Corrupt { path: path.to_owned(), cause: e.to_string() }
+        }
+        Some(ErrorCode::CannotOpen | ErrorCode::PermissionDenied | ErrorCode::ReadOnly) => {
+            StoreError::Open { path: path.to_owned(), cause: e.to_string() }
+        }
+        _ => StoreError::Database(e.to_string()),
+    }
+}
+
+fn ms(t: Timestamp) -> i64 {
+    t.as_millisecond()
+}
+
+fn ts(ms: i64) -> Timestamp {
+    Timestamp::from_millisecond(ms).unwrap_or(Timestamp::UNIX_EPOCH)
+}
+
+fn ts_opt(ms: Option<i64>) -> Option<Timestamp> {
+    ms.map(ts)
+}
+
+fn read_walk(r: &rusqlite::Row<'_>, at: usize) -> rusqlite::Result<Option<Walk>> {
+    let Some(started) = r.get::<_, Option<i64>>(at)? else { return Ok(None) };
+    Ok(Some(Walk {
+        started_at: ts(started),
+        since: ts_opt(r.get(at + 1)?),
+        next_page: r.get::<_, Option<i64>>(at + 2)?.unwrap_or(1).max(1) as u64,
+        page_size: r.get::<_, Option<i64>>(at + 3)?.unwrap_or(0) as u32,
+        newest: ts_opt(r.get(at + 4)?),
+        oldest: ts_opt(r.get(at + 5)?),
+        gap_from: ts_opt(r.get(at + 6)?),
+    }))
+}
+
+const WALK_COLUMNS: &str =
+    "walk_started_ms, walk_since_ms, walk_next_page, walk_page_size, walk_newest_ms, walk_oldest_ms, walk_gap_from_ms";
+
+const EVENT_COLUMNS: &str = "e.seq, e.id, s.name, e.ts_ms, e.organization_id, e.auth_type, e.accessor_id, \
+     e.auth_description, e.impersonator_id, e.request_id, e.resource_id, e.resource_type, e.resource_action, e.raw, e.ingested_ms";
+
+fn read_event(r: &rusqlite::Row<'_>) -> rusqlite::Result<StoredEvent> {
+    Ok(StoredEvent {
+        seq: r.get(0)?,
+        id: r.get(1)?,
+        source: r.get(2)?,
+        timestamp: ts(r.get(3)?),
+        organization_id: r.get(4)?,
+        auth_type: r.get(5)?,
+        accessor_id: r.get(6)?,
+        auth_description: r.get(7)?,
+        impersonator_id: r.get(8)?,
+        request_id: r.get(9)?,
+        resource_id: r.get(10)?,
+        resource_type: r.get(11)?,
+        resource_action: r.get(12)?,
+        raw: r.get(13)?,
+        ingested_at: ts(r.get(14)?),
+    })
+}
+
+/// A WHERE clause and its bound parameters. Filter values only ever reach SQL as
+/// parameters.
+struct Where {
+    sql: String,
+    params: Vec<Box<dyn ToSql>>,
+}
+
+impl Where {
+    fn new() -> Self {
+        Self { sql: String::from("1 = 1"), params: Vec::new() }
+    }
+    fn and(&mut self, clause: &str, values: Vec<Box<dyn ToSql>>) {
+        self.sql.push_str(" AND ");
+        self.sql.push_str(clause);
+        self.params.extend(values);
+    }
+    fn refs(&self) -> Vec<&dyn ToSql> {
+        self.params.iter().map(|p| p.as_ref() as &dyn ToSql).collect()
+    }
+}
+
+/// Builds the WHERE clause over `events e` for a filter, with an explicit time range
+/// (which may be narrower than the filter's, for summaries).
+fn where_clause(filter: &EventFilter, since_ms: Option<i64>, until_ms: Option<i64>) -> Where {
+    let mut w = Where::new();
+    if let Some(s) = since_ms {
+        w.and("e.ts_ms >= ?", vec![Box::new(s)]);
+    }
+    if let Some(u) = until_ms {
+        w.and("e.ts_ms < ?", vec![Box::new(u)]);
+    }
+    if let Some(actor) = &filter.actor {
+        let like = actor.to_like();
+        w.and(
+            "e.accessor_id IN (SELECT accessor_id FROM actors WHERE accessor_id LIKE ? ESCAPE '\\' OR description LIKE ? ESCAPE '\\')",
+            vec![Box::new(like.clone()), Box::new(like)],
+        );
+    }
+    for (column, pattern) in [
+        ("e.resource_type", &filter.resource_type),
+        ("e.resource_action", &filter.action),
+        ("e.resource_id", &filter.resource_id),
+    ] {
+        if let Some(p) = pattern {
+            // `=` and GLOB (case-sensitive) can both use the indexes; LIKE could not.
+            let op = if p.is_glob() { "GLOB" } else { "=" };
+            w.and(&format!("{column} {op} ?"), vec![Box::new(p.as_str().to_owned())]);
+        }
+    }
+    if let Some(org) = &filter.org {
+        let like = org.to_like();
+        w.and(
+            "(e.source_id IN (SELECT id FROM sources WHERE name LIKE ? ESCAPE '\\' OR organization_id LIKE ? ESCAPE '\\') \
+             OR e.organization_id LIKE ? ESCAPE '\\')",
+            vec![Box::new(like.clone()), Box::new(like.clone()), Box::new(like)],
+        );
+    }
+    w
+}
+
+/// Sources matching an organization pattern, for the precomputed counts.
+fn org_where(filter: &EventFilter, alias: &str) -> Where {
+    let mut w = Where::new();
+    if let Some(org) = &filter.org {
+        let like = org.to_like();
+        w.and(
+            &format!("{alias}.source_id IN (SELECT id FROM sources WHERE name LIKE ? ESCAPE '\\' OR organization_id LIKE ? ESCAPE '\\')"),
+            vec![Box::new(like.clone()), Box::new(like)],
+        );
+    }
+    w
+}
+
+#[derive(Default)]
+struct Tally {
+    kinds: HashMap<(String, String), u64>,
+    actors: HashMap<String, u64>,
+    days: std::collections::BTreeMap<i64, u64>,
+    total: u64,
+}
+
+impl Tally {
+    fn add(&mut self, hour: i64, kind: (String, String), actor: String, n: u64) {
+        *self.kinds.entry(kind).or_default() += n;
+        *self.actors.entry(actor).or_default() += n;
+        *self.days.entry(hour.div_euclid(24)).or_default() += n;
+        self.total += n;
+    }
+}
+
+impl Store for SqliteStore {
+    fn source(&self, name: &str, address: &str) -> Result<Source> {
+        let conn = self.lock();
+        conn.execute(
+            "INSERT INTO sources (name, address, created_ms) VALUES (?1, ?2, ?3)
+             ON CONFLICT (name) DO UPDATE SET address = excluded.address",
+            params![name, address, ms(Timestamp::now())],
+        )
+        .map_err(|e| self.db(e))?;
+        conn.query_row(
+            &format!("SELECT id, name, address, organization_id, cursor_ms, {WALK_COLUMNS} FROM sources WHERE name = ?1"),
+            [name],
+            |r| {
+                Ok(Source {
+                    id: r.get(0)?,
+                    name: r.get(1)?,
+                    address: r.get(2)?,
+                    organization_id: r.get(3)?,
+                    cursor: ts_opt(r.get(4)?),
+                    walk: read_walk(r, 5)?,
+                })
+            },
+        )
+        .map_err(|e| self.db(e))
+    }
+
+    fn start_run(&self, source_id: i64, started_at: Timestamp) -> Result<i64> {
+        let conn = self.lock();
+        conn.execute("INSERT INTO runs (source_id, started_ms) VALUES (?1, ?2)", params![source_id, ms(started_at)])
+            .map_err(|e| self.db(e))?;
+        Ok(conn.last_insert_rowid())
+    }
+
+    fn store_page(&self, page: &PageWrite<'_>) -> Result<PageOutcome> {
+        let mut conn = self.lock();
+        let now = ms(Timestamp::now());
+        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate).map_err(|e| self.db(e))?;
+        let mut outcome = PageOutcome::default();
+        let mut kinds: HashMap<(i64, &str, &str), i64> = HashMap::new();
+        let mut hourly_actors: HashMap<(i64, &str), i64> = HashMap::new();
+        let mut actors: HashMap<(&str, &str), (i64, i64)> = HashMap::new();
+        let (mut oldest, mut newest): (Option<i64>, Option<i64>) = (None, None);
+        let mut organization: Option<&str> = None;
+        {
+            let mut insert = tx
+                .prepare_cached(
+                    "INSERT INTO events (id, source_id, organization_id, ts_ms, auth_type, accessor_id, auth_description,
+                        impersonator_id, request_id, resource_id, resource_type, resource_action, raw, ingested_ms)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)
+                     ON CONFLICT (id) DO NOTHING",
+                )
+                .map_err(|e| self.db(e))?;
+            for e in page.events {
+                let t = ms(e.timestamp);
+                let changed = insert
+                    .execute(params![
+                        e.id,
+                        page.source_id,
+                        e.organization_id,
+                        t,
+                        e.auth_type,
+                        e.accessor_id,
+                        e.auth_description,
+                        e.impersonator_id,
+                        e.request_id,
+                        e.resource_id,
+                        e.resource_type,
+                        e.resource_action,
+                        e.raw,
+                        now
+                    ])
+                    .map_err(|e| self.db(e))?;
+                if changed == 0 {
+                    outcome.duplicates += 1;
+                    continue;
+                }
+                outcome.inserted += 1;
+                oldest = Some(oldest.map_or(t, |o| o.min(t)));
+                newest = Some(newest.map_or(t, |n| n.max(t)));
+                if organization.is_none() {
+                    organization = e.organization_id.as_deref();
+                }
+                let hour = t.div_euclid(HOUR_MS);
+                let kind = (hour, e.resource_type.as_deref().unwrap_or(""), e.resource_action.as_deref().unwrap_or(""));
+                *kinds.entry(kind).or_default() += 1;
+                let accessor = e.accessor_id.as_deref().unwrap_or("");
+                *hourly_actors.entry((hour, accessor)).or_default() += 1;
+                let seen = actors.entry((accessor, e.auth_description.as_deref().unwrap_or(""))).or_insert((t, t));
+                seen.0 = seen.0.min(t);
+                seen.1 = seen.1.max(t);
+            }
+        }
+        {
+            let mut stmt = tx
+                .prepare_cached(
+                    "INSERT INTO hourly_kinds (hour, source_id, resource_type, resource_action, n) VALUES (?1, ?2, ?3, ?4, ?5)
+                     ON CONFLICT DO UPDATE SET n = n + excluded.n",
+                )
+                .map_err(|e| self.db(e))?;
+            for ((hour, rtype, action), n) in &kinds {
+                stmt.execute(params![hour, page.source_id, rtype, action, n]).map_err(|e| self.db(e))?;
+            }
+            let mut stmt = tx
+                .prepare_cached(
+                    "INSERT INTO hourly_actors (hour, source_id, accessor_id, n) VALUES (?1, ?2, ?3, ?4)
+                     ON CONFLICT DO UPDATE SET n = n + excluded.n",
+                )
+                .map_err(|e| self.db(e))?;
+            for ((hour, accessor), n) in &hourly_actors {
+                stmt.execute(params![hour, page.source_id, accessor, n]).map_err(|e| self.db(e))?;
+            }
+            let mut stmt = tx
+                .prepare_cached(
+                    "INSERT INTO actors (accessor_id, description, first_seen_ms, last_seen_ms) VALUES (?1, ?2, ?3, ?4)
+                     ON CONFLICT DO UPDATE SET first_seen_ms = min(first_seen_ms, excluded.first_seen_ms),
+                                               last_seen_ms = max(last_seen_ms, excluded.last_seen_ms)",
+                )
+                .map_err(|e| self.db(e))?;
+            for ((accessor, description), (first, last)) in &actors {
+                stmt.execute(params![accessor, description, first, last]).map_err(|e| self.db(e))?;
+            }
+        }
+        for reject in page.rejects {
+            let seen: Option<i64> = tx
+                .query_row("SELECT id FROM rejects WHERE source_id = ?1 AND raw = ?2", params![page.source_id, reject.raw], |r| {
+                    r.get(0)
+                })
+                .optional()
+                .map_err(|e| self.db(e))?;
+            if let Some(id) = seen {
+                tx.execute("UPDATE rejects SET times_seen = times_seen + 1, last_seen_ms = ?2 WHERE id = ?1", params![id, now])
+                    .map_err(|e| self.db(e))?;
+            } else {
+                tx.execute(
+                    "INSERT INTO rejects (source_id, run_id, reason, raw, first_seen_ms, last_seen_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?5)",
+                    params![page.source_id, page.run_id, reject.reason, reject.raw, now],
+                )
+                .map_err(|e| self.db(e))?;
+                outcome.rejected += 1;
+            }
+        }
+        let w = page.walk;
+        tx.execute(
+            "UPDATE sources SET
+                event_count = event_count + ?2,
+                oldest_ms = CASE WHEN ?3 IS NULL THEN oldest_ms ELSE min(coalesce(oldest_ms, ?3), ?3) END,
+                newest_ms = CASE WHEN ?4 IS NULL THEN newest_ms ELSE max(coalesce(newest_ms, ?4), ?4) END,
+                reject_count = reject_count + ?5,
+                organization_id = coalesce(organization_id, ?6),
+                walk_started_ms = ?7, walk_since_ms = ?8, walk_next_page = ?9, walk_page_size = ?10,
+                walk_newest_ms = ?11, walk_oldest_ms = ?12, walk_gap_from_ms = ?13
+             WHERE id = ?1",
+            params![
+                page.source_id,
+                outcome.inserted as i64,
+                oldest,
+                newest,
+                outcome.rejected as i64,
+                organization,
+                ms(w.started_at),
+                w.since.map(ms),
+                w.next_page as i64,
+                i64::from(w.page_size),
+                w.newest.map(ms),
+                w.oldest.map(ms),
+                w.gap_from.map(ms),
+            ],
+        )
+        .map_err(|e| self.db(e))?;
+        tx.execute(
+            "UPDATE runs SET pages = pages + 1, new_events = new_events + ?2, duplicates = duplicates + ?3, rejects = rejects + ?4
+             WHERE id = ?1",
+            params![page.run_id, outcome.inserted as i64, outcome.duplicates as i64, outcome.rejected as i64],
+        )
+        .map_err(|e| self.db(e))?;
+        tx.commit().map_err(|e| self.db(e))?;
+        Ok(outcome)
+    }
+
+    fn finish_walk(&self, source_id: i64, cursor: Option<Timestamp>, gap: Option<&Gap>) -> Result<()> {
+        let mut conn = self.lock();
+        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate).map_err(|e| self.db(e))?;
+        tx.execute(
+            "UPDATE sources SET
+                cursor_ms = CASE WHEN ?2 IS NULL THEN cursor_ms ELSE max(coalesce(cursor_ms, ?2), ?2) END,
+                walk_started_ms = NULL, walk_since_ms = NULL, walk_next_page = NULL, walk_page_size = NULL,
+                walk_newest_ms = NULL, walk_oldest_ms = NULL, walk_gap_from_ms = NULL
+             WHERE id = ?1",
+            params![source_id, cursor.map(ms)],
+        )
+        .map_err(|e| self.db(e))?;
+        if let Some(g) = gap {
+            tx.execute(
+                "INSERT INTO gaps (source_id, from_ms, to_ms, detected_ms) VALUES (?1, ?2, ?3, ?4)",
+                params![source_id, ms(g.from), ms(g.to), ms(g.detected_at)],
+            )
+            .map_err(|e| self.db(e))?;
+        }
+        tx.commit().map_err(|e| self.db(e))
+    }
+
+    fn finish_run(&self, run_id: i64, result: &RunResult, counts: RunCounts) -> Result<()> {
+        let error = match result {
+            RunResult::Failed(e) => Some(e.as_str()),
+            _ => None,
+        };
+        self.lock()
+            .execute(
+                "UPDATE runs SET finished_ms = ?2, result = ?3, error = ?4, requests = ?5, retries = ?6 WHERE id = ?1",
+                params![run_id, ms(Timestamp::now()), result.label(), error, counts.requests as i64, counts.retries as i64],
+            )
+            .map_err(|e| self.db(e))?;
+        Ok(())
+    }
+
+    fn events(
+        &self,
+        filter: &EventFilter,
+        order: Order,
+        limit: Option<u64>,
+        each: &mut dyn FnMut(StoredEvent) -> io::Result<()>,
+    ) -> Result<u64> {
+        let conn = self.lock();
+        let w = where_clause(filter, filter.since.map(ms), filter.until.map(ms));
+        let direction = match order {
+            Order::OldestFirst => "ASC",
+            Order::NewestFirst => "DESC",
+        };
+        let limit = limit.map_or(-1, |l| i64::try_from(l).unwrap_or(i64::MAX));
+        let sql = format!(
+            "SELECT {EVENT_COLUMNS} FROM events e JOIN sources s ON s.id = e.source_id
+             WHERE {} ORDER BY e.ts_ms {direction}, e.seq {direction} LIMIT {limit}",
+            w.sql
+        );
+        let mut stmt = conn.prepare_cached(&sql).map_err(|e| self.db(e))?;
+        let mut rows = stmt.query(&*w.refs()).map_err(|e| self.db(e))?;
+        let mut n = 0;
+        while let Some(row) = rows.next().map_err(|e| self.db(e))? {
+            each(read_event(row).map_err(|e| self.db(e))?)?;
+            n += 1;
+        }
+        Ok(n)
+    }
+
+    fn event(&self, id: &str) -> Result<Option<StoredEvent>> {
+        self.lock()
+            .query_row(
+                &format!("SELECT {EVENT_COLUMNS} FROM events e JOIN sources s ON s.id = e.source_id WHERE e.id = ?1"),
+                [id],
+                read_event,
+            )
+            .optional()
+            .map_err(|e| self.db(e))
+    }
+
+    fn summary(&self, filter: &EventFilter, top: usize) -> Result<Summary> {
+        let conn = self.lock();
+        let since = filter.since.map(ms);
+        let until = filter.until.map(ms);
+        let mut tally = Tally::default();
+        let scan = |from: Option<i64>, to: Option<i64>, tally: &mut Tally| -> Result<()> {
+            let w = where_clause(filter, from, to);
+            let sql = format!(
+                "SELECT e.ts_ms, coalesce(e.resource_type, ''), coalesce(e.resource_action, ''), coalesce(e.accessor_id, '')
+                 FROM events e WHERE {}",
+                w.sql
+            );
+            let mut stmt = conn.prepare_cached(&sql).map_err(|e| self.db(e))?;
+            let mut rows = stmt.query(&*w.refs()).map_err(|e| self.db(e))?;
+            while let Some(r) = rows.next().map_err(|e| self.db(e))? {
+                let t: i64 = r.get(0).map_err(|e| self.db(e))?;
+                let kind = (r.get(1).map_err(|e| self.db(e))?, r.get(2).map_err(|e| self.db(e))?);
+                tally.add(t.div_euclid(HOUR_MS), kind, r.get(3).map_err(|e| self.db(e))?, 1);
+            }
+            Ok(())
+        };
+        if filter.is_time_and_org_only() {
+            // Whole hours come from the hourly counts; the partial hours at either end
+            // are counted from the events themselves, so the answer is exact.
+            let first_hour = since.map(|s| s.div_euclid(HOUR_MS) + i64::from(s.rem_euclid(HOUR_MS) != 0));
+            let end_hour = until.map(|u| u.div_euclid(HOUR_MS));
+            if let (Some(a), Some(b)) = (first_hour, end_hour)
+                && a >= b
+            {
+                scan(since, until, &mut tally)?;
+            } else {
+                if let (Some(s), Some(a)) = (since, first_hour)
+                    && s < a * HOUR_MS
+                {
+                    scan(Some(s), Some(a * HOUR_MS), &mut tally)?;
+                }
+                if let (Some(u), Some(b)) = (until, end_hour)
+                    && b * HOUR_MS < u
+                {
+                    scan(Some(b * HOUR_MS), Some(u), &mut tally)?;
+                }
+                for (table, columns) in [("hourly_kinds", "h.resource_type, h.resource_action"), ("hourly_actors", "h.accessor_id")] {
+                    let mut w = org_where(filter, "h");
+                    if let Some(a) = first_hour {
+                        w.and("h.hour >= ?", vec![Box::new(a)]);
+                    }
+                    if let Some(b) = end_hour {
+                        w.and("h.hour < ?", vec![Box::new(b)]);
+                    }
+                    let sql = format!("SELECT h.hour, {columns}, sum(h.n) FROM {table} h WHERE {} GROUP BY h.hour, {columns}", w.sql);
+                    let mut stmt = conn.prepare_cached(&sql).map_err(|e| self.db(e))?;
+                    let mut rows = stmt.query(&*w.refs()).map_err(|e| self.db(e))?;
+                    while let Some(r) = rows.next().map_err(|e| self.db(e))? {
+                        let hour: i64 = r.get(0).map_err(|e| self.db(e))?;
+                        if table == "hourly_kinds" {
+                            let n: i64 = r.get(3).map_err(|e| self.db(e))?;
+                            let kind = (r.get(1).map_err(|e| self.db(e))?, r.get(2).map_err(|e| self.db(e))?);
+                            *tally.kinds.entry(kind).or_default() += n as u64;
+                            *tally.days.entry(hour.div_euclid(24)).or_default() += n as u64;
+                            tally.total += n as u64;
+                        } else {
+                            let n: i64 = r.get(2).map_err(|e| self.db(e))?;
+                            *tally.actors.entry(r.get(1).map_err(|e| self.db(e))?).or_default() += n as u64;
+                        }
+                    }
+                }
+            }
+        } else {
+            scan(since, until, &mut tally)?;
+        }
+        let mut by_kind: Vec<KindCount> = tally
+            .kinds
+            .into_iter()
+            .map(|((resource_type, action), count)| KindCount { resource_type, action, count })
+            .collect();
+        by_kind.sort_by(|a, b| b.count.cmp(&a.count).then_with(|| (&a.resource_type, &a.action).cmp(&(&b.resource_type, &b.action))));
+        let mut actors: Vec<(String, u64)> = tally.actors.into_iter().collect();
+        actors.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+        actors.truncate(top);
+        let mut describe = conn
+            .prepare_cached(
+                "SELECT description FROM actors WHERE accessor_id = ?1 AND description != '' ORDER BY last_seen_ms DESC LIMIT 1",
+            )
+            .map_err(|e| self.db(e))?;
+        let mut top_actors = Vec::with_capacity(actors.len());
+        for (accessor_id, count) in actors {
+            let description = describe.query_row([&accessor_id], |r| r.get(0)).optional().map_err(|e| self.db(e))?;
+            top_actors.push(ActorCount { accessor_id, description, count });
+        }
+        let per_day = tally
+            .days
+            .into_iter()
+            .map(|(day, count)| DayCount { day: ts(day * 24 * HOUR_MS).strftime("%Y-%m-%d").to_string(), count })
+            .collect();
+        Ok(Summary { since: filter.since, until: filter.until, total: tally.total, by_kind, top_actors, per_day })
+    }
+
+    fn status(&self) -> Result<Vec<SourceStatus>> {
+        let conn = self.lock();
+        let mut sources = conn
+            .prepare(&format!(
+                "SELECT id, name, address, organization_id, event_count, oldest_ms, newest_ms, cursor_ms, reject_count, {WALK_COLUMNS}
+                 FROM sources ORDER BY name"
+            ))
+            .map_err(|e| self.db(e))?;
+        let rows = sources
+            .query_map([], |r| {
+                Ok((
+                    r.get::<_, i64>(0)?,
+                    SourceStatus {
+                        name: r.get(1)?,
+                        address: r.get(2)?,
+                        organization_id: r.get(3)?,
+                        events: r.get::<_, i64>(4)? as u64,
+                        oldest: ts_opt(r.get(5)?),
+                        newest: ts_opt(r.get(6)?),
+                        cursor: ts_opt(r.get(7)?),
+                        rejects: r.get::<_, i64>(8)? as u64,
+                        walk_in_progress: read_walk(r, 9)?,
+                        last_run: None,
+                        last_success: None,
+                        gaps: Vec::new(),
+                    },
+                ))
+            })
+            .map_err(|e| self.db(e))?
+            .collect::<rusqlite::Result<Vec<_>>>()
+            .map_err(|e| self.db(e))?;
+        let mut out = Vec::with_capacity(rows.len());
+        for (id, mut status) in rows {
+            status.last_run = conn
+                .query_row(
+                    "SELECT id, started_ms, finished_ms, result, error, pages, requests, retries, new_events, duplicates, rejects
+                     FROM runs WHERE source_id = ?1 ORDER BY id DESC LIMIT 1",
+                    [id],
+                    |r| {
+                        let result: Option<String> = r.get(3)?;
+                        let error: Option<String> = r.get(4)?;
+                        Ok(Run {
+                            id: r.get(0)?,
+                            started_at: ts(r.get(1)?),
+                            finished_at: ts_opt(r.get(2)?),
+                            result: result.map(|label| match label.as_str() {
+                                "ok" => RunResult::Ok,
+                                "interrupted" => RunResult::Interrupted,
+                                _ => RunResult::Failed(error.unwrap_or_default()),
+                            }),
+                            pages: r.get::<_, i64>(5)? as u64,
+                            requests: r.get::<_, i64>(6)? as u64,
+                            retries: r.get::<_, i64>(7)? as u64,
+                            new_events: r.get::<_, i64>(8)? as u64,
+                            duplicates: r.get::<_, i64>(9)? as u64,
+                            rejects: r.get::<_, i64>(10)? as u64,
+                        })
+                    },
+                )
+                .optional()
+                .map_err(|e| self.db(e))?;
+            status.last_success = conn
+                .query_row(
+                    "SELECT finished_ms FROM runs WHERE source_id = ?1 AND result = 'ok' ORDER BY id DESC LIMIT 1",
+                    [id],
+                    |r| r.get::<_, i64>(0),
+                )
+                .optional()
+                .map_err(|e| self.db(e))?
+                .map(ts);
+            let mut gaps = conn
+                .prepare_cached("SELECT from_ms, to_ms, detected_ms FROM gaps WHERE source_id = ?1 ORDER BY from_ms")
+                .map_err(|e| self.db(e))?;
+            status.gaps = gaps
+                .query_map([id], |r| {
+                    Ok(Gap { source: status.name.clone(), from: ts(r.get(0)?), to: ts(r.get(1)?), detected_at: ts(r.get(2)?) })
+                })
+                .map_err(|e| self.db(e))?
+                .collect::<rusqlite::Result<_>>()
+                .map_err(|e| self.db(e))?;
+            out.push(status);
+        }
+        Ok(out)
+    }
+
+    fn rejects(&self, limit: u64) -> Result<Vec<Reject>> {
+        let conn = self.lock();
+        let mut stmt = conn
+            .prepare(
+                "SELECT s.name, r.reason, r.raw, r.first_seen_ms, r.times_seen FROM rejects r JOIN sources s ON s.id = r.source_id
+                 ORDER BY r.id DESC LIMIT ?1",
+            )
+            .map_err(|e| self.db(e))?;
+        stmt.query_map([i64::try_from(limit).unwrap_or(i64::MAX)], |r| {
+            Ok(Reject {
+                source: r.get(0)?,
+                reason: r.get(1)?,
+                raw: r.get(2)?,
+                first_seen: ts(r.get(3)?),
+                times_seen: r.get::<_, i64>(4)? as u64,
+            })
+        })
+        .map_err(|e| self.db(e))?
+        .collect::<rusqlite::Result<_>>()
+        .map_err(|e| self.db(e))
+    }
+}
+
+#[cfg(test)]
+mod tests;

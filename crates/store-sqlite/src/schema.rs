@@ -1,0 +1,117 @@
+//! Versioned migrations, applied in order, each in its own transaction; the version is
+//! SQLite's `user_version`. Never edit a migration that has shipped: add a new one.
+
+pub const MIGRATIONS: &[&str] = &[
+    // 1: the archive.
+    r"
+CREATE TABLE sources (
+    id               INTEGER PRIMARY KEY,
+    name             TEXT NOT NULL UNIQUE,
+    address          TEXT NOT NULL,
+    organization_id  TEXT,
+    cursor_ms        INTEGER,
+    -- The page walk in progress; walk_started_ms is NULL when there is none.
+    walk_started_ms  INTEGER,
+    walk_since_ms    INTEGER,
+    walk_next_page   INTEGER,
+    walk_page_size   INTEGER,
+    walk_newest_ms   INTEGER,
+    walk_oldest_ms   INTEGER,
+    walk_gap_from_ms INTEGER,
+    -- Kept with every page so that status never counts millions of rows.
+    event_count      INTEGER NOT NULL DEFAULT 0,
+    oldest_ms        INTEGER,
+    newest_ms        INTEGER,
+    reject_count     INTEGER NOT NULL DEFAULT 0,
+    created_ms       INTEGER NOT NULL
+);
+
+CREATE TABLE events (
+    -- The ingest sequence: consumers keep cursors over it. AUTOINCREMENT so that a
+    -- number is never reused.
+    seq              INTEGER PRIMARY KEY AUTOINCREMENT,
+    id               TEXT NOT NULL UNIQUE,
+    source_id        INTEGER NOT NULL,
+    organization_id  TEXT,
+    ts_ms            INTEGER NOT NULL,
+    auth_type        TEXT,
+    accessor_id      TEXT,
+    auth_description TEXT,
+    impersonator_id  TEXT,
+    request_id       TEXT,
+    resource_id      TEXT,
+    resource_type    TEXT,
+    resource_action  TEXT,
+    raw              TEXT NOT NULL,
+    ingested_ms      INTEGER NOT NULL
+);
+CREATE INDEX events_by_time     ON events (ts_ms);
+CREATE INDEX events_by_actor    ON events (accessor_id, ts_ms);
+CREATE INDEX events_by_kind     ON events (resource_type, resource_action, ts_ms);
+CREATE INDEX events_by_resource ON events (resource_id, ts_ms);
+
+-- Every (accessor, description) pair seen: actor globs are resolved here, not by
+-- scanning events.
+CREATE TABLE actors (
+    accessor_id   TEXT NOT NULL,
+    description   TEXT NOT NULL,
+    first_seen_ms INTEGER NOT NULL,
+    last_seen_ms  INTEGER NOT NULL,
+    PRIMARY KEY (accessor_id, description)
+) WITHOUT ROWID;
+
+-- Hourly counts, written in the same transaction as the events they count, so that
+-- a month's summary reads hundreds of rows, not millions.
+CREATE TABLE hourly_kinds (
+    hour            INTEGER NOT NULL,
+    source_id       INTEGER NOT NULL,
+    resource_type   TEXT NOT NULL,
+    resource_action TEXT NOT NULL,
+    n               INTEGER NOT NULL,
+    PRIMARY KEY (hour, source_id, resource_type, resource_action)
+) WITHOUT ROWID;
+CREATE TABLE hourly_actors (
+    hour        INTEGER NOT NULL,
+    source_id   INTEGER NOT NULL,
+    accessor_id TEXT NOT NULL,
+    n           INTEGER NOT NULL,
+    PRIMARY KEY (hour, source_id, accessor_id)
+) WITHOUT ROWID;
+
+CREATE TABLE runs (
+    id          INTEGER PRIMARY KEY,
+    source_id   INTEGER NOT NULL,
+    started_ms  INTEGER NOT NULL,
+    finished_ms INTEGER,
+    result      TEXT,
+    error       TEXT,
+    pages       INTEGER NOT NULL DEFAULT 0,
+    requests    INTEGER NOT NULL DEFAULT 0,
+    retries     INTEGER NOT NULL DEFAULT 0,
+    new_events  INTEGER NOT NULL DEFAULT 0,
+    duplicates  INTEGER NOT NULL DEFAULT 0,
+    rejects     INTEGER NOT NULL DEFAULT 0
+);
+CREATE INDEX runs_by_source ON runs (source_id, id);
+
+CREATE TABLE gaps (
+    id          INTEGER PRIMARY KEY,
+    source_id   INTEGER NOT NULL,
+    from_ms     INTEGER NOT NULL,
+    to_ms       INTEGER NOT NULL,
+    detected_ms INTEGER NOT NULL
+);
+
+CREATE TABLE rejects (
+    id            INTEGER PRIMARY KEY,
+    source_id     INTEGER NOT NULL,
+    run_id        INTEGER,
+    reason        TEXT NOT NULL,
+    raw           TEXT NOT NULL,
+    first_seen_ms INTEGER NOT NULL,
+    last_seen_ms  INTEGER NOT NULL,
+    times_seen    INTEGER NOT NULL DEFAULT 1,
+    UNIQUE (source_id, raw)
+);
+",
+];

@@ -1,0 +1,240 @@
+use super::*;
+use serde_json::value::RawValue;
+use tfaudit_api::AuditEvent;
+use tfaudit_store::Pattern;
+
+fn event(id: &str, t: &str, actor: &str, name: &str, rtype: &str, action: &str) -> AuditEvent {
+    let text = format!(
+        r#"{{"id":"{id}","version":"0","type":"Resource","timestamp":"{t}","auth":{{"accessor_id":"{actor}","description":"{name}","type":"Client","impersonator_id":null,"organization_id":"org-1"}},"request":{{"id":null}},"resource":{{"id":"ws-{id}","type":"{rtype}","action":"{action}","meta":null}}}}"#
+    );
+    AuditEvent::parse(&RawValue::from_string(text).unwrap()).unwrap()
+}
+
+fn walk(next_page: u64) -> Walk {
+    Walk {
+        since: None,
+        next_page,
+        page_size: 1000,
+        newest: None,
+        oldest: None,
+        gap_from: None,
+        started_at: Timestamp::now(),
+    }
+}
+
+fn open() -> (tempfile::TempDir, SqliteStore) {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open(&dir.path().join("sub/archive.db"), OpenMode::CreateIfMissing).unwrap();
+    (dir, store)
+}
+
+fn store(s: &SqliteStore, source: &Source, run: i64, events: &[AuditEvent]) -> PageOutcome {
+    s.store_page(&PageWrite { source_id: source.id, run_id: run, events, rejects: &[], walk: &walk(2) }).unwrap()
+}
+
+fn all_ids(s: &SqliteStore, filter: &EventFilter) -> Vec<String> {
+    let mut ids = Vec::new();
+    s.events(filter, Order::OldestFirst, None, &mut |e| {
+        ids.push(e.id);
+        Ok(())
+    })
+    .unwrap();
+    ids
+}
+
+#[test]
+fn file_and_folder_are_private() {
+    use std::os::unix::fs::PermissionsExt;
+    let (dir, _s) = open();
+    let mode = std::fs::metadata(dir.path().join("sub/archive.db")).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o600);
+    let mode = std::fs::metadata(dir.path().join("sub")).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o700);
+    let wal = std::fs::metadata(dir.path().join("sub/archive.db-wal")).unwrap().permissions().mode();
+    assert_eq!(wal & 0o777, 0o600, "SQLite gives the WAL the database's mode");
+}
+
+#[test]
+fn reading_a_missing_archive_says_how_to_make_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let e = SqliteStore::open(&dir.path().join("none.db"), OpenMode::MustExist).unwrap_err();
+    assert!(e.to_string().contains("run `tfaudit sync` first"), "{e}");
+    assert!(!dir.path().join("none.db").exists());
+}
+
+#[test]
+fn a_file_that_is_not_an_archive_is_reported() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("junk.db");
+    std::fs::write(&path, vec![b'x'; 8192]).unwrap();
+    let e = SqliteStore::open(&path, OpenMode::MustExist).unwrap_err();
+    assert!(matches!(e, StoreError::Corrupt { .. }), "{e:?}");
+}
+
+#[test]
+fn reopening_keeps_everything_and_migrates_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("a.db");
+    {
+        let s = SqliteStore::open(&path, OpenMode::CreateIfMissing).unwrap();
+        let src = s.source("acme", "https://app.terraform.io").unwrap();
+        let run = s.start_run(src.id, Timestamp::now()).unwrap();
+        store(&s, &src, run, &[event("a", "2024-01-01T00:00:00Z", "user-1", "ann", "run", "apply")]);
+    }
+    let s = SqliteStore::open(&path, OpenMode::MustExist).unwrap();
+    assert_eq!(all_ids(&s, &EventFilter::default()), ["a"]);
+}
+
+#[test]
+fn each_event_is_stored_once_by_id() {
+    let (_d, s) = open();
+    let src = s.source("acme", "https://app.terraform.io").unwrap();
+    let run = s.start_run(src.id, Timestamp::now()).unwrap();
+    let a = event("a", "2024-01-01T00:00:00Z", "user-1", "ann", "run", "apply");
+    let b = event("b", "2024-01-01T00:00:00Z", "user-1", "ann", "run", "apply");
+    assert_eq!(store(&s, &src, run, &[a.clone(), b.clone()]), PageOutcome { inserted: 2, duplicates: 0, rejected: 0 });
+    assert_eq!(store(&s, &src, run, &[b, a.clone(), a]), PageOutcome { inserted: 0, duplicates: 3, rejected: 0 });
+    assert_eq!(all_ids(&s, &EventFilter::default()), ["a", "b"]);
+    let st = &s.status().unwrap()[0];
+    assert_eq!(st.events, 2);
+    assert_eq!(st.organization_id.as_deref(), Some("org-1"));
+    let run = st.last_run.as_ref().unwrap();
+    assert_eq!((run.pages, run.new_events, run.duplicates), (2, 2, 3));
+}
+
+#[test]
+fn the_raw_text_comes_back_byte_for_byte() {
+    let (_d, s) = open();
+    let src = s.source("acme", "x").unwrap();
+    let run = s.start_run(src.id, Timestamp::now()).unwrap();
+    let text = "{\"id\":\"u\",\"timestamp\":\"2024-01-01T00:00:00.000Z\",\"version\":\"0\",\"x\":1.50e3,\"s\":\"日本 \\u001b[31m \\u0000\"}";
+    let e = AuditEvent::parse(&RawValue::from_string(text.into()).unwrap()).unwrap();
+    store(&s, &src, run, &[e]);
+    assert_eq!(s.event("u").unwrap().unwrap().raw, text);
+}
+
+#[test]
+fn the_cursor_never_moves_backwards_and_the_walk_is_cleared() {
+    let (_d, s) = open();
+    let src = s.source("acme", "x").unwrap();
+    let run = s.start_run(src.id, Timestamp::now()).unwrap();
+    store(&s, &src, run, &[]);
+    assert_eq!(s.source("acme", "x").unwrap().walk.unwrap().next_page, 2);
+    let late: Timestamp = "2024-02-01T00:00:00Z".parse().unwrap();
+    let early: Timestamp = "2024-01-01T00:00:00Z".parse().unwrap();
+    s.finish_walk(src.id, Some(late), None).unwrap();
+    s.finish_walk(src.id, Some(early), None).unwrap();
+    s.finish_walk(src.id, None, None).unwrap();
+    let src = s.source("acme", "x").unwrap();
+    assert_eq!(src.cursor, Some(late));
+    assert_eq!(src.walk, None);
+}
+
+#[test]
+fn rejects_are_kept_once_with_their_reason() {
+    let (_d, s) = open();
+    let src = s.source("acme", "x").unwrap();
+    let run = s.start_run(src.id, Timestamp::now()).unwrap();
+    let r = tfaudit_api::RejectedEvent { raw: "\"junk\"".into(), reason: "not a JSON object".into() };
+    for _ in 0..3 {
+        s.store_page(&PageWrite { source_id: src.id, run_id: run, events: &[], rejects: &[r.clone()], walk: &walk(2) }).unwrap();
+    }
+    let rejects = s.rejects(10).unwrap();
+    assert_eq!(rejects.len(), 1);
+    assert_eq!(rejects[0].times_seen, 3);
+    assert_eq!(rejects[0].reason, "not a JSON object");
+    assert_eq!(s.status().unwrap()[0].rejects, 1);
+}
+
+#[test]
+fn filters() {
+    let (_d, s) = open();
+    let src = s.source("acme", "x").unwrap();
+    let run = s.start_run(src.id, Timestamp::now()).unwrap();
+    store(
+        &s,
+        &src,
+        run,
+        &[
+            event("1", "2024-01-01T00:00:00Z", "user-A", "Ann", "run", "apply"),
+            event("2", "2024-01-02T00:00:00Z", "user-B", "bob%_", "authentication_token", "create"),
+            event("3", "2024-01-03T00:00:00Z", "team-C", "ci", "run", "cancel"),
+        ],
+    );
+    let f = |edit: &dyn Fn(&mut EventFilter)| {
+        let mut filter = EventFilter::default();
+        edit(&mut filter);
+        all_ids(&s, &filter)
+    };
+    assert_eq!(f(&|x| x.actor = Some(Pattern::new("ann"))), ["1"], "names match case-insensitively");
+    assert_eq!(f(&|x| x.actor = Some(Pattern::new("user-*"))), ["1", "2"]);
+    assert_eq!(f(&|x| x.actor = Some(Pattern::new("bob%_"))), ["2"], "SQL wildcards in a name are literal");
+    assert_eq!(f(&|x| x.actor = Some(Pattern::new("bob"))), Vec::<String>::new());
+    assert_eq!(f(&|x| x.resource_type = Some(Pattern::new("run"))), ["1", "3"]);
+    assert_eq!(f(&|x| x.action = Some(Pattern::new("c*"))), ["2", "3"]);
+    assert_eq!(f(&|x| x.resource_id = Some(Pattern::new("ws-2"))), ["2"]);
+    assert_eq!(f(&|x| x.org = Some(Pattern::new("org-1"))), ["1", "2", "3"]);
+    assert_eq!(f(&|x| x.org = Some(Pattern::new("acme"))), ["1", "2", "3"]);
+    assert_eq!(f(&|x| x.org = Some(Pattern::new("other"))), Vec::<String>::new());
+    assert_eq!(
+        f(&|x| {
+            x.since = Some("2024-01-02T00:00:00Z".parse().unwrap());
+            x.until = Some("2024-01-03T00:00:00Z".parse().unwrap());
+        }),
+        ["2"],
+        "since is inclusive, until exclusive"
+    );
+    assert_eq!(f(&|x| x.actor = Some(Pattern::new("'; DROP TABLE events; --"))), Vec::<String>::new());
+    assert_eq!(all_ids(&s, &EventFilter::default()).len(), 3);
+    let mut newest = Vec::new();
+    s.events(&EventFilter::default(), Order::NewestFirst, Some(2), &mut |e| {
+        newest.push(e.id);
+        Ok(())
+    })
+    .unwrap();
+    assert_eq!(newest, ["3", "2"]);
+}
+
+#[test]
+fn summaries_from_hourly_counts_equal_counting_every_event() {
+    let (_d, s) = open();
+    let src = s.source("acme", "x").unwrap();
+    let run = s.start_run(src.id, Timestamp::now()).unwrap();
+    let mut events = Vec::new();
+    let start: Timestamp = "2024-01-01T00:00:00Z".parse().unwrap();
+    for i in 0..2000i64 {
+        let t = start + jiff::SignedDuration::from_secs(i * 397);
+        let kinds = [("run", "apply"), ("var", "update"), ("authentication_token", "create")];
+        let (rtype, action) = kinds[(i % 3) as usize];
+        events.push(event(&format!("e{i}"), &t.to_string(), &format!("user-{}", i % 7), &format!("u{}", i % 7), rtype, action));
+    }
+    for chunk in events.chunks(300) {
+        store(&s, &src, run, chunk);
+    }
+    for (since, until) in [
+        (None, None),
+        (Some("2024-01-02T03:17:11Z"), Some("2024-01-05T19:01:00Z")),
+        (Some("2024-01-02T03:00:00Z"), Some("2024-01-02T05:00:00Z")),
+        (Some("2024-01-02T03:10:00Z"), Some("2024-01-02T03:50:00Z")),
+        (Some("2024-01-03T00:00:00Z"), None),
+    ] {
+        let mut filter = EventFilter {
+            since: since.map(|t| t.parse().unwrap()),
+            until: until.map(|t| t.parse().unwrap()),
+            ..EventFilter::default()
+        };
+        let fast = s.summary(&filter, 100).unwrap();
+        // A filter that matches every event forces the path that counts events one by one.
+        filter.actor = Some(Pattern::new("*"));
+        let slow = s.summary(&filter, 100).unwrap();
+        assert_eq!(fast.total, slow.total, "{since:?}..{until:?}");
+        assert_eq!(fast.by_kind, slow.by_kind);
+        assert_eq!(fast.top_actors, slow.top_actors);
+        assert_eq!(fast.per_day, slow.per_day);
+        assert_eq!(fast.total, all_ids(&s, &EventFilter { actor: None, ..filter }).len() as u64);
+    }
+    let all = s.summary(&EventFilter::default(), 3).unwrap();
+    assert_eq!(all.total, 2000);
+    assert_eq!(all.top_actors.len(), 3);
+    assert_eq!(all.top_actors[0].description.as_deref(), Some("u0"));
+}

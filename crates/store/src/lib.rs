@@ -1,0 +1,314 @@
+//! The archive: what tfaudit keeps, and the one interface every backend implements.
+//!
+//! The archive is an append-only log of events, each stored once by its `id`, each
+//! given a monotonic ingest sequence number (`seq`) that downstream consumers keep
+//! their own cursors over. Beside the events it keeps, per source (one organization at
+//! one address), the sync cursor, the page walk in progress, the runs, the gaps and
+//! the rejected elements.
+//!
+//! Everything a sync writes for one page — its events, its rejects and the walk's
+//! progress — is one transaction ([`Store::store_page`]); moving the cursor is another
+//! ([`Store::finish_walk`]). A crash between any two leaves a consistent archive that
+//! the next run resumes from.
+
+use std::io;
+
+use jiff::Timestamp;
+use serde::Serialize;
+use tfaudit_api::{AuditEvent, RejectedEvent};
+
+mod filter;
+pub use filter::{EventFilter, Pattern};
+
+/// Errors of an archive backend.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("no archive at {path}; run `tfaudit sync` first, or point --db / TFAUDIT_DB at an existing archive")]
+    Missing { path: String },
+    #[error("cannot open the archive {path}: {cause}; check the path (--db or TFAUDIT_DB) and its permissions")]
+    Open { path: String, cause: String },
+    #[error("the archive {path} has schema version {found}, newer than this tfaudit knows ({known}); upgrade tfaudit")]
+    TooNew { path: String, found: i64, known: i64 },
+    #[error("the archive is locked by another process for too long; try again when the other tfaudit has finished")]
+    Busy,
+    #[error("the archive {path} is damaged ({cause}); restore it from a backup or sync into a new one")]
+    Corrupt { path: String, cause: String },
+    #[error("archive error: {0}")]
+    Database(String),
+    #[error("writing output failed: {0}")]
+    Output(#[from] io::Error),
+}
+
+/// Shorthand for results of the store.
+pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+/// A source of events: one organization, at one address, with one cursor.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Source {
+    pub id: i64,
+    /// The name it is known by in tfaudit (config `name`, or the address's host).
+    pub name: String,
+    pub address: String,
+    /// The organization id its events carry, once one was seen.
+    pub organization_id: Option<String>,
+    /// Newest event timestamp that a complete page walk committed.
+    pub cursor: Option<Timestamp>,
+    /// A page walk that began and has not finished (a crash, a signal, an error).
+    pub walk: Option<Walk>,
+}
+
+/// A page walk's progress, saved with every page it stores so that a run after a
+/// crash can go on from the next page instead of starting over.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Walk {
+    /// The `since` every page of this walk asks for (`None` on a first backfill).
+    pub since: Option<Timestamp>,
+    /// The next page to fetch.
+    pub next_page: u64,
+    /// The page size asked for; a walk resumes only with the same size.
+    pub page_size: u32,
+    /// Newest event timestamp seen so far: the cursor once the walk completes.
+    pub newest: Option<Timestamp>,
+    /// Oldest event timestamp seen so far: where a gap ends.
+    pub oldest: Option<Timestamp>,
+    /// Set when the cursor was older than the retention window as the walk began.
+    pub gap_from: Option<Timestamp>,
+    pub started_at: Timestamp,
+}
+
+/// One page's worth of writes.
+#[derive(Debug)]
+pub struct PageWrite<'a> {
+    pub source_id: i64,
+    pub run_id: i64,
+    pub events: &'a [AuditEvent],
+    pub rejects: &'a [RejectedEvent],
+    /// The walk's progress after this page.
+    pub walk: &'a Walk,
+}
+
+/// What storing a page did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct PageOutcome {
+    /// Events new to the archive.
+    pub inserted: u64,
+    /// Events already in the archive (normal: overlap, shifting pages).
+    pub duplicates: u64,
+    /// Rejected elements not seen before.
+    pub rejected: u64,
+}
+
+/// A stretch of time whose events may be lost: the collector's cursor fell out of the
+/// API's retention window before it synced again.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Gap {
+    pub source: String,
+    pub from: Timestamp,
+    pub to: Timestamp,
+    pub detected_at: Timestamp,
+}
+
+/// How a run ended.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case", tag = "result", content = "error")]
+pub enum RunResult {
+    Ok,
+    Interrupted,
+    Failed(String),
+}
+
+impl RunResult {
+    #[must_use]
+    pub fn label(&self) -> &str {
+        match self {
+            Self::Ok => "ok",
+            Self::Interrupted => "interrupted",
+            Self::Failed(_) => "failed",
+        }
+    }
+}
+
+/// One sync of one source, as recorded.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Run {
+    pub id: i64,
+    pub started_at: Timestamp,
+    pub finished_at: Option<Timestamp>,
+    /// `None` while running, or when the process died during the run.
+    pub result: Option<RunResult>,
+    pub pages: u64,
+    pub requests: u64,
+    pub retries: u64,
+    pub new_events: u64,
+    pub duplicates: u64,
+    pub rejects: u64,
+}
+
+/// Request/retry counts a run reports when it ends.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RunCounts {
+    pub requests: u64,
+    pub retries: u64,
+}
+
+/// An event as the archive holds it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct StoredEvent {
+    /// The ingest sequence number: increases with every event stored.
+    pub seq: i64,
+    pub id: String,
+    pub source: String,
+    pub timestamp: Timestamp,
+    pub organization_id: Option<String>,
+    pub auth_type: Option<String>,
+    pub accessor_id: Option<String>,
+    pub auth_description: Option<String>,
+    pub impersonator_id: Option<String>,
+    pub request_id: Option<String>,
+    pub resource_id: Option<String>,
+    pub resource_type: Option<String>,
+    pub resource_action: Option<String>,
+    /// The event's original JSON.
+    pub raw: String,
+    pub ingested_at: Timestamp,
+}
+
+/// The order events are read in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Order {
+    OldestFirst,
+    NewestFirst,
+}
+
+/// Counts over a time range.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct Summary {
+    pub since: Option<Timestamp>,
+    pub until: Option<Timestamp>,
+    pub total: u64,
+    /// By resource type and action, most first.
+    pub by_kind: Vec<KindCount>,
+    /// By accessor, most first.
+    pub top_actors: Vec<ActorCount>,
+    /// Per UTC day, oldest first (`YYYY-MM-DD`).
+    pub per_day: Vec<DayCount>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct KindCount {
+    pub resource_type: String,
+    pub action: String,
+    pub count: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ActorCount {
+    pub accessor_id: String,
+    pub description: Option<String>,
+    pub count: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct DayCount {
+    pub day: String,
+    pub count: u64,
+}
+
+/// Everything `tfaudit status` shows for one source.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct SourceStatus {
+    pub name: String,
+    pub address: String,
+    pub organization_id: Option<String>,
+    pub events: u64,
+    pub oldest: Option<Timestamp>,
+    pub newest: Option<Timestamp>,
+    pub cursor: Option<Timestamp>,
+    pub walk_in_progress: Option<Walk>,
+    pub last_run: Option<Run>,
+    pub last_success: Option<Timestamp>,
+    pub gaps: Vec<Gap>,
+    pub rejects: u64,
+}
+
+/// A rejected element, as kept.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Reject {
+    pub source: String,
+    pub reason: String,
+    pub raw: String,
+    pub first_seen: Timestamp,
+    pub times_seen: u64,
+}
+
+/// An archive backend. Calls block; async callers run them on a blocking thread.
+pub trait Store: Send + Sync {
+    /// The source with this name, created on first use.
+    ///
+    /// # Errors
+    /// On a database failure.
+    fn source(&self, name: &str, address: &str) -> Result<Source>;
+
+    /// Records the start of a run and returns its id.
+    ///
+    /// # Errors
+    /// On a database failure.
+    fn start_run(&self, source_id: i64, started_at: Timestamp) -> Result<i64>;
+
+    /// Stores one page in one transaction: its events (each once, by `id`), its
+    /// rejects, the organization id its events carry, and the walk's progress.
+    ///
+    /// # Errors
+    /// On a database failure; then nothing of the page is stored.
+    fn store_page(&self, page: &PageWrite<'_>) -> Result<PageOutcome>;
+
+    /// Completes a walk in one transaction: moves the cursor (never backwards), clears
+    /// the walk, and records the gap if there is one.
+    ///
+    /// # Errors
+    /// On a database failure; then the cursor has not moved.
+    fn finish_walk(&self, source_id: i64, cursor: Option<Timestamp>, gap: Option<&Gap>) -> Result<()>;
+
+    /// Records how a run ended.
+    ///
+    /// # Errors
+    /// On a database failure.
+    fn finish_run(&self, run_id: i64, result: &RunResult, counts: RunCounts) -> Result<()>;
+
+    /// Calls `each` for every event matching `filter`, in `order`, at most `limit`.
+    /// Returns how many were read.
+    ///
+    /// # Errors
+    /// On a database failure, or the first error `each` returns.
+    fn events(
+        &self,
+        filter: &EventFilter,
+        order: Order,
+        limit: Option<u64>,
+        each: &mut dyn FnMut(StoredEvent) -> io::Result<()>,
+    ) -> Result<u64>;
+
+    /// One event by id.
+    ///
+    /// # Errors
+    /// On a database failure.
+    fn event(&self, id: &str) -> Result<Option<StoredEvent>>;
+
+    /// Counts by type/action, top actors and events per day.
+    ///
+    /// # Errors
+    /// On a database failure.
+    fn summary(&self, filter: &EventFilter, top: usize) -> Result<Summary>;
+
+    /// Per-source state.
+    ///
+    /// # Errors
+    /// On a database failure.
+    fn status(&self) -> Result<Vec<SourceStatus>>;
+
+    /// The most recent rejected elements.
+    ///
+    /// # Errors
+    /// On a database failure.
+    fn rejects(&self, limit: u64) -> Result<Vec<Reject>>;
+}
