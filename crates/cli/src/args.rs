@@ -1,0 +1,325 @@
+//! Command-line arguments, as parsed. [`crate::settings`] turns them into checked
+//! settings; nothing else reads them raw.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use tfaudit_config::Duration;
+
+/// A lossless, searchable archive of HCP Terraform audit trails.
+///
+/// Keeps every audit trail event of your organizations long past the API's 14 days,
+/// exactly once, and answers "who changed what, when".
+#[derive(Debug, Parser)]
+#[command(name = "tfaudit", version, max_term_width = 100)]
+pub struct Cli {
+    /// The archive (SQLite file) [default: ~/.local/share/tfaudit/archive.db]
+    #[arg(long, global = true, env = "TFAUDIT_DB", value_name = "PATH")]
+    pub db: Option<PathBuf>,
+
+    /// A config file listing organizations and settings [default: ~/.config/tfaudit/tfaudit.toml if present]
+    #[arg(long, global = true, env = "TFAUDIT_CONFIG", value_name = "PATH")]
+    pub config: Option<PathBuf>,
+
+    /// Print only errors: no progress bar, no reports
+    #[arg(long, short, global = true)]
+    pub quiet: bool,
+
+    /// Log each request and page (never the token)
+    #[arg(long, global = true)]
+    pub debug: bool,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Sync every organization once: fetch new events into the archive
+    Sync(SyncArgs),
+    /// Sync every organization now and then every --interval, until stopped
+    Watch(WatchArgs),
+    /// Search the archive
+    Query(QueryArgs),
+    /// Write every matching event, oldest first
+    Export(ExportArgs),
+    /// Counts by type and action, top actors, events per day
+    Summary(SummaryArgs),
+    /// Per organization: events stored, cursor, last sync, gaps, rejects
+    Status(StatusArgs),
+    /// Serve a local imitation of the audit trail API
+    Sim(SimArgs),
+    /// Try tfaudit with no token and no network: simulator, sync, queries
+    Demo(DemoArgs),
+}
+
+/// Where and how to sync.
+#[derive(Debug, Args, Clone, Default)]
+pub struct SyncArgs {
+    /// HCP Terraform address [env: TFE_ADDRESS, or https://$TFE_HOSTNAME] [default: https://app.terraform.io]
+    #[arg(long, value_name = "URL")]
+    pub address: Option<String>,
+
+    /// Read the token from this file (otherwise TFE_TOKEN, TF_TOKEN_<host>, ~/.terraform.d/credentials.tfrc.json)
+    #[arg(long, value_name = "PATH")]
+    pub token_file: Option<PathBuf>,
+
+    /// The name this organization has in the archive [default: the address's host]
+    #[arg(long, value_name = "NAME")]
+    pub name: Option<String>,
+
+    /// Only the configured organization with this name
+    #[arg(long, value_name = "NAME")]
+    pub org: Option<String>,
+
+    /// How far before the cursor each sync re-reads, to catch same-second and late events [default: 10m]
+    #[arg(long, value_name = "DURATION")]
+    pub overlap: Option<Duration>,
+
+    /// Events per page to ask for; the server may send fewer [default: 1000]
+    #[arg(long, value_name = "N")]
+    pub page_size: Option<u32>,
+
+    /// Requests per second at most, per organization; 0 for no limit [default: 10]
+    #[arg(long, value_name = "N")]
+    pub rate_limit: Option<u32>,
+
+    /// Retries of one failing request before the sync fails [default: 10]
+    #[arg(long, value_name = "N")]
+    pub max_retries: Option<u32>,
+
+    /// First retry delay, doubled each retry [default: 500ms]
+    #[arg(long, value_name = "DURATION")]
+    pub retry_delay: Option<Duration>,
+
+    /// Time allowed for one request [default: 60s]
+    #[arg(long, value_name = "DURATION")]
+    pub timeout: Option<Duration>,
+
+    /// How long the API keeps events; an older cursor means a gap [default: 14d]
+    #[arg(long, value_name = "DURATION")]
+    pub retention: Option<Duration>,
+
+    /// Print the report as JSON
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct WatchArgs {
+    #[command(flatten)]
+    pub sync: SyncArgs,
+
+    /// Time between syncs [default: 60s]
+    #[arg(long, value_name = "DURATION")]
+    pub interval: Option<Duration>,
+}
+
+/// Which events.
+#[derive(Debug, Args, Clone, Default)]
+pub struct FilterArgs {
+    /// Events at or after: RFC 3339, a date (UTC), or an age such as 90m, 24h, 7d
+    #[arg(long, value_name = "WHEN")]
+    pub since: Option<String>,
+
+    /// Events before: same forms as --since
+    #[arg(long, value_name = "WHEN")]
+    pub until: Option<String>,
+
+    /// Accessor id or name (auth.accessor_id / auth.description); glob, case-insensitive
+    #[arg(long, value_name = "GLOB")]
+    pub actor: Option<String>,
+
+    /// Resource type (resource.type), such as authentication_token; glob
+    #[arg(long = "type", value_name = "GLOB")]
+    pub resource_type: Option<String>,
+
+    /// Resource action (resource.action), such as destroy; glob
+    #[arg(long, value_name = "GLOB")]
+    pub action: Option<String>,
+
+    /// Resource id (resource.id), such as ws-abc123; glob
+    #[arg(long, value_name = "GLOB")]
+    pub resource_id: Option<String>,
+
+    /// Organization: its name in the archive or its id (org-...); glob
+    #[arg(long, value_name = "GLOB")]
+    pub org: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum QueryFormat {
+    Table,
+    Json,
+    Jsonl,
+    Csv,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ExportFormat {
+    Jsonl,
+    Csv,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ReportFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct QueryArgs {
+    #[command(flatten)]
+    pub filter: FilterArgs,
+
+    /// At most this many events, newest first; 0 for all
+    #[arg(long, default_value_t = 100, value_name = "N")]
+    pub limit: u64,
+
+    /// Output format [default: table on a terminal, jsonl otherwise]
+    #[arg(long, value_enum)]
+    pub format: Option<QueryFormat>,
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct ExportArgs {
+    #[command(flatten)]
+    pub filter: FilterArgs,
+
+    /// jsonl: one original event per line; csv: one row per event
+    #[arg(long, value_enum, default_value_t = ExportFormat::Jsonl)]
+    pub format: ExportFormat,
+
+    /// Write to this file instead of standard output
+    #[arg(long, short, value_name = "FILE")]
+    pub output: Option<PathBuf>,
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct SummaryArgs {
+    #[command(flatten)]
+    pub filter: FilterArgs,
+
+    /// How many actors and type/action pairs to list
+    #[arg(long, default_value_t = 10, value_name = "N")]
+    pub top: usize,
+
+    #[arg(long, value_enum, default_value_t = ReportFormat::Text)]
+    pub format: ReportFormat,
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct StatusArgs {
+    #[arg(long, value_enum, default_value_t = ReportFormat::Text)]
+    pub format: ReportFormat,
+
+    /// Also list the most recent rejected elements, with their text
+    #[arg(long)]
+    pub rejects: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum SinceModeArg {
+    Exclusive,
+    Inclusive,
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct SimArgs {
+    /// Address to listen on
+    #[arg(long, default_value = "127.0.0.1:8700", value_name = "ADDR")]
+    pub listen: std::net::SocketAddr,
+
+    /// The token that works (fake; any other gets 401)
+    #[arg(long, default_value = "sim-token", value_name = "TOKEN")]
+    pub token: String,
+
+    /// A token answered with 404, as a valid token without audit logging would be
+    #[arg(long, value_name = "TOKEN")]
+    pub forbidden_token: Option<String>,
+
+    /// Events of history to serve
+    #[arg(long, default_value_t = 5000, value_name = "N")]
+    pub events: u64,
+
+    /// How far back history reaches from its newest event
+    #[arg(long, default_value = "13d", value_name = "DURATION")]
+    pub span: Duration,
+
+    /// Age of the newest history event at start
+    #[arg(long, default_value = "1m", value_name = "DURATION")]
+    pub newest_age: Duration,
+
+    /// Events older than this are not served
+    #[arg(long, default_value = "14d", value_name = "DURATION")]
+    pub retention: Duration,
+
+    /// The most events one page holds, whatever is asked
+    #[arg(long, default_value_t = 1000, value_name = "N")]
+    pub max_page_size: u32,
+
+    /// Whether `since` keeps events at exactly that second
+    #[arg(long, value_enum, default_value_t = SinceModeArg::Exclusive)]
+    pub since_mode: SinceModeArg,
+
+    /// Live events arriving per second
+    #[arg(long, default_value_t = 0.0, value_name = "N")]
+    pub live_rate: f64,
+
+    /// Share of live events with timestamps in the past
+    #[arg(long, default_value_t = 0.2, value_name = "P")]
+    pub late_fraction: f64,
+
+    /// How far in the past a late event may be
+    #[arg(long, default_value = "2m", value_name = "DURATION")]
+    pub max_lateness: Duration,
+
+    /// Share of strings that are hostile (markup, formulas, escapes)
+    #[arg(long, default_value_t = 0.05, value_name = "P")]
+    pub hostile: f64,
+
+    /// Elements of history that are not events
+    #[arg(long, default_value_t = 0, value_name = "N")]
+    pub malformed: u64,
+
+    /// Share of requests answered 500/502/503
+    #[arg(long, default_value_t = 0.0, value_name = "P")]
+    pub error_rate: f64,
+
+    /// Share of requests answered 429
+    #[arg(long, default_value_t = 0.0, value_name = "P")]
+    pub throttle_rate: f64,
+
+    /// Share of connections closed without an answer
+    #[arg(long, default_value_t = 0.0, value_name = "P")]
+    pub drop_rate: f64,
+
+    /// Share of bodies cut short
+    #[arg(long, default_value_t = 0.0, value_name = "P")]
+    pub truncate_rate: f64,
+
+    /// Share of 200 answers that are not JSON
+    #[arg(long, default_value_t = 0.0, value_name = "P")]
+    pub garbage_rate: f64,
+
+    /// Share of requests delayed by --slow-delay
+    #[arg(long, default_value_t = 0.0, value_name = "P")]
+    pub slow_rate: f64,
+
+    #[arg(long, default_value = "2s", value_name = "DURATION")]
+    pub slow_delay: Duration,
+
+    /// Requests per second over which the answer is 429
+    #[arg(long, value_name = "N")]
+    pub rate_limit: Option<u32>,
+
+    #[arg(long, default_value_t = 1, value_name = "N")]
+    pub seed: u64,
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct DemoArgs {
+    /// Events the demo's simulator serves
+    #[arg(long, default_value_t = 3000, value_name = "N")]
+    pub events: u64,
+}

@@ -1,0 +1,4 @@
+pub mod demo;
+pub mod read;
+pub mod sim;
+pub mod sync;

@@ -1,0 +1,139 @@
+//! `tfaudit sync` and `tfaudit watch`.
+
+use std::io::{IsTerminal, Write};
+use std::path::Path;
+use std::sync::Arc;
+
+use tfaudit_store::Store;
+use tfaudit_store_sqlite::{OpenMode, SqliteStore};
+use tfaudit_sync::{SyncError, SyncReport};
+
+use crate::args::{Cli, SyncArgs, WatchArgs};
+use crate::failure::Failure;
+use crate::output::{count, terminal_safe, time};
+use crate::progress::Bar;
+use crate::settings;
+
+pub fn open_for_writing(path: &Path) -> Result<Arc<dyn Store>, Failure> {
+    Ok(Arc::new(SqliteStore::open(path, OpenMode::CreateIfMissing)?))
+}
+
+/// One line saying what a sync did.
+pub fn report_line(r: &SyncReport) -> String {
+    let mut line = format!(
+        "{}: {} new events, {} already stored; {} pages, {} requests, {} retries",
+        terminal_safe(&r.source),
+        count(r.new_events),
+        count(r.duplicates),
+        count(r.pages),
+        count(r.requests),
+        count(r.retries),
+    );
+    if let Some(p) = r.resumed_at_page {
+        line.push_str(&format!("; resumed at page {p}"));
+    }
+    if r.rejects > 0 {
+        line.push_str(&format!("; {} rejected (not events; see `tfaudit status --rejects`)", count(r.rejects)));
+    }
+    match r.cursor {
+        Some(c) if r.complete => line.push_str(&format!("; cursor {}", time(c))),
+        _ if !r.complete => line.push_str("; interrupted, the next run resumes"),
+        _ => line.push_str("; no events yet"),
+    }
+    line
+}
+
+fn gap_banner(r: &SyncReport) {
+    if let Some(g) = &r.gap {
+        eprintln!(
+            "\nWARNING: possible gap in {}: events between {} and {} may be lost.\n\
+             The last complete sync was longer ago than the API keeps events. The gap is recorded; `tfaudit status` shows it.\n",
+            terminal_safe(&r.source),
+            time(g.from),
+            time(g.to)
+        );
+    }
+}
+
+pub async fn sync(cli: &Cli, args: &SyncArgs) -> Result<(), Failure> {
+    let config = settings::config(cli)?;
+    let organizations = settings::organizations(args, None, config.as_ref())?;
+    let store = open_for_writing(&settings::db_path(cli, config.as_ref()))?;
+    let cancel = crate::stop_on_signals();
+    let show_bar = !cli.quiet && std::io::stderr().is_terminal();
+    let mut failure = None;
+    for org in &organizations {
+        let bar = Bar::new(show_bar, &org.name);
+        let result = tfaudit_sync::sync(store.clone(), &org.client, &org.name, org.walk_options(), &bar, &cancel).await;
+        match result {
+            Ok(report) => {
+                gap_banner(&report);
+                if args.json {
+                    let line = serde_json::to_string(&report).map_err(|e| Failure::Internal(e.to_string()))?;
+                    writeln!(std::io::stdout(), "{line}")?;
+                } else if !cli.quiet {
+                    writeln!(std::io::stdout(), "{}", report_line(&report))?;
+                }
+                if !report.complete {
+                    failure.get_or_insert(Failure::Interrupted);
+                }
+            }
+            Err(e) => {
+                let f = Failure::from(e);
+                if organizations.len() > 1 {
+                    eprintln!("error: {}: {f}", terminal_safe(&org.name));
+                    failure.get_or_insert(f);
+                } else {
+                    failure.get_or_insert(f);
+                }
+            }
+        }
+        if cancel.is_cancelled() {
+            failure.get_or_insert(Failure::Interrupted);
+            break;
+        }
+    }
+    match failure {
+        None => Ok(()),
+        // With several organizations each error was printed as it happened.
+        Some(f) if organizations.len() > 1 && !matches!(f, Failure::Interrupted) => {
+            Err(Failure::from_code_only(f))
+        }
+        Some(f) => Err(f),
+    }
+}
+
+pub async fn watch(cli: &Cli, args: &WatchArgs) -> Result<(), Failure> {
+    let config = settings::config(cli)?;
+    let organizations = settings::organizations(&args.sync, args.interval, config.as_ref())?;
+    let store = open_for_writing(&settings::db_path(cli, config.as_ref()))?;
+    let cancel = crate::stop_on_signals();
+    let json = args.sync.json;
+    let orgs = organizations
+        .into_iter()
+        .map(|o| tfaudit_sync::Organization {
+            walk: o.walk_options(),
+            interval: o.sync.interval,
+            name: o.name,
+            client: o.client,
+        })
+        .collect::<Vec<_>>();
+    for o in &orgs {
+        tracing::info!(organization = %o.name, address = o.client.address(), interval = %tfaudit_config::Duration(o.interval), "watching");
+    }
+    let on_sync: tfaudit_sync::OnSync = Arc::new(move |name: &str, result: &Result<SyncReport, SyncError>| match result {
+        Ok(report) => {
+            gap_banner(report);
+            if json {
+                if let Ok(line) = serde_json::to_string(report) {
+                    println!("{line}");
+                }
+            } else {
+                tracing::info!("{}", report_line(report));
+            }
+        }
+        Err(e) => tracing::error!(organization = %terminal_safe(name), "sync failed: {e}; trying again at the next interval"),
+    });
+    tfaudit_sync::watch(store, orgs, cancel, on_sync).await;
+    Ok(())
+}

@@ -1,0 +1,108 @@
+//! Every way a command can fail, each with its exit code.
+
+use std::process::ExitCode;
+
+use tfaudit_api::ApiError;
+use tfaudit_config::CredentialsError;
+use tfaudit_store::StoreError;
+use tfaudit_sync::SyncError;
+
+/// A failure, already worded for the user.
+#[derive(Debug, thiserror::Error)]
+pub enum Failure {
+    /// A bad flag, value or config: exit 2.
+    #[error("{0}")]
+    Usage(String),
+    /// No token, a rejected token, or no entitlement: exit 3.
+    #[error("{0}")]
+    Credentials(String),
+    /// The API could not be reached or kept failing: exit 4.
+    #[error("{0}")]
+    Api(String),
+    /// The archive could not be read or written: exit 5.
+    #[error("{0}")]
+    Store(String),
+    /// Stopped by a signal before finishing: exit 130.
+    #[error("interrupted; the next run resumes where this one stopped")]
+    Interrupted,
+    /// Output could not be written.
+    #[error("{0}")]
+    Output(String),
+    /// The reader of our output went away (`tfaudit export | head`): not an error.
+    #[error("output closed")]
+    ClosedPipe,
+    /// A bug: exit 1.
+    #[error("{0}")]
+    Internal(String),
+}
+
+impl Failure {
+    pub fn exit_code(&self) -> ExitCode {
+        ExitCode::from(match self {
+            Self::ClosedPipe => 0,
+            Self::Internal(_) | Self::Output(_) => 1,
+            Self::Usage(_) => 2,
+            Self::Credentials(_) => 3,
+            Self::Api(_) => 4,
+            Self::Store(_) => 5,
+            Self::Interrupted => 130,
+        })
+    }
+}
+
+impl Failure {
+    /// The same exit code with nothing more to print (the details were printed already).
+    #[must_use]
+    pub fn from_code_only(f: Failure) -> Failure {
+        let message = "one or more organizations failed (see above)".to_owned();
+        match f {
+            Self::Usage(_) => Self::Usage(message),
+            Self::Credentials(_) => Self::Credentials(message),
+            Self::Api(_) => Self::Api(message),
+            Self::Store(_) => Self::Store(message),
+            other => other,
+        }
+    }
+}
+
+impl From<ApiError> for Failure {
+    fn from(e: ApiError) -> Self {
+        match e {
+            ApiError::Unauthorized { .. } | ApiError::NotEntitled { .. } => Self::Credentials(e.to_string()),
+            ApiError::InvalidAddress { .. } => Self::Usage(e.to_string()),
+            _ => Self::Api(e.to_string()),
+        }
+    }
+}
+
+impl From<CredentialsError> for Failure {
+    fn from(e: CredentialsError) -> Self {
+        Self::Credentials(e.to_string())
+    }
+}
+
+impl From<StoreError> for Failure {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::Output(io) => io.into(),
+            other => Self::Store(other.to_string()),
+        }
+    }
+}
+
+impl From<SyncError> for Failure {
+    fn from(e: SyncError) -> Self {
+        match e {
+            SyncError::Api(a) => a.into(),
+            SyncError::Store(s) => s.into(),
+            SyncError::OrganizationChanged { .. } => Self::Usage(e.to_string()),
+            SyncError::Internal(i) => Self::Internal(i),
+        }
+    }
+}
+
+impl From<std::io::Error> for Failure {
+    fn from(e: std::io::Error) -> Self {
+        if e.kind() == std::io::ErrorKind::BrokenPipe { Self::ClosedPipe } else { Self::Output(format!("writing output failed: {e}")) }
+    }
+}

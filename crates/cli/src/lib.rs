@@ -1,0 +1,110 @@
+//! The `tfaudit` command line: settings, commands and their output. The work itself
+//! lives in the library crates (`tfaudit-api`, `tfaudit-sync`, `tfaudit-store*`,
+//! `tfaudit-sim`).
+
+pub mod args;
+mod commands;
+mod failure;
+pub mod output;
+mod progress;
+mod settings;
+
+use std::io::IsTerminal;
+use std::process::ExitCode;
+
+use clap::Parser;
+use tokio_util::sync::CancellationToken;
+
+pub use failure::Failure;
+
+use args::{Cli, Command};
+
+/// Runs the command line and returns the process's exit code.
+pub fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            // --help and --version are "errors" that print to stdout and exit 0.
+            let _ = e.print();
+            return ExitCode::from(if e.use_stderr() { 2 } else { 0 });
+        }
+    };
+    init_logging(&cli);
+    match run(&cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(failure) => {
+            if !matches!(failure, Failure::ClosedPipe) {
+                eprintln!("error: {failure}");
+            }
+            failure.exit_code()
+        }
+    }
+}
+
+fn run(cli: &Cli) -> Result<(), Failure> {
+    match &cli.command {
+        Command::Query(a) => commands::read::query(cli, a),
+        Command::Export(a) => commands::read::export(cli, a),
+        Command::Summary(a) => commands::read::summary(cli, a),
+        Command::Status(a) => commands::read::status(cli, a),
+        Command::Sync(a) => runtime()?.block_on(commands::sync::sync(cli, a)),
+        Command::Watch(a) => runtime()?.block_on(commands::sync::watch(cli, a)),
+        Command::Sim(a) => runtime()?.block_on(commands::sim::sim(a)),
+        Command::Demo(a) => runtime()?.block_on(commands::demo::demo(a)),
+    }
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime, Failure> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| Failure::Internal(format!("cannot start the async runtime: {e}")))
+}
+
+fn init_logging(cli: &Cli) {
+    use tracing_subscriber::EnvFilter;
+    let ours = ["tfaudit", "tfaudit_cli", "tfaudit_api", "tfaudit_sync", "tfaudit_store_sqlite", "tfaudit_sim", "tfaudit_config"];
+    let level = if cli.debug {
+        "debug"
+    } else if cli.quiet {
+        "error"
+    } else if matches!(cli.command, Command::Watch(_) | Command::Sim(_)) {
+        "info"
+    } else {
+        "warn"
+    };
+    let directives = ours.iter().map(|c| format!("{c}={level}")).collect::<Vec<_>>().join(",");
+    let filter = match std::env::var("RUST_LOG") {
+        Ok(v) if !v.trim().is_empty() && !cli.debug => EnvFilter::new(v),
+        _ => EnvFilter::new(format!("error,{directives}")),
+    };
+    let long_running = matches!(cli.command, Command::Watch(_) | Command::Sim(_));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(cli.debug)
+        .with_ansi(std::io::stderr().is_terminal());
+    let _ = if long_running { builder.try_init() } else { builder.without_time().try_init() };
+}
+
+/// A token cancelled by the first SIGINT or SIGTERM; a second one exits at once.
+pub(crate) fn stop_on_signals() -> CancellationToken {
+    let cancel = CancellationToken::new();
+    let c = cancel.clone();
+    tokio::spawn(async move {
+        let Ok(mut term) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) else { return };
+        for round in 0..2 {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+            if round == 0 {
+                tracing::warn!("stopping after the current page is stored (signal again to stop at once)");
+                c.cancel();
+            } else {
+                std::process::exit(130);
+            }
+        }
+    });
+    cancel
+}

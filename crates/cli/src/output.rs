@@ -1,0 +1,318 @@
+//! Showing events to people and programs. Event strings are untrusted: on a terminal
+//! control and bidi characters are shown escaped, in CSV a leading formula character is
+//! neutralised, in JSON they are JSON-escaped by construction.
+
+use std::borrow::Cow;
+use std::io::{self, Write};
+
+use comfy_table::{ContentArrangement, Table, presets};
+use tfaudit_store::{SourceStatus, StoredEvent, Summary};
+
+/// Escapes what a terminal would interpret or what could disguise text: C0/C1
+/// controls (escape sequences, bell, carriage return, newline), DEL, and the Unicode
+/// bidi and zero-width controls.
+#[must_use]
+pub fn terminal_safe(s: &str) -> Cow<'_, str> {
+    fn risky(c: char) -> bool {
+        c.is_control()
+            || matches!(c, '\u{200B}'..='\u{200F}' | '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}' | '\u{FEFF}' | '\u{061C}')
+    }
+    if !s.chars().any(risky) {
+        return Cow::Borrowed(s);
+    }
+    let mut out = String::with_capacity(s.len() + 8);
+    for c in s.chars() {
+        match c {
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c if risky(c) => out.push_str(&format!("\\u{{{:x}}}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    Cow::Owned(out)
+}
+
+/// Neutralises spreadsheet formulas: a cell starting with `=`, `+`, `-`, `@`, a tab or
+/// a carriage return gets a leading `'`, as OWASP recommends.
+#[must_use]
+pub fn csv_safe(s: &str) -> Cow<'_, str> {
+    match s.chars().next() {
+        Some('=' | '+' | '-' | '@' | '\t' | '\r' | '\n' | '\u{FF1D}' | '\u{FF0B}' | '\u{FF0D}' | '\u{FF20}') => Cow::Owned(format!("'{s}")),
+        _ => Cow::Borrowed(s),
+    }
+}
+
+/// `1234567` as `1,234,567`.
+#[must_use]
+pub fn count(n: u64) -> String {
+    let digits = n.to_string();
+    let mut out = String::with_capacity(digits.len() + digits.len() / 3);
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
+pub fn time(t: jiff::Timestamp) -> String {
+    t.strftime("%Y-%m-%dT%H:%M:%SZ").to_string()
+}
+
+fn time_opt(t: Option<jiff::Timestamp>) -> String {
+    t.map_or_else(|| "-".to_owned(), time)
+}
+
+/// Who did it, for a table: the name, else the id; impersonation shown.
+fn actor(e: &StoredEvent) -> String {
+    let who = e.auth_description.as_deref().or(e.accessor_id.as_deref()).unwrap_or(match e.auth_type.as_deref() {
+        Some("System") => "(system)",
+        _ => "(unknown)",
+    });
+    match &e.impersonator_id {
+        Some(by) => format!("{who} (impersonated by {by})"),
+        None => who.to_owned(),
+    }
+}
+
+/// Writes events in one of the query/export formats.
+pub enum EventWriter<W: Write> {
+    Table { out: W, table: Table, rows: u64 },
+    Json { out: W, first: bool },
+    Jsonl { out: W },
+    Csv { out: csv::Writer<W> },
+}
+
+const CSV_HEADER: [&str; 13] = [
+    "timestamp",
+    "id",
+    "organization",
+    "organization_id",
+    "auth_type",
+    "accessor_id",
+    "auth_description",
+    "impersonator_id",
+    "request_id",
+    "resource_type",
+    "resource_action",
+    "resource_id",
+    "meta",
+];
+
+impl<W: Write> EventWriter<W> {
+    pub fn table(out: W) -> Self {
+        let mut table = Table::new();
+        table.load_style(presets::NOTHING).set_content_arrangement(ContentArrangement::Dynamic);
+        table.set_header(["TIME (UTC)", "ACTOR", "TYPE", "ACTION", "RESOURCE", "ORG"]);
+        Self::Table { out, table, rows: 0 }
+    }
+
+    pub fn json(out: W) -> Self {
+        Self::Json { out, first: true }
+    }
+
+    pub fn jsonl(out: W) -> Self {
+        Self::Jsonl { out }
+    }
+
+    pub fn csv(out: W) -> io::Result<Self> {
+        let mut out = csv::Writer::from_writer(out);
+        out.write_record(CSV_HEADER)?;
+        Ok(Self::Csv { out })
+    }
+
+    pub fn write(&mut self, e: &StoredEvent) -> io::Result<()> {
+        match self {
+            Self::Table { table, rows, .. } => {
+                let safe = |s: Option<&str>| terminal_safe(s.unwrap_or("-")).into_owned();
+                table.add_row([
+                    time(e.timestamp),
+                    terminal_safe(&actor(e)).into_owned(),
+                    safe(e.resource_type.as_deref()),
+                    safe(e.resource_action.as_deref()),
+                    safe(e.resource_id.as_deref()),
+                    terminal_safe(&e.source).into_owned(),
+                ]);
+                *rows += 1;
+                Ok(())
+            }
+            Self::Json { out, first } => {
+                out.write_all(if *first { b"[\n" } else { b",\n" })?;
+                *first = false;
+                out.write_all(tfaudit_api::event::compact_json(&e.raw).as_bytes())
+            }
+            Self::Jsonl { out } => {
+                out.write_all(tfaudit_api::event::compact_json(&e.raw).as_bytes())?;
+                out.write_all(b"\n")
+            }
+            Self::Csv { out } => {
+                let meta = serde_json::from_str::<serde_json::Value>(&e.raw)
+                    .ok()
+                    .and_then(|v| v.get("resource").and_then(|r| r.get("meta")).filter(|m| !m.is_null()).map(ToString::to_string))
+                    .unwrap_or_default();
+                let ts = time(e.timestamp);
+                let cells = [
+                    Some(ts.as_str()),
+                    Some(e.id.as_str()),
+                    Some(e.source.as_str()),
+                    e.organization_id.as_deref(),
+                    e.auth_type.as_deref(),
+                    e.accessor_id.as_deref(),
+                    e.auth_description.as_deref(),
+                    e.impersonator_id.as_deref(),
+                    e.request_id.as_deref(),
+                    e.resource_type.as_deref(),
+                    e.resource_action.as_deref(),
+                    e.resource_id.as_deref(),
+                    Some(meta.as_str()),
+                ];
+                out.write_record(cells.iter().map(|c| csv_safe(c.unwrap_or("")).into_owned()))?;
+                Ok(())
+            }
+        }
+    }
+
+    pub fn finish(self) -> io::Result<()> {
+        match self {
+            Self::Table { mut out, table, rows } => {
+                if rows == 0 {
+                    writeln!(out, "no matching events")
+                } else {
+                    writeln!(out, "{table}")
+                }
+            }
+            Self::Json { mut out, first } => {
+                out.write_all(if first { b"[]\n" } else { b"\n]\n" })?;
+                out.flush()
+            }
+            Self::Jsonl { mut out } => out.flush(),
+            Self::Csv { mut out } => out.flush(),
+        }
+    }
+}
+
+/// The summary as text; `chart` draws bars (on a terminal).
+pub fn summary_text(s: &Summary, chart: bool, out: &mut dyn Write) -> io::Result<()> {
+    let range = match (s.since, s.until) {
+        (Some(a), Some(b)) => format!("{} to {}", time(a), time(b)),
+        (Some(a), None) => format!("since {}", time(a)),
+        (None, Some(b)) => format!("before {}", time(b)),
+        (None, None) => "all time".to_owned(),
+    };
+    writeln!(out, "{} events, {range}", count(s.total))?;
+    if s.total == 0 {
+        return Ok(());
+    }
+    writeln!(out, "\nBy type and action")?;
+    let width = s.by_kind.iter().map(|k| k.resource_type.len() + k.action.len() + 1).max().unwrap_or(0).min(50);
+    for k in &s.by_kind {
+        let name = terminal_safe(&format!("{}.{}", k.resource_type, k.action)).into_owned();
+        writeln!(out, "  {name:<width$}  {:>10}", count(k.count))?;
+    }
+    writeln!(out, "\nTop actors")?;
+    for a in &s.top_actors {
+        let name = match (&a.description, a.accessor_id.as_str()) {
+            (_, "") => "(system)".to_owned(),
+            (Some(d), id) => format!("{d} ({id})"),
+            (None, id) => id.to_owned(),
+        };
+        writeln!(out, "  {:<48}  {:>10}", terminal_safe(&name), count(a.count))?;
+    }
+    writeln!(out, "\nPer day (UTC)")?;
+    let max = s.per_day.iter().map(|d| d.count).max().unwrap_or(1).max(1);
+    for d in &s.per_day {
+        if chart {
+            let bar = "█".repeat(((d.count * 40).div_ceil(max)) as usize);
+            writeln!(out, "  {}  {:>8}  {bar}", d.day, count(d.count))?;
+        } else {
+            writeln!(out, "  {}  {:>8}", d.day, count(d.count))?;
+        }
+    }
+    Ok(())
+}
+
+/// `tfaudit status` as text.
+pub fn status_text(sources: &[SourceStatus], out: &mut dyn Write) -> io::Result<()> {
+    if sources.is_empty() {
+        return writeln!(out, "the archive is empty; run `tfaudit sync`");
+    }
+    for (i, s) in sources.iter().enumerate() {
+        if i > 0 {
+            writeln!(out)?;
+        }
+        let org = s.organization_id.as_deref().map(|o| format!(" ({})", terminal_safe(o))).unwrap_or_default();
+        writeln!(out, "{}{org}  {}", terminal_safe(&s.name), terminal_safe(&s.address))?;
+        writeln!(out, "  events      {}  (oldest {}, newest {})", count(s.events), time_opt(s.oldest), time_opt(s.newest))?;
+        writeln!(out, "  cursor      {}", s.cursor.map_or_else(|| "none yet (no complete sync)".to_owned(), time))?;
+        match &s.last_run {
+            None => writeln!(out, "  last sync   never")?,
+            Some(r) => {
+                let result = match &r.result {
+                    None => "did not finish (running, or the process died; the next run resumes)".to_owned(),
+                    Some(tfaudit_store::RunResult::Failed(e)) => format!("failed: {}", terminal_safe(e)),
+                    Some(other) => other.label().to_owned(),
+                };
+                writeln!(
+                    out,
+                    "  last sync   {} {result}; {} pages, {} requests ({} retries), {} new events, {} already stored",
+                    time(r.started_at),
+                    count(r.pages),
+                    count(r.requests),
+                    count(r.retries),
+                    count(r.new_events),
+                    count(r.duplicates)
+                )?;
+            }
+        }
+        writeln!(out, "  last ok     {}", s.last_success.map_or_else(|| "never".to_owned(), time))?;
+        if let Some(w) = &s.walk_in_progress {
+            writeln!(out, "  unfinished  a page walk started {} stopped before page {}; the next sync resumes it", time(w.started_at), w.next_page)?;
+        }
+        if s.gaps.is_empty() {
+            writeln!(out, "  gaps        none")?;
+        } else {
+            for g in &s.gaps {
+                writeln!(out, "  GAP         events between {} and {} may be lost (found {})", time(g.from), time(g.to), time(g.detected_at))?;
+            }
+        }
+        if s.rejects > 0 {
+            writeln!(out, "  rejects     {} elements that were not events (see `tfaudit status --rejects`)", count(s.rejects))?;
+        } else {
+            writeln!(out, "  rejects     none")?;
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn terminal_escapes_what_a_terminal_would_obey() {
+        assert_eq!(terminal_safe("plain ünïcödé 日本"), "plain ünïcödé 日本");
+        assert_eq!(terminal_safe("\u{1b}[31mred\u{7}"), "\\u{1b}[31mred\\u{7}");
+        assert_eq!(terminal_safe("a\nb\r"), "a\\nb\\r");
+        assert_eq!(terminal_safe("\u{202e}gnp.exe"), "\\u{202e}gnp.exe");
+        assert_eq!(terminal_safe("\u{9b}31m"), "\\u{9b}31m");
+    }
+
+    #[test]
+    fn csv_neutralises_formulas() {
+        for f in ["=1+1", "+cmd", "-2+3", "@SUM(1)", "\t=x", "\r=x"] {
+            assert!(csv_safe(f).starts_with('\''), "{f}");
+        }
+        assert_eq!(csv_safe("alice"), "alice");
+        assert_eq!(csv_safe("2026-01-01T00:00:00Z"), "2026-01-01T00:00:00Z");
+    }
+
+    #[test]
+    fn counts() {
+        assert_eq!(count(0), "0");
+        assert_eq!(count(999), "999");
+        assert_eq!(count(1000), "1,000");
+        assert_eq!(count(1_234_567), "1,234,567");
+    }
+}

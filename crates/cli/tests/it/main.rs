@@ -1,0 +1,12 @@
+//! tfaudit's integration tests: the real binary, over real HTTP on 127.0.0.1, against
+//! the simulator (and, for client behaviour per status code, wiremock).
+
+mod harness;
+
+mod auth;
+mod client;
+mod config;
+mod crash;
+mod faults;
+mod output;
+mod sync;

@@ -1,0 +1,165 @@
+//! Sync correctness against the simulator: the archive equals what the server serves.
+
+use std::time::Duration;
+
+use tfaudit_sim::{SimConfig, SinceMode};
+
+use crate::harness::*;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn full_backfill_equals_the_servers_events_exactly() {
+    let sim = start(SimConfig { events: 4_321, hostile: 0.2, ..SimConfig::default() }).await;
+    let env = Env::new();
+    let out = env.sync(&sim, &[]).await;
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(text(&out.stdout).contains("4,321 new events"), "{}", text(&out.stdout));
+    assert_archive_equals(&env, &sim).await;
+    // Exactly ceil(N / page size) requests when nothing fails.
+    assert_eq!(sim.stats().requests, 5);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_sync_asks_from_the_cursor_minus_overlap_and_stores_nothing_twice() {
+    let sim = start(SimConfig { events: 500, ..SimConfig::default() }).await;
+    let env = Env::new();
+    assert!(env.sync(&sim, &[]).await.status.success());
+    let cursor = status(&env).await["organizations"][0]["cursor"].as_str().unwrap().to_owned();
+    let now = jiff::Timestamp::now().as_second();
+    let new_ids: Vec<String> = (0..7).map(|i| sim.add_event(now - i % 2)).collect();
+    let out = env.sync(&sim, &["--overlap", "5m"]).await;
+    assert!(out.status.success());
+    assert!(text(&out.stdout).contains("7 new events"), "{}", text(&out.stdout));
+    let last = sim.stats().recent.last().unwrap().clone();
+    let expected_since = cursor.parse::<jiff::Timestamp>().unwrap() - jiff::SignedDuration::from_mins(5);
+    assert_eq!(last.since.as_deref(), Some(tfaudit_api::time::format_since(expected_since).as_str()));
+    assert_archive_equals(&env, &sim).await;
+    let archived = env.exported().await;
+    assert!(new_ids.iter().all(|id| archived.contains_key(id)));
+}
+
+async fn since_mode_round(mode: SinceMode) {
+    let sim = start(SimConfig { events: 300, since_mode: mode, newest_age: Duration::ZERO, ..SimConfig::default() }).await;
+    let env = Env::new();
+    assert!(env.sync(&sim, &[]).await.status.success());
+    // More events in the very second of the cursor, and one a second before it: the
+    // ones a cursor without overlap, or one trusting `since` to be inclusive, would miss.
+    // With a 2s overlap, both readings of `since` must bring them all.
+    let cursor = status(&env).await["organizations"][0]["cursor"].as_str().unwrap().parse::<jiff::Timestamp>().unwrap();
+    for ts in [cursor.as_second(), cursor.as_second(), cursor.as_second() - 1] {
+        sim.add_event(ts);
+    }
+    assert!(env.sync(&sim, &["--overlap", "2s"]).await.status.success());
+    assert_archive_equals(&env, &sim).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exclusive_since_loses_no_same_second_event() {
+    since_mode_round(SinceMode::Exclusive).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn inclusive_since_duplicates_nothing() {
+    since_mode_round(SinceMode::Inclusive).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_capping_the_page_size_below_what_was_asked() {
+    let sim = start(SimConfig { events: 1_000, max_page_size: 70, ..SimConfig::default() }).await;
+    let env = Env::new();
+    let out = env.sync(&sim, &["--page-size", "1000"]).await;
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_archive_equals(&env, &sim).await;
+    assert_eq!(sim.stats().requests, 1_000u64.div_ceil(70), "one request per page the server actually sends");
+    assert!(sim.stats().recent.iter().all(|r| r.page_size == 1000));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn live_events_arriving_during_the_walk() {
+    // Small pages and fast arrivals: pages shift under the walk, some arrivals are late.
+    let sim = start(SimConfig {
+        events: 3_000,
+        max_page_size: 50,
+        live_rate: 400.0,
+        late_fraction: 0.3,
+        max_lateness: Duration::from_secs(30),
+        ..SimConfig::default()
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let before = served(&sim);
+    let env = Env::new();
+    let out = env.sync(&sim, &[]).await;
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let archived = env.exported().await;
+    let missing: Vec<_> = before.keys().filter(|id| !archived.contains_key(*id)).collect();
+    assert!(missing.is_empty(), "events present when the walk began are missing: {missing:?}");
+    assert!(sim.stats().live_events > 0);
+    // Arrivals keep coming for two more syncs, then stop; one last sync catches up.
+    for _ in 0..2 {
+        assert!(env.sync(&sim, &[]).await.status.success());
+    }
+    sim.set_live(false);
+    assert!(env.sync(&sim, &[]).await.status.success());
+    assert_archive_equals(&env, &sim).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_elements_are_set_aside_and_the_rest_is_stored() {
+    let sim = start(SimConfig { events: 800, malformed: 8, ..SimConfig::default() }).await;
+    let env = Env::new();
+    let out = env.sync(&sim, &[]).await;
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(text(&out.stdout).contains("792 new events") && text(&out.stdout).contains("8 rejected"), "{}", text(&out.stdout));
+    assert_archive_equals(&env, &sim).await;
+    let s = status(&env).await;
+    assert_eq!(s["organizations"][0]["rejects"], 8);
+    let listed = env.ok(None, &["status", "--rejects"]).await;
+    for reason in ["not a JSON object", "no \"id\"", "not an RFC 3339 time"] {
+        assert!(listed.contains(reason), "{reason} missing from\n{listed}");
+    }
+    // Seen again on the next sync, they are not counted again.
+    assert!(env.sync(&sim, &[]).await.status.success());
+    assert_eq!(status(&env).await["organizations"][0]["rejects"], 8);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cursor_older_than_retention_is_reported_as_a_gap() {
+    let day = 86_400;
+    // An organization whose last sync reached 20 days ago...
+    let old = start(SimConfig {
+        events: 200,
+        newest_age: Duration::from_secs(20 * day),
+        span: Duration::from_secs(5 * day),
+        retention: Duration::from_secs(60 * day),
+        ..SimConfig::default()
+    })
+    .await;
+    let env = Env::new();
+    assert!(env.sync(&old, &["--name", "acme"]).await.status.success());
+    old.stop().await;
+    // ...synced again now, when the API keeps 14 days.
+    let now = start(SimConfig { events: 300, seed: 2, ..SimConfig::default() }).await;
+    let out = env.sync(&now, &["--name", "acme"]).await;
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(text(&out.stderr).contains("possible gap"), "{}", text(&out.stderr));
+    let s = status(&env).await;
+    let gaps = s["organizations"][0]["gaps"].as_array().unwrap();
+    assert_eq!(gaps.len(), 1);
+    assert!(env.ok(None, &["status"]).await.contains("GAP"));
+    // A sync that finds continuity records nothing new.
+    assert!(env.sync(&now, &["--name", "acme"]).await.status.success());
+    assert_eq!(status(&env).await["organizations"][0]["gaps"].as_array().unwrap().len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_token_of_another_organization_under_the_same_name_is_refused() {
+    let a = start(SimConfig { events: 50, ..SimConfig::default() }).await;
+    let b = start(SimConfig { events: 50, organization_id: "org-Other".into(), seed: 9, ..SimConfig::default() }).await;
+    let env = Env::new();
+    assert!(env.sync(&a, &["--name", "acme"]).await.status.success());
+    let out = env.sync(&b, &["--name", "acme"]).await;
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out.stderr).contains("org-Other") && text(&out.stderr).contains("config"), "{}", text(&out.stderr));
+    // Under its own name it syncs.
+    assert!(env.sync(&b, &["--name", "other"]).await.status.success());
+}

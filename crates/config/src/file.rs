@@ -1,0 +1,272 @@
+//! The config file (TOML). Unknown keys are errors, reported with their line.
+//!
+//! ```toml
+//! db = "/var/lib/tfaudit/archive.db"
+//!
+//! [sync]
+//! interval = "60s"
+//!
+//! [[organization]]
+//! name = "acme"
+//! address = "https://app.terraform.io"
+//! token_file = "/etc/tfaudit/acme.token"
+//!
+//! [organization.sync]      # this organization's own settings
+//! interval = "5m"
+//! ```
+
+use std::num::NonZeroU32;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::duration::Duration;
+
+/// The whole file.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConfigFile {
+    /// The archive's path.
+    pub db: Option<PathBuf>,
+    /// Sync settings for every organization.
+    #[serde(default)]
+    pub sync: SyncSection,
+    /// The organizations to sync; none means "the one TFE_ADDRESS/TFE_TOKEN name".
+    #[serde(default, rename = "organization")]
+    pub organizations: Vec<OrganizationSection>,
+}
+
+/// Sync settings; every field is optional so that layers (defaults, file,
+/// organization, command line) can be merged.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct SyncSection {
+    /// Time between syncs in `watch` (default 60s).
+    pub interval: Option<Duration>,
+    /// How far before the cursor each sync asks from (default 10m).
+    pub overlap: Option<Duration>,
+    /// Events per page to ask for (default 1000; the server may send fewer).
+    pub page_size: Option<u32>,
+    /// Requests per second at most, per organization (default 10; 0 for no limit).
+    pub rate_limit: Option<u32>,
+    /// Retries of one request before a sync fails (default 10).
+    pub max_retries: Option<u32>,
+    /// How long the API keeps events (default 14d): older cursors mean a gap.
+    pub retention: Option<Duration>,
+    /// Time allowed for one request (default 60s).
+    pub timeout: Option<Duration>,
+    /// The first retry delay, doubled each retry (default 500ms).
+    pub retry_delay: Option<Duration>,
+}
+
+/// One organization.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct OrganizationSection {
+    /// The name tfaudit knows it by (in status, `--org`); letters, digits, `.`, `_`, `-`.
+    pub name: String,
+    /// Default `https://app.terraform.io`.
+    pub address: Option<String>,
+    /// A file holding the token.
+    pub token_file: Option<PathBuf>,
+    /// An environment variable holding the token.
+    pub token_env: Option<String>,
+    /// Overrides of `[sync]` for this organization.
+    pub sync: Option<SyncSection>,
+}
+
+/// Sync settings after merging and checking.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SyncSettings {
+    pub interval: std::time::Duration,
+    pub overlap: std::time::Duration,
+    pub page_size: u32,
+    pub rate_limit: Option<NonZeroU32>,
+    pub max_retries: u32,
+    pub retention: std::time::Duration,
+    pub timeout: std::time::Duration,
+    pub retry_delay: std::time::Duration,
+}
+
+/// Why a config could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read the config {path}: {cause}; check --config / TFAUDIT_CONFIG")]
+    Unreadable { path: PathBuf, cause: String },
+    #[error("{path}:{line}: {message}")]
+    Invalid { path: PathBuf, line: usize, message: String },
+    #[error("{context}: {message}")]
+    Setting { context: String, message: String },
+}
+
+impl SyncSection {
+    /// The first value set, in `layers` order (most specific first), for each field.
+    #[must_use]
+    pub fn merge(layers: &[&SyncSection]) -> SyncSection {
+        macro_rules! first {
+            ($f:ident) => {
+                layers.iter().find_map(|l| l.$f)
+            };
+        }
+        SyncSection {
+            interval: first!(interval),
+            overlap: first!(overlap),
+            page_size: first!(page_size),
+            rate_limit: first!(rate_limit),
+            max_retries: first!(max_retries),
+            retention: first!(retention),
+            timeout: first!(timeout),
+            retry_delay: first!(retry_delay),
+        }
+    }
+
+    /// Fills in defaults and checks values; `context` names where they came from.
+    ///
+    /// # Errors
+    /// [`ConfigError::Setting`] naming the setting and the accepted range.
+    pub fn resolve(&self, context: &str) -> Result<SyncSettings, ConfigError> {
+        let bad = |message: String| ConfigError::Setting { context: context.to_owned(), message };
+        let secs = std::time::Duration::from_secs;
+        let s = SyncSettings {
+            interval: self.interval.map_or(secs(60), |d| d.0),
+            overlap: self.overlap.map_or(secs(600), |d| d.0),
+            page_size: self.page_size.unwrap_or(1000),
+            rate_limit: NonZeroU32::new(self.rate_limit.unwrap_or(10)),
+            max_retries: self.max_retries.unwrap_or(10),
+            retention: self.retention.map_or(secs(14 * 86_400), |d| d.0),
+            timeout: self.timeout.map_or(secs(60), |d| d.0),
+            retry_delay: self.retry_delay.map_or(std::time::Duration::from_millis(500), |d| d.0),
+        };
+        if s.interval < secs(1) {
+            return Err(bad("interval must be at least 1s".into()));
+        }
+        if s.overlap < secs(1) {
+            return Err(bad(
+                "overlap must be at least 1s: timestamps have whole-second precision, so a sync must re-read the cursor's second"
+                    .into(),
+            ));
+        }
+        if !(1..=10_000).contains(&s.page_size) {
+            return Err(bad(format!("page_size must be between 1 and 10000 (got {})", s.page_size)));
+        }
+        if s.retention < secs(3600) {
+            return Err(bad("retention must be at least 1h (HCP Terraform keeps 14d)".into()));
+        }
+        if s.timeout < secs(1) {
+            return Err(bad("timeout must be at least 1s".into()));
+        }
+        if s.retry_delay.is_zero() {
+            return Err(bad("retry_delay must be more than 0".into()));
+        }
+        Ok(s)
+    }
+}
+
+impl ConfigFile {
+    /// Reads and checks a config file.
+    ///
+    /// # Errors
+    /// [`ConfigError`] with the file, the line and what is wrong.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| ConfigError::Unreadable { path: path.to_owned(), cause: e.to_string() })?;
+        Self::parse(path, &text)
+    }
+
+    /// Parses and checks config text; `path` is only for messages.
+    ///
+    /// # Errors
+    /// [`ConfigError`] with the file, the line and what is wrong.
+    pub fn parse(path: &Path, text: &str) -> Result<Self, ConfigError> {
+        let file: Self = toml::from_str(text).map_err(|e| {
+            let line = e.span().map_or(1, |s| text[..s.start.min(text.len())].matches('\n').count() + 1);
+            ConfigError::Invalid { path: path.to_owned(), line, message: e.message().trim().replace('\n', " ") }
+        })?;
+        let line_of = |needle: &str| text.lines().position(|l| l.contains(needle)).map_or(1, |i| i + 1);
+        let invalid = |needle: &str, message: String| ConfigError::Invalid { path: path.to_owned(), line: line_of(needle), message };
+        let mut seen = std::collections::BTreeSet::new();
+        for org in &file.organizations {
+            let name = &org.name;
+            if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-')) {
+                return Err(invalid(
+                    &format!("{name:?}"),
+                    format!("organization name {name:?} must be letters, digits, '.', '_' or '-'"),
+                ));
+            }
+            if !seen.insert(name.clone()) {
+                return Err(invalid(&format!("{name:?}"), format!("organization {name:?} appears twice; names must be unique")));
+            }
+            if org.token_file.is_some() && org.token_env.is_some() {
+                return Err(invalid(
+                    "token_env",
+                    format!("organization {name:?} sets both token_file and token_env; keep one"),
+                ));
+            }
+            let context = format!("{}: organization {name:?}", path.display());
+            SyncSection::merge(&[org.sync.as_ref().unwrap_or(&SyncSection::default()), &file.sync]).resolve(&context)?;
+        }
+        file.sync.resolve(&format!("{}: [sync]", path.display()))?;
+        Ok(file)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<ConfigFile, ConfigError> {
+        ConfigFile::parse(Path::new("t.toml"), text)
+    }
+
+    #[test]
+    fn a_full_file() {
+        let f = parse(
+            r#"
+db = "/tmp/a.db"
+[sync]
+interval = "2m"
+rate_limit = 5
+
+[[organization]]
+name = "acme"
+token_file = "/etc/acme.token"
+
+[[organization]]
+name = "beta-corp"
+address = "https://app.eu.terraform.io"
+token_env = "BETA_TOKEN"
+[organization.sync]
+interval = "5m"
+"#,
+        )
+        .unwrap();
+        assert_eq!(f.organizations.len(), 2);
+        let beta = &f.organizations[1];
+        let s = SyncSection::merge(&[beta.sync.as_ref().unwrap(), &f.sync]).resolve("x").unwrap();
+        assert_eq!(s.interval.as_secs(), 300);
+        assert_eq!(s.rate_limit.unwrap().get(), 5);
+        assert_eq!(s.overlap.as_secs(), 600);
+    }
+
+    #[test]
+    fn unknown_keys_are_errors_with_their_line() {
+        let e = parse("[sync]\ninterval = \"1m\"\nintervall = \"2m\"\n").unwrap_err().to_string();
+        assert!(e.starts_with("t.toml:3:") && e.contains("intervall"), "{e}");
+        let e = parse("[[organization]]\nname = \"a\"\ntoken = \"x\"\n").unwrap_err().to_string();
+        assert!(e.starts_with("t.toml:3:") && e.contains("token"), "{e}");
+    }
+
+    #[test]
+    fn bad_values_are_named() {
+        let e = parse("[sync]\ninterval = \"soon\"\n").unwrap_err().to_string();
+        assert!(e.starts_with("t.toml:2:") && e.contains("not a duration"), "{e}");
+        let e = parse("[sync]\noverlap = \"0s\"\n").unwrap_err().to_string();
+        assert!(e.contains("overlap must be at least 1s"), "{e}");
+        let e = parse("[[organization]]\nname = \"a\"\n[[organization]]\nname = \"a\"\n").unwrap_err().to_string();
+        assert!(e.contains("appears twice"), "{e}");
+        let e = parse("[[organization]]\nname = \"a b\"\n").unwrap_err().to_string();
+        assert!(e.starts_with("t.toml:2:"), "{e}");
+        let e = parse("[[organization]]\nname = \"a\"\n[organization.sync]\npage_size = 0\n").unwrap_err().to_string();
+        assert!(e.contains("page_size"), "{e}");
+    }
+}

@@ -1,0 +1,376 @@
+//! Sync: get every event the API holds into the archive exactly once.
+//!
+//! A sync is one **page walk**: ask `since = cursor − overlap`, fetch page 1, 2, … until
+//! the server says there is no next page or a page is empty, store each page in its
+//! own transaction (events are unique by `id`, so re-reading is harmless), and only
+//! when the walk is complete move the cursor to the newest timestamp it saw.
+//!
+//! Why this loses nothing and stores nothing twice:
+//! - Results are newest first and paged by offset, so events arriving mid-walk push
+//!   older ones onto later pages: the walk sees some twice (deduplicated by `id`),
+//!   never none. The arrivals themselves are newer than the walk's newest event, and
+//!   the next walk starts `overlap` before that.
+//! - `since` may be exclusive or inclusive: the overlap makes both re-read the
+//!   cursor's second, where more same-second events may have arrived.
+//! - Late events (timestamps in the past) are caught if they are less than `overlap`
+//!   late.
+//! - Killed at any instant, the archive holds whole pages plus the walk's progress;
+//!   the next run resumes at the next page with the same `since` (pages only shift
+//!   later, so nothing before the resume point can have been skipped) and the
+//!   cursor has not moved.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use jiff::{SignedDuration, Timestamp};
+use serde::Serialize;
+use tfaudit_api::{ApiError, AuditEvent, Client, PageRequest, RejectedEvent};
+use tfaudit_store::{Gap, PageOutcome, PageWrite, RunCounts, RunResult, Store, StoreError, Walk};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+mod watch;
+pub use watch::{OnSync, Organization, watch};
+
+/// What a walk needs to know besides the client and the archive.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WalkOptions {
+    /// How far before the cursor each walk asks from.
+    pub overlap: Duration,
+    /// Events per page to ask for.
+    pub page_size: u32,
+    /// How long the API keeps events; a cursor older than this means a gap.
+    pub retention: Duration,
+}
+
+impl Default for WalkOptions {
+    fn default() -> Self {
+        Self { overlap: Duration::from_secs(600), page_size: 1000, retention: Duration::from_secs(14 * 86_400) }
+    }
+}
+
+/// Receives progress, for a progress bar.
+pub trait Progress: Send + Sync {
+    /// A walk begins at `first_page`; `total` is the server's count when it gave one.
+    fn begin(&self, first_page: u64, total: Option<u64>);
+    /// A page of `events` elements was stored.
+    fn page(&self, events: u64);
+    /// The walk ended (completely or not).
+    fn end(&self);
+}
+
+/// No progress display.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct NoProgress;
+
+impl Progress for NoProgress {
+    fn begin(&self, _: u64, _: Option<u64>) {}
+    fn page(&self, _: u64) {}
+    fn end(&self) {}
+}
+
+/// How a sync went.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct SyncReport {
+    pub source: String,
+    /// Whether the walk reached its end (false when interrupted).
+    pub complete: bool,
+    /// The page a crashed or interrupted walk was resumed at.
+    pub resumed_at_page: Option<u64>,
+    pub pages: u64,
+    pub requests: u64,
+    pub retries: u64,
+    pub new_events: u64,
+    pub duplicates: u64,
+    pub rejects: u64,
+    /// The cursor after the sync.
+    pub cursor: Option<Timestamp>,
+    /// A gap found by this sync.
+    pub gap: Option<Gap>,
+}
+
+/// Why a sync failed. Whatever was stored before the failure stays stored.
+#[derive(Debug, thiserror::Error)]
+pub enum SyncError {
+    #[error(transparent)]
+    Api(#[from] ApiError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(
+        "the token for {source_name:?} returns events of organization {found}, but the archive's {source_name:?} holds {known}; \
+         give each organization its own entry (name) in a config file"
+    )]
+    OrganizationChanged { source_name: String, known: String, found: String },
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl SyncError {
+    #[must_use]
+    pub fn is_credentials(&self) -> bool {
+        matches!(self, Self::Api(e) if e.is_credentials())
+    }
+}
+
+/// A fetched page on its way to the archive.
+struct Fetched {
+    number: u64,
+    next: Option<u64>,
+    events: Vec<AuditEvent>,
+    rejects: Vec<RejectedEvent>,
+    elements: u64,
+}
+
+/// Syncs one source: one complete (or resumed) page walk.
+///
+/// Returns when the walk completes, fails, or `cancel` fires; on cancel the page being
+/// stored is committed and the walk is left to resume.
+///
+/// # Errors
+/// [`SyncError`]; the run is recorded as failed and everything stored stays.
+pub async fn sync(
+    store: Arc<dyn Store>,
+    client: &Client,
+    source_name: &str,
+    options: WalkOptions,
+    progress: &dyn Progress,
+    cancel: &CancellationToken,
+) -> Result<SyncReport, SyncError> {
+    let started_at = Timestamp::now();
+    let (source, run_id) = {
+        let store = store.clone();
+        let (name, address) = (source_name.to_owned(), client.address().to_owned());
+        blocking(move || {
+            let source = store.source(&name, &address)?;
+            let run = store.start_run(source.id, started_at)?;
+            Ok((source, run))
+        })
+        .await?
+    };
+    let requests_before = client.stats().requests();
+    let retries_before = client.stats().retries();
+    let result = walk(store.clone(), client, &source, run_id, options, progress, cancel).await;
+    progress.end();
+    let counts = RunCounts {
+        requests: client.stats().requests() - requests_before,
+        retries: client.stats().retries() - retries_before,
+    };
+    let run_result = match &result {
+        Ok(r) if r.complete => RunResult::Ok,
+        Ok(_) => RunResult::Interrupted,
+        Err(e) => RunResult::Failed(e.to_string()),
+    };
+    {
+        let store = store.clone();
+        blocking(move || store.finish_run(run_id, &run_result, counts)).await?;
+    }
+    result.map(|mut r| {
+        r.requests = counts.requests;
+        r.retries = counts.retries;
+        r
+    })
+}
+
+async fn walk(
+    store: Arc<dyn Store>,
+    client: &Client,
+    source: &tfaudit_store::Source,
+    run_id: i64,
+    options: WalkOptions,
+    progress: &dyn Progress,
+    cancel: &CancellationToken,
+) -> Result<SyncReport, SyncError> {
+    let now = Timestamp::now();
+    let retention = SignedDuration::try_from(options.retention).unwrap_or(SignedDuration::MAX);
+    let overlap = SignedDuration::try_from(options.overlap).unwrap_or(SignedDuration::ZERO);
+    let (walk, resumed) = match &source.walk {
+        Some(w) if w.page_size == options.page_size => {
+            tracing::info!(source = %source.name, page = w.next_page, "resuming the page walk an earlier run did not finish");
+            (w.clone(), Some(w.next_page))
+        }
+        _ => {
+            let gap_from = source.cursor.filter(|c| now.checked_sub(retention).is_ok_and(|edge| *c < edge));
+            (
+                Walk {
+                    since: source.cursor.map(|c| c.checked_sub(overlap).unwrap_or(c)),
+                    next_page: 1,
+                    page_size: options.page_size,
+                    newest: None,
+                    oldest: None,
+                    gap_from,
+                    started_at: now,
+                },
+                None,
+            )
+        }
+    };
+    if let Some(from) = walk.gap_from {
+        tracing::warn!(
+            source = %source.name,
+            cursor = %from,
+            "POSSIBLE GAP: the last complete sync reached {from}, longer ago than the API's retention ({}); \
+             events between then and the oldest event the API still holds may be lost",
+            jiff::SignedDuration::try_from(options.retention).map(|d| format!("{d:#}")).unwrap_or_default()
+        );
+    }
+
+    let (tx, mut rx) = mpsc::channel::<Fetched>(2);
+    // The writer stores pages in order on a blocking thread while the next page is
+    // fetched: one transaction per page, each carrying the walk's progress.
+    let writer = {
+        let store = store.clone();
+        let source_id = source.id;
+        let source_name = source.name.clone();
+        let mut known_org = source.organization_id.clone();
+        let mut walk = walk.clone();
+        tokio::task::spawn_blocking(move || -> Result<(Walk, PageOutcome, u64, bool), SyncError> {
+            let mut total = PageOutcome::default();
+            let mut pages = 0;
+            let mut reached_end = false;
+            while let Some(page) = rx.blocking_recv() {
+                check_organization(&source_name, &mut known_org, &page.events)?;
+                for e in &page.events {
+                    walk.newest = Some(walk.newest.map_or(e.timestamp, |n| n.max(e.timestamp)));
+                    walk.oldest = Some(walk.oldest.map_or(e.timestamp, |o| o.min(e.timestamp)));
+                }
+                walk.next_page = page.number + 1;
+                let outcome = store.store_page(&PageWrite {
+                    source_id,
+                    run_id,
+                    events: &page.events,
+                    rejects: &page.rejects,
+                    walk: &walk,
+                })?;
+                total.inserted += outcome.inserted;
+                total.duplicates += outcome.duplicates;
+                total.rejected += outcome.rejected;
+                pages += 1;
+                if outcome.rejected > 0 {
+                    tracing::warn!(source = %source_name, page = page.number, rejected = outcome.rejected, "elements that are not events were set aside (see `tfaudit status`)");
+                }
+                tracing::debug!(page = page.number, elements = page.elements, new = outcome.inserted, "page stored");
+                if page.next.is_none() {
+                    reached_end = true;
+                }
+            }
+            Ok((walk, total, pages, reached_end))
+        })
+    };
+
+    let fetch_result = fetch_pages(client, &walk, progress, cancel, tx).await;
+    let (walk, total, pages, reached_end) =
+        writer.await.map_err(|e| SyncError::Internal(format!("the archive writer stopped: {e}")))??;
+    fetch_result?;
+
+    let complete = reached_end;
+    let mut gap = None;
+    let cursor = if complete {
+        if let Some(from) = walk.gap_from {
+            // Events at or before the old cursor prove the server still held them: no gap.
+            let continuous = walk.oldest.is_some_and(|o| o <= from);
+            if !continuous {
+                gap = Some(Gap {
+                    source: source.name.clone(),
+                    from,
+                    to: walk.oldest.unwrap_or(now),
+                    detected_at: Timestamp::now(),
+                });
+            }
+        }
+        let store = store.clone();
+        let (id, newest, g) = (source.id, walk.newest, gap.clone());
+        blocking(move || store.finish_walk(id, newest, g.as_ref())).await?;
+        match (source.cursor, walk.newest) {
+            (Some(c), Some(n)) => Some(c.max(n)),
+            (c, n) => c.or(n),
+        }
+    } else {
+        source.cursor
+    };
+    if let Some(g) = &gap {
+        tracing::warn!(source = %source.name, from = %g.from, to = %g.to, "GAP RECORDED: events between {} and {} may be lost", g.from, g.to);
+    }
+    Ok(SyncReport {
+        source: source.name.clone(),
+        complete,
+        resumed_at_page: resumed,
+        pages,
+        requests: 0,
+        retries: 0,
+        new_events: total.inserted,
+        duplicates: total.duplicates,
+        rejects: total.rejected,
+        cursor,
+        gap,
+    })
+}
+
+/// Fetches pages in order and hands them to the writer, until the last page, an
+/// error, a cancel, or the writer stopping.
+async fn fetch_pages(
+    client: &Client,
+    walk: &Walk,
+    progress: &dyn Progress,
+    cancel: &CancellationToken,
+    tx: mpsc::Sender<Fetched>,
+) -> Result<(), SyncError> {
+    let mut number = walk.next_page;
+    loop {
+        if cancel.is_cancelled() {
+            return Ok(());
+        }
+        let request = PageRequest { since: walk.since, page: number, page_size: walk.page_size };
+        let page = tokio::select! {
+            page = client.fetch_page(&request) => page?,
+            () = cancel.cancelled() => return Ok(()),
+        };
+        if number == walk.next_page {
+            progress.begin(number, page.total_count());
+        }
+        let next = page.next_page();
+        let elements = page.data.len() as u64;
+        let mut events = Vec::with_capacity(page.data.len());
+        let mut rejects = Vec::new();
+        for raw in &page.data {
+            match AuditEvent::parse(raw) {
+                Ok(e) => events.push(e),
+                Err(r) => rejects.push(r),
+            }
+        }
+        progress.page(elements);
+        if tx.send(Fetched { number, next, events, rejects, elements }).await.is_err() {
+            // The writer stopped; its error is the one to report.
+            return Ok(());
+        }
+        match next {
+            Some(n) => number = n,
+            None => return Ok(()),
+        }
+    }
+}
+
+/// Refuses a page whose events all belong to another organization than the one this
+/// source has archived: that is a token swapped under the same name, and continuing
+/// would give the new organization the old one's cursor and skip its history.
+fn check_organization(source: &str, known: &mut Option<String>, events: &[AuditEvent]) -> Result<(), SyncError> {
+    let mut orgs = events.iter().filter_map(|e| e.organization_id.as_deref());
+    let Some(first) = orgs.next() else { return Ok(()) };
+    match known {
+        None => {
+            *known = Some(first.to_owned());
+            Ok(())
+        }
+        Some(k) => {
+            let all_foreign = events.iter().filter_map(|e| e.organization_id.as_deref()).all(|o| o != k);
+            if all_foreign {
+                Err(SyncError::OrganizationChanged { source_name: source.to_owned(), known: k.clone(), found: first.to_owned() })
+            } else {
+                Ok(())
+            }
+        }
+    }
+}
+
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T, StoreError> + Send + 'static) -> Result<T, SyncError> {
+    tokio::task::spawn_blocking(f).await.map_err(|e| SyncError::Internal(e.to_string()))?.map_err(SyncError::from)
+}

@@ -1,0 +1,48 @@
+//! `watch`: every organization synced on its own schedule, in its own task, so that a
+//! slow or failing organization never delays another.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tfaudit_api::Client;
+use tfaudit_store::Store;
+use tokio_util::sync::CancellationToken;
+
+use crate::{NoProgress, SyncError, SyncReport, WalkOptions, sync};
+
+/// One organization to keep in sync.
+#[derive(Debug, Clone)]
+pub struct Organization {
+    pub name: String,
+    pub client: Client,
+    pub walk: WalkOptions,
+    pub interval: Duration,
+}
+
+/// Called after every sync of every organization.
+pub type OnSync = Arc<dyn Fn(&str, &Result<SyncReport, SyncError>) + Send + Sync>;
+
+/// Syncs every organization, then again every `interval`, until `cancel` fires; an
+/// interrupted sync commits its current page first. A failed sync is reported and
+/// tried again at the next interval.
+pub async fn watch(store: Arc<dyn Store>, organizations: Vec<Organization>, cancel: CancellationToken, on_sync: OnSync) {
+    let mut tasks = tokio::task::JoinSet::new();
+    for org in organizations {
+        let (store, cancel, on_sync) = (store.clone(), cancel.clone(), on_sync.clone());
+        tasks.spawn(async move {
+            loop {
+                let result = sync(store.clone(), &org.client, &org.name, org.walk, &NoProgress, &cancel).await;
+                on_sync(&org.name, &result);
+                tokio::select! {
+                    () = tokio::time::sleep(org.interval) => {}
+                    () = cancel.cancelled() => break,
+                }
+            }
+        });
+    }
+    while let Some(joined) = tasks.join_next().await {
+        if let Err(e) = joined {
+            tracing::error!(error = %e, "an organization's sync task stopped unexpectedly");
+        }
+    }
+}
