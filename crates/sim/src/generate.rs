@@ -122,9 +122,8 @@ pub struct Style {
     pub hostile: f64,
 }
 
-/// Renders one event as compact JSON.
-#[must_use]
-pub fn event(seed: u64, stream: u64, index: u64, timestamp_secs: i64, style: &Style) -> String {
+/// Renders one event in full, the slow way; templates are made from these.
+fn full_event(seed: u64, stream: u64, index: u64, timestamp_secs: i64, style: &Style) -> Value {
     let mut rng = SmallRng::seed_from_u64(mix(seed ^ mix(stream ^ mix(index))));
     let total: u32 = KINDS.iter().map(|k| k.2).sum();
     let mut pick = rng.random_range(0..total);
@@ -212,7 +211,82 @@ pub fn event(seed: u64, stream: u64, index: u64, timestamp_secs: i64, style: &St
         // Fields from the future: kept, never dropped.
         ev["origin"] = json!({"ip": "203.0.113.7", "user_agent": "terraform/1.15.0", "big": 12_345_678_901_234_567_890_u64, "ratio": 0.1});
     }
-    ev.to_string()
+    ev
+}
+
+/// At most how many different event bodies a simulator draws from.
+const MAX_TEMPLATES: u64 = 4096;
+
+/// The parts of an event that are not its identity, rendered once; every event is one
+/// of these with its own id, timestamp and request id. Rendering a page is then string
+/// concatenation, so the simulator is never what a benchmark measures.
+#[derive(Debug)]
+struct Template {
+    auth: String,
+    resource: String,
+    origin: Option<String>,
+    null_request: bool,
+}
+
+/// Event bodies for one simulated organization.
+#[derive(Debug)]
+pub struct Catalog {
+    seed: u64,
+    templates: Vec<Template>,
+}
+
+impl Catalog {
+    /// A catalog for a history of about `events` events (small histories need fewer
+    /// bodies, and start faster).
+    #[must_use]
+    pub fn new(seed: u64, style: &Style, events: u64) -> Self {
+        let templates = (0..events.clamp(256, MAX_TEMPLATES))
+            .map(|k| {
+                let v = full_event(seed, 7, k, 0, style);
+                Template {
+                    auth: v["auth"].to_string(),
+                    resource: v["resource"].to_string(),
+                    origin: v.get("origin").map(ToString::to_string),
+                    null_request: v["request"]["id"].is_null(),
+                }
+            })
+            .collect();
+        Self { seed, templates }
+    }
+
+    /// Renders event `index` of `stream` as compact JSON.
+    #[must_use]
+    pub fn event(&self, stream: u64, index: u64, timestamp: &str) -> String {
+        let t = &self.templates[(mix(self.seed ^ mix(stream ^ mix(index))) % self.templates.len() as u64) as usize];
+        let mut out = String::with_capacity(t.auth.len() + t.resource.len() + 220);
+        out.push_str("{\"id\":\"");
+        out.push_str(&uuid(self.seed, stream, index));
+        out.push_str("\",\"version\":\"0\",\"type\":\"Resource\",\"timestamp\":\"");
+        out.push_str(timestamp);
+        out.push_str("\",\"auth\":");
+        out.push_str(&t.auth);
+        if t.null_request {
+            out.push_str(",\"request\":{\"id\":null}");
+        } else {
+            out.push_str(",\"request\":{\"id\":\"");
+            out.push_str(&uuid(self.seed ^ 0x5eed, stream, index));
+            out.push_str("\"}");
+        }
+        out.push_str(",\"resource\":");
+        out.push_str(&t.resource);
+        if let Some(origin) = &t.origin {
+            out.push_str(",\"origin\":");
+            out.push_str(origin);
+        }
+        out.push('}');
+        out
+    }
+}
+
+/// `2020-06-30T17:52:46.000Z`, as the API writes timestamps.
+#[must_use]
+pub fn timestamp(secs: i64) -> String {
+    jiff::Timestamp::from_second(secs).map(|t| t.strftime("%Y-%m-%dT%H:%M:%S.000Z").to_string()).unwrap_or_default()
 }
 
 /// An element of `data` that is not a usable event.
@@ -233,11 +307,14 @@ mod tests {
     #[test]
     fn events_are_deterministic_and_parse() {
         let style = Style { organization_id: "org-Sim".into(), hostile: 0.3 };
+        let catalog = Catalog::new(7, &style, 500);
+        let again = Catalog::new(7, &style, 500);
         for i in 0..500 {
-            let a = event(7, 0, i, 1_700_000_000, &style);
-            assert_eq!(a, event(7, 0, i, 1_700_000_000, &style));
+            let a = catalog.event(0, i, &timestamp(1_700_000_000));
+            assert_eq!(a, again.event(0, i, &timestamp(1_700_000_000)));
             let v: Value = serde_json::from_str(&a).unwrap();
             assert_eq!(v["version"], "0");
+            assert_eq!(v["timestamp"], "2023-11-14T22:13:20.000Z");
             assert_eq!(v["id"].as_str().unwrap().len(), 36);
         }
         assert_ne!(uuid(7, 0, 1), uuid(7, 0, 2));

@@ -19,6 +19,7 @@ mod server;
 
 pub use generate::{HOSTILE, uuid};
 pub use listing::{ListedEvent, Listing};
+pub use generate::Style;
 pub use server::{Sim, SimStats, RequestRecord};
 
 use std::time::Duration;

@@ -1,7 +1,7 @@
 //! The event listing: generated history merged with live arrivals, newest first,
 //! filtered by `since` and retention, cut into pages by offset.
 
-use crate::generate::{self, Style};
+use crate::generate::{self, Catalog, Style};
 use crate::{SimConfig, SinceMode};
 
 /// History events sharing one second come in groups of this size.
@@ -32,7 +32,7 @@ pub struct Listing {
     newest_secs: i64,
     span_secs: i64,
     malformed_every: Option<u64>,
-    style: Style,
+    catalog: Catalog,
     /// Newest first: by timestamp descending, then most recent arrival first.
     live: Vec<Live>,
     next_live: u64,
@@ -48,7 +48,11 @@ impl Listing {
             newest_secs: start_secs - config.newest_age.as_secs() as i64,
             span_secs: config.span.as_secs().max(1) as i64,
             malformed_every,
-            style: Style { organization_id: config.organization_id.clone(), hostile: config.hostile },
+            catalog: Catalog::new(
+                config.seed,
+                &Style { organization_id: config.organization_id.clone(), hostile: config.hostile },
+                config.events,
+            ),
             live: Vec::new(),
             next_live: 0,
         }
@@ -71,7 +75,7 @@ impl Listing {
             let nth = self.malformed_every.map_or(0, |every| i / every);
             return ListedEvent { timestamp_secs: ts, json: generate::malformed(i, nth, ts), id: None };
         }
-        ListedEvent { timestamp_secs: ts, json: generate::event(self.seed, 0, i, ts, &self.style), id: Some(generate::uuid(self.seed, 0, i)) }
+        ListedEvent { timestamp_secs: ts, json: self.catalog.event(0, i, &generate::timestamp(ts)), id: Some(generate::uuid(self.seed, 0, i)) }
     }
 
     /// Adds a live event with this timestamp; returns its id.
@@ -79,7 +83,7 @@ impl Listing {
         let order = self.next_live;
         self.next_live += 1;
         let id = generate::uuid(self.seed, 1, order);
-        let json = generate::event(self.seed, 1, order, ts, &self.style);
+        let json = self.catalog.event(1, order, &generate::timestamp(ts));
         // Insert keeping (ts desc, order desc): after every element that sorts first.
         let at = self.live.partition_point(|l| l.ts > ts || (l.ts == ts && l.order > order));
         self.live.insert(at, Live { ts, order, id: id.clone(), json });

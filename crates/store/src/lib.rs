@@ -76,14 +76,16 @@ pub struct Walk {
     pub started_at: Timestamp,
 }
 
-/// One page's worth of writes.
+/// One or more consecutive pages' worth of writes, stored in one transaction.
 #[derive(Debug)]
 pub struct PageWrite<'a> {
     pub source_id: i64,
     pub run_id: i64,
+    /// How many pages the events came from.
+    pub pages: u64,
     pub events: &'a [AuditEvent],
     pub rejects: &'a [RejectedEvent],
-    /// The walk's progress after this page.
+    /// The walk's progress after the last of these pages.
     pub walk: &'a Walk,
 }
 

@@ -32,6 +32,9 @@ use tokio_util::sync::CancellationToken;
 mod watch;
 pub use watch::{OnSync, Organization, watch};
 
+/// Pages already fetched are stored together up to about this many events.
+const GROUP_COMMIT_EVENTS: usize = 5_000;
+
 /// What a walk needs to know besides the client and the archive.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct WalkOptions {
@@ -227,31 +230,53 @@ async fn walk(
             let mut total = PageOutcome::default();
             let mut pages = 0;
             let mut reached_end = false;
-            while let Some(page) = rx.blocking_recv() {
-                check_organization(&source_name, &mut known_org, &page.events)?;
-                for e in &page.events {
-                    walk.newest = Some(walk.newest.map_or(e.timestamp, |n| n.max(e.timestamp)));
-                    walk.oldest = Some(walk.oldest.map_or(e.timestamp, |o| o.min(e.timestamp)));
+            while let Some(first) = rx.blocking_recv() {
+                // Pages that are already waiting go into the same transaction: fewer
+                // commits when the archive is the bottleneck (a backfill), and no
+                // waiting when it is not.
+                let mut batch = vec![first];
+                let mut queued = batch[0].events.len();
+                while queued < GROUP_COMMIT_EVENTS {
+                    match rx.try_recv() {
+                        Ok(more) => {
+                            queued += more.events.len();
+                            batch.push(more);
+                        }
+                        Err(_) => break,
+                    }
                 }
-                walk.next_page = page.number + 1;
+                let (mut events, mut rejects) = (Vec::with_capacity(queued), Vec::new());
+                let mut elements = 0;
+                for page in batch.iter_mut() {
+                    check_organization(&source_name, &mut known_org, &page.events)?;
+                    for e in &page.events {
+                        walk.newest = Some(walk.newest.map_or(e.timestamp, |n| n.max(e.timestamp)));
+                        walk.oldest = Some(walk.oldest.map_or(e.timestamp, |o| o.min(e.timestamp)));
+                    }
+                    walk.next_page = page.number + 1;
+                    elements += page.elements;
+                    if page.next.is_none() {
+                        reached_end = true;
+                    }
+                    events.append(&mut page.events);
+                    rejects.append(&mut page.rejects);
+                }
                 let outcome = store.store_page(&PageWrite {
                     source_id,
                     run_id,
-                    events: &page.events,
-                    rejects: &page.rejects,
+                    pages: batch.len() as u64,
+                    events: &events,
+                    rejects: &rejects,
                     walk: &walk,
                 })?;
                 total.inserted += outcome.inserted;
                 total.duplicates += outcome.duplicates;
                 total.rejected += outcome.rejected;
-                pages += 1;
+                pages += batch.len() as u64;
                 if outcome.rejected > 0 {
-                    tracing::warn!(source = %source_name, page = page.number, rejected = outcome.rejected, "elements that are not events were set aside (see `tfaudit status`)");
+                    tracing::warn!(source = %source_name, rejected = outcome.rejected, "elements that are not events were set aside (see `tfaudit status --rejects`)");
                 }
-                tracing::debug!(page = page.number, elements = page.elements, new = outcome.inserted, "page stored");
-                if page.next.is_none() {
-                    reached_end = true;
-                }
+                tracing::debug!(pages = batch.len(), next_page = walk.next_page, elements, new = outcome.inserted, "pages stored");
             }
             Ok((walk, total, pages, reached_end))
         })

@@ -1,0 +1,237 @@
+//! tfaudit's performance figures: `cargo bench -p tfaudit` (add `-- --help` for sizes).
+//!
+//! 1. backfill: the real `tfaudit sync` process against a simulator in this process,
+//!    over loopback HTTP: events/s, peak RSS of the sync process, API requests.
+//! 2. incremental: new events after a backfill: requests against ceil(N / page size).
+//! 3. archive of many events (built once, kept under target/): an actor + 7-day query,
+//!    a 30-day summary, status — through the store, and as whole `tfaudit` commands.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde_json::value::RawValue;
+use tfaudit_api::AuditEvent;
+use tfaudit_sim::{Listing, Sim, SimConfig, SinceMode};
+use tfaudit_store::{EventFilter, Order, PageWrite, Pattern, Store, Walk};
+use tfaudit_store_sqlite::{OpenMode, SqliteStore};
+
+const BIN: &str = env!("CARGO_BIN_EXE_tfaudit");
+
+struct Sizes {
+    backfill: u64,
+    stored: u64,
+    only: Option<String>,
+}
+
+fn sizes() -> Sizes {
+    let mut s = Sizes { backfill: 1_000_000, stored: 10_000_000, only: None };
+    let mut args = std::env::args().skip(1);
+    while let Some(a) = args.next() {
+        match a.as_str() {
+            "--backfill" => s.backfill = args.next().and_then(|v| v.parse().ok()).expect("--backfill N"),
+            "--stored" => s.stored = args.next().and_then(|v| v.parse().ok()).expect("--stored N"),
+            "--only" => s.only = args.next(),
+            "--bench" => {}
+            "--help" => {
+                println!("cargo bench -p tfaudit -- [--backfill N] [--stored N] [--only backfill|incremental|archive]");
+                std::process::exit(0);
+            }
+            _ => {}
+        }
+    }
+    s
+}
+
+/// Peak RSS of the largest child waited for so far, in MiB.
+fn children_peak_rss_mib() -> f64 {
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    unsafe { libc::getrusage(libc::RUSAGE_CHILDREN, &mut usage) };
+    usage.ru_maxrss as f64 / 1024.0
+}
+
+fn row(what: &str, value: String, target: &str) {
+    println!("{what:<58} {value:>16}   {target}");
+}
+
+fn tfaudit(db: &Path, sim: &Sim, args: &[&str]) -> std::process::Output {
+    Command::new(BIN)
+        .arg("--db")
+        .arg(db)
+        .args(args)
+        .env("TFE_ADDRESS", sim.url())
+        .env("TFE_TOKEN", sim.token())
+        .env("HOME", db.parent().unwrap())
+        .output()
+        .unwrap()
+}
+
+fn backfill_and_incremental(rt: &tokio::runtime::Runtime, n: u64, dir: &Path, only: &Option<String>) {
+    let sim = rt.block_on(Sim::start(SimConfig { events: n, hostile: 0.02, ..SimConfig::default() }, "127.0.0.1:0".parse().unwrap())).unwrap();
+    let db = dir.join("backfill.db");
+    for suffix in ["", "-wal", "-shm"] {
+        let _ = std::fs::remove_file(format!("{}{suffix}", db.display()));
+    }
+    let started = Instant::now();
+    let out = tfaudit(&db, &sim, &["sync", "--rate-limit", "0"]);
+    let elapsed = started.elapsed();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let requests = sim.stats().requests;
+    if only.as_deref().is_none_or(|o| o == "backfill") {
+        println!("\nbackfill: `tfaudit sync` of {n} events from a local simulator over loopback HTTP into a new SQLite archive");
+        row("  throughput", format!("{:.0} events/s", n as f64 / elapsed.as_secs_f64()), "target >= 100,000 events/s");
+        row("  wall time", format!("{:.2} s", elapsed.as_secs_f64()), "");
+        row("  peak RSS of the sync process", format!("{:.1} MiB", children_peak_rss_mib()), "target <= 100 MB for 1,000,000 events");
+        row("  API requests", format!("{requests}"), &format!("ceil(N / 1000) = {}", n.div_ceil(1000)));
+    }
+    if only.as_deref().is_none_or(|o| o == "incremental") {
+        let now = jiff::Timestamp::now().as_second();
+        let m = 25_000u64;
+        for i in 0..m {
+            sim.add_event(now - (i % 5) as i64);
+        }
+        let before = sim.stats().requests;
+        let started = Instant::now();
+        let out = tfaudit(&db, &sim, &["sync", "--rate-limit", "0"]);
+        let elapsed = started.elapsed();
+        assert!(out.status.success());
+        let requests = sim.stats().requests - before;
+        // The overlap re-reads the events of the 10 minutes before the cursor too.
+        let overlap_events = sim
+            .events()
+            .iter()
+            .filter(|e| e.timestamp_secs * 1000 > sim_cursor_ms(&db) - 600_000)
+            .count() as u64;
+        println!("\nincremental: {m} new events after the backfill (default 10m overlap)");
+        row("  API requests", format!("{requests}"), &format!("ceil((N + {overlap_events} in overlap) / 1000) = {}", overlap_events.div_ceil(1000)));
+        row("  wall time", format!("{:.2} s", elapsed.as_secs_f64()), "");
+    }
+    rt.block_on(sim.stop());
+}
+
+fn sim_cursor_ms(db: &Path) -> i64 {
+    let s = SqliteStore::open(db, OpenMode::MustExist).unwrap();
+    s.status().unwrap()[0].cursor.map_or(0, |c| c.as_millisecond())
+}
+
+/// An archive of `n` events over 90 days, built through the store's own write path
+/// (pages of 1000 in one transaction each), and kept for the next run.
+fn archive(n: u64, dir: &Path) -> PathBuf {
+    let db = dir.join(format!("archive-{n}.db"));
+    if db.exists() && SqliteStore::open(&db, OpenMode::MustExist).is_ok_and(|s| s.status().is_ok_and(|st| st.iter().map(|x| x.events).sum::<u64>() == n)) {
+        println!("\n(reusing {})", db.display());
+        return db;
+    }
+    for suffix in ["", "-wal", "-shm"] {
+        let _ = std::fs::remove_file(format!("{}{suffix}", db.display()));
+    }
+    println!("\nbuilding an archive of {n} events at {} (once) ...", db.display());
+    let store = SqliteStore::open(&db, OpenMode::CreateIfMissing).unwrap();
+    let source = store.source("bench", "http://127.0.0.1").unwrap();
+    let run = store.start_run(source.id, jiff::Timestamp::now()).unwrap();
+    let config = SimConfig { events: n, span: Duration::from_secs(90 * 86_400), newest_age: Duration::ZERO, hostile: 0.02, ..SimConfig::default() };
+    let listing = Listing::new(&config, jiff::Timestamp::now().as_second());
+    let started = Instant::now();
+    let walk = Walk { since: None, next_page: 1, page_size: 1000, newest: None, oldest: None, gap_from: None, started_at: jiff::Timestamp::now() };
+    let mut offset = 0;
+    let mut in_store = Duration::ZERO;
+    loop {
+        let (page, _) = listing.page(None, SinceMode::Inclusive, i64::MIN, offset, 1000);
+        if page.is_empty() {
+            break;
+        }
+        offset += page.len() as u64;
+        let events: Vec<AuditEvent> = page
+            .iter()
+            .filter_map(|e| AuditEvent::parse(&RawValue::from_string(e.json.clone()).unwrap()).ok())
+            .collect();
+        let t = Instant::now();
+        store.store_page(&PageWrite { source_id: source.id, run_id: run, pages: 1, events: &events, rejects: &[], walk: &walk }).unwrap();
+        in_store += t.elapsed();
+        if offset % 1_000_000 == 0 {
+            println!("  {offset} events, {:.0} events/s", offset as f64 / started.elapsed().as_secs_f64());
+        }
+    }
+    store.finish_walk(source.id, None, None).unwrap();
+    println!(
+        "  built in {:.0} s; Store::store_page alone: {:.0} events/s",
+        started.elapsed().as_secs_f64(),
+        n as f64 / in_store.as_secs_f64()
+    );
+    db
+}
+
+fn median(mut v: Vec<Duration>) -> Duration {
+    v.sort();
+    v[v.len() / 2]
+}
+
+fn time_it(runs: usize, mut f: impl FnMut()) -> Duration {
+    f();
+    median((0..runs).map(|_| {
+        let t = Instant::now();
+        f();
+        t.elapsed()
+    }).collect())
+}
+
+fn queries(n: u64, dir: &Path) {
+    let db = archive(n, dir);
+    let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&db, OpenMode::MustExist).unwrap());
+    let now = jiff::Timestamp::now();
+    let week = tfaudit_config::parse_when("7d", now).unwrap();
+    let month = tfaudit_config::parse_when("30d", now).unwrap();
+    let actor = EventFilter { actor: Some(Pattern::new("alice")), since: Some(week), ..EventFilter::default() };
+    let mut matched = 0;
+    store.events(&actor, Order::NewestFirst, None, &mut |_| {
+        matched += 1;
+        Ok(())
+    }).unwrap();
+    println!("\narchive of {n} events over 90 days (median of 9 runs)");
+    let t = time_it(9, || {
+        store.events(&actor, Order::NewestFirst, Some(100), &mut |_| Ok(())).unwrap();
+    });
+    row("  actor + 7 days, newest 100 (store)", format!("{:.2} ms", t.as_secs_f64() * 1e3), "target < 50 ms");
+    let t = time_it(5, || {
+        store.events(&actor, Order::NewestFirst, None, &mut |_| Ok(())).unwrap();
+    });
+    row(&format!("  actor + 7 days, all {matched} matches (store)"), format!("{:.2} ms", t.as_secs_f64() * 1e3), "");
+    let t = time_it(9, || {
+        store.summary(&EventFilter { since: Some(month), ..EventFilter::default() }, 10).unwrap();
+    });
+    row("  30-day summary (store)", format!("{:.2} ms", t.as_secs_f64() * 1e3), "target < 1 s");
+    let t = time_it(9, || {
+        store.status().unwrap();
+    });
+    row("  status (store)", format!("{:.2} ms", t.as_secs_f64() * 1e3), "target < 100 ms");
+    drop(store);
+    let cli = |args: &[&str]| {
+        let db = db.clone();
+        let args: Vec<String> = args.iter().map(|s| (*s).to_owned()).collect();
+        move || {
+            let out = Command::new(BIN).arg("--db").arg(&db).args(&args).output().unwrap();
+            assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        }
+    };
+    let t = time_it(9, cli(&["query", "--actor", "alice", "--since", "7d", "--format", "jsonl"]));
+    row("  `tfaudit query --actor alice --since 7d` (whole process)", format!("{:.2} ms", t.as_secs_f64() * 1e3), "");
+    let t = time_it(9, cli(&["summary", "--since", "30d"]));
+    row("  `tfaudit summary --since 30d` (whole process)", format!("{:.2} ms", t.as_secs_f64() * 1e3), "");
+    let t = time_it(9, cli(&["status"]));
+    row("  `tfaudit status` (whole process)", format!("{:.2} ms", t.as_secs_f64() * 1e3), "");
+}
+
+fn main() {
+    let sizes = sizes();
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("tfaudit-bench");
+    std::fs::create_dir_all(&dir).unwrap();
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
+    println!("tfaudit benchmarks ({} cores)", std::thread::available_parallelism().map_or(0, |n| n.get()));
+    if sizes.only.as_deref().is_none_or(|o| o == "backfill" || o == "incremental") {
+        backfill_and_incremental(&rt, sizes.backfill, &dir, &sizes.only);
+    }
+    if sizes.only.as_deref().is_none_or(|o| o == "archive") {
+        queries(sizes.stored, &dir);
+    }
+}
