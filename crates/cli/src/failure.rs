@@ -68,7 +68,9 @@ impl Failure {
 impl From<ApiError> for Failure {
     fn from(e: ApiError) -> Self {
         match e {
-            ApiError::Unauthorized { .. } | ApiError::NotEntitled { .. } => Self::Credentials(e.to_string()),
+            ApiError::Unauthorized { .. } | ApiError::NotEntitled { .. } => {
+                Self::Credentials(e.to_string())
+            }
             ApiError::InvalidAddress { .. } => Self::Usage(e.to_string()),
             _ => Self::Api(e.to_string()),
         }
@@ -103,6 +105,10 @@ impl From<SyncError> for Failure {
 
 impl From<std::io::Error> for Failure {
     fn from(e: std::io::Error) -> Self {
-        if e.kind() == std::io::ErrorKind::BrokenPipe { Self::ClosedPipe } else { Self::Output(format!("writing output failed: {e}")) }
+        if e.kind() == std::io::ErrorKind::BrokenPipe {
+            Self::ClosedPipe
+        } else {
+            Self::Output(format!("writing output failed: {e}"))
+        }
     }
 }

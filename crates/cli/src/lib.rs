@@ -63,7 +63,15 @@ fn runtime() -> Result<tokio::runtime::Runtime, Failure> {
 
 fn init_logging(cli: &Cli) {
     use tracing_subscriber::EnvFilter;
-    let ours = ["tfaudit", "tfaudit_cli", "tfaudit_api", "tfaudit_sync", "tfaudit_store_sqlite", "tfaudit_sim", "tfaudit_config"];
+    let ours = [
+        "tfaudit",
+        "tfaudit_cli",
+        "tfaudit_api",
+        "tfaudit_sync",
+        "tfaudit_store_sqlite",
+        "tfaudit_sim",
+        "tfaudit_config",
+    ];
     let level = if cli.debug {
         "debug"
     } else if cli.quiet {
@@ -73,7 +81,11 @@ fn init_logging(cli: &Cli) {
     } else {
         "warn"
     };
-    let directives = ours.iter().map(|c| format!("{c}={level}")).collect::<Vec<_>>().join(",");
+    let directives = ours
+        .iter()
+        .map(|c| format!("{c}={level}"))
+        .collect::<Vec<_>>()
+        .join(",");
     let filter = match std::env::var("RUST_LOG") {
         Ok(v) if !v.trim().is_empty() && !cli.debug => EnvFilter::new(v),
         _ => EnvFilter::new(format!("error,{directives}")),
@@ -84,7 +96,11 @@ fn init_logging(cli: &Cli) {
         .with_writer(std::io::stderr)
         .with_target(cli.debug)
         .with_ansi(std::io::stderr().is_terminal());
-    let _ = if long_running { builder.try_init() } else { builder.without_time().try_init() };
+    let _ = if long_running {
+        builder.try_init()
+    } else {
+        builder.without_time().try_init()
+    };
 }
 
 /// A token cancelled by the first SIGINT or SIGTERM; a second one exits at once.
@@ -92,14 +108,20 @@ pub(crate) fn stop_on_signals() -> CancellationToken {
     let cancel = CancellationToken::new();
     let c = cancel.clone();
     tokio::spawn(async move {
-        let Ok(mut term) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) else { return };
+        let Ok(mut term) =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        else {
+            return;
+        };
         for round in 0..2 {
             tokio::select! {
                 _ = tokio::signal::ctrl_c() => {}
                 _ = term.recv() => {}
             }
             if round == 0 {
-                tracing::warn!("stopping after the current page is stored (signal again to stop at once)");
+                tracing::warn!(
+                    "stopping after the current page is stored (signal again to stop at once)"
+                );
                 c.cancel();
             } else {
                 std::process::exit(130);

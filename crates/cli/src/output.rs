@@ -6,6 +6,7 @@ use std::borrow::Cow;
 use std::io::{self, Write};
 
 use comfy_table::{ContentArrangement, Table, presets};
+use tfaudit_api::AuditEvent;
 use tfaudit_store::{SourceStatus, StoredEvent, Summary};
 
 /// Escapes what a terminal would interpret or what could disguise text: C0/C1
@@ -38,7 +39,10 @@ pub fn terminal_safe(s: &str) -> Cow<'_, str> {
 #[must_use]
 pub fn csv_safe(s: &str) -> Cow<'_, str> {
     match s.chars().next() {
-        Some('=' | '+' | '-' | '@' | '\t' | '\r' | '\n' | '\u{FF1D}' | '\u{FF0B}' | '\u{FF0D}' | '\u{FF20}') => Cow::Owned(format!("'{s}")),
+        Some(
+            '=' | '+' | '-' | '@' | '\t' | '\r' | '\n' | '\u{FF1D}' | '\u{FF0B}' | '\u{FF0D}'
+            | '\u{FF20}',
+        ) => Cow::Owned(format!("'{s}")),
         _ => Cow::Borrowed(s),
     }
 }
@@ -49,7 +53,7 @@ pub fn count(n: u64) -> String {
     let digits = n.to_string();
     let mut out = String::with_capacity(digits.len() + digits.len() / 3);
     for (i, c) in digits.chars().enumerate() {
-        if i > 0 && (digits.len() - i) % 3 == 0 {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
             out.push(',');
         }
         out.push(c);
@@ -66,11 +70,15 @@ fn time_opt(t: Option<jiff::Timestamp>) -> String {
 }
 
 /// Who did it, for a table: the name, else the id; impersonation shown.
-fn actor(e: &StoredEvent) -> String {
-    let who = e.auth_description.as_deref().or(e.accessor_id.as_deref()).unwrap_or(match e.auth_type.as_deref() {
-        Some("System") => "(system)",
-        _ => "(unknown)",
-    });
+fn actor(e: &AuditEvent) -> String {
+    let who = e
+        .auth_description
+        .as_deref()
+        .or(e.accessor_id.as_deref())
+        .unwrap_or(match e.auth_type.as_deref() {
+            Some("System") => "(system)",
+            _ => "(unknown)",
+        });
     match &e.impersonator_id {
         Some(by) => format!("{who} (impersonated by {by})"),
         None => who.to_owned(),
@@ -104,9 +112,15 @@ const CSV_HEADER: [&str; 13] = [
 impl<W: Write> EventWriter<W> {
     pub fn table(out: W) -> Self {
         let mut table = Table::new();
-        table.load_style(presets::NOTHING).set_content_arrangement(ContentArrangement::Dynamic);
+        table
+            .load_style(presets::NOTHING)
+            .set_content_arrangement(ContentArrangement::Dynamic);
         table.set_header(["TIME (UTC)", "ACTOR", "TYPE", "ACTION", "RESOURCE", "ORG"]);
-        Self::Table { out, table, rows: 0 }
+        Self::Table {
+            out,
+            table,
+            rows: 0,
+        }
     }
 
     pub fn json(out: W) -> Self {
@@ -123,7 +137,8 @@ impl<W: Write> EventWriter<W> {
         Ok(Self::Csv { out })
     }
 
-    pub fn write(&mut self, e: &StoredEvent) -> io::Result<()> {
+    pub fn write(&mut self, stored: &StoredEvent) -> io::Result<()> {
+        let e = &stored.event;
         match self {
             Self::Table { table, rows, .. } => {
                 let safe = |s: Option<&str>| terminal_safe(s.unwrap_or("-")).into_owned();
@@ -133,7 +148,7 @@ impl<W: Write> EventWriter<W> {
                     safe(e.resource_type.as_deref()),
                     safe(e.resource_action.as_deref()),
                     safe(e.resource_id.as_deref()),
-                    terminal_safe(&e.source).into_owned(),
+                    terminal_safe(&stored.source).into_owned(),
                 ]);
                 *rows += 1;
                 Ok(())
@@ -150,13 +165,18 @@ impl<W: Write> EventWriter<W> {
             Self::Csv { out } => {
                 let meta = serde_json::from_str::<serde_json::Value>(&e.raw)
                     .ok()
-                    .and_then(|v| v.get("resource").and_then(|r| r.get("meta")).filter(|m| !m.is_null()).map(ToString::to_string))
+                    .and_then(|v| {
+                        v.get("resource")
+                            .and_then(|r| r.get("meta"))
+                            .filter(|m| !m.is_null())
+                            .map(ToString::to_string)
+                    })
                     .unwrap_or_default();
                 let ts = time(e.timestamp);
                 let cells = [
                     Some(ts.as_str()),
                     Some(e.id.as_str()),
-                    Some(e.source.as_str()),
+                    Some(stored.source.as_str()),
                     e.organization_id.as_deref(),
                     e.auth_type.as_deref(),
                     e.accessor_id.as_deref(),
@@ -176,7 +196,11 @@ impl<W: Write> EventWriter<W> {
 
     pub fn finish(self) -> io::Result<()> {
         match self {
-            Self::Table { mut out, table, rows } => {
+            Self::Table {
+                mut out,
+                table,
+                rows,
+            } => {
                 if rows == 0 {
                     writeln!(out, "no matching events")
                 } else {
@@ -206,7 +230,13 @@ pub fn summary_text(s: &Summary, chart: bool, out: &mut dyn Write) -> io::Result
         return Ok(());
     }
     writeln!(out, "\nBy type and action")?;
-    let width = s.by_kind.iter().map(|k| k.resource_type.len() + k.action.len() + 1).max().unwrap_or(0).min(50);
+    let width = s
+        .by_kind
+        .iter()
+        .map(|k| k.resource_type.len() + k.action.len() + 1)
+        .max()
+        .unwrap_or(0)
+        .min(50);
     for k in &s.by_kind {
         let name = terminal_safe(&format!("{}.{}", k.resource_type, k.action)).into_owned();
         writeln!(out, "  {name:<width$}  {:>10}", count(k.count))?;
@@ -218,7 +248,12 @@ pub fn summary_text(s: &Summary, chart: bool, out: &mut dyn Write) -> io::Result
             (Some(d), id) => format!("{d} ({id})"),
             (None, id) => id.to_owned(),
         };
-        writeln!(out, "  {:<48}  {:>10}", terminal_safe(&name), count(a.count))?;
+        writeln!(
+            out,
+            "  {:<48}  {:>10}",
+            terminal_safe(&name),
+            count(a.count)
+        )?;
     }
     writeln!(out, "\nPer day (UTC)")?;
     let max = s.per_day.iter().map(|d| d.count).max().unwrap_or(1).max(1);
@@ -242,43 +277,85 @@ pub fn status_text(sources: &[SourceStatus], out: &mut dyn Write) -> io::Result<
         if i > 0 {
             writeln!(out)?;
         }
-        let org = s.organization_id.as_deref().map(|o| format!(" ({})", terminal_safe(o))).unwrap_or_default();
-        writeln!(out, "{}{org}  {}", terminal_safe(&s.name), terminal_safe(&s.address))?;
-        writeln!(out, "  events      {}  (oldest {}, newest {})", count(s.events), time_opt(s.oldest), time_opt(s.newest))?;
-        writeln!(out, "  cursor      {}", s.cursor.map_or_else(|| "none yet (no complete sync)".to_owned(), time))?;
+        let org = s
+            .organization_id
+            .as_deref()
+            .map(|o| format!(" ({})", terminal_safe(o)))
+            .unwrap_or_default();
+        writeln!(
+            out,
+            "{}{org}  {}",
+            terminal_safe(&s.name),
+            terminal_safe(&s.address)
+        )?;
+        writeln!(
+            out,
+            "  events      {}  (oldest {}, newest {})",
+            count(s.events),
+            time_opt(s.oldest),
+            time_opt(s.newest)
+        )?;
+        writeln!(
+            out,
+            "  cursor      {}",
+            s.cursor
+                .map_or_else(|| "none yet (no complete sync)".to_owned(), time)
+        )?;
         match &s.last_run {
             None => writeln!(out, "  last sync   never")?,
             Some(r) => {
                 let result = match &r.result {
-                    None => "did not finish (running, or the process died; the next run resumes)".to_owned(),
-                    Some(tfaudit_store::RunResult::Failed(e)) => format!("failed: {}", terminal_safe(e)),
+                    None => "did not finish (running, or the process died; the next run resumes)"
+                        .to_owned(),
+                    Some(tfaudit_store::RunResult::Failed(e)) => {
+                        format!("failed: {}", terminal_safe(e))
+                    }
                     Some(other) => other.label().to_owned(),
                 };
                 writeln!(
                     out,
                     "  last sync   {} {result}; {} pages, {} requests ({} retries), {} new events, {} already stored",
                     time(r.started_at),
-                    count(r.pages),
-                    count(r.requests),
-                    count(r.retries),
-                    count(r.new_events),
-                    count(r.duplicates)
+                    count(r.tally.pages),
+                    count(r.tally.requests),
+                    count(r.tally.retries),
+                    count(r.tally.new_events),
+                    count(r.tally.duplicates)
                 )?;
             }
         }
-        writeln!(out, "  last ok     {}", s.last_success.map_or_else(|| "never".to_owned(), time))?;
+        writeln!(
+            out,
+            "  last ok     {}",
+            s.last_success.map_or_else(|| "never".to_owned(), time)
+        )?;
         if let Some(w) = &s.walk_in_progress {
-            writeln!(out, "  unfinished  a page walk started {} stopped before page {}; the next sync resumes it", time(w.started_at), w.next_page)?;
+            writeln!(
+                out,
+                "  unfinished  a page walk started {} stopped before page {}; the next sync resumes it",
+                time(w.started_at),
+                w.next_page
+            )?;
         }
         if s.gaps.is_empty() {
             writeln!(out, "  gaps        none")?;
         } else {
             for g in &s.gaps {
-                writeln!(out, "  GAP         events between {} and {} may be lost (found {})", time(g.from), time(g.to), time(g.detected_at))?;
+                writeln!(
+                    out,
+                    "  GAP         events between {} and {} may be lost (found {})",
+                    time(g.from),
+                    time(g.to),
+                    time(g.detected_at)
+                )?;
             }
         }
         if s.rejects > 0 {
-            writeln!(out, "  rejects     {} elements that were not events (see `tfaudit status --rejects`)", count(s.rejects))?;
+            writeln!(
+                out,
+                "  rejects     {} elements that were not events (see `tfaudit status --rejects`)",
+                count(s.rejects)
+            )?;
         } else {
             writeln!(out, "  rejects     none")?;
         }

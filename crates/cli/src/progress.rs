@@ -11,7 +11,12 @@ impl Bar {
     pub fn new(show: bool, name: &str) -> Self {
         let bar = show.then(|| {
             let bar = ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr());
+            bar.set_style(
+                ProgressStyle::with_template("{spinner} {msg}: asking for the first page")
+                    .unwrap_or_else(|_| ProgressStyle::default_spinner()),
+            );
             bar.set_message(crate::output::terminal_safe(name).into_owned());
+            bar.enable_steady_tick(std::time::Duration::from_millis(120));
             bar
         });
         Self { bar }
@@ -25,14 +30,16 @@ impl Progress for Bar {
             Some(total) if first_page == 1 => {
                 bar.set_length(total);
                 bar.set_style(
-                    ProgressStyle::with_template("{msg} [{bar:30}] {human_pos}/{human_len} events ({per_sec}, {eta} left)")
-                        .unwrap_or_else(|_| ProgressStyle::default_bar())
-                        .progress_chars("=> "),
+                    ProgressStyle::with_template(
+                        "{msg} [{bar:30}] {human_pos}/{human_len} events, {elapsed} ({eta} left)",
+                    )
+                    .unwrap_or_else(|_| ProgressStyle::default_bar())
+                    .progress_chars("=> "),
                 );
             }
             _ => {
                 bar.set_style(
-                    ProgressStyle::with_template("{spinner} {msg} {human_pos} events ({per_sec})")
+                    ProgressStyle::with_template("{spinner} {msg} {human_pos} events, {elapsed}")
                         .unwrap_or_else(|_| ProgressStyle::default_spinner()),
                 );
             }

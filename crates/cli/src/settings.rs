@@ -22,7 +22,11 @@ pub struct Organization {
 
 impl Organization {
     pub fn walk_options(&self) -> WalkOptions {
-        WalkOptions { overlap: self.sync.overlap, page_size: self.sync.page_size, retention: self.sync.retention }
+        WalkOptions {
+            overlap: self.sync.overlap,
+            page_size: self.sync.page_size,
+            retention: self.sync.retention,
+        }
     }
 }
 
@@ -48,7 +52,11 @@ pub fn db_path(cli: &Cli, config: Option<&(PathBuf, ConfigFile)>) -> PathBuf {
         && let Some(db) = &file.db
     {
         // Relative to the config file, as a config author would expect.
-        return if db.is_relative() { path.parent().unwrap_or(Path::new(".")).join(db) } else { db.clone() };
+        return if db.is_relative() {
+            path.parent().unwrap_or(Path::new(".")).join(db)
+        } else {
+            db.clone()
+        };
     }
     tfaudit_config::default_db_path()
 }
@@ -78,7 +86,11 @@ fn address(args: &SyncArgs) -> String {
 
 /// The host (and port, when not the scheme's default) of an address.
 fn host_of(address: &str) -> String {
-    let with_scheme = if address.contains("://") { address.to_owned() } else { format!("https://{address}") };
+    let with_scheme = if address.contains("://") {
+        address.to_owned()
+    } else {
+        format!("https://{address}")
+    };
     match reqwest_url(&with_scheme) {
         Some((host, Some(port))) => format!("{host}:{port}"),
         Some((host, None)) => host,
@@ -90,18 +102,31 @@ fn reqwest_url(text: &str) -> Option<(String, Option<u16>)> {
     let rest = text.split_once("://")?.1;
     let authority = rest.split(['/', '?', '#']).next()?;
     let (host, port) = match authority.rsplit_once(':') {
-        Some((h, p)) if p.chars().all(|c| c.is_ascii_digit()) && !p.is_empty() => (h, p.parse().ok()),
+        Some((h, p)) if p.chars().all(|c| c.is_ascii_digit()) && !p.is_empty() => {
+            (h, p.parse().ok())
+        }
         _ => (authority, None),
     };
-    let default_port = if text.starts_with("https://") { 443 } else { 80 };
-    Some((host.to_ascii_lowercase(), port.filter(|&p| p != default_port)))
+    let default_port = if text.starts_with("https://") {
+        443
+    } else {
+        80
+    };
+    Some((
+        host.to_ascii_lowercase(),
+        port.filter(|&p| p != default_port),
+    ))
 }
 
 fn client(address: &str, token: tfaudit_api::Token, s: &SyncSettings) -> Result<Client, Failure> {
     let mut options = ClientOptions::new(address, token);
     options.rate_limit = s.rate_limit;
     options.timeout = s.timeout;
-    options.retry = RetryPolicy { max_retries: s.max_retries, min_delay: s.retry_delay, ..RetryPolicy::default() };
+    options.retry = RetryPolicy {
+        max_retries: s.max_retries,
+        min_delay: s.retry_delay,
+        ..RetryPolicy::default()
+    };
     Client::new(options).map_err(Failure::from)
 }
 
@@ -112,7 +137,9 @@ pub fn organizations(
     config: Option<&(PathBuf, ConfigFile)>,
 ) -> Result<Vec<Organization>, Failure> {
     let flags = flag_layer(args, interval);
-    let configured = config.map(|(_, f)| f.organizations.as_slice()).unwrap_or_default();
+    let configured = config
+        .map(|(_, f)| f.organizations.as_slice())
+        .unwrap_or_default();
     let global = config.map(|(_, f)| f.sync.clone()).unwrap_or_default();
     if configured.is_empty() {
         if args.org.is_some() {
@@ -120,14 +147,23 @@ pub fn organizations(
         }
         let address = address(args);
         let host = host_of(&address);
-        let sync = SyncSection::merge(&[&flags, &global]).resolve("settings").map_err(|e| Failure::Usage(e.to_string()))?;
-        let explicit = args.token_file.as_deref().map_or(Explicit::None, Explicit::File);
+        let sync = SyncSection::merge(&[&flags, &global])
+            .resolve("settings")
+            .map_err(|e| Failure::Usage(e.to_string()))?;
+        let explicit = args
+            .token_file
+            .as_deref()
+            .map_or(Explicit::None, Explicit::File);
         let host_only = host.split(':').next().unwrap_or(&host).to_owned();
         let found = find_token(&host_only, explicit, &ProcessEnv).map_err(Failure::from)?;
         tracing::debug!(source = %found.source, "token found");
         let name = args.name.clone().unwrap_or(host);
         check_name(&name)?;
-        return Ok(vec![Organization { name, client: client(&address, found.token, &sync)?, sync }]);
+        return Ok(vec![Organization {
+            name,
+            client: client(&address, found.token, &sync)?,
+            sync,
+        }]);
     }
     if args.address.is_some() || args.token_file.is_some() || args.name.is_some() {
         return Err(Failure::Usage(
@@ -141,8 +177,13 @@ pub fn organizations(
         }
         let context = format!("organization {:?}", org.name);
         let own = org.sync.clone().unwrap_or_default();
-        let sync = SyncSection::merge(&[&flags, &own, &global]).resolve(&context).map_err(|e| Failure::Usage(e.to_string()))?;
-        let address = org.address.clone().unwrap_or_else(|| tfaudit_api::DEFAULT_ADDRESS.to_owned());
+        let sync = SyncSection::merge(&[&flags, &own, &global])
+            .resolve(&context)
+            .map_err(|e| Failure::Usage(e.to_string()))?;
+        let address = org
+            .address
+            .clone()
+            .unwrap_or_else(|| tfaudit_api::DEFAULT_ADDRESS.to_owned());
         let host = host_of(&address);
         let host_only = host.split(':').next().unwrap_or(&host).to_owned();
         let explicit = match (&org.token_file, &org.token_env) {
@@ -152,21 +193,35 @@ pub fn organizations(
         };
         let found = find_token(&host_only, explicit, &ProcessEnv)
             .map_err(|e| Failure::Credentials(format!("organization {:?}: {e}", org.name)))?;
-        out.push(Organization { name: org.name.clone(), client: client(&address, found.token, &sync)?, sync });
+        out.push(Organization {
+            name: org.name.clone(),
+            client: client(&address, found.token, &sync)?,
+            sync,
+        });
     }
     if out.is_empty() {
         return Err(Failure::Usage(format!(
             "no organization named {:?} in the config; it lists {}",
             args.org.as_deref().unwrap_or_default(),
-            configured.iter().map(|o| o.name.as_str()).collect::<Vec<_>>().join(", ")
+            configured
+                .iter()
+                .map(|o| o.name.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
         )));
     }
     Ok(out)
 }
 
 fn check_name(name: &str) -> Result<(), Failure> {
-    if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-' | ':')) {
-        return Err(Failure::Usage(format!("--name {name:?}: use letters, digits, '.', '_', '-' or ':'")));
+    if name.is_empty()
+        || !name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-' | ':'))
+    {
+        return Err(Failure::Usage(format!(
+            "--name {name:?}: use letters, digits, '.', '_', '-' or ':'"
+        )));
     }
     Ok(())
 }

@@ -94,7 +94,11 @@ pub enum ConfigError {
     #[error("cannot read the config {path}: {cause}; check --config / TFAUDIT_CONFIG")]
     Unreadable { path: PathBuf, cause: String },
     #[error("{path}:{line}: {message}")]
-    Invalid { path: PathBuf, line: usize, message: String },
+    Invalid {
+        path: PathBuf,
+        line: usize,
+        message: String,
+    },
     #[error("{context}: {message}")]
     Setting { context: String, message: String },
 }
@@ -125,7 +129,10 @@ impl SyncSection {
     /// # Errors
     /// [`ConfigError::Setting`] naming the setting and the accepted range.
     pub fn resolve(&self, context: &str) -> Result<SyncSettings, ConfigError> {
-        let bad = |message: String| ConfigError::Setting { context: context.to_owned(), message };
+        let bad = |message: String| ConfigError::Setting {
+            context: context.to_owned(),
+            message,
+        };
         let secs = std::time::Duration::from_secs;
         let s = SyncSettings {
             interval: self.interval.map_or(secs(60), |d| d.0),
@@ -135,7 +142,9 @@ impl SyncSection {
             max_retries: self.max_retries.unwrap_or(10),
             retention: self.retention.map_or(secs(14 * 86_400), |d| d.0),
             timeout: self.timeout.map_or(secs(60), |d| d.0),
-            retry_delay: self.retry_delay.map_or(std::time::Duration::from_millis(500), |d| d.0),
+            retry_delay: self
+                .retry_delay
+                .map_or(std::time::Duration::from_millis(500), |d| d.0),
         };
         if s.interval < secs(1) {
             return Err(bad("interval must be at least 1s".into()));
@@ -147,10 +156,15 @@ impl SyncSection {
             ));
         }
         if !(1..=10_000).contains(&s.page_size) {
-            return Err(bad(format!("page_size must be between 1 and 10000 (got {})", s.page_size)));
+            return Err(bad(format!(
+                "page_size must be between 1 and 10000 (got {})",
+                s.page_size
+            )));
         }
         if s.retention < secs(3600) {
-            return Err(bad("retention must be at least 1h (HCP Terraform keeps 14d)".into()));
+            return Err(bad(
+                "retention must be at least 1h (HCP Terraform keeps 14d)".into(),
+            ));
         }
         if s.timeout < secs(1) {
             return Err(bad("timeout must be at least 1s".into()));
@@ -168,8 +182,10 @@ impl ConfigFile {
     /// # Errors
     /// [`ConfigError`] with the file, the line and what is wrong.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| ConfigError::Unreadable { path: path.to_owned(), cause: e.to_string() })?;
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError::Unreadable {
+            path: path.to_owned(),
+            cause: e.to_string(),
+        })?;
         Self::parse(path, &text)
     }
 
@@ -179,22 +195,43 @@ impl ConfigFile {
     /// [`ConfigError`] with the file, the line and what is wrong.
     pub fn parse(path: &Path, text: &str) -> Result<Self, ConfigError> {
         let file: Self = toml::from_str(text).map_err(|e| {
-            let line = e.span().map_or(1, |s| text[..s.start.min(text.len())].matches('\n').count() + 1);
-            ConfigError::Invalid { path: path.to_owned(), line, message: e.message().trim().replace('\n', " ") }
+            let line = e.span().map_or(1, |s| {
+                text[..s.start.min(text.len())].matches('\n').count() + 1
+            });
+            ConfigError::Invalid {
+                path: path.to_owned(),
+                line,
+                message: e.message().trim().replace('\n', " "),
+            }
         })?;
-        let line_of = |needle: &str| text.lines().position(|l| l.contains(needle)).map_or(1, |i| i + 1);
-        let invalid = |needle: &str, message: String| ConfigError::Invalid { path: path.to_owned(), line: line_of(needle), message };
+        let line_of = |needle: &str| {
+            text.lines()
+                .position(|l| l.contains(needle))
+                .map_or(1, |i| i + 1)
+        };
+        let invalid = |needle: &str, message: String| ConfigError::Invalid {
+            path: path.to_owned(),
+            line: line_of(needle),
+            message,
+        };
         let mut seen = std::collections::BTreeSet::new();
         for org in &file.organizations {
             let name = &org.name;
-            if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-')) {
+            if name.is_empty()
+                || !name
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
+            {
                 return Err(invalid(
                     &format!("{name:?}"),
                     format!("organization name {name:?} must be letters, digits, '.', '_' or '-'"),
                 ));
             }
             if !seen.insert(name.clone()) {
-                return Err(invalid(&format!("{name:?}"), format!("organization {name:?} appears twice; names must be unique")));
+                return Err(invalid(
+                    &format!("{name:?}"),
+                    format!("organization {name:?} appears twice; names must be unique"),
+                ));
             }
             if org.token_file.is_some() && org.token_env.is_some() {
                 return Err(invalid(
@@ -203,7 +240,11 @@ impl ConfigFile {
                 ));
             }
             let context = format!("{}: organization {name:?}", path.display());
-            SyncSection::merge(&[org.sync.as_ref().unwrap_or(&SyncSection::default()), &file.sync]).resolve(&context)?;
+            SyncSection::merge(&[
+                org.sync.as_ref().unwrap_or(&SyncSection::default()),
+                &file.sync,
+            ])
+            .resolve(&context)?;
         }
         file.sync.resolve(&format!("{}: [sync]", path.display()))?;
         Ok(file)
@@ -242,7 +283,9 @@ interval = "5m"
         .unwrap();
         assert_eq!(f.organizations.len(), 2);
         let beta = &f.organizations[1];
-        let s = SyncSection::merge(&[beta.sync.as_ref().unwrap(), &f.sync]).resolve("x").unwrap();
+        let s = SyncSection::merge(&[beta.sync.as_ref().unwrap(), &f.sync])
+            .resolve("x")
+            .unwrap();
         assert_eq!(s.interval.as_secs(), 300);
         assert_eq!(s.rate_limit.unwrap().get(), 5);
         assert_eq!(s.overlap.as_secs(), 600);
@@ -250,23 +293,38 @@ interval = "5m"
 
     #[test]
     fn unknown_keys_are_errors_with_their_line() {
-        let e = parse("[sync]\ninterval = \"1m\"\nintervall = \"2m\"\n").unwrap_err().to_string();
+        let e = parse("[sync]\ninterval = \"1m\"\nintervall = \"2m\"\n")
+            .unwrap_err()
+            .to_string();
         assert!(e.starts_with("t.toml:3:") && e.contains("intervall"), "{e}");
-        let e = parse("[[organization]]\nname = \"a\"\ntoken = \"x\"\n").unwrap_err().to_string();
+        let e = parse("[[organization]]\nname = \"a\"\ntoken = \"x\"\n")
+            .unwrap_err()
+            .to_string();
         assert!(e.starts_with("t.toml:3:") && e.contains("token"), "{e}");
     }
 
     #[test]
     fn bad_values_are_named() {
-        let e = parse("[sync]\ninterval = \"soon\"\n").unwrap_err().to_string();
-        assert!(e.starts_with("t.toml:2:") && e.contains("not a duration"), "{e}");
+        let e = parse("[sync]\ninterval = \"soon\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.starts_with("t.toml:2:") && e.contains("not a duration"),
+            "{e}"
+        );
         let e = parse("[sync]\noverlap = \"0s\"\n").unwrap_err().to_string();
         assert!(e.contains("overlap must be at least 1s"), "{e}");
-        let e = parse("[[organization]]\nname = \"a\"\n[[organization]]\nname = \"a\"\n").unwrap_err().to_string();
+        let e = parse("[[organization]]\nname = \"a\"\n[[organization]]\nname = \"a\"\n")
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("appears twice"), "{e}");
-        let e = parse("[[organization]]\nname = \"a b\"\n").unwrap_err().to_string();
+        let e = parse("[[organization]]\nname = \"a b\"\n")
+            .unwrap_err()
+            .to_string();
         assert!(e.starts_with("t.toml:2:"), "{e}");
-        let e = parse("[[organization]]\nname = \"a\"\n[organization.sync]\npage_size = 0\n").unwrap_err().to_string();
+        let e = parse("[[organization]]\nname = \"a\"\n[organization.sync]\npage_size = 0\n")
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("page_size"), "{e}");
     }
 }

@@ -6,7 +6,9 @@ pub mod duration;
 pub mod file;
 pub mod when;
 
-pub use credentials::{CredentialsError, Env, Explicit, FoundToken, ProcessEnv, TokenSource, find_token};
+pub use credentials::{
+    CredentialsError, Env, Explicit, FoundToken, ProcessEnv, TokenSource, find_token,
+};
 pub use duration::{Duration, parse_duration};
 pub use file::{ConfigError, ConfigFile, OrganizationSection, SyncSection, SyncSettings};
 pub use when::parse_when;
@@ -17,7 +19,10 @@ use std::path::PathBuf;
 /// `$XDG_DATA_HOME/tfaudit/archive.db` (`~/.local/share/tfaudit/archive.db`).
 #[must_use]
 pub fn default_db_path() -> PathBuf {
-    dirs::data_dir().unwrap_or_else(|| PathBuf::from(".")).join("tfaudit").join("archive.db")
+    dirs::data_dir()
+        .unwrap_or_else(|| PathBuf::from("."))
+        .join("tfaudit")
+        .join("archive.db")
 }
 
 /// Where a config file is looked for when `--config` / `TFAUDIT_CONFIG` do not say:

@@ -17,10 +17,10 @@ mod generate;
 mod listing;
 mod server;
 
+pub use generate::Style;
 pub use generate::{HOSTILE, uuid};
 pub use listing::{ListedEvent, Listing};
-pub use generate::Style;
-pub use server::{Sim, SimStats, RequestRecord};
+pub use server::{RequestRecord, Sim, SimStats};
 
 use std::time::Duration;
 

@@ -41,7 +41,8 @@ pub struct Listing {
 impl Listing {
     #[must_use]
     pub fn new(config: &SimConfig, start_secs: i64) -> Self {
-        let malformed_every = (config.malformed > 0).then(|| (config.events / config.malformed).max(1));
+        let malformed_every =
+            (config.malformed > 0).then(|| (config.events / config.malformed).max(1));
         Self {
             seed: config.seed,
             history: config.events,
@@ -50,7 +51,10 @@ impl Listing {
             malformed_every,
             catalog: Catalog::new(
                 config.seed,
-                &Style { organization_id: config.organization_id.clone(), hostile: config.hostile },
+                &Style {
+                    organization_id: config.organization_id.clone(),
+                    hostile: config.hostile,
+                },
                 config.events,
             ),
             live: Vec::new(),
@@ -66,16 +70,25 @@ impl Listing {
     }
 
     fn history_is_malformed(&self, i: u64) -> bool {
-        self.malformed_every.is_some_and(|every| i % every == every / 2)
+        self.malformed_every
+            .is_some_and(|every| i % every == every / 2)
     }
 
     fn history_event(&self, i: u64) -> ListedEvent {
         let ts = self.history_ts(i);
         if self.history_is_malformed(i) {
             let nth = self.malformed_every.map_or(0, |every| i / every);
-            return ListedEvent { timestamp_secs: ts, json: generate::malformed(i, nth, ts), id: None };
+            return ListedEvent {
+                timestamp_secs: ts,
+                json: generate::malformed(i, nth, ts),
+                id: None,
+            };
         }
-        ListedEvent { timestamp_secs: ts, json: self.catalog.event(0, i, &generate::timestamp(ts)), id: Some(generate::uuid(self.seed, 0, i)) }
+        ListedEvent {
+            timestamp_secs: ts,
+            json: self.catalog.event(0, i, &generate::timestamp(ts)),
+            id: Some(generate::uuid(self.seed, 0, i)),
+        }
     }
 
     /// Adds a live event with this timestamp; returns its id.
@@ -85,8 +98,18 @@ impl Listing {
         let id = generate::uuid(self.seed, 1, order);
         let json = self.catalog.event(1, order, &generate::timestamp(ts));
         // Insert keeping (ts desc, order desc): after every element that sorts first.
-        let at = self.live.partition_point(|l| l.ts > ts || (l.ts == ts && l.order > order));
-        self.live.insert(at, Live { ts, order, id: id.clone(), json });
+        let at = self
+            .live
+            .partition_point(|l| l.ts > ts || (l.ts == ts && l.order > order));
+        self.live.insert(
+            at,
+            Live {
+                ts,
+                order,
+                id: id.clone(),
+                json,
+            },
+        );
         id
     }
 
@@ -118,7 +141,14 @@ impl Listing {
     /// One page: the elements at offsets `[offset, offset + size)` of the filtered,
     /// merged, newest-first listing, and the listing's total length.
     #[must_use]
-    pub fn page(&self, since_ms: Option<i64>, mode: SinceMode, oldest_secs: i64, offset: u64, size: u64) -> (Vec<ListedEvent>, u64) {
+    pub fn page(
+        &self,
+        since_ms: Option<i64>,
+        mode: SinceMode,
+        oldest_secs: i64,
+        offset: u64,
+        size: u64,
+    ) -> (Vec<ListedEvent>, u64) {
         let keep = Self::keep(since_ms, mode, oldest_secs);
         let nb = self.history_visible(&keep);
         let live: Vec<&Live> = self.live.iter().filter(|l| keep(l.ts)).collect();
@@ -146,7 +176,11 @@ impl Listing {
                 (false, false) => break,
             };
             if take_live {
-                out.push(ListedEvent { timestamp_secs: live[l].ts, json: live[l].json.clone(), id: Some(live[l].id.clone()) });
+                out.push(ListedEvent {
+                    timestamp_secs: live[l].ts,
+                    json: live[l].json.clone(),
+                    id: Some(live[l].id.clone()),
+                });
                 l += 1;
             } else {
                 out.push(self.history_event(b));
@@ -159,7 +193,8 @@ impl Listing {
     /// Every element visible now, newest first.
     #[must_use]
     pub fn all(&self, oldest_secs: i64) -> Vec<ListedEvent> {
-        self.page(None, SinceMode::Inclusive, oldest_secs, 0, u64::MAX).0
+        self.page(None, SinceMode::Inclusive, oldest_secs, 0, u64::MAX)
+            .0
     }
 
     /// Elements of history plus live.
@@ -179,7 +214,12 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
 
-    fn naive(listing: &Listing, since_ms: Option<i64>, mode: SinceMode, oldest: i64) -> Vec<ListedEvent> {
+    fn naive(
+        listing: &Listing,
+        since_ms: Option<i64>,
+        mode: SinceMode,
+        oldest: i64,
+    ) -> Vec<ListedEvent> {
         let keep = Listing::keep(since_ms, mode, oldest);
         let mut all: Vec<(i64, u8, u64, ListedEvent)> = Vec::new();
         for i in 0..listing.history {
@@ -190,11 +230,20 @@ mod tests {
         }
         for l in &listing.live {
             if keep(l.ts) {
-                all.push((l.ts, 1, l.order, ListedEvent { timestamp_secs: l.ts, json: l.json.clone(), id: Some(l.id.clone()) }));
+                all.push((
+                    l.ts,
+                    1,
+                    l.order,
+                    ListedEvent {
+                        timestamp_secs: l.ts,
+                        json: l.json.clone(),
+                        id: Some(l.id.clone()),
+                    },
+                ));
             }
         }
         // Newest first; live before history in a second; later arrivals first.
-        all.sort_by(|a, b| (b.0, b.1, b.2).cmp(&(a.0, a.1, a.2)));
+        all.sort_by_key(|x| std::cmp::Reverse((x.0, x.1, x.2)));
         all.into_iter().map(|x| x.3).collect()
     }
 

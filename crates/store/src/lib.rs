@@ -23,15 +23,29 @@ pub use filter::{EventFilter, Pattern};
 /// Errors of an archive backend.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
-    #[error("no archive at {path}; run `tfaudit sync` first, or point --db / TFAUDIT_DB at an existing archive")]
+    #[error(
+        "no archive at {path}; run `tfaudit sync` first, or point --db / TFAUDIT_DB at an existing archive"
+    )]
     Missing { path: String },
-    #[error("cannot open the archive {path}: {cause}; check the path (--db or TFAUDIT_DB) and its permissions")]
+    #[error(
+        "cannot open the archive {path}: {cause}; check the path (--db or TFAUDIT_DB) and its permissions"
+    )]
     Open { path: String, cause: String },
-    #[error("the archive {path} has schema version {found}, newer than this tfaudit knows ({known}); upgrade tfaudit")]
-    TooNew { path: String, found: i64, known: i64 },
-    #[error("the archive is locked by another process for too long; try again when the other tfaudit has finished")]
+    #[error(
+        "the archive {path} has schema version {found}, newer than this tfaudit knows ({known}); upgrade tfaudit"
+    )]
+    TooNew {
+        path: String,
+        found: i64,
+        known: i64,
+    },
+    #[error(
+        "the archive is locked by another process for too long; try again when the other tfaudit has finished"
+    )]
     Busy,
-    #[error("the archive {path} is damaged ({cause}); restore it from a backup or sync into a new one")]
+    #[error(
+        "the archive {path} is damaged ({cause}); restore it from a backup or sync into a new one"
+    )]
     Corrupt { path: String, cause: String },
     #[error("archive error: {0}")]
     Database(String),
@@ -130,6 +144,20 @@ impl RunResult {
     }
 }
 
+/// What a run did, as counted by the run and recorded with it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct RunTally {
+    pub pages: u64,
+    pub requests: u64,
+    pub retries: u64,
+    /// Events new to the archive.
+    pub new_events: u64,
+    /// Events the archive already held (normal: overlap, shifting pages).
+    pub duplicates: u64,
+    /// Elements rejected for the first time.
+    pub rejects: u64,
+}
+
 /// One sync of one source, as recorded.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Run {
@@ -138,12 +166,8 @@ pub struct Run {
     pub finished_at: Option<Timestamp>,
     /// `None` while running, or when the process died during the run.
     pub result: Option<RunResult>,
-    pub pages: u64,
-    pub requests: u64,
-    pub retries: u64,
-    pub new_events: u64,
-    pub duplicates: u64,
-    pub rejects: u64,
+    #[serde(flatten)]
+    pub tally: RunTally,
 }
 
 /// Request/retry counts a run reports when it ends.
@@ -158,21 +182,11 @@ pub struct RunCounts {
 pub struct StoredEvent {
     /// The ingest sequence number: increases with every event stored.
     pub seq: i64,
-    pub id: String,
+    /// The source (organization) it was synced from.
     pub source: String,
-    pub timestamp: Timestamp,
-    pub organization_id: Option<String>,
-    pub auth_type: Option<String>,
-    pub accessor_id: Option<String>,
-    pub auth_description: Option<String>,
-    pub impersonator_id: Option<String>,
-    pub request_id: Option<String>,
-    pub resource_id: Option<String>,
-    pub resource_type: Option<String>,
-    pub resource_action: Option<String>,
-    /// The event's original JSON.
-    pub raw: String,
     pub ingested_at: Timestamp,
+    #[serde(flatten)]
+    pub event: AuditEvent,
 }
 
 /// The order events are read in.
@@ -269,7 +283,12 @@ pub trait Store: Send + Sync {
     ///
     /// # Errors
     /// On a database failure; then the cursor has not moved.
-    fn finish_walk(&self, source_id: i64, cursor: Option<Timestamp>, gap: Option<&Gap>) -> Result<()>;
+    fn finish_walk(
+        &self,
+        source_id: i64,
+        cursor: Option<Timestamp>,
+        gap: Option<&Gap>,
+    ) -> Result<()>;
 
     /// Records how a run ended.
     ///

@@ -25,13 +25,26 @@ pub type OnSync = Arc<dyn Fn(&str, &Result<SyncReport, SyncError>) + Send + Sync
 /// Syncs every organization, then again every `interval`, until `cancel` fires; an
 /// interrupted sync commits its current page first. A failed sync is reported and
 /// tried again at the next interval.
-pub async fn watch(store: Arc<dyn Store>, organizations: Vec<Organization>, cancel: CancellationToken, on_sync: OnSync) {
+pub async fn watch(
+    store: Arc<dyn Store>,
+    organizations: Vec<Organization>,
+    cancel: CancellationToken,
+    on_sync: OnSync,
+) {
     let mut tasks = tokio::task::JoinSet::new();
     for org in organizations {
         let (store, cancel, on_sync) = (store.clone(), cancel.clone(), on_sync.clone());
         tasks.spawn(async move {
             loop {
-                let result = sync(store.clone(), &org.client, &org.name, org.walk, &NoProgress, &cancel).await;
+                let result = sync(
+                    store.clone(),
+                    &org.client,
+                    &org.name,
+                    org.walk,
+                    &NoProgress,
+                    &cancel,
+                )
+                .await;
                 on_sync(&org.name, &result);
                 tokio::select! {
                     () = tokio::time::sleep(org.interval) => {}

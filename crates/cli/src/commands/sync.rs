@@ -15,7 +15,10 @@ use crate::progress::Bar;
 use crate::settings;
 
 pub fn open_for_writing(path: &Path) -> Result<Arc<dyn Store>, Failure> {
-    Ok(Arc::new(SqliteStore::open(path, OpenMode::CreateIfMissing)?))
+    Ok(Arc::new(SqliteStore::open(
+        path,
+        OpenMode::CreateIfMissing,
+    )?))
 }
 
 /// One line saying what a sync did.
@@ -23,17 +26,20 @@ pub fn report_line(r: &SyncReport) -> String {
     let mut line = format!(
         "{}: {} new events, {} already stored; {} pages, {} requests, {} retries",
         terminal_safe(&r.source),
-        count(r.new_events),
-        count(r.duplicates),
-        count(r.pages),
-        count(r.requests),
-        count(r.retries),
+        count(r.tally.new_events),
+        count(r.tally.duplicates),
+        count(r.tally.pages),
+        count(r.tally.requests),
+        count(r.tally.retries),
     );
     if let Some(p) = r.resumed_at_page {
         line.push_str(&format!("; resumed at page {p}"));
     }
-    if r.rejects > 0 {
-        line.push_str(&format!("; {} rejected (not events; see `tfaudit status --rejects`)", count(r.rejects)));
+    if r.tally.rejects > 0 {
+        line.push_str(&format!(
+            "; {} rejected (not events; see `tfaudit status --rejects`)",
+            count(r.tally.rejects)
+        ));
     }
     match r.cursor {
         Some(c) if r.complete => line.push_str(&format!("; cursor {}", time(c))),
@@ -64,12 +70,21 @@ pub async fn sync(cli: &Cli, args: &SyncArgs) -> Result<(), Failure> {
     let mut failure = None;
     for org in &organizations {
         let bar = Bar::new(show_bar, &org.name);
-        let result = tfaudit_sync::sync(store.clone(), &org.client, &org.name, org.walk_options(), &bar, &cancel).await;
+        let result = tfaudit_sync::sync(
+            store.clone(),
+            &org.client,
+            &org.name,
+            org.walk_options(),
+            &bar,
+            &cancel,
+        )
+        .await;
         match result {
             Ok(report) => {
                 gap_banner(&report);
                 if args.json {
-                    let line = serde_json::to_string(&report).map_err(|e| Failure::Internal(e.to_string()))?;
+                    let line = serde_json::to_string(&report)
+                        .map_err(|e| Failure::Internal(e.to_string()))?;
                     writeln!(std::io::stdout(), "{line}")?;
                 } else if !cli.quiet {
                     writeln!(std::io::stdout(), "{}", report_line(&report))?;
@@ -121,19 +136,23 @@ pub async fn watch(cli: &Cli, args: &WatchArgs) -> Result<(), Failure> {
     for o in &orgs {
         tracing::info!(organization = %o.name, address = o.client.address(), interval = %tfaudit_config::Duration(o.interval), "watching");
     }
-    let on_sync: tfaudit_sync::OnSync = Arc::new(move |name: &str, result: &Result<SyncReport, SyncError>| match result {
-        Ok(report) => {
-            gap_banner(report);
-            if json {
-                if let Ok(line) = serde_json::to_string(report) {
-                    println!("{line}");
+    let on_sync: tfaudit_sync::OnSync = Arc::new(
+        move |name: &str, result: &Result<SyncReport, SyncError>| match result {
+            Ok(report) => {
+                gap_banner(report);
+                if json {
+                    if let Ok(line) = serde_json::to_string(report) {
+                        println!("{line}");
+                    }
+                } else {
+                    tracing::info!("{}", report_line(report));
                 }
-            } else {
-                tracing::info!("{}", report_line(report));
             }
-        }
-        Err(e) => tracing::error!(organization = %terminal_safe(name), "sync failed: {e}; trying again at the next interval"),
-    });
+            Err(e) => {
+                tracing::error!(organization = %terminal_safe(name), "sync failed: {e}; trying again at the next interval")
+            }
+        },
+    );
     tfaudit_sync::watch(store, orgs, cancel, on_sync).await;
     Ok(())
 }
