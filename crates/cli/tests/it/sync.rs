@@ -264,7 +264,7 @@ async fn watch_keeps_up_with_arrivals_and_stops_cleanly_on_sigterm() {
     })
     .await;
     let env = Env::new();
-    let mut child = env
+    let child = env
         .command(
             Some(&sim),
             &["watch", "--interval", "1s", "--rate-limit", "0", "--json"],
