@@ -55,7 +55,8 @@ pub struct NotAPage(String);
 
 #[derive(Deserialize)]
 struct Body {
-    data: Option<Vec<Box<RawValue>>>,
+    #[serde(default, deserialize_with = "present")]
+    data: Option<Option<Vec<Box<RawValue>>>>,
     #[serde(default)]
     pagination: Option<Box<RawValue>>,
     #[serde(default)]
@@ -76,9 +77,8 @@ impl Page {
     /// array.
     pub fn parse(number: u64, body: &[u8]) -> Result<Self, NotAPage> {
         let body: Body = serde_json::from_slice(body).map_err(|e| NotAPage(e.to_string()))?;
-        let data = body
-            .data
-            .ok_or_else(|| NotAPage("no \"data\" array".into()))?;
+        // `"data": null` reads as an empty page; a body without the key is not a page.
+        let data = body.data.ok_or_else(|| NotAPage("no \"data\" array".into()))?.unwrap_or_default();
         let pagination_text = body
             .pagination
             .or_else(|| body.meta.and_then(|m| m.pagination));
@@ -146,6 +146,11 @@ impl Page {
     pub fn total_count(&self) -> Option<u64> {
         self.pagination.as_ref().and_then(|p| p.total_count)
     }
+}
+
+/// Tells a key that is present (even as `null`) from one that is absent.
+fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Option<Vec<Box<RawValue>>>>, D::Error> {
+    Option::<Vec<Box<RawValue>>>::deserialize(d).map(Some)
 }
 
 /// Page numbers: `null`, absent, `0` and unreadable values all mean "no such page".
@@ -251,6 +256,13 @@ mod tests {
         );
         assert_eq!(p.mismatched_page_number(), Some(1));
         assert_eq!(page(2, r#"{"data":[]}"#).mismatched_page_number(), None);
+    }
+
+    #[test]
+    fn null_data_is_an_empty_page() {
+        let p = page(3, r#"{"data":null,"pagination":{"next_page":4}}"#);
+        assert!(p.data.is_empty());
+        assert_eq!(p.next_page(), None);
     }
 
     #[test]

@@ -84,7 +84,7 @@ pub struct SyncArgs {
     #[arg(long, value_name = "N")]
     pub rate_limit: Option<u32>,
 
-    /// Retries of one failing request before the sync fails [default: 10]
+    /// Retries of one failing request before the sync fails [default: 20]
     #[arg(long, value_name = "N")]
     pub max_retries: Option<u32>,
 

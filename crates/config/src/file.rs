@@ -49,7 +49,7 @@ pub struct SyncSection {
     pub page_size: Option<u32>,
     /// Requests per second at most, per organization (default 10; 0 for no limit).
     pub rate_limit: Option<u32>,
-    /// Retries of one request before a sync fails (default 10).
+    /// Retries of one request before a sync fails (default 20).
     pub max_retries: Option<u32>,
     /// How long the API keeps events (default 14d): older cursors mean a gap.
     pub retention: Option<Duration>,
@@ -139,7 +139,7 @@ impl SyncSection {
             overlap: self.overlap.map_or(secs(600), |d| d.0),
             page_size: self.page_size.unwrap_or(1000),
             rate_limit: NonZeroU32::new(self.rate_limit.unwrap_or(10)),
-            max_retries: self.max_retries.unwrap_or(10),
+            max_retries: self.max_retries.unwrap_or(20),
             retention: self.retention.map_or(secs(14 * 86_400), |d| d.0),
             timeout: self.timeout.map_or(secs(60), |d| d.0),
             retry_delay: self
