@@ -92,9 +92,7 @@ pub struct PageRequest {
 /// Why a page could not be had.
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
-    #[error(
-        "{address:?} is not a usable address ({reason}); give a URL such as https://app.terraform.io"
-    )]
+    #[error("{address:?} is not a usable address ({reason}); give a URL such as https://app.terraform.io")]
     InvalidAddress { address: String, reason: String },
     #[error(
         "the token was rejected by {address} (401 Unauthorized); create an organization token or an audit trail token \
@@ -108,31 +106,17 @@ pub enum ApiError {
     )]
     NotEntitled { address: String },
     #[error("{address} refused the request with {status}: {detail}")]
-    Refused {
-        address: String,
-        status: u16,
-        detail: String,
-    },
-    #[error(
-        "could not connect to {address}: {cause}; check the address (--address or TFE_ADDRESS) and the network"
-    )]
+    Refused { address: String, status: u16, detail: String },
+    #[error("could not connect to {address}: {cause}; check the address (--address or TFE_ADDRESS) and the network")]
     Connect { address: String, cause: String },
     #[error(
         "{address} kept failing after {retries} retries (last: {last}); try again later, or allow more with --max-retries"
     )]
-    RetriesExhausted {
-        address: String,
-        retries: u32,
-        last: String,
-    },
+    RetriesExhausted { address: String, retries: u32, last: String },
     #[error(
         "{address} sent page {got} when page {asked} was asked for; it does not page the way the audit trail API does"
     )]
-    PageMismatch {
-        address: String,
-        asked: u64,
-        got: u64,
-    },
+    PageMismatch { address: String, asked: u64, got: u64 },
     #[error("could not set up HTTP: {0}")]
     Setup(String),
 }
@@ -205,13 +189,8 @@ impl Client {
     pub fn new(options: ClientOptions) -> Result<Self, ApiError> {
         let base = parse_address(&options.address)?;
         let address = base.as_str().trim_end_matches('/').to_owned();
-        let listing =
-            Url::parse(&format!("{address}{}", crate::AUDIT_TRAIL_PATH)).map_err(|e| {
-                ApiError::InvalidAddress {
-                    address: options.address.clone(),
-                    reason: e.to_string(),
-                }
-            })?;
+        let listing = Url::parse(&format!("{address}{}", crate::AUDIT_TRAIL_PATH))
+            .map_err(|e| ApiError::InvalidAddress { address: options.address.clone(), reason: e.to_string() })?;
         let mut headers = HeaderMap::new();
         let mut auth = HeaderValue::from_str(&format!("Bearer {}", options.token.expose()))
             .map_err(|_| ApiError::Setup("the token cannot be sent in a header".into()))?;
@@ -227,17 +206,8 @@ impl Client {
             .redirect(reqwest::redirect::Policy::none())
             .build()
             .map_err(|e| ApiError::Setup(error_chain(&e)))?;
-        let limiter = options
-            .rate_limit
-            .map(|n| Arc::new(RateLimiter::direct(Quota::per_second(n))));
-        Ok(Self {
-            http,
-            listing,
-            address,
-            limiter,
-            retry: options.retry,
-            stats: Arc::default(),
-        })
+        let limiter = options.rate_limit.map(|n| Arc::new(RateLimiter::direct(Quota::per_second(n))));
+        Ok(Self { http, listing, address, limiter, retry: options.retry, stats: Arc::default() })
     }
 
     /// The address this client talks to, normalised (no trailing slash).
@@ -287,11 +257,7 @@ impl Client {
                 Err(Attempt::Fail(e)) => return Err(e),
                 Err(Attempt::Retry { why, wait }) => {
                     if retries >= self.retry.max_retries {
-                        return Err(ApiError::RetriesExhausted {
-                            address: self.address.clone(),
-                            retries,
-                            last: why,
-                        });
+                        return Err(ApiError::RetriesExhausted { address: self.address.clone(), retries, last: why });
                     }
                     let wait = wait
                         .map(|w| w.min(self.retry.max_server_delay))
@@ -327,10 +293,7 @@ impl Client {
                         cause: error_chain(&e),
                     }));
                 }
-                return Err(Attempt::Retry {
-                    why: format!("request failed: {}", error_chain(&e)),
-                    wait: None,
-                });
+                return Err(Attempt::Retry { why: format!("request failed: {}", error_chain(&e)), wait: None });
             }
         };
         let status = response.status();
@@ -350,10 +313,7 @@ impl Client {
         };
         match status {
             s if s.is_success() => {
-                let page = Page::parse(number, &body).map_err(|e| Attempt::Retry {
-                    why: e.to_string(),
-                    wait: None,
-                })?;
+                let page = Page::parse(number, &body).map_err(|e| Attempt::Retry { why: e.to_string(), wait: None })?;
                 if let Some(got) = page.mismatched_page_number() {
                     return Err(Attempt::Fail(ApiError::PageMismatch {
                         address: self.address.clone(),
@@ -363,20 +323,14 @@ impl Client {
                 }
                 Ok(page)
             }
-            StatusCode::UNAUTHORIZED => Err(Attempt::Fail(ApiError::Unauthorized {
-                address: self.address.clone(),
-            })),
-            StatusCode::NOT_FOUND => Err(Attempt::Fail(ApiError::NotEntitled {
-                address: self.address.clone(),
-            })),
-            StatusCode::TOO_MANY_REQUESTS => Err(Attempt::Retry {
-                why: "rate limited (429)".into(),
-                wait: server_wait,
-            }),
-            s if s == StatusCode::REQUEST_TIMEOUT || s.is_server_error() => Err(Attempt::Retry {
-                why: format!("the server answered {}", s.as_u16()),
-                wait: server_wait,
-            }),
+            StatusCode::UNAUTHORIZED => Err(Attempt::Fail(ApiError::Unauthorized { address: self.address.clone() })),
+            StatusCode::NOT_FOUND => Err(Attempt::Fail(ApiError::NotEntitled { address: self.address.clone() })),
+            StatusCode::TOO_MANY_REQUESTS => {
+                Err(Attempt::Retry { why: "rate limited (429)".into(), wait: server_wait })
+            }
+            s if s == StatusCode::REQUEST_TIMEOUT || s.is_server_error() => {
+                Err(Attempt::Retry { why: format!("the server answered {}", s.as_u16()), wait: server_wait })
+            }
             s => Err(Attempt::Fail(ApiError::Refused {
                 address: self.address.clone(),
                 status: s.as_u16(),
@@ -388,33 +342,20 @@ impl Client {
 
 /// Parses an address; a bare host name means `https://host`.
 fn parse_address(address: &str) -> Result<Url, ApiError> {
-    let invalid = |reason: &str| ApiError::InvalidAddress {
-        address: address.to_owned(),
-        reason: reason.to_owned(),
-    };
+    let invalid = |reason: &str| ApiError::InvalidAddress { address: address.to_owned(), reason: reason.to_owned() };
     let trimmed = address.trim();
     if trimmed.is_empty() {
         return Err(invalid("it is empty"));
     }
-    let with_scheme = if trimmed.contains("://") {
-        trimmed.to_owned()
-    } else {
-        format!("https://{trimmed}")
-    };
+    let with_scheme = if trimmed.contains("://") { trimmed.to_owned() } else { format!("https://{trimmed}") };
     let url = Url::parse(&with_scheme).map_err(|e| invalid(&e.to_string()))?;
     if !matches!(url.scheme(), "http" | "https") {
-        return Err(invalid(
-            "only https:// (or http:// for local use) is supported",
-        ));
+        return Err(invalid("only https:// (or http:// for local use) is supported"));
     }
     if url.host_str().is_none_or(str::is_empty) {
         return Err(invalid("it has no host"));
     }
-    if url.query().is_some()
-        || url.fragment().is_some()
-        || !url.username().is_empty()
-        || url.password().is_some()
-    {
+    if url.query().is_some() || url.fragment().is_some() || !url.username().is_empty() || url.password().is_some() {
         return Err(invalid("it may not carry a query, fragment or credentials"));
     }
     Ok(url)
@@ -423,12 +364,7 @@ fn parse_address(address: &str) -> Result<Url, ApiError> {
 /// How long the server asks us to wait: `X-RateLimit-Reset` (float seconds, as
 /// HCP Terraform sends it) or `Retry-After` (seconds or an HTTP date).
 fn server_delay(headers: &HeaderMap) -> Option<Duration> {
-    let text = |name| {
-        headers
-            .get(name)
-            .and_then(|v| v.to_str().ok())
-            .map(str::trim)
-    };
+    let text = |name| headers.get(name).and_then(|v| v.to_str().ok()).map(str::trim);
     let now = Timestamp::now().as_second() as f64;
     let seconds = |v: &str| {
         v.parse::<f64>().ok().filter(|s| s.is_finite() && *s >= 0.0).map(|s| {
@@ -466,16 +402,8 @@ fn error_detail(body: &[u8]) -> String {
         .and_then(|e| e.errors.into_iter().next())
         .and_then(|e| e.detail.or(e.title))
         .unwrap_or_else(|| String::from_utf8_lossy(body).into_owned());
-    let clean: String = text
-        .chars()
-        .map(|c| if c.is_control() { ' ' } else { c })
-        .take(200)
-        .collect();
-    if clean.trim().is_empty() {
-        "no details".into()
-    } else {
-        clean.trim().to_owned()
-    }
+    let clean: String = text.chars().map(|c| if c.is_control() { ' ' } else { c }).take(200).collect();
+    if clean.trim().is_empty() { "no details".into() } else { clean.trim().to_owned() }
 }
 
 /// An error and its causes in one line ("error sending request: connection refused").
@@ -499,14 +427,8 @@ mod tests {
 
     #[test]
     fn addresses() {
-        assert_eq!(
-            parse_address("app.terraform.io").unwrap().as_str(),
-            "https://app.terraform.io/"
-        );
-        assert_eq!(
-            parse_address("http://127.0.0.1:8080/").unwrap().as_str(),
-            "http://127.0.0.1:8080/"
-        );
+        assert_eq!(parse_address("app.terraform.io").unwrap().as_str(), "https://app.terraform.io/");
+        assert_eq!(parse_address("http://127.0.0.1:8080/").unwrap().as_str(), "http://127.0.0.1:8080/");
         assert!(parse_address("ftp://x").is_err());
         assert!(parse_address("").is_err());
         assert!(parse_address("https://user:pw@x").is_err());
@@ -514,17 +436,9 @@ mod tests {
 
     #[test]
     fn listing_url_encodes_brackets_and_keeps_a_path_prefix() {
-        let c = Client::new(ClientOptions::new(
-            "https://tfe.example.com/prefix/",
-            Token::new("t").unwrap(),
-        ))
-        .unwrap();
+        let c = Client::new(ClientOptions::new("https://tfe.example.com/prefix/", Token::new("t").unwrap())).unwrap();
         let since: Timestamp = "2020-05-30T17:52:46Z".parse().unwrap();
-        let url = c.page_url(&PageRequest {
-            since: Some(since),
-            page: 3,
-            page_size: 1000,
-        });
+        let url = c.page_url(&PageRequest { since: Some(since), page: 3, page_size: 1000 });
         assert_eq!(
             url.as_str(),
             "https://tfe.example.com/prefix/api/v2/organization/audit-trail?since=2020-05-30T17%3A52%3A46.000Z&page%5Bnumber%5D=3&page%5Bsize%5D=1000"
@@ -545,18 +459,14 @@ mod tests {
         h.insert(RETRY_AFTER, HeaderValue::from_static("3"));
         assert_eq!(server_delay(&h), Some(Duration::from_secs(3)));
         let mut h = HeaderMap::new();
-        h.insert(
-            RETRY_AFTER,
-            HeaderValue::from_static("Sun, 06 Nov 1994 08:49:37 GMT"),
-        );
+        h.insert(RETRY_AFTER, HeaderValue::from_static("Sun, 06 Nov 1994 08:49:37 GMT"));
         assert_eq!(server_delay(&h), Some(Duration::ZERO));
         assert_eq!(server_delay(&HeaderMap::new()), None);
     }
 
     #[test]
     fn error_detail_is_one_clean_line() {
-        let body =
-            br#"{"errors":[{"status":"400","title":"bad","detail":"line1\nline2\u001b[31m"}]}"#;
+        let body = br#"{"errors":[{"status":"400","title":"bad","detail":"line1\nline2\u001b[31m"}]}"#;
         assert_eq!(error_detail(body), "line1 line2 [31m");
         assert_eq!(error_detail(b""), "no details");
     }

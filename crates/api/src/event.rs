@@ -50,15 +50,11 @@ impl AuditEvent {
     /// object, has no usable `id`, or has no RFC 3339 `timestamp`.
     pub fn parse(raw: &RawValue) -> Result<Self, RejectedEvent> {
         let text = raw.get();
-        let reject = |reason: String| RejectedEvent {
-            raw: text.to_owned(),
-            reason,
-        };
+        let reject = |reason: String| RejectedEvent { raw: text.to_owned(), reason };
         if !text.trim_start().starts_with('{') {
             return Err(reject("not a JSON object".into()));
         }
-        let head: Head<'_> = serde_json::from_str(text)
-            .map_err(|e| reject(format!("unreadable event object: {e}")))?;
+        let head: Head<'_> = serde_json::from_str(text).map_err(|e| reject(format!("unreadable event object: {e}")))?;
         let id = match head.id.0 {
             Some(id) if !id.trim().is_empty() => id.into_owned(),
             _ => return Err(reject("no \"id\"".into())),
@@ -315,17 +311,11 @@ mod tests {
         assert_eq!(e.accessor_id.as_deref(), Some("user-MaPuLxAXvtq2PWTH"));
         assert_eq!(e.auth_description.as_deref(), Some("pveverka"));
         assert_eq!(e.impersonator_id, None);
-        assert_eq!(
-            e.request_id.as_deref(),
-            Some("4df584d4-7e2a-01e6-6cc0-4adbefa020e6")
-        );
+        assert_eq!(e.request_id.as_deref(), Some("4df584d4-7e2a-01e6-6cc0-4adbefa020e6"));
         assert_eq!(e.resource_id.as_deref(), Some("at-sjt83qTw3GZatuPm"));
         assert_eq!(e.resource_type.as_deref(), Some("authentication_token"));
         assert_eq!(e.resource_action.as_deref(), Some("create"));
-        assert_eq!(
-            e.raw, DOCUMENTED_SAMPLE,
-            "the original text is kept byte for byte"
-        );
+        assert_eq!(e.raw, DOCUMENTED_SAMPLE, "the original text is kept byte for byte");
     }
 
     #[test]
@@ -347,10 +337,7 @@ mod tests {
         let text = r#"{"id":"e\u0031","timestamp":"2024-01-01T00:00:00.000Z","auth":{"description":"J\u00fcrgen <script>\u001b[31m 日本"}}"#;
         let e = AuditEvent::parse(&raw(text)).unwrap();
         assert_eq!(e.id, "e1");
-        assert_eq!(
-            e.auth_description.as_deref(),
-            Some("Jürgen <script>\u{1b}[31m 日本")
-        );
+        assert_eq!(e.auth_description.as_deref(), Some("Jürgen <script>\u{1b}[31m 日本"));
     }
 
     #[test]
@@ -360,19 +347,10 @@ mod tests {
             ("null", "not a JSON object"),
             ("[1]", "not a JSON object"),
             (r#"{"timestamp":"2024-01-01T00:00:00Z"}"#, "no \"id\""),
-            (
-                r#"{"id":"","timestamp":"2024-01-01T00:00:00Z"}"#,
-                "no \"id\"",
-            ),
+            (r#"{"id":"","timestamp":"2024-01-01T00:00:00Z"}"#, "no \"id\""),
             (r#"{"id":"a"}"#, "no \"timestamp\""),
-            (
-                r#"{"id":"a","timestamp":"last tuesday"}"#,
-                "is not an RFC 3339 time",
-            ),
-            (
-                r#"{"id":"a","id":"b","timestamp":"2024-01-01T00:00:00Z"}"#,
-                "duplicate field",
-            ),
+            (r#"{"id":"a","timestamp":"last tuesday"}"#, "is not an RFC 3339 time"),
+            (r#"{"id":"a","id":"b","timestamp":"2024-01-01T00:00:00Z"}"#, "duplicate field"),
         ] {
             let r = AuditEvent::parse(&raw(text)).unwrap_err();
             assert!(r.reason.contains(why), "{text}: {}", r.reason);
@@ -382,8 +360,7 @@ mod tests {
 
     #[test]
     fn compaction_keeps_strings_and_numbers_exactly() {
-        let text =
-            "{\n  \"a\": \"x  y\\\" \\n z\",\n  \"n\": 1.50e3,\n  \"b\": [ 1, {\"c\" : null} ]\n}";
+        let text = "{\n  \"a\": \"x  y\\\" \\n z\",\n  \"n\": 1.50e3,\n  \"b\": [ 1, {\"c\" : null} ]\n}";
         let c = compact_json(text);
         assert_eq!(c, r#"{"a":"x  y\" \n z","n":1.50e3,"b":[1,{"c":null}]}"#);
         let a: serde_json::Value = serde_json::from_str(text).unwrap();

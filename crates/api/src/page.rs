@@ -79,26 +79,18 @@ impl Page {
         let body: Body = serde_json::from_slice(body).map_err(|e| NotAPage(e.to_string()))?;
         // `"data": null` reads as an empty page; a body without the key is not a page.
         let data = body.data.ok_or_else(|| NotAPage("no \"data\" array".into()))?.unwrap_or_default();
-        let pagination_text = body
-            .pagination
-            .or_else(|| body.meta.and_then(|m| m.pagination));
+        let pagination_text = body.pagination.or_else(|| body.meta.and_then(|m| m.pagination));
         let pagination = match pagination_text {
             None => None,
             Some(raw) if raw.get() == "null" => None,
             Some(raw) => {
-                let mut p: Pagination = serde_json::from_str(raw.get())
-                    .map_err(|e| NotAPage(format!("unreadable pagination: {e}")))?;
-                p.has_next_page_key = ["\"next_page\"", "\"next-page\""]
-                    .iter()
-                    .any(|k| raw.get().contains(k));
+                let mut p: Pagination =
+                    serde_json::from_str(raw.get()).map_err(|e| NotAPage(format!("unreadable pagination: {e}")))?;
+                p.has_next_page_key = ["\"next_page\"", "\"next-page\""].iter().any(|k| raw.get().contains(k));
                 Some(p)
             }
         };
-        Ok(Self {
-            number,
-            data,
-            pagination,
-        })
+        Ok(Self { number, data, pagination })
     }
 
     /// The number of the page that follows this one, or `None` at the end of the walk.
@@ -135,10 +127,7 @@ impl Page {
     /// forever).
     #[must_use]
     pub fn mismatched_page_number(&self) -> Option<u64> {
-        self.pagination
-            .as_ref()
-            .and_then(|p| p.current_page)
-            .filter(|&c| c != self.number)
+        self.pagination.as_ref().and_then(|p| p.current_page).filter(|&c| c != self.number)
     }
 
     /// Total events the server says match, when it says.
@@ -162,9 +151,7 @@ fn page_number<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<u64>, D:
 fn count<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
     let v = serde_json::Value::deserialize(d)?;
     Ok(match v {
-        serde_json::Value::Number(n) => n
-            .as_u64()
-            .or_else(|| n.as_f64().filter(|f| *f >= 0.0).map(|f| f as u64)),
+        serde_json::Value::Number(n) => n.as_u64().or_else(|| n.as_f64().filter(|f| *f >= 0.0).map(|f| f as u64)),
         serde_json::Value::String(s) => s.trim().parse().ok(),
         _ => None,
     })
@@ -214,15 +201,9 @@ mod tests {
 
     #[test]
     fn without_next_page_key_uses_totals_then_empty_page() {
-        let p = page(
-            1,
-            r#"{"data":[{"id":"a"}],"pagination":{"current_page":1,"total_pages":2}}"#,
-        );
+        let p = page(1, r#"{"data":[{"id":"a"}],"pagination":{"current_page":1,"total_pages":2}}"#);
         assert_eq!(p.next_page(), Some(2));
-        let p = page(
-            2,
-            r#"{"data":[{"id":"a"}],"pagination":{"current_page":2,"total_pages":2}}"#,
-        );
+        let p = page(2, r#"{"data":[{"id":"a"}],"pagination":{"current_page":2,"total_pages":2}}"#);
         assert_eq!(p.next_page(), None);
         let p = page(4, r#"{"data":[{"id":"a"}]}"#);
         assert_eq!(p.next_page(), Some(5));
@@ -232,28 +213,19 @@ mod tests {
 
     #[test]
     fn the_next_page_is_always_the_following_number() {
-        let p = page(
-            3,
-            r#"{"data":[{"id":"a"}],"pagination":{"current_page":3,"next_page":7}}"#,
-        );
+        let p = page(3, r#"{"data":[{"id":"a"}],"pagination":{"current_page":3,"next_page":7}}"#);
         assert_eq!(p.next_page(), Some(4));
     }
 
     #[test]
     fn disagreeing_signals_go_on() {
-        let p = page(
-            2,
-            r#"{"data":[{"id":"a"}],"pagination":{"current_page":2,"next_page":null,"total_pages":5}}"#,
-        );
+        let p = page(2, r#"{"data":[{"id":"a"}],"pagination":{"current_page":2,"next_page":null,"total_pages":5}}"#);
         assert_eq!(p.next_page(), Some(3));
     }
 
     #[test]
     fn a_server_ignoring_the_page_number_is_noticed() {
-        let p = page(
-            2,
-            r#"{"data":[{"id":"a"}],"pagination":{"current_page":1,"next_page":2}}"#,
-        );
+        let p = page(2, r#"{"data":[{"id":"a"}],"pagination":{"current_page":1,"next_page":2}}"#);
         assert_eq!(p.mismatched_page_number(), Some(1));
         assert_eq!(page(2, r#"{"data":[]}"#).mismatched_page_number(), None);
     }
@@ -267,12 +239,7 @@ mod tests {
 
     #[test]
     fn cut_short_or_foreign_bodies_are_not_pages() {
-        for body in [
-            r#"{"data":[{"id":"a"},{"id""#,
-            "<html>502</html>",
-            r#"{"errors":[]}"#,
-            "",
-        ] {
+        for body in [r#"{"data":[{"id":"a"},{"id""#, "<html>502</html>", r#"{"errors":[]}"#, ""] {
             assert!(Page::parse(1, body.as_bytes()).is_err(), "{body}");
         }
     }

@@ -13,9 +13,7 @@ pub struct Token(Arc<str>);
 pub enum TokenError {
     #[error("the token is empty")]
     Empty,
-    #[error(
-        "the token contains whitespace or control characters, which cannot be sent in a header"
-    )]
+    #[error("the token contains whitespace or control characters, which cannot be sent in a header")]
     BadCharacters,
 }
 
@@ -30,10 +28,7 @@ impl Token {
         if value.is_empty() {
             return Err(TokenError::Empty);
         }
-        if value
-            .chars()
-            .any(|c| c.is_whitespace() || c.is_control() || !c.is_ascii())
-        {
+        if value.chars().any(|c| c.is_whitespace() || c.is_control() || !c.is_ascii()) {
             return Err(TokenError::BadCharacters);
         }
         Ok(Self(Arc::from(value)))

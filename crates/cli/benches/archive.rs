@@ -26,32 +26,16 @@ struct Sizes {
 }
 
 fn sizes() -> Sizes {
-    let mut s = Sizes {
-        backfill: 1_000_000,
-        stored: 10_000_000,
-        only: None,
-    };
+    let mut s = Sizes { backfill: 1_000_000, stored: 10_000_000, only: None };
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         match a.as_str() {
-            "--backfill" => {
-                s.backfill = args
-                    .next()
-                    .and_then(|v| v.parse().ok())
-                    .expect("--backfill N")
-            }
-            "--stored" => {
-                s.stored = args
-                    .next()
-                    .and_then(|v| v.parse().ok())
-                    .expect("--stored N")
-            }
+            "--backfill" => s.backfill = args.next().and_then(|v| v.parse().ok()).expect("--backfill N"),
+            "--stored" => s.stored = args.next().and_then(|v| v.parse().ok()).expect("--stored N"),
             "--only" => s.only = args.next(),
             "--bench" => {}
             "--help" => {
-                println!(
-                    "cargo bench -p tfaudit -- [--backfill N] [--stored N] [--only backfill|incremental|archive]"
-                );
+                println!("cargo bench -p tfaudit -- [--backfill N] [--stored N] [--only backfill|incremental|archive]");
                 std::process::exit(0);
             }
             _ => {}
@@ -83,19 +67,10 @@ fn tfaudit(db: &Path, sim: &Sim, args: &[&str]) -> std::process::Output {
         .unwrap()
 }
 
-fn backfill_and_incremental(
-    rt: &tokio::runtime::Runtime,
-    n: u64,
-    dir: &Path,
-    only: &Option<String>,
-) {
+fn backfill_and_incremental(rt: &tokio::runtime::Runtime, n: u64, dir: &Path, only: &Option<String>) {
     let sim = rt
         .block_on(Sim::start(
-            SimConfig {
-                events: n,
-                hostile: 0.02,
-                ..SimConfig::default()
-            },
+            SimConfig { events: n, hostile: 0.02, ..SimConfig::default() },
             "127.0.0.1:0".parse().unwrap(),
         ))
         .unwrap();
@@ -106,32 +81,20 @@ fn backfill_and_incremental(
     let started = Instant::now();
     let out = tfaudit(&db, &sim, &["sync", "--rate-limit", "0"]);
     let elapsed = started.elapsed();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let requests = sim.stats().requests;
     if only.as_deref().is_none_or(|o| o == "backfill") {
         println!(
             "\nbackfill: `tfaudit sync` of {n} events from a local simulator over loopback HTTP into a new SQLite archive"
         );
-        row(
-            "  throughput",
-            format!("{:.0} events/s", n as f64 / elapsed.as_secs_f64()),
-            "target >= 100,000 events/s",
-        );
+        row("  throughput", format!("{:.0} events/s", n as f64 / elapsed.as_secs_f64()), "target >= 100,000 events/s");
         row("  wall time", format!("{:.2} s", elapsed.as_secs_f64()), "");
         row(
             "  peak RSS of the sync process",
             format!("{:.1} MiB", children_peak_rss_mib()),
             "target <= 100 MB for 1,000,000 events",
         );
-        row(
-            "  API requests",
-            format!("{requests}"),
-            &format!("ceil(N / 1000) = {}", n.div_ceil(1000)),
-        );
+        row("  API requests", format!("{requests}"), &format!("ceil(N / 1000) = {}", n.div_ceil(1000)));
     }
     if only.as_deref().is_none_or(|o| o == "incremental") {
         let cursor_before = sim_cursor_ms(&db);
@@ -148,19 +111,12 @@ fn backfill_and_incremental(
         let requests = sim.stats().requests - before;
         // The overlap re-reads the events of the 10 minutes before the old cursor too.
         let since_ms = cursor_before - 600_000;
-        let overlap_events = sim
-            .events()
-            .iter()
-            .filter(|e| e.timestamp_secs * 1000 > since_ms)
-            .count() as u64;
+        let overlap_events = sim.events().iter().filter(|e| e.timestamp_secs * 1000 > since_ms).count() as u64;
         println!("\nincremental: {m} new events after the backfill (default 10m overlap)");
         row(
             "  API requests",
             format!("{requests}"),
-            &format!(
-                "ceil({overlap_events} new or in the overlap / 1000) = {}",
-                overlap_events.div_ceil(1000)
-            ),
+            &format!("ceil({overlap_events} new or in the overlap / 1000) = {}", overlap_events.div_ceil(1000)),
         );
         row("  wall time", format!("{:.2} s", elapsed.as_secs_f64()), "");
     }
@@ -169,9 +125,7 @@ fn backfill_and_incremental(
 
 fn sim_cursor_ms(db: &Path) -> i64 {
     let s = SqliteStore::open(db, OpenMode::MustExist).unwrap();
-    s.status().unwrap()[0]
-        .cursor
-        .map_or(0, |c| c.as_millisecond())
+    s.status().unwrap()[0].cursor.map_or(0, |c| c.as_millisecond())
 }
 
 /// An archive of `n` events over 90 days, built through the store's own write path
@@ -179,10 +133,8 @@ fn sim_cursor_ms(db: &Path) -> i64 {
 fn archive(n: u64, dir: &Path) -> PathBuf {
     let db = dir.join(format!("archive-{n}.db"));
     if db.exists()
-        && SqliteStore::open(&db, OpenMode::MustExist).is_ok_and(|s| {
-            s.status()
-                .is_ok_and(|st| st.iter().map(|x| x.events).sum::<u64>() == n)
-        })
+        && SqliteStore::open(&db, OpenMode::MustExist)
+            .is_ok_and(|s| s.status().is_ok_and(|st| st.iter().map(|x| x.events).sum::<u64>() == n))
     {
         println!("\n(reusing {})", db.display());
         return db;
@@ -190,10 +142,7 @@ fn archive(n: u64, dir: &Path) -> PathBuf {
     for suffix in ["", "-wal", "-shm"] {
         let _ = std::fs::remove_file(format!("{}{suffix}", db.display()));
     }
-    println!(
-        "\nbuilding an archive of {n} events at {} (once) ...",
-        db.display()
-    );
+    println!("\nbuilding an archive of {n} events at {} (once) ...", db.display());
     let store = SqliteStore::open(&db, OpenMode::CreateIfMissing).unwrap();
     let source = store.source("bench", "http://127.0.0.1").unwrap();
     let run = store.start_run(source.id, jiff::Timestamp::now()).unwrap();
@@ -240,10 +189,7 @@ fn archive(n: u64, dir: &Path) -> PathBuf {
             .unwrap();
         in_store += t.elapsed();
         if offset % 1_000_000 == 0 {
-            println!(
-                "  {offset} events, {:.0} events/s",
-                offset as f64 / started.elapsed().as_secs_f64()
-            );
+            println!("  {offset} events, {:.0} events/s", offset as f64 / started.elapsed().as_secs_f64());
         }
     }
     store.finish_walk(source.id, None, None).unwrap();
@@ -279,11 +225,7 @@ fn queries(n: u64, dir: &Path) {
     let now = jiff::Timestamp::now();
     let week = tfaudit_config::parse_when("7d", now).unwrap();
     let month = tfaudit_config::parse_when("30d", now).unwrap();
-    let actor = EventFilter {
-        actor: Some(Pattern::new("alice")),
-        since: Some(week),
-        ..EventFilter::default()
-    };
+    let actor = EventFilter { actor: Some(Pattern::new("alice")), since: Some(week), ..EventFilter::default() };
     let mut matched = 0;
     store
         .events(&actor, Order::NewestFirst, None, &mut |_| {
@@ -293,110 +235,45 @@ fn queries(n: u64, dir: &Path) {
         .unwrap();
     println!("\narchive of {n} events over 90 days (median of 9 runs)");
     let t = time_it(9, || {
-        store
-            .events(&actor, Order::NewestFirst, Some(100), &mut |_| Ok(()))
-            .unwrap();
+        store.events(&actor, Order::NewestFirst, Some(100), &mut |_| Ok(())).unwrap();
     });
-    row(
-        "  actor + 7 days, newest 100 (store)",
-        format!("{:.2} ms", t.as_secs_f64() * 1e3),
-        "target < 50 ms",
-    );
+    row("  actor + 7 days, newest 100 (store)", format!("{:.2} ms", t.as_secs_f64() * 1e3), "target < 50 ms");
     let t = time_it(5, || {
-        store
-            .events(&actor, Order::NewestFirst, None, &mut |_| Ok(()))
-            .unwrap();
+        store.events(&actor, Order::NewestFirst, None, &mut |_| Ok(())).unwrap();
     });
-    row(
-        &format!("  actor + 7 days, all {matched} matches (store)"),
-        format!("{:.2} ms", t.as_secs_f64() * 1e3),
-        "",
-    );
+    row(&format!("  actor + 7 days, all {matched} matches (store)"), format!("{:.2} ms", t.as_secs_f64() * 1e3), "");
     let t = time_it(9, || {
-        store
-            .summary(
-                &EventFilter {
-                    since: Some(month),
-                    ..EventFilter::default()
-                },
-                10,
-            )
-            .unwrap();
+        store.summary(&EventFilter { since: Some(month), ..EventFilter::default() }, 10).unwrap();
     });
-    row(
-        "  30-day summary (store)",
-        format!("{:.2} ms", t.as_secs_f64() * 1e3),
-        "target < 1 s",
-    );
+    row("  30-day summary (store)", format!("{:.2} ms", t.as_secs_f64() * 1e3), "target < 1 s");
     let t = time_it(9, || {
         store.status().unwrap();
     });
-    row(
-        "  status (store)",
-        format!("{:.2} ms", t.as_secs_f64() * 1e3),
-        "target < 100 ms",
-    );
+    row("  status (store)", format!("{:.2} ms", t.as_secs_f64() * 1e3), "target < 100 ms");
     drop(store);
     let cli = |args: &[&str]| {
         let db = db.clone();
         let args: Vec<String> = args.iter().map(|s| (*s).to_owned()).collect();
         move || {
-            let out = Command::new(BIN)
-                .arg("--db")
-                .arg(&db)
-                .args(&args)
-                .output()
-                .unwrap();
-            assert!(
-                out.status.success(),
-                "{}",
-                String::from_utf8_lossy(&out.stderr)
-            );
+            let out = Command::new(BIN).arg("--db").arg(&db).args(&args).output().unwrap();
+            assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
         }
     };
-    let t = time_it(
-        9,
-        cli(&[
-            "query", "--actor", "alice", "--since", "7d", "--format", "jsonl",
-        ]),
-    );
-    row(
-        "  `tfaudit query --actor alice --since 7d` (whole process)",
-        format!("{:.2} ms", t.as_secs_f64() * 1e3),
-        "",
-    );
+    let t = time_it(9, cli(&["query", "--actor", "alice", "--since", "7d", "--format", "jsonl"]));
+    row("  `tfaudit query --actor alice --since 7d` (whole process)", format!("{:.2} ms", t.as_secs_f64() * 1e3), "");
     let t = time_it(9, cli(&["summary", "--since", "30d"]));
-    row(
-        "  `tfaudit summary --since 30d` (whole process)",
-        format!("{:.2} ms", t.as_secs_f64() * 1e3),
-        "",
-    );
+    row("  `tfaudit summary --since 30d` (whole process)", format!("{:.2} ms", t.as_secs_f64() * 1e3), "");
     let t = time_it(9, cli(&["status"]));
-    row(
-        "  `tfaudit status` (whole process)",
-        format!("{:.2} ms", t.as_secs_f64() * 1e3),
-        "",
-    );
+    row("  `tfaudit status` (whole process)", format!("{:.2} ms", t.as_secs_f64() * 1e3), "");
 }
 
 fn main() {
     let sizes = sizes();
     let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("tfaudit-bench");
     std::fs::create_dir_all(&dir).unwrap();
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .build()
-        .unwrap();
-    println!(
-        "tfaudit benchmarks ({} cores)",
-        std::thread::available_parallelism().map_or(0, |n| n.get())
-    );
-    if sizes
-        .only
-        .as_deref()
-        .is_none_or(|o| o == "backfill" || o == "incremental")
-    {
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
+    println!("tfaudit benchmarks ({} cores)", std::thread::available_parallelism().map_or(0, |n| n.get()));
+    if sizes.only.as_deref().is_none_or(|o| o == "backfill" || o == "incremental") {
         backfill_and_incremental(&rt, sizes.backfill, &dir, &sizes.only);
     }
     if sizes.only.as_deref().is_none_or(|o| o == "archive") {

@@ -47,6 +47,12 @@ pub enum Command {
     Summary(SummaryArgs),
     /// Per organization: events stored, cursor, last sync, gaps, rejects
     Status(StatusArgs),
+    /// Check and list alert rules
+    #[command(subcommand)]
+    Rules(RulesCommand),
+    /// Evaluate rules, deliver alerts, backtest, list what was raised
+    #[command(subcommand)]
+    Alerts(AlertsCommand),
     /// Serve a local imitation of the audit trail API
     Sim(SimArgs),
     /// Try tfaudit with no token and no network: simulator, sync, queries
@@ -113,6 +119,85 @@ pub struct WatchArgs {
     /// Time between syncs [default: 60s]
     #[arg(long, value_name = "DURATION")]
     pub interval: Option<Duration>,
+
+    /// Do not evaluate rules or deliver alerts
+    #[arg(long)]
+    pub no_alerts: bool,
+
+    /// A rules file, added to the built-in rules [default: the config's [alerts] rules]
+    #[arg(long, value_name = "FILE")]
+    pub rules: Option<PathBuf>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum RulesCommand {
+    /// Check a rules file; mistakes are reported with their line
+    Check {
+        /// The rules file
+        file: PathBuf,
+    },
+    /// List the rules in force: built-in, from the rules file, and which are off
+    List {
+        /// A rules file [default: the config's [alerts] rules]
+        #[arg(long, value_name = "FILE")]
+        rules: Option<PathBuf>,
+        #[arg(long, value_enum, default_value_t = ReportFormat::Text)]
+        format: ReportFormat,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AlertsCommand {
+    /// Evaluate new events and deliver alerts, until stopped (or once)
+    Run {
+        /// Evaluate what is new, attempt the deliveries that are due, and exit
+        #[arg(long)]
+        once: bool,
+        /// A rules file [default: the config's [alerts] rules]
+        #[arg(long, value_name = "FILE")]
+        rules: Option<PathBuf>,
+    },
+    /// Backtest: which alerts the rules would have raised over archived events; sends nothing
+    Test {
+        #[command(flatten)]
+        filter: FilterArgs,
+        /// A rules file [default: the config's [alerts] rules]
+        #[arg(long, value_name = "FILE")]
+        rules: Option<PathBuf>,
+        #[arg(long, value_enum, default_value_t = ReportFormat::Text)]
+        format: ReportFormat,
+    },
+    /// Alerts raised, newest first, with their delivery state
+    List {
+        #[arg(long, default_value_t = 20, value_name = "N")]
+        limit: u64,
+        /// Only alerts with a delivery in this state
+        #[arg(long, value_enum)]
+        state: Option<DeliveryStateArg>,
+        /// Only alerts of this rule
+        #[arg(long, value_name = "NAME")]
+        rule: Option<String>,
+        /// Only alerts raised at or after: RFC 3339, a date, or an age such as 24h
+        #[arg(long, value_name = "WHEN")]
+        since: Option<String>,
+        #[arg(long, value_enum, default_value_t = ReportFormat::Text)]
+        format: ReportFormat,
+    },
+    /// One alert: its text, event and deliveries
+    Show {
+        /// The alert's number (from `tfaudit alerts list`)
+        id: i64,
+        #[arg(long, value_enum, default_value_t = ReportFormat::Text)]
+        format: ReportFormat,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum DeliveryStateArg {
+    Pending,
+    Delivered,
+    Failing,
+    Abandoned,
 }
 
 /// Which events.

@@ -68,9 +68,7 @@ impl Failure {
 impl From<ApiError> for Failure {
     fn from(e: ApiError) -> Self {
         match e {
-            ApiError::Unauthorized { .. } | ApiError::NotEntitled { .. } => {
-                Self::Credentials(e.to_string())
-            }
+            ApiError::Unauthorized { .. } | ApiError::NotEntitled { .. } => Self::Credentials(e.to_string()),
             ApiError::InvalidAddress { .. } => Self::Usage(e.to_string()),
             _ => Self::Api(e.to_string()),
         }

@@ -49,6 +49,8 @@ fn run(cli: &Cli) -> Result<(), Failure> {
         Command::Status(a) => commands::read::status(cli, a),
         Command::Sync(a) => runtime()?.block_on(commands::sync::sync(cli, a)),
         Command::Watch(a) => runtime()?.block_on(commands::sync::watch(cli, a)),
+        Command::Rules(c) => commands::alerts::rules(cli, c),
+        Command::Alerts(c) => runtime()?.block_on(commands::alerts::alerts(cli, c)),
         Command::Sim(a) => runtime()?.block_on(commands::sim::sim(a)),
         Command::Demo(a) => runtime()?.block_on(commands::demo::demo(a)),
     }
@@ -71,36 +73,33 @@ fn init_logging(cli: &Cli) {
         "tfaudit_store_sqlite",
         "tfaudit_sim",
         "tfaudit_config",
+        "tfaudit_alerts",
     ];
     let level = if cli.debug {
         "debug"
     } else if cli.quiet {
         "error"
-    } else if matches!(cli.command, Command::Watch(_) | Command::Sim(_)) {
+    } else if matches!(
+        cli.command,
+        Command::Watch(_) | Command::Sim(_) | Command::Alerts(args::AlertsCommand::Run { .. })
+    ) {
         "info"
     } else {
         "warn"
     };
-    let directives = ours
-        .iter()
-        .map(|c| format!("{c}={level}"))
-        .collect::<Vec<_>>()
-        .join(",");
+    let directives = ours.iter().map(|c| format!("{c}={level}")).collect::<Vec<_>>().join(",");
     let filter = match std::env::var("RUST_LOG") {
         Ok(v) if !v.trim().is_empty() && !cli.debug => EnvFilter::new(v),
         _ => EnvFilter::new(format!("error,{directives}")),
     };
-    let long_running = matches!(cli.command, Command::Watch(_) | Command::Sim(_));
+    let long_running =
+        matches!(cli.command, Command::Watch(_) | Command::Sim(_) | Command::Alerts(args::AlertsCommand::Run { .. }));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .with_target(cli.debug)
         .with_ansi(std::io::stderr().is_terminal());
-    let _ = if long_running {
-        builder.try_init()
-    } else {
-        builder.without_time().try_init()
-    };
+    let _ = if long_running { builder.try_init() } else { builder.without_time().try_init() };
 }
 
 /// A token cancelled by the first SIGINT or SIGTERM; a second one exits at once.
@@ -108,9 +107,7 @@ pub(crate) fn stop_on_signals() -> CancellationToken {
     let cancel = CancellationToken::new();
     let c = cancel.clone();
     tokio::spawn(async move {
-        let Ok(mut term) =
-            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        else {
+        let Ok(mut term) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) else {
             return;
         };
         for round in 0..2 {
@@ -119,9 +116,7 @@ pub(crate) fn stop_on_signals() -> CancellationToken {
                 _ = term.recv() => {}
             }
             if round == 0 {
-                tracing::warn!(
-                    "stopping after the current page is stored (signal again to stop at once)"
-                );
+                tracing::warn!("stopping after the current page is stored (signal again to stop at once)");
                 c.cancel();
             } else {
                 std::process::exit(130);

@@ -39,10 +39,9 @@ pub fn terminal_safe(s: &str) -> Cow<'_, str> {
 #[must_use]
 pub fn csv_safe(s: &str) -> Cow<'_, str> {
     match s.chars().next() {
-        Some(
-            '=' | '+' | '-' | '@' | '\t' | '\r' | '\n' | '\u{FF1D}' | '\u{FF0B}' | '\u{FF0D}'
-            | '\u{FF20}',
-        ) => Cow::Owned(format!("'{s}")),
+        Some('=' | '+' | '-' | '@' | '\t' | '\r' | '\n' | '\u{FF1D}' | '\u{FF0B}' | '\u{FF0D}' | '\u{FF20}') => {
+            Cow::Owned(format!("'{s}"))
+        }
         _ => Cow::Borrowed(s),
     }
 }
@@ -71,14 +70,10 @@ fn time_opt(t: Option<jiff::Timestamp>) -> String {
 
 /// Who did it, for a table: the name, else the id; impersonation shown.
 fn actor(e: &AuditEvent) -> String {
-    let who = e
-        .auth_description
-        .as_deref()
-        .or(e.accessor_id.as_deref())
-        .unwrap_or(match e.auth_type.as_deref() {
-            Some("System") => "(system)",
-            _ => "(unknown)",
-        });
+    let who = e.auth_description.as_deref().or(e.accessor_id.as_deref()).unwrap_or(match e.auth_type.as_deref() {
+        Some("System") => "(system)",
+        _ => "(unknown)",
+    });
     match &e.impersonator_id {
         Some(by) => format!("{who} (impersonated by {by})"),
         None => who.to_owned(),
@@ -112,15 +107,9 @@ const CSV_HEADER: [&str; 13] = [
 impl<W: Write> EventWriter<W> {
     pub fn table(out: W) -> Self {
         let mut table = Table::new();
-        table
-            .load_style(presets::NOTHING)
-            .set_content_arrangement(ContentArrangement::Dynamic);
+        table.load_style(presets::NOTHING).set_content_arrangement(ContentArrangement::Dynamic);
         table.set_header(["TIME (UTC)", "ACTOR", "TYPE", "ACTION", "RESOURCE", "ORG"]);
-        Self::Table {
-            out,
-            table,
-            rows: 0,
-        }
+        Self::Table { out, table, rows: 0 }
     }
 
     pub fn json(out: W) -> Self {
@@ -166,10 +155,7 @@ impl<W: Write> EventWriter<W> {
                 let meta = serde_json::from_str::<serde_json::Value>(&e.raw)
                     .ok()
                     .and_then(|v| {
-                        v.get("resource")
-                            .and_then(|r| r.get("meta"))
-                            .filter(|m| !m.is_null())
-                            .map(ToString::to_string)
+                        v.get("resource").and_then(|r| r.get("meta")).filter(|m| !m.is_null()).map(ToString::to_string)
                     })
                     .unwrap_or_default();
                 let ts = time(e.timestamp);
@@ -196,11 +182,7 @@ impl<W: Write> EventWriter<W> {
 
     pub fn finish(self) -> io::Result<()> {
         match self {
-            Self::Table {
-                mut out,
-                table,
-                rows,
-            } => {
+            Self::Table { mut out, table, rows } => {
                 if rows == 0 {
                     writeln!(out, "no matching events")
                 } else {
@@ -230,13 +212,7 @@ pub fn summary_text(s: &Summary, chart: bool, out: &mut dyn Write) -> io::Result
         return Ok(());
     }
     writeln!(out, "\nBy type and action")?;
-    let width = s
-        .by_kind
-        .iter()
-        .map(|k| k.resource_type.len() + k.action.len() + 1)
-        .max()
-        .unwrap_or(0)
-        .min(50);
+    let width = s.by_kind.iter().map(|k| k.resource_type.len() + k.action.len() + 1).max().unwrap_or(0).min(50);
     for k in &s.by_kind {
         let name = terminal_safe(&format!("{}.{}", k.resource_type, k.action)).into_owned();
         writeln!(out, "  {name:<width$}  {:>10}", count(k.count))?;
@@ -248,12 +224,7 @@ pub fn summary_text(s: &Summary, chart: bool, out: &mut dyn Write) -> io::Result
             (Some(d), id) => format!("{d} ({id})"),
             (None, id) => id.to_owned(),
         };
-        writeln!(
-            out,
-            "  {:<48}  {:>10}",
-            terminal_safe(&name),
-            count(a.count)
-        )?;
+        writeln!(out, "  {:<48}  {:>10}", terminal_safe(&name), count(a.count))?;
     }
     writeln!(out, "\nPer day (UTC)")?;
     let max = s.per_day.iter().map(|d| d.count).max().unwrap_or(1).max(1);
@@ -277,17 +248,8 @@ pub fn status_text(sources: &[SourceStatus], out: &mut dyn Write) -> io::Result<
         if i > 0 {
             writeln!(out)?;
         }
-        let org = s
-            .organization_id
-            .as_deref()
-            .map(|o| format!(" ({})", terminal_safe(o)))
-            .unwrap_or_default();
-        writeln!(
-            out,
-            "{}{org}  {}",
-            terminal_safe(&s.name),
-            terminal_safe(&s.address)
-        )?;
+        let org = s.organization_id.as_deref().map(|o| format!(" ({})", terminal_safe(o))).unwrap_or_default();
+        writeln!(out, "{}{org}  {}", terminal_safe(&s.name), terminal_safe(&s.address))?;
         writeln!(
             out,
             "  events      {}  (oldest {}, newest {})",
@@ -295,18 +257,12 @@ pub fn status_text(sources: &[SourceStatus], out: &mut dyn Write) -> io::Result<
             time_opt(s.oldest),
             time_opt(s.newest)
         )?;
-        writeln!(
-            out,
-            "  cursor      {}",
-            s.cursor
-                .map_or_else(|| "none yet (no complete sync)".to_owned(), time)
-        )?;
+        writeln!(out, "  cursor      {}", s.cursor.map_or_else(|| "none yet (no complete sync)".to_owned(), time))?;
         match &s.last_run {
             None => writeln!(out, "  last sync   never")?,
             Some(r) => {
                 let result = match &r.result {
-                    None => "did not finish (running, or the process died; the next run resumes)"
-                        .to_owned(),
+                    None => "did not finish (running, or the process died; the next run resumes)".to_owned(),
                     Some(tfaudit_store::RunResult::Failed(e)) => {
                         format!("failed: {}", terminal_safe(e))
                     }
@@ -324,11 +280,7 @@ pub fn status_text(sources: &[SourceStatus], out: &mut dyn Write) -> io::Result<
                 )?;
             }
         }
-        writeln!(
-            out,
-            "  last ok     {}",
-            s.last_success.map_or_else(|| "never".to_owned(), time)
-        )?;
+        writeln!(out, "  last ok     {}", s.last_success.map_or_else(|| "never".to_owned(), time))?;
         if let Some(w) = &s.walk_in_progress {
             writeln!(
                 out,

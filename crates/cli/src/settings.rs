@@ -22,11 +22,7 @@ pub struct Organization {
 
 impl Organization {
     pub fn walk_options(&self) -> WalkOptions {
-        WalkOptions {
-            overlap: self.sync.overlap,
-            page_size: self.sync.page_size,
-            retention: self.sync.retention,
-        }
+        WalkOptions { overlap: self.sync.overlap, page_size: self.sync.page_size, retention: self.sync.retention }
     }
 }
 
@@ -52,11 +48,7 @@ pub fn db_path(cli: &Cli, config: Option<&(PathBuf, ConfigFile)>) -> PathBuf {
         && let Some(db) = &file.db
     {
         // Relative to the config file, as a config author would expect.
-        return if db.is_relative() {
-            path.parent().unwrap_or(Path::new(".")).join(db)
-        } else {
-            db.clone()
-        };
+        return if db.is_relative() { path.parent().unwrap_or(Path::new(".")).join(db) } else { db.clone() };
     }
     tfaudit_config::default_db_path()
 }
@@ -86,11 +78,7 @@ fn address(args: &SyncArgs) -> String {
 
 /// The host (and port, when not the scheme's default) of an address.
 fn host_of(address: &str) -> String {
-    let with_scheme = if address.contains("://") {
-        address.to_owned()
-    } else {
-        format!("https://{address}")
-    };
+    let with_scheme = if address.contains("://") { address.to_owned() } else { format!("https://{address}") };
     match reqwest_url(&with_scheme) {
         Some((host, Some(port))) => format!("{host}:{port}"),
         Some((host, None)) => host,
@@ -102,31 +90,18 @@ fn reqwest_url(text: &str) -> Option<(String, Option<u16>)> {
     let rest = text.split_once("://")?.1;
     let authority = rest.split(['/', '?', '#']).next()?;
     let (host, port) = match authority.rsplit_once(':') {
-        Some((h, p)) if p.chars().all(|c| c.is_ascii_digit()) && !p.is_empty() => {
-            (h, p.parse().ok())
-        }
+        Some((h, p)) if p.chars().all(|c| c.is_ascii_digit()) && !p.is_empty() => (h, p.parse().ok()),
         _ => (authority, None),
     };
-    let default_port = if text.starts_with("https://") {
-        443
-    } else {
-        80
-    };
-    Some((
-        host.to_ascii_lowercase(),
-        port.filter(|&p| p != default_port),
-    ))
+    let default_port = if text.starts_with("https://") { 443 } else { 80 };
+    Some((host.to_ascii_lowercase(), port.filter(|&p| p != default_port)))
 }
 
 fn client(address: &str, token: tfaudit_api::Token, s: &SyncSettings) -> Result<Client, Failure> {
     let mut options = ClientOptions::new(address, token);
     options.rate_limit = s.rate_limit;
     options.timeout = s.timeout;
-    options.retry = RetryPolicy {
-        max_retries: s.max_retries,
-        min_delay: s.retry_delay,
-        ..RetryPolicy::default()
-    };
+    options.retry = RetryPolicy { max_retries: s.max_retries, min_delay: s.retry_delay, ..RetryPolicy::default() };
     Client::new(options).map_err(Failure::from)
 }
 
@@ -137,9 +112,7 @@ pub fn organizations(
     config: Option<&(PathBuf, ConfigFile)>,
 ) -> Result<Vec<Organization>, Failure> {
     let flags = flag_layer(args, interval);
-    let configured = config
-        .map(|(_, f)| f.organizations.as_slice())
-        .unwrap_or_default();
+    let configured = config.map(|(_, f)| f.organizations.as_slice()).unwrap_or_default();
     let global = config.map(|(_, f)| f.sync.clone()).unwrap_or_default();
     if configured.is_empty() {
         if args.org.is_some() {
@@ -147,23 +120,15 @@ pub fn organizations(
         }
         let address = address(args);
         let host = host_of(&address);
-        let sync = SyncSection::merge(&[&flags, &global])
-            .resolve("settings")
-            .map_err(|e| Failure::Usage(e.to_string()))?;
-        let explicit = args
-            .token_file
-            .as_deref()
-            .map_or(Explicit::None, Explicit::File);
+        let sync =
+            SyncSection::merge(&[&flags, &global]).resolve("settings").map_err(|e| Failure::Usage(e.to_string()))?;
+        let explicit = args.token_file.as_deref().map_or(Explicit::None, Explicit::File);
         let host_only = host.split(':').next().unwrap_or(&host).to_owned();
         let found = find_token(&host_only, explicit, &ProcessEnv).map_err(Failure::from)?;
         tracing::debug!(source = %found.source, "token found");
         let name = args.name.clone().unwrap_or(host);
         check_name(&name)?;
-        return Ok(vec![Organization {
-            name,
-            client: client(&address, found.token, &sync)?,
-            sync,
-        }]);
+        return Ok(vec![Organization { name, client: client(&address, found.token, &sync)?, sync }]);
     }
     if args.address.is_some() || args.token_file.is_some() || args.name.is_some() {
         return Err(Failure::Usage(
@@ -180,10 +145,7 @@ pub fn organizations(
         let sync = SyncSection::merge(&[&flags, &own, &global])
             .resolve(&context)
             .map_err(|e| Failure::Usage(e.to_string()))?;
-        let address = org
-            .address
-            .clone()
-            .unwrap_or_else(|| tfaudit_api::DEFAULT_ADDRESS.to_owned());
+        let address = org.address.clone().unwrap_or_else(|| tfaudit_api::DEFAULT_ADDRESS.to_owned());
         let host = host_of(&address);
         let host_only = host.split(':').next().unwrap_or(&host).to_owned();
         let explicit = match (&org.token_file, &org.token_env) {
@@ -193,35 +155,21 @@ pub fn organizations(
         };
         let found = find_token(&host_only, explicit, &ProcessEnv)
             .map_err(|e| Failure::Credentials(format!("organization {:?}: {e}", org.name)))?;
-        out.push(Organization {
-            name: org.name.clone(),
-            client: client(&address, found.token, &sync)?,
-            sync,
-        });
+        out.push(Organization { name: org.name.clone(), client: client(&address, found.token, &sync)?, sync });
     }
     if out.is_empty() {
         return Err(Failure::Usage(format!(
             "no organization named {:?} in the config; it lists {}",
             args.org.as_deref().unwrap_or_default(),
-            configured
-                .iter()
-                .map(|o| o.name.as_str())
-                .collect::<Vec<_>>()
-                .join(", ")
+            configured.iter().map(|o| o.name.as_str()).collect::<Vec<_>>().join(", ")
         )));
     }
     Ok(out)
 }
 
 fn check_name(name: &str) -> Result<(), Failure> {
-    if name.is_empty()
-        || !name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-' | ':'))
-    {
-        return Err(Failure::Usage(format!(
-            "--name {name:?}: use letters, digits, '.', '_', '-' or ':'"
-        )));
+    if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-' | ':')) {
+        return Err(Failure::Usage(format!("--name {name:?}: use letters, digits, '.', '_', '-' or ':'")));
     }
     Ok(())
 }
@@ -237,4 +185,148 @@ mod tests {
         assert_eq!(host_of("http://127.0.0.1:8700"), "127.0.0.1:8700");
         assert_eq!(host_of("TFE.Example.com"), "tfe.example.com");
     }
+}
+
+/// The alert engine's settings: the built-in rules and the rules file, destinations
+/// with their secrets read, default destinations, and link bases.
+pub fn alerts(
+    config: Option<&(PathBuf, ConfigFile)>,
+    rules_file: Option<&Path>,
+) -> Result<tfaudit_alerts::runner::Settings, Failure> {
+    use std::collections::HashMap;
+    use tfaudit_alerts::destination::{Destination, Email, EmailTls, Kind, PAGERDUTY_URL};
+    use tfaudit_alerts::rules::{RuleSet, Severity};
+    use tfaudit_config::DestinationKind;
+
+    let file = config.map(|(_, f)| f.clone()).unwrap_or_default();
+    let base = config.and_then(|(p, _)| p.parent()).unwrap_or(Path::new("."));
+    let section = &file.alerts;
+    let timezone = match &section.timezone {
+        Some(name) => jiff::tz::TimeZone::get(name)
+            .map_err(|_| Failure::Usage(format!("[alerts] timezone {name:?} is unknown")))?,
+        None => jiff::tz::TimeZone::UTC,
+    };
+    let mut rules = if section.builtin.unwrap_or(true) {
+        tfaudit_alerts::pack::builtin(&timezone).map_err(|e| Failure::Internal(e.to_string()))?
+    } else {
+        RuleSet::default()
+    };
+    let path = rules_file
+        .map(Path::to_owned)
+        .or_else(|| section.rules.as_ref().map(|r| if r.is_relative() { base.join(r) } else { r.clone() }));
+    if let Some(path) = path {
+        rules.overlay(RuleSet::load(&path, &timezone).map_err(|e| Failure::Usage(e.to_string()))?);
+    }
+    let unknown = rules.disable(&section.disable);
+    if !unknown.is_empty() {
+        return Err(Failure::Usage(format!(
+            "[alerts] disable names {}, which no rule is called; `tfaudit rules list` lists them",
+            unknown.join(", ")
+        )));
+    }
+
+    let mut destinations = HashMap::new();
+    for d in &file.destinations {
+        let what = |field: &str| format!("destination {:?}: {field}", d.name);
+        let secret =
+            |s: &Option<tfaudit_config::SecretSource>, field: &str| -> Result<tfaudit_config::Secret, Failure> {
+                s.as_ref()
+                    .ok_or_else(|| Failure::Usage(format!("{} is missing", what(field))))?
+                    .resolve(&what(field))
+                    .map_err(Failure::Usage)
+            };
+        let kind = match d.kind {
+            DestinationKind::Slack => Kind::Slack { url: secret(&d.url, "url")? },
+            DestinationKind::Pagerduty => Kind::PagerDuty {
+                url: match &d.url {
+                    Some(u) => u.resolve(&what("url")).map_err(Failure::Usage)?.expose().to_owned(),
+                    None => PAGERDUTY_URL.to_owned(),
+                },
+                routing_key: secret(&d.routing_key, "routing_key")?,
+            },
+            DestinationKind::Webhook => Kind::Webhook {
+                url: secret(&d.url, "url")?,
+                secret: d.secret.as_ref().map(|s| s.resolve(&what("secret"))).transpose().map_err(Failure::Usage)?,
+                headers: d.headers.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+            },
+            DestinationKind::Email => {
+                let server = d.server.clone().unwrap_or_default();
+                let tls = match d.tls.as_deref() {
+                    Some("tls") => EmailTls::Tls,
+                    Some("none") => EmailTls::None,
+                    _ => EmailTls::StartTls,
+                };
+                let (host, port) = match server.rsplit_once(':') {
+                    Some((h, p)) => (
+                        h.to_owned(),
+                        p.parse()
+                            .map_err(|_| Failure::Usage(format!("{}: {server:?} is not host:port", what("server"))))?,
+                    ),
+                    None => (server.clone(), if tls == EmailTls::Tls { 465 } else { 587 }),
+                };
+                let ca_pem = match &d.ca_file {
+                    Some(p) => Some(std::fs::read(p).map_err(|e| {
+                        Failure::Usage(format!("{}: cannot read {}: {e}", what("ca_file"), p.display()))
+                    })?),
+                    None => None,
+                };
+                Kind::Email(Email {
+                    host,
+                    port,
+                    tls,
+                    username: d.username.clone(),
+                    password: d
+                        .password
+                        .as_ref()
+                        .map(|s| s.resolve(&what("password")))
+                        .transpose()
+                        .map_err(Failure::Usage)?,
+                    from: d.from.clone().unwrap_or_default(),
+                    to: d.to.clone(),
+                    ca_pem,
+                })
+            }
+            DestinationKind::Log => Kind::Log,
+            DestinationKind::Stdout => Kind::Stdout,
+        };
+        let min_severity = d.min_severity.as_deref().unwrap_or("info").parse::<Severity>().map_err(Failure::Usage)?;
+        let timeout = d.timeout.map_or(std::time::Duration::from_secs(30), |t| t.0);
+        destinations.insert(d.name.clone(), Destination { name: d.name.clone(), kind, min_severity, timeout });
+    }
+    let configured: Vec<String> = file.destinations.iter().map(|d| d.name.clone()).collect();
+    destinations.entry("log".to_owned()).or_insert_with(|| Destination {
+        name: "log".into(),
+        kind: Kind::Log,
+        min_severity: Severity::Info,
+        timeout: std::time::Duration::from_secs(5),
+    });
+    let default_destinations = match &section.destinations {
+        Some(list) => list.clone(),
+        None if configured.is_empty() => vec!["log".to_owned()],
+        None => configured,
+    };
+    for rule in rules.enabled() {
+        for d in rule.destinations.iter().flatten() {
+            if !destinations.contains_key(d) {
+                return Err(Failure::Usage(format!(
+                    "rule {:?} sends to {d:?}, which no [[destination]] defines",
+                    rule.name
+                )));
+            }
+        }
+    }
+    let mut links = tfaudit_alerts::engine::Links::default();
+    for org in &file.organizations {
+        let address = org.address.clone().unwrap_or_else(|| tfaudit_api::DEFAULT_ADDRESS.to_owned());
+        links.bases.insert(org.name.clone(), format!("{}/app/{}", address.trim_end_matches('/'), org.name));
+    }
+    Ok(tfaudit_alerts::runner::Settings {
+        rules,
+        links,
+        destinations,
+        default_destinations,
+        max_delivery_age: section.max_delivery_age.map_or(std::time::Duration::from_secs(7 * 86_400), |d| d.0),
+        retry_delay: section.retry_delay.map_or(std::time::Duration::from_secs(5), |d| d.0),
+        retry_cap: std::time::Duration::from_secs(600),
+    })
 }

@@ -47,17 +47,12 @@ pub enum CredentialsError {
     #[error("cannot read the token file {path}: {cause}; check the path and its permissions")]
     Unreadable { path: PathBuf, cause: String },
     #[error("the token in {origin} is unusable: {problem}")]
-    Unusable {
-        origin: TokenSource,
-        problem: TokenError,
-    },
+    Unusable { origin: TokenSource, problem: TokenError },
     #[error(
         "cannot read {path}: {cause}; fix or remove the file, or give the token another way (--token-file, TFE_TOKEN)"
     )]
     BadCredentialsFile { path: PathBuf, cause: String },
-    #[error(
-        "the environment variable {var} named in the config is not set; set it, or use token_file"
-    )]
+    #[error("the environment variable {var} named in the config is not set; set it, or use token_file")]
     MissingEnv { var: String },
 }
 
@@ -77,9 +72,7 @@ impl Env for ProcessEnv {
         std::env::var(name).ok()
     }
     fn vars(&self) -> Vec<(String, String)> {
-        std::env::vars_os()
-            .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?)))
-            .collect()
+        std::env::vars_os().filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?))).collect()
     }
     fn home(&self) -> Option<PathBuf> {
         dirs::home_dir()
@@ -98,30 +91,19 @@ pub enum Explicit<'a> {
 ///
 /// # Errors
 /// [`CredentialsError`], each naming the fix.
-pub fn find_token(
-    host: &str,
-    explicit: Explicit<'_>,
-    env: &dyn Env,
-) -> Result<FoundToken, CredentialsError> {
+pub fn find_token(host: &str, explicit: Explicit<'_>, env: &dyn Env) -> Result<FoundToken, CredentialsError> {
     let make = |value: &str, source: TokenSource| match Token::new(value) {
         Ok(token) => Ok(FoundToken { token, source }),
-        Err(problem) => Err(CredentialsError::Unusable {
-            origin: source,
-            problem,
-        }),
+        Err(problem) => Err(CredentialsError::Unusable { origin: source, problem }),
     };
     match explicit {
         Explicit::File(path) => {
-            let text = std::fs::read_to_string(path).map_err(|e| CredentialsError::Unreadable {
-                path: path.to_owned(),
-                cause: e.to_string(),
-            })?;
+            let text = std::fs::read_to_string(path)
+                .map_err(|e| CredentialsError::Unreadable { path: path.to_owned(), cause: e.to_string() })?;
             return make(&text, TokenSource::File(path.to_owned()));
         }
         Explicit::Env(var) => {
-            let value = env.var(var).ok_or_else(|| CredentialsError::MissingEnv {
-                var: var.to_owned(),
-            })?;
+            let value = env.var(var).ok_or_else(|| CredentialsError::MissingEnv { var: var.to_owned() })?;
             return make(&value, TokenSource::Env(var.to_owned()));
         }
         Explicit::None => {}
@@ -130,11 +112,8 @@ pub fn find_token(
         return make(&value, TokenSource::Env("TFE_TOKEN".into()));
     }
     let host = host.to_ascii_lowercase();
-    let mut host_vars: Vec<(String, String)> = env
-        .vars()
-        .into_iter()
-        .filter(|(k, v)| host_var_matches(k, &host) && !v.trim().is_empty())
-        .collect();
+    let mut host_vars: Vec<(String, String)> =
+        env.vars().into_iter().filter(|(k, v)| host_var_matches(k, &host) && !v.trim().is_empty()).collect();
     // Deterministic when several spellings are set.
     host_vars.sort();
     if let Some((name, value)) = host_vars.into_iter().next() {
@@ -146,10 +125,7 @@ pub fn find_token(
             return make(&token, TokenSource::CredentialsFile(path));
         }
     }
-    Err(CredentialsError::NotFound {
-        host_var: host_var_name(&host),
-        host,
-    })
+    Err(CredentialsError::NotFound { host_var: host_var_name(&host), host })
 }
 
 /// Terraform's spelling of the variable for a host.
@@ -163,10 +139,7 @@ fn host_var_matches(name: &str, host: &str) -> bool {
         return false;
     };
     // Terraform's decoding: "__" is "-", then "_" is ".", compared case-insensitively.
-    let decoded = encoded
-        .replace("__", "-")
-        .replace('_', ".")
-        .to_ascii_lowercase();
+    let decoded = encoded.replace("__", "-").replace('_', ".").to_ascii_lowercase();
     if decoded == host {
         return true;
     }
@@ -188,23 +161,15 @@ fn read_credentials_file(path: &Path, host: &str) -> Result<Option<String>, Cred
         Ok(t) => t,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
         Err(e) => {
-            return Err(CredentialsError::BadCredentialsFile {
-                path: path.to_owned(),
-                cause: e.to_string(),
-            });
+            return Err(CredentialsError::BadCredentialsFile { path: path.to_owned(), cause: e.to_string() });
         }
     };
-    let file: File =
-        serde_json::from_str(&text).map_err(|e| CredentialsError::BadCredentialsFile {
-            path: path.to_owned(),
-            // serde_json's message never quotes the input's values, only positions.
-            cause: e.to_string(),
-        })?;
-    Ok(file
-        .credentials
-        .into_iter()
-        .find(|(h, _)| h.to_ascii_lowercase() == host)
-        .and_then(|(_, e)| e.token))
+    let file: File = serde_json::from_str(&text).map_err(|e| CredentialsError::BadCredentialsFile {
+        path: path.to_owned(),
+        // serde_json's message never quotes the input's values, only positions.
+        cause: e.to_string(),
+    })?;
+    Ok(file.credentials.into_iter().find(|(h, _)| h.to_ascii_lowercase() == host).and_then(|(_, e)| e.token))
 }
 
 #[cfg(test)]
@@ -222,10 +187,7 @@ mod tests {
             self.vars.get(name).cloned()
         }
         fn vars(&self) -> Vec<(String, String)> {
-            self.vars
-                .iter()
-                .map(|(k, v)| (k.clone(), v.clone()))
-                .collect()
+            self.vars.iter().map(|(k, v)| (k.clone(), v.clone())).collect()
         }
         fn home(&self) -> Option<PathBuf> {
             self.home.clone()
@@ -234,10 +196,7 @@ mod tests {
 
     fn env(vars: &[(&str, &str)], home: Option<&Path>) -> FakeEnv {
         FakeEnv {
-            vars: vars
-                .iter()
-                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-                .collect(),
+            vars: vars.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect(),
             home: home.map(Path::to_owned),
         }
     }
@@ -260,66 +219,28 @@ mod tests {
         let token_file = home.join("t");
         std::fs::write(&token_file, "from-token-file\n").unwrap();
         let host = "app.terraform.io";
-        let all = env(
-            &[
-                ("TFE_TOKEN", "from-tfe-token"),
-                ("TF_TOKEN_app_terraform_io", "from-host-var"),
-            ],
-            Some(home),
-        );
-        assert_eq!(
-            found(host, Explicit::File(&token_file), &all).0,
-            "from-token-file"
-        );
+        let all = env(&[("TFE_TOKEN", "from-tfe-token"), ("TF_TOKEN_app_terraform_io", "from-host-var")], Some(home));
+        assert_eq!(found(host, Explicit::File(&token_file), &all).0, "from-token-file");
         assert_eq!(found(host, Explicit::None, &all).0, "from-tfe-token");
-        let no_tfe = env(
-            &[("TF_TOKEN_app_terraform_io", "from-host-var")],
-            Some(home),
-        );
+        let no_tfe = env(&[("TF_TOKEN_app_terraform_io", "from-host-var")], Some(home));
         assert_eq!(
             found(host, Explicit::None, &no_tfe),
-            (
-                "from-host-var".into(),
-                TokenSource::Env("TF_TOKEN_app_terraform_io".into())
-            )
+            ("from-host-var".into(), TokenSource::Env("TF_TOKEN_app_terraform_io".into()))
         );
         let only_file = env(&[], Some(home));
-        assert_eq!(
-            found(host, Explicit::None, &only_file).0,
-            "from-credentials-file"
-        );
+        assert_eq!(found(host, Explicit::None, &only_file).0, "from-credentials-file");
         let nothing = env(&[], None);
-        let e = find_token(host, Explicit::None, &nothing)
-            .unwrap_err()
-            .to_string();
-        assert!(
-            e.contains("TF_TOKEN_app_terraform_io") && e.contains("terraform login"),
-            "{e}"
-        );
+        let e = find_token(host, Explicit::None, &nothing).unwrap_err().to_string();
+        assert!(e.contains("TF_TOKEN_app_terraform_io") && e.contains("terraform login"), "{e}");
     }
 
     #[test]
     fn host_variable_spellings() {
         let host = "tfe-eu.example.com";
-        for var in [
-            "TF_TOKEN_tfe__eu_example_com",
-            "TF_TOKEN_tfe_eu_example_com",
-            "TF_TOKEN_TFE__EU_EXAMPLE_COM",
-        ] {
-            assert_eq!(
-                found(host, Explicit::None, &env(&[(var, "t")], None)).0,
-                "t",
-                "{var}"
-            );
+        for var in ["TF_TOKEN_tfe__eu_example_com", "TF_TOKEN_tfe_eu_example_com", "TF_TOKEN_TFE__EU_EXAMPLE_COM"] {
+            assert_eq!(found(host, Explicit::None, &env(&[(var, "t")], None)).0, "t", "{var}");
         }
-        assert!(
-            find_token(
-                host,
-                Explicit::None,
-                &env(&[("TF_TOKEN_app_terraform_io", "t")], None)
-            )
-            .is_err()
-        );
+        assert!(find_token(host, Explicit::None, &env(&[("TF_TOKEN_app_terraform_io", "t")], None)).is_err());
         assert_eq!(host_var_name(host), "TF_TOKEN_tfe__eu_example_com");
     }
 
@@ -327,17 +248,11 @@ mod tests {
     fn problems_are_named_without_the_token() {
         let dir = tempfile::tempdir().unwrap();
         let missing = dir.path().join("nope");
-        let e = find_token("h", Explicit::File(&missing), &env(&[], None))
-            .unwrap_err()
-            .to_string();
+        let e = find_token("h", Explicit::File(&missing), &env(&[], None)).unwrap_err().to_string();
         assert!(e.contains("cannot read the token file"), "{e}");
-        let e = find_token("h", Explicit::None, &env(&[("TFE_TOKEN", "sec ret")], None))
-            .unwrap_err()
-            .to_string();
+        let e = find_token("h", Explicit::None, &env(&[("TFE_TOKEN", "sec ret")], None)).unwrap_err().to_string();
         assert!(e.contains("$TFE_TOKEN") && !e.contains("sec"), "{e}");
-        let e = find_token("h", Explicit::Env("MY_TOKEN"), &env(&[], None))
-            .unwrap_err()
-            .to_string();
+        let e = find_token("h", Explicit::Env("MY_TOKEN"), &env(&[], None)).unwrap_err().to_string();
         assert!(e.contains("MY_TOKEN"), "{e}");
         std::fs::create_dir_all(dir.path().join(".terraform.d")).unwrap();
         std::fs::write(
@@ -345,12 +260,7 @@ mod tests {
             r#"{"credentials": {"h": {"token": "secret-value"#,
         )
         .unwrap();
-        let e = find_token("h", Explicit::None, &env(&[], Some(dir.path())))
-            .unwrap_err()
-            .to_string();
-        assert!(
-            e.contains("credentials.tfrc.json") && !e.contains("secret-value"),
-            "{e}"
-        );
+        let e = find_token("h", Explicit::None, &env(&[], Some(dir.path()))).unwrap_err().to_string();
+        assert!(e.contains("credentials.tfrc.json") && !e.contains("secret-value"), "{e}");
     }
 }

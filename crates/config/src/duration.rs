@@ -19,9 +19,7 @@ pub struct DurationError {
 /// # Errors
 /// [`DurationError`] naming the accepted forms.
 pub fn parse_duration(text: &str) -> Result<std::time::Duration, DurationError> {
-    let err = || DurationError {
-        text: text.to_owned(),
-    };
+    let err = || DurationError { text: text.to_owned() };
     let s = text.trim();
     if s.is_empty() {
         return Err(err());
@@ -38,9 +36,7 @@ pub fn parse_duration(text: &str) -> Result<std::time::Duration, DurationError> 
         }
         let n: u128 = rest[..digits].parse().map_err(|_| err())?;
         rest = &rest[digits..];
-        let unit_len = rest
-            .find(|c: char| c.is_ascii_digit())
-            .unwrap_or(rest.len());
+        let unit_len = rest.find(|c: char| c.is_ascii_digit()).unwrap_or(rest.len());
         let unit_ms: u128 = match rest[..unit_len].trim() {
             "ms" => 1,
             "s" => 1_000,
@@ -51,9 +47,7 @@ pub fn parse_duration(text: &str) -> Result<std::time::Duration, DurationError> 
             _ => return Err(err()),
         };
         rest = &rest[unit_len..];
-        total_ms = total_ms
-            .checked_add(n.checked_mul(unit_ms).ok_or_else(err)?)
-            .ok_or_else(err)?;
+        total_ms = total_ms.checked_add(n.checked_mul(unit_ms).ok_or_else(err)?).ok_or_else(err)?;
     }
     let ms = u64::try_from(total_ms).map_err(|_| err())?;
     Ok(std::time::Duration::from_millis(ms))
@@ -72,13 +66,7 @@ impl fmt::Display for Duration {
         if ms == 0 {
             return f.write_str("0s");
         }
-        for (unit, size) in [
-            ("d", 86_400_000u128),
-            ("h", 3_600_000),
-            ("m", 60_000),
-            ("s", 1_000),
-            ("ms", 1),
-        ] {
+        for (unit, size) in [("d", 86_400_000u128), ("h", 3_600_000), ("m", 60_000), ("s", 1_000), ("ms", 1)] {
             if ms >= size {
                 write!(f, "{}{unit}", ms / size)?;
                 ms %= size;
@@ -114,15 +102,7 @@ mod tests {
         assert_eq!(parse_duration("2w").unwrap(), D::from_secs(14 * 86400));
         assert_eq!(parse_duration("250ms").unwrap(), D::from_millis(250));
         assert_eq!(parse_duration("0").unwrap(), D::ZERO);
-        for bad in [
-            "",
-            "60",
-            "m",
-            "5 minutes",
-            "-5m",
-            "1.5h",
-            "99999999999999999999d",
-        ] {
+        for bad in ["", "60", "m", "5 minutes", "-5m", "1.5h", "99999999999999999999d"] {
             assert!(parse_duration(bad).is_err(), "{bad}");
         }
     }

@@ -34,6 +34,83 @@ pub struct ConfigFile {
     /// The organizations to sync; none means "the one TFE_ADDRESS/TFE_TOKEN name".
     #[serde(default, rename = "organization")]
     pub organizations: Vec<OrganizationSection>,
+    /// Alert rules and where alerts go by default.
+    #[serde(default)]
+    pub alerts: AlertsSection,
+    /// Where alerts can be delivered.
+    #[serde(default, rename = "destination")]
+    pub destinations: Vec<DestinationSection>,
+}
+
+/// `[alerts]`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct AlertsSection {
+    /// Whether `watch` evaluates rules and delivers alerts (default true).
+    pub enabled: Option<bool>,
+    /// A rules file, added to (or replacing by name) the built-in rules.
+    pub rules: Option<PathBuf>,
+    /// Whether the built-in rules are on (default true).
+    pub builtin: Option<bool>,
+    /// Rules to turn off, by name.
+    #[serde(default)]
+    pub disable: Vec<String>,
+    /// The time zone of rules' hours when they name none (default UTC).
+    pub timezone: Option<String>,
+    /// Destinations of rules that name none (default: every destination).
+    pub destinations: Option<Vec<String>>,
+    /// How long delivery is retried before an alert is given up on (default 7d).
+    pub max_delivery_age: Option<Duration>,
+    /// The first delay before a failed delivery is retried; it doubles up to 10m
+    /// (default 5s).
+    pub retry_delay: Option<Duration>,
+}
+
+/// What kind of destination.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DestinationKind {
+    /// A Slack incoming webhook (`url`).
+    Slack,
+    /// PagerDuty Events API v2 (`routing_key`; `url` to override the endpoint).
+    Pagerduty,
+    /// Any HTTP endpoint (`url`, optional `secret` for an HMAC-SHA256 signature, `headers`).
+    Webhook,
+    /// SMTP (`server`, `from`, `to`, optional `username`/`password`, `tls`).
+    Email,
+    /// A line in tfaudit's log.
+    Log,
+    /// A JSON line on standard output.
+    Stdout,
+}
+
+/// `[[destination]]`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct DestinationSection {
+    pub name: String,
+    #[serde(rename = "type")]
+    pub kind: DestinationKind,
+    pub url: Option<crate::SecretSource>,
+    pub routing_key: Option<crate::SecretSource>,
+    pub secret: Option<crate::SecretSource>,
+    #[serde(default)]
+    pub headers: std::collections::BTreeMap<String, String>,
+    /// Only alerts at least this severe (default info: all).
+    pub min_severity: Option<String>,
+    /// SMTP server, `host` or `host:port` (default port 587).
+    pub server: Option<String>,
+    /// `starttls` (default), `tls` (implicit TLS, port 465), or `none` (a local relay).
+    pub tls: Option<String>,
+    pub username: Option<String>,
+    pub password: Option<crate::SecretSource>,
+    pub from: Option<String>,
+    #[serde(default)]
+    pub to: Vec<String>,
+    /// A PEM file of extra CA certificates to trust (a private SMTP or webhook CA).
+    pub ca_file: Option<PathBuf>,
+    /// Time allowed for one delivery (default 30s).
+    pub timeout: Option<Duration>,
 }
 
 /// Sync settings; every field is optional so that layers (defaults, file,
@@ -94,11 +171,7 @@ pub enum ConfigError {
     #[error("cannot read the config {path}: {cause}; check --config / TFAUDIT_CONFIG")]
     Unreadable { path: PathBuf, cause: String },
     #[error("{path}:{line}: {message}")]
-    Invalid {
-        path: PathBuf,
-        line: usize,
-        message: String,
-    },
+    Invalid { path: PathBuf, line: usize, message: String },
     #[error("{context}: {message}")]
     Setting { context: String, message: String },
 }
@@ -129,10 +202,7 @@ impl SyncSection {
     /// # Errors
     /// [`ConfigError::Setting`] naming the setting and the accepted range.
     pub fn resolve(&self, context: &str) -> Result<SyncSettings, ConfigError> {
-        let bad = |message: String| ConfigError::Setting {
-            context: context.to_owned(),
-            message,
-        };
+        let bad = |message: String| ConfigError::Setting { context: context.to_owned(), message };
         let secs = std::time::Duration::from_secs;
         let s = SyncSettings {
             interval: self.interval.map_or(secs(60), |d| d.0),
@@ -142,9 +212,7 @@ impl SyncSection {
             max_retries: self.max_retries.unwrap_or(20),
             retention: self.retention.map_or(secs(14 * 86_400), |d| d.0),
             timeout: self.timeout.map_or(secs(60), |d| d.0),
-            retry_delay: self
-                .retry_delay
-                .map_or(std::time::Duration::from_millis(500), |d| d.0),
+            retry_delay: self.retry_delay.map_or(std::time::Duration::from_millis(500), |d| d.0),
         };
         if s.interval < secs(1) {
             return Err(bad("interval must be at least 1s".into()));
@@ -156,15 +224,10 @@ impl SyncSection {
             ));
         }
         if !(1..=10_000).contains(&s.page_size) {
-            return Err(bad(format!(
-                "page_size must be between 1 and 10000 (got {})",
-                s.page_size
-            )));
+            return Err(bad(format!("page_size must be between 1 and 10000 (got {})", s.page_size)));
         }
         if s.retention < secs(3600) {
-            return Err(bad(
-                "retention must be at least 1h (HCP Terraform keeps 14d)".into(),
-            ));
+            return Err(bad("retention must be at least 1h (HCP Terraform keeps 14d)".into()));
         }
         if s.timeout < secs(1) {
             return Err(bad("timeout must be at least 1s".into()));
@@ -182,10 +245,8 @@ impl ConfigFile {
     /// # Errors
     /// [`ConfigError`] with the file, the line and what is wrong.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|e| ConfigError::Unreadable {
-            path: path.to_owned(),
-            cause: e.to_string(),
-        })?;
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| ConfigError::Unreadable { path: path.to_owned(), cause: e.to_string() })?;
         Self::parse(path, &text)
     }
 
@@ -195,20 +256,10 @@ impl ConfigFile {
     /// [`ConfigError`] with the file, the line and what is wrong.
     pub fn parse(path: &Path, text: &str) -> Result<Self, ConfigError> {
         let file: Self = toml::from_str(text).map_err(|e| {
-            let line = e.span().map_or(1, |s| {
-                text[..s.start.min(text.len())].matches('\n').count() + 1
-            });
-            ConfigError::Invalid {
-                path: path.to_owned(),
-                line,
-                message: e.message().trim().replace('\n', " "),
-            }
+            let line = e.span().map_or(1, |s| text[..s.start.min(text.len())].matches('\n').count() + 1);
+            ConfigError::Invalid { path: path.to_owned(), line, message: e.message().trim().replace('\n', " ") }
         })?;
-        let line_of = |needle: &str| {
-            text.lines()
-                .position(|l| l.contains(needle))
-                .map_or(1, |i| i + 1)
-        };
+        let line_of = |needle: &str| text.lines().position(|l| l.contains(needle)).map_or(1, |i| i + 1);
         let invalid = |needle: &str, message: String| ConfigError::Invalid {
             path: path.to_owned(),
             line: line_of(needle),
@@ -217,11 +268,7 @@ impl ConfigFile {
         let mut seen = std::collections::BTreeSet::new();
         for org in &file.organizations {
             let name = &org.name;
-            if name.is_empty()
-                || !name
-                    .chars()
-                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
-            {
+            if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-')) {
                 return Err(invalid(
                     &format!("{name:?}"),
                     format!("organization name {name:?} must be letters, digits, '.', '_' or '-'"),
@@ -240,13 +287,72 @@ impl ConfigFile {
                 ));
             }
             let context = format!("{}: organization {name:?}", path.display());
-            SyncSection::merge(&[
-                org.sync.as_ref().unwrap_or(&SyncSection::default()),
-                &file.sync,
-            ])
-            .resolve(&context)?;
+            SyncSection::merge(&[org.sync.as_ref().unwrap_or(&SyncSection::default()), &file.sync])
+                .resolve(&context)?;
         }
         file.sync.resolve(&format!("{}: [sync]", path.display()))?;
+        let mut names = std::collections::BTreeSet::new();
+        for d in &file.destinations {
+            let name = &d.name;
+            let at = format!("{name:?}");
+            if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-')) {
+                return Err(invalid(
+                    &at,
+                    format!("destination name {name:?} must be letters, digits, '.', '_' or '-'"),
+                ));
+            }
+            if !names.insert(name.clone()) {
+                return Err(invalid(&at, format!("destination {name:?} appears twice; names must be unique")));
+            }
+            let need = |field: &str, present: bool| {
+                if present {
+                    Ok(())
+                } else {
+                    Err(invalid(&at, format!("destination {name:?} ({:?}) needs {field}", d.kind)))
+                }
+            };
+            match d.kind {
+                DestinationKind::Slack | DestinationKind::Webhook => need("url", d.url.is_some())?,
+                DestinationKind::Pagerduty => need("routing_key", d.routing_key.is_some())?,
+                DestinationKind::Email => {
+                    need("server", d.server.is_some())?;
+                    need("from", d.from.is_some())?;
+                    need("to (a list of addresses)", !d.to.is_empty())?;
+                    if let Some(tls) = &d.tls
+                        && !matches!(tls.as_str(), "starttls" | "tls" | "none")
+                    {
+                        return Err(invalid("tls", format!("destination {name:?}: tls must be starttls, tls or none")));
+                    }
+                }
+                DestinationKind::Log | DestinationKind::Stdout => {}
+            }
+            if let Some(sev) = &d.min_severity
+                && !matches!(sev.as_str(), "info" | "low" | "medium" | "high" | "critical")
+            {
+                return Err(invalid(
+                    "min_severity",
+                    format!("destination {name:?}: min_severity must be info, low, medium, high or critical"),
+                ));
+            }
+        }
+        if let Some(defaults) = &file.alerts.destinations {
+            for d in defaults {
+                if !names.contains(d) && d != "log" {
+                    return Err(invalid(
+                        "destinations",
+                        format!("[alerts] destinations names {d:?}, which no [[destination]] defines"),
+                    ));
+                }
+            }
+        }
+        if let Some(tz) = &file.alerts.timezone
+            && jiff::tz::TimeZone::get(tz).is_err()
+        {
+            return Err(invalid(
+                "timezone",
+                format!("unknown time zone {tz:?}; use an IANA name such as Europe/Berlin or UTC"),
+            ));
+        }
         Ok(file)
     }
 }
@@ -283,9 +389,7 @@ interval = "5m"
         .unwrap();
         assert_eq!(f.organizations.len(), 2);
         let beta = &f.organizations[1];
-        let s = SyncSection::merge(&[beta.sync.as_ref().unwrap(), &f.sync])
-            .resolve("x")
-            .unwrap();
+        let s = SyncSection::merge(&[beta.sync.as_ref().unwrap(), &f.sync]).resolve("x").unwrap();
         assert_eq!(s.interval.as_secs(), 300);
         assert_eq!(s.rate_limit.unwrap().get(), 5);
         assert_eq!(s.overlap.as_secs(), 600);
@@ -293,38 +397,23 @@ interval = "5m"
 
     #[test]
     fn unknown_keys_are_errors_with_their_line() {
-        let e = parse("[sync]\ninterval = \"1m\"\nintervall = \"2m\"\n")
-            .unwrap_err()
-            .to_string();
+        let e = parse("[sync]\ninterval = \"1m\"\nintervall = \"2m\"\n").unwrap_err().to_string();
         assert!(e.starts_with("t.toml:3:") && e.contains("intervall"), "{e}");
-        let e = parse("[[organization]]\nname = \"a\"\ntoken = \"x\"\n")
-            .unwrap_err()
-            .to_string();
+        let e = parse("[[organization]]\nname = \"a\"\ntoken = \"x\"\n").unwrap_err().to_string();
         assert!(e.starts_with("t.toml:3:") && e.contains("token"), "{e}");
     }
 
     #[test]
     fn bad_values_are_named() {
-        let e = parse("[sync]\ninterval = \"soon\"\n")
-            .unwrap_err()
-            .to_string();
-        assert!(
-            e.starts_with("t.toml:2:") && e.contains("not a duration"),
-            "{e}"
-        );
+        let e = parse("[sync]\ninterval = \"soon\"\n").unwrap_err().to_string();
+        assert!(e.starts_with("t.toml:2:") && e.contains("not a duration"), "{e}");
         let e = parse("[sync]\noverlap = \"0s\"\n").unwrap_err().to_string();
         assert!(e.contains("overlap must be at least 1s"), "{e}");
-        let e = parse("[[organization]]\nname = \"a\"\n[[organization]]\nname = \"a\"\n")
-            .unwrap_err()
-            .to_string();
+        let e = parse("[[organization]]\nname = \"a\"\n[[organization]]\nname = \"a\"\n").unwrap_err().to_string();
         assert!(e.contains("appears twice"), "{e}");
-        let e = parse("[[organization]]\nname = \"a b\"\n")
-            .unwrap_err()
-            .to_string();
+        let e = parse("[[organization]]\nname = \"a b\"\n").unwrap_err().to_string();
         assert!(e.starts_with("t.toml:2:"), "{e}");
-        let e = parse("[[organization]]\nname = \"a\"\n[organization.sync]\npage_size = 0\n")
-            .unwrap_err()
-            .to_string();
+        let e = parse("[[organization]]\nname = \"a\"\n[organization.sync]\npage_size = 0\n").unwrap_err().to_string();
         assert!(e.contains("page_size"), "{e}");
     }
 }

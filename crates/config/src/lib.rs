@@ -4,13 +4,16 @@
 pub mod credentials;
 pub mod duration;
 pub mod file;
+pub mod secret;
 pub mod when;
 
-pub use credentials::{
-    CredentialsError, Env, Explicit, FoundToken, ProcessEnv, TokenSource, find_token,
-};
+pub use credentials::{CredentialsError, Env, Explicit, FoundToken, ProcessEnv, TokenSource, find_token};
 pub use duration::{Duration, parse_duration};
-pub use file::{ConfigError, ConfigFile, OrganizationSection, SyncSection, SyncSettings};
+pub use file::{
+    AlertsSection, ConfigError, ConfigFile, DestinationKind, DestinationSection, OrganizationSection, SyncSection,
+    SyncSettings,
+};
+pub use secret::{Secret, SecretSource};
 pub use when::parse_when;
 
 use std::path::PathBuf;
@@ -19,10 +22,7 @@ use std::path::PathBuf;
 /// `$XDG_DATA_HOME/tfaudit/archive.db` (`~/.local/share/tfaudit/archive.db`).
 #[must_use]
 pub fn default_db_path() -> PathBuf {
-    dirs::data_dir()
-        .unwrap_or_else(|| PathBuf::from("."))
-        .join("tfaudit")
-        .join("archive.db")
+    dirs::data_dir().unwrap_or_else(|| PathBuf::from(".")).join("tfaudit").join("archive.db")
 }
 
 /// Where a config file is looked for when `--config` / `TFAUDIT_CONFIG` do not say:

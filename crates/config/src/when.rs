@@ -17,18 +17,13 @@ pub struct WhenError {
 /// # Errors
 /// [`WhenError`] naming the accepted forms.
 pub fn parse_when(text: &str, now: Timestamp) -> Result<Timestamp, WhenError> {
-    let err = || WhenError {
-        text: text.to_owned(),
-    };
+    let err = || WhenError { text: text.to_owned() };
     let s = text.trim();
     if let Ok(t) = s.parse::<Timestamp>() {
         return Ok(t);
     }
     if let Ok(d) = s.parse::<Date>() {
-        return d
-            .to_zoned_datetime(TimeZone::UTC)
-            .map(|z| z.timestamp())
-            .map_err(|_| err());
+        return d.to_zoned_datetime(TimeZone::UTC).map(|z| z.timestamp()).map_err(|_| err());
     }
     let age = crate::duration::parse_duration(s).map_err(|_| err())?;
     let age = jiff::SignedDuration::try_from(age).map_err(|_| err())?;
@@ -42,24 +37,10 @@ mod tests {
     #[test]
     fn forms() {
         let now: Timestamp = "2026-11-25T12:00:00Z".parse().unwrap();
-        assert_eq!(
-            parse_when("90m", now).unwrap().to_string(),
-            "2026-11-25T10:30:00Z"
-        );
-        assert_eq!(
-            parse_when("7d", now).unwrap().to_string(),
-            "2026-11-18T12:00:00Z"
-        );
-        assert_eq!(
-            parse_when("2026-11-01", now).unwrap().to_string(),
-            "2026-11-01T00:00:00Z"
-        );
-        assert_eq!(
-            parse_when("2026-11-01T09:00:00+01:00", now)
-                .unwrap()
-                .to_string(),
-            "2026-11-01T08:00:00Z"
-        );
+        assert_eq!(parse_when("90m", now).unwrap().to_string(), "2026-11-25T10:30:00Z");
+        assert_eq!(parse_when("7d", now).unwrap().to_string(), "2026-11-18T12:00:00Z");
+        assert_eq!(parse_when("2026-11-01", now).unwrap().to_string(), "2026-11-01T00:00:00Z");
+        assert_eq!(parse_when("2026-11-01T09:00:00+01:00", now).unwrap().to_string(), "2026-11-01T08:00:00Z");
         assert!(parse_when("last week", now).is_err());
     }
 }

@@ -25,25 +25,9 @@ pub const HOSTILE: &[&str] = &[
     "tab\there",
 ];
 
-const USERS: &[&str] = &[
-    "alice",
-    "bob",
-    "carol",
-    "dmitri",
-    "eve.ops",
-    "frank-platform",
-    "grace",
-    "heidi",
-];
-const WORKSPACES: &[&str] = &[
-    "prod-network",
-    "prod-eks",
-    "staging-app",
-    "billing-api",
-    "dns",
-    "iam-baseline",
-    "sandbox-42",
-];
+const USERS: &[&str] = &["alice", "bob", "carol", "dmitri", "eve.ops", "frank-platform", "grace", "heidi"];
+const WORKSPACES: &[&str] =
+    &["prod-network", "prod-eks", "staging-app", "billing-api", "dns", "iam-baseline", "sandbox-42"];
 
 /// (type, action, weight)
 const KINDS: &[(&str, &str, u32)] = &[
@@ -127,9 +111,7 @@ pub fn uuid(seed: u64, stream: u64, index: u64) -> String {
 
 fn short_id(rng: &mut SmallRng, prefix: &str) -> String {
     const ALPHABET: &[u8] = b"ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz23456789";
-    let s: String = (0..16)
-        .map(|_| ALPHABET[rng.random_range(0..ALPHABET.len())] as char)
-        .collect();
+    let s: String = (0..16).map(|_| ALPHABET[rng.random_range(0..ALPHABET.len())] as char).collect();
     format!("{prefix}-{s}")
 }
 
@@ -167,12 +149,7 @@ fn full_event(seed: u64, stream: u64, index: u64, timestamp_secs: i64, style: &S
     let user_index = rng.random_range(0..USERS.len());
     let accessor_id = format!(
         "user-{}{}",
-        [
-            "MaPuLxAXvtq2PW",
-            "Qx7bN2kLmR4sTu",
-            "Hp3vW8cJd5eFgA",
-            "Zr6tY1nBq9wKxL"
-        ][user_index % 4],
+        ["MaPuLxAXvtq2PW", "Qx7bN2kLmR4sTu", "Hp3vW8cJd5eFgA", "Zr6tY1nBq9wKxL"][user_index % 4],
         user_index
     );
     let roll: f64 = rng.random();
@@ -235,13 +212,8 @@ fn full_event(seed: u64, stream: u64, index: u64, timestamp_secs: i64, style: &S
             json!({"stack": {"id": short_id(&mut rng, "st"), "name": text(&mut rng, "core-stack")}, "deployment": "production"})
         }
         ("authentication_token", _) => {
-            let token_type =
-                ["organization", "team", "user", "audit_trails"][rng.random_range(0..4)];
-            if rng.random_bool(0.5) {
-                Value::Null
-            } else {
-                json!({"token_type": token_type})
-            }
+            let token_type = ["organization", "team", "user", "audit_trails"][rng.random_range(0..4)];
+            if rng.random_bool(0.5) { Value::Null } else { json!({"token_type": token_type}) }
         }
         _ => Value::Null,
     };
@@ -304,8 +276,7 @@ impl Catalog {
     /// Renders event `index` of `stream` as compact JSON.
     #[must_use]
     pub fn event(&self, stream: u64, index: u64, timestamp: &str) -> String {
-        let t = &self.templates
-            [(mix(self.seed ^ mix(stream ^ mix(index))) % self.templates.len() as u64) as usize];
+        let t = &self.templates[(mix(self.seed ^ mix(stream ^ mix(index))) % self.templates.len() as u64) as usize];
         let mut out = String::with_capacity(t.auth.len() + t.resource.len() + 220);
         out.push_str("{\"id\":\"");
         out.push_str(&uuid(self.seed, stream, index));
@@ -334,9 +305,7 @@ impl Catalog {
 /// `2020-06-30T17:52:46.000Z`, as the API writes timestamps.
 #[must_use]
 pub fn timestamp(secs: i64) -> String {
-    jiff::Timestamp::from_second(secs)
-        .map(|t| t.strftime("%Y-%m-%dT%H:%M:%S.000Z").to_string())
-        .unwrap_or_default()
+    jiff::Timestamp::from_second(secs).map(|t| t.strftime("%Y-%m-%dT%H:%M:%S.000Z").to_string()).unwrap_or_default()
 }
 
 /// An element of `data` that is not a usable event.
@@ -346,9 +315,7 @@ pub fn malformed(index: u64, nth: u64, timestamp_secs: i64) -> String {
         0 => format!("\"this is not an event (#{index})\""),
         1 => format!(
             r#"{{"version":"0","timestamp":"{}","note":"no id (#{index})"}}"#,
-            jiff::Timestamp::from_second(timestamp_secs)
-                .map(|t| t.to_string())
-                .unwrap_or_default()
+            jiff::Timestamp::from_second(timestamp_secs).map(|t| t.to_string()).unwrap_or_default()
         ),
         2 => index.to_string(),
         _ => format!(r#"{{"id":"bad-ts-{index}","timestamp":"not a time"}}"#),
@@ -361,10 +328,7 @@ mod tests {
 
     #[test]
     fn events_are_deterministic_and_parse() {
-        let style = Style {
-            organization_id: "org-Sim".into(),
-            hostile: 0.3,
-        };
+        let style = Style { organization_id: "org-Sim".into(), hostile: 0.3 };
         let catalog = Catalog::new(7, &style, 500);
         let again = Catalog::new(7, &style, 500);
         for i in 0..500 {

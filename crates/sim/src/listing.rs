@@ -41,8 +41,7 @@ pub struct Listing {
 impl Listing {
     #[must_use]
     pub fn new(config: &SimConfig, start_secs: i64) -> Self {
-        let malformed_every =
-            (config.malformed > 0).then(|| (config.events / config.malformed).max(1));
+        let malformed_every = (config.malformed > 0).then(|| (config.events / config.malformed).max(1));
         Self {
             seed: config.seed,
             history: config.events,
@@ -51,10 +50,7 @@ impl Listing {
             malformed_every,
             catalog: Catalog::new(
                 config.seed,
-                &Style {
-                    organization_id: config.organization_id.clone(),
-                    hostile: config.hostile,
-                },
+                &Style { organization_id: config.organization_id.clone(), hostile: config.hostile },
                 config.events,
             ),
             live: Vec::new(),
@@ -70,19 +66,14 @@ impl Listing {
     }
 
     fn history_is_malformed(&self, i: u64) -> bool {
-        self.malformed_every
-            .is_some_and(|every| i % every == every / 2)
+        self.malformed_every.is_some_and(|every| i % every == every / 2)
     }
 
     fn history_event(&self, i: u64) -> ListedEvent {
         let ts = self.history_ts(i);
         if self.history_is_malformed(i) {
             let nth = self.malformed_every.map_or(0, |every| i / every);
-            return ListedEvent {
-                timestamp_secs: ts,
-                json: generate::malformed(i, nth, ts),
-                id: None,
-            };
+            return ListedEvent { timestamp_secs: ts, json: generate::malformed(i, nth, ts), id: None };
         }
         ListedEvent {
             timestamp_secs: ts,
@@ -98,18 +89,8 @@ impl Listing {
         let id = generate::uuid(self.seed, 1, order);
         let json = self.catalog.event(1, order, &generate::timestamp(ts));
         // Insert keeping (ts desc, order desc): after every element that sorts first.
-        let at = self
-            .live
-            .partition_point(|l| l.ts > ts || (l.ts == ts && l.order > order));
-        self.live.insert(
-            at,
-            Live {
-                ts,
-                order,
-                id: id.clone(),
-                json,
-            },
-        );
+        let at = self.live.partition_point(|l| l.ts > ts || (l.ts == ts && l.order > order));
+        self.live.insert(at, Live { ts, order, id: id.clone(), json });
         id
     }
 
@@ -193,8 +174,7 @@ impl Listing {
     /// Every element visible now, newest first.
     #[must_use]
     pub fn all(&self, oldest_secs: i64) -> Vec<ListedEvent> {
-        self.page(None, SinceMode::Inclusive, oldest_secs, 0, u64::MAX)
-            .0
+        self.page(None, SinceMode::Inclusive, oldest_secs, 0, u64::MAX).0
     }
 
     /// Elements of history plus live.
@@ -214,12 +194,7 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
 
-    fn naive(
-        listing: &Listing,
-        since_ms: Option<i64>,
-        mode: SinceMode,
-        oldest: i64,
-    ) -> Vec<ListedEvent> {
+    fn naive(listing: &Listing, since_ms: Option<i64>, mode: SinceMode, oldest: i64) -> Vec<ListedEvent> {
         let keep = Listing::keep(since_ms, mode, oldest);
         let mut all: Vec<(i64, u8, u64, ListedEvent)> = Vec::new();
         for i in 0..listing.history {
@@ -234,11 +209,7 @@ mod tests {
                     l.ts,
                     1,
                     l.order,
-                    ListedEvent {
-                        timestamp_secs: l.ts,
-                        json: l.json.clone(),
-                        id: Some(l.id.clone()),
-                    },
+                    ListedEvent { timestamp_secs: l.ts, json: l.json.clone(), id: Some(l.id.clone()) },
                 ));
             }
         }

@@ -66,9 +66,7 @@ pub struct Sim {
 
 impl std::fmt::Debug for Sim {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Sim")
-            .field("addr", &self.addr)
-            .finish_non_exhaustive()
+        f.debug_struct("Sim").field("addr", &self.addr).finish_non_exhaustive()
     }
 }
 
@@ -96,18 +94,14 @@ impl Sim {
         let cancel = CancellationToken::new();
         let app = Router::new()
             .route("/api/v2/organization/audit-trail", get(audit_trail))
-            .route(
-                "/api/v2/ping",
-                get(|| async { ([("x-ratelimit-limit", "30")], StatusCode::NO_CONTENT) }),
-            )
+            .route("/api/v2/ping", get(|| async { ([("x-ratelimit-limit", "30")], StatusCode::NO_CONTENT) }))
             .route("/_sim/events", get(sim_events))
             .route("/_sim/stats", get(sim_stats))
             .with_state(shared.clone());
         let mut tasks = Vec::new();
         let stop = cancel.clone();
         tasks.push(tokio::spawn(async move {
-            let serve = axum::serve(listener, app)
-                .with_graceful_shutdown(async move { stop.cancelled().await });
+            let serve = axum::serve(listener, app).with_graceful_shutdown(async move { stop.cancelled().await });
             if let Err(e) = serve.await {
                 tracing::error!(error = %e, "simulator stopped");
             }
@@ -115,12 +109,7 @@ impl Sim {
         if shared.config.live_rate > 0.0 {
             tasks.push(tokio::spawn(live_arrivals(shared.clone(), cancel.clone())));
         }
-        Ok(Self {
-            shared,
-            addr,
-            cancel,
-            tasks,
-        })
+        Ok(Self { shared, addr, cancel, tasks })
     }
 
     /// The address to give tfaudit (`http://127.0.0.1:PORT`).
@@ -145,32 +134,14 @@ impl Sim {
     #[must_use]
     pub fn events(&self) -> Vec<ListedEvent> {
         let oldest = now_secs() - self.shared.config.retention.as_secs() as i64;
-        let listing = self
-            .shared
-            .listing
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        listing
-            .all(oldest)
-            .into_iter()
-            .filter(|e| e.id.is_some())
-            .collect()
+        let listing = self.shared.listing.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        listing.all(oldest).into_iter().filter(|e| e.id.is_some()).collect()
     }
 
     /// Adds one event with this timestamp (seconds since the epoch); returns its id.
     pub fn add_event(&self, timestamp_secs: i64) -> String {
-        let id = self
-            .shared
-            .listing
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .add_live(timestamp_secs);
-        self.shared
-            .stats
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .0
-            .live_events += 1;
+        let id = self.shared.listing.lock().unwrap_or_else(std::sync::PoisonError::into_inner).add_live(timestamp_secs);
+        self.shared.stats.lock().unwrap_or_else(std::sync::PoisonError::into_inner).0.live_events += 1;
         id
     }
 
@@ -181,20 +152,12 @@ impl Sim {
 
     /// Replaces the faults injected from now on.
     pub fn set_faults(&self, faults: Faults) {
-        *self
-            .shared
-            .faults
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner) = faults;
+        *self.shared.faults.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = faults;
     }
 
     #[must_use]
     pub fn stats(&self) -> SimStats {
-        let guard = self
-            .shared
-            .stats
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let guard = self.shared.stats.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         let mut stats = guard.0.clone();
         stats.recent = guard.1.iter().cloned().collect();
         stats
@@ -235,44 +198,25 @@ async fn live_arrivals(shared: Arc<Shared>, cancel: CancellationToken) {
         }
         let now = now_secs();
         let max_late = shared.config.max_lateness.as_secs().max(1) as i64;
-        let mut listing = shared
-            .listing
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut listing = shared.listing.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         for _ in 0..n {
             let late = rng.random_bool(shared.config.late_fraction.clamp(0.0, 1.0));
-            let ts = if late {
-                now - rng.random_range(1..=max_late)
-            } else {
-                now
-            };
+            let ts = if late { now - rng.random_range(1..=max_late) } else { now };
             listing.add_live(ts);
         }
         drop(listing);
-        shared
-            .stats
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .0
-            .live_events += n;
+        shared.stats.lock().unwrap_or_else(std::sync::PoisonError::into_inner).0.live_events += n;
     }
 }
 
 fn json_api_error(status: StatusCode, title: &str, detail: &str) -> Response {
-    let body = serde_json::json!({"errors": [{"status": status.as_u16(), "title": title, "detail": detail}]}).to_string();
-    (
-        status,
-        [(header::CONTENT_TYPE, "application/vnd.api+json")],
-        body,
-    )
-        .into_response()
+    let body =
+        serde_json::json!({"errors": [{"status": status.as_u16(), "title": title, "detail": detail}]}).to_string();
+    (status, [(header::CONTENT_TYPE, "application/vnd.api+json")], body).into_response()
 }
 
 fn parse_since(text: &str) -> Option<i64> {
-    text.trim()
-        .parse::<jiff::Timestamp>()
-        .ok()
-        .map(jiff::Timestamp::as_millisecond)
+    text.trim().parse::<jiff::Timestamp>().ok().map(jiff::Timestamp::as_millisecond)
 }
 
 async fn audit_trail(
@@ -280,44 +224,19 @@ async fn audit_trail(
     headers: HeaderMap,
     Query(query): Query<Vec<(String, String)>>,
 ) -> Response {
-    let get = |k: &str| {
-        query
-            .iter()
-            .find(|(key, _)| key == k)
-            .map(|(_, v)| v.clone())
-    };
+    let get = |k: &str| query.iter().find(|(key, _)| key == k).map(|(_, v)| v.clone());
     let since_text = get("since");
-    let page: u64 = get("page[number]")
-        .and_then(|v| v.parse().ok())
-        .filter(|&n| n > 0)
-        .unwrap_or(1);
+    let page: u64 = get("page[number]").and_then(|v| v.parse().ok()).filter(|&n| n > 0).unwrap_or(1);
     let asked: u64 = get("page[size]")
         .and_then(|v| v.parse().ok())
         .filter(|&n| n > 0)
         .unwrap_or(u64::from(shared.config.default_page_size));
     let size = asked.min(u64::from(shared.config.max_page_size.max(1)));
-    let mut record = RequestRecord {
-        since: since_text.clone(),
-        page,
-        page_size: asked,
-        status: 200,
-        fault: None,
-        returned: 0,
-    };
-    let response = answer(
-        &shared,
-        &headers,
-        since_text.as_deref(),
-        page,
-        size,
-        &mut record,
-    )
-    .await;
+    let mut record =
+        RequestRecord { since: since_text.clone(), page, page_size: asked, status: 200, fault: None, returned: 0 };
+    let response = answer(&shared, &headers, since_text.as_deref(), page, size, &mut record).await;
     record.status = response.status().as_u16();
-    let mut stats = shared
-        .stats
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    let mut stats = shared.stats.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
     stats.0.requests += 1;
     match record.status {
         200 if record.fault.is_none() => stats.0.ok += 1,
@@ -349,27 +268,16 @@ async fn answer(
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
         .unwrap_or("");
-    if shared
-        .config
-        .forbidden_token
-        .as_deref()
-        .is_some_and(|f| f == token)
-    {
+    if shared.config.forbidden_token.as_deref().is_some_and(|f| f == token) {
         return json_api_error(StatusCode::NOT_FOUND, "not found", "");
     }
     if token != shared.config.token {
         return json_api_error(StatusCode::UNAUTHORIZED, "unauthorized", "");
     }
-    let faults = *shared
-        .faults
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    let faults = *shared.faults.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
     if let Some(limit) = faults.rate_limit {
         let now = jiff::Timestamp::now();
-        let mut window = shared
-            .window
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut window = shared.window.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         if window.0 != now.as_second() {
             *window = (now.as_second(), 0);
         }
@@ -381,10 +289,7 @@ async fn answer(
         }
     }
     let (slow, throttle, error, drop, truncate, garbage, error_kind, half_mode) = {
-        let mut rng = shared
-            .rng
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut rng = shared.rng.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         (
             rng.random_bool(faults.slow_rate.clamp(0.0, 1.0)),
             rng.random_bool(faults.throttle_rate.clamp(0.0, 1.0)),
@@ -398,12 +303,7 @@ async fn answer(
     };
     if slow {
         // Counted now: a client that times out drops this request before it ends.
-        shared
-            .stats
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .0
-            .faults += 1;
+        shared.stats.lock().unwrap_or_else(std::sync::PoisonError::into_inner).0.faults += 1;
         tokio::time::sleep(faults.slow_delay).await;
     }
     if throttle {
@@ -412,45 +312,33 @@ async fn answer(
     }
     if error {
         record.fault = Some("error");
-        let status = [
-            StatusCode::INTERNAL_SERVER_ERROR,
-            StatusCode::BAD_GATEWAY,
-            StatusCode::SERVICE_UNAVAILABLE,
-        ][error_kind as usize];
+        let status = [StatusCode::INTERNAL_SERVER_ERROR, StatusCode::BAD_GATEWAY, StatusCode::SERVICE_UNAVAILABLE]
+            [error_kind as usize];
         return json_api_error(status, "server error", "simulated failure");
     }
     if drop {
         record.fault = Some("drop");
         // A body that fails before its first byte: the connection is closed with no
         // response at all.
-        let stream = futures_util::stream::once(async {
-            Err::<Bytes, std::io::Error>(std::io::Error::other("dropped"))
-        });
+        let stream =
+            futures_util::stream::once(async { Err::<Bytes, std::io::Error>(std::io::Error::other("dropped")) });
         return Response::new(Body::from_stream(stream));
     }
     if let Some(since) = since_text
         && parse_since(since).is_none()
     {
-        return json_api_error(
-            StatusCode::BAD_REQUEST,
-            "invalid since",
-            "since must be an ISO 8601 timestamp",
-        );
+        return json_api_error(StatusCode::BAD_REQUEST, "invalid since", "since must be an ISO 8601 timestamp");
     }
     let since_ms = since_text.and_then(parse_since);
     let oldest = now_secs() - shared.config.retention.as_secs() as i64;
     let offset = (page - 1).saturating_mul(size);
     let (events, total) = {
-        let listing = shared
-            .listing
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let listing = shared.listing.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         listing.page(since_ms, shared.config.since_mode, oldest, offset, size)
     };
     record.returned = events.len() as u64;
     let total_pages = total.div_ceil(size);
-    let mut body =
-        String::with_capacity(events.iter().map(|e| e.json.len() + 1).sum::<usize>() + 200);
+    let mut body = String::with_capacity(events.iter().map(|e| e.json.len() + 1).sum::<usize>() + 200);
     body.push_str("{\"data\":[");
     for (i, e) in events.iter().enumerate() {
         if i > 0 {
@@ -466,11 +354,7 @@ async fn answer(
     ));
     if garbage {
         record.fault = Some("garbage");
-        return (
-            StatusCode::OK,
-            [(header::CONTENT_TYPE, "text/html")],
-            "<html><body>upstream timed out</body></html>",
-        )
+        return (StatusCode::OK, [(header::CONTENT_TYPE, "text/html")], "<html><body>upstream timed out</body></html>")
             .into_response();
     }
     if truncate {
@@ -480,37 +364,21 @@ async fn answer(
         if half_mode {
             // The promised length is the whole body; the connection dies halfway.
             let full = cut * 2 + 1;
-            let stream =
-                futures_util::stream::iter(vec![Ok(head), Err(std::io::Error::other("cut"))]);
+            let stream = futures_util::stream::iter(vec![Ok(head), Err(std::io::Error::other("cut"))]);
             let mut r = Response::new(Body::from_stream(stream));
-            r.headers_mut()
-                .insert(header::CONTENT_LENGTH, HeaderValue::from(full));
+            r.headers_mut().insert(header::CONTENT_LENGTH, HeaderValue::from(full));
             return r;
         }
         // A complete response of an incomplete document.
-        return (
-            StatusCode::OK,
-            [(header::CONTENT_TYPE, "application/json")],
-            head,
-        )
-            .into_response();
+        return (StatusCode::OK, [(header::CONTENT_TYPE, "application/json")], head).into_response();
     }
-    (
-        StatusCode::OK,
-        [(header::CONTENT_TYPE, "application/json")],
-        body,
-    )
-        .into_response()
+    (StatusCode::OK, [(header::CONTENT_TYPE, "application/json")], body).into_response()
 }
 
 fn throttled(reset_secs: f64) -> Response {
-    let mut r = json_api_error(
-        StatusCode::TOO_MANY_REQUESTS,
-        "Too many requests",
-        "You have exceeded the API's rate limit.",
-    );
-    r.headers_mut()
-        .insert("x-ratelimit-limit", HeaderValue::from_static("30"));
+    let mut r =
+        json_api_error(StatusCode::TOO_MANY_REQUESTS, "Too many requests", "You have exceeded the API's rate limit.");
+    r.headers_mut().insert("x-ratelimit-limit", HeaderValue::from_static("30"));
     if let Ok(v) = HeaderValue::from_str(&format!("{reset_secs:.3}")) {
         r.headers_mut().insert("x-ratelimit-reset", v);
     }
@@ -519,11 +387,7 @@ fn throttled(reset_secs: f64) -> Response {
 
 async fn sim_events(State(shared): State<Arc<Shared>>) -> Response {
     let oldest = now_secs() - shared.config.retention.as_secs() as i64;
-    let all = shared
-        .listing
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
-        .all(oldest);
+    let all = shared.listing.lock().unwrap_or_else(std::sync::PoisonError::into_inner).all(oldest);
     let mut body = String::new();
     for e in all.iter().filter(|e| e.id.is_some()) {
         body.push_str(&e.json);
@@ -533,11 +397,6 @@ async fn sim_events(State(shared): State<Arc<Shared>>) -> Response {
 }
 
 async fn sim_stats(State(shared): State<Arc<Shared>>) -> Response {
-    let stats = shared
-        .stats
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
-        .0
-        .clone();
+    let stats = shared.stats.lock().unwrap_or_else(std::sync::PoisonError::into_inner).0.clone();
     axum::Json(stats).into_response()
 }

@@ -5,6 +5,7 @@
 //! only whole transactions and in order — so the cursor can never get ahead of the
 //! events it stands for.
 
+mod alerts;
 mod schema;
 
 use std::collections::HashMap;
@@ -16,9 +17,9 @@ use jiff::Timestamp;
 use rusqlite::{Connection, ErrorCode, OptionalExtension, ToSql, params};
 use tfaudit_api::AuditEvent;
 use tfaudit_store::{
-    ActorCount, DayCount, EventFilter, Gap, KindCount, Order, PageOutcome, PageWrite, Reject,
-    Result, Run, RunCounts, RunResult, RunTally, Source, SourceStatus, Store, StoreError,
-    StoredEvent, Summary, Walk,
+    ActorCount, AlertCursor, AlertFilter, AlertRecord, AlertStatus, AlertWrite, CommitOutcome, DayCount, DeliveryJob,
+    DeliveryOutcome, EventFilter, Gap, KindCount, Order, PageOutcome, PageWrite, Reject, Result, Run, RunCounts,
+    RunResult, RunTally, SeenValues, Source, SourceStatus, Store, StoreError, StoredEvent, Summary, Walk,
 };
 
 const HOUR_MS: i64 = 3_600_000;
@@ -49,35 +50,25 @@ impl Checkpointer {
             .name("tfaudit-checkpoint".into())
             .spawn(move || {
                 let (lock, wake) = &*signal;
-                let mut stopped = lock
-                    .lock()
-                    .unwrap_or_else(std::sync::PoisonError::into_inner);
+                let mut stopped = lock.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
                 while !*stopped {
                     stopped = wake
                         .wait_timeout(stopped, std::time::Duration::from_millis(200))
                         .unwrap_or_else(std::sync::PoisonError::into_inner)
                         .0;
-                    if let Err(e) = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()))
-                    {
+                    if let Err(e) = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())) {
                         tracing::debug!(error = %e, "background checkpoint skipped");
                     }
                 }
             })
             .ok()?;
-        Some(Self {
-            stop,
-            thread: Some(thread),
-        })
+        Some(Self { stop, thread: Some(thread) })
     }
 }
 
 impl Drop for Checkpointer {
     fn drop(&mut self) {
-        *self
-            .stop
-            .0
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner) = true;
+        *self.stop.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = true;
         self.stop.1.notify_all();
         if let Some(t) = self.thread.take() {
             let _ = t.join();
@@ -87,9 +78,7 @@ impl Drop for Checkpointer {
 
 impl std::fmt::Debug for SqliteStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("SqliteStore")
-            .field("path", &self.path)
-            .finish_non_exhaustive()
+        f.debug_struct("SqliteStore").field("path", &self.path).finish_non_exhaustive()
     }
 }
 
@@ -110,10 +99,7 @@ impl SqliteStore {
     /// [`StoreError::Corrupt`], each with the fix in its message.
     pub fn open(path: &Path, mode: OpenMode) -> Result<Self> {
         let shown = path.display().to_string();
-        let open_err = |cause: String| StoreError::Open {
-            path: shown.clone(),
-            cause,
-        };
+        let open_err = |cause: String| StoreError::Open { path: shown.clone(), cause };
         if !path.exists() {
             if mode == OpenMode::MustExist {
                 return Err(StoreError::Missing { path: shown });
@@ -121,11 +107,7 @@ impl SqliteStore {
             create_private_file(path).map_err(|e| open_err(e.to_string()))?;
         }
         let conn = Connection::open(path).map_err(|e| classify(&shown, e))?;
-        let mut store = Self {
-            conn: Mutex::new(conn),
-            path: path.to_owned(),
-            checkpointer: None,
-        };
+        let mut store = Self { conn: Mutex::new(conn), path: path.to_owned(), checkpointer: None };
         store.prepare().map_err(|e| match e {
             StoreError::Database(cause) => open_err(cause),
             other => other,
@@ -145,51 +127,36 @@ impl SqliteStore {
     fn prepare(&self) -> Result<()> {
         let mut conn = self.lock();
         let shown = self.path.display().to_string();
-        conn.busy_timeout(std::time::Duration::from_secs(30))
-            .map_err(|e| classify(&shown, e))?;
+        conn.busy_timeout(std::time::Duration::from_secs(30)).map_err(|e| classify(&shown, e))?;
         // Before the first table exists, so that it applies: larger pages mean fewer
         // B-tree splits and WAL frames per event.
-        conn.execute_batch("PRAGMA page_size = 16384;")
-            .map_err(|e| classify(&shown, e))?;
+        conn.execute_batch("PRAGMA page_size = 16384;").map_err(|e| classify(&shown, e))?;
         // journal_mode answers with a row; the others answer nothing.
-        let mode: String = conn
-            .query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))
-            .map_err(|e| classify(&shown, e))?;
+        let mode: String =
+            conn.query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0)).map_err(|e| classify(&shown, e))?;
         if !mode.eq_ignore_ascii_case("wal") {
-            tracing::warn!(
-                mode,
-                "the archive could not switch to WAL; writes will be slower"
-            );
+            tracing::warn!(mode, "the archive could not switch to WAL; writes will be slower");
         }
         conn.execute_batch(
             "PRAGMA synchronous = NORMAL; PRAGMA temp_store = MEMORY; PRAGMA cache_size = -32000; PRAGMA foreign_keys = OFF; PRAGMA wal_autocheckpoint = 8000;",
         )
         .map_err(|e| classify(&shown, e))?;
-        let version: i64 = conn
-            .query_row("PRAGMA user_version", [], |r| r.get(0))
-            .map_err(|e| classify(&shown, e))?;
+        let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0)).map_err(|e| classify(&shown, e))?;
         let known = schema::MIGRATIONS.len() as i64;
         if version > known {
-            return Err(StoreError::TooNew {
-                path: shown,
-                found: version,
-                known,
-            });
+            return Err(StoreError::TooNew { path: shown, found: version, known });
         }
         for (i, sql) in schema::MIGRATIONS.iter().enumerate().skip(version as usize) {
             let tx = conn
                 .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
                 .map_err(|e| classify(&shown, e))?;
             // Another process may have migrated while this one waited for the lock.
-            let now: i64 = tx
-                .query_row("PRAGMA user_version", [], |r| r.get(0))
-                .map_err(|e| classify(&shown, e))?;
+            let now: i64 = tx.query_row("PRAGMA user_version", [], |r| r.get(0)).map_err(|e| classify(&shown, e))?;
             if now > i as i64 {
                 continue;
             }
             tx.execute_batch(sql).map_err(|e| classify(&shown, e))?;
-            tx.pragma_update(None, "user_version", (i + 1) as i64)
-                .map_err(|e| classify(&shown, e))?;
+            tx.pragma_update(None, "user_version", (i + 1) as i64).map_err(|e| classify(&shown, e))?;
             tx.commit().map_err(|e| classify(&shown, e))?;
             tracing::debug!(version = i + 1, "archive schema migrated");
         }
@@ -199,9 +166,7 @@ impl SqliteStore {
     fn lock(&self) -> MutexGuard<'_, Connection> {
         // A panic while holding the lock cannot leave a half-done transaction behind
         // (rusqlite rolls back on drop), so the connection stays usable.
-        self.conn
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+        self.conn.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     fn db(&self, e: rusqlite::Error) -> StoreError {
@@ -220,17 +185,9 @@ impl Drop for SqliteStore {
 fn create_private_file(path: &Path) -> io::Result<()> {
     use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
     if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
-        std::fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(parent)?;
+        std::fs::DirBuilder::new().recursive(true).mode(0o700).create(parent)?;
     }
-    match std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(path)
-    {
+    match std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(path) {
         Ok(_) => Ok(()),
         Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Ok(()),
         Err(e) => Err(e),
@@ -240,15 +197,11 @@ fn create_private_file(path: &Path) -> io::Result<()> {
 fn classify(path: &str, e: rusqlite::Error) -> StoreError {
     match e.sqlite_error_code() {
         Some(ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked) => StoreError::Busy,
-        Some(ErrorCode::DatabaseCorrupt | ErrorCode::NotADatabase) => StoreError::Corrupt {
-            path: path.to_owned(),
-            cause: e.to_string(),
-        },
+        Some(ErrorCode::DatabaseCorrupt | ErrorCode::NotADatabase) => {
+            StoreError::Corrupt { path: path.to_owned(), cause: e.to_string() }
+        }
         Some(ErrorCode::CannotOpen | ErrorCode::PermissionDenied | ErrorCode::ReadOnly) => {
-            StoreError::Open {
-                path: path.to_owned(),
-                cause: e.to_string(),
-            }
+            StoreError::Open { path: path.to_owned(), cause: e.to_string() }
         }
         _ => StoreError::Database(e.to_string()),
     }
@@ -281,7 +234,8 @@ fn read_walk(r: &rusqlite::Row<'_>, at: usize) -> rusqlite::Result<Option<Walk>>
     }))
 }
 
-const WALK_COLUMNS: &str = "walk_started_ms, walk_since_ms, walk_next_page, walk_page_size, walk_newest_ms, walk_oldest_ms, walk_gap_from_ms";
+const WALK_COLUMNS: &str =
+    "walk_started_ms, walk_since_ms, walk_next_page, walk_page_size, walk_newest_ms, walk_oldest_ms, walk_gap_from_ms";
 
 const EVENT_COLUMNS: &str = "e.seq, e.id, s.name, e.ts_ms, e.organization_id, e.auth_type, e.accessor_id, \
      e.auth_description, e.impersonator_id, e.request_id, e.resource_id, e.resource_type, e.resource_action, e.raw, e.ingested_ms";
@@ -317,10 +271,7 @@ struct Where {
 
 impl Where {
     fn new() -> Self {
-        Self {
-            sql: String::from("1 = 1"),
-            params: Vec::new(),
-        }
+        Self { sql: String::from("1 = 1"), params: Vec::new() }
     }
     fn and(&mut self, clause: &str, values: Vec<Box<dyn ToSql>>) {
         self.sql.push_str(" AND ");
@@ -328,34 +279,20 @@ impl Where {
         self.params.extend(values);
     }
     fn refs(&self) -> Vec<&dyn ToSql> {
-        self.params
-            .iter()
-            .map(|p| p.as_ref() as &dyn ToSql)
-            .collect()
+        self.params.iter().map(|p| p.as_ref() as &dyn ToSql).collect()
     }
 }
 
 /// The hours (`ts_ms / 3600000`) an hour-led index must be probed over: the filter's
 /// range within what the archive holds. `None` when nothing can match.
-fn hours(
-    conn: &Connection,
-    since_ms: Option<i64>,
-    until_ms: Option<i64>,
-) -> rusqlite::Result<Option<(i64, i64)>> {
-    let (oldest, newest): (Option<i64>, Option<i64>) = conn.query_row(
-        "SELECT min(oldest_ms), max(newest_ms) FROM sources",
-        [],
-        |r| Ok((r.get(0)?, r.get(1)?)),
-    )?;
+fn hours(conn: &Connection, since_ms: Option<i64>, until_ms: Option<i64>) -> rusqlite::Result<Option<(i64, i64)>> {
+    let (oldest, newest): (Option<i64>, Option<i64>) =
+        conn.query_row("SELECT min(oldest_ms), max(newest_ms) FROM sources", [], |r| Ok((r.get(0)?, r.get(1)?)))?;
     let (Some(oldest), Some(newest)) = (oldest, newest) else {
         return Ok(None);
     };
-    let from = since_ms
-        .map_or(oldest, |s| s.max(oldest))
-        .div_euclid(HOUR_MS);
-    let to = until_ms
-        .map_or(newest, |u| (u - 1).min(newest))
-        .div_euclid(HOUR_MS);
+    let from = since_ms.map_or(oldest, |s| s.max(oldest)).div_euclid(HOUR_MS);
+    let to = until_ms.map_or(newest, |u| (u - 1).min(newest)).div_euclid(HOUR_MS);
     Ok((from <= to).then_some((from, to)))
 }
 
@@ -389,29 +326,16 @@ fn where_clause(
         match hours {
             Some((from, to)) if !p.is_glob() => w.and(
                 &format!("{HOUR_PROBE} AND e.resource_id = ?"),
-                vec![
-                    Box::new(from),
-                    Box::new(to),
-                    Box::new(p.as_str().to_owned()),
-                ],
+                vec![Box::new(from), Box::new(to), Box::new(p.as_str().to_owned())],
             ),
-            _ => w.and(
-                "e.resource_id GLOB ?",
-                vec![Box::new(p.as_str().to_owned())],
-            ),
+            _ => w.and("e.resource_id GLOB ?", vec![Box::new(p.as_str().to_owned())]),
         }
     }
-    for (column, pattern) in [
-        ("e.resource_type", &filter.resource_type),
-        ("e.resource_action", &filter.action),
-    ] {
+    for (column, pattern) in [("e.resource_type", &filter.resource_type), ("e.resource_action", &filter.action)] {
         if let Some(p) = pattern {
             // `=` and GLOB (case-sensitive) can both use the indexes; LIKE could not.
             let op = if p.is_glob() { "GLOB" } else { "=" };
-            w.and(
-                &format!("{column} {op} ?"),
-                vec![Box::new(p.as_str().to_owned())],
-            );
+            w.and(&format!("{column} {op} ?"), vec![Box::new(p.as_str().to_owned())]);
         }
     }
     if let Some(org) = &filter.org {
@@ -465,7 +389,9 @@ impl Store for SqliteStore {
         )
         .map_err(|e| self.db(e))?;
         conn.query_row(
-            &format!("SELECT id, name, address, organization_id, cursor_ms, {WALK_COLUMNS} FROM sources WHERE name = ?1"),
+            &format!(
+                "SELECT id, name, address, organization_id, cursor_ms, {WALK_COLUMNS} FROM sources WHERE name = ?1"
+            ),
             [name],
             |r| {
                 Ok(Source {
@@ -483,20 +409,15 @@ impl Store for SqliteStore {
 
     fn start_run(&self, source_id: i64, started_at: Timestamp) -> Result<i64> {
         let conn = self.lock();
-        conn.execute(
-            "INSERT INTO runs (source_id, started_ms) VALUES (?1, ?2)",
-            params![source_id, ms(started_at)],
-        )
-        .map_err(|e| self.db(e))?;
+        conn.execute("INSERT INTO runs (source_id, started_ms) VALUES (?1, ?2)", params![source_id, ms(started_at)])
+            .map_err(|e| self.db(e))?;
         Ok(conn.last_insert_rowid())
     }
 
     fn store_page(&self, page: &PageWrite<'_>) -> Result<PageOutcome> {
         let mut conn = self.lock();
         let now = ms(Timestamp::now());
-        let tx = conn
-            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
-            .map_err(|e| self.db(e))?;
+        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate).map_err(|e| self.db(e))?;
         let mut outcome = PageOutcome::default();
         let mut kinds: HashMap<(i64, &str, &str), i64> = HashMap::new();
         let mut hourly_actors: HashMap<(i64, &str), i64> = HashMap::new();
@@ -543,17 +464,11 @@ impl Store for SqliteStore {
                     organization = e.organization_id.as_deref();
                 }
                 let hour = t.div_euclid(HOUR_MS);
-                let kind = (
-                    hour,
-                    e.resource_type.as_deref().unwrap_or(""),
-                    e.resource_action.as_deref().unwrap_or(""),
-                );
+                let kind = (hour, e.resource_type.as_deref().unwrap_or(""), e.resource_action.as_deref().unwrap_or(""));
                 *kinds.entry(kind).or_default() += 1;
                 let accessor = e.accessor_id.as_deref().unwrap_or("");
                 *hourly_actors.entry((hour, accessor)).or_default() += 1;
-                let seen = actors
-                    .entry((accessor, e.auth_description.as_deref().unwrap_or("")))
-                    .or_insert((t, t));
+                let seen = actors.entry((accessor, e.auth_description.as_deref().unwrap_or(""))).or_insert((t, t));
                 seen.0 = seen.0.min(t);
                 seen.1 = seen.1.max(t);
             }
@@ -566,8 +481,7 @@ impl Store for SqliteStore {
                 )
                 .map_err(|e| self.db(e))?;
             for ((hour, rtype, action), n) in &kinds {
-                stmt.execute(params![hour, page.source_id, rtype, action, n])
-                    .map_err(|e| self.db(e))?;
+                stmt.execute(params![hour, page.source_id, rtype, action, n]).map_err(|e| self.db(e))?;
             }
             let mut stmt = tx
                 .prepare_cached(
@@ -576,8 +490,7 @@ impl Store for SqliteStore {
                 )
                 .map_err(|e| self.db(e))?;
             for ((hour, accessor), n) in &hourly_actors {
-                stmt.execute(params![hour, page.source_id, accessor, n])
-                    .map_err(|e| self.db(e))?;
+                stmt.execute(params![hour, page.source_id, accessor, n]).map_err(|e| self.db(e))?;
             }
             let mut stmt = tx
                 .prepare_cached(
@@ -587,8 +500,7 @@ impl Store for SqliteStore {
                 )
                 .map_err(|e| self.db(e))?;
             for ((accessor, description), (first, last)) in &actors {
-                stmt.execute(params![accessor, description, first, last])
-                    .map_err(|e| self.db(e))?;
+                stmt.execute(params![accessor, description, first, last]).map_err(|e| self.db(e))?;
             }
         }
         for reject in page.rejects {
@@ -601,8 +513,11 @@ impl Store for SqliteStore {
                 .optional()
                 .map_err(|e| self.db(e))?;
             if let Some(id) = seen {
-                tx.execute("UPDATE rejects SET times_seen = times_seen + 1, last_seen_ms = ?2 WHERE id = ?1", params![id, now])
-                    .map_err(|e| self.db(e))?;
+                tx.execute(
+                    "UPDATE rejects SET times_seen = times_seen + 1, last_seen_ms = ?2 WHERE id = ?1",
+                    params![id, now],
+                )
+                .map_err(|e| self.db(e))?;
             } else {
                 tx.execute(
                     "INSERT INTO rejects (source_id, run_id, reason, raw, first_seen_ms, last_seen_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?5)",
@@ -650,16 +565,9 @@ impl Store for SqliteStore {
         Ok(outcome)
     }
 
-    fn finish_walk(
-        &self,
-        source_id: i64,
-        cursor: Option<Timestamp>,
-        gap: Option<&Gap>,
-    ) -> Result<()> {
+    fn finish_walk(&self, source_id: i64, cursor: Option<Timestamp>, gap: Option<&Gap>) -> Result<()> {
         let mut conn = self.lock();
-        let tx = conn
-            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
-            .map_err(|e| self.db(e))?;
+        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate).map_err(|e| self.db(e))?;
         tx.execute(
             "UPDATE sources SET
                 cursor_ms = CASE WHEN ?2 IS NULL THEN cursor_ms ELSE max(coalesce(cursor_ms, ?2), ?2) END,
@@ -687,7 +595,14 @@ impl Store for SqliteStore {
         self.lock()
             .execute(
                 "UPDATE runs SET finished_ms = ?2, result = ?3, error = ?4, requests = ?5, retries = ?6 WHERE id = ?1",
-                params![run_id, ms(Timestamp::now()), result.label(), error, counts.requests as i64, counts.retries as i64],
+                params![
+                    run_id,
+                    ms(Timestamp::now()),
+                    result.label(),
+                    error,
+                    counts.requests as i64,
+                    counts.retries as i64
+                ],
             )
             .map_err(|e| self.db(e))?;
         Ok(())
@@ -701,8 +616,7 @@ impl Store for SqliteStore {
         each: &mut dyn FnMut(StoredEvent) -> io::Result<()>,
     ) -> Result<u64> {
         let conn = self.lock();
-        let hours =
-            hours(&conn, filter.since.map(ms), filter.until.map(ms)).map_err(|e| self.db(e))?;
+        let hours = hours(&conn, filter.since.map(ms), filter.until.map(ms)).map_err(|e| self.db(e))?;
         let w = where_clause(filter, filter.since.map(ms), filter.until.map(ms), hours);
         let direction = match order {
             Order::OldestFirst => "ASC",
@@ -755,24 +669,15 @@ impl Store for SqliteStore {
             let mut rows = stmt.query(&*w.refs()).map_err(|e| self.db(e))?;
             while let Some(r) = rows.next().map_err(|e| self.db(e))? {
                 let t: i64 = r.get(0).map_err(|e| self.db(e))?;
-                let kind = (
-                    r.get(1).map_err(|e| self.db(e))?,
-                    r.get(2).map_err(|e| self.db(e))?,
-                );
-                tally.add(
-                    t.div_euclid(HOUR_MS),
-                    kind,
-                    r.get(3).map_err(|e| self.db(e))?,
-                    1,
-                );
+                let kind = (r.get(1).map_err(|e| self.db(e))?, r.get(2).map_err(|e| self.db(e))?);
+                tally.add(t.div_euclid(HOUR_MS), kind, r.get(3).map_err(|e| self.db(e))?, 1);
             }
             Ok(())
         };
         if filter.is_time_and_org_only() {
             // Whole hours come from the hourly counts; the partial hours at either end
             // are counted from the events themselves, so the answer is exact.
-            let first_hour =
-                since.map(|s| s.div_euclid(HOUR_MS) + i64::from(s.rem_euclid(HOUR_MS) != 0));
+            let first_hour = since.map(|s| s.div_euclid(HOUR_MS) + i64::from(s.rem_euclid(HOUR_MS) != 0));
             let end_hour = until.map(|u| u.div_euclid(HOUR_MS));
             if let (Some(a), Some(b)) = (first_hour, end_hour)
                 && a >= b
@@ -789,10 +694,9 @@ impl Store for SqliteStore {
                 {
                     scan(Some(b * HOUR_MS), Some(u), &mut tally)?;
                 }
-                for (table, columns) in [
-                    ("hourly_kinds", "h.resource_type, h.resource_action"),
-                    ("hourly_actors", "h.accessor_id"),
-                ] {
+                for (table, columns) in
+                    [("hourly_kinds", "h.resource_type, h.resource_action"), ("hourly_actors", "h.accessor_id")]
+                {
                     let mut w = org_where(filter, "h");
                     if let Some(a) = first_hour {
                         w.and("h.hour >= ?", vec![Box::new(a)]);
@@ -810,19 +714,13 @@ impl Store for SqliteStore {
                         let hour: i64 = r.get(0).map_err(|e| self.db(e))?;
                         if table == "hourly_kinds" {
                             let n: i64 = r.get(3).map_err(|e| self.db(e))?;
-                            let kind = (
-                                r.get(1).map_err(|e| self.db(e))?,
-                                r.get(2).map_err(|e| self.db(e))?,
-                            );
+                            let kind = (r.get(1).map_err(|e| self.db(e))?, r.get(2).map_err(|e| self.db(e))?);
                             *tally.kinds.entry(kind).or_default() += n as u64;
                             *tally.days.entry(hour.div_euclid(24)).or_default() += n as u64;
                             tally.total += n as u64;
                         } else {
                             let n: i64 = r.get(2).map_err(|e| self.db(e))?;
-                            *tally
-                                .actors
-                                .entry(r.get(1).map_err(|e| self.db(e))?)
-                                .or_default() += n as u64;
+                            *tally.actors.entry(r.get(1).map_err(|e| self.db(e))?).or_default() += n as u64;
                         }
                     }
                 }
@@ -833,16 +731,10 @@ impl Store for SqliteStore {
         let mut by_kind: Vec<KindCount> = tally
             .kinds
             .into_iter()
-            .map(|((resource_type, action), count)| KindCount {
-                resource_type,
-                action,
-                count,
-            })
+            .map(|((resource_type, action), count)| KindCount { resource_type, action, count })
             .collect();
         by_kind.sort_by(|a, b| {
-            b.count
-                .cmp(&a.count)
-                .then_with(|| (&a.resource_type, &a.action).cmp(&(&b.resource_type, &b.action)))
+            b.count.cmp(&a.count).then_with(|| (&a.resource_type, &a.action).cmp(&(&b.resource_type, &b.action)))
         });
         let mut actors: Vec<(String, u64)> = tally.actors.into_iter().collect();
         actors.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
@@ -854,32 +746,15 @@ impl Store for SqliteStore {
             .map_err(|e| self.db(e))?;
         let mut top_actors = Vec::with_capacity(actors.len());
         for (accessor_id, count) in actors {
-            let description = describe
-                .query_row([&accessor_id], |r| r.get(0))
-                .optional()
-                .map_err(|e| self.db(e))?;
-            top_actors.push(ActorCount {
-                accessor_id,
-                description,
-                count,
-            });
+            let description = describe.query_row([&accessor_id], |r| r.get(0)).optional().map_err(|e| self.db(e))?;
+            top_actors.push(ActorCount { accessor_id, description, count });
         }
         let per_day = tally
             .days
             .into_iter()
-            .map(|(day, count)| DayCount {
-                day: ts(day * 24 * HOUR_MS).strftime("%Y-%m-%d").to_string(),
-                count,
-            })
+            .map(|(day, count)| DayCount { day: ts(day * 24 * HOUR_MS).strftime("%Y-%m-%d").to_string(), count })
             .collect();
-        Ok(Summary {
-            since: filter.since,
-            until: filter.until,
-            total: tally.total,
-            by_kind,
-            top_actors,
-            per_day,
-        })
+        Ok(Summary { since: filter.since, until: filter.until, total: tally.total, by_kind, top_actors, per_day })
     }
 
     fn status(&self) -> Result<Vec<SourceStatus>> {
@@ -994,6 +869,58 @@ impl Store for SqliteStore {
         .map_err(|e| self.db(e))?
         .collect::<rusqlite::Result<_>>()
         .map_err(|e| self.db(e))
+    }
+
+    fn newest_seq(&self) -> Result<i64> {
+        alerts::newest_seq(&self.lock()).map_err(|e| self.db(e))
+    }
+
+    fn events_after(&self, after: i64, limit: u64, each: &mut dyn FnMut(StoredEvent) -> io::Result<()>) -> Result<u64> {
+        let conn = self.lock();
+        let mut stmt = conn
+            .prepare_cached(&format!(
+                "SELECT {EVENT_COLUMNS} FROM events e JOIN sources s ON s.id = e.source_id WHERE e.seq > ?1 ORDER BY e.seq LIMIT ?2"
+            ))
+            .map_err(|e| self.db(e))?;
+        let mut rows = stmt.query(params![after, i64::try_from(limit).unwrap_or(i64::MAX)]).map_err(|e| self.db(e))?;
+        let mut n = 0;
+        while let Some(row) = rows.next().map_err(|e| self.db(e))? {
+            each(read_event(row).map_err(|e| self.db(e))?)?;
+            n += 1;
+        }
+        Ok(n)
+    }
+
+    fn alert_cursor(&self) -> Result<Option<AlertCursor>> {
+        alerts::alert_cursor(&self.lock()).map_err(|e| self.db(e))
+    }
+
+    fn seen_values(&self, before: Option<Timestamp>) -> Result<SeenValues> {
+        alerts::seen_values(&self.lock(), before).map_err(|e| self.db(e))
+    }
+
+    fn commit_alerts(&self, expected: Option<i64>, cursor: &AlertCursor, new: &[AlertWrite]) -> Result<CommitOutcome> {
+        alerts::commit_alerts(&mut self.lock(), expected, cursor, new).map_err(|e| self.db(e))
+    }
+
+    fn claim_deliveries(&self, now: Timestamp, lease: std::time::Duration, limit: u64) -> Result<Vec<DeliveryJob>> {
+        alerts::claim_deliveries(&mut self.lock(), now, lease, limit).map_err(|e| self.db(e))
+    }
+
+    fn finish_delivery(&self, delivery_id: i64, outcome: &DeliveryOutcome) -> Result<()> {
+        alerts::finish_delivery(&self.lock(), delivery_id, outcome).map_err(|e| self.db(e))
+    }
+
+    fn alerts(&self, filter: &AlertFilter, limit: u64) -> Result<Vec<AlertRecord>> {
+        alerts::alerts(&self.lock(), filter, limit).map_err(|e| self.db(e))
+    }
+
+    fn alert(&self, id: i64) -> Result<Option<AlertRecord>> {
+        alerts::alert(&self.lock(), id).map_err(|e| self.db(e))
+    }
+
+    fn alert_status(&self, recent: u64) -> Result<AlertStatus> {
+        alerts::alert_status(&self.lock(), recent).map_err(|e| self.db(e))
     }
 }
 

@@ -120,4 +120,51 @@ CREATE TABLE rejects (
     UNIQUE (source_id, raw)
 );
 ",
+    // 2: alerts — the engine's cursor and state, the outbox, deliveries.
+    r"
+-- Impersonated events are few: a partial index finds their impersonators cheaply.
+CREATE INDEX events_by_impersonator ON events (impersonator_id) WHERE impersonator_id IS NOT NULL;
+
+CREATE TABLE alert_consumer (
+    id         INTEGER PRIMARY KEY CHECK (id = 1),
+    seq        INTEGER NOT NULL,
+    state      TEXT NOT NULL,
+    updated_ms INTEGER NOT NULL
+);
+
+CREATE TABLE alerts (
+    id              INTEGER PRIMARY KEY,
+    key             TEXT NOT NULL UNIQUE,
+    rule            TEXT NOT NULL,
+    severity        TEXT NOT NULL,
+    group_key       TEXT,
+    title           TEXT NOT NULL,
+    text            TEXT NOT NULL,
+    source          TEXT NOT NULL,
+    event_seq       INTEGER NOT NULL,
+    event_id        TEXT NOT NULL,
+    event_ms        INTEGER NOT NULL,
+    count           INTEGER NOT NULL,
+    window_start_ms INTEGER,
+    window_end_ms   INTEGER,
+    link            TEXT,
+    event           TEXT NOT NULL,
+    raised_ms       INTEGER NOT NULL
+);
+CREATE INDEX alerts_by_time ON alerts (raised_ms);
+
+CREATE TABLE deliveries (
+    id              INTEGER PRIMARY KEY,
+    alert_id        INTEGER NOT NULL,
+    destination     TEXT NOT NULL,
+    state           TEXT NOT NULL,
+    attempts        INTEGER NOT NULL DEFAULT 0,
+    next_attempt_ms INTEGER NOT NULL,
+    lease_until_ms  INTEGER,
+    last_error      TEXT,
+    delivered_ms    INTEGER,
+    UNIQUE (alert_id, destination)
+);
+CREATE INDEX deliveries_due ON deliveries (state, next_attempt_ms);
+",
 ];

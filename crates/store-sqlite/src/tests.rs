@@ -24,24 +24,13 @@ fn walk(next_page: u64) -> Walk {
 
 fn open() -> (tempfile::TempDir, SqliteStore) {
     let dir = tempfile::tempdir().unwrap();
-    let store = SqliteStore::open(
-        &dir.path().join("sub/archive.db"),
-        OpenMode::CreateIfMissing,
-    )
-    .unwrap();
+    let store = SqliteStore::open(&dir.path().join("sub/archive.db"), OpenMode::CreateIfMissing).unwrap();
     (dir, store)
 }
 
 fn store(s: &SqliteStore, source: &Source, run: i64, events: &[AuditEvent]) -> PageOutcome {
-    s.store_page(&PageWrite {
-        source_id: source.id,
-        run_id: run,
-        pages: 1,
-        events,
-        rejects: &[],
-        walk: &walk(2),
-    })
-    .unwrap()
+    s.store_page(&PageWrite { source_id: source.id, run_id: run, pages: 1, events, rejects: &[], walk: &walk(2) })
+        .unwrap()
 }
 
 fn all_ids(s: &SqliteStore, filter: &EventFilter) -> Vec<String> {
@@ -58,25 +47,12 @@ fn all_ids(s: &SqliteStore, filter: &EventFilter) -> Vec<String> {
 fn file_and_folder_are_private() {
     use std::os::unix::fs::PermissionsExt;
     let (dir, _s) = open();
-    let mode = std::fs::metadata(dir.path().join("sub/archive.db"))
-        .unwrap()
-        .permissions()
-        .mode();
+    let mode = std::fs::metadata(dir.path().join("sub/archive.db")).unwrap().permissions().mode();
     assert_eq!(mode & 0o777, 0o600);
-    let mode = std::fs::metadata(dir.path().join("sub"))
-        .unwrap()
-        .permissions()
-        .mode();
+    let mode = std::fs::metadata(dir.path().join("sub")).unwrap().permissions().mode();
     assert_eq!(mode & 0o777, 0o700);
-    let wal = std::fs::metadata(dir.path().join("sub/archive.db-wal"))
-        .unwrap()
-        .permissions()
-        .mode();
-    assert_eq!(
-        wal & 0o777,
-        0o600,
-        "SQLite gives the WAL the database's mode"
-    );
+    let wal = std::fs::metadata(dir.path().join("sub/archive.db-wal")).unwrap().permissions().mode();
+    assert_eq!(wal & 0o777, 0o600, "SQLite gives the WAL the database's mode");
 }
 
 #[test]
@@ -104,19 +80,7 @@ fn reopening_keeps_everything_and_migrates_once() {
         let s = SqliteStore::open(&path, OpenMode::CreateIfMissing).unwrap();
         let src = s.source("acme", "https://app.terraform.io").unwrap();
         let run = s.start_run(src.id, Timestamp::now()).unwrap();
-        store(
-            &s,
-            &src,
-            run,
-            &[event(
-                "a",
-                "2024-01-01T00:00:00Z",
-                "user-1",
-                "ann",
-                "run",
-                "apply",
-            )],
-        );
+        store(&s, &src, run, &[event("a", "2024-01-01T00:00:00Z", "user-1", "ann", "run", "apply")]);
     }
     let s = SqliteStore::open(&path, OpenMode::MustExist).unwrap();
     assert_eq!(all_ids(&s, &EventFilter::default()), ["a"]);
@@ -129,31 +93,14 @@ fn each_event_is_stored_once_by_id() {
     let run = s.start_run(src.id, Timestamp::now()).unwrap();
     let a = event("a", "2024-01-01T00:00:00Z", "user-1", "ann", "run", "apply");
     let b = event("b", "2024-01-01T00:00:00Z", "user-1", "ann", "run", "apply");
-    assert_eq!(
-        store(&s, &src, run, &[a.clone(), b.clone()]),
-        PageOutcome {
-            inserted: 2,
-            duplicates: 0,
-            rejected: 0
-        }
-    );
-    assert_eq!(
-        store(&s, &src, run, &[b, a.clone(), a]),
-        PageOutcome {
-            inserted: 0,
-            duplicates: 3,
-            rejected: 0
-        }
-    );
+    assert_eq!(store(&s, &src, run, &[a.clone(), b.clone()]), PageOutcome { inserted: 2, duplicates: 0, rejected: 0 });
+    assert_eq!(store(&s, &src, run, &[b, a.clone(), a]), PageOutcome { inserted: 0, duplicates: 3, rejected: 0 });
     assert_eq!(all_ids(&s, &EventFilter::default()), ["a", "b"]);
     let st = &s.status().unwrap()[0];
     assert_eq!(st.events, 2);
     assert_eq!(st.organization_id.as_deref(), Some("org-1"));
     let run = st.last_run.as_ref().unwrap();
-    assert_eq!(
-        (run.tally.pages, run.tally.new_events, run.tally.duplicates),
-        (2, 2, 3)
-    );
+    assert_eq!((run.tally.pages, run.tally.new_events, run.tally.duplicates), (2, 2, 3));
 }
 
 #[test]
@@ -189,10 +136,7 @@ fn rejects_are_kept_once_with_their_reason() {
     let (_d, s) = open();
     let src = s.source("acme", "x").unwrap();
     let run = s.start_run(src.id, Timestamp::now()).unwrap();
-    let r = tfaudit_api::RejectedEvent {
-        raw: "\"junk\"".into(),
-        reason: "not a JSON object".into(),
-    };
+    let r = tfaudit_api::RejectedEvent { raw: "\"junk\"".into(), reason: "not a JSON object".into() };
     for _ in 0..3 {
         s.store_page(&PageWrite {
             source_id: src.id,
@@ -222,14 +166,7 @@ fn filters() {
         run,
         &[
             event("1", "2024-01-01T00:00:00Z", "user-A", "Ann", "run", "apply"),
-            event(
-                "2",
-                "2024-01-02T00:00:00Z",
-                "user-B",
-                "bob%_",
-                "authentication_token",
-                "create",
-            ),
+            event("2", "2024-01-02T00:00:00Z", "user-B", "bob%_", "authentication_token", "create"),
             event("3", "2024-01-03T00:00:00Z", "team-C", "ci", "run", "cancel"),
         ],
     );
@@ -238,33 +175,16 @@ fn filters() {
         edit(&mut filter);
         all_ids(&s, &filter)
     };
-    assert_eq!(
-        f(&|x| x.actor = Some(Pattern::new("ann"))),
-        ["1"],
-        "names match case-insensitively"
-    );
+    assert_eq!(f(&|x| x.actor = Some(Pattern::new("ann"))), ["1"], "names match case-insensitively");
     assert_eq!(f(&|x| x.actor = Some(Pattern::new("user-*"))), ["1", "2"]);
-    assert_eq!(
-        f(&|x| x.actor = Some(Pattern::new("bob%_"))),
-        ["2"],
-        "SQL wildcards in a name are literal"
-    );
-    assert_eq!(
-        f(&|x| x.actor = Some(Pattern::new("bob"))),
-        Vec::<String>::new()
-    );
-    assert_eq!(
-        f(&|x| x.resource_type = Some(Pattern::new("run"))),
-        ["1", "3"]
-    );
+    assert_eq!(f(&|x| x.actor = Some(Pattern::new("bob%_"))), ["2"], "SQL wildcards in a name are literal");
+    assert_eq!(f(&|x| x.actor = Some(Pattern::new("bob"))), Vec::<String>::new());
+    assert_eq!(f(&|x| x.resource_type = Some(Pattern::new("run"))), ["1", "3"]);
     assert_eq!(f(&|x| x.action = Some(Pattern::new("c*"))), ["2", "3"]);
     assert_eq!(f(&|x| x.resource_id = Some(Pattern::new("ws-2"))), ["2"]);
     assert_eq!(f(&|x| x.org = Some(Pattern::new("org-1"))), ["1", "2", "3"]);
     assert_eq!(f(&|x| x.org = Some(Pattern::new("acme"))), ["1", "2", "3"]);
-    assert_eq!(
-        f(&|x| x.org = Some(Pattern::new("other"))),
-        Vec::<String>::new()
-    );
+    assert_eq!(f(&|x| x.org = Some(Pattern::new("other"))), Vec::<String>::new());
     assert_eq!(
         f(&|x| {
             x.since = Some("2024-01-02T00:00:00Z".parse().unwrap());
@@ -273,21 +193,13 @@ fn filters() {
         ["2"],
         "since is inclusive, until exclusive"
     );
-    assert_eq!(
-        f(&|x| x.actor = Some(Pattern::new("'; DROP TABLE events; --"))),
-        Vec::<String>::new()
-    );
+    assert_eq!(f(&|x| x.actor = Some(Pattern::new("'; DROP TABLE events; --"))), Vec::<String>::new());
     assert_eq!(all_ids(&s, &EventFilter::default()).len(), 3);
     let mut newest = Vec::new();
-    s.events(
-        &EventFilter::default(),
-        Order::NewestFirst,
-        Some(2),
-        &mut |e| {
-            newest.push(e.event.id);
-            Ok(())
-        },
-    )
+    s.events(&EventFilter::default(), Order::NewestFirst, Some(2), &mut |e| {
+        newest.push(e.event.id);
+        Ok(())
+    })
     .unwrap();
     assert_eq!(newest, ["3", "2"]);
 }
@@ -301,11 +213,7 @@ fn summaries_from_hourly_counts_equal_counting_every_event() {
     let start: Timestamp = "2024-01-01T00:00:00Z".parse().unwrap();
     for i in 0..2000i64 {
         let t = start + jiff::SignedDuration::from_secs(i * 397);
-        let kinds = [
-            ("run", "apply"),
-            ("var", "update"),
-            ("authentication_token", "create"),
-        ];
+        let kinds = [("run", "apply"), ("var", "update"), ("authentication_token", "create")];
         let (rtype, action) = kinds[(i % 3) as usize];
         events.push(event(
             &format!("e{i}"),
@@ -339,17 +247,7 @@ fn summaries_from_hourly_counts_equal_counting_every_event() {
         assert_eq!(fast.by_kind, slow.by_kind);
         assert_eq!(fast.top_actors, slow.top_actors);
         assert_eq!(fast.per_day, slow.per_day);
-        assert_eq!(
-            fast.total,
-            all_ids(
-                &s,
-                &EventFilter {
-                    actor: None,
-                    ..filter
-                }
-            )
-            .len() as u64
-        );
+        assert_eq!(fast.total, all_ids(&s, &EventFilter { actor: None, ..filter }).len() as u64);
     }
     let all = s.summary(&EventFilter::default(), 3).unwrap();
     assert_eq!(all.total, 2000);
@@ -364,44 +262,20 @@ fn queries_use_their_indexes() {
     let (_d, s) = open();
     let src = s.source("acme", "x").unwrap();
     let run = s.start_run(src.id, Timestamp::now()).unwrap();
-    store(
-        &s,
-        &src,
-        run,
-        &[event(
-            "a",
-            "2024-01-01T00:00:00Z",
-            "user-1",
-            "ann",
-            "run",
-            "apply",
-        )],
-    );
+    store(&s, &src, run, &[event("a", "2024-01-01T00:00:00Z", "user-1", "ann", "run", "apply")]);
     let conn = s.lock();
     let plan = |filter: &EventFilter| -> String {
         let h = hours(&conn, filter.since.map(ms), filter.until.map(ms)).unwrap();
         let w = where_clause(filter, filter.since.map(ms), filter.until.map(ms), h);
-        let sql = format!(
-            "EXPLAIN QUERY PLAN SELECT e.seq FROM events e WHERE {} ORDER BY e.ts_ms DESC",
-            w.sql
-        );
+        let sql = format!("EXPLAIN QUERY PLAN SELECT e.seq FROM events e WHERE {} ORDER BY e.ts_ms DESC", w.sql);
         let mut stmt = conn.prepare(&sql).unwrap();
-        let rows = stmt
-            .query_map(&*w.refs(), |r| r.get::<_, String>(3))
-            .unwrap();
+        let rows = stmt.query_map(&*w.refs(), |r| r.get::<_, String>(3)).unwrap();
         rows.map(Result::unwrap).collect::<Vec<_>>().join("; ")
     };
     let since = Some("2023-12-25T00:00:00Z".parse().unwrap());
-    let p = plan(&EventFilter {
-        resource_id: Some(Pattern::new("ws-a")),
-        ..EventFilter::default()
-    });
+    let p = plan(&EventFilter { resource_id: Some(Pattern::new("ws-a")), ..EventFilter::default() });
     assert!(p.contains("events_by_hour_resource"), "{p}");
-    let p = plan(&EventFilter {
-        actor: Some(Pattern::new("ann")),
-        since,
-        ..EventFilter::default()
-    });
+    let p = plan(&EventFilter { actor: Some(Pattern::new("ann")), since, ..EventFilter::default() });
     assert!(p.contains("events_by_actor"), "{p}");
     let p = plan(&EventFilter {
         resource_type: Some(Pattern::new("run")),
@@ -409,10 +283,7 @@ fn queries_use_their_indexes() {
         ..EventFilter::default()
     });
     assert!(p.contains("events_by_kind"), "{p}");
-    let p = plan(&EventFilter {
-        since,
-        ..EventFilter::default()
-    });
+    let p = plan(&EventFilter { since, ..EventFilter::default() });
     assert!(p.contains("events_by_time"), "{p}");
     drop(conn);
     assert_eq!(s.event("a").unwrap().unwrap().event.id, "a");

@@ -49,11 +49,7 @@ impl Pattern {
             let (mut pi, mut ti) = (0, 0);
             let (mut star, mut mark) = (None, 0);
             let eq = |a: char, b: char| {
-                if ci {
-                    a.eq_ignore_ascii_case(&b)
-                } else {
-                    a == b
-                }
+                if ci { a.eq_ignore_ascii_case(&b) } else { a == b }
             };
             while ti < t.len() {
                 if pi < p.len() && (p[pi] == '?' || (p[pi] != '*' && eq(p[pi], t[ti]))) {
@@ -103,10 +99,7 @@ impl EventFilter {
     /// counts can answer a summary).
     #[must_use]
     pub fn is_time_and_org_only(&self) -> bool {
-        self.actor.is_none()
-            && self.resource_type.is_none()
-            && self.action.is_none()
-            && self.resource_id.is_none()
+        self.actor.is_none() && self.resource_type.is_none() && self.action.is_none() && self.resource_id.is_none()
     }
 }
 

@@ -17,35 +17,26 @@ use jiff::Timestamp;
 use serde::Serialize;
 use tfaudit_api::{AuditEvent, RejectedEvent};
 
+mod alerts;
 mod filter;
+pub use alerts::{
+    AlertCursor, AlertFilter, AlertRecord, AlertStatus, AlertWrite, CommitOutcome, DeliveryJob, DeliveryOutcome,
+    DeliveryRecord, DeliveryState, SeenValues,
+};
 pub use filter::{EventFilter, Pattern};
 
 /// Errors of an archive backend.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
-    #[error(
-        "no archive at {path}; run `tfaudit sync` first, or point --db / TFAUDIT_DB at an existing archive"
-    )]
+    #[error("no archive at {path}; run `tfaudit sync` first, or point --db / TFAUDIT_DB at an existing archive")]
     Missing { path: String },
-    #[error(
-        "cannot open the archive {path}: {cause}; check the path (--db or TFAUDIT_DB) and its permissions"
-    )]
+    #[error("cannot open the archive {path}: {cause}; check the path (--db or TFAUDIT_DB) and its permissions")]
     Open { path: String, cause: String },
-    #[error(
-        "the archive {path} has schema version {found}, newer than this tfaudit knows ({known}); upgrade tfaudit"
-    )]
-    TooNew {
-        path: String,
-        found: i64,
-        known: i64,
-    },
-    #[error(
-        "the archive is locked by another process for too long; try again when the other tfaudit has finished"
-    )]
+    #[error("the archive {path} has schema version {found}, newer than this tfaudit knows ({known}); upgrade tfaudit")]
+    TooNew { path: String, found: i64, known: i64 },
+    #[error("the archive is locked by another process for too long; try again when the other tfaudit has finished")]
     Busy,
-    #[error(
-        "the archive {path} is damaged ({cause}); restore it from a backup or sync into a new one"
-    )]
+    #[error("the archive {path} is damaged ({cause}); restore it from a backup or sync into a new one")]
     Corrupt { path: String, cause: String },
     #[error("archive error: {0}")]
     Database(String),
@@ -283,12 +274,7 @@ pub trait Store: Send + Sync {
     ///
     /// # Errors
     /// On a database failure; then the cursor has not moved.
-    fn finish_walk(
-        &self,
-        source_id: i64,
-        cursor: Option<Timestamp>,
-        gap: Option<&Gap>,
-    ) -> Result<()>;
+    fn finish_walk(&self, source_id: i64, cursor: Option<Timestamp>, gap: Option<&Gap>) -> Result<()>;
 
     /// Records how a run ended.
     ///
@@ -332,4 +318,73 @@ pub trait Store: Send + Sync {
     /// # Errors
     /// On a database failure.
     fn rejects(&self, limit: u64) -> Result<Vec<Reject>>;
+
+    /// The newest event's `seq` (0 for an empty archive).
+    ///
+    /// # Errors
+    /// On a database failure.
+    fn newest_seq(&self) -> Result<i64>;
+
+    /// Calls `each` for events with `seq > after`, in `seq` order, at most `limit`.
+    ///
+    /// # Errors
+    /// On a database failure, or the first error `each` returns.
+    fn events_after(&self, after: i64, limit: u64, each: &mut dyn FnMut(StoredEvent) -> io::Result<()>) -> Result<u64>;
+
+    /// The alert engine's cursor and state; `None` before it first ran.
+    ///
+    /// # Errors
+    /// On a database failure.
+    fn alert_cursor(&self) -> Result<Option<AlertCursor>>;
+
+    /// Accessors, impersonators and type/action pairs of events before `before` (all
+    /// events when `None`).
+    ///
+    /// # Errors
+    /// On a database failure.
+    fn seen_values(&self, before: Option<Timestamp>) -> Result<SeenValues>;
+
+    /// In one transaction: stores the new alerts (each once by key) with a pending
+    /// delivery per destination, and moves the cursor from `expected` to `cursor`.
+    /// If another process moved the cursor from `expected` first, writes nothing.
+    ///
+    /// # Errors
+    /// On a database failure; then nothing was written.
+    fn commit_alerts(
+        &self,
+        expected: Option<i64>,
+        cursor: &AlertCursor,
+        alerts: &[AlertWrite],
+    ) -> Result<CommitOutcome>;
+
+    /// Claims up to `limit` deliveries that are due at `now` for `lease`: no other
+    /// process picks them up until the lease ends or they are finished.
+    ///
+    /// # Errors
+    /// On a database failure.
+    fn claim_deliveries(&self, now: Timestamp, lease: std::time::Duration, limit: u64) -> Result<Vec<DeliveryJob>>;
+
+    /// Records how a delivery attempt ended.
+    ///
+    /// # Errors
+    /// On a database failure.
+    fn finish_delivery(&self, delivery_id: i64, outcome: &DeliveryOutcome) -> Result<()>;
+
+    /// Alerts, newest first, with their deliveries.
+    ///
+    /// # Errors
+    /// On a database failure.
+    fn alerts(&self, filter: &AlertFilter, limit: u64) -> Result<Vec<AlertRecord>>;
+
+    /// One alert with its deliveries.
+    ///
+    /// # Errors
+    /// On a database failure.
+    fn alert(&self, id: i64) -> Result<Option<AlertRecord>>;
+
+    /// Delivery counts and recent alerts.
+    ///
+    /// # Errors
+    /// On a database failure.
+    fn alert_status(&self, recent: u64) -> Result<AlertStatus>;
 }

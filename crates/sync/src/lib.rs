@@ -25,9 +25,7 @@ use std::time::Duration;
 use jiff::{SignedDuration, Timestamp};
 use serde::Serialize;
 use tfaudit_api::{ApiError, AuditEvent, Client, PageRequest, RejectedEvent};
-use tfaudit_store::{
-    Gap, PageOutcome, PageWrite, RunCounts, RunResult, RunTally, Store, StoreError, Walk,
-};
+use tfaudit_store::{Gap, PageOutcome, PageWrite, RunCounts, RunResult, RunTally, Store, StoreError, Walk};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
@@ -50,11 +48,7 @@ pub struct WalkOptions {
 
 impl Default for WalkOptions {
     fn default() -> Self {
-        Self {
-            overlap: Duration::from_secs(600),
-            page_size: 1000,
-            retention: Duration::from_secs(14 * 86_400),
-        }
+        Self { overlap: Duration::from_secs(600), page_size: 1000, retention: Duration::from_secs(14 * 86_400) }
     }
 }
 
@@ -105,11 +99,7 @@ pub enum SyncError {
         "the token for {source_name:?} returns events of organization {found}, but the archive's {source_name:?} holds {known}; \
          give each organization its own entry (name) in a config file"
     )]
-    OrganizationChanged {
-        source_name: String,
-        known: String,
-        found: String,
-    },
+    OrganizationChanged { source_name: String, known: String, found: String },
     #[error("internal error: {0}")]
     Internal(String),
 }
@@ -158,16 +148,7 @@ pub async fn sync(
     };
     let requests_before = client.stats().requests();
     let retries_before = client.stats().retries();
-    let result = walk(
-        store.clone(),
-        client,
-        &source,
-        run_id,
-        options,
-        progress,
-        cancel,
-    )
-    .await;
+    let result = walk(store.clone(), client, &source, run_id, options, progress, cancel).await;
     progress.end();
     let counts = RunCounts {
         requests: client.stats().requests() - requests_before,
@@ -207,9 +188,7 @@ async fn walk(
             (w.clone(), Some(w.next_page))
         }
         _ => {
-            let gap_from = source
-                .cursor
-                .filter(|c| now.checked_sub(retention).is_ok_and(|edge| *c < edge));
+            let gap_from = source.cursor.filter(|c| now.checked_sub(retention).is_ok_and(|edge| *c < edge));
             (
                 Walk {
                     since: source.cursor.map(|c| c.checked_sub(overlap).unwrap_or(c)),
@@ -243,76 +222,71 @@ async fn walk(
         let source_name = source.name.clone();
         let mut known_org = source.organization_id.clone();
         let mut walk = walk.clone();
-        tokio::task::spawn_blocking(
-            move || -> Result<(Walk, PageOutcome, u64, bool), SyncError> {
-                let mut total = PageOutcome::default();
-                let mut pages = 0;
-                let mut reached_end = false;
-                while let Some(first) = rx.blocking_recv() {
-                    // Pages that are already waiting go into the same transaction: fewer
-                    // commits when the archive is the bottleneck (a backfill), and no
-                    // waiting when it is not.
-                    let mut batch = vec![first];
-                    let mut queued = batch[0].events.len();
-                    while queued < GROUP_COMMIT_EVENTS {
-                        match rx.try_recv() {
-                            Ok(more) => {
-                                queued += more.events.len();
-                                batch.push(more);
-                            }
-                            Err(_) => break,
+        tokio::task::spawn_blocking(move || -> Result<(Walk, PageOutcome, u64, bool), SyncError> {
+            let mut total = PageOutcome::default();
+            let mut pages = 0;
+            let mut reached_end = false;
+            while let Some(first) = rx.blocking_recv() {
+                // Pages that are already waiting go into the same transaction: fewer
+                // commits when the archive is the bottleneck (a backfill), and no
+                // waiting when it is not.
+                let mut batch = vec![first];
+                let mut queued = batch[0].events.len();
+                while queued < GROUP_COMMIT_EVENTS {
+                    match rx.try_recv() {
+                        Ok(more) => {
+                            queued += more.events.len();
+                            batch.push(more);
                         }
+                        Err(_) => break,
                     }
-                    let (mut events, mut rejects) = (Vec::with_capacity(queued), Vec::new());
-                    let mut elements = 0;
-                    for page in batch.iter_mut() {
-                        check_organization(&source_name, &mut known_org, &page.events)?;
-                        for e in &page.events {
-                            walk.newest =
-                                Some(walk.newest.map_or(e.timestamp, |n| n.max(e.timestamp)));
-                            walk.oldest =
-                                Some(walk.oldest.map_or(e.timestamp, |o| o.min(e.timestamp)));
-                        }
-                        walk.next_page = page.number + 1;
-                        elements += page.elements;
-                        if page.next.is_none() {
-                            reached_end = true;
-                        }
-                        events.append(&mut page.events);
-                        rejects.append(&mut page.rejects);
-                    }
-                    let outcome = store.store_page(&PageWrite {
-                        source_id,
-                        run_id,
-                        pages: batch.len() as u64,
-                        events: &events,
-                        rejects: &rejects,
-                        walk: &walk,
-                    })?;
-                    total.inserted += outcome.inserted;
-                    total.duplicates += outcome.duplicates;
-                    total.rejected += outcome.rejected;
-                    pages += batch.len() as u64;
-                    if outcome.rejected > 0 {
-                        tracing::warn!(source = %source_name, rejected = outcome.rejected, "elements that are not events were set aside (see `tfaudit status --rejects`)");
-                    }
-                    tracing::debug!(
-                        pages = batch.len(),
-                        next_page = walk.next_page,
-                        elements,
-                        new = outcome.inserted,
-                        "pages stored"
-                    );
                 }
-                Ok((walk, total, pages, reached_end))
-            },
-        )
+                let (mut events, mut rejects) = (Vec::with_capacity(queued), Vec::new());
+                let mut elements = 0;
+                for page in batch.iter_mut() {
+                    check_organization(&source_name, &mut known_org, &page.events)?;
+                    for e in &page.events {
+                        walk.newest = Some(walk.newest.map_or(e.timestamp, |n| n.max(e.timestamp)));
+                        walk.oldest = Some(walk.oldest.map_or(e.timestamp, |o| o.min(e.timestamp)));
+                    }
+                    walk.next_page = page.number + 1;
+                    elements += page.elements;
+                    if page.next.is_none() {
+                        reached_end = true;
+                    }
+                    events.append(&mut page.events);
+                    rejects.append(&mut page.rejects);
+                }
+                let outcome = store.store_page(&PageWrite {
+                    source_id,
+                    run_id,
+                    pages: batch.len() as u64,
+                    events: &events,
+                    rejects: &rejects,
+                    walk: &walk,
+                })?;
+                total.inserted += outcome.inserted;
+                total.duplicates += outcome.duplicates;
+                total.rejected += outcome.rejected;
+                pages += batch.len() as u64;
+                if outcome.rejected > 0 {
+                    tracing::warn!(source = %source_name, rejected = outcome.rejected, "elements that are not events were set aside (see `tfaudit status --rejects`)");
+                }
+                tracing::debug!(
+                    pages = batch.len(),
+                    next_page = walk.next_page,
+                    elements,
+                    new = outcome.inserted,
+                    "pages stored"
+                );
+            }
+            Ok((walk, total, pages, reached_end))
+        })
     };
 
     let fetch_result = fetch_pages(client, &walk, progress, cancel, tx).await;
-    let (walk, total, pages, reached_end) = writer
-        .await
-        .map_err(|e| SyncError::Internal(format!("the archive writer stopped: {e}")))??;
+    let (walk, total, pages, reached_end) =
+        writer.await.map_err(|e| SyncError::Internal(format!("the archive writer stopped: {e}")))??;
     fetch_result?;
 
     let complete = reached_end;
@@ -374,11 +348,7 @@ async fn fetch_pages(
         if cancel.is_cancelled() {
             return Ok(());
         }
-        let request = PageRequest {
-            since: walk.since,
-            page: number,
-            page_size: walk.page_size,
-        };
+        let request = PageRequest { since: walk.since, page: number, page_size: walk.page_size };
         let page = tokio::select! {
             page = client.fetch_page(&request) => page?,
             () = cancel.cancelled() => return Ok(()),
@@ -397,17 +367,7 @@ async fn fetch_pages(
             }
         }
         progress.page(elements);
-        if tx
-            .send(Fetched {
-                number,
-                next,
-                events,
-                rejects,
-                elements,
-            })
-            .await
-            .is_err()
-        {
+        if tx.send(Fetched { number, next, events, rejects, elements }).await.is_err() {
             // The writer stopped; its error is the one to report.
             return Ok(());
         }
@@ -421,11 +381,7 @@ async fn fetch_pages(
 /// Refuses a page whose events all belong to another organization than the one this
 /// source has archived: that is a token swapped under the same name, and continuing
 /// would give the new organization the old one's cursor and skip its history.
-fn check_organization(
-    source: &str,
-    known: &mut Option<String>,
-    events: &[AuditEvent],
-) -> Result<(), SyncError> {
+fn check_organization(source: &str, known: &mut Option<String>, events: &[AuditEvent]) -> Result<(), SyncError> {
     let mut orgs = events.iter().filter_map(|e| e.organization_id.as_deref());
     let Some(first) = orgs.next() else {
         return Ok(());
@@ -436,10 +392,7 @@ fn check_organization(
             Ok(())
         }
         Some(k) => {
-            let all_foreign = events
-                .iter()
-                .filter_map(|e| e.organization_id.as_deref())
-                .all(|o| o != k);
+            let all_foreign = events.iter().filter_map(|e| e.organization_id.as_deref()).all(|o| o != k);
             if all_foreign {
                 Err(SyncError::OrganizationChanged {
                     source_name: source.to_owned(),
@@ -456,8 +409,5 @@ fn check_organization(
 async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> Result<T, StoreError> + Send + 'static,
 ) -> Result<T, SyncError> {
-    tokio::task::spawn_blocking(f)
-        .await
-        .map_err(|e| SyncError::Internal(e.to_string()))?
-        .map_err(SyncError::from)
+    tokio::task::spawn_blocking(f).await.map_err(|e| SyncError::Internal(e.to_string()))?.map_err(SyncError::from)
 }

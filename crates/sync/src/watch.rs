@@ -36,15 +36,7 @@ pub async fn watch(
         let (store, cancel, on_sync) = (store.clone(), cancel.clone(), on_sync.clone());
         tasks.spawn(async move {
             loop {
-                let result = sync(
-                    store.clone(),
-                    &org.client,
-                    &org.name,
-                    org.walk,
-                    &NoProgress,
-                    &cancel,
-                )
-                .await;
+                let result = sync(store.clone(), &org.client, &org.name, org.walk, &NoProgress, &cancel).await;
                 on_sync(&org.name, &result);
                 tokio::select! {
                     () = tokio::time::sleep(org.interval) => {}

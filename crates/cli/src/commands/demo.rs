@@ -22,20 +22,10 @@ fn heading(out: &mut dyn Write, text: &str) -> io::Result<()> {
 
 pub async fn demo(args: &DemoArgs) -> Result<(), Failure> {
     let mut out = io::stdout().lock();
-    let sim_config = SimConfig {
-        events: args.events,
-        malformed: 3,
-        hostile: 0.08,
-        ..SimConfig::default()
-    };
-    let sim = Sim::start(
-        sim_config,
-        "127.0.0.1:0"
-            .parse()
-            .map_err(|_| Failure::Internal("bad address".into()))?,
-    )
-    .await
-    .map_err(|e| Failure::Internal(format!("cannot start the simulator on 127.0.0.1: {e}")))?;
+    let sim_config = SimConfig { events: args.events, malformed: 3, hostile: 0.08, ..SimConfig::default() };
+    let sim = Sim::start(sim_config, "127.0.0.1:0".parse().map_err(|_| Failure::Internal("bad address".into()))?)
+        .await
+        .map_err(|e| Failure::Internal(format!("cannot start the simulator on 127.0.0.1: {e}")))?;
     let dir = std::env::temp_dir().join("tfaudit-demo");
     let db = dir.join("archive.db");
     for suffix in ["", "-wal", "-shm"] {
@@ -58,46 +48,20 @@ pub async fn demo(args: &DemoArgs) -> Result<(), Failure> {
     let cancel = crate::stop_on_signals();
     let name = "demo-org";
 
-    heading(
-        &mut out,
-        "1. First sync: backfill the whole retention window",
-    )?;
-    writeln!(
-        out,
-        "$ TFE_ADDRESS={} TFE_TOKEN={} tfaudit --db {} sync",
-        sim.url(),
-        sim.token(),
-        db.display()
-    )?;
+    heading(&mut out, "1. First sync: backfill the whole retention window")?;
+    writeln!(out, "$ TFE_ADDRESS={} TFE_TOKEN={} tfaudit --db {} sync", sim.url(), sim.token(), db.display())?;
     let bar = Bar::new(io::stderr().is_terminal(), name);
-    let report = tfaudit_sync::sync(
-        store.clone(),
-        &client,
-        name,
-        WalkOptions::default(),
-        &bar,
-        &cancel,
-    )
-    .await?;
+    let report = tfaudit_sync::sync(store.clone(), &client, name, WalkOptions::default(), &bar, &cancel).await?;
     writeln!(out, "{}", super::sync::report_line(&report))?;
 
-    heading(
-        &mut out,
-        "2. Five new events arrive (two in the same second, one late); sync again",
-    )?;
+    heading(&mut out, "2. Five new events arrive (two in the same second, one late); sync again")?;
     let now = Timestamp::now().as_second();
     for ts in [now, now, now - 1, now - 90, now] {
         sim.add_event(ts);
     }
-    let report = tfaudit_sync::sync(
-        store.clone(),
-        &client,
-        name,
-        WalkOptions::default(),
-        &tfaudit_sync::NoProgress,
-        &cancel,
-    )
-    .await?;
+    let report =
+        tfaudit_sync::sync(store.clone(), &client, name, WalkOptions::default(), &tfaudit_sync::NoProgress, &cancel)
+            .await?;
     writeln!(out, "{}", super::sync::report_line(&report))?;
     writeln!(
         out,
@@ -110,20 +74,9 @@ pub async fn demo(args: &DemoArgs) -> Result<(), Failure> {
     output::status_text(&store.status()?, &mut out)?;
 
     heading(&mut out, "4. Summary of the last 14 days")?;
-    writeln!(
-        out,
-        "$ tfaudit --db {} summary --since 14d --top 5",
-        db.display()
-    )?;
-    let since = tfaudit_config::parse_when("14d", Timestamp::now())
-        .map_err(|e| Failure::Internal(e.to_string()))?;
-    let summary = store.summary(
-        &EventFilter {
-            since: Some(since),
-            ..EventFilter::default()
-        },
-        5,
-    )?;
+    writeln!(out, "$ tfaudit --db {} summary --since 14d --top 5", db.display())?;
+    let since = tfaudit_config::parse_when("14d", Timestamp::now()).map_err(|e| Failure::Internal(e.to_string()))?;
+    let summary = store.summary(&EventFilter { since: Some(since), ..EventFilter::default() }, 5)?;
     let mut short = summary.clone();
     short.by_kind.truncate(8);
     output::summary_text(&short, true, &mut out)?;
@@ -160,26 +113,12 @@ pub async fn demo(args: &DemoArgs) -> Result<(), Failure> {
         (
             "What did alice do? (names are untrusted: markup and escape codes print harmlessly)",
             "query --actor 'alice*' --limit 5",
-            EventFilter {
-                actor: Some(Pattern::new("alice*")),
-                ..EventFilter::default()
-            },
+            EventFilter { actor: Some(Pattern::new("alice*")), ..EventFilter::default() },
         ),
     ];
     for (question, command, filter) in examples {
-        writeln!(
-            out,
-            "\n{question}\n$ tfaudit --db {} {command}",
-            db.display()
-        )?;
-        super::read::write_events(
-            &*store,
-            &filter,
-            Order::NewestFirst,
-            Some(5),
-            QueryFormat::Table,
-            &mut out,
-        )?;
+        writeln!(out, "\n{question}\n$ tfaudit --db {} {command}", db.display())?;
+        super::read::write_events(&*store, &filter, Order::NewestFirst, Some(5), QueryFormat::Table, &mut out)?;
     }
 
     heading(&mut out, "Next")?;

@@ -9,8 +9,7 @@ use tfaudit_store::{EventFilter, Order, Pattern, Store};
 use tfaudit_store_sqlite::{OpenMode, SqliteStore};
 
 use crate::args::{
-    Cli, ExportArgs, ExportFormat, FilterArgs, QueryArgs, QueryFormat, ReportFormat, StatusArgs,
-    SummaryArgs,
+    Cli, ExportArgs, ExportFormat, FilterArgs, QueryArgs, QueryFormat, ReportFormat, StatusArgs, SummaryArgs,
 };
 use crate::failure::Failure;
 use crate::output::{self, EventWriter};
@@ -18,18 +17,13 @@ use crate::settings;
 
 pub fn open_for_reading(cli: &Cli) -> Result<SqliteStore, Failure> {
     let config = settings::config(cli)?;
-    Ok(SqliteStore::open(
-        &settings::db_path(cli, config.as_ref()),
-        OpenMode::MustExist,
-    )?)
+    Ok(SqliteStore::open(&settings::db_path(cli, config.as_ref()), OpenMode::MustExist)?)
 }
 
 /// Checks filter flags once, so that the store only ever sees valid filters.
 pub fn filter(args: &FilterArgs, now: Timestamp) -> Result<EventFilter, Failure> {
     let when = |flag: &str, v: &Option<String>| -> Result<Option<Timestamp>, Failure> {
-        v.as_deref()
-            .map(|t| parse_when(t, now).map_err(|e| Failure::Usage(format!("--{flag}: {e}"))))
-            .transpose()
+        v.as_deref().map(|t| parse_when(t, now).map_err(|e| Failure::Usage(format!("--{flag}: {e}")))).transpose()
     };
     let pattern = |v: &Option<String>| v.as_ref().map(Pattern::new);
     let f = EventFilter {
@@ -76,11 +70,8 @@ pub fn write_events(
 pub fn query(cli: &Cli, args: &QueryArgs) -> Result<(), Failure> {
     let filter = filter(&args.filter, Timestamp::now())?;
     let store = open_for_reading(cli)?;
-    let format = args.format.unwrap_or(if io::stdout().is_terminal() {
-        QueryFormat::Table
-    } else {
-        QueryFormat::Jsonl
-    });
+    let format =
+        args.format.unwrap_or(if io::stdout().is_terminal() { QueryFormat::Table } else { QueryFormat::Jsonl });
     let limit = (args.limit > 0).then_some(args.limit);
     let mut out = BufWriter::new(io::stdout().lock());
     write_events(&store, &filter, Order::NewestFirst, limit, format, &mut out)?;
@@ -105,17 +96,15 @@ pub fn export(cli: &Cli, args: &ExportArgs) -> Result<(), Failure> {
             // Written beside the target and renamed when complete: a failed export never
             // leaves a file that looks whole.
             let partial = partial_path(path);
-            let file = create_private(&partial).map_err(|e| {
-                Failure::Output(format!("cannot create {}: {e}", partial.display()))
-            })?;
+            let file = create_private(&partial)
+                .map_err(|e| Failure::Output(format!("cannot create {}: {e}", partial.display())))?;
             let mut out = BufWriter::with_capacity(1 << 16, file);
             let result = write_events(&store, &filter, Order::OldestFirst, None, format, &mut out)
                 .and_then(|n| out.flush().map(|()| n).map_err(Failure::from));
             match result {
                 Ok(n) => {
-                    std::fs::rename(&partial, path).map_err(|e| {
-                        Failure::Output(format!("cannot write {}: {e}", path.display()))
-                    })?;
+                    std::fs::rename(&partial, path)
+                        .map_err(|e| Failure::Output(format!("cannot write {}: {e}", path.display())))?;
                     if !cli.quiet {
                         eprintln!("wrote {} events to {}", output::count(n), path.display());
                     }
@@ -131,22 +120,14 @@ pub fn export(cli: &Cli, args: &ExportArgs) -> Result<(), Failure> {
 }
 
 fn partial_path(path: &Path) -> PathBuf {
-    let mut name = path
-        .file_name()
-        .map(std::ffi::OsStr::to_os_string)
-        .unwrap_or_default();
+    let mut name = path.file_name().map(std::ffi::OsStr::to_os_string).unwrap_or_default();
     name.push(".partial");
     path.with_file_name(name)
 }
 
 fn create_private(path: &Path) -> io::Result<std::fs::File> {
     use std::os::unix::fs::OpenOptionsExt;
-    std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(path)
+    std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(path)
 }
 
 pub fn summary(cli: &Cli, args: &SummaryArgs) -> Result<(), Failure> {
@@ -161,8 +142,7 @@ pub fn summary(cli: &Cli, args: &SummaryArgs) -> Result<(), Failure> {
     let mut out = io::stdout().lock();
     match args.format {
         ReportFormat::Json => {
-            serde_json::to_writer_pretty(&mut out, &summary)
-                .map_err(|e| Failure::Output(e.to_string()))?;
+            serde_json::to_writer_pretty(&mut out, &summary).map_err(|e| Failure::Output(e.to_string()))?;
             writeln!(out)?;
         }
         ReportFormat::Text => output::summary_text(&summary, io::stdout().is_terminal(), &mut out)?,
@@ -176,23 +156,17 @@ pub fn status(cli: &Cli, args: &StatusArgs) -> Result<(), Failure> {
     let mut out = io::stdout().lock();
     match args.format {
         ReportFormat::Json => {
-            let rejects = if args.rejects {
-                Some(store.rejects(100)?)
-            } else {
-                None
-            };
-            let value = serde_json::json!({"archive": store.path(), "organizations": sources, "rejects": rejects});
-            serde_json::to_writer_pretty(&mut out, &value)
-                .map_err(|e| Failure::Output(e.to_string()))?;
+            let rejects = if args.rejects { Some(store.rejects(100)?) } else { None };
+            let alerts = store.alert_status(10)?;
+            let value =
+                serde_json::json!({"archive": store.path(), "organizations": sources, "rejects": rejects, "alerts": alerts});
+            serde_json::to_writer_pretty(&mut out, &value).map_err(|e| Failure::Output(e.to_string()))?;
             writeln!(out)?;
         }
         ReportFormat::Text => {
-            writeln!(
-                out,
-                "archive {}\n",
-                output::terminal_safe(&store.path().display().to_string())
-            )?;
+            writeln!(out, "archive {}\n", output::terminal_safe(&store.path().display().to_string()))?;
             output::status_text(&sources, &mut out)?;
+            alerts_text(&store.alert_status(5)?, &mut out)?;
             if args.rejects {
                 let rejects = store.rejects(100)?;
                 writeln!(out, "\nrejected elements (most recent first)")?;
@@ -210,6 +184,41 @@ pub fn status(cli: &Cli, args: &StatusArgs) -> Result<(), Failure> {
                         output::terminal_safe(&r.raw.chars().take(300).collect::<String>())
                     )?;
                 }
+            }
+        }
+    }
+    Ok(())
+}
+
+fn alerts_text(s: &tfaudit_store::AlertStatus, out: &mut dyn Write) -> io::Result<()> {
+    writeln!(out, "\nalerts")?;
+    match s.cursor {
+        None => writeln!(out, "  engine      not started (runs in `tfaudit watch` and `tfaudit alerts run`)")?,
+        Some(c) if c >= s.newest_seq => writeln!(out, "  engine      up to date (event {c})")?,
+        Some(c) => writeln!(out, "  engine      at event {c} of {}", s.newest_seq)?,
+    }
+    writeln!(
+        out,
+        "  raised      {}; deliveries {} delivered, {} pending, {} failing, {} abandoned",
+        output::count(s.alerts),
+        output::count(s.delivered),
+        output::count(s.pending),
+        output::count(s.failing),
+        output::count(s.abandoned)
+    )?;
+    for a in &s.recent {
+        writeln!(
+            out,
+            "  {:>6}  {}  {:<8}  {}  [{}]",
+            a.id,
+            output::time(a.raised_at),
+            a.severity,
+            output::terminal_safe(&a.title),
+            super::alerts::delivery_summary(a)
+        )?;
+        for d in a.deliveries.iter().filter(|d| d.state == tfaudit_store::DeliveryState::Failing) {
+            if let Some(e) = &d.last_error {
+                writeln!(out, "          {} last error: {}", d.destination, output::terminal_safe(e))?;
             }
         }
     }

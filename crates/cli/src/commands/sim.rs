@@ -17,9 +17,7 @@ pub fn config(a: &SimArgs) -> Result<SimConfig, Failure> {
         ("--slow-rate", a.slow_rate),
     ] {
         if !(0.0..=1.0).contains(&p) {
-            return Err(Failure::Usage(format!(
-                "{flag} is a share of requests, between 0 and 1 (got {p})"
-            )));
+            return Err(Failure::Usage(format!("{flag} is a share of requests, between 0 and 1 (got {p})")));
         }
     }
     if !(0.0..=100_000.0).contains(&a.live_rate) {
@@ -66,23 +64,16 @@ pub fn config(a: &SimArgs) -> Result<SimConfig, Failure> {
 pub async fn sim(args: &SimArgs) -> Result<(), Failure> {
     let config = config(args)?;
     let events = config.events;
-    let sim = Sim::start(config, args.listen).await.map_err(|e| {
-        Failure::Usage(format!(
-            "cannot listen on {}: {e}; pick another --listen address",
-            args.listen
-        ))
-    })?;
+    let sim = Sim::start(config, args.listen)
+        .await
+        .map_err(|e| Failure::Usage(format!("cannot listen on {}: {e}; pick another --listen address", args.listen)))?;
     println!(
         "tfaudit sim: {} events of history at {} (token: {})",
         crate::output::count(events),
         sim.url(),
         args.token
     );
-    println!(
-        "try:  TFE_ADDRESS={} TFE_TOKEN={} tfaudit sync",
-        sim.url(),
-        args.token
-    );
+    println!("try:  TFE_ADDRESS={} TFE_TOKEN={} tfaudit sync", sim.url(), args.token);
     println!("stop with Ctrl-C");
     let cancel = crate::stop_on_signals();
     sim.run_until(cancel).await;

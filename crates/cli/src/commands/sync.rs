@@ -15,10 +15,7 @@ use crate::progress::Bar;
 use crate::settings;
 
 pub fn open_for_writing(path: &Path) -> Result<Arc<dyn Store>, Failure> {
-    Ok(Arc::new(SqliteStore::open(
-        path,
-        OpenMode::CreateIfMissing,
-    )?))
+    Ok(Arc::new(SqliteStore::open(path, OpenMode::CreateIfMissing)?))
 }
 
 /// One line saying what a sync did.
@@ -36,10 +33,7 @@ pub fn report_line(r: &SyncReport) -> String {
         line.push_str(&format!("; resumed at page {p}"));
     }
     if r.tally.rejects > 0 {
-        line.push_str(&format!(
-            "; {} rejected (not events; see `tfaudit status --rejects`)",
-            count(r.tally.rejects)
-        ));
+        line.push_str(&format!("; {} rejected (not events; see `tfaudit status --rejects`)", count(r.tally.rejects)));
     }
     match r.cursor {
         Some(c) if r.complete => line.push_str(&format!("; cursor {}", time(c))),
@@ -70,21 +64,12 @@ pub async fn sync(cli: &Cli, args: &SyncArgs) -> Result<(), Failure> {
     let mut failure = None;
     for org in &organizations {
         let bar = Bar::new(show_bar, &org.name);
-        let result = tfaudit_sync::sync(
-            store.clone(),
-            &org.client,
-            &org.name,
-            org.walk_options(),
-            &bar,
-            &cancel,
-        )
-        .await;
+        let result = tfaudit_sync::sync(store.clone(), &org.client, &org.name, org.walk_options(), &bar, &cancel).await;
         match result {
             Ok(report) => {
                 gap_banner(&report);
                 if args.json {
-                    let line = serde_json::to_string(&report)
-                        .map_err(|e| Failure::Internal(e.to_string()))?;
+                    let line = serde_json::to_string(&report).map_err(|e| Failure::Internal(e.to_string()))?;
                     writeln!(std::io::stdout(), "{line}")?;
                 } else if !cli.quiet {
                     writeln!(std::io::stdout(), "{}", report_line(&report))?;
@@ -111,9 +96,7 @@ pub async fn sync(cli: &Cli, args: &SyncArgs) -> Result<(), Failure> {
     match failure {
         None => Ok(()),
         // With several organizations each error was printed as it happened.
-        Some(f) if organizations.len() > 1 && !matches!(f, Failure::Interrupted) => {
-            Err(Failure::from_code_only(f))
-        }
+        Some(f) if organizations.len() > 1 && !matches!(f, Failure::Interrupted) => Err(Failure::from_code_only(f)),
         Some(f) => Err(f),
     }
 }
@@ -136,10 +119,24 @@ pub async fn watch(cli: &Cli, args: &WatchArgs) -> Result<(), Failure> {
     for o in &orgs {
         tracing::info!(organization = %o.name, address = o.client.address(), interval = %tfaudit_config::Duration(o.interval), "watching");
     }
+    // The alert engine runs beside the syncs, woken by each one that stores events.
+    let wake = Arc::new(tokio::sync::Notify::new());
+    let alerts_on = !args.no_alerts && config.as_ref().is_none_or(|(_, f)| f.alerts.enabled != Some(false));
+    let alert_task = if alerts_on {
+        let alert_settings = Arc::new(settings::alerts(config.as_ref(), args.rules.as_deref())?);
+        tracing::info!(rules = alert_settings.rules.enabled().count(), "alerts on");
+        let runner = tfaudit_alerts::runner::Runner::new(store.clone(), alert_settings);
+        Some(tokio::spawn(runner.run(cancel.clone(), wake.clone(), std::time::Duration::from_secs(1))))
+    } else {
+        None
+    };
     let on_sync: tfaudit_sync::OnSync = Arc::new(
         move |name: &str, result: &Result<SyncReport, SyncError>| match result {
             Ok(report) => {
                 gap_banner(report);
+                if report.tally.new_events > 0 {
+                    wake.notify_one();
+                }
                 if json {
                     if let Ok(line) = serde_json::to_string(report) {
                         println!("{line}");
@@ -154,5 +151,8 @@ pub async fn watch(cli: &Cli, args: &WatchArgs) -> Result<(), Failure> {
         },
     );
     tfaudit_sync::watch(store, orgs, cancel, on_sync).await;
+    if let Some(task) = alert_task {
+        let _ = task.await;
+    }
     Ok(())
 }

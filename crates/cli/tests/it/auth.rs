@@ -13,11 +13,7 @@ fn leaks(out: &std::process::Output) -> bool {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_rejected_token_says_how_to_make_one_and_is_never_shown() {
-    let sim = start(SimConfig {
-        events: 10,
-        ..SimConfig::default()
-    })
-    .await;
+    let sim = start(SimConfig { events: 10, ..SimConfig::default() }).await;
     let env = Env::new();
     let out = env
         .command(None, &["--debug", "sync"])
@@ -28,22 +24,14 @@ async fn a_rejected_token_says_how_to_make_one_and_is_never_shown() {
         .unwrap();
     assert_eq!(out.status.code(), Some(3));
     let err = text(&out.stderr);
-    assert!(
-        err.contains("the token was rejected") && err.contains("audit trail token"),
-        "{err}"
-    );
+    assert!(err.contains("the token was rejected") && err.contains("audit trail token"), "{err}");
     assert!(!leaks(&out), "the token appeared in the output");
     assert_eq!(sim.stats().unauthorized, 1, "a 401 is not retried");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_token_without_audit_logging_gets_the_entitlement_message() {
-    let sim = start(SimConfig {
-        events: 10,
-        forbidden_token: Some(SECRET.into()),
-        ..SimConfig::default()
-    })
-    .await;
+    let sim = start(SimConfig { events: 10, forbidden_token: Some(SECRET.into()), ..SimConfig::default() }).await;
     let env = Env::new();
     let out = env
         .command(None, &["--debug", "sync"])
@@ -54,10 +42,7 @@ async fn a_token_without_audit_logging_gets_the_entitlement_message() {
         .unwrap();
     assert_eq!(out.status.code(), Some(3));
     let err = text(&out.stderr);
-    assert!(
-        err.contains("organization token or audit trail token") && err.contains("Standard/Premium"),
-        "{err}"
-    );
+    assert!(err.contains("organization token or audit trail token") && err.contains("Standard/Premium"), "{err}");
     assert!(!leaks(&out));
 }
 
@@ -68,9 +53,7 @@ async fn no_token_anywhere_names_every_place_to_put_one() {
     assert_eq!(out.status.code(), Some(3));
     let err = text(&out.stderr);
     assert!(
-        err.contains("TFE_TOKEN")
-            && err.contains("TF_TOKEN_app_terraform_io")
-            && err.contains("terraform login"),
+        err.contains("TFE_TOKEN") && err.contains("TF_TOKEN_app_terraform_io") && err.contains("terraform login"),
         "{err}"
     );
     assert_eq!(err.lines().count(), 1, "one line: {err}");
@@ -78,29 +61,13 @@ async fn no_token_anywhere_names_every_place_to_put_one() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tokens_are_found_where_terraform_keeps_them() {
-    let sim = start(SimConfig {
-        events: 20,
-        token: SECRET.into(),
-        ..SimConfig::default()
-    })
-    .await;
-    let host = sim
-        .url()
-        .trim_start_matches("http://")
-        .split(':')
-        .next()
-        .unwrap()
-        .to_owned();
+    let sim = start(SimConfig { events: 20, token: SECRET.into(), ..SimConfig::default() }).await;
+    let host = sim.url().trim_start_matches("http://").split(':').next().unwrap().to_owned();
     // TF_TOKEN_<host>
     let env = Env::new();
     let var = format!("TF_TOKEN_{}", host.replace('.', "_"));
-    let out = env
-        .command(None, &["--debug", "sync"])
-        .env("TFE_ADDRESS", sim.url())
-        .env(&var, SECRET)
-        .output()
-        .await
-        .unwrap();
+    let out =
+        env.command(None, &["--debug", "sync"]).env("TFE_ADDRESS", sim.url()).env(&var, SECRET).output().await.unwrap();
     assert!(out.status.success(), "{}", text(&out.stderr));
     assert!(!leaks(&out));
     // ~/.terraform.d/credentials.tfrc.json
@@ -111,22 +78,14 @@ async fn tokens_are_found_where_terraform_keeps_them() {
         format!(r#"{{"credentials":{{"{host}":{{"token":"{SECRET}"}}}}}}"#),
     )
     .unwrap();
-    let out = env
-        .command(None, &["sync"])
-        .env("TFE_ADDRESS", sim.url())
-        .output()
-        .await
-        .unwrap();
+    let out = env.command(None, &["sync"]).env("TFE_ADDRESS", sim.url()).output().await.unwrap();
     assert!(out.status.success(), "{}", text(&out.stderr));
     // --token-file wins over a wrong TFE_TOKEN.
     let env = Env::new();
     std::fs::write(env.path("token"), format!("{SECRET}\n")).unwrap();
     let token_file = env.path("token");
     let out = env
-        .command(
-            None,
-            &["sync", "--token-file", token_file.to_str().unwrap()],
-        )
+        .command(None, &["sync", "--token-file", token_file.to_str().unwrap()])
         .env("TFE_ADDRESS", sim.url())
         .env("TFE_TOKEN", "wrong")
         .output()
@@ -138,26 +97,15 @@ async fn tokens_are_found_where_terraform_keeps_them() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_archive_file_is_private_and_holds_no_token() {
-    let sim = start(SimConfig {
-        events: 30,
-        token: SECRET.into(),
-        ..SimConfig::default()
-    })
-    .await;
+    let sim = start(SimConfig { events: 30, token: SECRET.into(), ..SimConfig::default() }).await;
     let env = Env::new();
     assert!(env.sync(&sim, &[]).await.status.success());
     use std::os::unix::fs::PermissionsExt;
-    assert_eq!(
-        std::fs::metadata(&env.db).unwrap().permissions().mode() & 0o777,
-        0o600
-    );
+    assert_eq!(std::fs::metadata(&env.db).unwrap().permissions().mode() & 0o777, 0o600);
     for suffix in ["", "-wal"] {
         let path = format!("{}{suffix}", env.db.display());
         if let Ok(bytes) = std::fs::read(&path) {
-            assert!(
-                !String::from_utf8_lossy(&bytes).contains("DoNotLeak"),
-                "{path} holds the token"
-            );
+            assert!(!String::from_utf8_lossy(&bytes).contains("DoNotLeak"), "{path} holds the token");
         }
     }
 }

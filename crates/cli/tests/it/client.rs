@@ -22,11 +22,7 @@ fn client(server: &MockServer, retries: u32) -> Client {
 }
 
 fn request() -> PageRequest {
-    PageRequest {
-        since: Some("2020-05-30T17:52:46Z".parse().unwrap()),
-        page: 1,
-        page_size: 1000,
-    }
+    PageRequest { since: Some("2020-05-30T17:52:46Z".parse().unwrap()), page: 1, page_size: 1000 }
 }
 
 fn ok() -> ResponseTemplate {
@@ -42,15 +38,8 @@ fn json_api_error(status: u16, detail: &str) -> ResponseTemplate {
 
 /// Mounts `first` for the first request only, then a good page.
 async fn then_ok(server: &MockServer, first: ResponseTemplate, times: u64) {
-    Mock::given(method("GET"))
-        .respond_with(first)
-        .up_to_n_times(times)
-        .mount(server)
-        .await;
-    Mock::given(method("GET"))
-        .respond_with(ok())
-        .mount(server)
-        .await;
+    Mock::given(method("GET")).respond_with(first).up_to_n_times(times).mount(server).await;
+    Mock::given(method("GET")).respond_with(ok()).mount(server).await;
 }
 
 #[tokio::test]
@@ -63,10 +52,7 @@ async fn a_page_request_carries_what_the_api_expects() {
         .and(query_param("since", "2020-05-30T17:52:46.000Z"))
         .and(header("authorization", "Bearer secret-token"))
         .and(header("accept", "application/json"))
-        .and(header(
-            "user-agent",
-            concat!("tfaudit/", env!("CARGO_PKG_VERSION")),
-        ))
+        .and(header("user-agent", concat!("tfaudit/", env!("CARGO_PKG_VERSION"))))
         .respond_with(ok())
         .expect(1)
         .mount(&server)
@@ -85,11 +71,7 @@ async fn a_page_request_carries_what_the_api_expects() {
 #[tokio::test]
 async fn status_401_is_not_retried_and_says_how_to_get_a_token() {
     let server = MockServer::start().await;
-    Mock::given(method("GET"))
-        .respond_with(json_api_error(401, "unauthorized"))
-        .expect(1)
-        .mount(&server)
-        .await;
+    Mock::given(method("GET")).respond_with(json_api_error(401, "unauthorized")).expect(1).mount(&server).await;
     let e = client(&server, 5).fetch_page(&request()).await.unwrap_err();
     assert!(matches!(e, ApiError::Unauthorized { .. }));
     assert!(e.to_string().contains("TFE_TOKEN"));
@@ -98,11 +80,7 @@ async fn status_401_is_not_retried_and_says_how_to_get_a_token() {
 #[tokio::test]
 async fn status_404_is_not_retried_and_names_the_entitlement() {
     let server = MockServer::start().await;
-    Mock::given(method("GET"))
-        .respond_with(json_api_error(404, "not found"))
-        .expect(1)
-        .mount(&server)
-        .await;
+    Mock::given(method("GET")).respond_with(json_api_error(404, "not found")).expect(1).mount(&server).await;
     let e = client(&server, 5).fetch_page(&request()).await.unwrap_err();
     assert!(matches!(e, ApiError::NotEntitled { .. }));
     assert!(e.to_string().contains("not Terraform Enterprise"));
@@ -119,10 +97,7 @@ async fn other_client_errors_are_not_retried_and_show_the_servers_detail_safely(
             .await;
         let e = client(&server, 5).fetch_page(&request()).await.unwrap_err();
         let text = e.to_string();
-        assert!(
-            text.contains(&status.to_string()) && text.contains("bad") && !text.contains('\u{1b}'),
-            "{text}"
-        );
+        assert!(text.contains(&status.to_string()) && text.contains("bad") && !text.contains('\u{1b}'), "{text}");
     }
 }
 
@@ -140,50 +115,28 @@ async fn server_errors_and_408_are_retried() {
 #[tokio::test]
 async fn status_429_waits_the_rate_limit_reset_seconds() {
     let server = MockServer::start().await;
-    let throttled = json_api_error(429, "You have exceeded the API's rate limit.")
-        .insert_header("x-ratelimit-reset", "0.3");
+    let throttled =
+        json_api_error(429, "You have exceeded the API's rate limit.").insert_header("x-ratelimit-reset", "0.3");
     then_ok(&server, throttled, 1).await;
     let started = Instant::now();
     client(&server, 5).fetch_page(&request()).await.unwrap();
-    assert!(
-        started.elapsed() >= Duration::from_millis(300),
-        "waited {:?}",
-        started.elapsed()
-    );
+    assert!(started.elapsed() >= Duration::from_millis(300), "waited {:?}", started.elapsed());
 }
 
 #[tokio::test]
 async fn status_429_honours_retry_after_when_present() {
     let server = MockServer::start().await;
-    then_ok(
-        &server,
-        ResponseTemplate::new(429).insert_header("retry-after", "1"),
-        1,
-    )
-    .await;
+    then_ok(&server, ResponseTemplate::new(429).insert_header("retry-after", "1"), 1).await;
     let started = Instant::now();
     client(&server, 5).fetch_page(&request()).await.unwrap();
-    assert!(
-        started.elapsed() >= Duration::from_millis(950),
-        "waited {:?}",
-        started.elapsed()
-    );
+    assert!(started.elapsed() >= Duration::from_millis(950), "waited {:?}", started.elapsed());
 }
 
 #[tokio::test]
 async fn a_200_that_is_not_a_page_is_retried() {
-    for body in [
-        "<html>proxy error</html>",
-        r#"{"data":[{"id":"a"},"#,
-        r#"{"errors":[]}"#,
-    ] {
+    for body in ["<html>proxy error</html>", r#"{"data":[{"id":"a"},"#, r#"{"errors":[]}"#] {
         let server = MockServer::start().await;
-        then_ok(
-            &server,
-            ResponseTemplate::new(200).set_body_raw(body, "application/json"),
-            1,
-        )
-        .await;
+        then_ok(&server, ResponseTemplate::new(200).set_body_raw(body, "application/json"), 1).await;
         let c = client(&server, 5);
         c.fetch_page(&request()).await.unwrap();
         assert_eq!(c.stats().retries(), 1, "{body}");
@@ -193,16 +146,9 @@ async fn a_200_that_is_not_a_page_is_retried() {
 #[tokio::test]
 async fn a_spent_retry_budget_is_a_clear_error() {
     let server = MockServer::start().await;
-    Mock::given(method("GET"))
-        .respond_with(ResponseTemplate::new(503))
-        .expect(4)
-        .mount(&server)
-        .await;
+    Mock::given(method("GET")).respond_with(ResponseTemplate::new(503)).expect(4).mount(&server).await;
     let e = client(&server, 3).fetch_page(&request()).await.unwrap_err();
-    assert!(
-        matches!(e, ApiError::RetriesExhausted { retries: 3, .. }),
-        "{e:?}"
-    );
+    assert!(matches!(e, ApiError::RetriesExhausted { retries: 3, .. }), "{e:?}");
     assert!(e.to_string().contains("503"));
 }
 
@@ -222,9 +168,7 @@ async fn slow_answers_time_out_and_are_retried() {
 async fn redirects_are_not_followed_so_the_token_stays_home() {
     let server = MockServer::start().await;
     Mock::given(method("GET"))
-        .respond_with(
-            ResponseTemplate::new(302).insert_header("location", "http://127.0.0.2:9/steal"),
-        )
+        .respond_with(ResponseTemplate::new(302).insert_header("location", "http://127.0.0.2:9/steal"))
         .expect(1)
         .mount(&server)
         .await;
@@ -235,10 +179,7 @@ async fn redirects_are_not_followed_so_the_token_stays_home() {
 #[tokio::test]
 async fn the_client_side_limit_spaces_requests() {
     let server = MockServer::start().await;
-    Mock::given(method("GET"))
-        .respond_with(ok())
-        .mount(&server)
-        .await;
+    Mock::given(method("GET")).respond_with(ok()).mount(&server).await;
     let mut options = ClientOptions::new(server.uri(), Token::new("t").unwrap());
     options.rate_limit = std::num::NonZeroU32::new(5);
     let c = Client::new(options).unwrap();
@@ -247,9 +188,5 @@ async fn the_client_side_limit_spaces_requests() {
         c.fetch_page(&request()).await.unwrap();
     }
     // A burst of 5, then 5 more at 5/s: at least about a second.
-    assert!(
-        started.elapsed() >= Duration::from_millis(900),
-        "{:?}",
-        started.elapsed()
-    );
+    assert!(started.elapsed() >= Duration::from_millis(900), "{:?}", started.elapsed());
 }

@@ -7,12 +7,7 @@ use crate::harness::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_config_with_two_organizations_syncs_both_and_one_failing_does_not_stop_the_other() {
-    let a = start(SimConfig {
-        events: 300,
-        token: "token-a".into(),
-        ..SimConfig::default()
-    })
-    .await;
+    let a = start(SimConfig { events: 300, token: "token-a".into(), ..SimConfig::default() }).await;
     let b = start(SimConfig {
         events: 200,
         token: "token-b".into(),
@@ -48,29 +43,16 @@ page_size = 50
     std::fs::write(env.path("tfaudit.toml"), config).unwrap();
     let cfg = env.path("tfaudit.toml");
     let cfg = cfg.to_str().unwrap();
-    let out = env
-        .command(None, &["--config", cfg, "sync"])
-        .env("ALPHA_TOKEN", "token-a")
-        .output()
-        .await
-        .unwrap();
+    let out = env.command(None, &["--config", cfg, "sync"]).env("ALPHA_TOKEN", "token-a").output().await.unwrap();
     assert!(out.status.success(), "{}", text(&out.stderr));
     let stdout = text(&out.stdout);
-    assert!(
-        stdout.contains("alpha: 300 new events") && stdout.contains("bravo: 200 new events"),
-        "{stdout}"
-    );
+    assert!(stdout.contains("alpha: 300 new events") && stdout.contains("bravo: 200 new events"), "{stdout}");
     assert_eq!(b.stats().requests, 4, "bravo's own page size");
-    let listed = env
-        .ok(None, &["query", "--org", "bravo", "--limit", "0"])
-        .await;
+    let listed = env.ok(None, &["query", "--org", "bravo", "--limit", "0"]).await;
     assert_eq!(listed.lines().count(), 200);
 
     // One organization failing: the other is still synced, and the exit code says so.
-    b.set_faults(Faults {
-        error_rate: 1.0,
-        ..Faults::default()
-    });
+    b.set_faults(Faults { error_rate: 1.0, ..Faults::default() });
     let now = jiff::Timestamp::now().as_second();
     a.add_event(now);
     let out = env
@@ -80,20 +62,12 @@ page_size = 50
         .await
         .unwrap();
     assert_eq!(out.status.code(), Some(4));
-    assert!(
-        text(&out.stdout).contains("alpha: 1 new events"),
-        "{}",
-        text(&out.stdout)
-    );
+    assert!(text(&out.stdout).contains("alpha: 1 new events"), "{}", text(&out.stdout));
     assert!(text(&out.stderr).contains("bravo"), "{}", text(&out.stderr));
 
     // --org picks one.
     b.set_faults(Faults::default());
-    let out = env
-        .command(None, &["--config", cfg, "sync", "--org", "bravo"])
-        .output()
-        .await
-        .unwrap();
+    let out = env.command(None, &["--config", cfg, "sync", "--org", "bravo"]).output().await.unwrap();
     assert!(out.status.success(), "{}", text(&out.stderr));
     assert!(!text(&out.stdout).contains("alpha"));
 }
@@ -101,23 +75,11 @@ page_size = 50
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn config_mistakes_name_the_line() {
     let env = Env::new();
-    std::fs::write(
-        env.path("bad.toml"),
-        "[sync]\ninterval = \"1m\"\nintervl = \"2m\"\n",
-    )
-    .unwrap();
-    let out = env
-        .run(
-            None,
-            &["--config", env.path("bad.toml").to_str().unwrap(), "sync"],
-        )
-        .await;
+    std::fs::write(env.path("bad.toml"), "[sync]\ninterval = \"1m\"\nintervl = \"2m\"\n").unwrap();
+    let out = env.run(None, &["--config", env.path("bad.toml").to_str().unwrap(), "sync"]).await;
     assert_eq!(out.status.code(), Some(2));
     let err = text(&out.stderr);
-    assert!(
-        err.contains("bad.toml:3:") && err.contains("intervl"),
-        "{err}"
-    );
+    assert!(err.contains("bad.toml:3:") && err.contains("intervl"), "{err}");
     assert_eq!(err.lines().count(), 1, "{err}");
 }
 
@@ -126,32 +88,16 @@ async fn bad_flags_get_one_line_each() {
     let env = Env::new();
     for (args, needle) in [
         (vec!["sync", "--overlap", "soon"], "not a duration"),
-        (
-            vec!["sync", "--overlap", "0s"],
-            "overlap must be at least 1s",
-        ),
+        (vec!["sync", "--overlap", "0s"], "overlap must be at least 1s"),
         (vec!["sync", "--page-size", "0"], "page_size"),
         (vec!["sync", "--address", "ftp://x"], "https://"),
         (vec!["query", "--since", "last tuesday"], "--since"),
-        (
-            vec!["query", "--since", "1d", "--until", "2d"],
-            "must be before",
-        ),
+        (vec!["query", "--since", "1d", "--until", "2d"], "must be before"),
         (vec!["query", "--format", "xml"], "xml"),
         (vec!["sim", "--error-rate", "2"], "between 0 and 1"),
     ] {
-        let out = env
-            .command(None, &args)
-            .env("TFE_TOKEN", "t")
-            .output()
-            .await
-            .unwrap();
-        assert_eq!(
-            out.status.code(),
-            Some(2),
-            "{args:?}: {}",
-            text(&out.stderr)
-        );
+        let out = env.command(None, &args).env("TFE_TOKEN", "t").output().await.unwrap();
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {}", text(&out.stderr));
         let err = text(&out.stderr);
         assert!(err.contains(needle), "{args:?}: {err}");
         assert!(!err.contains("panicked"), "{args:?}: {err}");

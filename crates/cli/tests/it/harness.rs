@@ -39,8 +39,7 @@ impl Env {
             .env("TFAUDIT_DB", &self.db)
             .kill_on_drop(true);
         if let Some(sim) = sim {
-            cmd.env("TFE_ADDRESS", sim.url())
-                .env("TFE_TOKEN", sim.token());
+            cmd.env("TFE_ADDRESS", sim.url()).env("TFE_TOKEN", sim.token());
         }
         cmd
     }
@@ -52,12 +51,7 @@ impl Env {
     /// Runs and insists on success.
     pub async fn ok(&self, sim: Option<&Sim>, args: &[&str]) -> String {
         let out = self.run(sim, args).await;
-        assert!(
-            out.status.success(),
-            "tfaudit {args:?} failed: {}\n{}",
-            out.status,
-            text(&out.stderr)
-        );
+        assert!(out.status.success(), "tfaudit {args:?} failed: {}\n{}", out.status, text(&out.stderr));
         text(&out.stdout)
     }
 
@@ -73,13 +67,10 @@ impl Env {
         let out = self.ok(None, &["export", "--format", "jsonl"]).await;
         let mut events = BTreeMap::new();
         for line in out.lines() {
-            let v: serde_json::Value = serde_json::from_str(line)
-                .unwrap_or_else(|e| panic!("export line is not JSON ({e}): {line}"));
+            let v: serde_json::Value =
+                serde_json::from_str(line).unwrap_or_else(|e| panic!("export line is not JSON ({e}): {line}"));
             let id = v["id"].as_str().unwrap().to_owned();
-            assert!(
-                events.insert(id.clone(), line.to_owned()).is_none(),
-                "event {id} exported twice"
-            );
+            assert!(events.insert(id.clone(), line.to_owned()).is_none(), "event {id} exported twice");
         }
         events
     }
@@ -102,16 +93,8 @@ pub fn served(sim: &Sim) -> BTreeMap<String, String> {
 pub async fn assert_archive_equals(env: &Env, sim: &Sim) {
     let archived = env.exported().await;
     let served = served(sim);
-    let missing: Vec<_> = served
-        .keys()
-        .filter(|k| !archived.contains_key(*k))
-        .take(5)
-        .collect();
-    let extra: Vec<_> = archived
-        .keys()
-        .filter(|k| !served.contains_key(*k))
-        .take(5)
-        .collect();
+    let missing: Vec<_> = served.keys().filter(|k| !archived.contains_key(*k)).take(5).collect();
+    let extra: Vec<_> = archived.keys().filter(|k| !served.contains_key(*k)).take(5).collect();
     assert!(
         missing.is_empty() && extra.is_empty(),
         "missing {missing:?}, extra {extra:?} ({} archived, {} served)",
@@ -119,17 +102,12 @@ pub async fn assert_archive_equals(env: &Env, sim: &Sim) {
         served.len()
     );
     for (id, json) in &served {
-        assert_eq!(
-            &archived[id], json,
-            "event {id} differs from what the server sent"
-        );
+        assert_eq!(&archived[id], json, "event {id} differs from what the server sent");
     }
 }
 
 pub async fn start(config: SimConfig) -> Sim {
-    Sim::start(config, "127.0.0.1:0".parse().unwrap())
-        .await
-        .unwrap()
+    Sim::start(config, "127.0.0.1:0".parse().unwrap()).await.unwrap()
 }
 
 /// Reads the archive's per-organization status as JSON.
@@ -140,10 +118,7 @@ pub async fn status(env: &Env) -> serde_json::Value {
 pub fn events_in(db: &Path) -> u64 {
     use tfaudit_store::Store;
     match tfaudit_store_sqlite::SqliteStore::open(db, tfaudit_store_sqlite::OpenMode::MustExist) {
-        Ok(s) => s
-            .status()
-            .map(|v| v.iter().map(|s| s.events).sum())
-            .unwrap_or(0),
+        Ok(s) => s.status().map(|v| v.iter().map(|s| s.events).sum()).unwrap_or(0),
         Err(_) => 0,
     }
 }

@@ -6,12 +6,7 @@ use tfaudit_sim::SimConfig;
 use crate::harness::*;
 
 async fn hostile_archive() -> (Env, tfaudit_sim::Sim) {
-    let sim = start(SimConfig {
-        events: 1_500,
-        hostile: 0.5,
-        ..SimConfig::default()
-    })
-    .await;
+    let sim = start(SimConfig { events: 1_500, hostile: 0.5, ..SimConfig::default() }).await;
     let env = Env::new();
     assert!(env.sync(&sim, &[]).await.status.success());
     (env, sim)
@@ -20,24 +15,13 @@ async fn hostile_archive() -> (Env, tfaudit_sim::Sim) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tables_show_no_control_characters() {
     let (env, _sim) = hostile_archive().await;
-    let out = env
-        .ok(None, &["query", "--format", "table", "--limit", "0"])
-        .await;
+    let out = env.ok(None, &["query", "--format", "table", "--limit", "0"]).await;
     assert!(out.lines().count() > 1_000);
     for c in out.chars() {
-        assert!(
-            c == '\n' || !c.is_control(),
-            "control character {c:?} in table output"
-        );
-        assert!(
-            !('\u{202A}'..='\u{202E}').contains(&c),
-            "bidi override in table output"
-        );
+        assert!(c == '\n' || !c.is_control(), "control character {c:?} in table output");
+        assert!(!('\u{202A}'..='\u{202E}').contains(&c), "bidi override in table output");
     }
-    assert!(
-        out.contains("\\u{1b}[31m"),
-        "escape sequences are shown, escaped"
-    );
+    assert!(out.contains("\\u{1b}[31m"), "escape sequences are shown, escaped");
     assert!(out.contains("<script>"), "markup is text on a terminal");
 }
 
@@ -54,13 +38,8 @@ async fn csv_cells_cannot_start_a_formula() {
         let row = row.unwrap();
         rows += 1;
         for cell in &row {
-            assert!(
-                !cell.starts_with(['=', '+', '-', '@', '\t', '\r']),
-                "formula cell {cell:?}"
-            );
-            guarded += usize::from(
-                cell.starts_with("'=") || cell.starts_with("'+") || cell.starts_with("'@"),
-            );
+            assert!(!cell.starts_with(['=', '+', '-', '@', '\t', '\r']), "formula cell {cell:?}");
+            guarded += usize::from(cell.starts_with("'=") || cell.starts_with("'+") || cell.starts_with("'@"));
         }
     }
     assert_eq!(rows, 1_500);
@@ -71,27 +50,18 @@ async fn csv_cells_cannot_start_a_formula() {
 async fn json_and_jsonl_give_back_the_original_events() {
     let (env, sim) = hostile_archive().await;
     let served = served(&sim);
-    let array: Vec<serde_json::Value> = serde_json::from_str(
-        &env.ok(None, &["query", "--format", "json", "--limit", "10"])
-            .await,
-    )
-    .unwrap();
+    let array: Vec<serde_json::Value> =
+        serde_json::from_str(&env.ok(None, &["query", "--format", "json", "--limit", "10"]).await).unwrap();
     assert_eq!(array.len(), 10);
     for v in &array {
-        let original: serde_json::Value =
-            serde_json::from_str(&served[v["id"].as_str().unwrap()]).unwrap();
+        let original: serde_json::Value = serde_json::from_str(&served[v["id"].as_str().unwrap()]).unwrap();
         assert_eq!(v, &original);
     }
     // Not a terminal: jsonl by default, newest first.
     let lines = env.ok(None, &["query", "--limit", "3"]).await;
     let ts: Vec<String> = lines
         .lines()
-        .map(|l| {
-            serde_json::from_str::<serde_json::Value>(l).unwrap()["timestamp"]
-                .as_str()
-                .unwrap()
-                .to_owned()
-        })
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["timestamp"].as_str().unwrap().to_owned())
         .collect();
     assert_eq!(ts.len(), 3);
     assert!(ts[0] >= ts[1] && ts[1] >= ts[2]);
@@ -105,21 +75,12 @@ async fn json_and_jsonl_give_back_the_original_events() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn filters_agree_with_the_events() {
     let (env, sim) = hostile_archive().await;
-    let all: Vec<serde_json::Value> = served(&sim)
-        .values()
-        .map(|j| serde_json::from_str(j).unwrap())
-        .collect();
+    let all: Vec<serde_json::Value> = served(&sim).values().map(|j| serde_json::from_str(j).unwrap()).collect();
     let count = |args: &[&str]| {
         let env = &env;
         let args: Vec<String> = args.iter().map(|s| (*s).to_owned()).collect();
         async move {
-            let mut full = vec![
-                "query".to_owned(),
-                "--format".into(),
-                "jsonl".into(),
-                "--limit".into(),
-                "0".into(),
-            ];
+            let mut full = vec!["query".to_owned(), "--format".into(), "jsonl".into(), "--limit".into(), "0".into()];
             full.extend(args);
             let refs: Vec<&str> = full.iter().map(String::as_str).collect();
             env.ok(None, &refs).await.lines().count()
@@ -127,51 +88,20 @@ async fn filters_agree_with_the_events() {
     };
     let expected = all
         .iter()
-        .filter(|e| {
-            e["resource"]["type"] == "authentication_token" && e["resource"]["action"] == "create"
-        })
+        .filter(|e| e["resource"]["type"] == "authentication_token" && e["resource"]["action"] == "create")
         .count();
     assert!(expected > 0);
-    assert_eq!(
-        count(&["--type", "authentication_token", "--action", "create"]).await,
-        expected
-    );
-    let expected = all
-        .iter()
-        .filter(|e| {
-            e["resource"]["action"]
-                .as_str()
-                .unwrap()
-                .ends_with("cancel")
-        })
-        .count();
+    assert_eq!(count(&["--type", "authentication_token", "--action", "create"]).await, expected);
+    let expected = all.iter().filter(|e| e["resource"]["action"].as_str().unwrap().ends_with("cancel")).count();
     assert_eq!(count(&["--action", "*cancel"]).await, expected);
-    let expected = all
-        .iter()
-        .filter(|e| {
-            e["auth"]["accessor_id"]
-                .as_str()
-                .is_some_and(|a| a.starts_with("team-"))
-        })
-        .count();
+    let expected =
+        all.iter().filter(|e| e["auth"]["accessor_id"].as_str().is_some_and(|a| a.starts_with("team-"))).count();
     assert_eq!(count(&["--actor", "team-*"]).await, expected);
     let since = jiff::Timestamp::now() - jiff::SignedDuration::from_hours(48);
-    let expected = all
-        .iter()
-        .filter(|e| {
-            e["timestamp"]
-                .as_str()
-                .unwrap()
-                .parse::<jiff::Timestamp>()
-                .unwrap()
-                >= since
-        })
-        .count();
+    let expected =
+        all.iter().filter(|e| e["timestamp"].as_str().unwrap().parse::<jiff::Timestamp>().unwrap() >= since).count();
     let got = count(&["--since", "48h"]).await;
-    assert!(
-        got.abs_diff(expected) <= 2,
-        "{got} vs {expected} (the clock moved between the two)"
-    );
+    assert!(got.abs_diff(expected) <= 2, "{got} vs {expected} (the clock moved between the two)");
     assert_eq!(count(&["--org", "org-SimuLat0r000001"]).await, all.len());
     assert_eq!(count(&["--org", "no-such-org"]).await, 0);
 }
@@ -179,35 +109,17 @@ async fn filters_agree_with_the_events() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn summary_and_status_report_the_archive() {
     let (env, _sim) = hostile_archive().await;
-    let summary: serde_json::Value = serde_json::from_str(
-        &env.ok(None, &["summary", "--since", "30d", "--format", "json"])
-            .await,
-    )
-    .unwrap();
+    let summary: serde_json::Value =
+        serde_json::from_str(&env.ok(None, &["summary", "--since", "30d", "--format", "json"]).await).unwrap();
     assert_eq!(summary["total"], 1_500);
-    let by_kind: u64 = summary["by_kind"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|k| k["count"].as_u64().unwrap())
-        .sum();
-    let per_day: u64 = summary["per_day"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|k| k["count"].as_u64().unwrap())
-        .sum();
+    let by_kind: u64 = summary["by_kind"].as_array().unwrap().iter().map(|k| k["count"].as_u64().unwrap()).sum();
+    let per_day: u64 = summary["per_day"].as_array().unwrap().iter().map(|k| k["count"].as_u64().unwrap()).sum();
     assert_eq!((by_kind, per_day), (1_500, 1_500));
     let text = env.ok(None, &["summary"]).await;
-    assert!(
-        text.contains("1,500 events") && text.contains("Top actors"),
-        "{text}"
-    );
+    assert!(text.contains("1,500 events") && text.contains("Top actors"), "{text}");
     let status = env.ok(None, &["status"]).await;
     assert!(
-        status.contains("1,500")
-            && status.contains("last sync")
-            && status.contains("gaps        none"),
+        status.contains("1,500") && status.contains("last sync") && status.contains("gaps        none"),
         "{status}"
     );
 }
@@ -217,14 +129,9 @@ async fn export_to_a_file_is_whole_or_absent() {
     let (env, _sim) = hostile_archive().await;
     let file = env.path("out/events.jsonl");
     std::fs::create_dir_all(env.path("out")).unwrap();
-    let out = env
-        .run(None, &["export", "-o", file.to_str().unwrap()])
-        .await;
+    let out = env.run(None, &["export", "-o", file.to_str().unwrap()]).await;
     assert!(out.status.success());
-    assert_eq!(
-        std::fs::read_to_string(&file).unwrap().lines().count(),
-        1_500
-    );
+    assert_eq!(std::fs::read_to_string(&file).unwrap().lines().count(), 1_500);
     assert!(!env.path("out/events.jsonl.partial").exists());
 }
 
@@ -233,10 +140,6 @@ async fn reading_without_an_archive_says_what_to_do() {
     let env = Env::new();
     let out = env.run(None, &["query"]).await;
     assert_eq!(out.status.code(), Some(5));
-    assert!(
-        text(&out.stderr).contains("run `tfaudit sync` first"),
-        "{}",
-        text(&out.stderr)
-    );
+    assert!(text(&out.stderr).contains("run `tfaudit sync` first"), "{}", text(&out.stderr));
     assert!(!env.db.exists(), "reading never creates an archive");
 }

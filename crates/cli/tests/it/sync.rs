@@ -8,20 +8,11 @@ use crate::harness::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn full_backfill_equals_the_servers_events_exactly() {
-    let sim = start(SimConfig {
-        events: 4_321,
-        hostile: 0.2,
-        ..SimConfig::default()
-    })
-    .await;
+    let sim = start(SimConfig { events: 4_321, hostile: 0.2, ..SimConfig::default() }).await;
     let env = Env::new();
     let out = env.sync(&sim, &[]).await;
     assert!(out.status.success(), "{}", text(&out.stderr));
-    assert!(
-        text(&out.stdout).contains("4,321 new events"),
-        "{}",
-        text(&out.stdout)
-    );
+    assert!(text(&out.stdout).contains("4,321 new events"), "{}", text(&out.stdout));
     assert_archive_equals(&env, &sim).await;
     // Exactly ceil(N / page size) requests when nothing fails.
     assert_eq!(sim.stats().requests, 5);
@@ -29,61 +20,33 @@ async fn full_backfill_equals_the_servers_events_exactly() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_second_sync_asks_from_the_cursor_minus_overlap_and_stores_nothing_twice() {
-    let sim = start(SimConfig {
-        events: 500,
-        ..SimConfig::default()
-    })
-    .await;
+    let sim = start(SimConfig { events: 500, ..SimConfig::default() }).await;
     let env = Env::new();
     assert!(env.sync(&sim, &[]).await.status.success());
-    let cursor = status(&env).await["organizations"][0]["cursor"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let cursor = status(&env).await["organizations"][0]["cursor"].as_str().unwrap().to_owned();
     let now = jiff::Timestamp::now().as_second();
     let new_ids: Vec<String> = (0..7).map(|i| sim.add_event(now - i % 2)).collect();
     let out = env.sync(&sim, &["--overlap", "5m"]).await;
     assert!(out.status.success());
-    assert!(
-        text(&out.stdout).contains("7 new events"),
-        "{}",
-        text(&out.stdout)
-    );
+    assert!(text(&out.stdout).contains("7 new events"), "{}", text(&out.stdout));
     let last = sim.stats().recent.last().unwrap().clone();
-    let expected_since =
-        cursor.parse::<jiff::Timestamp>().unwrap() - jiff::SignedDuration::from_mins(5);
-    assert_eq!(
-        last.since.as_deref(),
-        Some(tfaudit_api::time::format_since(expected_since).as_str())
-    );
+    let expected_since = cursor.parse::<jiff::Timestamp>().unwrap() - jiff::SignedDuration::from_mins(5);
+    assert_eq!(last.since.as_deref(), Some(tfaudit_api::time::format_since(expected_since).as_str()));
     assert_archive_equals(&env, &sim).await;
     let archived = env.exported().await;
     assert!(new_ids.iter().all(|id| archived.contains_key(id)));
 }
 
 async fn since_mode_round(mode: SinceMode) {
-    let sim = start(SimConfig {
-        events: 300,
-        since_mode: mode,
-        newest_age: Duration::ZERO,
-        ..SimConfig::default()
-    })
-    .await;
+    let sim =
+        start(SimConfig { events: 300, since_mode: mode, newest_age: Duration::ZERO, ..SimConfig::default() }).await;
     let env = Env::new();
     assert!(env.sync(&sim, &[]).await.status.success());
     // More events in the very second of the cursor, and one a second before it: the
     // ones a cursor without overlap, or one trusting `since` to be inclusive, would miss.
     // With a 2s overlap, both readings of `since` must bring them all.
-    let cursor = status(&env).await["organizations"][0]["cursor"]
-        .as_str()
-        .unwrap()
-        .parse::<jiff::Timestamp>()
-        .unwrap();
-    for ts in [
-        cursor.as_second(),
-        cursor.as_second(),
-        cursor.as_second() - 1,
-    ] {
+    let cursor = status(&env).await["organizations"][0]["cursor"].as_str().unwrap().parse::<jiff::Timestamp>().unwrap();
+    for ts in [cursor.as_second(), cursor.as_second(), cursor.as_second() - 1] {
         sim.add_event(ts);
     }
     assert!(env.sync(&sim, &["--overlap", "2s"]).await.status.success());
@@ -102,21 +65,12 @@ async fn inclusive_since_duplicates_nothing() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_server_capping_the_page_size_below_what_was_asked() {
-    let sim = start(SimConfig {
-        events: 1_000,
-        max_page_size: 70,
-        ..SimConfig::default()
-    })
-    .await;
+    let sim = start(SimConfig { events: 1_000, max_page_size: 70, ..SimConfig::default() }).await;
     let env = Env::new();
     let out = env.sync(&sim, &["--page-size", "1000"]).await;
     assert!(out.status.success(), "{}", text(&out.stderr));
     assert_archive_equals(&env, &sim).await;
-    assert_eq!(
-        sim.stats().requests,
-        1_000u64.div_ceil(70),
-        "one request per page the server actually sends"
-    );
+    assert_eq!(sim.stats().requests, 1_000u64.div_ceil(70), "one request per page the server actually sends");
     assert!(sim.stats().recent.iter().all(|r| r.page_size == 1000));
 }
 
@@ -138,14 +92,8 @@ async fn live_events_arriving_during_the_walk() {
     let out = env.sync(&sim, &[]).await;
     assert!(out.status.success(), "{}", text(&out.stderr));
     let archived = env.exported().await;
-    let missing: Vec<_> = before
-        .keys()
-        .filter(|id| !archived.contains_key(*id))
-        .collect();
-    assert!(
-        missing.is_empty(),
-        "events present when the walk began are missing: {missing:?}"
-    );
+    let missing: Vec<_> = before.keys().filter(|id| !archived.contains_key(*id)).collect();
+    assert!(missing.is_empty(), "events present when the walk began are missing: {missing:?}");
     assert!(sim.stats().live_events > 0);
     // Arrivals keep coming for two more syncs, then stop; one last sync catches up.
     for _ in 0..2 {
@@ -158,12 +106,7 @@ async fn live_events_arriving_during_the_walk() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn malformed_elements_are_set_aside_and_the_rest_is_stored() {
-    let sim = start(SimConfig {
-        events: 800,
-        malformed: 8,
-        ..SimConfig::default()
-    })
-    .await;
+    let sim = start(SimConfig { events: 800, malformed: 8, ..SimConfig::default() }).await;
     let env = Env::new();
     let out = env.sync(&sim, &[]).await;
     assert!(out.status.success(), "{}", text(&out.stderr));
@@ -200,75 +143,38 @@ async fn a_cursor_older_than_retention_is_reported_as_a_gap() {
     assert!(env.sync(&old, &["--name", "acme"]).await.status.success());
     old.stop().await;
     // ...synced again now, when the API keeps 14 days.
-    let now = start(SimConfig {
-        events: 300,
-        seed: 2,
-        ..SimConfig::default()
-    })
-    .await;
+    let now = start(SimConfig { events: 300, seed: 2, ..SimConfig::default() }).await;
     let out = env.sync(&now, &["--name", "acme"]).await;
     assert!(out.status.success(), "{}", text(&out.stderr));
-    assert!(
-        text(&out.stderr).contains("possible gap"),
-        "{}",
-        text(&out.stderr)
-    );
+    assert!(text(&out.stderr).contains("possible gap"), "{}", text(&out.stderr));
     let s = status(&env).await;
     let gaps = s["organizations"][0]["gaps"].as_array().unwrap();
     assert_eq!(gaps.len(), 1);
     assert!(env.ok(None, &["status"]).await.contains("GAP"));
     // A sync that finds continuity records nothing new.
     assert!(env.sync(&now, &["--name", "acme"]).await.status.success());
-    assert_eq!(
-        status(&env).await["organizations"][0]["gaps"]
-            .as_array()
-            .unwrap()
-            .len(),
-        1
-    );
+    assert_eq!(status(&env).await["organizations"][0]["gaps"].as_array().unwrap().len(), 1);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_token_of_another_organization_under_the_same_name_is_refused() {
-    let a = start(SimConfig {
-        events: 50,
-        ..SimConfig::default()
-    })
-    .await;
-    let b = start(SimConfig {
-        events: 50,
-        organization_id: "org-Other".into(),
-        seed: 9,
-        ..SimConfig::default()
-    })
-    .await;
+    let a = start(SimConfig { events: 50, ..SimConfig::default() }).await;
+    let b = start(SimConfig { events: 50, organization_id: "org-Other".into(), seed: 9, ..SimConfig::default() }).await;
     let env = Env::new();
     assert!(env.sync(&a, &["--name", "acme"]).await.status.success());
     let out = env.sync(&b, &["--name", "acme"]).await;
     assert_eq!(out.status.code(), Some(2));
-    assert!(
-        text(&out.stderr).contains("org-Other") && text(&out.stderr).contains("config"),
-        "{}",
-        text(&out.stderr)
-    );
+    assert!(text(&out.stderr).contains("org-Other") && text(&out.stderr).contains("config"), "{}", text(&out.stderr));
     // Under its own name it syncs.
     assert!(env.sync(&b, &["--name", "other"]).await.status.success());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn watch_keeps_up_with_arrivals_and_stops_cleanly_on_sigterm() {
-    let sim = start(SimConfig {
-        events: 400,
-        live_rate: 40.0,
-        ..SimConfig::default()
-    })
-    .await;
+    let sim = start(SimConfig { events: 400, live_rate: 40.0, ..SimConfig::default() }).await;
     let env = Env::new();
     let child = env
-        .command(
-            Some(&sim),
-            &["watch", "--interval", "1s", "--rate-limit", "0", "--json"],
-        )
+        .command(Some(&sim), &["watch", "--interval", "1s", "--rate-limit", "0", "--json"])
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .spawn()
@@ -276,41 +182,22 @@ async fn watch_keeps_up_with_arrivals_and_stops_cleanly_on_sigterm() {
     // Several rounds of arrivals are picked up while it runs.
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
     while events_in(&env.db) < 400 + 80 {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "watch did not keep up"
-        );
+        assert!(std::time::Instant::now() < deadline, "watch did not keep up");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     sim.set_live(false);
     let target = served(&sim).len() as u64;
     while events_in(&env.db) < target {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "watch did not catch up"
-        );
+        assert!(std::time::Instant::now() < deadline, "watch did not catch up");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let pid = child.id().unwrap().to_string();
-    assert!(
-        std::process::Command::new("kill")
-            .args(["-TERM", &pid])
-            .status()
-            .unwrap()
-            .success()
-    );
+    assert!(std::process::Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
     let out = child.wait_with_output().await.unwrap();
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
-    let reports: Vec<serde_json::Value> = text(&out.stdout)
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
+    let reports: Vec<serde_json::Value> = text(&out.stdout).lines().map(|l| serde_json::from_str(l).unwrap()).collect();
     assert!(reports.len() >= 2, "one JSON report per sync");
-    assert!(
-        reports
-            .iter()
-            .all(|r| r["source"].is_string() && r["new_events"].is_u64())
-    );
+    assert!(reports.iter().all(|r| r["source"].is_string() && r["new_events"].is_u64()));
     assert_archive_equals(&env, &sim).await;
 }
 
@@ -340,11 +227,7 @@ async fn the_sim_command_serves_what_it_lists() {
         .unwrap();
     let mut lines = tokio::io::BufReader::new(sim.stdout.take().unwrap()).lines();
     let first = lines.next_line().await.unwrap().unwrap();
-    let url = first
-        .split_whitespace()
-        .find(|w| w.starts_with("http://"))
-        .unwrap()
-        .to_owned();
+    let url = first.split_whitespace().find(|w| w.starts_with("http://")).unwrap().to_owned();
     let out = env
         .command(None, &["sync", "--rate-limit", "0"])
         .env("TFE_ADDRESS", &url)
@@ -353,19 +236,11 @@ async fn the_sim_command_serves_what_it_lists() {
         .await
         .unwrap();
     assert!(out.status.success(), "{}", text(&out.stderr));
-    let listed = reqwest::get(format!("{url}/_sim/events"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let listed = reqwest::get(format!("{url}/_sim/events")).await.unwrap().text().await.unwrap();
     let archived = env.exported().await;
     assert_eq!(listed.lines().count(), 1_197);
     for line in listed.lines() {
-        let id = serde_json::from_str::<serde_json::Value>(line).unwrap()["id"]
-            .as_str()
-            .unwrap()
-            .to_owned();
+        let id = serde_json::from_str::<serde_json::Value>(line).unwrap()["id"].as_str().unwrap().to_owned();
         assert_eq!(archived.get(&id).map(String::as_str), Some(line));
     }
     sim.kill().await.unwrap();

@@ -1,0 +1,111 @@
+//! An alert's title and text, from templates the user can override (minijinja syntax:
+//! `{{ event.actor }}`, `{% if link %}…{% endif %}`). Rendering is plain text; each
+//! destination escapes it for its own medium.
+
+use minijinja::{Environment, UndefinedBehavior};
+use serde::Serialize;
+
+/// The default title.
+pub const DEFAULT_TITLE: &str = "[{{ severity | upper }}] {{ rule.description }}";
+
+/// The default text.
+pub const DEFAULT_TEXT: &str = "\
+{{ event.actor }}{% if event.impersonator_id %} (impersonated by {{ event.impersonator_id }}){% endif %} \
+{{ event.action }} {{ event.type }}{% if event.resource_id %} {{ event.resource_id }}{% endif %} \
+in {{ event.organization }} at {{ event.time }}.
+{% if count > 1 %}{{ count }} matching events between {{ window.start }} and {{ window.end }}{% if group %} for {{ group }}{% endif %}.
+{% endif %}{% if first_seen %}Seen for the first time: {{ first_seen }}.
+{% endif %}{% if workspace %}Workspace: {{ workspace }}
+{% endif %}{% if link %}{{ link }}
+{% endif %}Rule: {{ rule.name }} ({{ severity }})";
+
+/// What templates can use.
+#[derive(Debug, Clone, Serialize)]
+pub struct Context {
+    pub rule: RuleContext,
+    pub severity: String,
+    pub event: EventContext,
+    /// Events counted (1 unless the rule has a threshold).
+    pub count: u64,
+    pub window: Option<WindowContext>,
+    /// The group's value (actor, workspace, …) when the rule groups.
+    pub group: Option<String>,
+    /// The value seen for the first time, for first-seen rules.
+    pub first_seen: Option<String>,
+    pub workspace: Option<String>,
+    pub run: Option<String>,
+    /// A link to the workspace or run in HCP Terraform, when the event names one.
+    pub link: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct RuleContext {
+    pub name: String,
+    pub description: String,
+    pub severity: String,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct EventContext {
+    pub id: String,
+    pub time: String,
+    #[serde(rename = "type")]
+    pub resource_type: String,
+    pub action: String,
+    pub resource_id: Option<String>,
+    /// The name, else the accessor id, else "(system)".
+    pub actor: String,
+    pub accessor_id: Option<String>,
+    pub auth_type: Option<String>,
+    pub impersonator_id: Option<String>,
+    /// The name tfaudit knows the organization by.
+    pub organization: String,
+    pub organization_id: Option<String>,
+    pub request_id: Option<String>,
+    pub meta: serde_json::Value,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct WindowContext {
+    pub start: String,
+    pub end: String,
+}
+
+fn environment() -> Environment<'static> {
+    let mut env = Environment::new();
+    // A missing value (or a field of one) renders as nothing rather than failing.
+    env.set_undefined_behavior(UndefinedBehavior::Chainable);
+    // Plain text: no HTML escaping here; destinations escape for their medium.
+    env.set_auto_escape_callback(|_| minijinja::AutoEscape::None);
+    env.set_keep_trailing_newline(false);
+    env
+}
+
+/// Checks that a template compiles.
+///
+/// # Errors
+/// The template engine's message, in one line.
+pub fn check_template(source: &str) -> Result<(), String> {
+    environment()
+        .template_from_str(source)
+        .map(|_| ())
+        .map_err(|e| format!("template does not compile: {}", e.to_string().replace('\n', " ")))
+}
+
+/// Renders `source`, falling back to `fallback` if it fails (a template that
+/// compiled can still fail, for instance on a filter given the wrong type).
+#[must_use]
+pub fn render(source: &str, fallback: &str, context: &Context) -> String {
+    let env = environment();
+    let attempt = env.template_from_str(source).and_then(|t| t.render(context));
+    match attempt {
+        Ok(text) => text.trim().to_owned(),
+        Err(e) => {
+            tracing::warn!(error = %e, "an alert template failed; using the default");
+            env.template_from_str(fallback)
+                .and_then(|t| t.render(context))
+                .map(|t| t.trim().to_owned())
+                .unwrap_or_default()
+        }
+    }
+}

@@ -1,0 +1,255 @@
+//! `tfaudit rules …` and `tfaudit alerts …`.
+
+use std::io::{self, Write};
+use std::sync::Arc;
+use std::time::Duration;
+
+use comfy_table::{ContentArrangement, Table, presets};
+use jiff::Timestamp;
+use tfaudit_alerts::rules::{Origin, RuleSet};
+use tfaudit_alerts::runner::{self, Runner};
+use tfaudit_store::{AlertFilter, AlertRecord, DeliveryState, Store};
+
+use crate::args::{AlertsCommand, Cli, DeliveryStateArg, ReportFormat, RulesCommand};
+use crate::failure::Failure;
+use crate::output::{terminal_safe, time};
+use crate::settings;
+
+fn table(header: &[&str]) -> Table {
+    let mut t = Table::new();
+    t.load_style(presets::NOTHING).set_content_arrangement(ContentArrangement::Dynamic);
+    t.set_header(header.to_vec());
+    t
+}
+
+fn json_out(value: &impl serde::Serialize) -> Result<(), Failure> {
+    let mut out = io::stdout().lock();
+    serde_json::to_writer_pretty(&mut out, value).map_err(|e| Failure::Output(e.to_string()))?;
+    writeln!(out)?;
+    Ok(())
+}
+
+pub fn rules(cli: &Cli, command: &RulesCommand) -> Result<(), Failure> {
+    let config = settings::config(cli)?;
+    match command {
+        RulesCommand::Check { file } => {
+            let timezone = config
+                .as_ref()
+                .and_then(|(_, f)| f.alerts.timezone.as_deref())
+                .and_then(|tz| jiff::tz::TimeZone::get(tz).ok())
+                .unwrap_or(jiff::tz::TimeZone::UTC);
+            let set = RuleSet::load(file, &timezone).map_err(|e| Failure::Usage(e.to_string()))?;
+            println!("{}: {} rules, all valid", file.display(), set.rules.len());
+            Ok(())
+        }
+        RulesCommand::List { rules, format } => {
+            let s = settings::alerts(config.as_ref(), rules.as_deref())?;
+            if *format == ReportFormat::Json {
+                let list: Vec<serde_json::Value> = s
+                    .rules
+                    .rules
+                    .iter()
+                    .map(|r| {
+                        serde_json::json!({
+                            "name": r.name, "severity": r.severity, "enabled": r.enabled, "description": r.description,
+                            "origin": match &r.origin { Origin::Builtin => "built-in".to_owned(), Origin::File(f) => f.clone() },
+                            "destinations": r.destinations.clone().unwrap_or_else(|| s.default_destinations.clone()),
+                        })
+                    })
+                    .collect();
+                return json_out(&list);
+            }
+            let mut t = table(&["NAME", "SEVERITY", "ON", "FROM", "DESTINATIONS", "DESCRIPTION"]);
+            for r in &s.rules.rules {
+                t.add_row(vec![
+                    r.name.clone(),
+                    r.severity.to_string(),
+                    if r.enabled { "yes".into() } else { "off".into() },
+                    match &r.origin {
+                        Origin::Builtin => "built-in".into(),
+                        Origin::File(f) => terminal_safe(f).into_owned(),
+                    },
+                    r.destinations.clone().unwrap_or_else(|| s.default_destinations.clone()).join(", "),
+                    terminal_safe(&r.description).into_owned(),
+                ]);
+            }
+            println!("{t}");
+            Ok(())
+        }
+    }
+}
+
+fn open_store(
+    cli: &Cli,
+    config: Option<&(std::path::PathBuf, tfaudit_config::ConfigFile)>,
+    create: bool,
+) -> Result<Arc<dyn Store>, Failure> {
+    let path = settings::db_path(cli, config);
+    let mode = if create {
+        tfaudit_store_sqlite::OpenMode::CreateIfMissing
+    } else {
+        tfaudit_store_sqlite::OpenMode::MustExist
+    };
+    Ok(Arc::new(tfaudit_store_sqlite::SqliteStore::open(&path, mode)?))
+}
+
+/// "slack: delivered, pagerduty: failing (3 attempts)".
+pub fn delivery_summary(a: &AlertRecord) -> String {
+    if a.deliveries.is_empty() {
+        return "no destination".into();
+    }
+    a.deliveries
+        .iter()
+        .map(|d| match d.state {
+            DeliveryState::Failing => format!("{}: failing ({} attempts)", d.destination, d.attempts),
+            other => format!("{}: {}", d.destination, other.as_str()),
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+pub async fn alerts(cli: &Cli, command: &AlertsCommand) -> Result<(), Failure> {
+    let config = settings::config(cli)?;
+    match command {
+        AlertsCommand::Run { once, rules } => {
+            let s = Arc::new(settings::alerts(config.as_ref(), rules.as_deref())?);
+            let store = open_store(cli, config.as_ref(), false)?;
+            let cancel = crate::stop_on_signals();
+            let mut runner = Runner::new(store, s);
+            if *once {
+                let evaluated = runner.evaluate().await.map_err(alert_failure)?;
+                let delivered = runner.deliver(&cancel).await.map_err(alert_failure)?;
+                if !cli.quiet {
+                    println!(
+                        "{} events evaluated, {} alerts raised; {} delivered, {} failed (will retry), {} abandoned",
+                        evaluated.events, evaluated.alerts, delivered.delivered, delivered.failed, delivered.abandoned
+                    );
+                }
+                return Ok(());
+            }
+            tracing::info!("evaluating new events and delivering alerts until stopped");
+            runner.run(cancel, Arc::new(tokio::sync::Notify::new()), Duration::from_secs(1)).await;
+            Ok(())
+        }
+        AlertsCommand::Test { filter, rules, format } => {
+            let s = settings::alerts(config.as_ref(), rules.as_deref())?;
+            let mut filter_args = filter.clone();
+            if filter_args.since.is_none() {
+                filter_args.since = Some("30d".into());
+            }
+            let f = super::read::filter(&filter_args, Timestamp::now())?;
+            let store = open_store(cli, config.as_ref(), false)?;
+            let alerts = runner::backtest(store, &s.rules, s.links.clone(), f).await.map_err(alert_failure)?;
+            if *format == ReportFormat::Json {
+                return json_out(&alerts);
+            }
+            let mut out = io::stdout().lock();
+            if alerts.is_empty() {
+                writeln!(out, "no alerts would have been raised")?;
+                return Ok(());
+            }
+            let mut t = table(&["EVENT TIME (UTC)", "SEVERITY", "RULE", "GROUP", "TITLE"]);
+            for a in &alerts {
+                t.add_row(vec![
+                    time(a.event_time),
+                    a.severity.to_string(),
+                    a.rule.clone(),
+                    terminal_safe(a.group.as_deref().unwrap_or("")).into_owned(),
+                    terminal_safe(&a.title).into_owned(),
+                ]);
+            }
+            writeln!(out, "{t}")?;
+            let mut by_rule: std::collections::BTreeMap<&str, u64> = std::collections::BTreeMap::new();
+            for a in &alerts {
+                *by_rule.entry(a.rule.as_str()).or_default() += 1;
+            }
+            writeln!(out, "\n{} alerts would have been raised:", alerts.len())?;
+            for (rule, n) in by_rule {
+                writeln!(out, "  {rule:<32} {n:>6}")?;
+            }
+            Ok(())
+        }
+        AlertsCommand::List { limit, state, rule, since, format } => {
+            let store = open_store(cli, config.as_ref(), false)?;
+            let since = since
+                .as_deref()
+                .map(|t| {
+                    tfaudit_config::parse_when(t, Timestamp::now()).map_err(|e| Failure::Usage(format!("--since: {e}")))
+                })
+                .transpose()?;
+            let filter = AlertFilter {
+                since,
+                rule: rule.clone(),
+                state: state.map(|s| match s {
+                    DeliveryStateArg::Pending => DeliveryState::Pending,
+                    DeliveryStateArg::Delivered => DeliveryState::Delivered,
+                    DeliveryStateArg::Failing => DeliveryState::Failing,
+                    DeliveryStateArg::Abandoned => DeliveryState::Abandoned,
+                }),
+            };
+            let list = store.alerts(&filter, *limit)?;
+            if *format == ReportFormat::Json {
+                return json_out(&list);
+            }
+            if list.is_empty() {
+                println!("no alerts");
+                return Ok(());
+            }
+            let mut t = table(&["ID", "RAISED (UTC)", "SEVERITY", "RULE", "TITLE", "DELIVERY"]);
+            for a in &list {
+                t.add_row(vec![
+                    a.id.to_string(),
+                    time(a.raised_at),
+                    a.severity.clone(),
+                    a.rule.clone(),
+                    terminal_safe(&a.title).into_owned(),
+                    delivery_summary(a),
+                ]);
+            }
+            println!("{t}");
+            Ok(())
+        }
+        AlertsCommand::Show { id, format } => {
+            let store = open_store(cli, config.as_ref(), false)?;
+            let a = store
+                .alert(*id)?
+                .ok_or_else(|| Failure::Usage(format!("there is no alert {id}; `tfaudit alerts list` lists them")))?;
+            if *format == ReportFormat::Json {
+                return json_out(&a);
+            }
+            let mut out = io::stdout().lock();
+            writeln!(out, "alert {}  {}  rule {}  severity {}", a.id, time(a.raised_at), a.rule, a.severity)?;
+            writeln!(out, "{}\n", terminal_safe(&a.title))?;
+            for line in a.text.lines() {
+                writeln!(out, "  {}", terminal_safe(line))?;
+            }
+            writeln!(out, "\ndeliveries")?;
+            for d in &a.deliveries {
+                let mut line = format!("  {:<16} {:<10} {} attempts", d.destination, d.state.as_str(), d.attempts);
+                if let Some(t) = d.delivered_at {
+                    line.push_str(&format!(", delivered {}", time(t)));
+                }
+                if let Some(t) = d.next_attempt {
+                    line.push_str(&format!(", next attempt {}", time(t)));
+                }
+                if let Some(e) = &d.last_error {
+                    line.push_str(&format!("; last error: {}", terminal_safe(e)));
+                }
+                writeln!(out, "{line}")?;
+            }
+            let event: serde_json::Value = serde_json::from_str(&a.event).unwrap_or_default();
+            writeln!(out, "\nevent")?;
+            for line in serde_json::to_string_pretty(&event).unwrap_or_default().lines() {
+                writeln!(out, "  {}", terminal_safe(line))?;
+            }
+            Ok(())
+        }
+    }
+}
+
+pub fn alert_failure(e: tfaudit_alerts::runner::AlertError) -> Failure {
+    match e {
+        tfaudit_alerts::runner::AlertError::Store(s) => s.into(),
+        tfaudit_alerts::runner::AlertError::Internal(i) => Failure::Internal(i),
+    }
+}

@@ -1,0 +1,287 @@
+//! The alert engine's tables: `alert_consumer`, `alerts`, `deliveries`.
+
+use std::collections::HashMap;
+
+use jiff::Timestamp;
+use rusqlite::{Connection, OptionalExtension, params};
+use tfaudit_store::{
+    AlertCursor, AlertFilter, AlertRecord, AlertStatus, AlertWrite, CommitOutcome, DeliveryJob, DeliveryOutcome,
+    DeliveryRecord, DeliveryState, SeenValues,
+};
+
+use crate::{ms, ts, ts_opt};
+
+const ALERT_COLUMNS: &str = "a.id, a.key, a.rule, a.severity, a.group_key, a.title, a.text, a.source, a.event_seq, a.event_id, \
+     a.event_ms, a.count, a.window_start_ms, a.window_end_ms, a.link, a.event, a.raised_ms";
+
+fn read_alert(r: &rusqlite::Row<'_>) -> rusqlite::Result<AlertRecord> {
+    Ok(AlertRecord {
+        id: r.get(0)?,
+        key: r.get(1)?,
+        rule: r.get(2)?,
+        severity: r.get(3)?,
+        group: r.get(4)?,
+        title: r.get(5)?,
+        text: r.get(6)?,
+        source: r.get(7)?,
+        event_seq: r.get(8)?,
+        event_id: r.get(9)?,
+        event_time: ts(r.get(10)?),
+        count: r.get::<_, i64>(11)? as u64,
+        window_start: ts_opt(r.get(12)?),
+        window_end: ts_opt(r.get(13)?),
+        link: r.get(14)?,
+        event: r.get(15)?,
+        raised_at: ts(r.get(16)?),
+        deliveries: Vec::new(),
+    })
+}
+
+fn read_delivery(r: &rusqlite::Row<'_>) -> rusqlite::Result<DeliveryRecord> {
+    let state: String = r.get(2)?;
+    let state = DeliveryState::parse(&state).unwrap_or(DeliveryState::Pending);
+    Ok(DeliveryRecord {
+        id: r.get(0)?,
+        destination: r.get(1)?,
+        state,
+        attempts: r.get::<_, i64>(3)? as u64,
+        next_attempt: if matches!(state, DeliveryState::Pending | DeliveryState::Failing) {
+            ts_opt(r.get(4)?)
+        } else {
+            None
+        },
+        last_error: r.get(5)?,
+        delivered_at: ts_opt(r.get(6)?),
+    })
+}
+
+/// Fills in each alert's deliveries.
+fn with_deliveries(conn: &Connection, mut alerts: Vec<AlertRecord>) -> rusqlite::Result<Vec<AlertRecord>> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT id, destination, state, attempts, next_attempt_ms, last_error, delivered_ms FROM deliveries WHERE alert_id = ?1 ORDER BY destination",
+    )?;
+    for a in &mut alerts {
+        a.deliveries = stmt.query_map([a.id], read_delivery)?.collect::<rusqlite::Result<_>>()?;
+    }
+    Ok(alerts)
+}
+
+pub fn newest_seq(conn: &Connection) -> rusqlite::Result<i64> {
+    conn.query_row("SELECT coalesce(max(seq), 0) FROM events", [], |r| r.get(0))
+}
+
+pub fn alert_cursor(conn: &Connection) -> rusqlite::Result<Option<AlertCursor>> {
+    conn.query_row("SELECT seq, state FROM alert_consumer WHERE id = 1", [], |r| {
+        Ok(AlertCursor { seq: r.get(0)?, state: r.get(1)? })
+    })
+    .optional()
+}
+
+pub fn seen_values(conn: &Connection, before: Option<Timestamp>) -> rusqlite::Result<SeenValues> {
+    let before = before.map_or(i64::MAX, ms);
+    let hour = before.div_euclid(crate::HOUR_MS);
+    let strings = |sql: &str, arg: i64| -> rusqlite::Result<Vec<String>> {
+        conn.prepare(sql)?.query_map([arg], |r| r.get(0))?.collect()
+    };
+    let accessors =
+        strings("SELECT DISTINCT accessor_id FROM actors WHERE accessor_id != '' AND first_seen_ms < ?1", before)?;
+    let impersonators = strings(
+        "SELECT DISTINCT impersonator_id FROM events WHERE impersonator_id IS NOT NULL AND ts_ms < ?1",
+        before,
+    )?;
+    // Whole hours from the hourly counts; the hour `before` falls in, from the events.
+    let mut kinds: Vec<(String, String)> = conn
+        .prepare(
+            "SELECT DISTINCT resource_type, resource_action FROM hourly_kinds WHERE hour < ?1 AND resource_type != ''",
+        )?
+        .query_map([hour], |r| Ok((r.get(0)?, r.get(1)?)))?
+        .collect::<rusqlite::Result<_>>()?;
+    let partial: Vec<(String, String)> = conn
+        .prepare(
+            "SELECT DISTINCT resource_type, coalesce(resource_action, '') FROM events
+             WHERE ts_ms >= ?1 AND ts_ms < ?2 AND resource_type IS NOT NULL",
+        )?
+        .query_map([hour.saturating_mul(crate::HOUR_MS), before], |r| Ok((r.get(0)?, r.get(1)?)))?
+        .collect::<rusqlite::Result<_>>()?;
+    kinds.extend(partial);
+    kinds.sort();
+    kinds.dedup();
+    Ok(SeenValues { accessors, impersonators, kinds })
+}
+
+pub fn commit_alerts(
+    conn: &mut Connection,
+    expected: Option<i64>,
+    cursor: &AlertCursor,
+    alerts: &[AlertWrite],
+) -> rusqlite::Result<CommitOutcome> {
+    let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+    let current: Option<i64> =
+        tx.query_row("SELECT seq FROM alert_consumer WHERE id = 1", [], |r| r.get(0)).optional()?;
+    if current != expected {
+        return Ok(CommitOutcome::Conflict);
+    }
+    let now = ms(Timestamp::now());
+    let mut new_alerts = 0;
+    {
+        let mut insert = tx.prepare_cached(
+            "INSERT INTO alerts (key, rule, severity, group_key, title, text, source, event_seq, event_id, event_ms, count,
+                                 window_start_ms, window_end_ms, link, event, raised_ms)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)
+             ON CONFLICT (key) DO NOTHING",
+        )?;
+        let mut delivery = tx.prepare_cached(
+            "INSERT INTO deliveries (alert_id, destination, state, next_attempt_ms) VALUES (?1, ?2, 'pending', ?3)
+             ON CONFLICT DO NOTHING",
+        )?;
+        for a in alerts {
+            let changed = insert.execute(params![
+                a.key,
+                a.rule,
+                a.severity,
+                a.group,
+                a.title,
+                a.text,
+                a.source,
+                a.event_seq,
+                a.event_id,
+                ms(a.event_time),
+                a.count as i64,
+                a.window_start.map(ms),
+                a.window_end.map(ms),
+                a.link,
+                a.event,
+                now
+            ])?;
+            if changed == 0 {
+                continue;
+            }
+            new_alerts += 1;
+            let id = tx.last_insert_rowid();
+            for d in &a.destinations {
+                delivery.execute(params![id, d, now])?;
+            }
+        }
+    }
+    tx.execute(
+        "INSERT INTO alert_consumer (id, seq, state, updated_ms) VALUES (1, ?1, ?2, ?3)
+         ON CONFLICT (id) DO UPDATE SET seq = excluded.seq, state = excluded.state, updated_ms = excluded.updated_ms",
+        params![cursor.seq, cursor.state, now],
+    )?;
+    tx.commit()?;
+    Ok(CommitOutcome::Committed { new_alerts })
+}
+
+pub fn claim_deliveries(
+    conn: &mut Connection,
+    now: Timestamp,
+    lease: std::time::Duration,
+    limit: u64,
+) -> rusqlite::Result<Vec<DeliveryJob>> {
+    let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+    let now_ms = ms(now);
+    let due: Vec<(i64, i64, String, i64)> = tx
+        .prepare_cached(
+            "SELECT id, alert_id, destination, attempts FROM deliveries
+             WHERE state IN ('pending', 'failing') AND next_attempt_ms <= ?1 AND (lease_until_ms IS NULL OR lease_until_ms < ?1)
+             ORDER BY next_attempt_ms, id LIMIT ?2",
+        )?
+        .query_map(params![now_ms, i64::try_from(limit).unwrap_or(i64::MAX)], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?
+        .collect::<rusqlite::Result<_>>()?;
+    let mut jobs = Vec::with_capacity(due.len());
+    {
+        let until = now_ms + lease.as_millis() as i64;
+        let mut claim = tx.prepare_cached("UPDATE deliveries SET lease_until_ms = ?2 WHERE id = ?1")?;
+        let mut alert = tx.prepare_cached(&format!("SELECT {ALERT_COLUMNS} FROM alerts a WHERE a.id = ?1"))?;
+        let mut cache: HashMap<i64, AlertRecord> = HashMap::new();
+        for (id, alert_id, destination, attempts) in due {
+            claim.execute(params![id, until])?;
+            let record = match cache.get(&alert_id) {
+                Some(a) => a.clone(),
+                None => {
+                    let a = alert.query_row([alert_id], read_alert)?;
+                    cache.insert(alert_id, a.clone());
+                    a
+                }
+            };
+            jobs.push(DeliveryJob { delivery_id: id, destination, attempts: attempts as u64, alert: record });
+        }
+    }
+    tx.commit()?;
+    Ok(jobs)
+}
+
+pub fn finish_delivery(conn: &Connection, id: i64, outcome: &DeliveryOutcome) -> rusqlite::Result<()> {
+    let now = ms(Timestamp::now());
+    match outcome {
+        DeliveryOutcome::Delivered => conn.execute(
+            "UPDATE deliveries SET state = 'delivered', attempts = attempts + 1, delivered_ms = ?2, lease_until_ms = NULL WHERE id = ?1",
+            params![id, now],
+        )?,
+        DeliveryOutcome::Failed { error, retry_at } => conn.execute(
+            "UPDATE deliveries SET state = 'failing', attempts = attempts + 1, last_error = ?2, next_attempt_ms = ?3, lease_until_ms = NULL
+             WHERE id = ?1",
+            params![id, error, ms(*retry_at)],
+        )?,
+        DeliveryOutcome::Abandoned { error } => conn.execute(
+            "UPDATE deliveries SET state = 'abandoned', attempts = attempts + 1, last_error = ?2, lease_until_ms = NULL WHERE id = ?1",
+            params![id, error],
+        )?,
+    };
+    Ok(())
+}
+
+pub fn alerts(conn: &Connection, filter: &AlertFilter, limit: u64) -> rusqlite::Result<Vec<AlertRecord>> {
+    let mut sql = format!("SELECT {ALERT_COLUMNS} FROM alerts a WHERE 1 = 1");
+    let mut args: Vec<Box<dyn rusqlite::ToSql>> = Vec::new();
+    if let Some(since) = filter.since {
+        sql.push_str(" AND a.raised_ms >= ?");
+        args.push(Box::new(ms(since)));
+    }
+    if let Some(rule) = &filter.rule {
+        sql.push_str(" AND a.rule = ?");
+        args.push(Box::new(rule.clone()));
+    }
+    if let Some(state) = filter.state {
+        sql.push_str(" AND EXISTS (SELECT 1 FROM deliveries d WHERE d.alert_id = a.id AND d.state = ?)");
+        args.push(Box::new(state.as_str()));
+    }
+    sql.push_str(" ORDER BY a.id DESC LIMIT ?");
+    args.push(Box::new(i64::try_from(limit).unwrap_or(i64::MAX)));
+    let refs: Vec<&dyn rusqlite::ToSql> = args.iter().map(|a| a.as_ref() as &dyn rusqlite::ToSql).collect();
+    let list = conn.prepare(&sql)?.query_map(&*refs, read_alert)?.collect::<rusqlite::Result<Vec<_>>>()?;
+    with_deliveries(conn, list)
+}
+
+pub fn alert(conn: &Connection, id: i64) -> rusqlite::Result<Option<AlertRecord>> {
+    let a = conn
+        .query_row(&format!("SELECT {ALERT_COLUMNS} FROM alerts a WHERE a.id = ?1"), [id], read_alert)
+        .optional()?;
+    Ok(match a {
+        Some(a) => with_deliveries(conn, vec![a])?.pop(),
+        None => None,
+    })
+}
+
+pub fn alert_status(conn: &Connection, recent: u64) -> rusqlite::Result<AlertStatus> {
+    let mut status = AlertStatus {
+        alerts: conn.query_row("SELECT count(*) FROM alerts", [], |r| r.get::<_, i64>(0))? as u64,
+        cursor: alert_cursor(conn)?.map(|c| c.seq),
+        newest_seq: newest_seq(conn)?,
+        ..AlertStatus::default()
+    };
+    let mut stmt = conn.prepare("SELECT state, count(*) FROM deliveries GROUP BY state")?;
+    let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)? as u64)))?;
+    for row in rows {
+        let (state, n) = row?;
+        match DeliveryState::parse(&state) {
+            Some(DeliveryState::Pending) => status.pending = n,
+            Some(DeliveryState::Delivered) => status.delivered = n,
+            Some(DeliveryState::Failing) => status.failing = n,
+            Some(DeliveryState::Abandoned) => status.abandoned = n,
+            None => {}
+        }
+    }
+    status.recent = alerts(conn, &AlertFilter::default(), recent)?;
+    Ok(status)
+}
