@@ -307,7 +307,11 @@ pub async fn deliver_due(
             return Ok(report);
         }
         let claim = store.clone();
-        let jobs = blocking(move || claim.claim_deliveries(Timestamp::now(), Duration::from_secs(120), 32)).await?;
+        // Long enough for the slowest destination to answer; short enough that the
+        // claims of a process that died are picked up again soon.
+        let lease = courier.settings.destinations.values().map(|d| d.timeout).max().unwrap_or_default()
+            + Duration::from_secs(5);
+        let jobs = blocking(move || claim.claim_deliveries(Timestamp::now(), lease, 32)).await?;
         if jobs.is_empty() {
             return Ok(report);
         }

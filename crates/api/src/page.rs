@@ -137,9 +137,11 @@ impl Page {
     }
 }
 
+type Elements = Vec<Box<RawValue>>;
+
 /// Tells a key that is present (even as `null`) from one that is absent.
-fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Option<Vec<Box<RawValue>>>>, D::Error> {
-    Option::<Vec<Box<RawValue>>>::deserialize(d).map(Some)
+fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Option<Elements>>, D::Error> {
+    Option::<Elements>::deserialize(d).map(Some)
 }
 
 /// Page numbers: `null`, absent, `0` and unreadable values all mean "no such page".

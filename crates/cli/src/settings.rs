@@ -174,18 +174,6 @@ fn check_name(name: &str) -> Result<(), Failure> {
     Ok(())
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn hosts() {
-        assert_eq!(host_of("https://app.terraform.io"), "app.terraform.io");
-        assert_eq!(host_of("https://app.terraform.io:443/"), "app.terraform.io");
-        assert_eq!(host_of("http://127.0.0.1:8700"), "127.0.0.1:8700");
-        assert_eq!(host_of("TFE.Example.com"), "tfe.example.com");
-    }
-}
 
 /// The alert engine's settings: the built-in rules and the rules file, destinations
 /// with their secrets read, default destinations, and link bases.
@@ -329,4 +317,17 @@ pub fn alerts(
         retry_delay: section.retry_delay.map_or(std::time::Duration::from_secs(5), |d| d.0),
         retry_cap: std::time::Duration::from_secs(600),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hosts() {
+        assert_eq!(host_of("https://app.terraform.io"), "app.terraform.io");
+        assert_eq!(host_of("https://app.terraform.io:443/"), "app.terraform.io");
+        assert_eq!(host_of("http://127.0.0.1:8700"), "127.0.0.1:8700");
+        assert_eq!(host_of("TFE.Example.com"), "tfe.example.com");
+    }
 }

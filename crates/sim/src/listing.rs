@@ -94,6 +94,15 @@ impl Listing {
         id
     }
 
+    /// Adds a live event with this exact JSON (which carries `id` and a timestamp of
+    /// `ts`); for tests that need particular events.
+    pub fn add_live_json(&mut self, ts: i64, id: String, json: String) {
+        let order = self.next_live;
+        self.next_live += 1;
+        let at = self.live.partition_point(|l| l.ts > ts || (l.ts == ts && l.order > order));
+        self.live.insert(at, Live { ts, order, id, json });
+    }
+
     /// How many history elements pass the filter: a prefix, as timestamps never
     /// increase.
     fn history_visible(&self, keep: &impl Fn(i64) -> bool) -> u64 {

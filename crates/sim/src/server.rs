@@ -145,6 +145,22 @@ impl Sim {
         id
     }
 
+    /// Adds an event with this exact JSON; it must carry an `id` and a `timestamp`
+    /// of `timestamp_secs`. Returns the id.
+    ///
+    /// # Panics
+    /// When the JSON has no string `id`: a test's mistake.
+    pub fn add_event_json(&self, timestamp_secs: i64, json: &serde_json::Value) -> String {
+        let id = json["id"].as_str().expect("the event needs an id").to_owned();
+        self.shared.listing.lock().unwrap_or_else(std::sync::PoisonError::into_inner).add_live_json(
+            timestamp_secs,
+            id.clone(),
+            json.to_string(),
+        );
+        self.shared.stats.lock().unwrap_or_else(std::sync::PoisonError::into_inner).0.live_events += 1;
+        id
+    }
+
     /// Starts or stops live arrivals.
     pub fn set_live(&self, on: bool) {
         self.shared.live_on.store(on, Ordering::SeqCst);

@@ -1,1 +1,78 @@
+use super::*;
+use tfaudit_store::AlertRecord;
 
+fn alert() -> AlertRecord {
+    let event = serde_json::json!({
+        "id": "ae66e491-db59-457c-8445-9c908ee726ae",
+        "version": "0",
+        "type": "Resource",
+        "timestamp": "2026-11-25T03:12:44.000Z",
+        "auth": {"accessor_id": "user-MaPuLxAXvtq2PWTH", "description": "<!channel> & <script>", "type": "Impersonated",
+                 "impersonator_id": "user-Support", "organization_id": "org-AGLwRmx1snv34Yts"},
+        "request": {"id": "4df584d4-7e2a-01e6-6cc0-4adbefa020e6"},
+        "resource": {"id": "polchk-abc", "type": "policy_check", "action": "override",
+                     "meta": {"workspace": {"id": "ws-1", "name": "prod-net"}, "run": {"id": "run-9"}}}
+    });
+    AlertRecord {
+        id: 42,
+        key: "policy-override:ae66e491-db59-457c-8445-9c908ee726ae".into(),
+        rule: "policy-override".into(),
+        severity: "high".into(),
+        group: None,
+        title: "[HIGH] A policy check or run task was overridden".into(),
+        text: "<!channel> & <script> (impersonated by user-Support) override policy_check polchk-abc in acme at 2026-11-25T03:12:44Z.\nWorkspace: prod-net\nhttps://app.terraform.io/app/acme/workspaces/prod-net/runs/run-9\nRule: policy-override (high)".into(),
+        source: "acme".into(),
+        event_seq: 7,
+        event_id: "ae66e491-db59-457c-8445-9c908ee726ae".into(),
+        event_time: "2026-11-25T03:12:44Z".parse().unwrap(),
+        count: 1,
+        window_start: None,
+        window_end: None,
+        link: Some("https://app.terraform.io/app/acme/workspaces/prod-net/runs/run-9".into()),
+        event: event.to_string(),
+        raised_at: "2026-11-25T03:13:01Z".parse().unwrap(),
+        deliveries: Vec::new(),
+    }
+}
+
+#[test]
+fn slack_block_kit() {
+    let p = slack_payload(&alert());
+    insta::assert_json_snapshot!(p);
+    let text = p.to_string();
+    assert!(!text.contains("<!channel>") && text.contains("&lt;!channel&gt;"), "mentions are escaped");
+}
+
+#[test]
+fn pagerduty_events_v2() {
+    insta::assert_json_snapshot!(pagerduty_payload(&alert(), "R0UTINGKEY"));
+}
+
+#[test]
+fn webhook_json() {
+    insta::assert_json_snapshot!(webhook_body(&alert()));
+}
+
+#[test]
+fn email_text() {
+    insta::assert_snapshot!(email_body(&alert()));
+}
+
+#[test]
+fn idempotency_keys_are_stable_and_short() {
+    let a = alert();
+    assert_eq!(idempotency_key(&a), idempotency_key(&a));
+    assert_eq!(idempotency_key(&a).len(), "tfaudit-".len() + 32);
+    let mut b = a.clone();
+    b.key.push('x');
+    assert_ne!(idempotency_key(&a), idempotency_key(&b));
+}
+
+#[test]
+fn webhook_signature_is_hmac_sha256_of_timestamp_dot_body() {
+    // Computed independently: printf '1700000000.{"a":1}' | openssl dgst -sha256 -hmac s3cret
+    assert_eq!(
+        webhook_signature("s3cret", 1_700_000_000, br#"{"a":1}"#),
+        "sha256=1698a50bc74d1ff1db85c4e0a5297c2ad9fdba245d5737cdb789e4cc6e098940"
+    );
+}

@@ -158,8 +158,7 @@ pub fn status(cli: &Cli, args: &StatusArgs) -> Result<(), Failure> {
         ReportFormat::Json => {
             let rejects = if args.rejects { Some(store.rejects(100)?) } else { None };
             let alerts = store.alert_status(10)?;
-            let value =
-                serde_json::json!({"archive": store.path(), "organizations": sources, "rejects": rejects, "alerts": alerts});
+            let value = serde_json::json!({"archive": store.path(), "organizations": sources, "rejects": rejects, "alerts": alerts});
             serde_json::to_writer_pretty(&mut out, &value).map_err(|e| Failure::Output(e.to_string()))?;
             writeln!(out)?;
         }

@@ -122,37 +122,63 @@ pub async fn watch(cli: &Cli, args: &WatchArgs) -> Result<(), Failure> {
     // The alert engine runs beside the syncs, woken by each one that stores events.
     let wake = Arc::new(tokio::sync::Notify::new());
     let alerts_on = !args.no_alerts && config.as_ref().is_none_or(|(_, f)| f.alerts.enabled != Some(false));
+    // On a new archive the engine starts after every organization's first sync, so
+    // that the backfill of history is not alerted on (`tfaudit alerts test` backtests
+    // it); afterwards it resumes from its own cursor.
+    let (round_done, mut first_round) = tokio::sync::watch::channel(false);
+    let waiting: Arc<std::sync::Mutex<std::collections::HashSet<String>>> =
+        Arc::new(std::sync::Mutex::new(orgs.iter().map(|o| o.name.clone()).collect()));
     let alert_task = if alerts_on {
         let alert_settings = Arc::new(settings::alerts(config.as_ref(), args.rules.as_deref())?);
         tracing::info!(rules = alert_settings.rules.enabled().count(), "alerts on");
+        let fresh = store.alert_cursor()?.is_none();
         let runner = tfaudit_alerts::runner::Runner::new(store.clone(), alert_settings);
-        Some(tokio::spawn(runner.run(cancel.clone(), wake.clone(), std::time::Duration::from_secs(1))))
+        let (cancel, wake) = (cancel.clone(), wake.clone());
+        Some(tokio::spawn(async move {
+            if fresh {
+                tokio::select! {
+                    _ = first_round.wait_for(|done| *done) => {}
+                    () = cancel.cancelled() => return,
+                }
+            }
+            runner.run(cancel, wake, std::time::Duration::from_secs(1)).await;
+        }))
     } else {
         None
     };
-    let on_sync: tfaudit_sync::OnSync = Arc::new(
-        move |name: &str, result: &Result<SyncReport, SyncError>| match result {
-            Ok(report) => {
-                gap_banner(report);
-                if report.tally.new_events > 0 {
-                    wake.notify_one();
-                }
-                if json {
-                    if let Ok(line) = serde_json::to_string(report) {
-                        println!("{line}");
-                    }
-                } else {
-                    tracing::info!("{}", report_line(report));
-                }
-            }
-            Err(e) => {
-                tracing::error!(organization = %terminal_safe(name), "sync failed: {e}; trying again at the next interval")
-            }
-        },
-    );
+    let on_sync: tfaudit_sync::OnSync = Arc::new(move |name: &str, result: &Result<SyncReport, SyncError>| {
+        if let Ok(mut w) = waiting.lock()
+            && w.remove(name)
+            && w.is_empty()
+        {
+            let _ = round_done.send(true);
+        }
+        report_sync(name, result, json, &wake);
+    });
     tfaudit_sync::watch(store, orgs, cancel, on_sync).await;
     if let Some(task) = alert_task {
         let _ = task.await;
     }
     Ok(())
+}
+
+fn report_sync(name: &str, result: &Result<SyncReport, SyncError>, json: bool, wake: &tokio::sync::Notify) {
+    match result {
+        Ok(report) => {
+            gap_banner(report);
+            if report.tally.new_events > 0 {
+                wake.notify_one();
+            }
+            if json {
+                if let Ok(line) = serde_json::to_string(report) {
+                    println!("{line}");
+                }
+            } else {
+                tracing::info!("{}", report_line(report));
+            }
+        }
+        Err(e) => {
+            tracing::error!(organization = %terminal_safe(name), "sync failed: {e}; trying again at the next interval");
+        }
+    }
 }

@@ -2,7 +2,9 @@
 //! the simulator (and, for client behaviour per status code, wiremock).
 
 mod harness;
+mod receivers;
 
+mod alerts;
 mod auth;
 mod client;
 mod config;

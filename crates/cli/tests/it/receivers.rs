@@ -1,0 +1,242 @@
+//! Local stand-ins for where alerts go, speaking the real wire formats: a Slack
+//! incoming webhook, PagerDuty's Events API v2, a webhook that checks the HMAC
+//! signature, and an SMTP server with STARTTLS.
+
+use std::sync::atomic::{AtomicU16, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::routing::post;
+use hmac::{Hmac, Mac};
+use sha2::Sha256;
+use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncWrite, AsyncWriteExt, BufReader};
+
+pub const HOOK_SECRET: &str = "hook-shared-secret";
+
+/// One webhook request as received.
+#[derive(Debug, Clone)]
+pub struct HookRequest {
+    pub headers: HeaderMap,
+    pub body: serde_json::Value,
+    /// Whether it was answered 2xx.
+    pub accepted: bool,
+}
+
+#[derive(Default)]
+pub struct Inbox {
+    pub slack: Mutex<Vec<serde_json::Value>>,
+    pub pagerduty: Mutex<Vec<serde_json::Value>>,
+    pub hook: Mutex<Vec<HookRequest>>,
+    /// What the webhook answers (200, or 503 to play a destination that is down).
+    pub hook_status: AtomicU16,
+    /// How long the webhook takes to answer, in ms.
+    pub hook_delay_ms: AtomicU64,
+}
+
+pub struct Receivers {
+    pub url: String,
+    pub inbox: Arc<Inbox>,
+}
+
+fn valid_signature(headers: &HeaderMap, body: &[u8]) -> bool {
+    let get = |k: &str| headers.get(k).and_then(|v| v.to_str().ok()).map(str::to_owned);
+    let (Some(ts), Some(sig)) = (get("x-tfaudit-timestamp"), get("x-tfaudit-signature")) else { return false };
+    let Some(hex_sig) = sig.strip_prefix("sha256=") else { return false };
+    let Ok(expected) = hex::decode(hex_sig) else { return false };
+    let mut mac = Hmac::<Sha256>::new_from_slice(HOOK_SECRET.as_bytes()).unwrap();
+    mac.update(ts.as_bytes());
+    mac.update(b".");
+    mac.update(body);
+    mac.verify_slice(&expected).is_ok()
+}
+
+async fn slack(State(inbox): State<Arc<Inbox>>, body: Bytes) -> (StatusCode, &'static str) {
+    match serde_json::from_slice(&body) {
+        Ok(v) => {
+            inbox.slack.lock().unwrap().push(v);
+            (StatusCode::OK, "ok")
+        }
+        Err(_) => (StatusCode::BAD_REQUEST, "invalid_payload"),
+    }
+}
+
+async fn pagerduty(State(inbox): State<Arc<Inbox>>, body: Bytes) -> (StatusCode, String) {
+    let v: serde_json::Value = match serde_json::from_slice(&body) {
+        Ok(v) => v,
+        Err(_) => {
+            return (
+                StatusCode::BAD_REQUEST,
+                r#"{"status":"invalid event","message":"Event object is invalid"}"#.into(),
+            );
+        }
+    };
+    let key = v["dedup_key"].as_str().unwrap_or_default().to_owned();
+    let ok =
+        v["routing_key"].as_str().is_some_and(|k| k.len() == 32) && v["event_action"] == "trigger" && !key.is_empty();
+    inbox.pagerduty.lock().unwrap().push(v);
+    if ok {
+        (StatusCode::ACCEPTED, format!(r#"{{"status":"success","message":"Event processed","dedup_key":"{key}"}}"#))
+    } else {
+        (StatusCode::BAD_REQUEST, r#"{"status":"invalid event","message":"Event object is invalid"}"#.into())
+    }
+}
+
+async fn hook(State(inbox): State<Arc<Inbox>>, headers: HeaderMap, body: Bytes) -> StatusCode {
+    let delay = inbox.hook_delay_ms.load(Ordering::SeqCst);
+    if delay > 0 {
+        tokio::time::sleep(Duration::from_millis(delay)).await;
+    }
+    if !valid_signature(&headers, &body) {
+        return StatusCode::UNAUTHORIZED;
+    }
+    let status = StatusCode::from_u16(inbox.hook_status.load(Ordering::SeqCst)).unwrap_or(StatusCode::OK);
+    let body = serde_json::from_slice(&body).unwrap_or_default();
+    inbox.hook.lock().unwrap().push(HookRequest { headers, body, accepted: status.is_success() });
+    status
+}
+
+impl Receivers {
+    pub async fn start() -> Self {
+        let inbox = Arc::new(Inbox { hook_status: AtomicU16::new(200), ..Inbox::default() });
+        let app = Router::new()
+            .route("/slack", post(slack))
+            .route("/v2/enqueue", post(pagerduty))
+            .route("/hook", post(hook))
+            .with_state(inbox.clone());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        Self { url, inbox }
+    }
+
+    /// The idempotency keys of accepted webhook requests.
+    pub fn accepted_hook_keys(&self) -> Vec<String> {
+        self.inbox
+            .hook
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|r| r.accepted)
+            .map(|r| r.headers.get("idempotency-key").unwrap().to_str().unwrap().to_owned())
+            .collect()
+    }
+}
+
+/// An SMTP server that requires STARTTLS, with a certificate made for 127.0.0.1.
+pub struct Smtp {
+    pub port: u16,
+    /// The CA (here, the self-signed certificate) to trust, as PEM.
+    pub ca_pem: String,
+    pub messages: Arc<Mutex<Vec<String>>>,
+}
+
+trait Stream: AsyncRead + AsyncWrite + Unpin + Send {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> Stream for T {}
+
+impl Smtp {
+    pub async fn start() -> Self {
+        let cert = rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_owned()]).unwrap();
+        let ca_pem = cert.cert.pem();
+        let key = rustls::pki_types::PrivateKeyDer::Pkcs8(cert.signing_key.serialize_der().into());
+        let config =
+            rustls::ServerConfig::builder_with_provider(Arc::new(rustls::crypto::aws_lc_rs::default_provider()))
+                .with_safe_default_protocol_versions()
+                .unwrap()
+                .with_no_client_auth()
+                .with_single_cert(vec![cert.cert.der().clone()], key)
+                .unwrap();
+        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let messages = Arc::new(Mutex::new(Vec::new()));
+        let inbox = messages.clone();
+        tokio::spawn(async move {
+            loop {
+                let Ok((socket, _)) = listener.accept().await else { return };
+                let (acceptor, inbox) = (acceptor.clone(), inbox.clone());
+                tokio::spawn(async move {
+                    let _ = session(Box::new(socket), Some(acceptor), inbox).await;
+                });
+            }
+        });
+        Self { port, ca_pem, messages }
+    }
+}
+
+/// One SMTP session (RFC 5321, with STARTTLS from RFC 3207); mail is accepted only
+/// after TLS.
+async fn session(
+    stream: Box<dyn Stream>,
+    acceptor: Option<tokio_rustls::TlsAcceptor>,
+    inbox: Arc<Mutex<Vec<String>>>,
+) -> std::io::Result<()> {
+    let mut stream = BufReader::new(stream);
+    stream.write_all(b"220 receiver.test ESMTP\r\n").await?;
+    let secure = acceptor.is_none();
+    let mut line = String::new();
+    loop {
+        line.clear();
+        if stream.read_line(&mut line).await? == 0 {
+            return Ok(());
+        }
+        let command = line.trim_end().to_ascii_uppercase();
+        if command.starts_with("EHLO") || command.starts_with("HELO") {
+            let tls = if secure { "" } else { "250-STARTTLS\r\n" };
+            stream.write_all(format!("250-receiver.test\r\n{tls}250 8BITMIME\r\n").as_bytes()).await?;
+        } else if command == "STARTTLS" {
+            let Some(acceptor) = acceptor else {
+                stream.write_all(b"503 already secure\r\n").await?;
+                continue;
+            };
+            stream.write_all(b"220 go ahead\r\n").await?;
+            let tls = acceptor.accept(stream.into_inner()).await?;
+            return Box::pin(session_after_tls(Box::new(tls), inbox)).await;
+        } else if command.starts_with("MAIL") || command.starts_with("RCPT") || command.starts_with("DATA") {
+            stream.write_all(b"530 5.7.0 Must issue a STARTTLS command first\r\n").await?;
+        } else if command == "QUIT" {
+            stream.write_all(b"221 bye\r\n").await?;
+            return Ok(());
+        } else {
+            stream.write_all(b"250 ok\r\n").await?;
+        }
+    }
+}
+
+async fn session_after_tls(stream: Box<dyn Stream>, inbox: Arc<Mutex<Vec<String>>>) -> std::io::Result<()> {
+    let mut stream = BufReader::new(stream);
+    let mut line = String::new();
+    loop {
+        line.clear();
+        if stream.read_line(&mut line).await? == 0 {
+            return Ok(());
+        }
+        let command = line.trim_end().to_ascii_uppercase();
+        if command.starts_with("EHLO") || command.starts_with("HELO") {
+            stream.write_all(b"250-receiver.test\r\n250 8BITMIME\r\n").await?;
+        } else if command == "DATA" {
+            stream.write_all(b"354 end with <CRLF>.<CRLF>\r\n").await?;
+            let mut message = String::new();
+            loop {
+                line.clear();
+                if stream.read_line(&mut line).await? == 0 {
+                    return Ok(());
+                }
+                if line == ".\r\n" {
+                    break;
+                }
+                message.push_str(line.strip_prefix('.').filter(|_| line.starts_with("..")).unwrap_or(&line));
+            }
+            inbox.lock().unwrap().push(message);
+            stream.write_all(b"250 2.0.0 queued\r\n").await?;
+        } else if command == "QUIT" {
+            stream.write_all(b"221 bye\r\n").await?;
+            return Ok(());
+        } else {
+            stream.write_all(b"250 ok\r\n").await?;
+        }
+    }
+}
