@@ -13,7 +13,7 @@ use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 use tfaudit_store::StoredEvent;
 
-use crate::render::{self, Context, EventContext, RuleContext, WindowContext};
+use crate::render::{Context, EventContext, Part, RuleContext, Templates, WindowContext};
 use crate::rules::{Condition, Field, Rule, RuleSet, SeenKind, Severity, Test};
 
 /// An alert a rule raised.
@@ -123,12 +123,16 @@ pub struct EngineState {
     latest_ms: i64,
 }
 
-/// Where alert links point: the HCP Terraform address and organization name of a
-/// source.
+/// How alerts read: links into HCP Terraform, and the templates of rules that have
+/// none of their own.
 #[derive(Debug, Clone, Default)]
-pub struct Links {
+pub struct Presentation {
     /// Source name -> `https://app.terraform.io/app/<organization>`.
     pub bases: HashMap<String, String>,
+    /// The title template (default [`render::DEFAULT_TITLE`]).
+    pub title: Option<String>,
+    /// The text template (default [`render::DEFAULT_TEXT`]).
+    pub text: Option<String>,
 }
 
 /// Rules and their state.
@@ -136,7 +140,8 @@ pub struct Links {
 pub struct Engine {
     rules: Vec<Rule>,
     pub state: EngineState,
-    links: Links,
+    presentation: Presentation,
+    templates: Templates,
 }
 
 /// An event and, parsed on first use, its `resource.meta`.
@@ -236,9 +241,14 @@ fn format_time(t: Timestamp) -> String {
 impl Engine {
     /// An engine with the enabled rules of `rules` and a state (fresh, or loaded).
     #[must_use]
-    pub fn new(rules: &RuleSet, state: EngineState, links: Links) -> Self {
+    pub fn new(rules: &RuleSet, state: EngineState, presentation: Presentation) -> Self {
         let rules: Vec<Rule> = rules.enabled().cloned().collect();
-        let mut engine = Self { rules, state, links };
+        let templates = Templates::new(
+            rules.iter().map(|r| (r.name.as_str(), r.title.as_deref(), r.text.as_deref())),
+            presentation.title.as_deref(),
+            presentation.text.as_deref(),
+        );
+        let mut engine = Self { rules, state, presentation, templates };
         engine.forget_removed_rules();
         engine
     }
@@ -358,7 +368,8 @@ impl Engine {
         let rule = &self.rules[rule_index];
         let e = view.e;
         let ev = &e.event;
-        let meta = view.meta().clone();
+        let event: serde_json::Value = serde_json::from_str(&ev.raw).unwrap_or(serde_json::Value::Null);
+        let meta = event.get("resource").and_then(|r| r.get("meta")).cloned().unwrap_or(serde_json::Value::Null);
         let workspace = meta
             .get("workspace")
             .and_then(|w| w.get("name").or_else(|| w.get("id")))
@@ -370,7 +381,7 @@ impl Engine {
             .and_then(|v| v.as_str())
             .map(str::to_owned)
             .or_else(|| (ev.resource_type.as_deref() == Some("run")).then(|| ev.resource_id.clone()).flatten());
-        let link = self.links.bases.get(&e.source).and_then(|base| {
+        let link = self.presentation.bases.get(&e.source).and_then(|base| {
             let ws = meta.get("workspace").and_then(|w| w.get("name")).and_then(|v| v.as_str())?;
             let ws = url_segment(ws);
             Some(match &run {
@@ -412,9 +423,8 @@ impl Engine {
             run,
             link: link.clone(),
         };
-        let title =
-            render::render(rule.title.as_deref().unwrap_or(render::DEFAULT_TITLE), render::DEFAULT_TITLE, &context);
-        let text = render::render(rule.text.as_deref().unwrap_or(render::DEFAULT_TEXT), render::DEFAULT_TEXT, &context);
+        let title = self.templates.render(Part::Title, &rule.name, &context);
+        let text = self.templates.render(Part::Text, &rule.name, &context);
         NewAlert {
             key,
             rule: rule.name.clone(),
@@ -431,7 +441,7 @@ impl Engine {
             window_end: window.map(|(_, end)| time(end)),
             link,
             destinations: rule.destinations.clone(),
-            event: serde_json::from_str(&ev.raw).unwrap_or(serde_json::Value::Null),
+            event,
         }
     }
 }

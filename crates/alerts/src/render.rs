@@ -92,20 +92,77 @@ pub fn check_template(source: &str) -> Result<(), String> {
         .map_err(|e| format!("template does not compile: {}", e.to_string().replace('\n', " ")))
 }
 
-/// Renders `source`, falling back to `fallback` if it fails (a template that
-/// compiled can still fail, for instance on a filter given the wrong type).
-#[must_use]
-pub fn render(source: &str, fallback: &str, context: &Context) -> String {
-    let env = environment();
-    let attempt = env.template_from_str(source).and_then(|t| t.render(context));
-    match attempt {
-        Ok(text) => text.trim().to_owned(),
-        Err(e) => {
-            tracing::warn!(error = %e, "an alert template failed; using the default");
-            env.template_from_str(fallback)
-                .and_then(|t| t.render(context))
-                .map(|t| t.trim().to_owned())
-                .unwrap_or_default()
+/// Templates compiled once: each rule's own, the configured defaults, and the
+/// built-in defaults to fall back on.
+#[derive(Debug, Clone)]
+pub struct Templates {
+    env: Environment<'static>,
+}
+
+/// Which template.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Part {
+    Title,
+    Text,
+}
+
+impl Part {
+    fn prefix(self) -> &'static str {
+        match self {
+            Self::Title => "title",
+            Self::Text => "text",
+        }
+    }
+}
+
+impl Templates {
+    /// Compiles the templates. `rules` gives (rule name, title, text) overrides;
+    /// `title`/`text` are the configured defaults. A template that does not compile is
+    /// left out (rules and config are checked when loaded), so the default is used.
+    #[must_use]
+    pub fn new<'a>(
+        rules: impl IntoIterator<Item = (&'a str, Option<&'a str>, Option<&'a str>)>,
+        title: Option<&str>,
+        text: Option<&str>,
+    ) -> Self {
+        let mut env = environment();
+        let mut add = |name: String, source: &str| {
+            if let Err(e) = env.add_template_owned(name, source.to_owned()) {
+                tracing::warn!(error = %e, "an alert template does not compile; using the default");
+            }
+        };
+        add("builtin:title".into(), DEFAULT_TITLE);
+        add("builtin:text".into(), DEFAULT_TEXT);
+        add("default:title".into(), title.unwrap_or(DEFAULT_TITLE));
+        add("default:text".into(), text.unwrap_or(DEFAULT_TEXT));
+        for (rule, rule_title, rule_text) in rules {
+            if let Some(t) = rule_title {
+                add(format!("rule:title:{rule}"), t);
+            }
+            if let Some(t) = rule_text {
+                add(format!("rule:text:{rule}"), t);
+            }
+        }
+        Self { env }
+    }
+
+    /// Renders a rule's title or text: its own template, else the configured default,
+    /// else the built-in one (also the fallback when rendering fails, for instance on
+    /// a filter given the wrong type).
+    #[must_use]
+    pub fn render(&self, part: Part, rule: &str, context: &Context) -> String {
+        let own = format!("rule:{}:{rule}", part.prefix());
+        let chosen = if self.env.get_template(&own).is_ok() { own } else { format!("default:{}", part.prefix()) };
+        match self.env.get_template(&chosen).and_then(|t| t.render(context)) {
+            Ok(text) => text.trim().to_owned(),
+            Err(e) => {
+                tracing::warn!(error = %e, rule, "an alert template failed; using the built-in one");
+                self.env
+                    .get_template(&format!("builtin:{}", part.prefix()))
+                    .and_then(|t| t.render(context))
+                    .map(|t| t.trim().to_owned())
+                    .unwrap_or_default()
+            }
         }
     }
 }

@@ -401,6 +401,9 @@ impl RuleSet {
             if let Some(w) = r.when {
                 parts.push(condition(w, &err)?);
             }
+            // Tests of indexed fields first: a `meta` test parses the event's JSON, and
+            // most events are rejected before that is needed.
+            parts.sort_by_key(Condition::needs_meta);
             let condition = match parts.len() {
                 0 => Condition::Always,
                 1 => parts.remove(0),

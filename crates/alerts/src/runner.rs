@@ -22,14 +22,14 @@ use tokio_util::sync::CancellationToken;
 
 use crate::destination::{Destination, Sender, Sent};
 
-use crate::engine::{Engine, EngineState, Links, NewAlert};
+use crate::engine::{Engine, EngineState, NewAlert, Presentation};
 use crate::rules::RuleSet;
 
 /// Everything the runner needs, checked.
 #[derive(Debug, Clone)]
 pub struct Settings {
     pub rules: RuleSet,
-    pub links: Links,
+    pub presentation: Presentation,
     /// By name.
     pub destinations: HashMap<String, Destination>,
     /// Destinations of rules that name none.
@@ -138,7 +138,7 @@ impl Runner {
                 (state, seq)
             }
         };
-        self.loaded = Some((Engine::new(&self.settings.rules, state, self.settings.links.clone()), seq));
+        self.loaded = Some((Engine::new(&self.settings.rules, state, self.settings.presentation.clone()), seq));
         Ok(())
     }
 
@@ -357,14 +357,14 @@ pub async fn deliver_due(
 pub async fn backtest(
     store: Arc<dyn Store>,
     rules: &RuleSet,
-    links: Links,
+    presentation: Presentation,
     filter: EventFilter,
 ) -> Result<Vec<NewAlert>, AlertError> {
     let rules = rules.clone();
     blocking(move || {
         let mut state = EngineState::default();
         seed(&mut state, &store.seen_values(filter.since)?);
-        let mut engine = Engine::new(&rules, state, links);
+        let mut engine = Engine::new(&rules, state, presentation);
         let mut alerts = Vec::new();
         store.events(&filter, Order::OldestFirst, None, &mut |e| {
             alerts.extend(engine.evaluate(&e));

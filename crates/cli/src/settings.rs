@@ -174,7 +174,6 @@ fn check_name(name: &str) -> Result<(), Failure> {
     Ok(())
 }
 
-
 /// The alert engine's settings: the built-in rules and the rules file, destinations
 /// with their secrets read, default destinations, and link bases.
 pub fn alerts(
@@ -303,14 +302,23 @@ pub fn alerts(
             }
         }
     }
-    let mut links = tfaudit_alerts::engine::Links::default();
+    for (name, template) in [("title", &section.title), ("text", &section.text)] {
+        if let Some(t) = template {
+            tfaudit_alerts::render::check_template(t).map_err(|e| Failure::Usage(format!("[alerts] {name}: {e}")))?;
+        }
+    }
+    let mut links = tfaudit_alerts::engine::Presentation {
+        title: section.title.clone(),
+        text: section.text.clone(),
+        ..tfaudit_alerts::engine::Presentation::default()
+    };
     for org in &file.organizations {
         let address = org.address.clone().unwrap_or_else(|| tfaudit_api::DEFAULT_ADDRESS.to_owned());
         links.bases.insert(org.name.clone(), format!("{}/app/{}", address.trim_end_matches('/'), org.name));
     }
     Ok(tfaudit_alerts::runner::Settings {
         rules,
-        links,
+        presentation: links,
         destinations,
         default_destinations,
         max_delivery_age: section.max_delivery_age.map_or(std::time::Duration::from_secs(7 * 86_400), |d| d.0),

@@ -64,6 +64,10 @@ pub struct AlertsSection {
     /// The first delay before a failed delivery is retried; it doubles up to 10m
     /// (default 5s).
     pub retry_delay: Option<Duration>,
+    /// The alert title template for rules without their own.
+    pub title: Option<String>,
+    /// The alert text template for rules without their own.
+    pub text: Option<String>,
 }
 
 /// What kind of destination.

@@ -22,7 +22,7 @@ fn at(second: i64) -> String {
 
 #[test]
 fn a_matching_event_raises_one_alert_with_its_details() {
-    let mut links = Links::default();
+    let mut links = Presentation::default();
     links.bases.insert("acme".into(), "https://app.terraform.io/app/acme".into());
     let mut engine =
         Engine::new(&crate::pack::builtin(&jiff::tz::TimeZone::UTC).unwrap(), EngineState::default(), links);
@@ -57,7 +57,7 @@ fn thresholds_fire_once_per_window_per_group() {
     let set = rules(
         "[[rule]]\nname = \"burst\"\nseverity = \"high\"\ndescription = \"d\"\nmatch = { \"resource.action\" = \"destroy\" }\nthreshold = { count = 20, within = \"10m\" }\ngroup_by = \"actor\"\n",
     );
-    let mut engine = Engine::new(&set, EngineState::default(), Links::default());
+    let mut engine = Engine::new(&set, EngineState::default(), Presentation::default());
     let mut fired = Vec::new();
     // 25 destroys by alice in 5 minutes, 19 by bob: alice fires once, bob never.
     for i in 0..25 {
@@ -106,7 +106,7 @@ fn quiet_periods_suppress_repeats_in_event_time() {
     let set = rules(
         "[[rule]]\nname = \"imp\"\nseverity = \"high\"\ndescription = \"d\"\nmatch = { \"resource.type\" = \"run\" }\ngroup_by = \"actor\"\nquiet = \"1h\"\n",
     );
-    let mut engine = Engine::new(&set, EngineState::default(), Links::default());
+    let mut engine = Engine::new(&set, EngineState::default(), Presentation::default());
     let n = |engine: &mut Engine, seq, s, actor| {
         engine.evaluate(&event(seq, &format!("e{seq}"), &at(s), actor, "run", "apply", "null")).len()
     };
@@ -119,11 +119,11 @@ fn quiet_periods_suppress_repeats_in_event_time() {
 #[test]
 fn first_seen_values_fire_once_and_survive_a_restart() {
     let set = rules("[[rule]]\nname = \"new\"\nseverity = \"low\"\ndescription = \"d\"\nfirst_seen = \"accessor\"\n");
-    let mut engine = Engine::new(&set, EngineState::default(), Links::default());
+    let mut engine = Engine::new(&set, EngineState::default(), Presentation::default());
     assert_eq!(engine.evaluate(&event(1, "1", &at(0), "user-a", "run", "apply", "null")).len(), 1);
     assert_eq!(engine.evaluate(&event(2, "2", &at(1), "user-a", "run", "apply", "null")).len(), 0);
     let saved = serde_json::to_string(&engine.state).unwrap();
-    let mut restarted = Engine::new(&set, serde_json::from_str(&saved).unwrap(), Links::default());
+    let mut restarted = Engine::new(&set, serde_json::from_str(&saved).unwrap(), Presentation::default());
     assert_eq!(restarted.evaluate(&event(3, "3", &at(2), "user-a", "run", "apply", "null")).len(), 0);
     let alerts = restarted.evaluate(&event(4, "4", &at(3), "user-b", "run", "apply", "null"));
     assert_eq!(alerts.len(), 1);
@@ -140,7 +140,7 @@ description = "d"
 when = { all = [ { field = "meta.team.name", regex = "^own" }, { not = { field = "auth.accessor_id", glob = "team-*" } }, { field = "meta.team.missing", exists = false } ] }
 "#,
     );
-    let mut engine = Engine::new(&set, EngineState::default(), Links::default());
+    let mut engine = Engine::new(&set, EngineState::default(), Presentation::default());
     assert_eq!(
         engine.evaluate(&event(1, "1", &at(0), "user-a", "team", "add_member", r#"{"team":{"name":"owners"}}"#)).len(),
         1
@@ -161,7 +161,7 @@ fn templates_render_hostile_values_as_plain_text() {
     let set = rules(
         "[[rule]]\nname = \"r\"\nseverity = \"info\"\ndescription = \"d\"\ntext = \"{{ event.actor }} did {{ event.action }}{{ nothing.here }}\"\n",
     );
-    let mut engine = Engine::new(&set, EngineState::default(), Links::default());
+    let mut engine = Engine::new(&set, EngineState::default(), Presentation::default());
     let alerts = engine.evaluate(&event(1, "1", &at(0), "<script>x</script>", "run", "apply", "null"));
     assert_eq!(alerts[0].text, "name-<script>x</script> did apply");
 }
@@ -188,7 +188,7 @@ proptest! {
         shuffle_seed in any::<u64>(),
     ) {
         let text = format!("[[rule]]\nname = \"t\"\nseverity = \"low\"\ndescription = \"d\"\nthreshold = {{ count = {count}, within = \"{within}s\" }}\n");
-        let mut engine = Engine::new(&rules(&text), EngineState::default(), Links::default());
+        let mut engine = Engine::new(&rules(&text), EngineState::default(), Presentation::default());
         let mut order: Vec<usize> = (0..seconds.len()).collect();
         // A deterministic shuffle: late and out-of-order arrivals.
         let mut x = shuffle_seed | 1;
@@ -219,7 +219,7 @@ proptest! {
     #[test]
     fn an_ordered_burst_fires_once_per_window(n in 1usize..200, count in 2u32..30) {
         let text = format!("[[rule]]\nname = \"t\"\nseverity = \"low\"\ndescription = \"d\"\nthreshold = {{ count = {count}, within = \"10m\" }}\n");
-        let mut engine = Engine::new(&rules(&text), EngineState::default(), Links::default());
+        let mut engine = Engine::new(&rules(&text), EngineState::default(), Presentation::default());
         let mut alerts = 0;
         // n events one second apart: all inside one 10-minute window.
         for i in 0..n {

@@ -139,7 +139,7 @@ pub async fn alerts(cli: &Cli, command: &AlertsCommand) -> Result<(), Failure> {
             }
             let f = super::read::filter(&filter_args, Timestamp::now())?;
             let store = open_store(cli, config.as_ref(), false)?;
-            let alerts = runner::backtest(store, &s.rules, s.links.clone(), f).await.map_err(alert_failure)?;
+            let alerts = runner::backtest(store, &s.rules, s.presentation.clone(), f).await.map_err(alert_failure)?;
             if *format == ReportFormat::Json {
                 return json_out(&alerts);
             }
