@@ -408,6 +408,25 @@ interval = "5m"
     }
 
     #[test]
+    fn destinations_are_checked_with_their_line() {
+        let ok = parse(
+            "[alerts]\ndestinations = [\"slack\"]\n[[destination]]\nname = \"slack\"\ntype = \"slack\"\nurl = { env = \"SLACK_URL\" }\n\n[[destination]]\nname = \"pd\"\ntype = \"pagerduty\"\nrouting_key = { file = \"/k\" }\nmin_severity = \"critical\"\n",
+        )
+        .unwrap();
+        assert_eq!(ok.destinations.len(), 2);
+        let e = parse("[[destination]]\nname = \"mail\"\ntype = \"email\"\nserver = \"smtp:587\"\n").unwrap_err().to_string();
+        assert!(e.starts_with("t.toml:2:") && e.contains("needs from"), "{e}");
+        let e = parse("[[destination]]\nname = \"x\"\ntype = \"fax\"\n").unwrap_err().to_string();
+        assert!(e.starts_with("t.toml:3:") && e.contains("fax"), "{e}");
+        let e = parse("[alerts]\ndestinations = [\"nowhere\"]\n").unwrap_err().to_string();
+        assert!(e.contains("nowhere") && e.starts_with("t.toml:2:"), "{e}");
+        let e = parse("[alerts]\ntimezone = \"Mars/Base\"\n").unwrap_err().to_string();
+        assert!(e.contains("unknown time zone"), "{e}");
+        let e = parse("[[destination]]\nname = \"w\"\ntype = \"webhook\"\nurl = \"https://x\"\nmin_severity = \"urgent\"\n").unwrap_err().to_string();
+        assert!(e.contains("min_severity"), "{e}");
+    }
+
+    #[test]
     fn bad_values_are_named() {
         let e = parse("[sync]\ninterval = \"soon\"\n").unwrap_err().to_string();
         assert!(e.starts_with("t.toml:2:") && e.contains("not a duration"), "{e}");
