@@ -26,9 +26,41 @@ const HOUR_MS: i64 = 3_600_000;
 
 /// The SQLite archive.
 pub struct SqliteStore {
+    /// The one connection that writes.
     conn: Mutex<Connection>,
+    /// Connections that only read, so that queries (a dashboard, an API) neither wait
+    /// for a page being stored nor hold it up: WAL lets readers and a writer proceed
+    /// together.
+    readers: Mutex<Vec<Connection>>,
     path: PathBuf,
     checkpointer: Option<Checkpointer>,
+}
+
+/// Readers kept open for reuse.
+const READERS: usize = 4;
+
+/// A read connection, returned to the pool when dropped.
+struct Reader<'a> {
+    conn: Option<Connection>,
+    pool: &'a Mutex<Vec<Connection>>,
+}
+
+impl std::ops::Deref for Reader<'_> {
+    type Target = Connection;
+    fn deref(&self) -> &Connection {
+        self.conn.as_ref().expect("present until dropped")
+    }
+}
+
+impl Drop for Reader<'_> {
+    fn drop(&mut self) {
+        if let Some(conn) = self.conn.take() {
+            let mut pool = self.pool.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            if pool.len() < READERS {
+                pool.push(conn);
+            }
+        }
+    }
 }
 
 /// Copies the WAL into the database file on its own thread and connection, so that the
@@ -107,7 +139,8 @@ impl SqliteStore {
             create_private_file(path).map_err(|e| open_err(e.to_string()))?;
         }
         let conn = Connection::open(path).map_err(|e| classify(&shown, e))?;
-        let mut store = Self { conn: Mutex::new(conn), path: path.to_owned(), checkpointer: None };
+        let mut store =
+            Self { conn: Mutex::new(conn), readers: Mutex::new(Vec::new()), path: path.to_owned(), checkpointer: None };
         store.prepare().map_err(|e| match e {
             StoreError::Database(cause) => open_err(cause),
             other => other,
@@ -167,6 +200,25 @@ impl SqliteStore {
         // A panic while holding the lock cannot leave a half-done transaction behind
         // (rusqlite rolls back on drop), so the connection stays usable.
         self.conn.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// A read-only connection from the pool (opened when none is free).
+    fn read(&self) -> Result<Reader<'_>> {
+        let pooled = self.readers.lock().unwrap_or_else(std::sync::PoisonError::into_inner).pop();
+        let conn = match pooled {
+            Some(c) => c,
+            None => {
+                let c = Connection::open_with_flags(
+                    &self.path,
+                    rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
+                )
+                .map_err(|e| self.db(e))?;
+                c.busy_timeout(std::time::Duration::from_secs(30)).map_err(|e| self.db(e))?;
+                c.execute_batch("PRAGMA cache_size = -16000; PRAGMA temp_store = MEMORY;").map_err(|e| self.db(e))?;
+                c
+            }
+        };
+        Ok(Reader { conn: Some(conn), pool: &self.readers })
     }
 
     fn db(&self, e: rusqlite::Error) -> StoreError {
@@ -615,7 +667,7 @@ impl Store for SqliteStore {
         limit: Option<u64>,
         each: &mut dyn FnMut(StoredEvent) -> io::Result<()>,
     ) -> Result<u64> {
-        let conn = self.lock();
+        let conn = self.read()?;
         let hours = hours(&conn, filter.since.map(ms), filter.until.map(ms)).map_err(|e| self.db(e))?;
         let w = where_clause(filter, filter.since.map(ms), filter.until.map(ms), hours);
         let direction = match order {
@@ -639,7 +691,7 @@ impl Store for SqliteStore {
     }
 
     fn event(&self, id: &str) -> Result<Option<StoredEvent>> {
-        let conn = self.lock();
+        let conn = self.read()?;
         let Some((from, to)) = hours(&conn, None, None).map_err(|e| self.db(e))? else {
             return Ok(None);
         };
@@ -653,7 +705,7 @@ impl Store for SqliteStore {
     }
 
     fn summary(&self, filter: &EventFilter, top: usize) -> Result<Summary> {
-        let conn = self.lock();
+        let conn = self.read()?;
         let since = filter.since.map(ms);
         let until = filter.until.map(ms);
         let mut tally = Tally::default();
@@ -758,7 +810,7 @@ impl Store for SqliteStore {
     }
 
     fn status(&self) -> Result<Vec<SourceStatus>> {
-        let conn = self.lock();
+        let conn = self.read()?;
         let mut sources = conn
             .prepare(&format!(
                 "SELECT id, name, address, organization_id, event_count, oldest_ms, newest_ms, cursor_ms, reject_count, {WALK_COLUMNS}
@@ -850,7 +902,7 @@ impl Store for SqliteStore {
     }
 
     fn rejects(&self, limit: u64) -> Result<Vec<Reject>> {
-        let conn = self.lock();
+        let conn = self.read()?;
         let mut stmt = conn
             .prepare(
                 "SELECT s.name, r.reason, r.raw, r.first_seen_ms, r.times_seen FROM rejects r JOIN sources s ON s.id = r.source_id
@@ -872,11 +924,11 @@ impl Store for SqliteStore {
     }
 
     fn newest_seq(&self) -> Result<i64> {
-        alerts::newest_seq(&self.lock()).map_err(|e| self.db(e))
+        alerts::newest_seq(&*self.read()?).map_err(|e| self.db(e))
     }
 
     fn events_after(&self, after: i64, limit: u64, each: &mut dyn FnMut(StoredEvent) -> io::Result<()>) -> Result<u64> {
-        let conn = self.lock();
+        let conn = self.read()?;
         let mut stmt = conn
             .prepare_cached(&format!(
                 "SELECT {EVENT_COLUMNS} FROM events e JOIN sources s ON s.id = e.source_id WHERE e.seq > ?1 ORDER BY e.seq LIMIT ?2"
@@ -892,11 +944,11 @@ impl Store for SqliteStore {
     }
 
     fn alert_cursor(&self) -> Result<Option<AlertCursor>> {
-        alerts::alert_cursor(&self.lock()).map_err(|e| self.db(e))
+        alerts::alert_cursor(&*self.read()?).map_err(|e| self.db(e))
     }
 
     fn seen_values(&self, before: Option<Timestamp>) -> Result<SeenValues> {
-        alerts::seen_values(&self.lock(), before).map_err(|e| self.db(e))
+        alerts::seen_values(&*self.read()?, before).map_err(|e| self.db(e))
     }
 
     fn commit_alerts(&self, expected: Option<i64>, cursor: &AlertCursor, new: &[AlertWrite]) -> Result<CommitOutcome> {
@@ -912,15 +964,15 @@ impl Store for SqliteStore {
     }
 
     fn alerts(&self, filter: &AlertFilter, limit: u64) -> Result<Vec<AlertRecord>> {
-        alerts::alerts(&self.lock(), filter, limit).map_err(|e| self.db(e))
+        alerts::alerts(&*self.read()?, filter, limit).map_err(|e| self.db(e))
     }
 
     fn alert(&self, id: i64) -> Result<Option<AlertRecord>> {
-        alerts::alert(&self.lock(), id).map_err(|e| self.db(e))
+        alerts::alert(&*self.read()?, id).map_err(|e| self.db(e))
     }
 
     fn alert_status(&self, recent: u64) -> Result<AlertStatus> {
-        alerts::alert_status(&self.lock(), recent).map_err(|e| self.db(e))
+        alerts::alert_status(&*self.read()?, recent).map_err(|e| self.db(e))
     }
 }
 
