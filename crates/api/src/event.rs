@@ -269,9 +269,111 @@ pub fn compact_json(text: &str) -> Cow<'_, str> {
     Cow::Owned(out)
 }
 
+/// Indents JSON for reading without re-serialising it: keys keep their order and
+/// numbers and strings their exact text.
+#[must_use]
+pub fn pretty_json(text: &str) -> String {
+    let compact = compact_json(text);
+    let mut out = String::with_capacity(compact.len() * 2);
+    let (mut depth, mut in_string, mut escaped) = (0usize, false, false);
+    let newline = |out: &mut String, depth: usize| {
+        out.push('\n');
+        out.extend(std::iter::repeat_n("  ", depth));
+    };
+    let mut chars = compact.chars().peekable();
+    while let Some(c) = chars.next() {
+        if in_string {
+            out.push(c);
+            if escaped {
+                escaped = false;
+            } else if c == '\\' {
+                escaped = true;
+            } else if c == '"' {
+                in_string = false;
+            }
+            continue;
+        }
+        match c {
+            '"' => {
+                in_string = true;
+                out.push(c);
+            }
+            '{' | '[' => {
+                out.push(c);
+                if matches!(chars.peek(), Some('}' | ']')) {
+                    out.push(chars.next().unwrap_or(']'));
+                } else {
+                    depth += 1;
+                    newline(&mut out, depth);
+                }
+            }
+            '}' | ']' => {
+                depth = depth.saturating_sub(1);
+                newline(&mut out, depth);
+                out.push(c);
+            }
+            ',' => {
+                out.push(c);
+                newline(&mut out, depth);
+            }
+            ':' => out.push_str(": "),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// Makes invisible and text-reordering characters visible: C0/C1 controls (terminal
+/// escape sequences, bell, carriage return, newline), DEL, and the Unicode bidi and
+/// zero-width controls become `\u{..}` (newline `\n`, tab `\t`, CR `\r`), so that an
+/// event string cannot disguise itself where it is shown. With `keep_newlines`,
+/// newlines stay (for text laid out in lines, such as pretty-printed JSON).
+#[must_use]
+pub fn escape_invisible(s: &str, keep_newlines: bool) -> Cow<'_, str> {
+    fn risky(c: char) -> bool {
+        c.is_control()
+            || matches!(c, '\u{200B}'..='\u{200F}' | '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}' | '\u{FEFF}' | '\u{061C}')
+    }
+    if !s.chars().any(|c| risky(c) && !(keep_newlines && c == '\n')) {
+        return Cow::Borrowed(s);
+    }
+    let mut out = String::with_capacity(s.len() + 8);
+    for c in s.chars() {
+        match c {
+            '\n' if keep_newlines => out.push('\n'),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c if risky(c) => out.push_str(&format!("\\u{{{:x}}}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    Cow::Owned(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn pretty_printing_keeps_order_and_text() {
+        let raw = r#"{"z":1.50,"a":{"b":[1,{}],"c":"x, y: {z}"},"e":[]}"#;
+        let pretty = pretty_json(raw);
+        assert_eq!(
+            pretty,
+            "{\n  \"z\": 1.50,\n  \"a\": {\n    \"b\": [\n      1,\n      {}\n    ],\n    \"c\": \"x, y: {z}\"\n  },\n  \"e\": []\n}"
+        );
+        assert_eq!(compact_json(&pretty), raw);
+    }
+
+    #[test]
+    fn invisible_characters_are_shown() {
+        assert_eq!(escape_invisible("plain ünïcödé 日本", false), "plain ünïcödé 日本");
+        assert_eq!(escape_invisible("\u{1b}[31mred\u{7}", false), "\\u{1b}[31mred\\u{7}");
+        assert_eq!(escape_invisible("a\nb\r", false), "a\\nb\\r");
+        assert_eq!(escape_invisible("a\nb", true), "a\nb");
+        assert_eq!(escape_invisible("\u{202e}gnp.exe", true), "\\u{202e}gnp.exe");
+    }
 
     /// The sample event from HashiCorp's API documentation, verbatim.
     const DOCUMENTED_SAMPLE: &str = r#"{

@@ -29,6 +29,10 @@ pub struct Cli {
     #[arg(long, global = true)]
     pub debug: bool,
 
+    /// Log lines as text (on a terminal) or as JSON objects (for a log pipeline)
+    #[arg(long, global = true, value_enum, env = "TFAUDIT_LOG_FORMAT", default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+
     #[command(subcommand)]
     pub command: Command,
 }
@@ -39,6 +43,13 @@ pub enum Command {
     Sync(SyncArgs),
     /// Sync every organization now and then every --interval, until stopped
     Watch(WatchArgs),
+    /// Run as a service: watch every organization, raise alerts, serve the dashboard, API and metrics
+    Serve(ServeArgs),
+    /// Write a commented example config file
+    Init(InitArgs),
+    /// Check a config file
+    #[command(subcommand)]
+    Config(ConfigCommand),
     /// Search the archive
     Query(QueryArgs),
     /// Write every matching event, oldest first
@@ -127,6 +138,44 @@ pub struct WatchArgs {
     /// A rules file, added to the built-in rules [default: the config's [alerts] rules]
     #[arg(long, value_name = "FILE")]
     pub rules: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct ServeArgs {
+    #[command(flatten)]
+    pub watch: WatchArgs,
+
+    /// The dashboard and API [env: TFAUDIT_LISTEN] [default: [serve] listen, else 127.0.0.1:8080]
+    #[arg(long, value_name = "ADDR")]
+    pub listen: Option<String>,
+
+    /// Prometheus metrics, or "off" [env: TFAUDIT_METRICS_LISTEN] [default: [serve] metrics_listen, else 127.0.0.1:9464]
+    #[arg(long, value_name = "ADDR")]
+    pub metrics_listen: Option<String>,
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct InitArgs {
+    /// Where to write it
+    #[arg(long, short, default_value = "tfaudit.toml", value_name = "PATH")]
+    pub output: PathBuf,
+
+    /// Replace a file that exists
+    #[arg(long)]
+    pub force: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ConfigCommand {
+    /// Check the config (--config, TFAUDIT_CONFIG, or the default place): keys, values,
+    /// tokens, secrets and rules; mistakes are reported with their line
+    Check,
 }
 
 #[derive(Debug, Subcommand)]
@@ -230,6 +279,10 @@ pub struct FilterArgs {
     /// Organization: its name in the archive or its id (org-...); glob
     #[arg(long, value_name = "GLOB")]
     pub org: Option<String>,
+
+    /// Text anywhere in the event (names, messages, meta), case-insensitive
+    #[arg(long, value_name = "TEXT")]
+    pub text: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

@@ -48,7 +48,10 @@ fn run(cli: &Cli) -> Result<(), Failure> {
         Command::Summary(a) => commands::read::summary(cli, a),
         Command::Status(a) => commands::read::status(cli, a),
         Command::Sync(a) => runtime()?.block_on(commands::sync::sync(cli, a)),
-        Command::Watch(a) => runtime()?.block_on(commands::sync::watch(cli, a)),
+        Command::Watch(a) => runtime()?.block_on(commands::sync::watch(cli, a, None)),
+        Command::Serve(a) => runtime()?.block_on(commands::serve::serve(cli, a)),
+        Command::Init(a) => commands::serve::init(a),
+        Command::Config(args::ConfigCommand::Check) => commands::serve::check(cli),
         Command::Rules(c) => commands::alerts::rules(cli, c),
         Command::Alerts(c) => runtime()?.block_on(commands::alerts::alerts(cli, c)),
         Command::Sim(a) => runtime()?.block_on(commands::sim::sim(a)),
@@ -74,15 +77,17 @@ fn init_logging(cli: &Cli) {
         "tfaudit_sim",
         "tfaudit_config",
         "tfaudit_alerts",
+        "tfaudit_server",
     ];
+    let long_running = matches!(
+        cli.command,
+        Command::Watch(_) | Command::Serve(_) | Command::Sim(_) | Command::Alerts(args::AlertsCommand::Run { .. })
+    );
     let level = if cli.debug {
         "debug"
     } else if cli.quiet {
         "error"
-    } else if matches!(
-        cli.command,
-        Command::Watch(_) | Command::Sim(_) | Command::Alerts(args::AlertsCommand::Run { .. })
-    ) {
+    } else if long_running {
         "info"
     } else {
         "warn"
@@ -92,14 +97,12 @@ fn init_logging(cli: &Cli) {
         Ok(v) if !v.trim().is_empty() && !cli.debug => EnvFilter::new(v),
         _ => EnvFilter::new(format!("error,{directives}")),
     };
-    let long_running =
-        matches!(cli.command, Command::Watch(_) | Command::Sim(_) | Command::Alerts(args::AlertsCommand::Run { .. }));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_target(cli.debug)
-        .with_ansi(std::io::stderr().is_terminal());
-    let _ = if long_running { builder.try_init() } else { builder.without_time().try_init() };
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_target(cli.debug);
+    let _ = match (cli.log_format, long_running) {
+        (args::LogFormat::Json, _) => builder.json().with_current_span(false).try_init(),
+        (args::LogFormat::Text, true) => builder.with_ansi(std::io::stderr().is_terminal()).try_init(),
+        (args::LogFormat::Text, false) => builder.with_ansi(std::io::stderr().is_terminal()).without_time().try_init(),
+    };
 }
 
 /// A token cancelled by the first SIGINT or SIGTERM; a second one exits at once.

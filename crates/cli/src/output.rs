@@ -9,29 +9,12 @@ use comfy_table::{ContentArrangement, Table, presets};
 use tfaudit_api::AuditEvent;
 use tfaudit_store::{SourceStatus, StoredEvent, Summary};
 
-/// Escapes what a terminal would interpret or what could disguise text: C0/C1
-/// controls (escape sequences, bell, carriage return, newline), DEL, and the Unicode
-/// bidi and zero-width controls.
+/// Escapes what a terminal would interpret or what could disguise text (escape
+/// sequences, carriage returns, bidi overrides): see
+/// [`tfaudit_api::event::escape_invisible`].
 #[must_use]
 pub fn terminal_safe(s: &str) -> Cow<'_, str> {
-    fn risky(c: char) -> bool {
-        c.is_control()
-            || matches!(c, '\u{200B}'..='\u{200F}' | '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}' | '\u{FEFF}' | '\u{061C}')
-    }
-    if !s.chars().any(risky) {
-        return Cow::Borrowed(s);
-    }
-    let mut out = String::with_capacity(s.len() + 8);
-    for c in s.chars() {
-        match c {
-            '\n' => out.push_str("\\n"),
-            '\r' => out.push_str("\\r"),
-            '\t' => out.push_str("\\t"),
-            c if risky(c) => out.push_str(&format!("\\u{{{:x}}}", c as u32)),
-            c => out.push(c),
-        }
-    }
-    Cow::Owned(out)
+    tfaudit_api::event::escape_invisible(s, false)
 }
 
 /// Neutralises spreadsheet formulas: a cell starting with `=`, `+`, `-`, `@`, a tab or

@@ -40,6 +40,21 @@ pub struct ConfigFile {
     /// Where alerts can be delivered.
     #[serde(default, rename = "destination")]
     pub destinations: Vec<DestinationSection>,
+    /// `tfaudit serve`'s listeners and access token.
+    #[serde(default)]
+    pub serve: ServeSection,
+}
+
+/// `[serve]`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServeSection {
+    /// The dashboard and API (default 127.0.0.1:8080).
+    pub listen: Option<String>,
+    /// Prometheus metrics (default 127.0.0.1:9464; "off" for none).
+    pub metrics_listen: Option<String>,
+    /// Required of every request when set; required to listen beyond loopback.
+    pub access_token: Option<crate::SecretSource>,
 }
 
 /// `[alerts]`.
@@ -414,7 +429,9 @@ interval = "5m"
         )
         .unwrap();
         assert_eq!(ok.destinations.len(), 2);
-        let e = parse("[[destination]]\nname = \"mail\"\ntype = \"email\"\nserver = \"smtp:587\"\n").unwrap_err().to_string();
+        let e = parse("[[destination]]\nname = \"mail\"\ntype = \"email\"\nserver = \"smtp:587\"\n")
+            .unwrap_err()
+            .to_string();
         assert!(e.starts_with("t.toml:2:") && e.contains("needs from"), "{e}");
         let e = parse("[[destination]]\nname = \"x\"\ntype = \"fax\"\n").unwrap_err().to_string();
         assert!(e.starts_with("t.toml:3:") && e.contains("fax"), "{e}");
@@ -422,7 +439,11 @@ interval = "5m"
         assert!(e.contains("nowhere") && e.starts_with("t.toml:2:"), "{e}");
         let e = parse("[alerts]\ntimezone = \"Mars/Base\"\n").unwrap_err().to_string();
         assert!(e.contains("unknown time zone"), "{e}");
-        let e = parse("[[destination]]\nname = \"w\"\ntype = \"webhook\"\nurl = \"https://x\"\nmin_severity = \"urgent\"\n").unwrap_err().to_string();
+        let e = parse(
+            "[[destination]]\nname = \"w\"\ntype = \"webhook\"\nurl = \"https://x\"\nmin_severity = \"urgent\"\n",
+        )
+        .unwrap_err()
+        .to_string();
         assert!(e.contains("min_severity"), "{e}");
     }
 

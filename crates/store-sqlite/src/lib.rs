@@ -390,6 +390,21 @@ fn where_clause(
             w.and(&format!("{column} {op} ?"), vec![Box::new(p.as_str().to_owned())]);
         }
     }
+    if let Some(text) = &filter.text {
+        let mut like = String::from("%");
+        for c in text.chars() {
+            if matches!(c, '%' | '_' | '\\') {
+                like.push('\\');
+            }
+            like.push(c);
+        }
+        like.push('%');
+        w.and("e.raw LIKE ? ESCAPE '\\'", vec![Box::new(like)]);
+    }
+    if let Some((t, seq)) = filter.before {
+        // `ts_ms <= ?` first, so that the time index bounds the scan.
+        w.and("e.ts_ms <= ? AND (e.ts_ms < ? OR e.seq < ?)", vec![Box::new(ms(t)), Box::new(ms(t)), Box::new(seq)]);
+    }
     if let Some(org) = &filter.org {
         let like = org.to_like();
         w.and(
@@ -419,6 +434,7 @@ struct Tally {
     kinds: HashMap<(String, String), u64>,
     actors: HashMap<String, u64>,
     days: std::collections::BTreeMap<i64, u64>,
+    hours: std::collections::BTreeMap<i64, u64>,
     total: u64,
 }
 
@@ -427,6 +443,7 @@ impl Tally {
         *self.kinds.entry(kind).or_default() += n;
         *self.actors.entry(actor).or_default() += n;
         *self.days.entry(hour.div_euclid(24)).or_default() += n;
+        *self.hours.entry(hour).or_default() += n;
         self.total += n;
     }
 }
@@ -769,6 +786,7 @@ impl Store for SqliteStore {
                             let kind = (r.get(1).map_err(|e| self.db(e))?, r.get(2).map_err(|e| self.db(e))?);
                             *tally.kinds.entry(kind).or_default() += n as u64;
                             *tally.days.entry(hour.div_euclid(24)).or_default() += n as u64;
+                            *tally.hours.entry(hour).or_default() += n as u64;
                             tally.total += n as u64;
                         } else {
                             let n: i64 = r.get(2).map_err(|e| self.db(e))?;
@@ -788,6 +806,7 @@ impl Store for SqliteStore {
         by_kind.sort_by(|a, b| {
             b.count.cmp(&a.count).then_with(|| (&a.resource_type, &a.action).cmp(&(&b.resource_type, &b.action)))
         });
+        by_kind.truncate(top);
         let mut actors: Vec<(String, u64)> = tally.actors.into_iter().collect();
         actors.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
         actors.truncate(top);
@@ -806,7 +825,20 @@ impl Store for SqliteStore {
             .into_iter()
             .map(|(day, count)| DayCount { day: ts(day * 24 * HOUR_MS).strftime("%Y-%m-%d").to_string(), count })
             .collect();
-        Ok(Summary { since: filter.since, until: filter.until, total: tally.total, by_kind, top_actors, per_day })
+        let per_hour = tally
+            .hours
+            .into_iter()
+            .map(|(hour, count)| DayCount { day: ts(hour * HOUR_MS).strftime("%Y-%m-%dT%H:00Z").to_string(), count })
+            .collect();
+        Ok(Summary {
+            since: filter.since,
+            until: filter.until,
+            total: tally.total,
+            by_kind,
+            top_actors,
+            per_day,
+            per_hour,
+        })
     }
 
     fn status(&self) -> Result<Vec<SourceStatus>> {

@@ -194,6 +194,13 @@ fn filters() {
         "since is inclusive, until exclusive"
     );
     assert_eq!(f(&|x| x.actor = Some(Pattern::new("'; DROP TABLE events; --"))), Vec::<String>::new());
+    assert_eq!(f(&|x| x.text = Some("BOB%_".into())), ["2"], "free text, case-insensitive, wildcards literal");
+    assert_eq!(f(&|x| x.text = Some("ws-3".into())), ["3"]);
+    assert_eq!(f(&|x| x.text = Some("%".into())), ["2"]);
+    let second: Timestamp = "2024-01-02T00:00:00Z".parse().unwrap();
+    let seq_of_2 = s.event("2").unwrap().unwrap().seq;
+    assert_eq!(f(&|x| x.before = Some((second, seq_of_2))), ["1"], "keyset: strictly before (time, seq)");
+    assert_eq!(f(&|x| x.before = Some((second, seq_of_2 + 1))), ["1", "2"]);
     assert_eq!(all_ids(&s, &EventFilter::default()).len(), 3);
     let mut newest = Vec::new();
     s.events(&EventFilter::default(), Order::NewestFirst, Some(2), &mut |e| {
@@ -247,6 +254,8 @@ fn summaries_from_hourly_counts_equal_counting_every_event() {
         assert_eq!(fast.by_kind, slow.by_kind);
         assert_eq!(fast.top_actors, slow.top_actors);
         assert_eq!(fast.per_day, slow.per_day);
+        assert_eq!(fast.per_hour, slow.per_hour);
+        assert_eq!(fast.per_hour.iter().map(|h| h.count).sum::<u64>(), fast.total);
         assert_eq!(fast.total, all_ids(&s, &EventFilter { actor: None, ..filter }).len() as u64);
     }
     let all = s.summary(&EventFilter::default(), 3).unwrap();

@@ -92,6 +92,11 @@ pub struct EventFilter {
     pub resource_id: Option<Pattern>,
     /// Source name or organization id, glob.
     pub org: Option<Pattern>,
+    /// Text anywhere in the event's JSON, case-insensitive (ASCII).
+    pub text: Option<String>,
+    /// Keyset paging, newest first: only events strictly before this (timestamp,
+    /// ingest sequence) position. Stable while events are added.
+    pub before: Option<(jiff::Timestamp, i64)>,
 }
 
 impl EventFilter {
@@ -99,7 +104,12 @@ impl EventFilter {
     /// counts can answer a summary).
     #[must_use]
     pub fn is_time_and_org_only(&self) -> bool {
-        self.actor.is_none() && self.resource_type.is_none() && self.action.is_none() && self.resource_id.is_none()
+        self.actor.is_none()
+            && self.resource_type.is_none()
+            && self.action.is_none()
+            && self.resource_id.is_none()
+            && self.text.is_none()
+            && self.before.is_none()
     }
 }
 

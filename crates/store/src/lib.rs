@@ -193,12 +193,14 @@ pub struct Summary {
     pub since: Option<Timestamp>,
     pub until: Option<Timestamp>,
     pub total: u64,
-    /// By resource type and action, most first.
+    /// By resource type and action, most first (the top ones).
     pub by_kind: Vec<KindCount>,
-    /// By accessor, most first.
+    /// By accessor, most first (the top ones).
     pub top_actors: Vec<ActorCount>,
     /// Per UTC day, oldest first (`YYYY-MM-DD`).
     pub per_day: Vec<DayCount>,
+    /// Per UTC hour, oldest first (`YYYY-MM-DDTHH:00Z`); hours without events left out.
+    pub per_hour: Vec<DayCount>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]

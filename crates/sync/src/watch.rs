@@ -19,8 +19,8 @@ pub struct Organization {
     pub interval: Duration,
 }
 
-/// Called after every sync of every organization.
-pub type OnSync = Arc<dyn Fn(&str, &Result<SyncReport, SyncError>) + Send + Sync>;
+/// Called after every sync of every organization, with how long it took.
+pub type OnSync = Arc<dyn Fn(&str, &Result<SyncReport, SyncError>, Duration) + Send + Sync>;
 
 /// Syncs every organization, then again every `interval`, until `cancel` fires; an
 /// interrupted sync commits its current page first. A failed sync is reported and
@@ -36,8 +36,9 @@ pub async fn watch(
         let (store, cancel, on_sync) = (store.clone(), cancel.clone(), on_sync.clone());
         tasks.spawn(async move {
             loop {
+                let started = std::time::Instant::now();
                 let result = sync(store.clone(), &org.client, &org.name, org.walk, &NoProgress, &cancel).await;
-                on_sync(&org.name, &result);
+                on_sync(&org.name, &result, started.elapsed());
                 tokio::select! {
                     () = tokio::time::sleep(org.interval) => {}
                     () = cancel.cancelled() => break,

@@ -77,9 +77,7 @@ pub async fn demo(args: &DemoArgs) -> Result<(), Failure> {
     writeln!(out, "$ tfaudit --db {} summary --since 14d --top 5", db.display())?;
     let since = tfaudit_config::parse_when("14d", Timestamp::now()).map_err(|e| Failure::Internal(e.to_string()))?;
     let summary = store.summary(&EventFilter { since: Some(since), ..EventFilter::default() }, 5)?;
-    let mut short = summary.clone();
-    short.by_kind.truncate(8);
-    output::summary_text(&short, true, &mut out)?;
+    output::summary_text(&summary, true, &mut out)?;
 
     heading(&mut out, "5. Questions the archive answers")?;
     let examples: [(&str, &str, EventFilter); 4] = [

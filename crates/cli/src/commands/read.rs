@@ -34,6 +34,8 @@ pub fn filter(args: &FilterArgs, now: Timestamp) -> Result<EventFilter, Failure>
         action: pattern(&args.action),
         resource_id: pattern(&args.resource_id),
         org: pattern(&args.org),
+        text: args.text.clone().filter(|t| !t.is_empty()),
+        before: None,
     };
     if let (Some(s), Some(u)) = (f.since, f.until)
         && s >= u

@@ -101,7 +101,15 @@ pub async fn sync(cli: &Cli, args: &SyncArgs) -> Result<(), Failure> {
     }
 }
 
-pub async fn watch(cli: &Cli, args: &WatchArgs) -> Result<(), Failure> {
+/// The HTTP side of `serve`.
+pub struct ServerOptions {
+    pub listen: std::net::SocketAddr,
+    pub metrics_listen: Option<std::net::SocketAddr>,
+    pub access_token: Option<tfaudit_config::Secret>,
+}
+
+/// `watch`, and with `server` also the dashboard, API and metrics: `serve`.
+pub async fn watch(cli: &Cli, args: &WatchArgs, server: Option<ServerOptions>) -> Result<(), Failure> {
     let config = settings::config(cli)?;
     let organizations = settings::organizations(&args.sync, args.interval, config.as_ref())?;
     let store = open_for_writing(&settings::db_path(cli, config.as_ref()))?;
@@ -119,6 +127,27 @@ pub async fn watch(cli: &Cli, args: &WatchArgs) -> Result<(), Failure> {
     for o in &orgs {
         tracing::info!(organization = %o.name, address = o.client.address(), interval = %tfaudit_config::Duration(o.interval), "watching");
     }
+    let health = Arc::new(tfaudit_server::Health::new(orgs.iter().map(|o| (o.name.clone(), o.interval)).collect()));
+    let metrics = Arc::new(tfaudit_server::Metrics::new());
+    for o in &orgs {
+        metrics.add_client(&o.name, o.client.stats().clone());
+    }
+    let server_task = match server {
+        None => None,
+        Some(options) => {
+            let state =
+                tfaudit_server::AppState::new(store.clone(), health.clone(), metrics.clone(), options.access_token);
+            let (addr, metrics_addr, task) =
+                tfaudit_server::serve(state, options.listen, options.metrics_listen, cancel.clone())
+                    .await
+                    .map_err(|e| Failure::Usage(e.to_string()))?;
+            tracing::info!("dashboard and API at http://{addr}/");
+            if let Some(m) = metrics_addr {
+                tracing::info!("metrics at http://{m}/metrics");
+            }
+            Some(task)
+        }
+    };
     // The alert engine runs beside the syncs, woken by each one that stores events.
     let wake = Arc::new(tokio::sync::Notify::new());
     let alerts_on = !args.no_alerts && config.as_ref().is_none_or(|(_, f)| f.alerts.enabled != Some(false));
@@ -146,7 +175,14 @@ pub async fn watch(cli: &Cli, args: &WatchArgs) -> Result<(), Failure> {
     } else {
         None
     };
-    let on_sync: tfaudit_sync::OnSync = Arc::new(move |name: &str, result: &Result<SyncReport, SyncError>| {
+    let on_sync: tfaudit_sync::OnSync = Arc::new(move |name: &str, result: &Result<SyncReport, SyncError>, took| {
+        health.record(name, result.as_ref().err().map(ToString::to_string));
+        let (label, new) = match result {
+            Ok(r) if r.complete => ("ok", r.tally.new_events),
+            Ok(r) => ("interrupted", r.tally.new_events),
+            Err(_) => ("failed", 0),
+        };
+        metrics.sync(name, label, new, took.as_secs_f64());
         if let Ok(mut w) = waiting.lock()
             && w.remove(name)
             && w.is_empty()
@@ -157,6 +193,9 @@ pub async fn watch(cli: &Cli, args: &WatchArgs) -> Result<(), Failure> {
     });
     tfaudit_sync::watch(store, orgs, cancel, on_sync).await;
     if let Some(task) = alert_task {
+        let _ = task.await;
+    }
+    if let Some(task) = server_task {
         let _ = task.await;
     }
     Ok(())

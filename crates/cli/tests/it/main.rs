@@ -9,6 +9,8 @@ mod auth;
 mod client;
 mod config;
 mod crash;
+mod dashboard;
 mod faults;
 mod output;
+mod serve;
 mod sync;

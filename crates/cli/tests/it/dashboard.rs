@@ -1,0 +1,141 @@
+//! The dashboard in a real headless Chromium, driven through chromedriver: load it
+//! against an archive synced from the simulator (hostile names included), apply a
+//! filter, open an event, and check what is shown. Screenshots are kept in
+//! `test-artifacts/`. `scripts/test` installs Debian's chromium and chromium-driver.
+
+use std::time::{Duration, Instant};
+
+use fantoccini::{ClientBuilder, Locator};
+use serde_json::json;
+use tfaudit_sim::SimConfig;
+
+use crate::harness::*;
+use crate::serve::{Server, config, wait_for};
+
+fn artifacts() -> std::path::PathBuf {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../test-artifacts");
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+fn find_program(name: &str) -> String {
+    let found = std::env::var_os("PATH")
+        .and_then(|paths| std::env::split_paths(&paths).map(|p| p.join(name)).find(|p| p.is_file()));
+    found.map(|p| p.display().to_string()).unwrap_or_else(|| {
+        panic!("{name} is not installed: run the tests with scripts/test, which installs Debian's chromium and chromium-driver")
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_dashboard_in_chromium_filters_opens_an_event_and_shows_hostile_names_as_text() {
+    let chromium = find_program("chromium");
+    let chromedriver = find_program("chromedriver");
+    let sim = start(SimConfig { events: 2_000, hostile: 0.3, ..SimConfig::default() }).await;
+    let env = Env::new();
+    let cfg = config(&env, &[("acme", &sim)], "");
+    let server = Server::start(&env, &cfg, &[("TOKEN_ACME", sim.token())]).await;
+    wait_for("the first sync", async || server.get("/readyz").await.status() == 200).await;
+
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let mut driver = tokio::process::Command::new(&chromedriver)
+        .arg(format!("--port={port}"))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let profile = env.path("chromium-profile");
+    let caps = json!({
+        "goog:chromeOptions": {
+            "binary": chromium,
+            "args": ["--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-background-networking",
+                     "--disable-component-update", "--disable-sync", "--no-first-run", "--window-size=1400,1200",
+                     format!("--user-data-dir={}", profile.display())]
+        }
+    });
+    let mut builder = ClientBuilder::new(hyper_util::client::legacy::connect::HttpConnector::new());
+    builder.capabilities(caps.as_object().unwrap().clone());
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let browser = loop {
+        match builder.connect(&format!("http://127.0.0.1:{port}")).await {
+            Ok(c) => break c,
+            Err(e) => {
+                assert!(Instant::now() < deadline, "chromedriver did not start: {e}");
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }
+    };
+
+    // The overview: a timeline, top actors and actions, a table of events.
+    browser.goto(&format!("{}/?since=30d", server.url)).await.unwrap();
+    let rows = browser.find_all(Locator::Css("#events tbody tr")).await.unwrap();
+    assert_eq!(rows.len(), 50, "a page of 50 events");
+    assert!(!browser.find_all(Locator::Css("#timeline rect.bar")).await.unwrap().is_empty());
+    // Hostile names are text: not one script element exists, and the markup shows.
+    assert!(
+        browser.find_all(Locator::Css("script")).await.unwrap().is_empty(),
+        "no script element made it into the page"
+    );
+    assert!(browser.find_all(Locator::Css("img")).await.unwrap().is_empty(), "no <img onerror> made it into the page");
+    std::fs::write(artifacts().join("dashboard.png"), browser.screenshot().await.unwrap()).unwrap();
+    // Events that carry markup: found by text, shown as text, on the list and the event page.
+    browser.goto(&format!("{}/?since=30d&text=%3Cscript%3E", server.url)).await.unwrap();
+    assert!(!browser.find_all(Locator::Css("#events tbody tr")).await.unwrap().is_empty());
+    assert!(browser.find_all(Locator::Css("script")).await.unwrap().is_empty());
+    browser.find(Locator::Css("a.event-link")).await.unwrap().click().await.unwrap();
+    let raw = browser.wait().for_element(Locator::Id("raw")).await.unwrap().text().await.unwrap();
+    assert!(raw.contains("<script>alert('tfaudit')</script>"), "{raw}");
+    assert!(browser.find_all(Locator::Css("script")).await.unwrap().is_empty());
+    browser.goto(&format!("{}/?since=30d", server.url)).await.unwrap();
+
+    // Apply a filter through the form.
+    browser.find(Locator::Id("type")).await.unwrap().send_keys("authentication_token").await.unwrap();
+    browser.find(Locator::Id("apply")).await.unwrap().click().await.unwrap();
+    browser
+        .wait()
+        .for_url(
+            &format!("{}/?since=30d&actor=&type=authentication_token&action=&org=&text=", server.url).parse().unwrap(),
+        )
+        .await
+        .ok();
+    let url = browser.current_url().await.unwrap();
+    assert!(url.as_str().contains("type=authentication_token"), "{url}");
+    let rows = browser.find_all(Locator::Css("#events tbody tr")).await.unwrap();
+    assert!(!rows.is_empty());
+    for row in &rows {
+        let cells = row.find_all(Locator::Css("td")).await.unwrap();
+        assert_eq!(cells[2].text().await.unwrap(), "authentication_token");
+    }
+    let heading = browser.find(Locator::Css(".timeline h2")).await.unwrap().text().await.unwrap();
+    let expected = served(&sim)
+        .values()
+        .filter(|j| serde_json::from_str::<serde_json::Value>(j).unwrap()["resource"]["type"] == "authentication_token")
+        .count();
+    assert!(heading.starts_with(&format!("{expected} events")), "{heading} (expected {expected})");
+    std::fs::write(artifacts().join("dashboard-filtered.png"), browser.screenshot().await.unwrap()).unwrap();
+
+    // Open the first event.
+    let link = browser.find(Locator::Css("a.event-link")).await.unwrap();
+    let href = link.attr("href").await.unwrap().unwrap();
+    link.click().await.unwrap();
+    let id_cell = browser.wait().for_element(Locator::Id("event-id")).await.unwrap();
+    let id = id_cell.text().await.unwrap();
+    assert!(href.ends_with(&id), "{href} / {id}");
+    let raw = browser.find(Locator::Id("raw")).await.unwrap().text().await.unwrap();
+    let original: serde_json::Value = serde_json::from_str(&served(&sim)[&id]).unwrap();
+    let shown: serde_json::Value =
+        serde_json::from_str(&raw).unwrap_or_else(|e| panic!("the event page's JSON does not parse ({e}): {raw}"));
+    assert_eq!(shown, original, "the event page shows the original event");
+    std::fs::write(artifacts().join("event.png"), browser.screenshot().await.unwrap()).unwrap();
+
+    // Alerts and status pages render.
+    browser.goto(&format!("{}/status", server.url)).await.unwrap();
+    let status = browser.find(Locator::Css("main")).await.unwrap().text().await.unwrap();
+    assert!(status.contains("acme") && status.contains("current"), "{status}");
+    browser.goto(&format!("{}/alerts", server.url)).await.unwrap();
+    assert!(browser.find(Locator::Css("h1")).await.unwrap().text().await.unwrap().contains("Alerts"));
+
+    browser.close().await.unwrap();
+    let _ = driver.kill().await;
+    server.stop().await;
+}

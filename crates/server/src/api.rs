@@ -1,0 +1,168 @@
+//! The JSON API. Read-only; every list is bounded; errors are `{"error": "..."}`.
+
+use axum::Router;
+use axum::extract::{Path, Query as QueryParams, State};
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use serde::Deserialize;
+use serde_json::{Value, json};
+use tfaudit_store::{AlertFilter, DeliveryState, Order, StoredEvent};
+
+use crate::AppState;
+use crate::filter::{Params, encode_cursor};
+
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/api/events", get(events))
+        .route("/api/events/{id}", get(event))
+        .route("/api/summary", get(summary))
+        .route("/api/status", get(status))
+        .route("/api/alerts", get(alerts))
+        .route("/api/openapi.json", get(openapi))
+}
+
+/// The OpenAPI document of this API.
+pub const OPENAPI: &str = include_str!("../openapi.json");
+
+pub(crate) fn error(status: StatusCode, message: impl Into<String>) -> Response {
+    (status, axum::Json(json!({"error": message.into()}))).into_response()
+}
+
+/// Runs a store call off the async threads.
+pub(crate) async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, tfaudit_store::StoreError> + Send + 'static,
+) -> Result<T, Response> {
+    match tokio::task::spawn_blocking(f).await {
+        Ok(Ok(v)) => Ok(v),
+        Ok(Err(e)) => {
+            tracing::error!(error = %e, "archive error while serving a request");
+            Err(error(StatusCode::SERVICE_UNAVAILABLE, "the archive could not be read; try again"))
+        }
+        Err(e) => Err(error(StatusCode::INTERNAL_SERVER_ERROR, format!("internal error: {e}"))),
+    }
+}
+
+fn event_json(e: &StoredEvent) -> Value {
+    json!({
+        "seq": e.seq,
+        "organization": e.source,
+        "ingested_at": e.ingested_at,
+        "event": serde_json::from_str::<Value>(&e.event.raw).unwrap_or(Value::Null),
+    })
+}
+
+/// A page of events, newest first, and the cursor of the next page.
+pub(crate) async fn page(
+    state: &AppState,
+    params: &Params,
+    default_since: Option<&str>,
+) -> Result<(Vec<StoredEvent>, Option<String>), Response> {
+    let q = params.parse(default_since, 50).map_err(|m| error(StatusCode::BAD_REQUEST, m))?;
+    let store = state.store.clone();
+    let mut events = blocking(move || {
+        let mut out = Vec::new();
+        store.events(&q.filter, Order::NewestFirst, Some(q.limit + 1), &mut |e| {
+            out.push(e);
+            Ok(())
+        })?;
+        Ok(out)
+    })
+    .await?;
+    let limit = params.parse(default_since, 50).map(|q| q.limit).unwrap_or(50) as usize;
+    let next = if events.len() > limit {
+        events.truncate(limit);
+        events.last().map(|e| encode_cursor(e.event.timestamp, e.seq))
+    } else {
+        None
+    };
+    Ok((events, next))
+}
+
+async fn events(State(state): State<AppState>, QueryParams(params): QueryParams<Params>) -> Response {
+    match page(&state, &params, None).await {
+        Ok((events, next)) => axum::Json(json!({
+            "events": events.iter().map(event_json).collect::<Vec<_>>(),
+            "next_cursor": next,
+        }))
+        .into_response(),
+        Err(r) => r,
+    }
+}
+
+async fn event(State(state): State<AppState>, Path(id): Path<String>) -> Response {
+    if id.len() > 200 {
+        return error(StatusCode::BAD_REQUEST, "id too long");
+    }
+    let store = state.store.clone();
+    match blocking(move || store.event(&id)).await {
+        Ok(Some(e)) => ([(header::CONTENT_TYPE, "application/json")], e.event.raw).into_response(),
+        Ok(None) => error(StatusCode::NOT_FOUND, "no such event"),
+        Err(r) => r,
+    }
+}
+
+async fn summary(State(state): State<AppState>, QueryParams(params): QueryParams<Params>) -> Response {
+    let q = match params.parse(Some("30d"), 50) {
+        Ok(q) => q,
+        Err(m) => return error(StatusCode::BAD_REQUEST, m),
+    };
+    let top = params.top();
+    let store = state.store.clone();
+    match blocking(move || store.summary(&q.filter, top)).await {
+        Ok(s) => axum::Json(s).into_response(),
+        Err(r) => r,
+    }
+}
+
+async fn status(State(state): State<AppState>) -> Response {
+    let store = state.store.clone();
+    match blocking(move || Ok((store.status()?, store.alert_status(10)?))).await {
+        Ok((organizations, alerts)) => {
+            axum::Json(json!({"organizations": organizations, "alerts": alerts})).into_response()
+        }
+        Err(r) => r,
+    }
+}
+
+#[derive(Debug, Deserialize)]
+pub(crate) struct AlertParams {
+    limit: Option<u64>,
+    state: Option<String>,
+    rule: Option<String>,
+    since: Option<String>,
+}
+
+impl AlertParams {
+    pub(crate) fn filter(&self) -> Result<(AlertFilter, u64), String> {
+        let state = match self.state.as_deref().filter(|s| !s.is_empty()) {
+            None => None,
+            Some(s) => Some(DeliveryState::parse(s).ok_or("state must be pending, delivered, failing or abandoned")?),
+        };
+        let since = match self.since.as_deref().filter(|s| !s.is_empty()) {
+            None => None,
+            Some(s) => Some(tfaudit_config::parse_when(s, jiff::Timestamp::now()).map_err(|e| format!("since: {e}"))?),
+        };
+        let limit = self.limit.unwrap_or(50);
+        if !(1..=500).contains(&limit) {
+            return Err("limit must be 1 to 500".into());
+        }
+        Ok((AlertFilter { since, rule: self.rule.clone().filter(|r| !r.is_empty()), state }, limit))
+    }
+}
+
+async fn alerts(State(state): State<AppState>, QueryParams(params): QueryParams<AlertParams>) -> Response {
+    let (filter, limit) = match params.filter() {
+        Ok(f) => f,
+        Err(m) => return error(StatusCode::BAD_REQUEST, m),
+    };
+    let store = state.store.clone();
+    match blocking(move || store.alerts(&filter, limit)).await {
+        Ok(list) => axum::Json(json!({"alerts": list})).into_response(),
+        Err(r) => r,
+    }
+}
+
+async fn openapi() -> Response {
+    ([(header::CONTENT_TYPE, "application/json")], OPENAPI).into_response()
+}

@@ -1,0 +1,287 @@
+//! Prometheus metrics, on a listener of their own (127.0.0.1:9464 by default) so that
+//! they are not exposed with the dashboard by accident.
+//!
+//! Counted as things happen: events ingested, syncs and their duration, HTTP requests
+//! by route. Read at scrape time: API requests by status and retries (from each
+//! organization's client), and from the archive: seconds since the last successful
+//! sync, cursor lag, events stored, rejects, gaps, alerts and deliveries.
+
+use std::sync::{Arc, Mutex};
+
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
+use prometheus_client::metrics::MetricType;
+use prometheus_client::metrics::counter::{ConstCounter, Counter};
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::ConstGauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::{Registry, Unit};
+use tfaudit_api::ClientStats;
+use tfaudit_store::{AlertStatus, SourceStatus};
+
+use crate::AppState;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct Org {
+    organization: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct SyncResult {
+    organization: String,
+    result: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct Http {
+    route: String,
+    status: String,
+}
+
+/// What the archive says, read at scrape time.
+#[derive(Debug, Default)]
+struct Snapshot {
+    sources: Vec<SourceStatus>,
+    alerts: AlertStatus,
+}
+
+#[derive(Debug, Default)]
+struct Live {
+    clients: Mutex<Vec<(String, Arc<ClientStats>)>>,
+    snapshot: Mutex<Snapshot>,
+}
+
+fn family<S: EncodeLabelSet, M: EncodeMetric>(
+    encoder: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    unit: Option<&Unit>,
+    kind: MetricType,
+    rows: impl IntoIterator<Item = (S, M)>,
+) -> Result<(), std::fmt::Error> {
+    let mut metric = encoder.encode_descriptor(name, help, unit, kind)?;
+    for (labels, value) in rows {
+        value.encode(metric.encode_family(&labels)?)?;
+    }
+    Ok(())
+}
+
+impl Collector for Live {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let now = jiff::Timestamp::now();
+        let org = |name: &str| Org { organization: name.to_owned() };
+        {
+            let clients = self.clients.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            let mut by_status = Vec::new();
+            for (name, stats) in clients.iter() {
+                for (status, n) in stats.by_status() {
+                    by_status.push((
+                        SyncResult { organization: name.clone(), result: status.to_string() },
+                        ConstCounter::new(n),
+                    ));
+                }
+            }
+            // `result` here is the HTTP status; a label name of its own reads better.
+            let by_status: Vec<_> = by_status
+                .into_iter()
+                .map(|(l, c)| ([("organization", l.organization), ("status", l.result)], c))
+                .collect();
+            family(
+                &mut encoder,
+                "tfaudit_api_requests",
+                "Audit trail API responses, by HTTP status",
+                None,
+                MetricType::Counter,
+                by_status,
+            )?;
+            family(
+                &mut encoder,
+                "tfaudit_api_retries",
+                "Audit trail API requests retried",
+                None,
+                MetricType::Counter,
+                clients.iter().map(|(n, s)| (org(n), ConstCounter::new(s.retries()))),
+            )?;
+            family(
+                &mut encoder,
+                "tfaudit_api_transport_errors",
+                "Audit trail API requests that failed below HTTP (resets, timeouts, truncated bodies)",
+                None,
+                MetricType::Counter,
+                clients.iter().map(|(n, s)| (org(n), ConstCounter::new(s.transport_errors()))),
+            )?;
+        }
+        let snapshot = self.snapshot.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let secs = Unit::Seconds;
+        family(
+            &mut encoder,
+            "tfaudit_seconds_since_last_successful_sync",
+            "Seconds since the organization's last successful sync",
+            None,
+            MetricType::Gauge,
+            snapshot.sources.iter().filter_map(|s| {
+                s.last_success.map(|t| (org(&s.name), ConstGauge::new(now.duration_since(t).as_secs_f64().max(0.0))))
+            }),
+        )?;
+        family(
+            &mut encoder,
+            "tfaudit_cursor_lag",
+            "How far the sync cursor (newest event of a complete walk) is behind now",
+            Some(&secs),
+            MetricType::Gauge,
+            snapshot.sources.iter().filter_map(|s| {
+                s.cursor.map(|c| (org(&s.name), ConstGauge::new(now.duration_since(c).as_secs_f64().max(0.0))))
+            }),
+        )?;
+        family(
+            &mut encoder,
+            "tfaudit_events_stored",
+            "Events in the archive",
+            None,
+            MetricType::Gauge,
+            snapshot.sources.iter().map(|s| (org(&s.name), ConstGauge::new(s.events))),
+        )?;
+        family(
+            &mut encoder,
+            "tfaudit_rejects",
+            "Page elements set aside because they were not events",
+            None,
+            MetricType::Counter,
+            snapshot.sources.iter().map(|s| (org(&s.name), ConstCounter::new(s.rejects))),
+        )?;
+        family(
+            &mut encoder,
+            "tfaudit_gaps",
+            "Stretches of time whose events may be lost (the cursor fell out of retention)",
+            None,
+            MetricType::Counter,
+            snapshot.sources.iter().map(|s| (org(&s.name), ConstCounter::new(s.gaps.len() as u64))),
+        )?;
+        family(
+            &mut encoder,
+            "tfaudit_alerts_raised",
+            "Alerts raised",
+            None,
+            MetricType::Counter,
+            [(Vec::<(String, String)>::new(), ConstCounter::new(snapshot.alerts.alerts))],
+        )?;
+        let a = &snapshot.alerts;
+        family(
+            &mut encoder,
+            "tfaudit_alert_deliveries",
+            "Alert deliveries, by state",
+            None,
+            MetricType::Gauge,
+            [("pending", a.pending), ("delivered", a.delivered), ("failing", a.failing), ("abandoned", a.abandoned)]
+                .into_iter()
+                .map(|(state, n)| ([("state", state)], ConstGauge::new(n))),
+        )?;
+        Ok(())
+    }
+}
+
+/// The service's metrics.
+#[derive(Debug)]
+pub struct Metrics {
+    registry: Registry,
+    events_ingested: Family<Org, Counter>,
+    syncs: Family<SyncResult, Counter>,
+    sync_duration: Family<Org, Histogram, fn() -> Histogram>,
+    http: Family<Http, Counter>,
+    live: Arc<Live>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+fn duration_histogram() -> Histogram {
+    Histogram::new(exponential_buckets(0.05, 2.0, 12))
+}
+
+impl Metrics {
+    #[must_use]
+    pub fn new() -> Self {
+        let mut registry = Registry::default();
+        let events_ingested = Family::<Org, Counter>::default();
+        registry.register(
+            "tfaudit_events_ingested",
+            "Events new to the archive, by organization",
+            events_ingested.clone(),
+        );
+        let syncs = Family::<SyncResult, Counter>::default();
+        registry.register(
+            "tfaudit_syncs",
+            "Syncs, by organization and result (ok, interrupted, failed)",
+            syncs.clone(),
+        );
+        let sync_duration =
+            Family::<Org, Histogram, fn() -> Histogram>::new_with_constructor(duration_histogram as fn() -> Histogram);
+        registry.register_with_unit(
+            "tfaudit_sync_duration",
+            "How long a sync took",
+            Unit::Seconds,
+            sync_duration.clone(),
+        );
+        let http = Family::<Http, Counter>::default();
+        registry.register(
+            "tfaudit_http_requests",
+            "Requests to the API and dashboard, by route and status",
+            http.clone(),
+        );
+        let live = Arc::new(Live::default());
+        registry.register_collector(Box::new(live.clone()));
+        Self { registry, events_ingested, syncs, sync_duration, http, live }
+    }
+
+    /// Watches an organization's client for the API request counts.
+    pub fn add_client(&self, organization: &str, stats: Arc<ClientStats>) {
+        self.live
+            .clients
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .push((organization.to_owned(), stats));
+    }
+
+    /// Counts a sync.
+    pub fn sync(&self, organization: &str, result: &str, new_events: u64, seconds: f64) {
+        let org = Org { organization: organization.to_owned() };
+        self.events_ingested.get_or_create(&org).inc_by(new_events);
+        self.sync_duration.get_or_create(&org).observe(seconds);
+        self.syncs
+            .get_or_create(&SyncResult { organization: organization.to_owned(), result: result.to_owned() })
+            .inc();
+    }
+
+    pub(crate) fn http_request(&self, route: &str, status: u16) {
+        self.http.get_or_create(&Http { route: route.to_owned(), status: status.to_string() }).inc();
+    }
+
+    fn encode(&self, sources: Vec<SourceStatus>, alerts: AlertStatus) -> Result<String, std::fmt::Error> {
+        *self.live.snapshot.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Snapshot { sources, alerts };
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &self.registry)?;
+        Ok(text)
+    }
+}
+
+pub async fn scrape(State(state): State<AppState>) -> Response {
+    let store = state.store.clone();
+    let metrics = state.metrics.clone();
+    let encoded = tokio::task::spawn_blocking(move || {
+        let sources = store.status().unwrap_or_default();
+        let alerts = store.alert_status(0).unwrap_or_default();
+        metrics.encode(sources, alerts)
+    })
+    .await;
+    match encoded {
+        Ok(Ok(text)) => ([(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], text)
+            .into_response(),
+        _ => (StatusCode::INTERNAL_SERVER_ERROR, "metrics could not be encoded").into_response(),
+    }
+}
