@@ -6,7 +6,7 @@ use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use serde::Deserialize;
-use serde_json::{Value, json};
+use serde_json::json;
 use tfaudit_store::{AlertFilter, DeliveryState, Order, StoredEvent};
 
 use crate::AppState;
@@ -43,13 +43,21 @@ pub(crate) async fn blocking<T: Send + 'static>(
     }
 }
 
-fn event_json(e: &StoredEvent) -> Value {
-    json!({
-        "seq": e.seq,
-        "organization": e.source,
-        "ingested_at": e.ingested_at,
-        "event": serde_json::from_str::<Value>(&e.event.raw).unwrap_or(Value::Null),
-    })
+/// An event in a list: the archive's facts about it, and the original event embedded
+/// as stored — not parsed and written again, which would also reorder its keys.
+#[derive(serde::Serialize)]
+struct Item<'a> {
+    seq: i64,
+    organization: &'a str,
+    ingested_at: jiff::Timestamp,
+    event: Box<serde_json::value::RawValue>,
+}
+
+fn item(e: &StoredEvent) -> Item<'_> {
+    let compact = tfaudit_api::event::compact_json(&e.event.raw).into_owned();
+    let event = serde_json::value::RawValue::from_string(compact)
+        .unwrap_or_else(|_| serde_json::value::RawValue::from_string("null".into()).expect("null is JSON"));
+    Item { seq: e.seq, organization: &e.source, ingested_at: e.ingested_at, event }
 }
 
 /// A page of events, newest first, and the cursor of the next page.
@@ -59,7 +67,9 @@ pub(crate) async fn page(
     default_since: Option<&str>,
 ) -> Result<(Vec<StoredEvent>, Option<String>), Response> {
     let q = params.parse(default_since, 50).map_err(|m| error(StatusCode::BAD_REQUEST, m))?;
+    let limit = q.limit as usize;
     let store = state.store.clone();
+    // One more than a page, to know whether there is a next one.
     let mut events = blocking(move || {
         let mut out = Vec::new();
         store.events(&q.filter, Order::NewestFirst, Some(q.limit + 1), &mut |e| {
@@ -69,7 +79,6 @@ pub(crate) async fn page(
         Ok(out)
     })
     .await?;
-    let limit = params.parse(default_since, 50).map(|q| q.limit).unwrap_or(50) as usize;
     let next = if events.len() > limit {
         events.truncate(limit);
         events.last().map(|e| encode_cursor(e.event.timestamp, e.seq))
@@ -81,11 +90,14 @@ pub(crate) async fn page(
 
 async fn events(State(state): State<AppState>, QueryParams(params): QueryParams<Params>) -> Response {
     match page(&state, &params, None).await {
-        Ok((events, next)) => axum::Json(json!({
-            "events": events.iter().map(event_json).collect::<Vec<_>>(),
-            "next_cursor": next,
-        }))
-        .into_response(),
+        Ok((events, next)) => {
+            #[derive(serde::Serialize)]
+            struct Page<'a> {
+                events: Vec<Item<'a>>,
+                next_cursor: Option<String>,
+            }
+            axum::Json(Page { events: events.iter().map(item).collect(), next_cursor: next }).into_response()
+        }
         Err(r) => r,
     }
 }

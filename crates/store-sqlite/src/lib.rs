@@ -6,6 +6,7 @@
 //! events it stands for.
 
 mod alerts;
+mod plan;
 mod schema;
 
 use std::collections::HashMap;
@@ -32,17 +33,23 @@ pub struct SqliteStore {
     /// for a page being stored nor hold it up: WAL lets readers and a writer proceed
     /// together.
     readers: Mutex<Vec<Connection>>,
+    /// Signalled when a reader is returned, for callers waiting on a full pool.
+    reader_returned: std::sync::Condvar,
+    /// Readers open, in the pool or in use.
+    readers_open: std::sync::atomic::AtomicUsize,
     path: PathBuf,
     checkpointer: Option<Checkpointer>,
 }
 
-/// Readers kept open for reuse.
-const READERS: usize = 4;
+/// Read connections at most: each keeps its page cache warm, and with two cores more
+/// would only wait for the CPU.
+const READERS: usize = 8;
 
 /// A read connection, returned to the pool when dropped.
 struct Reader<'a> {
     conn: Option<Connection>,
     pool: &'a Mutex<Vec<Connection>>,
+    returned: &'a std::sync::Condvar,
 }
 
 impl std::ops::Deref for Reader<'_> {
@@ -55,10 +62,8 @@ impl std::ops::Deref for Reader<'_> {
 impl Drop for Reader<'_> {
     fn drop(&mut self) {
         if let Some(conn) = self.conn.take() {
-            let mut pool = self.pool.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-            if pool.len() < READERS {
-                pool.push(conn);
-            }
+            self.pool.lock().unwrap_or_else(std::sync::PoisonError::into_inner).push(conn);
+            self.returned.notify_one();
         }
     }
 }
@@ -139,8 +144,14 @@ impl SqliteStore {
             create_private_file(path).map_err(|e| open_err(e.to_string()))?;
         }
         let conn = Connection::open(path).map_err(|e| classify(&shown, e))?;
-        let mut store =
-            Self { conn: Mutex::new(conn), readers: Mutex::new(Vec::new()), path: path.to_owned(), checkpointer: None };
+        let mut store = Self {
+            conn: Mutex::new(conn),
+            readers: Mutex::new(Vec::new()),
+            reader_returned: std::sync::Condvar::new(),
+            readers_open: std::sync::atomic::AtomicUsize::new(0),
+            path: path.to_owned(),
+            checkpointer: None,
+        };
         store.prepare().map_err(|e| match e {
             StoreError::Database(cause) => open_err(cause),
             other => other,
@@ -171,7 +182,7 @@ impl SqliteStore {
             tracing::warn!(mode, "the archive could not switch to WAL; writes will be slower");
         }
         conn.execute_batch(
-            "PRAGMA synchronous = NORMAL; PRAGMA temp_store = MEMORY; PRAGMA cache_size = -32000; PRAGMA foreign_keys = OFF; PRAGMA wal_autocheckpoint = 8000;",
+            "PRAGMA synchronous = NORMAL; PRAGMA temp_store = MEMORY; PRAGMA cache_size = -8000; PRAGMA foreign_keys = OFF; PRAGMA wal_autocheckpoint = 8000;",
         )
         .map_err(|e| classify(&shown, e))?;
         let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0)).map_err(|e| classify(&shown, e))?;
@@ -202,9 +213,22 @@ impl SqliteStore {
         self.conn.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    /// A read-only connection from the pool (opened when none is free).
+    /// A read-only connection from the pool: a free one, a new one while fewer than
+    /// [`READERS`] are open, or else the next one returned.
     fn read(&self) -> Result<Reader<'_>> {
-        let pooled = self.readers.lock().unwrap_or_else(std::sync::PoisonError::into_inner).pop();
+        use std::sync::atomic::Ordering;
+        let mut pool = self.readers.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let pooled = loop {
+            if let Some(c) = pool.pop() {
+                break Some(c);
+            }
+            if self.readers_open.load(Ordering::SeqCst) < READERS {
+                self.readers_open.fetch_add(1, Ordering::SeqCst);
+                break None;
+            }
+            pool = self.reader_returned.wait(pool).unwrap_or_else(std::sync::PoisonError::into_inner);
+        };
+        drop(pool);
         let conn = match pooled {
             Some(c) => c,
             None => {
@@ -212,13 +236,17 @@ impl SqliteStore {
                     &self.path,
                     rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
                 )
-                .map_err(|e| self.db(e))?;
+                .map_err(|e| {
+                    self.readers_open.fetch_sub(1, Ordering::SeqCst);
+                    self.db(e)
+                })?;
                 c.busy_timeout(std::time::Duration::from_secs(30)).map_err(|e| self.db(e))?;
-                c.execute_batch("PRAGMA cache_size = -16000; PRAGMA temp_store = MEMORY;").map_err(|e| self.db(e))?;
+                // Small caches: eight readers must fit the service's memory budget.
+                c.execute_batch("PRAGMA cache_size = -4000; PRAGMA temp_store = MEMORY;").map_err(|e| self.db(e))?;
                 c
             }
         };
-        Ok(Reader { conn: Some(conn), pool: &self.readers })
+        Ok(Reader { conn: Some(conn), pool: &self.readers, returned: &self.reader_returned })
     }
 
     fn db(&self, e: rusqlite::Error) -> StoreError {
@@ -691,9 +719,14 @@ impl Store for SqliteStore {
             Order::OldestFirst => "ASC",
             Order::NewestFirst => "DESC",
         };
+        let index = if plan::prefer_time_index(&conn, filter, limit, hours).map_err(|e| self.db(e))? {
+            "INDEXED BY events_by_time"
+        } else {
+            ""
+        };
         let limit = limit.map_or(-1, |l| i64::try_from(l).unwrap_or(i64::MAX));
         let sql = format!(
-            "SELECT {EVENT_COLUMNS} FROM events e JOIN sources s ON s.id = e.source_id
+            "SELECT {EVENT_COLUMNS} FROM events e {index} JOIN sources s ON s.id = e.source_id
              WHERE {} ORDER BY e.ts_ms {direction}, e.seq {direction} LIMIT {limit}",
             w.sql
         );

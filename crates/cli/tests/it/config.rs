@@ -103,3 +103,31 @@ async fn bad_flags_get_one_line_each() {
         assert!(!err.contains("panicked"), "{args:?}: {err}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn json_logs_are_one_object_per_line() {
+    let sim = start(SimConfig {
+        events: 300,
+        max_page_size: 50,
+        faults: Faults { error_rate: 0.5, ..Faults::default() },
+        ..SimConfig::default()
+    })
+    .await;
+    let env = Env::new();
+    let out = env
+        .command(
+            Some(&sim),
+            &["--log-format", "json", "sync", "--retry-delay", "5ms", "--rate-limit", "0", "--max-retries", "40"],
+        )
+        .output()
+        .await
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let lines: Vec<String> = text(&out.stderr).lines().map(str::to_owned).collect();
+    assert!(!lines.is_empty(), "retries were logged");
+    for line in &lines {
+        let v: serde_json::Value = serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));
+        assert!(v["level"].is_string() && v["fields"]["message"].is_string(), "{line}");
+    }
+    assert!(lines.iter().any(|l| l.contains("retry")));
+}
