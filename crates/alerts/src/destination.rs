@@ -337,7 +337,10 @@ impl Sender {
         }
         match request.send().await {
             // The URL is a secret (Slack's is the credential): errors never show it.
-            Err(e) => Sent::Retry { error: format!("request failed: {}", chain(&e.without_url())), after: None },
+            Err(e) => Sent::Retry {
+                error: format!("request failed: {}", tfaudit_api::client::error_chain(&e.without_url())),
+                after: None,
+            },
             Ok(response) => {
                 let status = response.status();
                 let after = retry_after(response.headers());
@@ -352,21 +355,6 @@ impl Sender {
             }
         }
     }
-}
-
-/// An error and its causes in one line.
-fn chain(e: &reqwest::Error) -> String {
-    let mut text = e.to_string();
-    let mut source = std::error::Error::source(e);
-    while let Some(s) = source {
-        let s_text = s.to_string();
-        if !text.contains(&s_text) {
-            text.push_str(": ");
-            text.push_str(&s_text);
-        }
-        source = s.source();
-    }
-    text
 }
 
 async fn send_email(email: &Email, timeout: Duration, alert: &AlertRecord) -> Sent {

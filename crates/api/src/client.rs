@@ -10,7 +10,6 @@
 //! next round anyway.
 
 use std::collections::BTreeMap;
-use std::error::Error as _;
 use std::num::NonZeroU32;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -407,7 +406,8 @@ fn error_detail(body: &[u8]) -> String {
 }
 
 /// An error and its causes in one line ("error sending request: connection refused").
-fn error_chain(e: &reqwest::Error) -> String {
+#[must_use]
+pub fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
     let mut text = e.to_string();
     let mut source = e.source();
     while let Some(s) = source {
