@@ -42,14 +42,19 @@ impl Listing {
     #[must_use]
     pub fn new(config: &SimConfig, start_secs: i64) -> Self {
         let malformed_every = (config.malformed > 0).then(|| (config.events / config.malformed).max(1));
+        // Ids depend on when the simulator started as well as on the seed: events
+        // are generated with timestamps relative to the start, and a restarted
+        // simulator must not serve the same ids at other times (HCP Terraform never
+        // changes an event's timestamp).
+        let seed = config.seed ^ (start_secs as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15);
         Self {
-            seed: config.seed,
+            seed,
             history: config.events,
             newest_secs: start_secs - config.newest_age.as_secs() as i64,
             span_secs: config.span.as_secs().max(1) as i64,
             malformed_every,
             catalog: Catalog::new(
-                config.seed,
+                seed,
                 &Style { organization_id: config.organization_id.clone(), hostile: config.hostile },
                 config.events,
             ),

@@ -119,20 +119,46 @@ pub async fn demo(args: &DemoArgs) -> Result<(), Failure> {
         super::read::write_events(&*store, &filter, Order::NewestFirst, Some(5), QueryFormat::Table, &mut out)?;
     }
 
+    heading(&mut out, "6. What the built-in alert rules would have raised (a backtest; nothing is sent)")?;
+    writeln!(out, "$ tfaudit --db {} alerts test --since 14d", db.display())?;
+    let rules =
+        tfaudit_alerts::pack::builtin(&jiff::tz::TimeZone::UTC).map_err(|e| Failure::Internal(e.to_string()))?;
+    let window = EventFilter { since: Some(since), ..EventFilter::default() };
+    let presentation = tfaudit_alerts::engine::Presentation::default();
+    let alerts = tfaudit_alerts::runner::backtest(store.clone(), &rules, presentation, window)
+        .await
+        .map_err(super::alerts::alert_failure)?;
+    let mut by_rule: std::collections::BTreeMap<(std::cmp::Reverse<tfaudit_alerts::Severity>, &str), u64> =
+        std::collections::BTreeMap::new();
+    for a in &alerts {
+        *by_rule.entry((std::cmp::Reverse(a.severity), a.rule.as_str())).or_default() += 1;
+    }
+    for ((severity, rule), n) in by_rule {
+        writeln!(out, "  {:<8} {rule:<32} {n:>5}", severity.0.as_str())?;
+    }
+    if let Some(a) = alerts.iter().find(|a| a.rule == "owner-added").or_else(|| alerts.first()) {
+        writeln!(out, "\nFor example:\n  {}", output::terminal_safe(&a.title))?;
+        for line in a.text.lines() {
+            writeln!(out, "  {}", output::terminal_safe(line))?;
+        }
+    }
+
     heading(&mut out, "Next")?;
     let db = db.display();
     writeln!(
         out,
-        "Explore this archive:\n  \
+        "Run the simulator yourself (with live events and faults) and browse it in the dashboard:\n  \
+           tfaudit sim --live-rate 5 --error-rate 0.1 --throttle-rate 0.1 &\n  \
+           TFE_ADDRESS=http://127.0.0.1:8700 TFE_TOKEN=sim-token tfaudit --db sim.db serve --interval 10s\n  \
+           # then open http://127.0.0.1:8080/ (metrics at http://127.0.0.1:9464/metrics)\n\
+         Explore this archive from the command line:\n  \
            tfaudit --db {db} query --since 24h\n  \
            tfaudit --db {db} query --actor 'user-*' --format csv > events.csv\n  \
            tfaudit --db {db} export --format jsonl -o events.jsonl\n  \
            tfaudit --db {db} status --rejects\n\
-         Run the simulator yourself, with live events and faults:\n  \
-           tfaudit sim --live-rate 5 --error-rate 0.1 --throttle-rate 0.1 &\n  \
-           TFE_ADDRESS=http://127.0.0.1:8700 TFE_TOKEN=sim-token tfaudit --db sim.db watch --interval 10s\n\
          Archive your real organization (an organization or audit trail token):\n  \
-           TFE_TOKEN=... tfaudit sync      # then: tfaudit watch, or a systemd timer"
+           TFE_TOKEN=... tfaudit sync      # then `tfaudit serve` (or watch) keeps it current and raises alerts\n\
+         Several organizations, alert rules and destinations: `tfaudit init` writes a commented config (see the README)"
     )?;
     drop(out);
     sim.stop().await;
