@@ -73,7 +73,7 @@ pub fn archive(n: u64, dir: &Path) -> PathBuf {
             println!("  {offset} events, {:.0} events/s", offset as f64 / started.elapsed().as_secs_f64());
         }
     }
-    store.finish_walk(source.id, None, None).unwrap();
+    store.finish_walk(source.id, None, None, Some(jiff::Timestamp::now())).unwrap();
     println!(
         "  built in {:.0} s; Store::store_page alone: {:.0} events/s",
         started.elapsed().as_secs_f64(),

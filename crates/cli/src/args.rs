@@ -117,6 +117,14 @@ pub struct SyncArgs {
     #[arg(long, value_name = "DURATION")]
     pub retention: Option<Duration>,
 
+    /// How often a sync re-reads the whole --reconcile-window for late events; 0 for never [default: 1h]
+    #[arg(long, value_name = "DURATION")]
+    pub reconcile_every: Option<Duration>,
+
+    /// How far back that sync re-reads [default: 24h]
+    #[arg(long, value_name = "DURATION")]
+    pub reconcile_window: Option<Duration>,
+
     /// Print the report as JSON
     #[arg(long)]
     pub json: bool,

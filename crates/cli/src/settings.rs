@@ -22,7 +22,13 @@ pub struct Organization {
 
 impl Organization {
     pub fn walk_options(&self) -> WalkOptions {
-        WalkOptions { overlap: self.sync.overlap, page_size: self.sync.page_size, retention: self.sync.retention }
+        WalkOptions {
+            overlap: self.sync.overlap,
+            page_size: self.sync.page_size,
+            retention: self.sync.retention,
+            reconcile_every: self.sync.reconcile_every,
+            reconcile_window: self.sync.reconcile_window,
+        }
     }
 }
 
@@ -63,6 +69,8 @@ fn flag_layer(args: &SyncArgs, interval: Option<tfaudit_config::Duration>) -> Sy
         retention: args.retention,
         timeout: args.timeout,
         retry_delay: args.retry_delay,
+        reconcile_every: args.reconcile_every,
+        reconcile_window: args.reconcile_window,
     }
 }
 

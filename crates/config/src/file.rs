@@ -153,6 +153,11 @@ pub struct SyncSection {
     pub timeout: Option<Duration>,
     /// The first retry delay, doubled each retry (default 500ms).
     pub retry_delay: Option<Duration>,
+    /// How often a sync re-reads the whole reconcile window for late events
+    /// (default 1h; "0" never).
+    pub reconcile_every: Option<Duration>,
+    /// How far back that sync reads (default 24h).
+    pub reconcile_window: Option<Duration>,
 }
 
 /// One organization.
@@ -182,6 +187,8 @@ pub struct SyncSettings {
     pub retention: std::time::Duration,
     pub timeout: std::time::Duration,
     pub retry_delay: std::time::Duration,
+    pub reconcile_every: std::time::Duration,
+    pub reconcile_window: std::time::Duration,
 }
 
 /// Why a config could not be used.
@@ -213,6 +220,8 @@ impl SyncSection {
             retention: first!(retention),
             timeout: first!(timeout),
             retry_delay: first!(retry_delay),
+            reconcile_every: first!(reconcile_every),
+            reconcile_window: first!(reconcile_window),
         }
     }
 
@@ -232,6 +241,8 @@ impl SyncSection {
             retention: self.retention.map_or(secs(14 * 86_400), |d| d.0),
             timeout: self.timeout.map_or(secs(60), |d| d.0),
             retry_delay: self.retry_delay.map_or(std::time::Duration::from_millis(500), |d| d.0),
+            reconcile_every: self.reconcile_every.map_or(secs(3600), |d| d.0),
+            reconcile_window: self.reconcile_window.map_or(secs(86_400), |d| d.0),
         };
         if s.interval < secs(1) {
             return Err(bad("interval must be at least 1s".into()));
@@ -250,6 +261,9 @@ impl SyncSection {
         }
         if s.timeout < secs(1) {
             return Err(bad("timeout must be at least 1s".into()));
+        }
+        if !s.reconcile_every.is_zero() && s.reconcile_window < s.overlap {
+            return Err(bad("reconcile_window must be at least the overlap".into()));
         }
         if s.retry_delay.is_zero() {
             return Err(bad("retry_delay must be more than 0".into()));

@@ -487,7 +487,7 @@ impl Store for SqliteStore {
         .map_err(|e| self.db(e))?;
         conn.query_row(
             &format!(
-                "SELECT id, name, address, organization_id, cursor_ms, {WALK_COLUMNS} FROM sources WHERE name = ?1"
+                "SELECT id, name, address, organization_id, cursor_ms, reconciled_ms, {WALK_COLUMNS} FROM sources WHERE name = ?1"
             ),
             [name],
             |r| {
@@ -497,7 +497,8 @@ impl Store for SqliteStore {
                     address: r.get(2)?,
                     organization_id: r.get(3)?,
                     cursor: ts_opt(r.get(4)?),
-                    walk: read_walk(r, 5)?,
+                    reconciled: ts_opt(r.get(5)?),
+                    walk: read_walk(r, 6)?,
                 })
             },
         )
@@ -662,16 +663,23 @@ impl Store for SqliteStore {
         Ok(outcome)
     }
 
-    fn finish_walk(&self, source_id: i64, cursor: Option<Timestamp>, gap: Option<&Gap>) -> Result<()> {
+    fn finish_walk(
+        &self,
+        source_id: i64,
+        cursor: Option<Timestamp>,
+        gap: Option<&Gap>,
+        reconciled: Option<Timestamp>,
+    ) -> Result<()> {
         let mut conn = self.lock();
         let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate).map_err(|e| self.db(e))?;
         tx.execute(
             "UPDATE sources SET
                 cursor_ms = CASE WHEN ?2 IS NULL THEN cursor_ms ELSE max(coalesce(cursor_ms, ?2), ?2) END,
+                reconciled_ms = coalesce(?3, reconciled_ms),
                 walk_started_ms = NULL, walk_since_ms = NULL, walk_next_page = NULL, walk_page_size = NULL,
                 walk_newest_ms = NULL, walk_oldest_ms = NULL, walk_gap_from_ms = NULL
              WHERE id = ?1",
-            params![source_id, cursor.map(ms)],
+            params![source_id, cursor.map(ms), reconciled.map(ms)],
         )
         .map_err(|e| self.db(e))?;
         if let Some(g) = gap {

@@ -167,4 +167,8 @@ CREATE TABLE deliveries (
 );
 CREATE INDEX deliveries_due ON deliveries (state, next_attempt_ms);
 ",
+    // 3: when a walk last re-read a whole reconcile window (late events).
+    r"
+ALTER TABLE sources ADD COLUMN reconciled_ms INTEGER;
+",
 ];

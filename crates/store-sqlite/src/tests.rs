@@ -123,11 +123,12 @@ fn the_cursor_never_moves_backwards_and_the_walk_is_cleared() {
     assert_eq!(s.source("acme", "x").unwrap().walk.unwrap().next_page, 2);
     let late: Timestamp = "2024-02-01T00:00:00Z".parse().unwrap();
     let early: Timestamp = "2024-01-01T00:00:00Z".parse().unwrap();
-    s.finish_walk(src.id, Some(late), None).unwrap();
-    s.finish_walk(src.id, Some(early), None).unwrap();
-    s.finish_walk(src.id, None, None).unwrap();
+    s.finish_walk(src.id, Some(late), None, Some(late)).unwrap();
+    s.finish_walk(src.id, Some(early), None, None).unwrap();
+    s.finish_walk(src.id, None, None, None).unwrap();
     let src = s.source("acme", "x").unwrap();
     assert_eq!(src.cursor, Some(late));
+    assert_eq!(src.reconciled, Some(late), "kept when a walk was not a reconcile");
     assert_eq!(src.walk, None);
 }
 

@@ -58,6 +58,8 @@ pub struct Source {
     pub organization_id: Option<String>,
     /// Newest event timestamp that a complete page walk committed.
     pub cursor: Option<Timestamp>,
+    /// When a complete walk last re-read a whole reconcile window (or backfilled).
+    pub reconciled: Option<Timestamp>,
     /// A page walk that began and has not finished (a crash, a signal, an error).
     pub walk: Option<Walk>,
 }
@@ -272,11 +274,18 @@ pub trait Store: Send + Sync {
     fn store_page(&self, page: &PageWrite<'_>) -> Result<PageOutcome>;
 
     /// Completes a walk in one transaction: moves the cursor (never backwards), clears
-    /// the walk, and records the gap if there is one.
+    /// the walk, records the gap if there is one, and when the walk re-read a whole
+    /// reconcile window, when it began.
     ///
     /// # Errors
     /// On a database failure; then the cursor has not moved.
-    fn finish_walk(&self, source_id: i64, cursor: Option<Timestamp>, gap: Option<&Gap>) -> Result<()>;
+    fn finish_walk(
+        &self,
+        source_id: i64,
+        cursor: Option<Timestamp>,
+        gap: Option<&Gap>,
+        reconciled: Option<Timestamp>,
+    ) -> Result<()>;
 
     /// Records how a run ended.
     ///

@@ -44,11 +44,22 @@ pub struct WalkOptions {
     pub page_size: u32,
     /// How long the API keeps events; a cursor older than this means a gap.
     pub retention: Duration,
+    /// How often a walk re-reads the whole `reconcile_window` instead of only the
+    /// overlap, to catch events that arrive later than the overlap (zero: never).
+    pub reconcile_every: Duration,
+    /// How far back a reconcile walk reads.
+    pub reconcile_window: Duration,
 }
 
 impl Default for WalkOptions {
     fn default() -> Self {
-        Self { overlap: Duration::from_secs(600), page_size: 1000, retention: Duration::from_secs(14 * 86_400) }
+        Self {
+            overlap: Duration::from_secs(600),
+            page_size: 1000,
+            retention: Duration::from_secs(14 * 86_400),
+            reconcile_every: Duration::from_secs(3600),
+            reconcile_window: Duration::from_secs(86_400),
+        }
     }
 }
 
@@ -86,6 +97,8 @@ pub struct SyncReport {
     pub cursor: Option<Timestamp>,
     /// A gap found by this sync.
     pub gap: Option<Gap>,
+    /// Whether this sync re-read the whole reconcile window (or backfilled).
+    pub reconciled: bool,
 }
 
 /// Why a sync failed. Whatever was stored before the failure stays stored.
@@ -189,9 +202,23 @@ async fn walk(
         }
         _ => {
             let gap_from = source.cursor.filter(|c| now.checked_sub(retention).is_ok_and(|edge| *c < edge));
+            let mut since = source.cursor.map(|c| c.checked_sub(overlap).unwrap_or(c));
+            // Late events older than the overlap are caught by an occasional walk over
+            // the reconcile window: duplicates are harmless, and it is one request per
+            // page of that window's events.
+            let every = SignedDuration::try_from(options.reconcile_every).unwrap_or(SignedDuration::ZERO);
+            let due = !every.is_zero() && source.reconciled.is_none_or(|r| now.duration_since(r) >= every);
+            if due
+                && let (Some(s), Ok(window)) = (since, SignedDuration::try_from(options.reconcile_window))
+                && let Ok(deep) = now.checked_sub(window)
+                && deep < s
+            {
+                tracing::info!(source = %source.name, since = %deep, "reconciling: this walk re-reads the reconcile window for late events");
+                since = Some(deep);
+            }
             (
                 Walk {
-                    since: source.cursor.map(|c| c.checked_sub(overlap).unwrap_or(c)),
+                    since,
                     next_page: 1,
                     page_size: options.page_size,
                     newest: None,
@@ -294,6 +321,7 @@ async fn walk(
 
     let complete = reached_end;
     let mut gap = None;
+    let mut reconciled_at = None;
     let cursor = if complete {
         if let Some(from) = walk.gap_from {
             // Events at or before the old cursor prove the server still held them: no gap.
@@ -307,9 +335,16 @@ async fn walk(
                 });
             }
         }
+        // A backfill, or a walk from at least the reconcile window back, reconciles.
+        let window = SignedDuration::try_from(options.reconcile_window).unwrap_or(SignedDuration::MAX);
+        let reconciled = match walk.since {
+            None => Some(walk.started_at),
+            Some(s) => walk.started_at.checked_sub(window).ok().filter(|edge| s <= *edge).map(|_| walk.started_at),
+        };
+        reconciled_at = reconciled;
         let store = store.clone();
         let (id, newest, g) = (source.id, walk.newest, gap.clone());
-        blocking(move || store.finish_walk(id, newest, g.as_ref())).await?;
+        blocking(move || store.finish_walk(id, newest, g.as_ref(), reconciled)).await?;
         match (source.cursor, walk.newest) {
             (Some(c), Some(n)) => Some(c.max(n)),
             (c, n) => c.or(n),
@@ -334,6 +369,7 @@ async fn walk(
         },
         cursor,
         gap,
+        reconciled: complete && reconciled_at.is_some(),
     })
 }
 

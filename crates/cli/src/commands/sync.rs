@@ -32,6 +32,9 @@ pub fn report_line(r: &SyncReport) -> String {
     if let Some(p) = r.resumed_at_page {
         line.push_str(&format!("; resumed at page {p}"));
     }
+    if r.reconciled && r.cursor.is_some() && r.tally.duplicates > 0 {
+        line.push_str("; re-read the reconcile window for late events");
+    }
     if r.tally.rejects > 0 {
         line.push_str(&format!("; {} rejected (not events; see `tfaudit status --rejects`)", count(r.tally.rejects)));
     }

@@ -245,3 +245,22 @@ async fn the_sim_command_serves_what_it_lists() {
     }
     sim.kill().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_occasional_reconcile_walk_catches_events_later_than_the_overlap() {
+    let sim = start(SimConfig { events: 300, ..SimConfig::default() }).await;
+    let env = Env::new();
+    assert!(env.sync(&sim, &[]).await.status.success());
+    // An event that arrives three hours late: beyond the 10-minute overlap.
+    let now = jiff::Timestamp::now().as_second();
+    let late = sim.add_event(now - 3 * 3600);
+    sim.add_event(now);
+    // A reconcile is not due yet (the backfill was one): the overlap does not reach it.
+    let out = env.sync(&sim, &[]).await;
+    assert!(out.status.success());
+    assert!(!env.exported().await.contains_key(&late));
+    // When one is due, the walk re-reads the last 24 hours and finds it.
+    let out = env.sync(&sim, &["--reconcile-every", "1ms"]).await;
+    assert!(text(&out.stdout).contains("re-read the reconcile window"), "{}", text(&out.stdout));
+    assert_archive_equals(&env, &sim).await;
+}
