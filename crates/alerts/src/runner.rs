@@ -15,7 +15,7 @@ use std::time::Duration;
 use jiff::Timestamp;
 use serde::Serialize;
 use tfaudit_store::{
-    AlertCursor, AlertWrite, CommitOutcome, DeliveryJob, DeliveryOutcome, EventFilter, Order, Store, StoreError,
+    Alert, AlertCursor, AlertWrite, CommitOutcome, DeliveryJob, DeliveryOutcome, EventFilter, Order, Store, StoreError,
     StoredEvent,
 };
 use tokio_util::sync::CancellationToken;
@@ -149,21 +149,23 @@ impl Runner {
             .filter(|n| self.settings.destinations.get(n).is_some_and(|d| a.severity >= d.min_severity))
             .collect();
         AlertWrite {
-            key: a.key,
-            rule: a.rule,
-            severity: a.severity.to_string(),
-            group: a.group,
-            title: a.title,
-            text: a.text,
-            source: a.source,
-            event_seq: a.event_seq,
-            event_id: a.event_id,
-            event_time: a.event_time,
-            count: a.count,
-            window_start: a.window_start,
-            window_end: a.window_end,
-            link: a.link,
-            event: a.event.to_string(),
+            alert: Alert {
+                key: a.key,
+                rule: a.rule,
+                severity: a.severity.to_string(),
+                group: a.group,
+                title: a.title,
+                text: a.text,
+                source: a.source,
+                event_seq: a.event_seq,
+                event_id: a.event_id,
+                event_time: a.event_time,
+                count: a.count,
+                window_start: a.window_start,
+                window_end: a.window_end,
+                link: a.link,
+                event: a.event.to_string(),
+            },
             destinations,
         }
     }

@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use jiff::Timestamp;
 use rusqlite::{Connection, OptionalExtension, params};
 use tfaudit_store::{
-    AlertCursor, AlertFilter, AlertRecord, AlertStatus, AlertWrite, CommitOutcome, DeliveryJob, DeliveryOutcome,
+    Alert, AlertCursor, AlertFilter, AlertRecord, AlertStatus, AlertWrite, CommitOutcome, DeliveryJob, DeliveryOutcome,
     DeliveryRecord, DeliveryState, SeenValues,
 };
 
@@ -17,21 +17,23 @@ const ALERT_COLUMNS: &str = "a.id, a.key, a.rule, a.severity, a.group_key, a.tit
 fn read_alert(r: &rusqlite::Row<'_>) -> rusqlite::Result<AlertRecord> {
     Ok(AlertRecord {
         id: r.get(0)?,
-        key: r.get(1)?,
-        rule: r.get(2)?,
-        severity: r.get(3)?,
-        group: r.get(4)?,
-        title: r.get(5)?,
-        text: r.get(6)?,
-        source: r.get(7)?,
-        event_seq: r.get(8)?,
-        event_id: r.get(9)?,
-        event_time: ts(r.get(10)?),
-        count: r.get::<_, i64>(11)? as u64,
-        window_start: ts_opt(r.get(12)?),
-        window_end: ts_opt(r.get(13)?),
-        link: r.get(14)?,
-        event: r.get(15)?,
+        alert: Alert {
+            key: r.get(1)?,
+            rule: r.get(2)?,
+            severity: r.get(3)?,
+            group: r.get(4)?,
+            title: r.get(5)?,
+            text: r.get(6)?,
+            source: r.get(7)?,
+            event_seq: r.get(8)?,
+            event_id: r.get(9)?,
+            event_time: ts(r.get(10)?),
+            count: r.get::<_, i64>(11)? as u64,
+            window_start: ts_opt(r.get(12)?),
+            window_end: ts_opt(r.get(13)?),
+            link: r.get(14)?,
+            event: r.get(15)?,
+        },
         raised_at: ts(r.get(16)?),
         deliveries: Vec::new(),
     })
@@ -134,7 +136,8 @@ pub fn commit_alerts(
             "INSERT INTO deliveries (alert_id, destination, state, next_attempt_ms) VALUES (?1, ?2, 'pending', ?3)
              ON CONFLICT DO NOTHING",
         )?;
-        for a in alerts {
+        for write in alerts {
+            let a = &write.alert;
             let changed = insert.execute(params![
                 a.key,
                 a.rule,
@@ -158,7 +161,7 @@ pub fn commit_alerts(
             }
             new_alerts += 1;
             let id = tx.last_insert_rowid();
-            for d in &a.destinations {
+            for d in &write.destinations {
                 delivery.execute(params![id, d, now])?;
             }
         }

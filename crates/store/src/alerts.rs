@@ -13,9 +13,9 @@ pub struct AlertCursor {
     pub state: String,
 }
 
-/// An alert to put in the outbox.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct AlertWrite {
+/// An alert: what a rule raised, about which event.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Alert {
     /// Unique: an alert with a key already stored is not stored again.
     pub key: String,
     pub rule: String,
@@ -33,6 +33,12 @@ pub struct AlertWrite {
     pub link: Option<String>,
     /// The original event, as JSON.
     pub event: String,
+}
+
+/// An alert to put in the outbox.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AlertWrite {
+    pub alert: Alert,
     /// Destination names; one delivery each.
     pub destinations: Vec<String>,
 }
@@ -93,28 +99,22 @@ pub struct DeliveryRecord {
     pub delivered_at: Option<Timestamp>,
 }
 
-/// An alert as stored.
+/// An alert as stored: the alert, its number, when it was raised, its deliveries.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct AlertRecord {
     pub id: i64,
-    pub key: String,
-    pub rule: String,
-    pub severity: String,
-    pub group: Option<String>,
-    pub title: String,
-    pub text: String,
-    pub source: String,
-    pub event_seq: i64,
-    pub event_id: String,
-    pub event_time: Timestamp,
-    pub count: u64,
-    pub window_start: Option<Timestamp>,
-    pub window_end: Option<Timestamp>,
-    pub link: Option<String>,
-    /// The original event, as JSON.
-    pub event: String,
+    #[serde(flatten)]
+    pub alert: Alert,
     pub raised_at: Timestamp,
     pub deliveries: Vec<DeliveryRecord>,
+}
+
+/// A record reads as the alert it holds (`record.title`).
+impl std::ops::Deref for AlertRecord {
+    type Target = Alert;
+    fn deref(&self) -> &Alert {
+        &self.alert
+    }
 }
 
 /// A delivery that is due, claimed for a while by one process.

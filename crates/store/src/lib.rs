@@ -20,7 +20,7 @@ use tfaudit_api::{AuditEvent, RejectedEvent};
 mod alerts;
 mod filter;
 pub use alerts::{
-    AlertCursor, AlertFilter, AlertRecord, AlertStatus, AlertWrite, CommitOutcome, DeliveryJob, DeliveryOutcome,
+    Alert, AlertCursor, AlertFilter, AlertRecord, AlertStatus, AlertWrite, CommitOutcome, DeliveryJob, DeliveryOutcome,
     DeliveryRecord, DeliveryState, SeenValues,
 };
 pub use filter::{EventFilter, Pattern};

@@ -15,6 +15,7 @@ fn alert() -> AlertRecord {
     });
     AlertRecord {
         id: 42,
+        alert: tfaudit_store::Alert {
         key: "policy-override:ae66e491-db59-457c-8445-9c908ee726ae".into(),
         rule: "policy-override".into(),
         severity: "high".into(),
@@ -30,6 +31,7 @@ fn alert() -> AlertRecord {
         window_end: None,
         link: Some("https://app.terraform.io/app/acme/workspaces/prod-net/runs/run-9".into()),
         event: event.to_string(),
+        },
         raised_at: "2026-11-25T03:13:01Z".parse().unwrap(),
         deliveries: Vec::new(),
     }
@@ -64,7 +66,7 @@ fn idempotency_keys_are_stable_and_short() {
     assert_eq!(idempotency_key(&a), idempotency_key(&a));
     assert_eq!(idempotency_key(&a).len(), "tfaudit-".len() + 32);
     let mut b = a.clone();
-    b.key.push('x');
+    b.alert.key.push('x');
     assert_ne!(idempotency_key(&a), idempotency_key(&b));
 }
 

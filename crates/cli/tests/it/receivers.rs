@@ -167,16 +167,19 @@ impl Smtp {
     }
 }
 
-/// One SMTP session (RFC 5321, with STARTTLS from RFC 3207); mail is accepted only
-/// after TLS.
+/// One SMTP session (RFC 5321, with STARTTLS from RFC 3207). Mail is accepted only
+/// once the session is secure: after STARTTLS, which `acceptor` offers (the session
+/// then goes on, over TLS, without one).
 async fn session(
     stream: Box<dyn Stream>,
     acceptor: Option<tokio_rustls::TlsAcceptor>,
     inbox: Arc<Mutex<Vec<String>>>,
 ) -> std::io::Result<()> {
-    let mut stream = BufReader::new(stream);
-    stream.write_all(b"220 receiver.test ESMTP\r\n").await?;
     let secure = acceptor.is_none();
+    let mut stream = BufReader::new(stream);
+    if !secure {
+        stream.write_all(b"220 receiver.test ESMTP\r\n").await?;
+    }
     let mut line = String::new();
     loop {
         line.clear();
@@ -188,35 +191,16 @@ async fn session(
             let tls = if secure { "" } else { "250-STARTTLS\r\n" };
             stream.write_all(format!("250-receiver.test\r\n{tls}250 8BITMIME\r\n").as_bytes()).await?;
         } else if command == "STARTTLS" {
-            let Some(acceptor) = acceptor else {
+            let Some(acceptor) = &acceptor else {
                 stream.write_all(b"503 already secure\r\n").await?;
                 continue;
             };
             stream.write_all(b"220 go ahead\r\n").await?;
             let tls = acceptor.accept(stream.into_inner()).await?;
-            return Box::pin(session_after_tls(Box::new(tls), inbox)).await;
-        } else if command.starts_with("MAIL") || command.starts_with("RCPT") || command.starts_with("DATA") {
+            return Box::pin(session(Box::new(tls), None, inbox)).await;
+        } else if !secure && (command.starts_with("MAIL") || command.starts_with("RCPT") || command.starts_with("DATA"))
+        {
             stream.write_all(b"530 5.7.0 Must issue a STARTTLS command first\r\n").await?;
-        } else if command == "QUIT" {
-            stream.write_all(b"221 bye\r\n").await?;
-            return Ok(());
-        } else {
-            stream.write_all(b"250 ok\r\n").await?;
-        }
-    }
-}
-
-async fn session_after_tls(stream: Box<dyn Stream>, inbox: Arc<Mutex<Vec<String>>>) -> std::io::Result<()> {
-    let mut stream = BufReader::new(stream);
-    let mut line = String::new();
-    loop {
-        line.clear();
-        if stream.read_line(&mut line).await? == 0 {
-            return Ok(());
-        }
-        let command = line.trim_end().to_ascii_uppercase();
-        if command.starts_with("EHLO") || command.starts_with("HELO") {
-            stream.write_all(b"250-receiver.test\r\n250 8BITMIME\r\n").await?;
         } else if command == "DATA" {
             stream.write_all(b"354 end with <CRLF>.<CRLF>\r\n").await?;
             let mut message = String::new();
