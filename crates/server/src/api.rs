@@ -10,7 +10,7 @@ use serde_json::json;
 use tfaudit_store::{AlertFilter, DeliveryState, Order, StoredEvent};
 
 use crate::AppState;
-use crate::filter::{Params, encode_cursor};
+use crate::filter::{Params, Query, encode_cursor};
 
 pub fn routes() -> Router<AppState> {
     Router::new()
@@ -61,13 +61,9 @@ fn item(e: &StoredEvent) -> Item<'_> {
 }
 
 /// A page of events, newest first, and the cursor of the next page.
-pub(crate) async fn page(
-    state: &AppState,
-    params: &Params,
-    default_since: Option<&str>,
-) -> Result<(Vec<StoredEvent>, Option<String>), Response> {
-    let q = params.parse(default_since, 50).map_err(|m| error(StatusCode::BAD_REQUEST, m))?;
+pub(crate) async fn page(state: &AppState, q: &Query) -> Result<(Vec<StoredEvent>, Option<String>), Response> {
     let limit = q.limit as usize;
+    let q = q.clone();
     let store = state.store.clone();
     // One more than a page, to know whether there is a next one.
     let mut events = blocking(move || {
@@ -89,7 +85,11 @@ pub(crate) async fn page(
 }
 
 async fn events(State(state): State<AppState>, QueryParams(params): QueryParams<Params>) -> Response {
-    match page(&state, &params, None).await {
+    let q = match params.parse(None, 50) {
+        Ok(q) => q,
+        Err(m) => return error(StatusCode::BAD_REQUEST, m),
+    };
+    match page(&state, &q).await {
         Ok((events, next)) => {
             #[derive(serde::Serialize)]
             struct Page<'a> {

@@ -219,7 +219,7 @@ async fn index(State(state): State<AppState>, QueryParams(mut params): QueryPara
             return render(&state, StatusCode::BAD_REQUEST, "events.html", ctx);
         }
     };
-    let (events, next) = match page(&state, &params, None).await {
+    let (events, next) = match page(&state, &query).await {
         Ok(p) => p,
         Err(r) => return r,
     };

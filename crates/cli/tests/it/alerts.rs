@@ -228,6 +228,22 @@ to = ["security@example.com"]
     assert!(listed.contains("slack: delivered") && listed.contains("pagerduty: delivered"), "{listed}");
 }
 
+/// `tfaudit alerts run`, until killed.
+fn alerts_run(env: &Env, cfg: &str) -> tokio::process::Child {
+    env.command(None, &["--config", cfg, "alerts", "run"]).stderr(std::process::Stdio::null()).spawn().unwrap()
+}
+
+/// Syncs history, starts the alert engine at its end, then lets the critical events
+/// arrive and syncs them: their alerts are raised by the runner this returns.
+async fn critical_alerts_pending(env: &Env, sim: &Sim, cfg: &str) -> tokio::process::Child {
+    let sync = || env.command(None, &["--config", cfg, "sync"]).env("SIM_TOKEN", sim.token()).output();
+    assert!(sync().await.unwrap().status.success());
+    assert!(env.run(None, &["--config", cfg, "alerts", "run", "--once"]).await.status.success());
+    inject_critical_events(sim);
+    assert!(sync().await.unwrap().status.success());
+    alerts_run(env, cfg)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_destination_down_then_up_gets_each_alert_once() {
     let sim = start(SimConfig { events: 100, hostile: 0.0, ..SimConfig::default() }).await;
@@ -236,22 +252,14 @@ async fn a_destination_down_then_up_gets_each_alert_once() {
     let env = Env::new();
     let cfg = config(&env, &sim, &hook_destination(&receivers, &env));
     let cfg = cfg.to_str().unwrap();
-    let sync = |env: &Env| env.command(None, &["--config", cfg, "sync"]).env("SIM_TOKEN", sim.token()).output();
-    assert!(sync(&env).await.unwrap().status.success());
-    // The engine starts at the end of history; then the events arrive and are synced.
-    assert!(env.run(None, &["--config", cfg, "alerts", "run", "--once"]).await.status.success());
-    inject_critical_events(&sim);
-    assert!(sync(&env).await.unwrap().status.success());
-    let mut runner =
-        env.command(None, &["--config", cfg, "alerts", "run"]).stderr(std::process::Stdio::null()).spawn().unwrap();
+    let mut runner = critical_alerts_pending(&env, &sim, cfg).await;
     let inbox = receivers.inbox.clone();
     wait_until("a few failed attempts", Duration::from_secs(20), || inbox.hook.lock().unwrap().len() >= 6).await;
     let shown = env.ok(None, &["--config", cfg, "status"]).await;
     assert!(shown.contains("failing") && shown.contains("503"), "{shown}");
     // A restart while the destination is down loses nothing.
     runner.kill().await.unwrap();
-    let mut runner =
-        env.command(None, &["--config", cfg, "alerts", "run"]).stderr(std::process::Stdio::null()).spawn().unwrap();
+    let mut runner = alerts_run(&env, cfg);
     receivers.inbox.hook_status.store(200, Ordering::SeqCst);
     wait_until("every alert delivered", Duration::from_secs(30), || receivers.accepted_hook_keys().len() >= 3).await;
     tokio::time::sleep(Duration::from_millis(1000)).await;
@@ -274,13 +282,7 @@ async fn kill_9_during_delivery_loses_nothing() {
     let env = Env::new();
     let cfg = config(&env, &sim, &hook_destination(&receivers, &env));
     let cfg = cfg.to_str().unwrap();
-    let sync = |env: &Env| env.command(None, &["--config", cfg, "sync"]).env("SIM_TOKEN", sim.token()).output();
-    assert!(sync(&env).await.unwrap().status.success());
-    assert!(env.run(None, &["--config", cfg, "alerts", "run", "--once"]).await.status.success());
-    inject_critical_events(&sim);
-    assert!(sync(&env).await.unwrap().status.success());
-    let mut runner =
-        env.command(None, &["--config", cfg, "alerts", "run"]).stderr(std::process::Stdio::null()).spawn().unwrap();
+    let mut runner = critical_alerts_pending(&env, &sim, cfg).await;
     // Requests are in flight (the receiver is sleeping on them): kill -9.
     tokio::time::sleep(Duration::from_millis(700)).await;
     runner.start_kill().unwrap();
@@ -288,8 +290,7 @@ async fn kill_9_during_delivery_loses_nothing() {
     let before = receivers.inbox.hook.lock().unwrap().len();
     receivers.inbox.hook_delay_ms.store(0, Ordering::SeqCst);
     // The restarted runner takes the dead one's deliveries back when their lease ends.
-    let mut runner =
-        env.command(None, &["--config", cfg, "alerts", "run"]).stderr(std::process::Stdio::null()).spawn().unwrap();
+    let mut runner = alerts_run(&env, cfg);
     let mut distinct = Vec::new();
     wait_until("every alert delivered after the restart", Duration::from_secs(30), || {
         distinct = receivers.accepted_hook_keys();
