@@ -5,10 +5,14 @@
 //! - [`client`]: HTTP with retries, backoff, the server's rate-limit headers and a
 //!   client-side limiter.
 //! - [`token`]: the bearer token, kept out of every `Debug`, log line and error.
+//! - [`redact`]: every secret tfaudit knows, hidden from errors, logs and stored text.
+//! - [`body`]: response bodies read with a cap, whatever size the server claims.
 
+pub mod body;
 pub mod client;
 pub mod event;
 pub mod page;
+pub mod redact;
 pub mod time;
 pub mod token;
 

@@ -31,6 +31,7 @@ impl Token {
         if value.chars().any(|c| c.is_whitespace() || c.is_control() || !c.is_ascii()) {
             return Err(TokenError::BadCharacters);
         }
+        crate::redact::register(value);
         Ok(Self(Arc::from(value)))
     }
 

@@ -32,7 +32,9 @@ pub struct Secret(String);
 impl Secret {
     #[must_use]
     pub fn new(value: impl Into<String>) -> Self {
-        Self(value.into())
+        let value = value.into();
+        tfaudit_api::redact::register(&value);
+        Self(value)
     }
 
     /// The value, for the one place that sends it.
@@ -67,7 +69,7 @@ impl SecretSource {
         if value.trim().is_empty() {
             return Err(format!("{what} is empty"));
         }
-        Ok(Secret(value.trim().to_owned()))
+        Ok(Secret::new(value.trim()))
     }
 }
 
