@@ -31,7 +31,8 @@ pub struct Destination {
 pub enum Kind {
     Slack { url: Secret },
     PagerDuty { url: String, routing_key: Secret },
-    Webhook { url: Secret, secret: Option<Secret>, headers: Vec<(String, String)> },
+    /// Header values are secrets: they often carry the receiver's credentials.
+    Webhook { url: Secret, secret: Option<Secret>, headers: Vec<(String, Secret)> },
     Email(Email),
     Log,
     Stdout,
@@ -78,6 +79,33 @@ pub enum Sent {
     Permanent {
         error: String,
     },
+    /// The destination is set up wrong (its secret was refused, its address is
+    /// wrong or moved): nothing goes through until the user fixes it.
+    Misconfigured {
+        error: String,
+    },
+}
+
+/// How many bytes of a receiver's answer are read: enough for any error message,
+/// and a receiver that streams an endless body cannot grow memory.
+pub const ANSWER_CAP: usize = 4 * 1024;
+
+/// What an HTTP status from a receiver means (the table in the README's "Delivery"
+/// section).
+#[must_use]
+pub fn judge(status: reqwest::StatusCode, error: String, after: Option<Duration>) -> Sent {
+    match status.as_u16() {
+        200..=299 => Sent::Delivered,
+        // Redirects are not followed, so that secrets and signed payloads stay with
+        // the address the user gave.
+        300..=399 => Sent::Misconfigured {
+            error: format!("{error} (a redirect, not followed: set the destination's address to where it points)"),
+        },
+        401 | 403 | 407 => Sent::Misconfigured { error: format!("{error} (check the destination's secret)") },
+        404 | 405 | 410 => Sent::Misconfigured { error: format!("{error} (check the destination's address)") },
+        408 | 425 | 429 | 500..=599 => Sent::Retry { error, after },
+        _ => Sent::Permanent { error },
+    }
 }
 
 /// The key receivers deduplicate by: stable per alert, short, free of the rule's
@@ -266,9 +294,17 @@ impl Default for Sender {
     }
 }
 
+/// `Retry-After` in seconds or as an HTTP date, at most an hour.
 fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
-    let v = headers.get(reqwest::header::RETRY_AFTER)?.to_str().ok()?;
-    v.trim().parse::<f64>().ok().filter(|s| s.is_finite() && *s >= 0.0).map(|s| Duration::from_secs_f64(s.min(3600.0)))
+    let v = headers.get(reqwest::header::RETRY_AFTER)?.to_str().ok()?.trim();
+    let seconds = match v.parse::<f64>() {
+        Ok(s) => s,
+        Err(_) => {
+            let at = jiff::fmt::rfc2822::parse(v).ok()?.timestamp();
+            at.duration_since(jiff::Timestamp::now()).as_secs_f64().max(0.0)
+        }
+    };
+    (seconds.is_finite() && seconds >= 0.0).then(|| Duration::from_secs_f64(seconds.min(3600.0)))
 }
 
 /// A receiver's answer, in one safe line.
@@ -313,7 +349,8 @@ impl Sender {
                 let body = webhook_body(alert);
                 let bytes = body.to_string().into_bytes();
                 let timestamp = jiff::Timestamp::now().as_second();
-                let mut extra: Vec<(String, String)> = headers.clone();
+                let mut extra: Vec<(String, String)> =
+                    headers.iter().map(|(k, v)| (k.clone(), v.expose().to_owned())).collect();
                 extra.push(("Idempotency-Key".into(), idempotency_key(alert)));
                 extra.push(("X-Tfaudit-Timestamp".into(), timestamp.to_string()));
                 if let Some(secret) = secret {
@@ -343,15 +380,12 @@ impl Sender {
             },
             Ok(response) => {
                 let status = response.status();
-                let after = retry_after(response.headers());
-                let text = response.text().await.unwrap_or_default();
                 if status.is_success() {
-                    Sent::Delivered
-                } else if matches!(status.as_u16(), 400 | 413 | 422) {
-                    Sent::Permanent { error: answer(status, &text) }
-                } else {
-                    Sent::Retry { error: answer(status, &text), after }
+                    return Sent::Delivered;
                 }
+                let after = retry_after(response.headers());
+                let text = tfaudit_api::body::read_prefix(response, ANSWER_CAP).await;
+                judge(status, answer(status, &String::from_utf8_lossy(&text)), after)
             }
         }
     }
@@ -363,7 +397,7 @@ async fn send_email(email: &Email, timeout: Duration, alert: &AlertRecord) -> Se
     use lettre::transport::smtp::client::{Certificate, Tls, TlsParameters};
     use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
 
-    let parse = |a: &str| a.parse::<Mailbox>().map_err(|e| Sent::Permanent { error: format!("address {a:?}: {e}") });
+    let parse = |a: &str| a.parse::<Mailbox>().map_err(|e| Sent::Misconfigured { error: format!("address {a:?}: {e}") });
     let from = match parse(&email.from) {
         Ok(m) => m,
         Err(s) => return s,
@@ -395,11 +429,11 @@ async fn send_email(email: &Email, timeout: Duration, alert: &AlertRecord) -> Se
         EmailTls::None => Tls::None,
         EmailTls::StartTls => match tls_parameters() {
             Ok(p) => Tls::Required(p),
-            Err(e) => return Sent::Permanent { error: e },
+            Err(e) => return Sent::Misconfigured { error: e },
         },
         EmailTls::Tls => match tls_parameters() {
             Ok(p) => Tls::Wrapper(p),
-            Err(e) => return Sent::Permanent { error: e },
+            Err(e) => return Sent::Misconfigured { error: e },
         },
     };
     let mut transport = AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(email.host.as_str())
@@ -411,6 +445,10 @@ async fn send_email(email: &Email, timeout: Duration, alert: &AlertRecord) -> Se
     }
     match transport.build().send(message).await {
         Ok(_) => Sent::Delivered,
+        // 530, 534, 535: authentication required or refused.
+        Err(e) if e.status().is_some_and(|c| c.to_string().starts_with("53")) => {
+            Sent::Misconfigured { error: format!("the mail server refused the login: {e} (check username and password)") }
+        }
         Err(e) if e.is_permanent() => Sent::Permanent { error: format!("the mail server refused the message: {e}") },
         Err(e) => Sent::Retry { error: format!("mail: {e}"), after: None },
     }

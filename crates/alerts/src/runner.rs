@@ -3,10 +3,14 @@
 //! Evaluation reads events after the engine's cursor (in `seq` order), and in one
 //! transaction stores the alerts they raise (each once, by key, with a pending
 //! delivery per destination), the engine's state and the new cursor. So a crash
-//! loses no alert and raises none twice. Delivery then claims due deliveries for a
-//! while (a lease, so two processes never send the same one), sends, and records
-//! the outcome; a failed delivery is retried with backoff while the destination is
-//! down, for up to `max_delivery_age`.
+//! loses no alert and raises none twice. Each organization's events up to its alert
+//! start point (where its first backfill ended) are history: they feed first-seen
+//! values but raise nothing.
+//!
+//! Delivery runs beside evaluation, one worker per destination, so that a slow or
+//! failing receiver delays neither evaluation nor any other destination. A worker
+//! claims one delivery just before sending it, for as long as the send can take, so
+//! a crash can only repeat the one delivery that was on the wire.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -101,9 +105,8 @@ impl Runner {
         Self { courier: Courier::new(settings.clone()), store, settings, loaded: None }
     }
 
-    /// Loads the engine at its cursor; on first use, starts it at the newest event
-    /// with every value already in the archive counted as seen (history is
-    /// backtested with `tfaudit alerts test`, not alerted on).
+    /// Loads the engine at its cursor. On first use it starts at the earliest alert
+    /// start point, with every value of the events up to there counted as seen.
     async fn load(&mut self) -> Result<(), AlertError> {
         if self.loaded.is_some() {
             return Ok(());
@@ -120,7 +123,15 @@ impl Runner {
             }
             None => {
                 let store = self.store.clone();
-                let (seq, seen) = blocking(move || Ok((store.newest_seq()?, store.seen_values(None)?))).await?;
+                let (seq, seen) = blocking(move || {
+                    let newest = store.newest_seq()?;
+                    // Organizations still in their first backfill have no start point:
+                    // everything of theirs stored so far is history.
+                    let seq = store.alert_start_points()?.into_iter().filter_map(|(_, s)| s).min().unwrap_or(newest);
+                    let seq = seq.min(newest);
+                    Ok((seq, store.seen_values_up_to(seq)?))
+                })
+                .await?;
                 let mut state = EngineState::default();
                 seed(&mut state, &seen);
                 let text = serde_json::to_string(&state).map_err(|e| AlertError::Internal(e.to_string()))?;
@@ -133,7 +144,7 @@ impl Runner {
                 }
                 tracing::info!(
                     seq,
-                    "the alert engine starts after the archive's newest event; `tfaudit alerts test` backtests history"
+                    "the alert engine starts where each organization's first backfill ended; `tfaudit alerts test` backtests history"
                 );
                 (state, seq)
             }
@@ -180,20 +191,34 @@ impl Runner {
             self.load().await?;
             let cursor = self.loaded.as_ref().map_or(0, |(_, c)| *c);
             let store = self.store.clone();
-            let batch = blocking(move || {
+            let (batch, starts) = blocking(move || {
                 let mut events: Vec<StoredEvent> = Vec::new();
                 store.events_after(cursor, BATCH, &mut |e| {
                     events.push(e);
                     Ok(())
                 })?;
-                Ok(events)
+                // Read after the events: an organization without a start point now
+                // had none when any of them was stored, so they are its history.
+                let starts: HashMap<String, Option<i64>> = store.alert_start_points()?.into_iter().collect();
+                Ok((events, starts))
             })
             .await?;
             let Some(last) = batch.last().map(|e| e.seq) else { return Ok(report) };
             let (engine, _) = self.loaded.as_mut().ok_or_else(|| AlertError::Internal("engine not loaded".into()))?;
             let mut raised = Vec::new();
+            let mut evaluated = 0;
             for e in &batch {
-                raised.extend(engine.evaluate(e));
+                let history = match starts.get(&e.source) {
+                    Some(Some(start)) => e.seq <= *start,
+                    Some(None) => true,
+                    None => false,
+                };
+                if history {
+                    engine.state.seen.record(e);
+                } else {
+                    evaluated += 1;
+                    raised.extend(engine.evaluate(e));
+                }
             }
             engine.compact();
             let state = serde_json::to_string(&engine.state).map_err(|e| AlertError::Internal(e.to_string()))?;
@@ -202,7 +227,7 @@ impl Runner {
             let cursor_after = AlertCursor { seq: last, state };
             match blocking(move || store.commit_alerts(Some(cursor), &cursor_after, &writes)).await? {
                 CommitOutcome::Committed { new_alerts } => {
-                    report.events += batch.len() as u64;
+                    report.events += evaluated;
                     report.alerts += new_alerts;
                     if let Some((_, c)) = self.loaded.as_mut() {
                         *c = last;
@@ -219,29 +244,186 @@ impl Runner {
         }
     }
 
-    /// Sends every delivery that is due.
+    /// Sends every delivery that is due, each destination's one at a time, the
+    /// destinations side by side.
     ///
     /// # Errors
     /// On an archive failure.
     pub async fn deliver(&self, cancel: &CancellationToken) -> Result<Delivered, AlertError> {
-        deliver_due(&self.store, &self.courier, cancel).await
+        let mut set = tokio::task::JoinSet::new();
+        for name in self.destination_names().await? {
+            let (store, courier, cancel) = (self.store.clone(), self.courier.clone(), cancel.clone());
+            set.spawn(async move { drain(&store, &courier, &name, false, &cancel).await });
+        }
+        let mut report = Delivered::default();
+        while let Some(done) = set.join_next().await {
+            let (r, _) = done.map_err(|e| AlertError::Internal(e.to_string()))??;
+            report.delivered += r.delivered;
+            report.failed += r.failed;
+            report.abandoned += r.abandoned;
+        }
+        Ok(report)
     }
 
-    /// Evaluates and delivers until `cancel`, again whenever `wake` is notified (after
-    /// a sync) and at least every `poll` (for retries that come due).
+    /// The configured destinations, and any that still have deliveries from an
+    /// earlier config (they are retried until too old, then abandoned).
+    async fn destination_names(&self) -> Result<Vec<String>, AlertError> {
+        let store = self.store.clone();
+        let open = blocking(move || store.open_delivery_destinations()).await?;
+        let mut names: Vec<String> = self.settings.destinations.keys().cloned().collect();
+        names.extend(open);
+        names.sort();
+        names.dedup();
+        Ok(names)
+    }
+
+    /// Evaluates after each `wake` (a sync that stored events) and at least every
+    /// `poll`, and delivers beside it, one task per destination, until `cancel`.
     pub async fn run(mut self, cancel: CancellationToken, wake: Arc<tokio::sync::Notify>, poll: Duration) {
-        loop {
-            if let Err(e) = self.evaluate().await {
-                tracing::error!("alert evaluation failed: {e}; trying again");
+        let names = loop {
+            match self.destination_names().await {
+                Ok(n) => break n,
+                Err(e) => tracing::error!("alert delivery cannot start: {e}; trying again"),
             }
-            if let Err(e) = self.deliver(&cancel).await {
-                tracing::error!("alert delivery failed: {e}; trying again");
+            tokio::select! {
+                () = tokio::time::sleep(poll) => {}
+                () = cancel.cancelled() => return,
+            }
+        };
+        let store = self.store.clone();
+        let misconfigured: Vec<String> = match blocking(move || store.alert_status(0)).await {
+            Ok(s) => s.misconfigured.into_iter().map(|d| d.name).collect(),
+            Err(_) => Vec::new(),
+        };
+        let mut workers = tokio::task::JoinSet::new();
+        let mut new_alerts = Vec::new();
+        for name in names {
+            let nudge = Arc::new(tokio::sync::Notify::new());
+            new_alerts.push(nudge.clone());
+            // A destination marked misconfigured is tried at once: the user may have
+            // fixed it before this start.
+            let probe = misconfigured.contains(&name);
+            let (store, courier, cancel) = (self.store.clone(), self.courier.clone(), cancel.clone());
+            workers.spawn(async move { deliver_forever(store, courier, name, probe, nudge, poll, cancel).await });
+        }
+        loop {
+            match self.evaluate().await {
+                Ok(e) if e.alerts > 0 => new_alerts.iter().for_each(|n| n.notify_one()),
+                Ok(_) => {}
+                Err(e) => tracing::error!("alert evaluation failed: {e}; trying again"),
             }
             tokio::select! {
                 () = wake.notified() => {}
                 () = tokio::time::sleep(poll) => {}
-                () = cancel.cancelled() => return,
+                () = cancel.cancelled() => break,
             }
+        }
+        while workers.join_next().await.is_some() {}
+    }
+}
+
+/// One destination's deliveries, one at a time, until `cancel`: woken by `nudge`
+/// when alerts are raised and at least every `poll` for retries that come due.
+async fn deliver_forever(
+    store: Arc<dyn Store>,
+    courier: Courier,
+    name: String,
+    mut probe: bool,
+    nudge: Arc<tokio::sync::Notify>,
+    poll: Duration,
+    cancel: CancellationToken,
+) {
+    // Consecutive refusals while the destination is misconfigured: the pause before
+    // the next try doubles with them.
+    let mut refusals = 0;
+    loop {
+        let pause = match drain(&store, &courier, &name, probe, &cancel).await {
+            Ok((_, false)) => {
+                refusals = 0;
+                probe = false;
+                None
+            }
+            Ok((_, true)) => {
+                refusals += 1;
+                probe = true;
+                Some(courier.backoff(refusals))
+            }
+            Err(e) => {
+                tracing::error!(destination = %name, "alert delivery failed: {e}; trying again");
+                None
+            }
+        };
+        match pause {
+            // Misconfigured: new alerts wait with the rest until the next try.
+            Some(p) => tokio::select! {
+                () = tokio::time::sleep(p) => {}
+                () = cancel.cancelled() => return,
+            },
+            None => tokio::select! {
+                () = nudge.notified() => {}
+                () = tokio::time::sleep(poll) => {}
+                () = cancel.cancelled() => return,
+            },
+        }
+    }
+}
+
+/// Sends one destination's due deliveries, one at a time, until none is due, the
+/// destination turns out misconfigured (then `true`: the rest wait for a fix), or
+/// `cancel`. With `probe`, the first one is tried even if its retry is not due yet.
+async fn drain(
+    store: &Arc<dyn Store>,
+    courier: &Courier,
+    destination: &str,
+    mut probe: bool,
+    cancel: &CancellationToken,
+) -> Result<(Delivered, bool), AlertError> {
+    let mut report = Delivered::default();
+    // As long as the send can take: the destination's timeout, and a margin for
+    // recording the outcome.
+    let lease = courier.settings.destinations.get(destination).map_or(Duration::from_secs(5), |d| d.timeout)
+        + Duration::from_secs(2);
+    loop {
+        if cancel.is_cancelled() {
+            return Ok((report, false));
+        }
+        let (claim, name) = (store.clone(), destination.to_owned());
+        let now = Timestamp::now();
+        let due_by = if probe { Timestamp::MAX } else { now };
+        probe = false;
+        let Some(job) = blocking(move || claim.claim_delivery(&name, now, due_by, lease)).await? else {
+            return Ok((report, false));
+        };
+        let outcome = courier.attempt(&job).await;
+        let alert = job.alert.id;
+        let misconfigured = matches!(outcome, DeliveryOutcome::Misconfigured { .. });
+        match &outcome {
+            DeliveryOutcome::Delivered => {
+                report.delivered += 1;
+                tracing::info!(alert, destination, "alert delivered");
+            }
+            DeliveryOutcome::Failed { error, retry_at } => {
+                report.failed += 1;
+                tracing::warn!(alert, destination, retry_at = %retry_at, "delivery failed: {error}");
+            }
+            DeliveryOutcome::Misconfigured { error, .. } => {
+                report.failed += 1;
+                tracing::error!(
+                    alert,
+                    destination,
+                    "the destination is misconfigured: {error}; its alerts are kept until it is fixed"
+                );
+            }
+            DeliveryOutcome::Abandoned { error } => {
+                report.abandoned += 1;
+                tracing::error!(alert, destination, "delivery abandoned: {error}");
+            }
+        }
+        let finish = store.clone();
+        let id = job.delivery_id;
+        blocking(move || finish.finish_delivery(id, &outcome)).await?;
+        if misconfigured {
+            return Ok((report, true));
         }
     }
 }
@@ -252,6 +434,9 @@ pub struct Courier {
     settings: Arc<Settings>,
     sender: Sender,
 }
+
+/// Stored and logged error texts are at most this long.
+const ERROR_CAP: usize = 500;
 
 impl Courier {
     #[must_use]
@@ -267,85 +452,39 @@ impl Courier {
         capped.mul_f64(jitter)
     }
 
-    fn retry(&self, attempts: u64, error: String, after: Option<Duration>) -> DeliveryOutcome {
+    fn retry_at(&self, attempts: u64, after: Option<Duration>) -> Timestamp {
         let wait = after.unwrap_or_else(|| self.backoff(attempts)).max(Duration::from_millis(10));
-        let retry_at =
-            Timestamp::now() + jiff::SignedDuration::try_from(wait).unwrap_or(jiff::SignedDuration::from_secs(60));
-        DeliveryOutcome::Failed { error, retry_at }
+        Timestamp::now() + jiff::SignedDuration::try_from(wait).unwrap_or(jiff::SignedDuration::from_secs(60))
     }
 
-    /// Attempts one delivery.
+    /// Attempts one delivery. Every error text is redacted of every known secret and
+    /// bounded: a receiver may echo the request (its URL, its headers) back.
     pub async fn attempt(&self, job: &DeliveryJob) -> DeliveryOutcome {
+        let safe = |e: String| tfaudit_api::redact::redact_bounded(&e, ERROR_CAP);
         let age = Timestamp::now().duration_since(job.alert.raised_at);
         let too_old =
             age > jiff::SignedDuration::try_from(self.settings.max_delivery_age).unwrap_or(jiff::SignedDuration::MAX);
         let Some(destination) = self.settings.destinations.get(&job.destination) else {
             let error = format!("destination {:?} is not configured", job.destination);
-            return if too_old { DeliveryOutcome::Abandoned { error } } else { self.retry(job.attempts, error, None) };
+            return if too_old {
+                DeliveryOutcome::Abandoned { error }
+            } else {
+                DeliveryOutcome::Failed { error, retry_at: self.retry_at(job.attempts, None) }
+            };
         };
         match self.sender.send(destination, &job.alert).await {
             Sent::Delivered => DeliveryOutcome::Delivered,
-            Sent::Permanent { error } => DeliveryOutcome::Abandoned { error },
-            Sent::Retry { error, .. } if too_old => {
-                DeliveryOutcome::Abandoned { error: format!("gave up after {} attempts: {error}", job.attempts + 1) }
+            Sent::Permanent { error } => DeliveryOutcome::Abandoned { error: safe(error) },
+            // Kept whatever its age: the alerts are the user's once the destination is fixed.
+            Sent::Misconfigured { error } => {
+                DeliveryOutcome::Misconfigured { error: safe(error), retry_at: self.retry_at(job.attempts, None) }
             }
-            Sent::Retry { error, after } => self.retry(job.attempts, error, after),
-        }
-    }
-}
-
-/// Claims and sends due deliveries until none is left (or `cancel`).
-///
-/// # Errors
-/// On an archive failure.
-pub async fn deliver_due(
-    store: &Arc<dyn Store>,
-    courier: &Courier,
-    cancel: &CancellationToken,
-) -> Result<Delivered, AlertError> {
-    let mut report = Delivered::default();
-    loop {
-        if cancel.is_cancelled() {
-            return Ok(report);
-        }
-        let claim = store.clone();
-        // Long enough for the slowest destination to answer; short enough that the
-        // claims of a process that died are picked up again soon.
-        let lease = courier.settings.destinations.values().map(|d| d.timeout).max().unwrap_or_default()
-            + Duration::from_secs(5);
-        let jobs = blocking(move || claim.claim_deliveries(Timestamp::now(), lease, 32)).await?;
-        if jobs.is_empty() {
-            return Ok(report);
-        }
-        // Destinations are independent: one slow receiver does not hold up the rest.
-        let mut set = tokio::task::JoinSet::new();
-        for job in jobs {
-            let courier = courier.clone();
-            set.spawn(async move {
-                let outcome = courier.attempt(&job).await;
-                (job, outcome)
-            });
-        }
-        while let Some(done) = set.join_next().await {
-            let (job, outcome) = done.map_err(|e| AlertError::Internal(e.to_string()))?;
-            let (alert, destination) = (job.alert.id, job.destination.as_str());
-            match &outcome {
-                DeliveryOutcome::Delivered => {
-                    report.delivered += 1;
-                    tracing::info!(alert, destination, "alert delivered");
-                }
-                DeliveryOutcome::Failed { error, retry_at } => {
-                    report.failed += 1;
-                    tracing::warn!(alert, destination, retry_at = %retry_at, "delivery failed: {error}");
-                }
-                DeliveryOutcome::Abandoned { error } => {
-                    report.abandoned += 1;
-                    tracing::error!(alert, destination, "delivery abandoned: {error}");
-                }
+            Sent::Retry { error, .. } if too_old => DeliveryOutcome::Abandoned {
+                error: safe(format!("gave up after {} attempts: {error}", job.attempts + 1)),
+            },
+            Sent::Retry { error, after } => {
+                DeliveryOutcome::Failed { error: safe(error), retry_at: self.retry_at(job.attempts, after) }
             }
-            let finish = store.clone();
-            let id = job.delivery_id;
-            blocking(move || finish.finish_delivery(id, &outcome)).await?;
         }
     }
 }

@@ -242,7 +242,7 @@ pub fn alerts(
             DestinationKind::Webhook => Kind::Webhook {
                 url: secret(&d.url, "url")?,
                 secret: d.secret.as_ref().map(|s| s.resolve(&what("secret"))).transpose().map_err(Failure::Usage)?,
-                headers: d.headers.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+                headers: d.headers.iter().map(|(k, v)| (k.clone(), tfaudit_config::Secret::new(v.clone()))).collect(),
             },
             DestinationKind::Email => {
                 let server = d.server.clone().unwrap_or_default();

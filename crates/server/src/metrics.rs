@@ -179,6 +179,14 @@ impl Collector for Live {
                 .into_iter()
                 .map(|(state, n)| ([("state", state)], ConstGauge::new(n))),
         )?;
+        family(
+            &mut encoder,
+            "tfaudit_destination_misconfigured",
+            "1 for a destination whose receiver refused its secret or address; its alerts wait for a fix",
+            None,
+            MetricType::Gauge,
+            a.misconfigured.iter().map(|d| ([("destination", d.name.clone())], ConstGauge::new(1u64))),
+        )?;
         Ok(())
     }
 }

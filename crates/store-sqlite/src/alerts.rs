@@ -1,12 +1,10 @@
 //! The alert engine's tables: `alert_consumer`, `alerts`, `deliveries`.
 
-use std::collections::HashMap;
-
 use jiff::Timestamp;
 use rusqlite::{Connection, OptionalExtension, params};
 use tfaudit_store::{
     Alert, AlertCursor, AlertFilter, AlertRecord, AlertStatus, AlertWrite, CommitOutcome, DeliveryJob, DeliveryOutcome,
-    DeliveryRecord, DeliveryState, SeenValues,
+    DeliveryRecord, DeliveryState, DestinationHealth, SeenValues,
 };
 
 use crate::{ms, ts, ts_opt};
@@ -175,63 +173,137 @@ pub fn commit_alerts(
     Ok(CommitOutcome::Committed { new_alerts })
 }
 
-pub fn claim_deliveries(
+pub fn claim_delivery(
     conn: &mut Connection,
+    destination: &str,
     now: Timestamp,
+    due_by: Timestamp,
     lease: std::time::Duration,
-    limit: u64,
-) -> rusqlite::Result<Vec<DeliveryJob>> {
+) -> rusqlite::Result<Option<DeliveryJob>> {
     let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
     let now_ms = ms(now);
-    let due: Vec<(i64, i64, String, i64)> = tx
+    let due: Option<(i64, i64, i64)> = tx
         .prepare_cached(
-            "SELECT id, alert_id, destination, attempts FROM deliveries
-             WHERE state IN ('pending', 'failing') AND next_attempt_ms <= ?1 AND (lease_until_ms IS NULL OR lease_until_ms < ?1)
-             ORDER BY next_attempt_ms, id LIMIT ?2",
+            "SELECT id, alert_id, attempts FROM deliveries
+             WHERE destination = ?1 AND state IN ('pending', 'failing') AND next_attempt_ms <= ?2
+               AND (lease_until_ms IS NULL OR lease_until_ms < ?3)
+             ORDER BY next_attempt_ms, id LIMIT 1",
         )?
-        .query_map(params![now_ms, i64::try_from(limit).unwrap_or(i64::MAX)], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?
-        .collect::<rusqlite::Result<_>>()?;
-    let mut jobs = Vec::with_capacity(due.len());
-    {
-        let until = now_ms + lease.as_millis() as i64;
-        let mut claim = tx.prepare_cached("UPDATE deliveries SET lease_until_ms = ?2 WHERE id = ?1")?;
-        let mut alert = tx.prepare_cached(&format!("SELECT {ALERT_COLUMNS} FROM alerts a WHERE a.id = ?1"))?;
-        let mut cache: HashMap<i64, AlertRecord> = HashMap::new();
-        for (id, alert_id, destination, attempts) in due {
-            claim.execute(params![id, until])?;
-            let record = match cache.get(&alert_id) {
-                Some(a) => a.clone(),
-                None => {
-                    let a = alert.query_row([alert_id], read_alert)?;
-                    cache.insert(alert_id, a.clone());
-                    a
-                }
-            };
-            jobs.push(DeliveryJob { delivery_id: id, destination, attempts: attempts as u64, alert: record });
-        }
-    }
+        .query_row(params![destination, ms(due_by), now_ms], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+        .optional()?;
+    let Some((id, alert_id, attempts)) = due else { return Ok(None) };
+    let until = now_ms.saturating_add(i64::try_from(lease.as_millis()).unwrap_or(i64::MAX));
+    tx.execute("UPDATE deliveries SET lease_until_ms = ?2 WHERE id = ?1", params![id, until])?;
+    let alert = tx.query_row(&format!("SELECT {ALERT_COLUMNS} FROM alerts a WHERE a.id = ?1"), [alert_id], read_alert)?;
     tx.commit()?;
-    Ok(jobs)
+    Ok(Some(DeliveryJob { delivery_id: id, destination: destination.to_owned(), attempts: attempts as u64, alert }))
 }
 
-pub fn finish_delivery(conn: &Connection, id: i64, outcome: &DeliveryOutcome) -> rusqlite::Result<()> {
-    let now = ms(Timestamp::now());
-    match outcome {
-        DeliveryOutcome::Delivered => conn.execute(
-            "UPDATE deliveries SET state = 'delivered', attempts = attempts + 1, delivered_ms = ?2, lease_until_ms = NULL WHERE id = ?1",
-            params![id, now],
-        )?,
-        DeliveryOutcome::Failed { error, retry_at } => conn.execute(
-            "UPDATE deliveries SET state = 'failing', attempts = attempts + 1, last_error = ?2, next_attempt_ms = ?3, lease_until_ms = NULL
-             WHERE id = ?1",
-            params![id, error, ms(*retry_at)],
-        )?,
-        DeliveryOutcome::Abandoned { error } => conn.execute(
-            "UPDATE deliveries SET state = 'abandoned', attempts = attempts + 1, last_error = ?2, lease_until_ms = NULL WHERE id = ?1",
-            params![id, error],
-        )?,
+pub fn open_delivery_destinations(conn: &Connection) -> rusqlite::Result<Vec<String>> {
+    conn.prepare("SELECT DISTINCT destination FROM deliveries WHERE state IN ('pending', 'failing') ORDER BY destination")?
+        .query_map([], |r| r.get(0))?
+        .collect()
+}
+
+pub fn alert_start_points(conn: &Connection) -> rusqlite::Result<Vec<(String, Option<i64>)>> {
+    conn.prepare("SELECT name, alert_start_seq FROM sources ORDER BY name")?
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
+        .collect()
+}
+
+/// Every value seen in the archive, less those only seen after `seq`: the events
+/// after `seq` are few next to the archive, so they are the ones read.
+pub fn seen_values_up_to(conn: &Connection, seq: i64) -> rusqlite::Result<SeenValues> {
+    let mut all = seen_values(conn, None)?;
+    let later = |column: &str| -> rusqlite::Result<Vec<String>> {
+        conn.prepare(&format!("SELECT DISTINCT {column} FROM events WHERE seq > ?1 AND {column} IS NOT NULL"))?
+            .query_map([seq], |r| r.get(0))?
+            .collect()
     };
-    Ok(())
+    let seen_before = |column: &str, value: &str| -> rusqlite::Result<bool> {
+        conn.prepare_cached(&format!("SELECT 1 FROM events WHERE {column} = ?1 AND seq <= ?2 LIMIT 1"))?
+            .exists(params![value, seq])
+    };
+    for a in later("accessor_id")? {
+        if !seen_before("accessor_id", &a)? {
+            all.accessors.retain(|x| *x != a);
+        }
+    }
+    for i in later("impersonator_id")? {
+        if !seen_before("impersonator_id", &i)? {
+            all.impersonators.retain(|x| *x != i);
+        }
+    }
+    let later_kinds: Vec<(String, String)> = conn
+        .prepare(
+            "SELECT DISTINCT resource_type, coalesce(resource_action, '') FROM events
+             WHERE seq > ?1 AND resource_type IS NOT NULL",
+        )?
+        .query_map([seq], |r| Ok((r.get(0)?, r.get(1)?)))?
+        .collect::<rusqlite::Result<_>>()?;
+    let mut kind_before = conn.prepare(
+        "SELECT 1 FROM events WHERE resource_type = ?1 AND coalesce(resource_action, '') = ?2 AND seq <= ?3 LIMIT 1",
+    )?;
+    for (t, a) in later_kinds {
+        if !kind_before.exists(params![t, a, seq])? {
+            all.kinds.retain(|k| !(k.0 == t && k.1 == a));
+        }
+    }
+    Ok(all)
+}
+
+pub fn finish_delivery(conn: &mut Connection, id: i64, outcome: &DeliveryOutcome) -> rusqlite::Result<()> {
+    let now = ms(Timestamp::now());
+    let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+    match outcome {
+        DeliveryOutcome::Delivered => {
+            tx.execute(
+                "UPDATE deliveries SET state = 'delivered', attempts = attempts + 1, delivered_ms = ?2, lease_until_ms = NULL WHERE id = ?1",
+                params![id, now],
+            )?;
+            tx.execute(
+                "UPDATE destinations SET misconfigured = NULL, misconfigured_ms = NULL
+                 WHERE name = (SELECT destination FROM deliveries WHERE id = ?1)",
+                [id],
+            )?;
+        }
+        DeliveryOutcome::Failed { error, retry_at } => {
+            tx.execute(
+                "UPDATE deliveries SET state = 'failing', attempts = attempts + 1, last_error = ?2, next_attempt_ms = ?3, lease_until_ms = NULL
+                 WHERE id = ?1",
+                params![id, error, ms(*retry_at)],
+            )?;
+        }
+        DeliveryOutcome::Misconfigured { error, retry_at } => {
+            tx.execute(
+                "UPDATE deliveries SET state = 'failing', attempts = attempts + 1, last_error = ?2, next_attempt_ms = ?3, lease_until_ms = NULL
+                 WHERE id = ?1",
+                params![id, error, ms(*retry_at)],
+            )?;
+            tx.execute(
+                "INSERT INTO destinations (name, misconfigured, misconfigured_ms)
+                 SELECT destination, ?2, ?3 FROM deliveries WHERE id = ?1
+                 ON CONFLICT (name) DO UPDATE SET misconfigured = excluded.misconfigured,
+                     misconfigured_ms = coalesce(destinations.misconfigured_ms, excluded.misconfigured_ms)",
+                params![id, error, now],
+            )?;
+        }
+        DeliveryOutcome::Abandoned { error } => {
+            tx.execute(
+                "UPDATE deliveries SET state = 'abandoned', attempts = attempts + 1, last_error = ?2, lease_until_ms = NULL WHERE id = ?1",
+                params![id, error],
+            )?;
+        }
+    }
+    tx.commit()
+}
+
+pub fn misconfigured(conn: &Connection) -> rusqlite::Result<Vec<DestinationHealth>> {
+    conn.prepare(
+        "SELECT name, misconfigured, misconfigured_ms FROM destinations WHERE misconfigured IS NOT NULL ORDER BY name",
+    )?
+    .query_map([], |r| Ok(DestinationHealth { name: r.get(0)?, misconfigured: r.get(1)?, since: ts(r.get(2)?) }))?
+    .collect()
 }
 
 pub fn alerts(conn: &Connection, filter: &AlertFilter, limit: u64) -> rusqlite::Result<Vec<AlertRecord>> {
@@ -271,6 +343,7 @@ pub fn alert_status(conn: &Connection, recent: u64) -> rusqlite::Result<AlertSta
         alerts: conn.query_row("SELECT count(*) FROM alerts", [], |r| r.get::<_, i64>(0))? as u64,
         cursor: alert_cursor(conn)?.map(|c| c.seq),
         newest_seq: newest_seq(conn)?,
+        misconfigured: misconfigured(conn)?,
         ..AlertStatus::default()
     };
     let mut stmt = conn.prepare("SELECT state, count(*) FROM deliveries GROUP BY state")?;

@@ -677,7 +677,8 @@ impl Store for SqliteStore {
                 cursor_ms = CASE WHEN ?2 IS NULL THEN cursor_ms ELSE max(coalesce(cursor_ms, ?2), ?2) END,
                 reconciled_ms = coalesce(?3, reconciled_ms),
                 walk_started_ms = NULL, walk_since_ms = NULL, walk_next_page = NULL, walk_page_size = NULL,
-                walk_newest_ms = NULL, walk_oldest_ms = NULL, walk_gap_from_ms = NULL
+                walk_newest_ms = NULL, walk_oldest_ms = NULL, walk_gap_from_ms = NULL,
+                alert_start_seq = coalesce(alert_start_seq, (SELECT coalesce(max(seq), 0) FROM events))
              WHERE id = ?1",
             params![source_id, cursor.map(ms), reconciled.map(ms)],
         )
@@ -1028,12 +1029,30 @@ impl Store for SqliteStore {
         alerts::commit_alerts(&mut self.lock(), expected, cursor, new).map_err(|e| self.db(e))
     }
 
-    fn claim_deliveries(&self, now: Timestamp, lease: std::time::Duration, limit: u64) -> Result<Vec<DeliveryJob>> {
-        alerts::claim_deliveries(&mut self.lock(), now, lease, limit).map_err(|e| self.db(e))
+    fn alert_start_points(&self) -> Result<Vec<(String, Option<i64>)>> {
+        alerts::alert_start_points(&*self.read()?).map_err(|e| self.db(e))
+    }
+
+    fn seen_values_up_to(&self, seq: i64) -> Result<SeenValues> {
+        alerts::seen_values_up_to(&*self.read()?, seq).map_err(|e| self.db(e))
+    }
+
+    fn claim_delivery(
+        &self,
+        destination: &str,
+        now: Timestamp,
+        due_by: Timestamp,
+        lease: std::time::Duration,
+    ) -> Result<Option<DeliveryJob>> {
+        alerts::claim_delivery(&mut self.lock(), destination, now, due_by, lease).map_err(|e| self.db(e))
+    }
+
+    fn open_delivery_destinations(&self) -> Result<Vec<String>> {
+        alerts::open_delivery_destinations(&*self.read()?).map_err(|e| self.db(e))
     }
 
     fn finish_delivery(&self, delivery_id: i64, outcome: &DeliveryOutcome) -> Result<()> {
-        alerts::finish_delivery(&self.lock(), delivery_id, outcome).map_err(|e| self.db(e))
+        alerts::finish_delivery(&mut self.lock(), delivery_id, outcome).map_err(|e| self.db(e))
     }
 
     fn alerts(&self, filter: &AlertFilter, limit: u64) -> Result<Vec<AlertRecord>> {

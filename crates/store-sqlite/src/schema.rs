@@ -171,4 +171,27 @@ CREATE INDEX deliveries_due ON deliveries (state, next_attempt_ms);
     r"
 ALTER TABLE sources ADD COLUMN reconciled_ms INTEGER;
 ",
+    // 4: where alerting starts per source, fixed when its first backfill completes;
+    // and destinations a receiver said are set up wrong.
+    //
+    // An archive from before this keeps what the engine did then: a source whose
+    // first walk completed starts at the engine's cursor when the engine has run
+    // (nothing it has not evaluated is skipped), else at the newest event (history
+    // is not alerted on). A source still in its first backfill gets its start point
+    // when that completes.
+    r"
+ALTER TABLE sources ADD COLUMN alert_start_seq INTEGER;
+UPDATE sources SET alert_start_seq = coalesce(
+        (SELECT seq FROM alert_consumer WHERE id = 1),
+        (SELECT coalesce(max(seq), 0) FROM events))
+    WHERE cursor_ms IS NOT NULL
+       OR EXISTS (SELECT 1 FROM runs WHERE runs.source_id = sources.id AND runs.result = 'ok');
+
+CREATE TABLE destinations (
+    name              TEXT PRIMARY KEY,
+    misconfigured     TEXT,
+    misconfigured_ms  INTEGER
+);
+CREATE INDEX deliveries_by_destination ON deliveries (destination, state, next_attempt_ms);
+",
 ];

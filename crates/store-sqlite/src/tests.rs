@@ -299,3 +299,87 @@ fn queries_use_their_indexes() {
     assert_eq!(s.event("a").unwrap().unwrap().event.id, "a");
     assert_eq!(s.event("zz").unwrap(), None);
 }
+
+#[test]
+fn alert_start_point_is_fixed_when_the_first_walk_completes() {
+    let (_d, s) = open();
+    let a = s.source("a", "https://a").unwrap();
+    let b = s.source("b", "https://b").unwrap();
+    let run = s.start_run(a.id, Timestamp::now()).unwrap();
+    store(&s, &a, run, &[event("1", "2026-11-01T10:00:00Z", "u", "n", "run", "apply")]);
+    let starts = |s: &SqliteStore| s.alert_start_points().unwrap();
+    assert_eq!(starts(&s), [("a".to_owned(), None), ("b".to_owned(), None)], "a backfill in progress is history");
+    s.finish_walk(a.id, Some(Timestamp::now()), None, None).unwrap();
+    assert_eq!(starts(&s)[0], ("a".to_owned(), Some(1)));
+    // Later walks never move it.
+    store(&s, &a, run, &[event("2", "2026-11-01T10:00:01Z", "u", "n", "run", "apply")]);
+    s.finish_walk(a.id, Some(Timestamp::now()), None, None).unwrap();
+    assert_eq!(starts(&s)[0], ("a".to_owned(), Some(1)));
+    // An organization added later starts at its own backfill's end.
+    let run_b = s.start_run(b.id, Timestamp::now()).unwrap();
+    store(&s, &b, run_b, &[event("3", "2026-11-01T09:00:00Z", "v", "n", "run", "apply")]);
+    s.finish_walk(b.id, None, None, None).unwrap();
+    assert_eq!(starts(&s)[1], ("b".to_owned(), Some(3)));
+}
+
+#[test]
+fn seen_values_up_to_leave_out_values_first_stored_later() {
+    let (_d, s) = open();
+    let a = s.source("a", "https://a").unwrap();
+    let run = s.start_run(a.id, Timestamp::now()).unwrap();
+    store(&s, &a, run, &[event("1", "2026-11-01T10:00:00Z", "user-old", "n", "run", "apply")]);
+    store(&s, &a, run, &[event("2", "2026-11-01T09:00:00Z", "user-new", "n", "team", "create")]);
+    store(&s, &a, run, &[event("3", "2026-11-01T10:00:02Z", "user-old", "n", "run", "apply")]);
+    let seen = s.seen_values_up_to(1).unwrap();
+    assert_eq!(seen.accessors, ["user-old"]);
+    assert_eq!(seen.kinds, [("run".to_owned(), "apply".to_owned())]);
+}
+
+#[test]
+fn a_misconfigured_destination_is_marked_until_a_delivery_succeeds() {
+    let (_d, s) = open();
+    let a = s.source("a", "https://a").unwrap();
+    let run = s.start_run(a.id, Timestamp::now()).unwrap();
+    store(&s, &a, run, &[event("1", "2026-11-01T10:00:00Z", "u", "n", "run", "apply")]);
+    let alert = |key: &str| AlertWrite {
+        alert: tfaudit_store::Alert {
+            key: key.into(),
+            rule: "r".into(),
+            severity: "high".into(),
+            group: None,
+            title: "t".into(),
+            text: "x".into(),
+            source: "a".into(),
+            event_seq: 1,
+            event_id: "1".into(),
+            event_time: Timestamp::now(),
+            count: 1,
+            window_start: None,
+            window_end: None,
+            link: None,
+            event: "{}".into(),
+        },
+        destinations: vec!["hook".into(), "slack".into()],
+    };
+    s.commit_alerts(None, &AlertCursor { seq: 1, state: "{}".into() }, &[alert("k1"), alert("k2")]).unwrap();
+    let now = Timestamp::now();
+    let lease = std::time::Duration::from_secs(5);
+    let job = s.claim_delivery("hook", now, now, lease).unwrap().unwrap();
+    // One at a time: the claimed one is not handed out again while its lease lasts.
+    let other = s.claim_delivery("hook", now, now, lease).unwrap().unwrap();
+    assert_ne!(job.delivery_id, other.delivery_id);
+    assert!(s.claim_delivery("hook", now, now, lease).unwrap().is_none());
+    let later = now + jiff::SignedDuration::from_secs(3600);
+    s.finish_delivery(job.delivery_id, &DeliveryOutcome::Misconfigured { error: "401".into(), retry_at: later })
+        .unwrap();
+    let status = s.alert_status(0).unwrap();
+    assert_eq!(status.misconfigured.len(), 1);
+    assert_eq!((status.misconfigured[0].name.as_str(), status.failing), ("hook", 1));
+    // A probe claims it before its retry is due.
+    let after_lease = now + jiff::SignedDuration::from_secs(10);
+    assert!(s.claim_delivery("hook", after_lease, after_lease, lease).unwrap().is_some(), "the other one");
+    let probe = s.claim_delivery("hook", after_lease, Timestamp::MAX, lease).unwrap().unwrap();
+    assert_eq!(probe.delivery_id, job.delivery_id);
+    s.finish_delivery(probe.delivery_id, &DeliveryOutcome::Delivered).unwrap();
+    assert!(s.alert_status(0).unwrap().misconfigured.is_empty());
+}

@@ -131,7 +131,20 @@ pub struct DeliveryJob {
 pub enum DeliveryOutcome {
     Delivered,
     Failed { error: String, retry_at: Timestamp },
+    /// The destination refused us (credentials, address): the delivery is kept
+    /// (failing) until the user fixes the destination, and the destination is marked.
+    Misconfigured { error: String, retry_at: Timestamp },
     Abandoned { error: String },
+}
+
+/// A destination the receiver says is set up wrong (a rejected secret, a wrong or
+/// moved address), until a delivery to it succeeds again.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct DestinationHealth {
+    pub name: String,
+    /// Why, as the last refused delivery said.
+    pub misconfigured: String,
+    pub since: Timestamp,
 }
 
 /// Which alerts to list.
@@ -155,6 +168,8 @@ pub struct AlertStatus {
     pub cursor: Option<i64>,
     /// The newest event `seq` in the archive.
     pub newest_seq: i64,
+    /// Destinations marked misconfigured; their deliveries wait for a fix.
+    pub misconfigured: Vec<DestinationHealth>,
     pub recent: Vec<AlertRecord>,
 }
 

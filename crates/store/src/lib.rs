@@ -21,7 +21,7 @@ mod alerts;
 mod filter;
 pub use alerts::{
     Alert, AlertCursor, AlertFilter, AlertRecord, AlertStatus, AlertWrite, CommitOutcome, DeliveryJob, DeliveryOutcome,
-    DeliveryRecord, DeliveryState, SeenValues,
+    DeliveryRecord, DeliveryState, DestinationHealth, SeenValues,
 };
 pub use filter::{EventFilter, Pattern};
 
@@ -275,7 +275,9 @@ pub trait Store: Send + Sync {
 
     /// Completes a walk in one transaction: moves the cursor (never backwards), clears
     /// the walk, records the gap if there is one, and when the walk re-read a whole
-    /// reconcile window, when it began.
+    /// reconcile window, when it began. The source's first complete walk also fixes
+    /// its alert start point (see [`Store::alert_start_points`]): the newest `seq`
+    /// stored when it completes.
     ///
     /// # Errors
     /// On a database failure; then the cursor has not moved.
@@ -342,6 +344,22 @@ pub trait Store: Send + Sync {
     /// On a database failure, or the first error `each` returns.
     fn events_after(&self, after: i64, limit: u64, each: &mut dyn FnMut(StoredEvent) -> io::Result<()>) -> Result<u64>;
 
+    /// Per source (by name), where alerting starts: its events up to this `seq` are
+    /// history (backtested, never alerted on), everything stored after it is
+    /// evaluated. `None` while the source's first backfill has not completed (all of
+    /// its events are history until then).
+    ///
+    /// # Errors
+    /// On a database failure.
+    fn alert_start_points(&self) -> Result<Vec<(String, Option<i64>)>>;
+
+    /// Accessors, impersonators and type/action pairs of the events with `seq <= seq`:
+    /// what the alert engine counts as already seen when it first starts there.
+    ///
+    /// # Errors
+    /// On a database failure.
+    fn seen_values_up_to(&self, seq: i64) -> Result<SeenValues>;
+
     /// The alert engine's cursor and state; `None` before it first ran.
     ///
     /// # Errors
@@ -368,14 +386,29 @@ pub trait Store: Send + Sync {
         alerts: &[AlertWrite],
     ) -> Result<CommitOutcome>;
 
-    /// Claims up to `limit` deliveries that are due at `now` for `lease`: no other
-    /// process picks them up until the lease ends or they are finished.
+    /// Claims the delivery to `destination` that is due first, if one is due by
+    /// `due_by`, until `now + lease`: no other process picks it up until the lease
+    /// ends or it is finished. One at a time, just before it is sent, so that a
+    /// crash can only repeat what was on the wire.
     ///
     /// # Errors
     /// On a database failure.
-    fn claim_deliveries(&self, now: Timestamp, lease: std::time::Duration, limit: u64) -> Result<Vec<DeliveryJob>>;
+    fn claim_delivery(
+        &self,
+        destination: &str,
+        now: Timestamp,
+        due_by: Timestamp,
+        lease: std::time::Duration,
+    ) -> Result<Option<DeliveryJob>>;
 
-    /// Records how a delivery attempt ended.
+    /// Destinations with deliveries not yet delivered or abandoned.
+    ///
+    /// # Errors
+    /// On a database failure.
+    fn open_delivery_destinations(&self) -> Result<Vec<String>>;
+
+    /// Records how a delivery attempt ended; a delivery to a destination marks it
+    /// as working again, a misconfiguration marks it misconfigured.
     ///
     /// # Errors
     /// On a database failure.

@@ -207,6 +207,15 @@ fn alerts_text(s: &tfaudit_store::AlertStatus, out: &mut dyn Write) -> io::Resul
         output::count(s.failing),
         output::count(s.abandoned)
     )?;
+    for d in &s.misconfigured {
+        writeln!(
+            out,
+            "  MISCONFIGURED {} since {}: {}; its alerts wait until it is fixed",
+            output::terminal_safe(&d.name),
+            output::time(d.since),
+            output::terminal_safe(&d.misconfigured)
+        )?;
+    }
     for a in &s.recent {
         writeln!(
             out,
@@ -217,7 +226,8 @@ fn alerts_text(s: &tfaudit_store::AlertStatus, out: &mut dyn Write) -> io::Resul
             output::terminal_safe(&a.title),
             super::alerts::delivery_summary(a)
         )?;
-        for d in a.deliveries.iter().filter(|d| d.state == tfaudit_store::DeliveryState::Failing) {
+        use tfaudit_store::DeliveryState::{Abandoned, Failing};
+        for d in a.deliveries.iter().filter(|d| matches!(d.state, Failing | Abandoned)) {
             if let Some(e) = &d.last_error {
                 writeln!(out, "          {} last error: {}", d.destination, output::terminal_safe(e))?;
             }

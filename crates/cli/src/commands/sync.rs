@@ -154,27 +154,13 @@ pub async fn watch(cli: &Cli, args: &WatchArgs, server: Option<ServerOptions>) -
     // The alert engine runs beside the syncs, woken by each one that stores events.
     let wake = Arc::new(tokio::sync::Notify::new());
     let alerts_on = !args.no_alerts && config.as_ref().is_none_or(|(_, f)| f.alerts.enabled != Some(false));
-    // On a new archive the engine starts after every organization's first sync, so
-    // that the backfill of history is not alerted on (`tfaudit alerts test` backtests
-    // it); afterwards it resumes from its own cursor.
-    let (round_done, mut first_round) = tokio::sync::watch::channel(false);
-    let waiting: Arc<std::sync::Mutex<std::collections::HashSet<String>>> =
-        Arc::new(std::sync::Mutex::new(orgs.iter().map(|o| o.name.clone()).collect()));
+    // Each organization's backfill is history, not alerted on: the archive records
+    // where its first backfill ended, and the engine starts there.
     let alert_task = if alerts_on {
         let alert_settings = Arc::new(settings::alerts(config.as_ref(), args.rules.as_deref())?);
         tracing::info!(rules = alert_settings.rules.enabled().count(), "alerts on");
-        let fresh = store.alert_cursor()?.is_none();
         let runner = tfaudit_alerts::runner::Runner::new(store.clone(), alert_settings);
-        let (cancel, wake) = (cancel.clone(), wake.clone());
-        Some(tokio::spawn(async move {
-            if fresh {
-                tokio::select! {
-                    _ = first_round.wait_for(|done| *done) => {}
-                    () = cancel.cancelled() => return,
-                }
-            }
-            runner.run(cancel, wake, std::time::Duration::from_secs(1)).await;
-        }))
+        Some(tokio::spawn(runner.run(cancel.clone(), wake.clone(), std::time::Duration::from_secs(1))))
     } else {
         None
     };
@@ -186,12 +172,6 @@ pub async fn watch(cli: &Cli, args: &WatchArgs, server: Option<ServerOptions>) -
             Err(_) => ("failed", 0),
         };
         metrics.sync(name, label, new, took.as_secs_f64());
-        if let Ok(mut w) = waiting.lock()
-            && w.remove(name)
-            && w.is_empty()
-        {
-            let _ = round_done.send(true);
-        }
         report_sync(name, result, json, &wake);
     });
     tfaudit_sync::watch(store, orgs, cancel, on_sync).await;

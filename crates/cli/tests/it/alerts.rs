@@ -49,12 +49,28 @@ async fn wait_until(what: &str, timeout: Duration, mut done: impl FnMut() -> boo
     }
 }
 
-fn engine_started(env: &Env) -> bool {
+/// Whether the organization's first backfill has completed (its events are history).
+fn backfilled(env: &Env) -> bool {
     use tfaudit_store::Store;
     tfaudit_store_sqlite::SqliteStore::open(&env.db, tfaudit_store_sqlite::OpenMode::MustExist)
         .ok()
-        .and_then(|s| s.alert_cursor().ok().flatten())
-        .is_some()
+        .and_then(|s| s.status().ok())
+        .is_some_and(|s| s.iter().all(|o| o.cursor.is_some()) && !s.is_empty())
+}
+
+/// Waits until the archive says every delivery is delivered and none is left to
+/// send: after that nothing more can be sent, so counts taken then are final.
+async fn all_delivered(env: &Env, deliveries: u64) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let s = status(env).await;
+        let a = &s["alerts"];
+        if a["delivered"] == deliveries && a["pending"] == 0 && a["failing"] == 0 {
+            return s;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {deliveries} deliveries: {a:#}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
 
 /// The config of these tests: one organization on the simulator, the noisy built-in
@@ -148,8 +164,8 @@ to = ["security@example.com"]
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    // History (the backfill) raises nothing; the engine starts after the first sync.
-    wait_until("the alert engine to start", Duration::from_secs(30), || engine_started(&env)).await;
+    // History (the backfill) raises nothing; alerting starts where it ended.
+    wait_until("the first backfill", Duration::from_secs(30), || backfilled(&env)).await;
     inject_critical_events(&sim);
     let inbox = receivers.inbox.clone();
     let messages = smtp.messages.clone();
@@ -160,8 +176,7 @@ to = ["security@example.com"]
             && messages.lock().unwrap().len() >= 3
     })
     .await;
-    // Give a duplicate, if there were to be one, time to arrive.
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    all_delivered(&env, 10).await;
     let pid = watch.id().unwrap().to_string();
     assert!(std::process::Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
     assert_eq!(watch.wait().await.unwrap().code(), Some(0));
@@ -233,14 +248,19 @@ fn alerts_run(env: &Env, cfg: &str) -> tokio::process::Child {
     env.command(None, &["--config", cfg, "alerts", "run"]).stderr(std::process::Stdio::null()).spawn().unwrap()
 }
 
-/// Syncs history, starts the alert engine at its end, then lets the critical events
-/// arrive and syncs them: their alerts are raised by the runner this returns.
-async fn critical_alerts_pending(env: &Env, sim: &Sim, cfg: &str) -> tokio::process::Child {
+/// Syncs history, starts the alert engine, then lets the critical events arrive and
+/// syncs them: the next evaluation raises their alerts.
+async fn critical_events_synced(env: &Env, sim: &Sim, cfg: &str) {
     let sync = || env.command(None, &["--config", cfg, "sync"]).env("SIM_TOKEN", sim.token()).output();
     assert!(sync().await.unwrap().status.success());
     assert!(env.run(None, &["--config", cfg, "alerts", "run", "--once"]).await.status.success());
     inject_critical_events(sim);
     assert!(sync().await.unwrap().status.success());
+}
+
+/// The critical events synced, and a runner that raises and delivers their alerts.
+async fn critical_alerts_pending(env: &Env, sim: &Sim, cfg: &str) -> tokio::process::Child {
+    critical_events_synced(env, sim, cfg).await;
     alerts_run(env, cfg)
 }
 
@@ -261,8 +281,7 @@ async fn a_destination_down_then_up_gets_each_alert_once() {
     runner.kill().await.unwrap();
     let mut runner = alerts_run(&env, cfg);
     receivers.inbox.hook_status.store(200, Ordering::SeqCst);
-    wait_until("every alert delivered", Duration::from_secs(30), || receivers.accepted_hook_keys().len() >= 3).await;
-    tokio::time::sleep(Duration::from_millis(1000)).await;
+    all_delivered(&env, 3).await;
     runner.kill().await.unwrap();
     let mut keys = receivers.accepted_hook_keys();
     assert_eq!(keys.len(), 3, "each alert accepted exactly once");
@@ -274,39 +293,236 @@ async fn a_destination_down_then_up_gets_each_alert_once() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn kill_9_during_delivery_loses_nothing() {
+async fn kill_9_repeats_only_the_delivery_on_the_wire() {
     let sim = start(SimConfig { events: 100, hostile: 0.0, ..SimConfig::default() }).await;
     let receivers = Receivers::start().await;
-    // Slow enough to be killed mid-request, within the 2s timeout.
-    receivers.inbox.hook_delay_ms.store(1500, Ordering::SeqCst);
+    let inbox = receivers.inbox.clone();
+    inbox.hook_hold.store(true, Ordering::SeqCst);
     let env = Env::new();
     let cfg = config(&env, &sim, &hook_destination(&receivers, &env));
     let cfg = cfg.to_str().unwrap();
     let mut runner = critical_alerts_pending(&env, &sim, cfg).await;
-    // Requests are in flight (the receiver is sleeping on them): kill -9.
-    tokio::time::sleep(Duration::from_millis(700)).await;
+    // Three alerts are pending; kill -9 exactly while the receiver holds a request.
+    wait_until("a request on the wire", Duration::from_secs(20), || inbox.hook_held.load(Ordering::SeqCst) > 0).await;
     runner.start_kill().unwrap();
     runner.wait().await.unwrap();
-    let before = receivers.inbox.hook.lock().unwrap().len();
-    receivers.inbox.hook_delay_ms.store(0, Ordering::SeqCst);
-    // The restarted runner takes the dead one's deliveries back when their lease ends.
+    let on_the_wire: Vec<String> = inbox
+        .hook
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|r| r.headers.get("idempotency-key").unwrap().to_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(on_the_wire.len(), 1, "only the delivery being sent was claimed: {on_the_wire:?}");
+    inbox.hook_hold.store(false, Ordering::SeqCst);
+    // The restarted runner takes the dead one's delivery back when its short lease ends.
     let mut runner = alerts_run(&env, cfg);
-    let mut distinct = Vec::new();
-    wait_until("every alert delivered after the restart", Duration::from_secs(30), || {
-        distinct = receivers.accepted_hook_keys();
-        distinct.sort();
-        distinct.dedup();
-        distinct.len() == 3
-    })
-    .await;
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    all_delivered(&env, 3).await;
     runner.kill().await.unwrap();
-    // Only a request that was in flight when the process died can arrive twice, and it
-    // carries the same idempotency key.
-    let total = receivers.accepted_hook_keys().len();
-    assert!(total <= 3 + before, "{total} accepted, {before} were in flight");
+    let mut keys = receivers.accepted_hook_keys();
+    keys.sort();
+    let mut repeated: Vec<String> = keys.windows(2).filter(|w| w[0] == w[1]).map(|w| w[0].clone()).collect();
+    repeated.dedup();
+    assert_eq!(repeated, on_the_wire, "only the request on the wire at the kill arrives twice, with its key");
+    keys.dedup();
+    assert_eq!(keys.len(), 3, "every alert delivered");
+    assert_eq!(receivers.accepted_hook_keys().len(), 4);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn alerts_raised_for_events_between_first_sync_and_first_watch() {
+    let sim = start(SimConfig { events: 200, hostile: 0.0, ..SimConfig::default() }).await;
+    let receivers = Receivers::start().await;
+    let env = Env::new();
+    let cfg = config(&env, &sim, &hook_destination(&receivers, &env));
+    let cfg = cfg.to_str().unwrap();
+    let sync = || env.command(None, &["--config", cfg, "sync"]).env("SIM_TOKEN", sim.token()).output();
+    // The README's order: sync, then (later) the alert engine; events arrive between.
+    assert!(sync().await.unwrap().status.success());
+    inject_critical_events(&sim);
+    assert!(sync().await.unwrap().status.success());
+    let out = env.ok(None, &["--config", cfg, "alerts", "run", "--once"]).await;
+    assert!(out.contains("27 events evaluated, 3 alerts raised; 3 delivered"), "{out}");
+    let listed: Vec<Value> = serde_json::from_str(&env.ok(None, &["--config", cfg, "alerts", "list", "--format", "json"]).await).unwrap();
+    let mut rules: Vec<&str> = listed.iter().map(|a| a["rule"].as_str().unwrap()).collect();
+    rules.sort_unstable();
+    assert_eq!(rules, ["delete-burst", "owner-added", "token-created"]);
+    // The backfill was history: nothing of it raised an alert.
+    assert!(listed.iter().all(|a| a["event_id"].as_str().unwrap().starts_with("evt-")), "{listed:#?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_destination_delays_neither_sync_nor_other_destinations() {
+    let sim = start(SimConfig { events: 100, hostile: 0.0, ..SimConfig::default() }).await;
+    let receivers = Receivers::start().await;
+    let inbox = receivers.inbox.clone();
+    let env = Env::new();
+    // The webhook holds every request (within a long timeout); Slack answers at once.
+    inbox.hook_hold.store(true, Ordering::SeqCst);
+    let destinations = format!(
+        "{}timeout = \"60s\"\n\n[[destination]]\nname = \"slack\"\ntype = \"slack\"\nurl = \"{}/slack\"\n",
+        hook_destination(&receivers, &env).replace("timeout = \"2s\"\n", ""),
+        receivers.url
+    );
+    let cfg = config(&env, &sim, &destinations);
+    let cfg = cfg.to_str().unwrap();
+    let mut watch = env
+        .command(None, &["--config", cfg, "watch"])
+        .env("SIM_TOKEN", sim.token())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_until("the first backfill", Duration::from_secs(30), || backfilled(&env)).await;
+    inject_critical_events(&sim);
+    wait_until("the webhook holding a request", Duration::from_secs(30), || inbox.hook_held.load(Ordering::SeqCst) > 0)
+        .await;
+    wait_until("the first alerts in Slack", Duration::from_secs(10), || inbox.slack.lock().unwrap().len() == 3).await;
+    // With the webhook still holding its request, a new event is synced, evaluated
+    // and sent to Slack on the next 1s interval.
+    let synced_before = status(&env).await["organizations"][0]["last_run"]["started_at"].clone();
+    let now = jiff::Timestamp::now().as_second();
+    sim.add_event_json(now, &audit_event("evt-token-2", now, "user-Eve", "authentication_token", "create", Value::Null));
+    let started = Instant::now();
+    wait_until("the new alert in Slack", Duration::from_secs(5), || inbox.slack.lock().unwrap().len() == 4).await;
+    assert!(started.elapsed() < Duration::from_secs(5));
+    assert_eq!(inbox.hook_held.load(Ordering::SeqCst), 1, "the webhook still holds its first request");
+    assert_ne!(status(&env).await["organizations"][0]["last_run"]["started_at"], synced_before, "syncs go on");
+    inbox.hook_hold.store(false, Ordering::SeqCst);
+    all_delivered(&env, 8).await;
+    watch.kill().await.unwrap();
+    assert_eq!(inbox.slack.lock().unwrap().len(), 4);
+}
+
+/// A webhook destination at `url` with a secret header, and `tfaudit alerts run --once`
+/// after the critical alerts were raised.
+async fn once_against(env: &Env, sim: &Sim, url: &str) -> (String, std::process::Output) {
+    let destination = format!(
+        r#"[[destination]]
+name = "hook"
+type = "webhook"
+url = "{url}"
+secret = {{ file = "{}" }}
+headers = {{ "Authorization" = "Bearer hdr-SECRET-0042-value" }}
+timeout = "30s"
+"#,
+        env.path("hook.secret").display()
+    );
+    let cfg = config(env, sim, &destination).to_str().unwrap().to_owned();
+    critical_events_synced(env, sim, &cfg).await;
+    let out = env.command(None, &["--config", &cfg, "alerts", "run", "--once"]).output().await.unwrap();
+    (cfg, out)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn receiver_echo_never_stores_destination_secrets() {
+    for status_code in [503, 401] {
+        let sim = start(SimConfig { events: 100, hostile: 0.0, ..SimConfig::default() }).await;
+        let receivers = Receivers::start().await;
+        receivers.inbox.hook_echo.store(true, Ordering::SeqCst);
+        let env = Env::new();
+        receivers.inbox.hook_status.store(status_code, Ordering::SeqCst);
+        let url = format!("{}/hook?token=url-SECRET-0042-path", receivers.url);
+        let (cfg, out) = once_against(&env, &sim, &url).await;
+        assert!(out.status.success(), "{}", text(&out.stderr));
+        let echoed = receivers.inbox.hook.lock().unwrap().len();
+        assert!(echoed >= 1, "the receiver was asked");
+        let shown = [
+            text(&out.stderr),
+            env.ok(None, &["--config", &cfg, "status"]).await,
+            env.ok(None, &["--config", &cfg, "status", "--format", "json"]).await,
+            env.ok(None, &["--config", &cfg, "alerts", "list", "--format", "json"]).await,
+        ]
+        .join("\n");
+        assert!(shown.contains(&format!("answered {status_code}")), "{shown}");
+        assert!(shown.contains("you sent POST"), "the echo is kept, redacted: {shown}");
+        assert!(!shown.contains("SECRET-0042"), "{shown}");
+        let mut archive = std::fs::read(&env.db).unwrap();
+        if let Ok(wal) = std::fs::read(env.db.with_extension("db-wal")) {
+            archive.extend(wal);
+        }
+        assert!(!String::from_utf8_lossy(&archive).contains("SECRET-0042"), "a secret reached the archive");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn endless_error_body_is_read_only_in_part() {
+    let sim = start(SimConfig { events: 100, hostile: 0.0, ..SimConfig::default() }).await;
+    let receivers = Receivers::start().await;
+    let env = Env::new();
+    let started = Instant::now();
+    let (_, out) = once_against(&env, &sim, &receivers.endless_url).await;
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    // The destination's timeout is 30s: only reading a bounded prefix ends sooner.
+    assert!(started.elapsed() < Duration::from_secs(20), "took {:?}", started.elapsed());
     let s = status(&env).await;
-    assert_eq!(s["alerts"]["delivered"], 3);
+    assert_eq!(s["alerts"]["failing"], 3);
+    let error = s["alerts"]["recent"][0]["deliveries"][0]["last_error"].as_str().unwrap().to_owned();
+    assert!(error.starts_with("the receiver answered 500 Internal Server Error: xxxx"), "{error}");
+    assert!(error.chars().count() <= 501, "{}", error.len());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unauthorized_destination_is_misconfigured_and_keeps_its_alerts() {
+    let sim = start(SimConfig { events: 100, hostile: 0.0, ..SimConfig::default() }).await;
+    let receivers = Receivers::start().await;
+    let inbox = receivers.inbox.clone();
+    inbox.hook_status.store(401, Ordering::SeqCst);
+    let env = Env::new();
+    let cfg = config(&env, &sim, &hook_destination(&receivers, &env));
+    let cfg = cfg.to_str().unwrap();
+    let mut runner = critical_alerts_pending(&env, &sim, cfg).await;
+    let mut shown = Value::Null;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while shown["alerts"]["misconfigured"].as_array().is_none_or(Vec::is_empty) {
+        assert!(Instant::now() < deadline, "never marked misconfigured: {shown:#}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        shown = status(&env).await;
+    }
+    runner.kill().await.unwrap();
+    let marked = &shown["alerts"]["misconfigured"][0];
+    assert_eq!(marked["name"], "hook");
+    assert!(marked["misconfigured"].as_str().unwrap().contains("401"), "{marked}");
+    assert!(marked["misconfigured"].as_str().unwrap().contains("check the destination's secret"), "{marked}");
+    let table = env.ok(None, &["--config", cfg, "status"]).await;
+    assert!(table.contains("MISCONFIGURED hook since"), "{table}");
+    // Kept, not abandoned.
+    let s = status(&env).await;
+    assert_eq!((s["alerts"]["abandoned"].as_u64(), s["alerts"]["delivered"].as_u64()), (Some(0), Some(0)));
+    // The user fixes the secret: everything kept goes out, and the mark is cleared.
+    inbox.hook_status.store(200, Ordering::SeqCst);
+    let mut runner = alerts_run(&env, cfg);
+    let s = all_delivered(&env, 3).await;
+    runner.kill().await.unwrap();
+    assert_eq!(s["alerts"]["misconfigured"], json!([]));
+    let mut keys = receivers.accepted_hook_keys();
+    keys.sort();
+    keys.dedup();
+    assert_eq!(keys.len(), 3);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rejected_payload_is_abandoned_with_its_reason_and_never_retried() {
+    let sim = start(SimConfig { events: 100, hostile: 0.0, ..SimConfig::default() }).await;
+    let receivers = Receivers::start().await;
+    receivers.inbox.hook_status.store(422, Ordering::SeqCst);
+    let env = Env::new();
+    let cfg = config(&env, &sim, &hook_destination(&receivers, &env));
+    let cfg = cfg.to_str().unwrap();
+    critical_events_synced(&env, &sim, cfg).await;
+    let out = env.ok(None, &["--config", cfg, "alerts", "run", "--once"]).await;
+    assert!(out.contains("0 delivered, 0 failed (will retry), 3 abandoned"), "{out}");
+    let s = status(&env).await;
+    assert_eq!((s["alerts"]["abandoned"].as_u64(), s["alerts"]["pending"].as_u64()), (Some(3), Some(0)));
+    let table = env.ok(None, &["--config", cfg, "status"]).await;
+    assert!(table.contains("hook last error: the receiver answered 422 Unprocessable Entity"), "{table}");
+    let id = s["alerts"]["recent"][0]["id"].to_string();
+    let shown = env.ok(None, &["--config", cfg, "alerts", "show", &id]).await;
+    assert!(shown.contains("abandoned") && shown.contains("last error: the receiver answered 422"), "{shown}");
+    // Never retried, by this process or the next.
+    let out = env.ok(None, &["--config", cfg, "alerts", "run", "--once"]).await;
+    assert!(out.contains("0 delivered, 0 failed (will retry), 0 abandoned"), "{out}");
+    assert_eq!(receivers.inbox.hook.lock().unwrap().len(), 3);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -2,14 +2,14 @@
 //! incoming webhook, PagerDuty's Events API v2, a webhook that checks the HMAC
 //! signature, and an SMTP server with STARTTLS.
 
-use std::sync::atomic::{AtomicU16, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU16, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::State;
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::{HeaderMap, StatusCode, Uri};
 use axum::routing::post;
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
@@ -35,10 +35,19 @@ pub struct Inbox {
     pub hook_status: AtomicU16,
     /// How long the webhook takes to answer, in ms.
     pub hook_delay_ms: AtomicU64,
+    /// While set, the webhook holds every request (already recorded) unanswered.
+    pub hook_hold: AtomicBool,
+    /// Requests being held now.
+    pub hook_held: AtomicU64,
+    /// Whether an error answer echoes the request (its URL and headers) back, as some
+    /// receivers do.
+    pub hook_echo: AtomicBool,
 }
 
 pub struct Receivers {
     pub url: String,
+    /// A receiver whose error answers never end.
+    pub endless_url: String,
     pub inbox: Arc<Inbox>,
 }
 
@@ -85,18 +94,52 @@ async fn pagerduty(State(inbox): State<Arc<Inbox>>, body: Bytes) -> (StatusCode,
     }
 }
 
-async fn hook(State(inbox): State<Arc<Inbox>>, headers: HeaderMap, body: Bytes) -> StatusCode {
+/// Records the request as it arrives (so a request whose sender dies while it is
+/// held still counts as received), then answers.
+async fn hook(State(inbox): State<Arc<Inbox>>, uri: Uri, headers: HeaderMap, body: Bytes) -> (StatusCode, String) {
+    if !valid_signature(&headers, &body) {
+        return (StatusCode::UNAUTHORIZED, "bad signature".into());
+    }
+    let status = StatusCode::from_u16(inbox.hook_status.load(Ordering::SeqCst)).unwrap_or(StatusCode::OK);
+    let echo = format!("you sent POST {uri} with {headers:?}");
+    let json = serde_json::from_slice(&body).unwrap_or_default();
+    inbox.hook.lock().unwrap().push(HookRequest { headers, body: json, accepted: status.is_success() });
     let delay = inbox.hook_delay_ms.load(Ordering::SeqCst);
     if delay > 0 {
         tokio::time::sleep(Duration::from_millis(delay)).await;
     }
-    if !valid_signature(&headers, &body) {
-        return StatusCode::UNAUTHORIZED;
+    if inbox.hook_hold.load(Ordering::SeqCst) {
+        inbox.hook_held.fetch_add(1, Ordering::SeqCst);
+        while inbox.hook_hold.load(Ordering::SeqCst) {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        inbox.hook_held.fetch_sub(1, Ordering::SeqCst);
     }
-    let status = StatusCode::from_u16(inbox.hook_status.load(Ordering::SeqCst)).unwrap_or(StatusCode::OK);
-    let body = serde_json::from_slice(&body).unwrap_or_default();
-    inbox.hook.lock().unwrap().push(HookRequest { headers, body, accepted: status.is_success() });
-    status
+    let text = if inbox.hook_echo.load(Ordering::SeqCst) && !status.is_success() { echo } else { String::new() };
+    (status, text)
+}
+
+/// A receiver that answers every request with a 500 whose chunked body never ends;
+/// returns its URL.
+async fn endless_receiver() -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/endless", listener.local_addr().unwrap());
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut socket, _)) = listener.accept().await else { return };
+            tokio::spawn(async move {
+                let mut request = [0u8; 16 * 1024];
+                let _ = tokio::io::AsyncReadExt::read(&mut socket, &mut request).await;
+                let head = b"HTTP/1.1 500 Internal Server Error\r\nTransfer-Encoding: chunked\r\n\r\n";
+                if socket.write_all(head).await.is_err() {
+                    return;
+                }
+                let chunk = format!("10000\r\n{}\r\n", "x".repeat(0x10000));
+                while socket.write_all(chunk.as_bytes()).await.is_ok() {}
+            });
+        }
+    });
+    url
 }
 
 impl Receivers {
@@ -110,7 +153,7 @@ impl Receivers {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}", listener.local_addr().unwrap());
         tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-        Self { url, inbox }
+        Self { url, inbox, endless_url: endless_receiver().await }
     }
 
     /// The idempotency keys of accepted webhook requests.
