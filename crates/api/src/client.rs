@@ -63,10 +63,13 @@ pub struct ClientOptions {
     /// Time allowed for one request, body included.
     pub timeout: Duration,
     pub connect_timeout: Duration,
+    /// The largest page body read; a larger one fails the request.
+    pub max_page_bytes: u64,
 }
 
 impl ClientOptions {
-    /// Options with the defaults: 10 requests/s, 20 retries, 60 s per request.
+    /// Options with the defaults: 10 requests/s, 20 retries, 60 s per request, pages
+    /// of up to 64 MiB.
     #[must_use]
     pub fn new(address: impl Into<String>, token: Token) -> Self {
         Self {
@@ -76,6 +79,7 @@ impl ClientOptions {
             retry: RetryPolicy::default(),
             timeout: Duration::from_secs(60),
             connect_timeout: Duration::from_secs(10),
+            max_page_bytes: crate::body::DEFAULT_PAGE_CAP,
         }
     }
 }
@@ -116,6 +120,12 @@ pub enum ApiError {
         "{address} sent page {got} when page {asked} was asked for; it does not page the way the audit trail API does"
     )]
     PageMismatch { address: String, asked: u64, got: u64 },
+    #[error(
+        "{address} sent a page larger than the limit of {cap} bytes{}; if its pages really are that large, \
+         raise --max-page-bytes (max_page_bytes in [sync]) or ask for fewer events with --page-size",
+        declared.map(|d| format!(" (it declared {d} bytes)")).unwrap_or_default()
+    )]
+    PageTooLarge { address: String, cap: u64, declared: Option<u64> },
     #[error("could not set up HTTP: {0}")]
     Setup(String),
 }
@@ -170,6 +180,7 @@ pub struct Client {
     address: String,
     limiter: Option<Arc<DefaultDirectRateLimiter>>,
     retry: RetryPolicy,
+    max_page_bytes: u64,
     stats: Arc<ClientStats>,
 }
 
@@ -206,7 +217,15 @@ impl Client {
             .build()
             .map_err(|e| ApiError::Setup(error_chain(&e)))?;
         let limiter = options.rate_limit.map(|n| Arc::new(RateLimiter::direct(Quota::per_second(n))));
-        Ok(Self { http, listing, address, limiter, retry: options.retry, stats: Arc::default() })
+        Ok(Self {
+            http,
+            listing,
+            address,
+            limiter,
+            retry: options.retry,
+            max_page_bytes: options.max_page_bytes,
+            stats: Arc::default(),
+        })
     }
 
     /// The address this client talks to, normalised (no trailing slash).
@@ -298,46 +317,54 @@ impl Client {
         let status = response.status();
         self.stats.status(status.as_u16());
         let server_wait = server_delay(response.headers());
-        let body = response.bytes().await;
-        tracing::debug!(%url, status = status.as_u16(), elapsed_ms = started.elapsed().as_millis() as u64, "GET audit trail page");
-        let body = match body {
+        let elapsed_ms = started.elapsed().as_millis() as u64;
+        tracing::debug!(%url, status = status.as_u16(), elapsed_ms, "GET audit trail page");
+        if !status.is_success() {
+            return Err(self.refusal(status, server_wait, response).await);
+        }
+        // Streamed against the cap: a server that declares or sends an endless body
+        // costs at most the cap in memory, and a retry would only meet it again.
+        let body = match crate::body::read_capped(response, self.max_page_bytes).await {
             Ok(b) => b,
-            Err(e) => {
+            Err(crate::body::BodyError::TooLarge { cap, declared }) => {
+                return Err(Attempt::Fail(ApiError::PageTooLarge { address: self.address.clone(), cap, declared }));
+            }
+            Err(e @ crate::body::BodyError::Transport(_)) => {
                 self.stats.transport_errors.fetch_add(1, Ordering::Relaxed);
-                return Err(Attempt::Retry {
-                    why: format!("the response body was cut short: {}", error_chain(&e)),
-                    wait: None,
-                });
+                return Err(Attempt::Retry { why: e.to_string(), wait: None });
             }
         };
+        let page = Page::parse(number, &body).map_err(|e| Attempt::Retry { why: e.to_string(), wait: None })?;
+        if let Some(got) = page.mismatched_page_number() {
+            return Err(Attempt::Fail(ApiError::PageMismatch { address: self.address.clone(), asked: number, got }));
+        }
+        Ok(page)
+    }
+
+    /// What an answer other than 2xx means. Only the start of its body is read: it is
+    /// shown in part at most, and a server may send an endless one.
+    async fn refusal(&self, status: StatusCode, server_wait: Option<Duration>, response: reqwest::Response) -> Attempt {
         match status {
-            s if s.is_success() => {
-                let page = Page::parse(number, &body).map_err(|e| Attempt::Retry { why: e.to_string(), wait: None })?;
-                if let Some(got) = page.mismatched_page_number() {
-                    return Err(Attempt::Fail(ApiError::PageMismatch {
-                        address: self.address.clone(),
-                        asked: number,
-                        got,
-                    }));
-                }
-                Ok(page)
-            }
-            StatusCode::UNAUTHORIZED => Err(Attempt::Fail(ApiError::Unauthorized { address: self.address.clone() })),
-            StatusCode::NOT_FOUND => Err(Attempt::Fail(ApiError::NotEntitled { address: self.address.clone() })),
-            StatusCode::TOO_MANY_REQUESTS => {
-                Err(Attempt::Retry { why: "rate limited (429)".into(), wait: server_wait })
-            }
+            StatusCode::UNAUTHORIZED => Attempt::Fail(ApiError::Unauthorized { address: self.address.clone() }),
+            StatusCode::NOT_FOUND => Attempt::Fail(ApiError::NotEntitled { address: self.address.clone() }),
+            StatusCode::TOO_MANY_REQUESTS => Attempt::Retry { why: "rate limited (429)".into(), wait: server_wait },
             s if s == StatusCode::REQUEST_TIMEOUT || s.is_server_error() => {
-                Err(Attempt::Retry { why: format!("the server answered {}", s.as_u16()), wait: server_wait })
+                Attempt::Retry { why: format!("the server answered {}", s.as_u16()), wait: server_wait }
             }
-            s => Err(Attempt::Fail(ApiError::Refused {
-                address: self.address.clone(),
-                status: s.as_u16(),
-                detail: error_detail(&body),
-            })),
+            s => {
+                let body = crate::body::read_prefix(response, ERROR_BODY_PREFIX).await;
+                Attempt::Fail(ApiError::Refused {
+                    address: self.address.clone(),
+                    status: s.as_u16(),
+                    detail: error_detail(&body),
+                })
+            }
         }
     }
 }
+
+/// How much of an error body is read: enough for a JSON:API error's detail.
+const ERROR_BODY_PREFIX: usize = 16 * 1024;
 
 /// Parses an address; a bare host name means `https://host`.
 fn parse_address(address: &str) -> Result<Url, ApiError> {
@@ -385,7 +412,8 @@ fn server_delay(headers: &HeaderMap) -> Option<Duration> {
 }
 
 /// A one-line description of a server's error body, safe to print: JSON:API `detail`
-/// or `title` when present, control characters removed, length bounded.
+/// or `title` when present, every known secret hidden (a server may echo the request),
+/// control characters removed, length bounded.
 fn error_detail(body: &[u8]) -> String {
     #[derive(serde::Deserialize)]
     struct Errors {
@@ -401,6 +429,8 @@ fn error_detail(body: &[u8]) -> String {
         .and_then(|e| e.errors.into_iter().next())
         .and_then(|e| e.detail.or(e.title))
         .unwrap_or_else(|| String::from_utf8_lossy(body).into_owned());
+    // Redacted before it is cut, so that a secret at the cut is still found whole.
+    let text = crate::redact::redact(&text);
     let clean: String = text.chars().map(|c| if c.is_control() { ' ' } else { c }).take(200).collect();
     if clean.trim().is_empty() { "no details".into() } else { clean.trim().to_owned() }
 }

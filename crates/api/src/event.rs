@@ -42,6 +42,17 @@ pub struct RejectedEvent {
     pub reason: String,
 }
 
+/// The longest reason kept: a reason can quote the element, which the server wrote.
+const MAX_REASON_CHARS: usize = 300;
+
+impl RejectedEvent {
+    /// A rejected element; its reason is stored, so it is redacted and bounded.
+    #[must_use]
+    pub fn new(raw: String, reason: &str) -> Self {
+        Self { raw, reason: crate::redact::redact_bounded(reason, MAX_REASON_CHARS) }
+    }
+}
+
 impl AuditEvent {
     /// Parses one element of a page's `data` array.
     ///
@@ -50,7 +61,7 @@ impl AuditEvent {
     /// object, has no usable `id`, or has no RFC 3339 `timestamp`.
     pub fn parse(raw: &RawValue) -> Result<Self, RejectedEvent> {
         let text = raw.get();
-        let reject = |reason: String| RejectedEvent { raw: text.to_owned(), reason };
+        let reject = |reason: String| RejectedEvent::new(text.to_owned(), &reason);
         if !text.trim_start().starts_with('{') {
             return Err(reject("not a JSON object".into()));
         }

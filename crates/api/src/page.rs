@@ -8,6 +8,10 @@
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
+use crate::event::RejectedEvent;
+
+mod scan;
+
 /// The server's `pagination` object. Every field is optional: a page is read even when
 /// the server leaves some out.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
@@ -43,8 +47,11 @@ impl Pagination {
 pub struct Page {
     /// The page number that was asked for.
     pub number: u64,
-    /// Each element of `data`, as its original JSON text.
+    /// Each element of `data` that is JSON text, as its original text.
     pub data: Vec<Box<RawValue>>,
+    /// Elements of `data` that are not JSON text (an invalid UTF-8 byte, a bad escape),
+    /// set aside so that the rest of the page can be stored.
+    pub unreadable: Vec<RejectedEvent>,
     pub pagination: Option<Pagination>,
 }
 
@@ -52,16 +59,6 @@ pub struct Page {
 #[derive(Debug, thiserror::Error)]
 #[error("the body is not an audit trail page: {0}")]
 pub struct NotAPage(String);
-
-#[derive(Deserialize)]
-struct Body {
-    #[serde(default, deserialize_with = "present")]
-    data: Option<Option<Vec<Box<RawValue>>>>,
-    #[serde(default)]
-    pagination: Option<Box<RawValue>>,
-    #[serde(default)]
-    meta: Option<Meta>,
-}
 
 #[derive(Deserialize)]
 struct Meta {
@@ -72,14 +69,36 @@ struct Meta {
 impl Page {
     /// Reads a response body.
     ///
+    /// The body's structure is read on bytes and each element of `data` is then read
+    /// on its own: one element with an invalid UTF-8 byte or a bad escape is set aside
+    /// in [`Page::unreadable`] instead of costing the events beside it.
+    ///
     /// # Errors
-    /// [`NotAPage`] when the body is not JSON (for instance cut short) or has no `data`
-    /// array.
+    /// [`NotAPage`] when the body is not structurally JSON (for instance cut short) or
+    /// has no `data` array.
     pub fn parse(number: u64, body: &[u8]) -> Result<Self, NotAPage> {
-        let body: Body = serde_json::from_slice(body).map_err(|e| NotAPage(e.to_string()))?;
+        let top = scan::top_level(body)?;
         // `"data": null` reads as an empty page; a body without the key is not a page.
-        let data = body.data.ok_or_else(|| NotAPage("no \"data\" array".into()))?.unwrap_or_default();
-        let pagination_text = body.pagination.or_else(|| body.meta.and_then(|m| m.pagination));
+        let elements = top.data.ok_or_else(|| NotAPage("no \"data\" array".into()))?;
+        let (mut data, mut unreadable) = (Vec::with_capacity(elements.len()), Vec::new());
+        for element in elements {
+            match element_text(element) {
+                Ok(raw) => data.push(raw),
+                Err(rejected) => unreadable.push(rejected),
+            }
+        }
+        let json = |what: &str, bytes: &[u8]| -> Result<Box<RawValue>, NotAPage> {
+            serde_json::from_slice(bytes).map_err(|e| NotAPage(format!("unreadable {what}: {e}")))
+        };
+        let pagination_text = match (top.pagination, top.meta) {
+            (Some(p), _) => Some(json("pagination", p)?),
+            (None, Some(m)) => {
+                let meta: Option<Meta> =
+                    serde_json::from_slice(m).map_err(|e| NotAPage(format!("unreadable meta: {e}")))?;
+                meta.and_then(|m| m.pagination)
+            }
+            (None, None) => None,
+        };
         let pagination = match pagination_text {
             None => None,
             Some(raw) if raw.get() == "null" => None,
@@ -90,7 +109,19 @@ impl Page {
                 Some(p)
             }
         };
-        Ok(Self { number, data, pagination })
+        Ok(Self { number, data, unreadable, pagination })
+    }
+
+    /// Elements the page holds, readable or not.
+    #[must_use]
+    pub fn len(&self) -> usize {
+        self.data.len() + self.unreadable.len()
+    }
+
+    /// Whether the page holds no element at all.
+    #[must_use]
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
     }
 
     /// The number of the page that follows this one, or `None` at the end of the walk.
@@ -104,7 +135,7 @@ impl Page {
     /// size asked for (a server may cap it).
     #[must_use]
     pub fn next_page(&self) -> Option<u64> {
-        if self.data.is_empty() {
+        if self.is_empty() {
             return None;
         }
         let more = match &self.pagination {
@@ -137,11 +168,24 @@ impl Page {
     }
 }
 
-type Elements = Vec<Box<RawValue>>;
-
-/// Tells a key that is present (even as `null`) from one that is absent.
-fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Option<Elements>>, D::Error> {
-    Option::<Elements>::deserialize(d).map(Some)
+/// One element's bytes as JSON text, or the reason it is not, with its bytes kept
+/// (invalid bytes written as `\xNN`).
+fn element_text(bytes: &[u8]) -> Result<Box<RawValue>, RejectedEvent> {
+    match std::str::from_utf8(bytes) {
+        Ok(text) => {
+            serde_json::from_str(text).map_err(|e| RejectedEvent::new(text.to_owned(), &format!("not valid JSON: {e}")))
+        }
+        Err(e) => {
+            let mut raw = String::with_capacity(bytes.len() + 8);
+            for chunk in bytes.utf8_chunks() {
+                raw.push_str(chunk.valid());
+                for b in chunk.invalid() {
+                    raw.push_str(&format!("\\x{b:02X}"));
+                }
+            }
+            Err(RejectedEvent::new(raw, &format!("invalid UTF-8 at byte {} (shown as \\xNN)", e.valid_up_to())))
+        }
+    }
 }
 
 /// Page numbers: `null`, absent, `0` and unreadable values all mean "no such page".
@@ -240,8 +284,51 @@ mod tests {
     }
 
     #[test]
+    fn invalid_utf8_element_is_set_aside_and_the_rest_of_the_page_read() {
+        let mut body = br#"{"data":[{"id":"a","x":"ok"},{"id":"b","x":"bad "#.to_vec();
+        body.extend_from_slice(b"\xff\xfe");
+        body.extend_from_slice(br#""},{"id":"c","x":"bad \q escape"}, {"id":"d"}],"pagination":{"next_page":null}}"#);
+        let p = Page::parse(1, &body).unwrap();
+        let ids: Vec<&str> = p.data.iter().map(|r| r.get()).collect();
+        assert_eq!(ids, [r#"{"id":"a","x":"ok"}"#, r#"{"id":"d"}"#]);
+        assert_eq!(p.unreadable.len(), 2);
+        assert_eq!(p.unreadable[0].raw, r#"{"id":"b","x":"bad \xFF\xFE"}"#);
+        assert!(p.unreadable[0].reason.contains("invalid UTF-8 at byte 19"), "{}", p.unreadable[0].reason);
+        assert_eq!(p.unreadable[1].raw, r#"{"id":"c","x":"bad \q escape"}"#);
+        assert!(p.unreadable[1].reason.starts_with("not valid JSON"), "{}", p.unreadable[1].reason);
+        assert_eq!(p.len(), 4);
+        assert_eq!(p.next_page(), None);
+    }
+
+    #[test]
+    fn a_page_of_only_unreadable_elements_is_not_empty() {
+        let p = Page::parse(1, b"{\"data\":[\"\xff\"]}").unwrap();
+        assert!(p.data.is_empty());
+        assert_eq!(p.next_page(), Some(2), "not an empty page: the walk goes on");
+    }
+
+    #[test]
+    fn structure_is_read_whatever_the_nesting_and_spacing() {
+        let body = " {\"meta\" : {\"pagination\": {\"next-page\": \"2\"}}, \"other\": [1, {\"a\": [true, null, -1.5e3]}],\n \"data\" : [ {\"id\":\"a\",\"s\":\"q\\\"}]\"} , [[[]]] , \"x\" ] } ";
+        let p = Page::parse(1, body.as_bytes()).unwrap();
+        let elements: Vec<&str> = p.data.iter().map(|r| r.get()).collect();
+        assert_eq!(elements, [r#"{"id":"a","s":"q\"}]"}"#, "[[[]]]", r#""x""#]);
+        assert_eq!(p.next_page(), Some(2));
+    }
+
+    #[test]
     fn cut_short_or_foreign_bodies_are_not_pages() {
-        for body in [r#"{"data":[{"id":"a"},{"id""#, "<html>502</html>", r#"{"errors":[]}"#, ""] {
+        for body in [
+            r#"{"data":[{"id":"a"},{"id""#,
+            r#"{"data":[{"id":"a"},{"id":"b"}"#,
+            r#"{"data":[{"id":"a"} {"id":"b"}]}"#,
+            r#"{"data":[{"id":"a"}]} trailing"#,
+            r#"{"data":[{"id":"a"}],"data":[]}"#,
+            r#"{"data":{"id":"a"}}"#,
+            "<html>502</html>",
+            r#"{"errors":[]}"#,
+            "",
+        ] {
             assert!(Page::parse(1, body.as_bytes()).is_err(), "{body}");
         }
     }

@@ -125,6 +125,14 @@ pub struct SyncArgs {
     #[arg(long, value_name = "DURATION")]
     pub reconcile_window: Option<Duration>,
 
+    /// The largest page body read, such as 64MiB; a larger one fails the sync [default: 64MiB]
+    #[arg(long, value_name = "SIZE")]
+    pub max_page_bytes: Option<tfaudit_config::ByteSize>,
+
+    /// The most pages one sync reads before it stops with an error [default: 100000]
+    #[arg(long, value_name = "N")]
+    pub max_pages: Option<u64>,
+
     /// Print the report as JSON
     #[arg(long)]
     pub json: bool,

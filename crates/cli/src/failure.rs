@@ -96,6 +96,7 @@ impl From<SyncError> for Failure {
             SyncError::Api(a) => a.into(),
             SyncError::Store(s) => s.into(),
             SyncError::OrganizationChanged { .. } => Self::Usage(e.to_string()),
+            SyncError::Unending(m) => Self::Api(m),
             SyncError::Internal(i) => Self::Internal(i),
         }
     }

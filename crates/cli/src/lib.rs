@@ -9,7 +9,7 @@ pub mod output;
 mod progress;
 mod settings;
 
-use std::io::IsTerminal;
+use std::io::{IsTerminal, Write};
 use std::process::ExitCode;
 
 use clap::Parser;
@@ -34,7 +34,7 @@ pub fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(failure) => {
             if !matches!(failure, Failure::ClosedPipe) {
-                eprintln!("error: {failure}");
+                eprintln!("error: {}", tfaudit_api::redact::redact(&failure.to_string()));
             }
             failure.exit_code()
         }
@@ -97,12 +97,44 @@ fn init_logging(cli: &Cli) {
         Ok(v) if !v.trim().is_empty() && !cli.debug => EnvFilter::new(v),
         _ => EnvFilter::new(format!("error,{directives}")),
     };
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_target(cli.debug);
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(RedactingStderr).with_target(cli.debug);
     let _ = match (cli.log_format, long_running) {
         (args::LogFormat::Json, _) => builder.json().with_current_span(false).try_init(),
         (args::LogFormat::Text, true) => builder.with_ansi(std::io::stderr().is_terminal()).try_init(),
         (args::LogFormat::Text, false) => builder.with_ansi(std::io::stderr().is_terminal()).without_time().try_init(),
     };
+}
+
+/// Log lines go to standard error through [`tfaudit_api::redact`]: whatever a log
+/// line holds (a server's answer, an error from a library), no known secret is shown.
+struct RedactingStderr;
+
+/// One log line, held until it is complete so that a secret split across writes is
+/// still found whole.
+struct RedactingLine(Vec<u8>);
+
+impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for RedactingStderr {
+    type Writer = RedactingLine;
+    fn make_writer(&'a self) -> Self::Writer {
+        RedactingLine(Vec::with_capacity(256))
+    }
+}
+
+impl std::io::Write for RedactingLine {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Drop for RedactingLine {
+    fn drop(&mut self) {
+        let line = String::from_utf8_lossy(&self.0);
+        let _ = std::io::stderr().write_all(tfaudit_api::redact::redact(&line).as_bytes());
+    }
 }
 
 /// A token cancelled by the first SIGINT or SIGTERM; a second one exits at once.

@@ -28,6 +28,7 @@ impl Organization {
             retention: self.sync.retention,
             reconcile_every: self.sync.reconcile_every,
             reconcile_window: self.sync.reconcile_window,
+            max_pages: self.sync.max_pages,
         }
     }
 }
@@ -71,6 +72,8 @@ fn flag_layer(args: &SyncArgs, interval: Option<tfaudit_config::Duration>) -> Sy
         retry_delay: args.retry_delay,
         reconcile_every: args.reconcile_every,
         reconcile_window: args.reconcile_window,
+        max_page_bytes: args.max_page_bytes,
+        max_pages: args.max_pages,
     }
 }
 
@@ -109,6 +112,7 @@ fn client(address: &str, token: tfaudit_api::Token, s: &SyncSettings) -> Result<
     let mut options = ClientOptions::new(address, token);
     options.rate_limit = s.rate_limit;
     options.timeout = s.timeout;
+    options.max_page_bytes = s.max_page_bytes;
     options.retry = RetryPolicy { max_retries: s.max_retries, min_delay: s.retry_delay, ..RetryPolicy::default() };
     Client::new(options).map_err(Failure::from)
 }
@@ -242,7 +246,12 @@ pub fn alerts(
             DestinationKind::Webhook => Kind::Webhook {
                 url: secret(&d.url, "url")?,
                 secret: d.secret.as_ref().map(|s| s.resolve(&what("secret"))).transpose().map_err(Failure::Usage)?,
-                headers: d.headers.iter().map(|(k, v)| (k.clone(), tfaudit_config::Secret::new(v.clone()))).collect(),
+                headers: d
+                    .headers
+                    .iter()
+                    .map(|(k, v)| Ok((k.clone(), v.resolve(&what(&format!("headers.{k}")))?)))
+                    .collect::<Result<_, String>>()
+                    .map_err(Failure::Usage)?,
             },
             DestinationKind::Email => {
                 let server = d.server.clone().unwrap_or_default();

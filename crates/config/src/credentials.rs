@@ -148,15 +148,6 @@ fn host_var_matches(name: &str, host: &str) -> bool {
 }
 
 fn read_credentials_file(path: &Path, host: &str) -> Result<Option<String>, CredentialsError> {
-    #[derive(serde::Deserialize)]
-    struct File {
-        #[serde(default)]
-        credentials: std::collections::BTreeMap<String, Entry>,
-    }
-    #[derive(serde::Deserialize)]
-    struct Entry {
-        token: Option<String>,
-    }
     let text = match std::fs::read_to_string(path) {
         Ok(t) => t,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
@@ -164,12 +155,43 @@ fn read_credentials_file(path: &Path, host: &str) -> Result<Option<String>, Cred
             return Err(CredentialsError::BadCredentialsFile { path: path.to_owned(), cause: e.to_string() });
         }
     };
-    let file: File = serde_json::from_str(&text).map_err(|e| CredentialsError::BadCredentialsFile {
-        path: path.to_owned(),
-        // serde_json's message never quotes the input's values, only positions.
-        cause: e.to_string(),
-    })?;
-    Ok(file.credentials.into_iter().find(|(h, _)| h.to_ascii_lowercase() == host).and_then(|(_, e)| e.token))
+    let bad = |cause: String| CredentialsError::BadCredentialsFile { path: path.to_owned(), cause };
+    // Read as plain JSON first and checked by hand: serde's typed errors quote the value
+    // they did not expect ("invalid type: string \"<token>\""), and here that is the
+    // token. Syntax errors name only a position.
+    let file: serde_json::Value = serde_json::from_str(&text).map_err(|e| bad(e.to_string()))?;
+    let Some(credentials) = file.get("credentials") else {
+        return Ok(None);
+    };
+    let serde_json::Value::Object(hosts) = credentials else {
+        return Err(bad(format!("\"credentials\" is {}, where an object of hosts belongs", kind(credentials))));
+    };
+    let Some((name, entry)) = hosts.iter().find(|(h, _)| h.to_ascii_lowercase() == host) else {
+        return Ok(None);
+    };
+    let shown = name.escape_debug();
+    match entry.get("token") {
+        None if entry.is_object() => Ok(None),
+        Some(serde_json::Value::String(token)) => Ok(Some(token.clone())),
+        Some(serde_json::Value::Null) => Ok(None),
+        Some(other) => Err(bad(format!("credentials.{shown}.token is {}, where a string belongs", kind(other)))),
+        None => Err(bad(format!(
+            "credentials.{shown} is {}, where an object such as {{\"token\": \"...\"}} belongs",
+            kind(entry)
+        ))),
+    }
+}
+
+/// A JSON value's type, for messages that must not show the value.
+fn kind(v: &serde_json::Value) -> &'static str {
+    match v {
+        serde_json::Value::Null => "null",
+        serde_json::Value::Bool(_) => "a boolean",
+        serde_json::Value::Number(_) => "a number",
+        serde_json::Value::String(_) => "a string",
+        serde_json::Value::Array(_) => "an array",
+        serde_json::Value::Object(_) => "an object",
+    }
 }
 
 #[cfg(test)]
@@ -262,5 +284,25 @@ mod tests {
         .unwrap();
         let e = find_token("h", Explicit::None, &env(&[], Some(dir.path()))).unwrap_err().to_string();
         assert!(e.contains("credentials.tfrc.json") && !e.contains("secret-value"), "{e}");
+    }
+
+    #[test]
+    fn malformed_credentials_never_print_the_token() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join(".terraform.d")).unwrap();
+        let file = dir.path().join(".terraform.d/credentials.tfrc.json");
+        for (text, expected) in [
+            (r#"{"credentials":{"h":"tok-MALFORMED.atlasv1.leak"}}"#, "credentials.h is a string, where an object"),
+            (r#"{"credentials":{"h":{"token":["tok-MALFORMED.atlasv1.leak"]}}}"#, "credentials.h.token is an array"),
+            (r#"{"credentials":"tok-MALFORMED.atlasv1.leak"}"#, "\"credentials\" is a string"),
+            (r#"{"credentials":{"h":{"token":"tok-MALFORMED.atlasv1.leak"x}}}"#, "line 1 column"),
+        ] {
+            std::fs::write(&file, text).unwrap();
+            let e = find_token("h", Explicit::None, &env(&[], Some(dir.path()))).unwrap_err().to_string();
+            assert!(e.contains(expected) && !e.contains("MALFORMED"), "{text}: {e}");
+        }
+        // Other hosts' entries are not this host's concern.
+        std::fs::write(&file, r#"{"credentials":{"other":"x","h":{"token":"good"}}}"#).unwrap();
+        assert_eq!(found("h", Explicit::None, &env(&[], Some(dir.path()))).0, "good");
     }
 }

@@ -113,8 +113,9 @@ pub struct DestinationSection {
     pub url: Option<crate::SecretSource>,
     pub routing_key: Option<crate::SecretSource>,
     pub secret: Option<crate::SecretSource>,
+    /// Extra request headers; their values are secrets (an API key is often one).
     #[serde(default)]
-    pub headers: std::collections::BTreeMap<String, String>,
+    pub headers: std::collections::BTreeMap<String, crate::SecretSource>,
     /// Only alerts at least this severe (default info: all).
     pub min_severity: Option<String>,
     /// SMTP server, `host` or `host:port` (default port 587).
@@ -158,6 +159,10 @@ pub struct SyncSection {
     pub reconcile_every: Option<Duration>,
     /// How far back that sync reads (default 24h).
     pub reconcile_window: Option<Duration>,
+    /// The largest page body read (default 64MiB); a larger one fails the sync.
+    pub max_page_bytes: Option<crate::ByteSize>,
+    /// The most pages one sync reads (default 100000).
+    pub max_pages: Option<u64>,
 }
 
 /// One organization.
@@ -189,7 +194,16 @@ pub struct SyncSettings {
     pub retry_delay: std::time::Duration,
     pub reconcile_every: std::time::Duration,
     pub reconcile_window: std::time::Duration,
+    pub max_page_bytes: u64,
+    pub max_pages: u64,
 }
+
+/// The default most pages one sync reads (as `tfaudit_sync::DEFAULT_MAX_PAGES`: 100
+/// million events at 1,000 per page).
+pub const DEFAULT_MAX_PAGES: u64 = 100_000;
+
+/// A page of one small event is a few hundred bytes; below this no real page fits.
+const MIN_PAGE_BYTES: u64 = 1024;
 
 /// Why a config could not be used.
 #[derive(Debug, thiserror::Error)]
@@ -222,6 +236,8 @@ impl SyncSection {
             retry_delay: first!(retry_delay),
             reconcile_every: first!(reconcile_every),
             reconcile_window: first!(reconcile_window),
+            max_page_bytes: first!(max_page_bytes),
+            max_pages: first!(max_pages),
         }
     }
 
@@ -243,6 +259,8 @@ impl SyncSection {
             retry_delay: self.retry_delay.map_or(std::time::Duration::from_millis(500), |d| d.0),
             reconcile_every: self.reconcile_every.map_or(secs(3600), |d| d.0),
             reconcile_window: self.reconcile_window.map_or(secs(86_400), |d| d.0),
+            max_page_bytes: self.max_page_bytes.map_or(tfaudit_api::body::DEFAULT_PAGE_CAP, |b| b.0),
+            max_pages: self.max_pages.unwrap_or(DEFAULT_MAX_PAGES),
         };
         if s.interval < secs(1) {
             return Err(bad("interval must be at least 1s".into()));
@@ -268,11 +286,51 @@ impl SyncSection {
         if s.retry_delay.is_zero() {
             return Err(bad("retry_delay must be more than 0".into()));
         }
+        if s.max_page_bytes < MIN_PAGE_BYTES {
+            return Err(bad(format!(
+                "max_page_bytes must be at least {} (got {})",
+                crate::ByteSize(MIN_PAGE_BYTES),
+                crate::ByteSize(s.max_page_bytes)
+            )));
+        }
+        if s.max_pages == 0 {
+            return Err(bad("max_pages must be at least 1".into()));
+        }
         Ok(s)
     }
 }
 
+/// serde's "invalid type: string \"…\", expected a map" quotes the value it did not
+/// expect, and a value in the wrong place may be a secret (a header value, a URL): the
+/// line and the expected type are enough to fix it.
+fn without_values(message: &str) -> String {
+    for prefix in ["invalid type: ", "invalid value: "] {
+        if let Some(rest) = message.strip_prefix(prefix)
+            && let Some(at) = rest.rfind(", expected ")
+        {
+            let (unexpected, expected) = rest.split_at(at);
+            let kind = unexpected.split([' ']).take_while(|w| !w.starts_with(['"', '`', '\''])).collect::<Vec<_>>();
+            return format!("{prefix}{}{expected}", kind.join(" "));
+        }
+    }
+    message.to_owned()
+}
+
 impl ConfigFile {
+    /// Registers every secret written inline in the file, so that no error or log line
+    /// shows one.
+    fn register_secrets(&self) {
+        for d in &self.destinations {
+            for s in [&d.url, &d.routing_key, &d.secret, &d.password].into_iter().flatten() {
+                s.register_inline();
+            }
+            d.headers.values().for_each(crate::SecretSource::register_inline);
+        }
+        if let Some(s) = &self.serve.access_token {
+            s.register_inline();
+        }
+    }
+
     /// Reads and checks a config file.
     ///
     /// # Errors
@@ -290,8 +348,10 @@ impl ConfigFile {
     pub fn parse(path: &Path, text: &str) -> Result<Self, ConfigError> {
         let file: Self = toml::from_str(text).map_err(|e| {
             let line = e.span().map_or(1, |s| text[..s.start.min(text.len())].matches('\n').count() + 1);
-            ConfigError::Invalid { path: path.to_owned(), line, message: e.message().trim().replace('\n', " ") }
+            let message = without_values(e.message().trim()).replace('\n', " ");
+            ConfigError::Invalid { path: path.to_owned(), line, message }
         })?;
+        file.register_secrets();
         let line_of = |needle: &str| text.lines().position(|l| l.contains(needle)).map_or(1, |i| i + 1);
         let invalid = |needle: &str, message: String| ConfigError::Invalid {
             path: path.to_owned(),
@@ -459,6 +519,52 @@ interval = "5m"
         .unwrap_err()
         .to_string();
         assert!(e.contains("min_severity"), "{e}");
+    }
+
+    #[test]
+    fn type_errors_in_the_config_never_quote_the_value() {
+        for (text, line) in [
+            (
+                "[[destination]]\nname = \"w\"\ntype = \"webhook\"\nurl = \"https://x\"\nheaders = \"X-Key HDRLEAK-1\"\n",
+                5,
+            ),
+            (
+                "[[destination]]\nname = \"w\"\ntype = \"webhook\"\nurl = \"https://x\"\nheaders = { \"X-Key\" = [\"HDRLEAK-2\"] }\n",
+                5,
+            ),
+            ("[serve]\naccess_token = [\"HDRLEAK-3\"]\n", 2),
+            ("[[destination]]\nname = \"w\"\ntype = \"slack\"\nurl = 5\nusername = [\"HDRLEAK-4\"]\n", 4),
+        ] {
+            let e = parse(text).unwrap_err().to_string();
+            assert!(e.starts_with(&format!("t.toml:{line}:")) && !e.contains("HDRLEAK"), "{text}: {e}");
+        }
+        assert_eq!(
+            without_values("invalid type: string \"a, b\", expected a map"),
+            "invalid type: string, expected a map"
+        );
+        assert_eq!(without_values("invalid value: integer `-3`, expected u32"), "invalid value: integer, expected u32");
+    }
+
+    #[test]
+    fn inline_secrets_and_header_values_are_registered() {
+        parse(
+            "[[destination]]\nname = \"w\"\ntype = \"webhook\"\nurl = \"https://x.test/hook/REGISTERED-URL-1\"\nheaders = { \"X-Key\" = \"REGISTERED-HDR-1\", \"X-Env\" = { env = \"SOME_VAR\" } }\n",
+        )
+        .unwrap();
+        let shown = tfaudit_api::redact::redact("a REGISTERED-HDR-1 b https://x.test/hook/REGISTERED-URL-1");
+        assert_eq!(shown, "a <redacted> b <redacted>");
+    }
+
+    #[test]
+    fn page_bounds_are_settings() {
+        let s = parse("[sync]\nmax_page_bytes = \"8MiB\"\nmax_pages = 50\n").unwrap().sync.resolve("x").unwrap();
+        assert_eq!((s.max_page_bytes, s.max_pages), (8 << 20, 50));
+        let s = SyncSection::default().resolve("x").unwrap();
+        assert_eq!((s.max_page_bytes, s.max_pages), (64 << 20, 100_000));
+        let e = parse("[sync]\nmax_page_bytes = 10\n").unwrap_err().to_string();
+        assert!(e.contains("max_page_bytes must be at least 1KiB"), "{e}");
+        let e = parse("[sync]\nmax_pages = 0\n").unwrap_err().to_string();
+        assert!(e.contains("max_pages must be at least 1"), "{e}");
     }
 
     #[test]

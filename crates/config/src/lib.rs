@@ -5,6 +5,7 @@ pub mod credentials;
 pub mod duration;
 pub mod file;
 pub mod secret;
+pub mod size;
 pub mod when;
 
 pub use credentials::{CredentialsError, Env, Explicit, FoundToken, ProcessEnv, TokenSource, find_token};
@@ -14,6 +15,7 @@ pub use file::{
     SyncSection, SyncSettings,
 };
 pub use secret::{Secret, SecretSource};
+pub use size::ByteSize;
 pub use when::parse_when;
 
 use std::path::PathBuf;

@@ -51,6 +51,14 @@ impl fmt::Debug for Secret {
 }
 
 impl SecretSource {
+    /// Registers a value written in the config itself as a secret at once, so that
+    /// even an error about a later setting cannot show it.
+    pub fn register_inline(&self) {
+        if let Self::Inline(v) = self {
+            tfaudit_api::redact::register(v.trim());
+        }
+    }
+
     /// Reads the secret; `what` names it in errors ("destination slack: url").
     ///
     /// # Errors

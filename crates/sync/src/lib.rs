@@ -32,8 +32,14 @@ use tokio_util::sync::CancellationToken;
 mod watch;
 pub use watch::{OnSync, Organization, watch};
 
+#[cfg(test)]
+mod tests;
+
 /// Pages already fetched are stored together up to about this many events.
 const GROUP_COMMIT_EVENTS: usize = 20_000;
+
+/// The longest error text a run keeps: errors can quote what a server sent.
+const STORED_ERROR_CHARS: usize = 1_000;
 
 /// What a walk needs to know besides the client and the archive.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -49,7 +55,15 @@ pub struct WalkOptions {
     pub reconcile_every: Duration,
     /// How far back a reconcile walk reads.
     pub reconcile_window: Duration,
+    /// The most pages one sync reads: the last bound on a server that never says a
+    /// walk is over.
+    pub max_pages: u64,
 }
+
+/// The default [`WalkOptions::max_pages`]: 100 million events at 1,000 per page, far
+/// more than 14 days of any organization, yet a sync against a server that never ends
+/// its listing still stops.
+pub const DEFAULT_MAX_PAGES: u64 = 100_000;
 
 impl Default for WalkOptions {
     fn default() -> Self {
@@ -59,6 +73,7 @@ impl Default for WalkOptions {
             retention: Duration::from_secs(14 * 86_400),
             reconcile_every: Duration::from_secs(3600),
             reconcile_window: Duration::from_secs(86_400),
+            max_pages: DEFAULT_MAX_PAGES,
         }
     }
 }
@@ -113,6 +128,10 @@ pub enum SyncError {
          give each organization its own entry (name) in a config file"
     )]
     OrganizationChanged { source_name: String, known: String, found: String },
+    /// The server kept reporting more pages past a bound: what was read is stored, the
+    /// cursor has not moved, and the next sync resumes the walk.
+    #[error("{0}")]
+    Unending(String),
     #[error("internal error: {0}")]
     Internal(String),
 }
@@ -170,7 +189,7 @@ pub async fn sync(
     let run_result = match &result {
         Ok(r) if r.complete => RunResult::Ok,
         Ok(_) => RunResult::Interrupted,
-        Err(e) => RunResult::Failed(e.to_string()),
+        Err(e) => RunResult::Failed(tfaudit_api::redact::redact_bounded(&e.to_string(), STORED_ERROR_CHARS)),
     };
     {
         let store = store.clone();
@@ -314,7 +333,7 @@ async fn walk(
         })
     };
 
-    let fetch_result = fetch_pages(client, &walk, progress, cancel, tx).await;
+    let fetch_result = fetch_pages(client, &walk, options.max_pages, progress, cancel, tx).await;
     let (walk, total, pages, reached_end) =
         writer.await.map_err(|e| SyncError::Internal(format!("the archive writer stopped: {e}")))??;
     fetch_result?;
@@ -374,15 +393,18 @@ async fn walk(
 }
 
 /// Fetches pages in order and hands them to the writer, until the last page, an
-/// error, a cancel, or the writer stopping.
+/// error, a cancel, the writer stopping, or a [`Bounds`] the server's pagination
+/// oversteps.
 async fn fetch_pages(
     client: &Client,
     walk: &Walk,
+    max_pages: u64,
     progress: &dyn Progress,
     cancel: &CancellationToken,
     tx: mpsc::Sender<Fetched>,
 ) -> Result<(), SyncError> {
     let mut number = walk.next_page;
+    let mut bounds = Bounds::new(max_pages);
     loop {
         if cancel.is_cancelled() {
             return Ok(());
@@ -396,7 +418,7 @@ async fn fetch_pages(
             progress.begin(number, page.total_count());
         }
         let next = page.next_page();
-        let elements = page.data.len() as u64;
+        let elements = page.len() as u64;
         let mut events = Vec::with_capacity(page.data.len());
         let mut rejects = Vec::new();
         for raw in &page.data {
@@ -405,15 +427,103 @@ async fn fetch_pages(
                 Err(r) => rejects.push(r),
             }
         }
+        let stop = bounds.check(&page, next).map(|why| {
+            SyncError::Unending(format!(
+                "{} {why}; stopped there: the pages read are stored, the cursor has not moved, \
+                 and the next sync resumes at page {}",
+                client.address(),
+                number + 1
+            ))
+        });
+        rejects.extend(page.unreadable);
         progress.page(elements);
         if tx.send(Fetched { number, next, events, rejects, elements }).await.is_err() {
             // The writer stopped; its error is the one to report.
             return Ok(());
         }
+        if let Some(e) = stop {
+            return Err(e);
+        }
         match next {
             Some(n) => number = n,
             None => return Ok(()),
         }
+    }
+}
+
+/// Pages a walk may read past what the server said it holds: events that arrive while
+/// it walks push older ones onto later pages.
+fn slack(pages: u64) -> u64 {
+    pages / 10 + 5
+}
+
+/// How many times in a row a page may repeat the one before it: only a burst of
+/// arrivals of exactly one page's size between two requests does that honestly.
+const REPEATS_ALLOWED: u32 = 2;
+
+/// The bounds of one sync's walk over a server that always reports a next page: what
+/// the server said it holds, pages that repeat the one before, and a number of pages.
+struct Bounds {
+    max_pages: u64,
+    read: u64,
+    /// The most pages the server has said the walk holds (total_pages, or total_count
+    /// over the largest page it sent).
+    said: Option<u64>,
+    largest_page: u64,
+    previous: Option<u64>,
+    repeats: u32,
+}
+
+impl Bounds {
+    fn new(max_pages: u64) -> Self {
+        Self { max_pages, read: 0, said: None, largest_page: 0, previous: None, repeats: 0 }
+    }
+
+    /// After a page is read: why the walk must not go on to `next`, if it must not.
+    fn check(&mut self, page: &tfaudit_api::Page, next: Option<u64>) -> Option<String> {
+        self.read += 1;
+        self.largest_page = self.largest_page.max(page.len() as u64);
+        if let Some(p) = &page.pagination {
+            let by_count = p.total_count.filter(|_| self.largest_page > 0).map(|c| c.div_ceil(self.largest_page));
+            for said in [p.total_pages, by_count].into_iter().flatten() {
+                self.said = Some(self.said.map_or(said, |s| s.max(said)));
+            }
+        }
+        let fingerprint = {
+            use std::hash::{Hash, Hasher};
+            let mut h = std::collections::hash_map::DefaultHasher::new();
+            page.data.iter().for_each(|raw| raw.get().hash(&mut h));
+            page.unreadable.iter().for_each(|r| r.raw.hash(&mut h));
+            h.finish()
+        };
+        self.repeats = if self.previous == Some(fingerprint) { self.repeats + 1 } else { 0 };
+        self.previous = Some(fingerprint);
+        let next = next?;
+        if self.repeats > REPEATS_ALLOWED {
+            return Some(format!(
+                "sent the same {} elements on {} pages in a row up to page {} and still reports a next page \
+                 (it seems to ignore page[number])",
+                page.len(),
+                self.repeats + 1,
+                page.number
+            ));
+        }
+        if let Some(said) = self.said
+            && next > said + slack(said)
+        {
+            return Some(format!(
+                "still reports a next page after page {}, though it said the listing holds {said} pages",
+                page.number
+            ));
+        }
+        if self.read >= self.max_pages {
+            return Some(format!(
+                "still reports a next page after {} pages in this sync, the most one sync reads; \
+                 if the organization really holds more, raise --max-pages (max_pages in [sync])",
+                self.read
+            ));
+        }
+        None
     }
 }
 

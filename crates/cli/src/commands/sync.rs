@@ -84,7 +84,7 @@ pub async fn sync(cli: &Cli, args: &SyncArgs) -> Result<(), Failure> {
             Err(e) => {
                 let f = Failure::from(e);
                 if organizations.len() > 1 {
-                    eprintln!("error: {}: {f}", terminal_safe(&org.name));
+                    eprintln!("error: {}: {}", terminal_safe(&org.name), tfaudit_api::redact::redact(&f.to_string()));
                     failure.get_or_insert(f);
                 } else {
                     failure.get_or_insert(f);
@@ -165,7 +165,7 @@ pub async fn watch(cli: &Cli, args: &WatchArgs, server: Option<ServerOptions>) -
         None
     };
     let on_sync: tfaudit_sync::OnSync = Arc::new(move |name: &str, result: &Result<SyncReport, SyncError>, took| {
-        health.record(name, result.as_ref().err().map(ToString::to_string));
+        health.record(name, result.as_ref().err().map(|e| tfaudit_api::redact::redact(&e.to_string()).into_owned()));
         let (label, new) = match result {
             Ok(r) if r.complete => ("ok", r.tally.new_events),
             Ok(r) => ("interrupted", r.tally.new_events),
