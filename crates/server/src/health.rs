@@ -100,7 +100,13 @@ impl Health {
     }
 }
 
-pub async fn readyz(State(state): State<AppState>) -> Response {
+/// Without the access token: readiness and each organization's flag only. The
+/// reasons carry the upstream address and error text, which are for operators.
+pub async fn readyz(
+    State(state): State<AppState>,
+    authorized: Option<axum::Extension<crate::auth::Authorized>>,
+) -> Response {
+    let details = authorized.is_some_and(|a| a.0.0);
     let store = state.store.clone();
     let Ok(Ok(sources)) = tokio::task::spawn_blocking(move || store.status()).await else {
         return (
@@ -112,5 +118,9 @@ pub async fn readyz(State(state): State<AppState>) -> Response {
     let organizations = state.health.assess(&sources);
     let all_ready = organizations.iter().all(|o| o.ready);
     let status = if all_ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    let organizations: Vec<serde_json::Value> = organizations
+        .iter()
+        .map(|o| if details { json!(o) } else { json!({"name": o.name, "ready": o.ready}) })
+        .collect();
     (status, axum::Json(json!({"ready": all_ready, "organizations": organizations}))).into_response()
 }
