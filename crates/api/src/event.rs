@@ -280,19 +280,31 @@ pub fn compact_json(text: &str) -> Cow<'_, str> {
     Cow::Owned(out)
 }
 
+/// Levels of nesting [`pretty_json`] indents; deeper values stay on one line, as sent.
+pub const PRETTY_DEPTH: usize = 16;
+/// Bytes of line breaks and indentation [`pretty_json`] adds at most; past them the
+/// rest is the compact text as sent.
+pub const PRETTY_BUDGET: usize = 256 * 1024;
+
 /// Indents JSON for reading without re-serialising it: keys keep their order and
-/// numbers and strings their exact text.
+/// numbers and strings their exact text. Bounded, because an event is untrusted:
+/// indenting every level of 10,000-deep JSON costs the square of its size; here the
+/// output is at most the compact text plus [`PRETTY_BUDGET`].
 #[must_use]
 pub fn pretty_json(text: &str) -> String {
     let compact = compact_json(text);
-    let mut out = String::with_capacity(compact.len() * 2);
+    let mut out = String::with_capacity(compact.len() + compact.len().min(PRETTY_BUDGET));
     let (mut depth, mut in_string, mut escaped) = (0usize, false, false);
-    let newline = |out: &mut String, depth: usize| {
-        out.push('\n');
-        out.extend(std::iter::repeat_n("  ", depth));
+    let mut added = 0usize;
+    let mut newline = |out: &mut String, depth: usize| {
+        if depth <= PRETTY_DEPTH {
+            out.push('\n');
+            out.extend(std::iter::repeat_n("  ", depth));
+            added += 1 + 2 * depth;
+        }
     };
-    let mut chars = compact.chars().peekable();
-    while let Some(c) = chars.next() {
+    let mut chars = compact.char_indices().peekable();
+    while let Some((at, c)) = chars.next() {
         if in_string {
             out.push(c);
             if escaped {
@@ -304,6 +316,10 @@ pub fn pretty_json(text: &str) -> String {
             }
             continue;
         }
+        if out.len() > compact.len() + PRETTY_BUDGET {
+            out.push_str(&compact[at..]);
+            break;
+        }
         match c {
             '"' => {
                 in_string = true;
@@ -311,8 +327,8 @@ pub fn pretty_json(text: &str) -> String {
             }
             '{' | '[' => {
                 out.push(c);
-                if matches!(chars.peek(), Some('}' | ']')) {
-                    out.push(chars.next().unwrap_or(']'));
+                if matches!(chars.peek(), Some((_, '}' | ']'))) {
+                    out.push(chars.next().map_or(']', |(_, c)| c));
                 } else {
                     depth += 1;
                     newline(&mut out, depth);
@@ -327,7 +343,7 @@ pub fn pretty_json(text: &str) -> String {
                 out.push(c);
                 newline(&mut out, depth);
             }
-            ':' => out.push_str(": "),
+            ':' if depth <= PRETTY_DEPTH => out.push_str(": "),
             c => out.push(c),
         }
     }
@@ -375,6 +391,23 @@ mod tests {
             "{\n  \"z\": 1.50,\n  \"a\": {\n    \"b\": [\n      1,\n      {}\n    ],\n    \"c\": \"x, y: {z}\"\n  },\n  \"e\": []\n}"
         );
         assert_eq!(compact_json(&pretty), raw);
+    }
+
+    #[test]
+    fn deeply_nested_json_is_pretty_printed_within_bounds() {
+        let depth = 10_000;
+        let raw = format!(r#"{{"id":"x","meta":{}1{}}}"#, "[".repeat(depth), "]".repeat(depth));
+        let pretty = pretty_json(&raw);
+        assert!(pretty.len() < raw.len() + 4 * PRETTY_DEPTH * PRETTY_DEPTH, "{} bytes", pretty.len());
+        assert_eq!(compact_json(&pretty), raw, "the same JSON, deep levels on one line");
+        // Wide as well as deep: the indentation budget bounds the rest.
+        let wide = format!(
+            "[{}]",
+            vec![format!("{}1{}", "[".repeat(PRETTY_DEPTH), "]".repeat(PRETTY_DEPTH)); 5_000].join(",")
+        );
+        let pretty = pretty_json(&wide);
+        assert!(pretty.len() <= wide.len() + PRETTY_BUDGET + 2 * PRETTY_DEPTH + 2, "{} bytes", pretty.len());
+        assert_eq!(compact_json(&pretty), wide);
     }
 
     #[test]

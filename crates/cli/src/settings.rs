@@ -179,6 +179,52 @@ pub fn organizations(
     Ok(out)
 }
 
+/// `serve`'s listeners, access token and connection limits, from flags, environment
+/// and `[serve]`, judged by [`tfaudit_server::Options::check`]: `config check` runs
+/// this very function, so it refuses what `serve` would.
+pub fn serve(
+    listen: Option<&str>,
+    metrics_listen: Option<&str>,
+    config: Option<&(PathBuf, ConfigFile)>,
+) -> Result<tfaudit_server::Options, Failure> {
+    let section = config.map(|(_, f)| f.serve.clone()).unwrap_or_default();
+    let env = |k: &str| std::env::var(k).ok().filter(|v| !v.trim().is_empty());
+    let address = |what: &str, text: &str| -> Result<std::net::SocketAddr, Failure> {
+        text.trim().parse().map_err(|_| {
+            Failure::Usage(format!("{what} {text:?} is not an address; write host:port, such as 127.0.0.1:8080"))
+        })
+    };
+    let (listen_from, listen) = match (listen, env("TFAUDIT_LISTEN"), section.listen) {
+        (Some(l), _, _) => ("--listen", l.to_owned()),
+        (None, Some(l), _) => ("TFAUDIT_LISTEN", l),
+        (None, None, Some(l)) => ("[serve] listen", l),
+        (None, None, None) => ("--listen", "127.0.0.1:8080".to_owned()),
+    };
+    let (metrics_from, metrics) = match (metrics_listen, env("TFAUDIT_METRICS_LISTEN"), section.metrics_listen) {
+        (Some(l), _, _) => ("--metrics-listen", l.to_owned()),
+        (None, Some(l), _) => ("TFAUDIT_METRICS_LISTEN", l),
+        (None, None, Some(l)) => ("[serve] metrics_listen", l),
+        (None, None, None) => ("--metrics-listen", "127.0.0.1:9464".to_owned()),
+    };
+    let access_token = match env("TFAUDIT_ACCESS_TOKEN") {
+        Some(t) => Some(tfaudit_config::Secret::new(t)),
+        None => section.access_token.map(|s| s.resolve("[serve] access_token")).transpose().map_err(Failure::Usage)?,
+    };
+    let defaults = tfaudit_server::Limits::default();
+    let options = tfaudit_server::Options {
+        listen: address(listen_from, &listen)?,
+        metrics_listen: if metrics.trim() == "off" { None } else { Some(address(metrics_from, &metrics)?) },
+        access_token,
+        limits: tfaudit_server::Limits {
+            header_timeout: section.header_timeout.map_or(defaults.header_timeout, |d| d.0),
+            idle_timeout: section.idle_timeout.map_or(defaults.idle_timeout, |d| d.0),
+            max_connections: section.max_connections.unwrap_or(defaults.max_connections),
+        },
+    };
+    options.check().map_err(|e| Failure::Usage(e.to_string()))?;
+    Ok(options)
+}
+
 fn check_name(name: &str) -> Result<(), Failure> {
     if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-' | ':')) {
         return Err(Failure::Usage(format!("--name {name:?}: use letters, digits, '.', '_', '-' or ':'")));
@@ -234,17 +280,27 @@ pub fn alerts(
                     .resolve(&what(field))
                     .map_err(Failure::Usage)
             };
+        // A URL is often a secret itself (Slack's is): the error names the field, not the text.
+        let url = |s: tfaudit_config::Secret| -> Result<tfaudit_config::Secret, Failure> {
+            match reqwest::Url::parse(s.expose()) {
+                Ok(u) if matches!(u.scheme(), "https" | "http") && u.host_str().is_some_and(|h| !h.is_empty()) => Ok(s),
+                Ok(_) => Err(Failure::Usage(format!("{} is not an http(s) URL with a host", what("url")))),
+                Err(e) => {
+                    Err(Failure::Usage(format!("{} is not a URL ({e}); write it as https://host/path", what("url"))))
+                }
+            }
+        };
         let kind = match d.kind {
-            DestinationKind::Slack => Kind::Slack { url: secret(&d.url, "url")? },
+            DestinationKind::Slack => Kind::Slack { url: url(secret(&d.url, "url")?)? },
             DestinationKind::Pagerduty => Kind::PagerDuty {
                 url: match &d.url {
-                    Some(u) => u.resolve(&what("url")).map_err(Failure::Usage)?.expose().to_owned(),
+                    Some(u) => url(u.resolve(&what("url")).map_err(Failure::Usage)?)?.expose().to_owned(),
                     None => PAGERDUTY_URL.to_owned(),
                 },
                 routing_key: secret(&d.routing_key, "routing_key")?,
             },
             DestinationKind::Webhook => Kind::Webhook {
-                url: secret(&d.url, "url")?,
+                url: url(secret(&d.url, "url")?)?,
                 secret: d.secret.as_ref().map(|s| s.resolve(&what("secret"))).transpose().map_err(Failure::Usage)?,
                 headers: d
                     .headers

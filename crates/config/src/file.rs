@@ -55,6 +55,12 @@ pub struct ServeSection {
     pub metrics_listen: Option<String>,
     /// Required of every request when set; required to listen beyond loopback.
     pub access_token: Option<crate::SecretSource>,
+    /// How long a request's headers may take to arrive (default 10s).
+    pub header_timeout: Option<Duration>,
+    /// How long a connection may stay silent before it is closed (default 60s).
+    pub idle_timeout: Option<Duration>,
+    /// Connections open at once, per listener (default 128).
+    pub max_connections: Option<usize>,
 }
 
 /// `[alerts]`.

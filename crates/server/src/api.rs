@@ -10,7 +10,7 @@ use serde_json::json;
 use tfaudit_store::{AlertFilter, DeliveryState, Order, StoredEvent};
 
 use crate::AppState;
-use crate::filter::{Params, Query, encode_cursor};
+use crate::filter::{Origin, Params, Query, api_time, encode_cursor, number, within_max_length};
 
 pub fn routes() -> Router<AppState> {
     Router::new()
@@ -85,7 +85,7 @@ pub(crate) async fn page(state: &AppState, q: &Query) -> Result<(Vec<StoredEvent
 }
 
 async fn events(State(state): State<AppState>, QueryParams(params): QueryParams<Params>) -> Response {
-    let q = match params.parse(None, 50) {
+    let q = match params.parse(Origin::Api, None, 50) {
         Ok(q) => q,
         Err(m) => return error(StatusCode::BAD_REQUEST, m),
     };
@@ -103,8 +103,8 @@ async fn events(State(state): State<AppState>, QueryParams(params): QueryParams<
 }
 
 async fn event(State(state): State<AppState>, Path(id): Path<String>) -> Response {
-    if id.len() > 200 {
-        return error(StatusCode::BAD_REQUEST, "id too long");
+    if id.chars().count() > 200 {
+        return error(StatusCode::BAD_REQUEST, "id is longer than 200 characters");
     }
     let store = state.store.clone();
     match blocking(move || store.event(&id)).await {
@@ -115,11 +115,10 @@ async fn event(State(state): State<AppState>, Path(id): Path<String>) -> Respons
 }
 
 async fn summary(State(state): State<AppState>, QueryParams(params): QueryParams<Params>) -> Response {
-    let q = match params.parse(Some("30d"), 50) {
-        Ok(q) => q,
+    let (q, top) = match params.parse(Origin::Api, Some("30d"), 50).and_then(|q| Ok((q, params.top()?))) {
+        Ok(x) => x,
         Err(m) => return error(StatusCode::BAD_REQUEST, m),
     };
-    let top = params.top();
     let store = state.store.clone();
     match blocking(move || store.summary(&q.filter, top)).await {
         Ok(s) => axum::Json(s).into_response(),
@@ -139,32 +138,43 @@ async fn status(State(state): State<AppState>) -> Response {
 
 #[derive(Debug, Deserialize)]
 pub(crate) struct AlertParams {
-    limit: Option<u64>,
+    limit: Option<String>,
     state: Option<String>,
     rule: Option<String>,
     since: Option<String>,
 }
 
 impl AlertParams {
-    pub(crate) fn filter(&self) -> Result<(AlertFilter, u64), String> {
-        let state = match self.state.as_deref().filter(|s| !s.is_empty()) {
-            None => None,
-            Some(s) => Some(DeliveryState::parse(s).ok_or("state must be pending, delivered, failing or abandoned")?),
+    pub(crate) fn filter(&self, origin: Origin) -> Result<(AlertFilter, u64), String> {
+        let value = |v: &Option<String>| match origin {
+            Origin::Api => v.clone(),
+            Origin::Form => v.as_deref().map(str::trim).filter(|s| !s.is_empty()).map(str::to_owned),
         };
-        let since = match self.since.as_deref().filter(|s| !s.is_empty()) {
-            None => None,
-            Some(s) => Some(tfaudit_config::parse_when(s, jiff::Timestamp::now()).map_err(|e| format!("since: {e}"))?),
-        };
-        let limit = self.limit.unwrap_or(50);
-        if !(1..=500).contains(&limit) {
-            return Err("limit must be 1 to 500".into());
+        if origin == Origin::Api {
+            within_max_length("rule", self.rule.as_deref())?;
         }
+        let state = match value(&self.state) {
+            None => None,
+            Some(s) => Some(DeliveryState::parse(&s).ok_or("state must be pending, delivered, failing or abandoned")?),
+        };
+        let now = jiff::Timestamp::now();
+        let since = match value(&self.since) {
+            None => None,
+            Some(s) => Some(match origin {
+                Origin::Api => api_time(&s, now).map_err(|e| format!("since: {e}"))?,
+                Origin::Form => tfaudit_config::parse_when(&s, now).map_err(|e| format!("since: {e}"))?,
+            }),
+        };
+        let limit = match value(&self.limit) {
+            None => 50,
+            Some(l) => number("limit", &l, 1..=500)?,
+        };
         Ok((AlertFilter { since, rule: self.rule.clone().filter(|r| !r.is_empty()), state }, limit))
     }
 }
 
 async fn alerts(State(state): State<AppState>, QueryParams(params): QueryParams<AlertParams>) -> Response {
-    let (filter, limit) = match params.filter() {
+    let (filter, limit) = match params.filter(Origin::Api) {
         Ok(f) => f,
         Err(m) => return error(StatusCode::BAD_REQUEST, m),
     };
@@ -173,6 +183,33 @@ async fn alerts(State(state): State<AppState>, QueryParams(params): QueryParams<
         Ok(list) => axum::Json(json!({"alerts": list})).into_response(),
         Err(r) => r,
     }
+}
+
+/// Every error under `/api/` is `{"error": "..."}`, whoever raised it: axum's own
+/// rejections (a query string or path it cannot read, a parameter given twice), the
+/// size and time limits, unknown routes and methods answer in plain text otherwise.
+pub(crate) async fn errors_as_json(request: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    let api = request.uri().path().starts_with("/api/");
+    let response = next.run(request).await;
+    let status = response.status();
+    let json_already =
+        response.headers().get(header::CONTENT_TYPE).is_some_and(|v| v.as_bytes().starts_with(b"application/json"));
+    if !api || !(status.is_client_error() || status.is_server_error()) || json_already {
+        return response;
+    }
+    let (parts, body) = response.into_parts();
+    let text = axum::body::to_bytes(body, 4096).await.map(|b| String::from_utf8_lossy(&b).trim().to_owned());
+    let message = match text {
+        Ok(t) if !t.is_empty() => t,
+        _ => status.canonical_reason().unwrap_or("error").to_lowercase(),
+    };
+    let mut answer = error(status, message);
+    for (name, value) in &parts.headers {
+        if name != header::CONTENT_TYPE && name != header::CONTENT_LENGTH {
+            answer.headers_mut().insert(name.clone(), value.clone());
+        }
+    }
+    answer
 }
 
 async fn openapi() -> Response {

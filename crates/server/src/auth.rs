@@ -29,30 +29,35 @@ fn presented(request: &Request) -> Option<Vec<u8>> {
     Some(decoded[colon + 1..].to_vec())
 }
 
-pub async fn require(State(state): State<AppState>, request: Request, next: Next) -> Response {
-    let Some(token) = &state.access_token else { return next.run(request).await };
+/// Whether the request presented the access token (or none is configured): the
+/// health checks answer everyone, but tell details only to those who did.
+#[derive(Debug, Clone, Copy)]
+pub struct Authorized(pub bool);
+
+pub async fn require(State(state): State<AppState>, mut request: Request, next: Next) -> Response {
+    let authorized = match &state.access_token {
+        None => true,
+        Some(token) => presented(&request).is_some_and(|given| same(&given, token.expose().as_bytes())),
+    };
     let path = request.uri().path();
-    if path == "/healthz" || path == "/readyz" {
+    if authorized || path == "/healthz" || path == "/readyz" {
+        request.extensions_mut().insert(Authorized(authorized));
         return next.run(request).await;
     }
-    match presented(&request) {
-        Some(given) if same(&given, token.expose().as_bytes()) => next.run(request).await,
-        _ => {
-            let api = path.starts_with("/api/");
-            let challenge = if api { "Bearer realm=\"tfaudit\"" } else { "Basic realm=\"tfaudit\", charset=\"UTF-8\"" };
-            let mut response = if api {
-                (
-                    StatusCode::UNAUTHORIZED,
-                    axum::Json(serde_json::json!({"error": "an access token is required (Authorization: Bearer ...)"})),
-                )
-                    .into_response()
-            } else {
-                (StatusCode::UNAUTHORIZED, "an access token is required: give it as the password").into_response()
-            };
-            response.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static(challenge));
-            response
-        }
-    }
+    // Programs (the API, Prometheus) get a bearer challenge; browsers a password prompt.
+    let program = path.starts_with("/api/") || path == "/metrics";
+    let challenge = if program { "Bearer realm=\"tfaudit\"" } else { "Basic realm=\"tfaudit\", charset=\"UTF-8\"" };
+    let mut response = if program {
+        (
+            StatusCode::UNAUTHORIZED,
+            axum::Json(serde_json::json!({"error": "an access token is required (Authorization: Bearer ...)"})),
+        )
+            .into_response()
+    } else {
+        (StatusCode::UNAUTHORIZED, "an access token is required: give it as the password").into_response()
+    };
+    response.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static(challenge));
+    response
 }
 
 #[cfg(test)]

@@ -16,7 +16,7 @@ use tfaudit_store::{AlertFilter, EventFilter, StoredEvent, Summary};
 
 use crate::AppState;
 use crate::api::{AlertParams, blocking, page};
-use crate::filter::Params;
+use crate::filter::{Origin, Params};
 
 pub fn routes() -> Router<AppState> {
     Router::new()
@@ -69,6 +69,8 @@ fn time_opt(t: Option<Timestamp>) -> String {
 /// An event as a table row shows it.
 #[derive(Serialize)]
 struct Row {
+    /// As stored: only ever put into a URL, where `urlencode` escapes it.
+    link_id: String,
     id: String,
     time: String,
     actor: String,
@@ -93,7 +95,8 @@ fn shown_opt(s: &Option<String>) -> Option<String> {
 fn row(e: &StoredEvent) -> Row {
     let ev = &e.event;
     Row {
-        id: ev.id.clone(),
+        link_id: ev.id.clone(),
+        id: shown(&ev.id),
         time: time(ev.timestamp),
         actor: shown(ev.auth_description.as_deref().or(ev.accessor_id.as_deref()).unwrap_or("(system)")),
         impersonator: shown_opt(&ev.impersonator_id),
@@ -211,7 +214,7 @@ async fn index(State(state): State<AppState>, QueryParams(mut params): QueryPara
     {
         options.push(s.clone());
     }
-    let query = match params.parse(None, 50) {
+    let query = match params.parse(Origin::Form, None, 50) {
         Ok(q) => q,
         Err(message) => {
             let ctx = context! { page => "events", error => message, params => params_view(&params), since_options => options,
@@ -244,10 +247,11 @@ async fn index(State(state): State<AppState>, QueryParams(mut params): QueryPara
         range_label => range_label,
         chart => chart(&summary, since, until),
         top_actors => summary.top_actors.iter().map(|a| context! {
-            accessor_id => shown(&a.accessor_id), description => a.description.as_deref().map(shown), count => a.count,
+            accessor_id => shown(&a.accessor_id), accessor_link => a.accessor_id, description => a.description.as_deref().map(shown), count => a.count,
         }).collect::<Vec<_>>(),
         by_kind => summary.by_kind.iter().map(|k| context! {
             resource_type => shown(&k.resource_type), action => shown(&k.action), count => k.count,
+            type_link => k.resource_type, action_link => k.action,
         }).collect::<Vec<_>>(),
         events => events.iter().map(row).collect::<Vec<_>>(),
         next_url => next.as_deref().map(|c| url_with_cursor(&params, Some(c))),
@@ -268,8 +272,7 @@ async fn event(State(state): State<AppState>, Path(id): Path<String>) -> Respons
         Err(r) => return r,
     };
     let Some(e) = found else {
-        let ctx =
-            context! { page => "events", error => format!("There is no event {id} in the archive."), e => context!{} };
+        let ctx = context! { page => "events", error => format!("There is no event {} in the archive.", shown(&id)), e => context!{} };
         return render(&state, StatusCode::NOT_FOUND, "event.html", ctx);
     };
     let ev = &e.event;
@@ -278,9 +281,10 @@ async fn event(State(state): State<AppState>, Path(id): Path<String>) -> Respons
     let ctx = context! {
         page => "events",
         e => context! {
-            id => r.id, time => r.time, actor => r.actor, impersonator => r.impersonator, type => r.resource_type,
+            link_id => r.link_id, id => r.id, time => r.time, actor => r.actor, impersonator => r.impersonator, type => r.resource_type,
             action => r.action, resource_id => r.resource_id, organization => r.organization,
             organization_id => shown_opt(&ev.organization_id), accessor_id => shown_opt(&ev.accessor_id),
+            accessor_link => ev.accessor_id, resource_link => ev.resource_id,
             auth_type => shown_opt(&ev.auth_type), request_id => shown_opt(&ev.request_id),
             ingested => time(e.ingested_at), seq => e.seq, pretty => pretty,
         },
@@ -289,7 +293,7 @@ async fn event(State(state): State<AppState>, Path(id): Path<String>) -> Respons
 }
 
 async fn alerts(State(state): State<AppState>, QueryParams(params): QueryParams<AlertParams>) -> Response {
-    let (filter, limit) = params.filter().unwrap_or((AlertFilter::default(), 100));
+    let (filter, limit) = params.filter(Origin::Form).unwrap_or((AlertFilter::default(), 100));
     let store = state.store.clone();
     let (list, status) = match blocking(move || Ok((store.alerts(&filter, limit)?, store.alert_status(0)?))).await {
         Ok(x) => x,
@@ -299,10 +303,10 @@ async fn alerts(State(state): State<AppState>, QueryParams(params): QueryParams<
         .iter()
         .map(|a| {
             context! {
-                id => a.id, raised => time(a.raised_at), severity => a.severity, rule => a.rule, title => shown(&a.title),
+                id => a.id, raised => time(a.raised_at), severity => a.severity, rule => shown(&a.rule), title => shown(&a.title),
                 event_id => a.event_id,
                 deliveries => a.deliveries.iter().map(|d| context! {
-                    destination => d.destination, state => d.state.as_str(), attempts => d.attempts,
+                    destination => shown(&d.destination), state => d.state.as_str(), attempts => d.attempts,
                     last_error => shown_opt(&d.last_error),
                 }).collect::<Vec<_>>(),
             }
@@ -327,17 +331,17 @@ async fn status(State(state): State<AppState>) -> Response {
                 |r| {
                     let result = match &r.result {
                         None => "did not finish".to_owned(),
-                        Some(tfaudit_store::RunResult::Failed(e)) => format!("failed: {e}"),
+                        Some(tfaudit_store::RunResult::Failed(e)) => format!("failed: {}", shown(e)),
                         Some(other) => other.label().to_owned(),
                     };
                     format!("{} — {result}; {} pages, {} new events", time(r.started_at), r.tally.pages, r.tally.new_events)
                 },
             );
             context! {
-                name => s.name, organization_id => s.organization_id, address => s.address, events => s.events,
+                name => shown(&s.name), organization_id => shown_opt(&s.organization_id), address => shown(&s.address), events => s.events,
                 oldest => time_opt(s.oldest), newest => time_opt(s.newest), cursor => time_opt(s.cursor),
                 last_run => last_run, last_success => time_opt(s.last_success), rejects => s.rejects,
-                ready => a.is_none_or(|a| a.ready), reason => a.and_then(|a| a.reason.clone()),
+                ready => a.is_none_or(|a| a.ready), reason => a.and_then(|a| a.reason.as_deref().map(shown)),
                 gaps => s.gaps.iter().map(|g| context! { from => time(g.from), to => time(g.to), found => time(g.detected_at) }).collect::<Vec<_>>(),
             }
         })

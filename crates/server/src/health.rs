@@ -100,7 +100,13 @@ impl Health {
     }
 }
 
-pub async fn readyz(State(state): State<AppState>) -> Response {
+/// Without the access token: readiness and each organization's flag only. The
+/// reasons carry the upstream address and error text, which are for operators.
+pub async fn readyz(
+    State(state): State<AppState>,
+    authorized: Option<axum::Extension<crate::auth::Authorized>>,
+) -> Response {
+    let details = authorized.is_some_and(|a| a.0.0);
     let store = state.store.clone();
     let Ok(Ok((sources, alerts))) = tokio::task::spawn_blocking(move || Ok::<_, tfaudit_store::StoreError>((store.status()?, store.alert_status(0)?))).await else {
         return (
@@ -112,8 +118,18 @@ pub async fn readyz(State(state): State<AppState>) -> Response {
     let organizations = state.health.assess(&sources);
     let all_ready = organizations.iter().all(|o| o.ready);
     let status = if all_ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    let organizations: Vec<serde_json::Value> = organizations
+        .iter()
+        .map(|o| if details { json!(o) } else { json!({"name": o.name, "ready": o.ready}) })
+        .collect();
     // A misconfigured destination is shown but does not make the service unready:
-    // syncing goes on, and restarting the service would not fix the secret.
-    let body = json!({"ready": all_ready, "organizations": organizations, "misconfigured_destinations": alerts.misconfigured});
+    // syncing goes on, and restarting the service would not fix the secret. Why it is
+    // misconfigured (a receiver's answer) is a detail for operators.
+    let misconfigured: Vec<serde_json::Value> = alerts
+        .misconfigured
+        .iter()
+        .map(|m| if details { json!(m) } else { json!({"name": m.name}) })
+        .collect();
+    let body = json!({"ready": all_ready, "organizations": organizations, "misconfigured_destinations": misconfigured});
     (status, axum::Json(body)).into_response()
 }

@@ -12,6 +12,7 @@ mod auth;
 mod dashboard;
 mod filter;
 pub mod health;
+mod listener;
 pub mod metrics;
 
 use std::net::SocketAddr;
@@ -59,16 +60,98 @@ impl AppState {
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
     #[error(
-        "listening on {0} would expose the archive beyond this machine without an access token; set [serve] access_token \
+        "{which} on {addr} would expose the archive beyond this machine without an access token; set [serve] access_token \
          (or TFAUDIT_ACCESS_TOKEN), or listen on 127.0.0.1"
     )]
-    Exposed(SocketAddr),
+    Exposed { which: &'static str, addr: SocketAddr },
+    #[error("the access token is too short: use at least {MIN_TOKEN} characters, such as `openssl rand -hex 24`")]
+    ShortToken,
+    #[error("[serve] {0} must be more than 0")]
+    Zero(&'static str),
+    #[error("[serve] max_connections must be at most {MAX_CONNECTIONS}")]
+    TooManyConnections,
     #[error("cannot listen on {addr}: {cause}; pick another address (--listen / --metrics-listen)")]
     Bind { addr: SocketAddr, cause: String },
 }
 
-/// The longest request target accepted; filters are short.
-const MAX_URI: usize = 4096;
+/// The most `max_connections` may be: far beyond any file descriptor limit.
+pub const MAX_CONNECTIONS: usize = 1 << 20;
+
+/// The shortest access token accepted: anything shorter is guessable.
+pub const MIN_TOKEN: usize = 16;
+
+/// What keeps one client from holding the service: every connection costs a file
+/// descriptor, and the archive and the health checks need theirs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// A request's headers must arrive within this, counted from when the
+    /// connection starts waiting for them (so it also ends a kept-alive connection
+    /// that sends no next request).
+    pub header_timeout: Duration,
+    /// A connection on which no byte moves either way for this long is closed (a
+    /// request in flight first gets as long again to finish).
+    pub idle_timeout: Duration,
+    /// Connections open at once, per listener; more are closed as soon as accepted.
+    pub max_connections: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self { header_timeout: Duration::from_secs(10), idle_timeout: Duration::from_secs(60), max_connections: 128 }
+    }
+}
+
+/// Where and how `serve` listens. [`Options::check`] is the one judge of these
+/// settings, for `serve` and `config check` alike.
+#[derive(Debug, Clone)]
+pub struct Options {
+    pub listen: SocketAddr,
+    /// None: no metrics listener.
+    pub metrics_listen: Option<SocketAddr>,
+    pub access_token: Option<Secret>,
+    pub limits: Limits,
+}
+
+impl Options {
+    /// Refuses what would expose the archive or cannot work.
+    ///
+    /// # Errors
+    /// [`ServeError`], naming the fix.
+    pub fn check(&self) -> Result<(), ServeError> {
+        if self.access_token.as_ref().is_some_and(|t| t.expose().chars().count() < MIN_TOKEN) {
+            return Err(ServeError::ShortToken);
+        }
+        exposure("the dashboard and API (listen)", self.listen, self.access_token.as_ref())?;
+        if let Some(addr) = self.metrics_listen {
+            exposure("the metrics listener (metrics_listen)", addr, self.access_token.as_ref())?;
+        }
+        if self.limits.header_timeout.is_zero() {
+            return Err(ServeError::Zero("header_timeout"));
+        }
+        if self.limits.idle_timeout.is_zero() {
+            return Err(ServeError::Zero("idle_timeout"));
+        }
+        if self.limits.max_connections == 0 {
+            return Err(ServeError::Zero("max_connections"));
+        }
+        if self.limits.max_connections > MAX_CONNECTIONS {
+            return Err(ServeError::TooManyConnections);
+        }
+        Ok(())
+    }
+}
+
+/// The one access rule of every listener: beyond loopback only with a token.
+fn exposure(which: &'static str, addr: SocketAddr, token: Option<&Secret>) -> Result<(), ServeError> {
+    if !is_loopback(&addr) && token.is_none() {
+        return Err(ServeError::Exposed { which, addr });
+    }
+    Ok(())
+}
+
+/// The longest request target accepted: room for every filter at its longest
+/// (`MAX_FILTER` characters), percent-encoded.
+const MAX_URI: usize = 16 * 1024;
 
 /// The main listener's routes.
 pub fn router(state: AppState) -> Router {
@@ -79,17 +162,29 @@ pub fn router(state: AppState) -> Router {
         .merge(pages)
         .route("/healthz", axum::routing::get(health::healthz))
         .route("/readyz", axum::routing::get(health::readyz))
+        .fallback(not_found)
         .layer(middleware::from_fn_with_state(state.clone(), auth::require))
         .layer(middleware::from_fn_with_state(state.clone(), count_requests))
         .layer(middleware::from_fn(guard))
         .layer(RequestBodyLimitLayer::new(16 * 1024))
         .layer(TimeoutLayer::with_status_code(StatusCode::SERVICE_UNAVAILABLE, Duration::from_secs(30)))
+        .layer(middleware::from_fn(api::errors_as_json))
         .with_state(state)
 }
 
-/// The metrics listener's routes.
+/// The metrics listener's routes, under the same access rule and guard as the main
+/// listener's.
 pub fn metrics_router(state: AppState) -> Router {
-    Router::new().route("/metrics", axum::routing::get(metrics::scrape)).with_state(state)
+    Router::new()
+        .route("/metrics", axum::routing::get(metrics::scrape))
+        .layer(middleware::from_fn_with_state(state.clone(), auth::require))
+        .layer(middleware::from_fn(guard))
+        .layer(TimeoutLayer::with_status_code(StatusCode::SERVICE_UNAVAILABLE, Duration::from_secs(30)))
+        .with_state(state)
+}
+
+async fn not_found() -> Response {
+    (StatusCode::NOT_FOUND, "no such page").into_response()
 }
 
 /// Rejects what no read-only API needs, and sets the headers every answer carries.
@@ -134,43 +229,37 @@ pub fn is_loopback(addr: &SocketAddr) -> bool {
 /// Binds both listeners and serves until `cancel`; in-flight requests finish first.
 ///
 /// # Errors
-/// [`ServeError`] when an address is taken, or would expose the archive without a
-/// token.
+/// [`ServeError`] when an address is taken, or the options are refused by
+/// [`Options::check`].
 pub async fn serve(
     state: AppState,
-    listen: SocketAddr,
-    metrics_listen: Option<SocketAddr>,
+    options: &Options,
     cancel: CancellationToken,
 ) -> Result<(SocketAddr, Option<SocketAddr>, tokio::task::JoinHandle<()>), ServeError> {
-    if !is_loopback(&listen) && state.access_token.is_none() {
-        return Err(ServeError::Exposed(listen));
-    }
+    options.check()?;
     let bind = |addr: SocketAddr| async move {
-        tokio::net::TcpListener::bind(addr).await.map_err(|e| ServeError::Bind { addr, cause: e.to_string() })
+        let listener =
+            tokio::net::TcpListener::bind(addr).await.map_err(|e| ServeError::Bind { addr, cause: e.to_string() })?;
+        let local = listener.local_addr().map_err(|e| ServeError::Bind { addr, cause: e.to_string() })?;
+        Ok::<_, ServeError>((listener, local))
     };
-    let main = bind(listen).await?;
-    let main_addr = main.local_addr().map_err(|e| ServeError::Bind { addr: listen, cause: e.to_string() })?;
-    let metrics = match metrics_listen {
+    let (main, main_addr) = bind(options.listen).await?;
+    let metrics = match options.metrics_listen {
         Some(addr) => Some(bind(addr).await?),
         None => None,
     };
-    let metrics_addr = metrics.as_ref().and_then(|l| l.local_addr().ok());
+    let metrics_addr = metrics.as_ref().map(|(_, a)| *a);
     let app = router(state.clone());
     let metrics_app = metrics_router(state);
+    let limits = options.limits;
     let task = tokio::spawn(async move {
-        let stop = cancel.clone();
-        let main_server = axum::serve(main, app).with_graceful_shutdown(async move { stop.cancelled().await });
+        let main_server = listener::run(main, app, limits, cancel.clone());
         let metrics_server = async move {
-            if let Some(listener) = metrics {
-                let _ = axum::serve(listener, metrics_app)
-                    .with_graceful_shutdown(async move { cancel.cancelled().await })
-                    .await;
+            if let Some((listener, _)) = metrics {
+                listener::run(listener, metrics_app, limits, cancel).await;
             }
         };
-        let (main_result, ()) = tokio::join!(main_server, metrics_server);
-        if let Err(e) = main_result {
-            tracing::error!(error = %e, "the HTTP server stopped");
-        }
+        tokio::join!(main_server, metrics_server);
     });
     Ok((main_addr, metrics_addr, task))
 }

@@ -161,6 +161,18 @@ impl Sim {
         id
     }
 
+    /// Adds an event of exactly this text, for events no `serde_json::Value` can hold
+    /// (nested deeper than its parser allows); it must carry this `id` and a
+    /// `timestamp` of `timestamp_secs`.
+    pub fn add_event_text(&self, timestamp_secs: i64, id: &str, json: String) {
+        self.shared.listing.lock().unwrap_or_else(std::sync::PoisonError::into_inner).add_live_json(
+            timestamp_secs,
+            id.to_owned(),
+            json,
+        );
+        self.shared.stats.lock().unwrap_or_else(std::sync::PoisonError::into_inner).0.live_events += 1;
+    }
+
     /// Starts or stops live arrivals.
     pub fn set_live(&self, on: bool) {
         self.shared.live_on.store(on, Ordering::SeqCst);

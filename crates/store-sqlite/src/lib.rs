@@ -38,6 +38,9 @@ pub struct SqliteStore {
     /// Readers open, in the pool or in use.
     readers_open: std::sync::atomic::AtomicUsize,
     path: PathBuf,
+    /// What read connections open: the path, or for a read-only archive the URI
+    /// that opened it.
+    reader_target: (String, rusqlite::OpenFlags),
     checkpointer: Option<Checkpointer>,
 }
 
@@ -124,8 +127,12 @@ impl std::fmt::Debug for SqliteStore {
 pub enum OpenMode {
     /// Create the file (mode 0600, its folder 0700) when missing: for sync.
     CreateIfMissing,
-    /// Fail with [`StoreError::Missing`] when there is no archive: for reading.
+    /// Fail with [`StoreError::Missing`] when there is no archive.
     MustExist,
+    /// Only read, never write, and never create a file beside the archive: for the
+    /// commands that read (an auditor's copy on read-only media works). Fails with
+    /// [`StoreError::Missing`] when there is no archive.
+    ReadOnly,
 }
 
 impl SqliteStore {
@@ -138,18 +145,26 @@ impl SqliteStore {
         let shown = path.display().to_string();
         let open_err = |cause: String| StoreError::Open { path: shown.clone(), cause };
         if !path.exists() {
-            if mode == OpenMode::MustExist {
+            if mode != OpenMode::CreateIfMissing {
                 return Err(StoreError::Missing { path: shown });
             }
             create_private_file(path).map_err(|e| open_err(e.to_string()))?;
         }
+        if mode == OpenMode::ReadOnly {
+            return Self::open_read_only(path);
+        }
         let conn = Connection::open(path).map_err(|e| classify(&shown, e))?;
+        let reader_target = (
+            path.to_string_lossy().into_owned(),
+            rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        );
         let mut store = Self {
             conn: Mutex::new(conn),
             readers: Mutex::new(Vec::new()),
             reader_returned: std::sync::Condvar::new(),
             readers_open: std::sync::atomic::AtomicUsize::new(0),
             path: path.to_owned(),
+            reader_target,
             checkpointer: None,
         };
         store.prepare().map_err(|e| match e {
@@ -160,6 +175,57 @@ impl SqliteStore {
             store.checkpointer = Checkpointer::start(path);
         }
         Ok(store)
+    }
+
+    /// Opens an archive that is only read. A WAL archive needs its `-shm` file, which
+    /// SQLite creates beside it; where the folder is not writable (read-only media, a
+    /// copy in a 0500 folder) and there is none, the archive is opened as immutable:
+    /// then no other process can be writing to it either.
+    fn open_read_only(path: &Path) -> Result<Self> {
+        let shown = path.display().to_string();
+        let flags = rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY
+            | rusqlite::OpenFlags::SQLITE_OPEN_URI
+            | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX;
+        let file = uri_path(path);
+        let attempt = |uri: &str| -> rusqlite::Result<(Connection, i64)> {
+            let conn = Connection::open_with_flags(uri, flags)?;
+            conn.busy_timeout(std::time::Duration::from_secs(30))?;
+            let version = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+            Ok((conn, version))
+        };
+        let shared = format!("file:{file}?mode=ro");
+        let (conn, version, uri) = match attempt(&shared) {
+            Ok((c, v)) => (c, v, shared),
+            Err(first) if matches!(first.sqlite_error_code(), Some(ErrorCode::CannotOpen | ErrorCode::ReadOnly)) => {
+                let immutable = format!("file:{file}?mode=ro&immutable=1");
+                match attempt(&immutable) {
+                    Ok((c, v)) => (c, v, immutable),
+                    Err(_) => return Err(classify(&shown, first)),
+                }
+            }
+            Err(e) => return Err(classify(&shown, e)),
+        };
+        let known = schema::MIGRATIONS.len() as i64;
+        if version > known {
+            return Err(StoreError::TooNew { path: shown, found: version, known });
+        }
+        if version < known {
+            return Err(StoreError::Open {
+                path: shown,
+                cause: format!(
+                    "its schema (version {version}) needs upgrading, which reading cannot do; run `tfaudit sync` on it once where it is writable"
+                ),
+            });
+        }
+        Ok(Self {
+            conn: Mutex::new(conn),
+            readers: Mutex::new(Vec::new()),
+            reader_returned: std::sync::Condvar::new(),
+            readers_open: std::sync::atomic::AtomicUsize::new(0),
+            path: path.to_owned(),
+            reader_target: (uri, flags),
+            checkpointer: None,
+        })
     }
 
     /// The archive's file.
@@ -232,11 +298,7 @@ impl SqliteStore {
         let conn = match pooled {
             Some(c) => c,
             None => {
-                let c = Connection::open_with_flags(
-                    &self.path,
-                    rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
-                )
-                .map_err(|e| {
+                let c = Connection::open_with_flags(&self.reader_target.0, self.reader_target.1).map_err(|e| {
                     self.readers_open.fetch_sub(1, Ordering::SeqCst);
                     self.db(e)
                 })?;
@@ -260,6 +322,21 @@ impl Drop for SqliteStore {
         // Keeps the query planner's statistics fresh; cheap when nothing changed.
         let _ = self.lock().execute_batch("PRAGMA optimize;");
     }
+}
+
+/// A path as the file part of an SQLite URI: what would end or change the path
+/// (`?`, `#`, `%`) and anything not plain ASCII is percent-encoded.
+fn uri_path(path: &Path) -> String {
+    use std::os::unix::ffi::OsStrExt;
+    let mut out = String::new();
+    for &b in path.as_os_str().as_bytes() {
+        if b.is_ascii_alphanumeric() || b"/-_.~".contains(&b) {
+            out.push(char::from(b));
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
 }
 
 fn create_private_file(path: &Path) -> io::Result<()> {

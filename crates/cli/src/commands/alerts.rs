@@ -237,9 +237,9 @@ pub async fn alerts(cli: &Cli, command: &AlertsCommand) -> Result<(), Failure> {
                 }
                 writeln!(out, "{line}")?;
             }
-            let event: serde_json::Value = serde_json::from_str(&a.event).unwrap_or_default();
             writeln!(out, "\nevent")?;
-            for line in serde_json::to_string_pretty(&event).unwrap_or_default().lines() {
+            // Bounded, and shown even when too deep for a JSON parser.
+            for line in tfaudit_api::event::pretty_json(&a.event).lines() {
                 writeln!(out, "  {}", terminal_safe(line))?;
             }
             Ok(())

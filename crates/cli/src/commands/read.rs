@@ -17,7 +17,7 @@ use crate::settings;
 
 pub fn open_for_reading(cli: &Cli) -> Result<SqliteStore, Failure> {
     let config = settings::config(cli)?;
-    Ok(SqliteStore::open(&settings::db_path(cli, config.as_ref()), OpenMode::MustExist)?)
+    Ok(SqliteStore::open(&settings::db_path(cli, config.as_ref()), OpenMode::ReadOnly)?)
 }
 
 /// Checks filter flags once, so that the store only ever sees valid filters.

@@ -1,7 +1,5 @@
 //! `tfaudit serve`, `tfaudit init` and `tfaudit config check`.
 
-use std::net::SocketAddr;
-
 use crate::args::{Cli, InitArgs, ServeArgs};
 use crate::failure::Failure;
 use crate::settings;
@@ -10,42 +8,9 @@ use crate::settings;
 /// cannot go stale).
 pub const EXAMPLE_CONFIG: &str = include_str!("../../tfaudit.example.toml");
 
-fn address(what: &str, text: &str) -> Result<SocketAddr, Failure> {
-    text.parse().map_err(|_| {
-        Failure::Usage(format!("{what} {text:?} is not an address; write host:port, such as 127.0.0.1:8080"))
-    })
-}
-
 pub async fn serve(cli: &Cli, args: &ServeArgs) -> Result<(), Failure> {
     let config = settings::config(cli)?;
-    let section = config.as_ref().map(|(_, f)| f.serve.clone()).unwrap_or_default();
-    let env = |k: &str| std::env::var(k).ok().filter(|v| !v.trim().is_empty());
-    let listen = args
-        .listen
-        .clone()
-        .or_else(|| env("TFAUDIT_LISTEN"))
-        .or(section.listen)
-        .unwrap_or_else(|| "127.0.0.1:8080".into());
-    let metrics = args
-        .metrics_listen
-        .clone()
-        .or_else(|| env("TFAUDIT_METRICS_LISTEN"))
-        .or(section.metrics_listen)
-        .unwrap_or_else(|| "127.0.0.1:9464".into());
-    let access_token = match env("TFAUDIT_ACCESS_TOKEN") {
-        Some(t) => Some(tfaudit_config::Secret::new(t)),
-        None => section.access_token.map(|s| s.resolve("[serve] access_token")).transpose().map_err(Failure::Usage)?,
-    };
-    if access_token.as_ref().is_some_and(|t| t.expose().len() < 16) {
-        return Err(Failure::Usage(
-            "the access token is too short: use at least 16 characters, such as `openssl rand -hex 24`".into(),
-        ));
-    }
-    let options = super::sync::ServerOptions {
-        listen: address("--listen", &listen)?,
-        metrics_listen: if metrics == "off" { None } else { Some(address("--metrics-listen", &metrics)?) },
-        access_token,
-    };
+    let options = settings::serve(args.listen.as_deref(), args.metrics_listen.as_deref(), config.as_ref())?;
     super::sync::watch(cli, &args.watch, Some(options)).await
 }
 
@@ -89,17 +54,7 @@ pub fn check(cli: &Cli) -> Result<(), Failure> {
     let organizations =
         settings::organizations(&crate::args::SyncArgs::default(), None, Some(&(path.clone(), file.clone())))?;
     let alerts = settings::alerts(Some(&(path.clone(), file.clone())), None)?;
-    if let Some(t) = &file.serve.access_token {
-        t.resolve("[serve] access_token").map_err(Failure::Usage)?;
-    }
-    for (what, text) in [("[serve] listen", &file.serve.listen), ("[serve] metrics_listen", &file.serve.metrics_listen)]
-    {
-        if let Some(t) = text
-            && t != "off"
-        {
-            address(what, t)?;
-        }
-    }
+    settings::serve(None, None, Some(&(path.clone(), file.clone())))?;
     let on = alerts.rules.enabled().count();
     println!(
         "{}: ok — {} organizations ({}), {} destinations, {} rules ({} off)",

@@ -104,15 +104,8 @@ pub async fn sync(cli: &Cli, args: &SyncArgs) -> Result<(), Failure> {
     }
 }
 
-/// The HTTP side of `serve`.
-pub struct ServerOptions {
-    pub listen: std::net::SocketAddr,
-    pub metrics_listen: Option<std::net::SocketAddr>,
-    pub access_token: Option<tfaudit_config::Secret>,
-}
-
 /// `watch`, and with `server` also the dashboard, API and metrics: `serve`.
-pub async fn watch(cli: &Cli, args: &WatchArgs, server: Option<ServerOptions>) -> Result<(), Failure> {
+pub async fn watch(cli: &Cli, args: &WatchArgs, server: Option<tfaudit_server::Options>) -> Result<(), Failure> {
     let config = settings::config(cli)?;
     let organizations = settings::organizations(&args.sync, args.interval, config.as_ref())?;
     let store = open_for_writing(&settings::db_path(cli, config.as_ref()))?;
@@ -135,15 +128,22 @@ pub async fn watch(cli: &Cli, args: &WatchArgs, server: Option<ServerOptions>) -
     for o in &orgs {
         metrics.add_client(&o.name, o.client.stats().clone());
     }
+    let alerts_on = !args.no_alerts && config.as_ref().is_none_or(|(_, f)| f.alerts.enabled != Some(false));
+    // Checked before anything listens, so that a bad destination is refused at once.
+    let alert_settings =
+        if alerts_on { Some(Arc::new(settings::alerts(config.as_ref(), args.rules.as_deref())?)) } else { None };
     let server_task = match server {
         None => None,
         Some(options) => {
-            let state =
-                tfaudit_server::AppState::new(store.clone(), health.clone(), metrics.clone(), options.access_token);
-            let (addr, metrics_addr, task) =
-                tfaudit_server::serve(state, options.listen, options.metrics_listen, cancel.clone())
-                    .await
-                    .map_err(|e| Failure::Usage(e.to_string()))?;
+            let state = tfaudit_server::AppState::new(
+                store.clone(),
+                health.clone(),
+                metrics.clone(),
+                options.access_token.clone(),
+            );
+            let (addr, metrics_addr, task) = tfaudit_server::serve(state, &options, cancel.clone())
+                .await
+                .map_err(|e| Failure::Usage(e.to_string()))?;
             tracing::info!("dashboard and API at http://{addr}/");
             if let Some(m) = metrics_addr {
                 tracing::info!("metrics at http://{m}/metrics");
@@ -153,11 +153,9 @@ pub async fn watch(cli: &Cli, args: &WatchArgs, server: Option<ServerOptions>) -
     };
     // The alert engine runs beside the syncs, woken by each one that stores events.
     let wake = Arc::new(tokio::sync::Notify::new());
-    let alerts_on = !args.no_alerts && config.as_ref().is_none_or(|(_, f)| f.alerts.enabled != Some(false));
     // Each organization's backfill is history, not alerted on: the archive records
     // where its first backfill ended, and the engine starts there.
-    let alert_task = if alerts_on {
-        let alert_settings = Arc::new(settings::alerts(config.as_ref(), args.rules.as_deref())?);
+    let alert_task = if let Some(alert_settings) = alert_settings {
         tracing::info!(rules = alert_settings.rules.enabled().count(), "alerts on");
         let runner = tfaudit_alerts::runner::Runner::new(store.clone(), alert_settings);
         Some(tokio::spawn(runner.run(cancel.clone(), wake.clone(), std::time::Duration::from_secs(1))))

@@ -131,3 +131,83 @@ async fn json_logs_are_one_object_per_line() {
     }
     assert!(lines.iter().any(|l| l.contains("retry")));
 }
+
+/// Runs the binary as the unprivileged user `nobody` (root, which the tests run as,
+/// ignores file modes, so only another user shows what an auditor's copy allows).
+fn as_nobody(args: &[&str]) -> std::process::Output {
+    let setpriv = ["/usr/bin/setpriv", "/bin/setpriv"]
+        .into_iter()
+        .find(|p| std::path::Path::new(p).exists())
+        .expect("setpriv (util-linux) is needed to run a read command as another user");
+    std::process::Command::new(setpriv)
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--", BIN])
+        .args(args)
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("HOME", "/nonexistent")
+        .output()
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn read_commands_work_on_a_read_only_archive() {
+    use std::os::unix::fs::{PermissionsExt, chown};
+    let sim = start(SimConfig { events: 300, ..SimConfig::default() }).await;
+    let env = Env::new();
+    let out = env.sync(&sim, &[]).await;
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let expected = env.exported().await;
+
+    // An auditor's copy: the file 0400 in a 0500 folder, both owned by the reader.
+    let outer = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(outer.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let copy = outer.path().join("copy");
+    std::fs::create_dir(&copy).unwrap();
+    let db = copy.join("archive.db");
+    std::fs::copy(&env.db, &db).unwrap();
+    for p in [&db, &copy] {
+        chown(p, Some(65534), Some(65534)).unwrap();
+    }
+    std::fs::set_permissions(&db, std::fs::Permissions::from_mode(0o400)).unwrap();
+    std::fs::set_permissions(&copy, std::fs::Permissions::from_mode(0o500)).unwrap();
+    let bytes = std::fs::read(&db).unwrap();
+    let listing = || {
+        let mut names: Vec<String> =
+            std::fs::read_dir(&copy).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+        names.sort();
+        names
+    };
+
+    let dbs = db.to_str().unwrap();
+    let run = |args: &[&str]| {
+        let mut all = vec!["--db", dbs];
+        all.extend_from_slice(args);
+        let out = as_nobody(&all);
+        assert!(out.status.success(), "{args:?} on a read-only archive: {}", text(&out.stderr));
+        text(&out.stdout)
+    };
+    let exported = run(&["export", "--format", "jsonl"]);
+    assert_eq!(exported.lines().count(), expected.len());
+    for line in exported.lines() {
+        let id = serde_json::from_str::<serde_json::Value>(line).unwrap()["id"].as_str().unwrap().to_owned();
+        assert_eq!(expected[&id], line);
+    }
+    assert_eq!(run(&["query", "--limit", "0", "--format", "jsonl"]).lines().count(), expected.len());
+    let status: serde_json::Value = serde_json::from_str(&run(&["status", "--format", "json"])).unwrap();
+    assert_eq!(status["organizations"][0]["events"], expected.len());
+    let summary: serde_json::Value =
+        serde_json::from_str(&run(&["summary", "--since", "30d", "--format", "json"])).unwrap();
+    assert_eq!(summary["total"], expected.len());
+
+    assert_eq!(std::fs::read(&db).unwrap(), bytes, "the archive's bytes are unchanged");
+    assert_eq!(listing(), vec!["archive.db".to_owned()], "no -wal or -shm was created beside it");
+
+    // An archive that truly cannot be read: one line that says so, and exit code 5.
+    std::fs::set_permissions(&copy, std::fs::Permissions::from_mode(0o700)).unwrap();
+    std::fs::set_permissions(&db, std::fs::Permissions::from_mode(0o000)).unwrap();
+    let out = as_nobody(&["--db", dbs, "status"]);
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(5), "{err}");
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(err.contains(dbs) && err.contains("permissions"), "{err}");
+}

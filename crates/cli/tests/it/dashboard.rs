@@ -139,3 +139,97 @@ async fn the_dashboard_in_chromium_filters_opens_an_event_and_shows_hostile_name
     let _ = driver.kill().await;
     server.stop().await;
 }
+
+/// An event of `sim`'s organization with this id and `meta`, stamped now.
+fn event_text(id: &str, meta: &str) -> (i64, String) {
+    let now = jiff::Timestamp::now();
+    let head = serde_json::json!({
+        "id": id, "version": "0", "type": "Resource",
+        "timestamp": now.strftime("%Y-%m-%dT%H:%M:%S.000Z").to_string(),
+        "auth": {"accessor_id": "user-Deep", "description": "deep", "type": "Client", "impersonator_id": null,
+                 "organization_id": SimConfig::default().organization_id},
+        "request": {"id": "req-deep"},
+    });
+    let head = head.to_string();
+    let text = format!(
+        r#"{},"resource":{{"id":"res-1","type":"workspace","action":"update","meta":{meta}}}}}"#,
+        head.trim_end_matches('}')
+    );
+    (now.as_second(), text)
+}
+
+async fn event_page(server: &Server, id: &str) -> (u16, String) {
+    let encoded: String = form_urlencoded_path(id);
+    let r = server.get(&format!("/events/{encoded}")).await;
+    (r.status().as_u16(), r.text().await.unwrap())
+}
+
+fn form_urlencoded_path(id: &str) -> String {
+    id.bytes()
+        .map(|b| if b.is_ascii_alphanumeric() || b == b'-' { char::from(b).to_string() } else { format!("%{b:02X}") })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deeply_nested_event_renders_bounded() {
+    let sim = start(SimConfig { events: 10, ..SimConfig::default() }).await;
+    let env = Env::new();
+    let cfg = config(&env, &[("acme", &sim)], "[alerts]\nenabled = false\n");
+    let server = Server::start(&env, &cfg, &[("TOKEN_ACME", sim.token())]).await;
+    wait_for("the first sync", async || server.get("/readyz").await.status() == 200).await;
+    let depth = 10_000;
+    let meta = format!("{}\"<b>bottom</b>\"{}", "[".repeat(depth), "]".repeat(depth));
+    let (ts, raw) = event_text("deep-event-1", &meta);
+    assert!(raw.len() < 21_000, "a 20 KB event");
+    sim.add_event_text(ts, "deep-event-1", raw.clone());
+    wait_for("the deep event", async || server.get("/api/events/deep-event-1").await.status() == 200).await;
+    for _ in 0..4 {
+        let (status, page) = event_page(&server, "deep-event-1").await;
+        assert_eq!(status, 200);
+        // Quadratic indentation would be 10,000² spaces; bounded, it is the event and a little.
+        assert!(page.len() < raw.len() + 20_000, "{} bytes for a {} byte event", page.len(), raw.len());
+        assert!(
+            page.contains("&lt;b&gt;bottom&lt;&#x2f;b&gt;") || page.contains("&lt;b&gt;bottom&lt;/b&gt;"),
+            "the deep rest is shown, escaped"
+        );
+        assert!(!page.contains("<b>bottom"));
+    }
+    // The API gives it back exactly.
+    assert_eq!(server.get("/api/events/deep-event-1").await.text().await.unwrap(), raw);
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn event_id_is_escaped_on_the_event_page() {
+    let sim = start(SimConfig { events: 10, ..SimConfig::default() }).await;
+    let env = Env::new();
+    let cfg = config(&env, &[("acme", &sim)], "[alerts]\nenabled = false\n");
+    let server = Server::start(&env, &cfg, &[("TOKEN_ACME", sim.token())]).await;
+    wait_for("the first sync", async || server.get("/readyz").await.status() == 200).await;
+    let id = "evil-\u{1b}[31m-\u{202e}txt.exe-<i>";
+    let (ts, raw) = event_text(id, "null");
+    sim.add_event_text(ts, id, raw);
+    wait_for("the hostile id", async || {
+        server.get("/api/events?text=evil-&since=1h").await.json::<serde_json::Value>().await.unwrap()["events"]
+            .as_array()
+            .is_some_and(|e| !e.is_empty())
+    })
+    .await;
+    let (status, page) = event_page(&server, id).await;
+    assert_eq!(status, 200, "{page}");
+    for raw_char in ['\u{1b}', '\u{202e}'] {
+        assert!(!page.contains(raw_char), "{raw_char:?} shown raw on the event page");
+    }
+    assert!(!page.contains("<i>"), "markup in the id is escaped");
+    let title = page.split("<title>").nth(1).unwrap().split("</title>").next().unwrap();
+    assert!(title.contains(r"evil-\u{1b}[31m-\u{202e}txt.exe-&lt;i&gt;"), "{title}");
+    let cell = page.split("id=\"event-id\">").nth(1).unwrap().split("</td>").next().unwrap();
+    assert_eq!(cell, r"evil-\u{1b}[31m-\u{202e}txt.exe-&lt;i&gt;");
+    // The link to the original JSON still names the event itself.
+    assert!(page.contains("/api/events/evil-%1B%5B31m-%E2%80%AEtxt.exe-%3Ci%3E"), "{page}");
+    // The list links to it the same way, and shows no raw control either.
+    let list = server.get("/?since=1h&text=evil-").await.text().await.unwrap();
+    assert!(list.contains("/events/evil-%1B%5B31m-%E2%80%AEtxt.exe-%3Ci%3E"), "{list}");
+    assert!(!list.contains('\u{1b}') && !list.contains('\u{202e}'));
+    server.stop().await;
+}
