@@ -147,3 +147,34 @@ async fn malformed_credentials_never_print_the_token() {
     assert!(err.contains("credentials.app.terraform.io is a string, where an object"), "{err}");
     assert!(!leaks(&out), "{err}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn log_lines_hide_a_secret_the_server_echoes() {
+    use axum::response::IntoResponse;
+    // A 200 that is not a page, quoting the request: the retry warning quotes the parse
+    // error, which quotes the server's text. Only the log writer stands in the way.
+    let url = serve_pages(|_, headers| {
+        let auth = headers.get("authorization").and_then(|v| v.to_str().ok()).unwrap_or_default().to_owned();
+        let body = serde_json::json!({"data": [], "meta": format!("you sent {auth}")}).to_string();
+        ([(axum::http::header::CONTENT_TYPE, "application/json")], body).into_response()
+    })
+    .await;
+    let env = Env::new();
+    for format in ["text", "json"] {
+        let out = env
+            .command(
+                None,
+                &["--log-format", format, "sync", "--address", &url, "--max-retries", "1", "--retry-delay", "5ms"],
+            )
+            .env("TFE_TOKEN", SECRET)
+            .output()
+            .await
+            .unwrap();
+        assert_eq!(out.status.code(), Some(4), "{}", text(&out.stderr));
+        let err = text(&out.stderr);
+        let warning =
+            err.lines().find(|l| l.contains("retry 1 of 1")).unwrap_or_else(|| panic!("no retry logged: {err}"));
+        assert!(warning.contains("Bearer <redacted>"), "{warning}");
+        assert!(!leaks(&out), "{err}");
+    }
+}
