@@ -27,5 +27,10 @@ pub const USER_AGENT: &str = concat!("tfaudit/", env!("CARGO_PKG_VERSION"));
 /// The default address of HCP Terraform.
 pub const DEFAULT_ADDRESS: &str = "https://app.terraform.io";
 
+/// The most pages one sync reads by default: 100 million events at 1,000 per page,
+/// far more than 14 days of any organization, yet a sync against a server that never
+/// ends its listing still stops.
+pub const DEFAULT_MAX_PAGES: u64 = 100_000;
+
 /// The path of the audit trail listing, below the address.
 pub const AUDIT_TRAIL_PATH: &str = "/api/v2/organization/audit-trail";

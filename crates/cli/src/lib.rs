@@ -30,6 +30,7 @@ pub fn main() -> ExitCode {
         }
     };
     init_logging(&cli);
+    redact_panics();
     match run(&cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(failure) => {
@@ -103,6 +104,21 @@ fn init_logging(cli: &Cli) {
         (args::LogFormat::Text, true) => builder.with_ansi(std::io::stderr().is_terminal()).try_init(),
         (args::LogFormat::Text, false) => builder.with_ansi(std::io::stderr().is_terminal()).without_time().try_init(),
     };
+}
+
+/// A panic's message can quote anything (a server's text, a value being handled):
+/// it is printed through [`tfaudit_api::redact`] like every other line.
+fn redact_panics() {
+    std::panic::set_hook(Box::new(|info| {
+        let message = info
+            .payload()
+            .downcast_ref::<&str>()
+            .map(|s| (*s).to_owned())
+            .or_else(|| info.payload().downcast_ref::<String>().cloned())
+            .unwrap_or_default();
+        let at = info.location().map(|l| format!(" at {}:{}", l.file(), l.line())).unwrap_or_default();
+        eprintln!("tfaudit panicked{at}: {}", tfaudit_api::redact::redact(&message));
+    }));
 }
 
 /// Log lines go to standard error through [`tfaudit_api::redact`]: whatever a log

@@ -204,10 +204,6 @@ pub struct SyncSettings {
     pub max_pages: u64,
 }
 
-/// The default most pages one sync reads (as `tfaudit_sync::DEFAULT_MAX_PAGES`: 100
-/// million events at 1,000 per page).
-pub const DEFAULT_MAX_PAGES: u64 = 100_000;
-
 /// A page of one small event is a few hundred bytes; below this no real page fits.
 const MIN_PAGE_BYTES: u64 = 1024;
 
@@ -266,7 +262,7 @@ impl SyncSection {
             reconcile_every: self.reconcile_every.map_or(secs(3600), |d| d.0),
             reconcile_window: self.reconcile_window.map_or(secs(86_400), |d| d.0),
             max_page_bytes: self.max_page_bytes.map_or(tfaudit_api::body::DEFAULT_PAGE_CAP, |b| b.0),
-            max_pages: self.max_pages.unwrap_or(DEFAULT_MAX_PAGES),
+            max_pages: self.max_pages.unwrap_or(tfaudit_api::DEFAULT_MAX_PAGES),
         };
         if s.interval < secs(1) {
             return Err(bad("interval must be at least 1s".into()));

@@ -60,11 +60,6 @@ pub struct WalkOptions {
     pub max_pages: u64,
 }
 
-/// The default [`WalkOptions::max_pages`]: 100 million events at 1,000 per page, far
-/// more than 14 days of any organization, yet a sync against a server that never ends
-/// its listing still stops.
-pub const DEFAULT_MAX_PAGES: u64 = 100_000;
-
 impl Default for WalkOptions {
     fn default() -> Self {
         Self {
@@ -73,7 +68,7 @@ impl Default for WalkOptions {
             retention: Duration::from_secs(14 * 86_400),
             reconcile_every: Duration::from_secs(3600),
             reconcile_window: Duration::from_secs(86_400),
-            max_pages: DEFAULT_MAX_PAGES,
+            max_pages: tfaudit_api::DEFAULT_MAX_PAGES,
         }
     }
 }

@@ -324,3 +324,72 @@ async fn live_arrivals_stay_within_the_walk_bounds() {
     }
     sim.stop().await;
 }
+
+/// Answers each page with the body a function of its number gives.
+struct Script(Box<dyn Fn(u64) -> String + Send + Sync>);
+
+impl Respond for Script {
+    fn respond(&self, request: &Request) -> ResponseTemplate {
+        let page =
+            request.url.query_pairs().find(|(k, _)| k == "page[number]").and_then(|(_, v)| v.parse().ok()).unwrap_or(1);
+        ResponseTemplate::new(200).set_body_raw((self.0)(page), "application/json")
+    }
+}
+
+/// A way of saying where a listing ends: its name, and the pagination of each page.
+type Reading = (&'static str, fn(u64) -> String);
+
+#[tokio::test]
+async fn every_reading_of_pagination_walks_to_the_end_within_the_bounds() {
+    // Three pages of events each; how page 3 (or an empty page 4) says the end.
+    let readings: [Reading; 6] = [
+        ("next_page null", |p| {
+            format!(
+                r#""pagination":{{"current_page":{p},"next_page":{},"total_pages":3}}"#,
+                if p < 3 { (p + 1).to_string() } else { "null".into() }
+            )
+        }),
+        ("next_page 0", |p| {
+            format!(
+                r#""pagination":{{"current_page":{p},"next_page":{},"total_pages":3}}"#,
+                if p < 3 { p + 1 } else { 0 }
+            )
+        }),
+        ("no next_page, totals as strings", |p| {
+            format!(r#""pagination":{{"current_page":"{p}","total_pages":"3","total_count":"30"}}"#)
+        }),
+        ("meta.pagination, kebab keys", |p| {
+            format!(
+                r#""meta":{{"pagination":{{"current-page":{p},"next-page":{},"total-pages":3,"total-count":30}}}}"#,
+                if p < 3 { (p + 1).to_string() } else { "null".into() }
+            )
+        }),
+        ("no pagination: an empty page ends", |_| r#""other":1"#.to_owned()),
+        ("data null ends", |p| format!(r#""pagination":{{"next_page":{}}}"#, p + 1)),
+    ];
+    for (name, pagination) in readings {
+        let server = MockServer::start().await;
+        let now = Timestamp::now().as_second();
+        let respond = Script(Box::new(move |page| {
+            let data = if page > 3 {
+                if name == "data null ends" { "null".to_owned() } else { "[]".to_owned() }
+            } else if name == "data null ends" && page == 3 {
+                "null".to_owned()
+            } else {
+                let ids = (0..10).map(|i| event(&format!("p{page}-{i}"), now - (page * 10 + i) as i64));
+                format!("[{}]", ids.collect::<Vec<_>>().join(","))
+            };
+            format!(r#"{{"data":{data},{}}}"#, pagination(page))
+        }));
+        Mock::given(wiremock::matchers::method("GET")).respond_with(respond).mount(&server).await;
+        let (_dir, store) = archive();
+        let c = client(&server.uri());
+        let report = run(&store, &c, WalkOptions { max_pages: 5, ..options(10) })
+            .await
+            .unwrap_or_else(|e| panic!("{name}: {e}"));
+        assert!(report.complete, "{name}");
+        let expected = if name == "data null ends" { 20 } else { 30 };
+        assert_eq!(stored(&store), expected, "{name}");
+        assert!(source(&store, &c).cursor.is_some(), "{name}");
+    }
+}

@@ -109,3 +109,72 @@ async fn the_archive_file_is_private_and_holds_no_token() {
         }
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn server_echo_of_the_token_is_redacted() {
+    use axum::response::IntoResponse;
+    // A server that refuses the request and quotes it back, token and all.
+    let url = serve_pages(|_, headers| {
+        let auth = headers.get("authorization").and_then(|v| v.to_str().ok()).unwrap_or_default().to_owned();
+        let detail = format!("bad request: GET with Authorization: {auth}");
+        let body = serde_json::json!({"errors": [{"status": "400", "title": "bad", "detail": detail}]}).to_string();
+        (axum::http::StatusCode::BAD_REQUEST, body).into_response()
+    })
+    .await;
+    let env = Env::new();
+    let out =
+        env.command(None, &["--debug", "sync", "--address", &url]).env("TFE_TOKEN", SECRET).output().await.unwrap();
+    assert_eq!(out.status.code(), Some(4), "{}", text(&out.stderr));
+    let err = text(&out.stderr);
+    assert!(err.contains("Authorization: Bearer <redacted>"), "{err}");
+    assert!(!leaks(&out), "{err}");
+    let stored = env.ok(None, &["status", "--format", "json"]).await;
+    assert!(stored.contains("Bearer <redacted>") && !stored.contains("DoNotLeak"), "{stored}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_credentials_never_print_the_token() {
+    let env = Env::new();
+    std::fs::create_dir_all(env.path(".terraform.d")).unwrap();
+    std::fs::write(
+        env.path(".terraform.d/credentials.tfrc.json"),
+        format!(r#"{{"credentials":{{"app.terraform.io":"{SECRET}"}}}}"#),
+    )
+    .unwrap();
+    let out = env.run(None, &["--debug", "sync"]).await;
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out.stderr));
+    let err = text(&out.stderr);
+    assert!(err.contains("credentials.app.terraform.io is a string, where an object"), "{err}");
+    assert!(!leaks(&out), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn log_lines_hide_a_secret_the_server_echoes() {
+    use axum::response::IntoResponse;
+    // A 200 that is not a page, quoting the request: the retry warning quotes the parse
+    // error, which quotes the server's text. Only the log writer stands in the way.
+    let url = serve_pages(|_, headers| {
+        let auth = headers.get("authorization").and_then(|v| v.to_str().ok()).unwrap_or_default().to_owned();
+        let body = serde_json::json!({"data": [], "meta": format!("you sent {auth}")}).to_string();
+        ([(axum::http::header::CONTENT_TYPE, "application/json")], body).into_response()
+    })
+    .await;
+    let env = Env::new();
+    for format in ["text", "json"] {
+        let out = env
+            .command(
+                None,
+                &["--log-format", format, "sync", "--address", &url, "--max-retries", "1", "--retry-delay", "5ms"],
+            )
+            .env("TFE_TOKEN", SECRET)
+            .output()
+            .await
+            .unwrap();
+        assert_eq!(out.status.code(), Some(4), "{}", text(&out.stderr));
+        let err = text(&out.stderr);
+        let warning =
+            err.lines().find(|l| l.contains("retry 1 of 1")).unwrap_or_else(|| panic!("no retry logged: {err}"));
+        assert!(warning.contains("Bearer <redacted>"), "{warning}");
+        assert!(!leaks(&out), "{err}");
+    }
+}

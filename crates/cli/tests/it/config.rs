@@ -210,4 +210,23 @@ async fn read_commands_work_on_a_read_only_archive() {
     assert_eq!(out.status.code(), Some(5), "{err}");
     assert_eq!(err.lines().count(), 1, "{err}");
     assert!(err.contains(dbs) && err.contains("permissions"), "{err}");
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn config_type_errors_never_print_a_secret_value() {
+    let env = Env::new();
+    for (text, line) in [
+        "[[destination]]\nname = \"w\"\ntype = \"webhook\"\nurl = \"https://x.test/h\"\nheaders = \"X-Api-Key CFGLEAK-header\"\n",
+        "[[destination]]\nname = \"w\"\ntype = \"webhook\"\nurl = \"https://x.test/h\"\nheaders = { \"X-Api-Key\" = 12345678 }\n",
+        "[serve]\naccess_token = [\"CFGLEAK-access-token\"]\n",
+    ]
+    .into_iter()
+    .zip([5, 5, 2])
+    {
+        std::fs::write(env.path("t.toml"), text).unwrap();
+        let out = env.run(None, &["--config", env.path("t.toml").to_str().unwrap(), "config", "check"]).await;
+        assert_eq!(out.status.code(), Some(2), "{text}");
+        let err = crate::harness::text(&out.stderr);
+        assert!(err.contains(&format!("t.toml:{line}:")), "{text}: {err}");
+        assert!(!err.contains("CFGLEAK") && !err.contains("12345678"), "{text}: {err}");
+    }
 }

@@ -56,11 +56,83 @@ async fn unparsable_bodies() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn slow_answers_past_the_timeout() {
-    survives(
-        Faults { slow_rate: 0.2, slow_delay: Duration::from_millis(1500), ..Faults::default() },
-        &["--timeout", "1s"],
+    // Each slow answer would take 30 s; with --timeout 1s the client gives up on it
+    // and asks again, once per slow answer.
+    let slow_delay = Duration::from_secs(30);
+    let sim = start(SimConfig {
+        events: 2_000,
+        max_page_size: 100,
+        faults: Faults { slow_rate: 0.2, slow_delay, ..Faults::default() },
+        seed: 3,
+        ..SimConfig::default()
+    })
+    .await;
+    let env = Env::new();
+    let started = std::time::Instant::now();
+    let out = env.sync(&sim, &["--max-retries", "40", "--timeout", "1s", "--json"]).await;
+    let took = started.elapsed();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let slow = sim.stats().faults;
+    assert!(slow > 0, "no answer was slow");
+    let report: serde_json::Value = serde_json::from_str(text(&out.stdout).trim()).unwrap();
+    assert_eq!(report["retries"], slow, "one retry per slow answer given up on");
+    assert_eq!(report["requests"], 20 + slow, "each page asked again after its slow answer");
+    assert!(took < slow_delay / 2, "the sync waited out a slow answer: {took:?}");
+    assert_archive_equals(&env, &sim).await;
+}
+
+/// Syncs against a server whose page 1 is fine and whose page 2 is `page2`, with a
+/// 1 MiB cap: the sync fails promptly with the message, keeping page 1.
+async fn second_page_over_the_cap(page2: fn() -> axum::response::Response, expected: &str) {
+    let url = serve_pages(move |page, _| if page == 1 { first_of_two_pages("kept-1") } else { page2() }).await;
+    let env = Env::new();
+    let started = std::time::Instant::now();
+    let out = env
+        .command(None, &["sync", "--address", &url, "--max-page-bytes", "1MiB", "--retry-delay", "5ms"])
+        .env("TFE_TOKEN", "t")
+        .output()
+        .await
+        .unwrap();
+    assert!(started.elapsed() < Duration::from_secs(20), "took {:?}", started.elapsed());
+    assert_eq!(out.status.code(), Some(4), "{}", text(&out.stderr));
+    let err = text(&out.stderr);
+    assert!(
+        err.contains(&format!("sent a page larger than the limit of 1048576 bytes{expected}"))
+            && err.contains("raise --max-page-bytes (max_page_bytes in [sync])"),
+        "{err}"
+    );
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(env.exported().await.contains_key("kept-1"), "page 1 is kept");
+    let s = status(&env).await;
+    assert_eq!(s["organizations"][0]["cursor"], serde_json::Value::Null);
+    assert_eq!(s["organizations"][0]["walk_in_progress"]["next_page"], 2, "the next run resumes at page 2");
+}
+
+fn endless_body() -> axum::body::Body {
+    let chunk = bytes_of_spaces();
+    axum::body::Body::from_stream(futures_util::stream::repeat_with(move || Ok::<_, std::io::Error>(chunk.clone())))
+}
+
+fn bytes_of_spaces() -> axum::body::Bytes {
+    axum::body::Bytes::from(vec![b' '; 64 * 1024])
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn page_body_over_the_cap_fails_with_a_clear_message() {
+    second_page_over_the_cap(
+        || {
+            let mut r = axum::response::Response::new(endless_body());
+            r.headers_mut().insert(axum::http::header::CONTENT_LENGTH, 10_000_000_000u64.into());
+            r
+        },
+        " (it declared 10000000000 bytes)",
     )
     .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn endless_chunked_page_body_fails_promptly_with_a_clear_message() {
+    second_page_over_the_cap(|| axum::response::Response::new(endless_body()), ";").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

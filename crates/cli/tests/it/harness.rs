@@ -122,3 +122,33 @@ pub fn events_in(db: &Path) -> u64 {
         Err(_) => 0,
     }
 }
+
+/// A small server on 127.0.0.1 that answers the audit trail listing with `answer`,
+/// given the page number asked for: for servers no simulator setting imitates.
+pub async fn serve_pages(
+    answer: impl Fn(u64, &axum::http::HeaderMap) -> axum::response::Response + Clone + Send + Sync + 'static,
+) -> String {
+    use axum::extract::Query;
+    let app = axum::Router::new().route(
+        "/api/v2/organization/audit-trail",
+        axum::routing::get(move |Query(q): Query<Vec<(String, String)>>, headers: axum::http::HeaderMap| {
+            let page = q.iter().find(|(k, _)| k == "page[number]").and_then(|(_, v)| v.parse().ok()).unwrap_or(1);
+            let answer = answer.clone();
+            async move { answer(page, &headers) }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    url
+}
+
+/// A page of one event, `id`, saying that page 2 follows.
+pub fn first_of_two_pages(id: &str) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    let ts = tfaudit_api::time::format_since(jiff::Timestamp::now());
+    let body = format!(
+        r#"{{"data":[{{"id":"{id}","timestamp":"{ts}","auth":{{"organization_id":"org-H"}}}}],"pagination":{{"current_page":1,"next_page":2,"total_pages":2,"total_count":2}}}}"#
+    );
+    ([(axum::http::header::CONTENT_TYPE, "application/json")], body).into_response()
+}

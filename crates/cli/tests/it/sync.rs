@@ -37,19 +37,45 @@ async fn a_second_sync_asks_from_the_cursor_minus_overlap_and_stores_nothing_twi
     assert!(new_ids.iter().all(|id| archived.contains_key(id)));
 }
 
+/// Events exactly at the `since` instant and in the cursor's own second: a server
+/// reading `since` exclusively leaves out the first, one reading it inclusively sends
+/// them again; neither may cost an event or store one twice.
 async fn since_mode_round(mode: SinceMode) {
     let sim =
         start(SimConfig { events: 300, since_mode: mode, newest_age: Duration::ZERO, ..SimConfig::default() }).await;
     let env = Env::new();
+    let now = jiff::Timestamp::now().as_second();
+    // The cursor will be `now`; with a 2s overlap the next walk asks since `now - 2`.
+    let at_since: Vec<String> = (0..3).map(|_| sim.add_event(now - 2)).collect();
+    sim.add_event(now);
     assert!(env.sync(&sim, &[]).await.status.success());
-    // More events in the very second of the cursor, and one a second before it: the
-    // ones a cursor without overlap, or one trusting `since` to be inclusive, would miss.
-    // With a 2s overlap, both readings of `since` must bring them all.
     let cursor = status(&env).await["organizations"][0]["cursor"].as_str().unwrap().parse::<jiff::Timestamp>().unwrap();
-    for ts in [cursor.as_second(), cursor.as_second(), cursor.as_second() - 1] {
-        sim.add_event(ts);
-    }
-    assert!(env.sync(&sim, &["--overlap", "2s"]).await.status.success());
+    assert_eq!(cursor.as_second(), now);
+    // More events in the cursor's very second, after the first sync.
+    let same_second: Vec<String> = (0..3).map(|_| sim.add_event(now)).collect();
+    let out = env.sync(&sim, &["--overlap", "2s", "--json"]).await;
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let asked = sim.stats().recent.last().unwrap().clone();
+    assert_eq!(
+        asked.since.as_deref(),
+        Some(tfaudit_api::time::format_since(cursor - jiff::SignedDuration::from_secs(2)).as_str())
+    );
+    // What the server sent for that `since`: the cursor's second always, the events at
+    // the `since` instant only when it reads `since` inclusively.
+    let report: serde_json::Value = serde_json::from_str(text(&out.stdout).trim()).unwrap();
+    let at_instant = match mode {
+        SinceMode::Exclusive => 0,
+        SinceMode::Inclusive => at_since.len() as u64,
+    };
+    let after_since = sim.events().iter().filter(|e| e.timestamp_secs > now - 2).count() as u64;
+    assert_eq!(
+        asked.returned,
+        after_since + at_instant,
+        "the events at the since instant were {}sent",
+        if at_instant == 0 { "not " } else { "" }
+    );
+    assert_eq!(report["new_events"], same_second.len() as u64);
+    assert_eq!(report["duplicates"], after_since + at_instant - same_second.len() as u64, "{report}");
     assert_archive_equals(&env, &sim).await;
 }
 
