@@ -102,7 +102,11 @@ impl Health {
 
 pub async fn readyz(State(state): State<AppState>) -> Response {
     let store = state.store.clone();
-    let Ok(Ok((sources, alerts))) = tokio::task::spawn_blocking(move || Ok::<_, tfaudit_store::StoreError>((store.status()?, store.alert_status(0)?))).await else {
+    let Ok(Ok((sources, alerts))) = tokio::task::spawn_blocking(move || {
+        Ok::<_, tfaudit_store::StoreError>((store.status()?, store.alert_status(0)?))
+    })
+    .await
+    else {
         return (
             StatusCode::SERVICE_UNAVAILABLE,
             axum::Json(json!({"ready": false, "error": "the archive could not be read"})),
@@ -114,6 +118,7 @@ pub async fn readyz(State(state): State<AppState>) -> Response {
     let status = if all_ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
     // A misconfigured destination is shown but does not make the service unready:
     // syncing goes on, and restarting the service would not fix the secret.
-    let body = json!({"ready": all_ready, "organizations": organizations, "misconfigured_destinations": alerts.misconfigured});
+    let body =
+        json!({"ready": all_ready, "organizations": organizations, "misconfigured_destinations": alerts.misconfigured});
     (status, axum::Json(body)).into_response()
 }
