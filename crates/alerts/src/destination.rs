@@ -318,7 +318,9 @@ fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
 
 /// A receiver's answer, in one safe line.
 fn answer(status: reqwest::StatusCode, body: &str) -> String {
-    let clean: String = body.chars().map(|c| if c.is_control() { ' ' } else { c }).take(200).collect();
+    // Redacted before it is cut: a cut could leave part of a secret unrecognisable.
+    let redacted = tfaudit_api::redact::redact(body);
+    let clean: String = redacted.chars().map(|c| if c.is_control() { ' ' } else { c }).take(200).collect();
     format!("the receiver answered {status}: {}", clean.trim())
 }
 
