@@ -29,10 +29,19 @@ pub struct Destination {
 /// What a destination is.
 #[derive(Debug, Clone)]
 pub enum Kind {
-    Slack { url: Secret },
-    PagerDuty { url: String, routing_key: Secret },
+    Slack {
+        url: Secret,
+    },
+    PagerDuty {
+        url: String,
+        routing_key: Secret,
+    },
     /// Header values are secrets: they often carry the receiver's credentials.
-    Webhook { url: Secret, secret: Option<Secret>, headers: Vec<(String, Secret)> },
+    Webhook {
+        url: Secret,
+        secret: Option<Secret>,
+        headers: Vec<(String, Secret)>,
+    },
     Email(Email),
     Log,
     Stdout,
@@ -309,7 +318,9 @@ fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
 
 /// A receiver's answer, in one safe line.
 fn answer(status: reqwest::StatusCode, body: &str) -> String {
-    let clean: String = body.chars().map(|c| if c.is_control() { ' ' } else { c }).take(200).collect();
+    // Redacted before it is cut: a cut could leave part of a secret unrecognisable.
+    let redacted = tfaudit_api::redact::redact(body);
+    let clean: String = redacted.chars().map(|c| if c.is_control() { ' ' } else { c }).take(200).collect();
     format!("the receiver answered {status}: {}", clean.trim())
 }
 
@@ -397,7 +408,8 @@ async fn send_email(email: &Email, timeout: Duration, alert: &AlertRecord) -> Se
     use lettre::transport::smtp::client::{Certificate, Tls, TlsParameters};
     use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
 
-    let parse = |a: &str| a.parse::<Mailbox>().map_err(|e| Sent::Misconfigured { error: format!("address {a:?}: {e}") });
+    let parse =
+        |a: &str| a.parse::<Mailbox>().map_err(|e| Sent::Misconfigured { error: format!("address {a:?}: {e}") });
     let from = match parse(&email.from) {
         Ok(m) => m,
         Err(s) => return s,
@@ -446,9 +458,9 @@ async fn send_email(email: &Email, timeout: Duration, alert: &AlertRecord) -> Se
     match transport.build().send(message).await {
         Ok(_) => Sent::Delivered,
         // 530, 534, 535: authentication required or refused.
-        Err(e) if e.status().is_some_and(|c| c.to_string().starts_with("53")) => {
-            Sent::Misconfigured { error: format!("the mail server refused the login: {e} (check username and password)") }
-        }
+        Err(e) if e.status().is_some_and(|c| c.to_string().starts_with("53")) => Sent::Misconfigured {
+            error: format!("the mail server refused the login: {e} (check username and password)"),
+        },
         Err(e) if e.is_permanent() => Sent::Permanent { error: format!("the mail server refused the message: {e}") },
         Err(e) => Sent::Retry { error: format!("mail: {e}"), after: None },
     }

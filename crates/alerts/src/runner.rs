@@ -250,10 +250,12 @@ impl Runner {
     /// # Errors
     /// On an archive failure.
     pub async fn deliver(&self, cancel: &CancellationToken) -> Result<Delivered, AlertError> {
+        let misconfigured = self.misconfigured().await?;
         let mut set = tokio::task::JoinSet::new();
         for name in self.destination_names().await? {
+            let probe = misconfigured.contains(&name);
             let (store, courier, cancel) = (self.store.clone(), self.courier.clone(), cancel.clone());
-            set.spawn(async move { drain(&store, &courier, &name, false, &cancel).await });
+            set.spawn(async move { drain(&store, &courier, &name, probe, &cancel).await });
         }
         let mut report = Delivered::default();
         while let Some(done) = set.join_next().await {
@@ -277,6 +279,13 @@ impl Runner {
         Ok(names)
     }
 
+    /// Destinations marked misconfigured: each is tried at once when delivery starts,
+    /// as the user may have fixed it since.
+    async fn misconfigured(&self) -> Result<Vec<String>, AlertError> {
+        let store = self.store.clone();
+        Ok(blocking(move || store.alert_status(0)).await?.misconfigured.into_iter().map(|d| d.name).collect())
+    }
+
     /// Evaluates after each `wake` (a sync that stored events) and at least every
     /// `poll`, and delivers beside it, one task per destination, until `cancel`.
     pub async fn run(mut self, cancel: CancellationToken, wake: Arc<tokio::sync::Notify>, poll: Duration) {
@@ -290,18 +299,12 @@ impl Runner {
                 () = cancel.cancelled() => return,
             }
         };
-        let store = self.store.clone();
-        let misconfigured: Vec<String> = match blocking(move || store.alert_status(0)).await {
-            Ok(s) => s.misconfigured.into_iter().map(|d| d.name).collect(),
-            Err(_) => Vec::new(),
-        };
+        let misconfigured = self.misconfigured().await.unwrap_or_default();
         let mut workers = tokio::task::JoinSet::new();
         let mut new_alerts = Vec::new();
         for name in names {
             let nudge = Arc::new(tokio::sync::Notify::new());
             new_alerts.push(nudge.clone());
-            // A destination marked misconfigured is tried at once: the user may have
-            // fixed it before this start.
             let probe = misconfigured.contains(&name);
             let (store, courier, cancel) = (self.store.clone(), self.courier.clone(), cancel.clone());
             workers.spawn(async move { deliver_forever(store, courier, name, probe, nudge, poll, cancel).await });

@@ -108,7 +108,11 @@ pub async fn readyz(
 ) -> Response {
     let details = authorized.is_some_and(|a| a.0.0);
     let store = state.store.clone();
-    let Ok(Ok((sources, alerts))) = tokio::task::spawn_blocking(move || Ok::<_, tfaudit_store::StoreError>((store.status()?, store.alert_status(0)?))).await else {
+    let Ok(Ok((sources, alerts))) = tokio::task::spawn_blocking(move || {
+        Ok::<_, tfaudit_store::StoreError>((store.status()?, store.alert_status(0)?))
+    })
+    .await
+    else {
         return (
             StatusCode::SERVICE_UNAVAILABLE,
             axum::Json(json!({"ready": false, "error": "the archive could not be read"})),

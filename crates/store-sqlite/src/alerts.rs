@@ -194,15 +194,18 @@ pub fn claim_delivery(
     let Some((id, alert_id, attempts)) = due else { return Ok(None) };
     let until = now_ms.saturating_add(i64::try_from(lease.as_millis()).unwrap_or(i64::MAX));
     tx.execute("UPDATE deliveries SET lease_until_ms = ?2 WHERE id = ?1", params![id, until])?;
-    let alert = tx.query_row(&format!("SELECT {ALERT_COLUMNS} FROM alerts a WHERE a.id = ?1"), [alert_id], read_alert)?;
+    let alert =
+        tx.query_row(&format!("SELECT {ALERT_COLUMNS} FROM alerts a WHERE a.id = ?1"), [alert_id], read_alert)?;
     tx.commit()?;
     Ok(Some(DeliveryJob { delivery_id: id, destination: destination.to_owned(), attempts: attempts as u64, alert }))
 }
 
 pub fn open_delivery_destinations(conn: &Connection) -> rusqlite::Result<Vec<String>> {
-    conn.prepare("SELECT DISTINCT destination FROM deliveries WHERE state IN ('pending', 'failing') ORDER BY destination")?
-        .query_map([], |r| r.get(0))?
-        .collect()
+    conn.prepare(
+        "SELECT DISTINCT destination FROM deliveries WHERE state IN ('pending', 'failing') ORDER BY destination",
+    )?
+    .query_map([], |r| r.get(0))?
+    .collect()
 }
 
 pub fn alert_start_points(conn: &Connection) -> rusqlite::Result<Vec<(String, Option<i64>)>> {

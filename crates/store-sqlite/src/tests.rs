@@ -383,3 +383,41 @@ fn a_misconfigured_destination_is_marked_until_a_delivery_succeeds() {
     s.finish_delivery(probe.delivery_id, &DeliveryOutcome::Delivered).unwrap();
     assert!(s.alert_status(0).unwrap().misconfigured.is_empty());
 }
+
+/// An archive made before alert start points existed (schema 3).
+fn archive_before_start_points(path: &std::path::Path, engine_at: Option<i64>) {
+    let conn = rusqlite::Connection::open(path).unwrap();
+    for sql in &crate::schema::MIGRATIONS[..3] {
+        conn.execute_batch(sql).unwrap();
+    }
+    conn.pragma_update(None, "user_version", 3).unwrap();
+    conn.execute_batch(
+        "INSERT INTO sources (id, name, address, cursor_ms, created_ms) VALUES (1, 'done', 'https://a', 1, 0), (2, 'backfilling', 'https://b', NULL, 0);
+         INSERT INTO events (seq, id, source_id, ts_ms, raw, ingested_ms) VALUES (1, 'e1', 1, 1, '{}', 0), (2, 'e2', 1, 1, '{}', 0), (3, 'e3', 2, 1, '{}', 0);",
+    )
+    .unwrap();
+    if let Some(seq) = engine_at {
+        conn.execute("INSERT INTO alert_consumer (id, seq, state, updated_ms) VALUES (1, ?1, '{}', 0)", [seq]).unwrap();
+    }
+}
+
+#[test]
+fn an_older_archive_keeps_where_its_engine_was_and_history_stays_unalerted() {
+    let dir = tempfile::tempdir().unwrap();
+    let ran = dir.path().join("ran.db");
+    archive_before_start_points(&ran, Some(1));
+    let s = SqliteStore::open(&ran, OpenMode::MustExist).unwrap();
+    assert_eq!(
+        s.alert_start_points().unwrap(),
+        [("backfilling".to_owned(), None), ("done".to_owned(), Some(1))],
+        "the engine's cursor: nothing it had not evaluated is skipped"
+    );
+    let never = dir.path().join("never.db");
+    archive_before_start_points(&never, None);
+    let s = SqliteStore::open(&never, OpenMode::MustExist).unwrap();
+    assert_eq!(
+        s.alert_start_points().unwrap(),
+        [("backfilling".to_owned(), None), ("done".to_owned(), Some(3))],
+        "the newest event: history is not alerted on"
+    );
+}

@@ -130,11 +130,19 @@ pub struct DeliveryJob {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum DeliveryOutcome {
     Delivered,
-    Failed { error: String, retry_at: Timestamp },
+    Failed {
+        error: String,
+        retry_at: Timestamp,
+    },
     /// The destination refused us (credentials, address): the delivery is kept
     /// (failing) until the user fixes the destination, and the destination is marked.
-    Misconfigured { error: String, retry_at: Timestamp },
-    Abandoned { error: String },
+    Misconfigured {
+        error: String,
+        retry_at: Timestamp,
+    },
+    Abandoned {
+        error: String,
+    },
 }
 
 /// A destination the receiver says is set up wrong (a rejected secret, a wrong or

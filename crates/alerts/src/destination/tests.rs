@@ -78,3 +78,39 @@ fn webhook_signature_is_hmac_sha256_of_timestamp_dot_body() {
         "sha256=1698a50bc74d1ff1db85c4e0a5297c2ad9fdba245d5737cdb789e4cc6e098940"
     );
 }
+
+#[test]
+fn receiver_statuses_follow_the_readme_table() {
+    use reqwest::StatusCode;
+    let judged = |code: u16| judge(StatusCode::from_u16(code).unwrap(), format!("answered {code}"), None);
+    for code in [200, 202, 204] {
+        assert_eq!(judged(code), Sent::Delivered, "{code}");
+    }
+    for code in [408, 425, 429, 500, 502, 503, 504] {
+        assert!(matches!(judged(code), Sent::Retry { .. }), "{code}");
+    }
+    for code in [301, 302, 307, 308, 401, 403, 404, 405, 407, 410] {
+        assert!(matches!(judged(code), Sent::Misconfigured { .. }), "{code}");
+    }
+    for code in [400, 409, 413, 415, 422] {
+        assert!(matches!(judged(code), Sent::Permanent { .. }), "{code}");
+    }
+    let Sent::Misconfigured { error } = judged(302) else { unreachable!() };
+    assert!(error.contains("not followed"), "{error}");
+}
+
+#[test]
+fn retry_after_is_read_in_seconds_or_as_a_date_and_capped() {
+    let with = |v: &str| {
+        let mut h = reqwest::header::HeaderMap::new();
+        h.insert(reqwest::header::RETRY_AFTER, v.parse().unwrap());
+        retry_after(&h)
+    };
+    assert_eq!(with("120"), Some(Duration::from_secs(120)));
+    assert_eq!(with("999999"), Some(Duration::from_secs(3600)));
+    let soon = jiff::Timestamp::now() + jiff::SignedDuration::from_secs(90);
+    let date = jiff::fmt::rfc2822::DateTimePrinter::new().timestamp_to_rfc9110_string(&soon).unwrap();
+    let wait = with(&date).unwrap();
+    assert!(wait > Duration::from_secs(80) && wait <= Duration::from_secs(90), "{wait:?} from {date}");
+    assert_eq!(with("soon"), None);
+}

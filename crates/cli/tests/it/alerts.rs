@@ -343,7 +343,8 @@ async fn alerts_raised_for_events_between_first_sync_and_first_watch() {
     assert!(sync().await.unwrap().status.success());
     let out = env.ok(None, &["--config", cfg, "alerts", "run", "--once"]).await;
     assert!(out.contains("27 events evaluated, 3 alerts raised; 3 delivered"), "{out}");
-    let listed: Vec<Value> = serde_json::from_str(&env.ok(None, &["--config", cfg, "alerts", "list", "--format", "json"]).await).unwrap();
+    let listed: Vec<Value> =
+        serde_json::from_str(&env.ok(None, &["--config", cfg, "alerts", "list", "--format", "json"]).await).unwrap();
     let mut rules: Vec<&str> = listed.iter().map(|a| a["rule"].as_str().unwrap()).collect();
     rules.sort_unstable();
     assert_eq!(rules, ["delete-burst", "owner-added", "token-created"]);
@@ -382,7 +383,10 @@ async fn slow_destination_delays_neither_sync_nor_other_destinations() {
     // and sent to Slack on the next 1s interval.
     let synced_before = status(&env).await["organizations"][0]["last_run"]["started_at"].clone();
     let now = jiff::Timestamp::now().as_second();
-    sim.add_event_json(now, &audit_event("evt-token-2", now, "user-Eve", "authentication_token", "create", Value::Null));
+    sim.add_event_json(
+        now,
+        &audit_event("evt-token-2", now, "user-Eve", "authentication_token", "create", Value::Null),
+    );
     let started = Instant::now();
     wait_until("the new alert in Slack", Duration::from_secs(5), || inbox.slack.lock().unwrap().len() == 4).await;
     assert!(started.elapsed() < Duration::from_secs(5));
@@ -576,4 +580,30 @@ async fn rules_files_are_checked_listed_and_override_the_built_ins() {
     let line = listed.lines().find(|l| l.trim_start().starts_with("token-created")).unwrap();
     assert!(line.contains("critical") && line.contains("good.toml"), "{line}");
     assert!(listed.contains("delete-burst"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn misconfigured_destination_shows_in_readyz_and_metrics() {
+    let sim = start(SimConfig { events: 100, hostile: 0.0, ..SimConfig::default() }).await;
+    let receivers = Receivers::start().await;
+    receivers.inbox.hook_status.store(403, Ordering::SeqCst);
+    let env = Env::new();
+    let cfg = config(&env, &sim, &hook_destination(&receivers, &env));
+    let server = crate::serve::Server::start(&env, &cfg, &[("SIM_TOKEN", sim.token())]).await;
+    wait_until("the first backfill", Duration::from_secs(30), || backfilled(&env)).await;
+    inject_critical_events(&sim);
+    let mut ready = Value::Null;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while ready["misconfigured_destinations"].as_array().is_none_or(Vec::is_empty) {
+        assert!(Instant::now() < deadline, "readyz never showed it: {ready:#}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        ready = server.get("/readyz").await.json().await.unwrap();
+    }
+    assert_eq!(ready["ready"], true, "a misconfigured destination does not make the service unready");
+    assert_eq!(ready["misconfigured_destinations"][0]["name"], "hook");
+    assert!(ready["misconfigured_destinations"][0]["misconfigured"].as_str().unwrap().contains("403"), "{ready:#}");
+    let metrics = server.metrics.clone().unwrap();
+    let text = reqwest::get(format!("{metrics}/metrics")).await.unwrap().text().await.unwrap();
+    assert!(text.contains("tfaudit_destination_misconfigured{destination=\"hook\"} 1"), "{text}");
+    server.stop().await;
 }
