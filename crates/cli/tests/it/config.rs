@@ -210,6 +210,7 @@ async fn read_commands_work_on_a_read_only_archive() {
     assert_eq!(out.status.code(), Some(5), "{err}");
     assert_eq!(err.lines().count(), 1, "{err}");
     assert!(err.contains(dbs) && err.contains("permissions"), "{err}");
+}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn config_type_errors_never_print_a_secret_value() {
