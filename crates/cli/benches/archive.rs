@@ -36,7 +36,9 @@ fn sizes() -> Sizes {
         match a.as_str() {
             "--backfill" => s.backfill = args.next().and_then(|v| v.parse().ok()).expect("--backfill N"),
             "--stored" => s.stored = args.next().and_then(|v| v.parse().ok()).expect("--stored N"),
-            "--runs" => s.runs = args.next().and_then(|v| v.parse().ok()).filter(|&r| r > 0).expect("--runs N (N >= 1)"),
+            "--runs" => {
+                s.runs = args.next().and_then(|v| v.parse().ok()).filter(|&r| r > 0).expect("--runs N (N >= 1)")
+            }
             "--only" => s.only = args.next(),
             "--bench" => {}
             "--help" => {
@@ -209,8 +211,13 @@ fn queries(n: u64, dir: &Path) {
             assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
         }
     };
-    let t = time_it(9, cli(&["query", "--actor", "alice", "--since", &week_arg, "--limit", "100", "--format", "jsonl"]));
-    row("  `tfaudit query --actor alice --since <7d> --limit 100` (whole process)", format!("{:.2} ms", t.as_secs_f64() * 1e3), "");
+    let t =
+        time_it(9, cli(&["query", "--actor", "alice", "--since", &week_arg, "--limit", "100", "--format", "jsonl"]));
+    row(
+        "  `tfaudit query --actor alice --since <7d> --limit 100` (whole process)",
+        format!("{:.2} ms", t.as_secs_f64() * 1e3),
+        "",
+    );
     let t = time_it(9, cli(&["summary", "--since", &month_arg]));
     row("  `tfaudit summary --since <30d>` (whole process)", format!("{:.2} ms", t.as_secs_f64() * 1e3), "");
     let t = time_it(9, cli(&["status"]));

@@ -129,11 +129,8 @@ pub async fn readyz(
     // A misconfigured destination is shown but does not make the service unready:
     // syncing goes on, and restarting the service would not fix the secret. Why it is
     // misconfigured (a receiver's answer) is a detail for operators.
-    let misconfigured: Vec<serde_json::Value> = alerts
-        .misconfigured
-        .iter()
-        .map(|m| if details { json!(m) } else { json!({"name": m.name}) })
-        .collect();
+    let misconfigured: Vec<serde_json::Value> =
+        alerts.misconfigured.iter().map(|m| if details { json!(m) } else { json!({"name": m.name}) }).collect();
     let body = json!({"ready": all_ready, "organizations": organizations, "misconfigured_destinations": misconfigured});
     (status, axum::Json(body)).into_response()
 }
