@@ -34,7 +34,9 @@ pub fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(failure) => {
             if !matches!(failure, Failure::ClosedPipe) {
-                eprintln!("error: {failure}");
+                // eprintln! would panic if stderr is a closed pipe too.
+                use std::io::Write;
+                let _ = writeln!(std::io::stderr(), "error: {failure}");
             }
             failure.exit_code()
         }
