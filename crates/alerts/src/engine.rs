@@ -116,6 +116,11 @@ pub struct EngineState {
     /// Per rule and group: no alert before this time (ms).
     #[serde(default)]
     quiet_until: BTreeMap<String, i64>,
+    /// Per rule and group, the windows a threshold alert was raised for (start and end,
+    /// ms, inclusive): their events were counted once, and later arrivals inside one
+    /// belong to it. An event outside them, earlier ones too, counts anew.
+    #[serde(default)]
+    alerted_windows: BTreeMap<String, Vec<(i64, i64)>>,
     #[serde(default)]
     pub seen: Seen,
     /// The newest event time evaluated (ms).
@@ -221,10 +226,12 @@ impl<'a> View<'a> {
     }
 }
 
-/// How late an event may arrive (in event time, behind the newest one) and still be
-/// counted with the events of its window. Sync catches events up to its overlap late
-/// (10 minutes by default); an hour leaves room.
-const LATE_MS: i64 = 3_600_000;
+/// How late an event may arrive (in event time, behind the newest event evaluated) and
+/// still be counted toward a threshold. Sync catches events up to its overlap late (10
+/// minutes by default); an hour leaves room. A later event is not counted: the events
+/// it would share a window with may have been forgotten, and counting it against only
+/// some of them would make the outcome depend on when state was compacted.
+pub const LATE_MS: i64 = 3_600_000;
 
 fn key(rule: &str, group: &str) -> String {
     format!("{rule}\u{1f}{group}")
@@ -264,6 +271,7 @@ impl Engine {
         let known = |k: &String| k.split('\u{1f}').next().is_some_and(|n| names.contains(n));
         self.state.windows.retain(|k, _| known(k));
         self.state.quiet_until.retain(|k, _| known(k));
+        self.state.alerted_windows.retain(|k, _| known(k));
     }
 
     /// Drops state that can no longer matter (windows and quiet periods that ended
@@ -275,10 +283,16 @@ impl Engine {
             .iter()
             .map(|r| (r.name.as_str(), r.threshold.map_or(0, |t| t.within.as_millis() as i64)))
             .collect();
-        self.state.quiet_until.retain(|_, until| *until > latest);
+        // An event up to LATE_MS behind the newest can still fall in a quiet period.
+        self.state.quiet_until.retain(|_, until| *until > latest - LATE_MS);
         self.state.windows.retain(|k, v| {
             let within = k.split('\u{1f}').next().and_then(|n| longest.get(n)).copied().unwrap_or(0);
             v.retain(|t| *t >= latest - within - LATE_MS);
+            !v.is_empty()
+        });
+        // No event that still counts can fall in a window that ended before these.
+        self.state.alerted_windows.retain(|_, v| {
+            v.retain(|(_, end)| *end >= latest - LATE_MS);
             !v.is_empty()
         });
     }
@@ -287,6 +301,7 @@ impl Engine {
     pub fn evaluate(&mut self, e: &StoredEvent) -> Vec<NewAlert> {
         let view = View::new(e);
         let t = e.event.timestamp.as_millisecond();
+        let too_late = t < self.state.latest_ms - LATE_MS;
         self.state.latest_ms = self.state.latest_ms.max(t);
         let mut raised = Vec::new();
         for i in 0..self.rules.len() {
@@ -323,19 +338,30 @@ impl Engine {
             }
             let quiet_ms = rule.quiet.map_or(0, |q| q.as_millis() as i64);
             let (count, window, alert_key) = if let Some(th) = rule.threshold {
+                if too_late
+                    || self
+                        .state
+                        .alerted_windows
+                        .get(&state_key)
+                        .is_some_and(|w| w.iter().any(|(start, end)| (*start..=*end).contains(&t)))
+                {
+                    continue;
+                }
                 let within = th.within.as_millis() as i64;
                 let times = self.state.windows.entry(state_key.clone()).or_default();
                 let at = times.partition_point(|x| *x <= t);
                 times.insert(at, t);
                 let full = full_window(times, t, within, th.count as usize);
-                // Keep what a late event could still complete a window with.
-                let newest = *times.last().unwrap_or(&t);
-                let drop = times.partition_point(|x| *x < newest - within - LATE_MS);
+                // Keep only what an event that still counts could share a window with.
+                let drop = times.partition_point(|x| *x < self.state.latest_ms - within - LATE_MS);
                 times.drain(..drop);
                 let Some((start, end)) = full else { continue };
                 let count = times.iter().filter(|x| **x >= start && **x <= start + within).count() as u64;
                 times.retain(|x| *x < start || *x > start + within);
-                self.state.quiet_until.insert(state_key.clone(), (start + within).max(t + quiet_ms));
+                self.state.alerted_windows.entry(state_key.clone()).or_default().push((start, start + within));
+                if quiet_ms > 0 {
+                    self.state.quiet_until.insert(state_key.clone(), t + quiet_ms);
+                }
                 let k = format!("{}:{}:{}", rule.name, group.as_deref().unwrap_or(""), start);
                 (count, Some((start, end)), k)
             } else {

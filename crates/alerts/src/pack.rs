@@ -86,7 +86,7 @@ group_by = "actor"
 name = "night-activity"
 severity = "low"
 description = "Changes made in the middle of the night"
-match = { "resource.action" = ["create", "update", "destroy", "apply", "override", "add_member", "remove_member"] }
+when = { not = { field = "resource.action", one_of = ["index", "show"] } }
 time = { inside = "00:00-05:00" }
 group_by = "actor"
 quiet = "1h"

@@ -390,7 +390,9 @@ impl RuleSet {
                 for (field_name, value) in m {
                     let field = Field::parse(field_name).map_err(|m| err(value.span().start, m))?;
                     let test = match value.get_ref() {
-                        MatchValue::Text(t) if t.contains(['*', '?']) => Test::Glob(Pattern::new(t.clone())),
+                        MatchValue::Text(t) if t.contains(['*', '?']) => {
+                            Test::Glob(glob(t).map_err(|m| err(value.span().start, m))?)
+                        }
                         MatchValue::Text(t) => Test::Equals(t.clone()),
                         MatchValue::List(l) => Test::OneOf(l.clone()),
                         MatchValue::Flag(b) => Test::Exists(*b),
@@ -517,6 +519,13 @@ impl RuleSet {
     }
 }
 
+/// A checked glob: matched in time linear in the field, however large.
+fn glob(text: &str) -> Result<Pattern, String> {
+    let p = Pattern::new(text);
+    p.check()?;
+    Ok(p)
+}
+
 fn group_field(name: &str) -> Result<Field, String> {
     match name {
         "workspace" => Ok(Field::Meta(vec!["workspace".into(), "name".into()])),
@@ -568,7 +577,7 @@ fn condition(
     } else if let Some(v) = c.one_of {
         Test::OneOf(v)
     } else if let Some(v) = c.glob {
-        Test::Glob(Pattern::new(v))
+        Test::Glob(glob(&v).map_err(|m| err(at, m))?)
     } else if let Some(v) = c.regex {
         Test::Regex(
             regex::Regex::new(&v)

@@ -234,6 +234,7 @@ pub enum AlertsCommand {
     },
     /// Alerts raised, newest first, with their delivery state
     List {
+        /// At most this many alerts, newest first; 0 for all
         #[arg(long, default_value_t = 20, value_name = "N")]
         limit: u64,
         /// Only alerts with a delivery in this state
@@ -255,6 +256,12 @@ pub enum AlertsCommand {
         #[arg(long, value_enum, default_value_t = ReportFormat::Text)]
         format: ReportFormat,
     },
+}
+
+/// What every `--limit N` means: at most N, and 0 for no limit.
+#[must_use]
+pub fn no_limit_if_zero(limit: u64) -> Option<u64> {
+    (limit > 0).then_some(limit)
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -473,7 +480,12 @@ pub struct SimArgs {
 
 #[derive(Debug, Args, Clone)]
 pub struct DemoArgs {
-    /// Events the demo's simulator serves
+    /// Events the demo's simulator serves (fewer for a quicker run; every step still runs)
     #[arg(long, default_value_t = 3000, value_name = "N")]
     pub events: u64,
+
+    /// Keep the demo's archive (in a temporary folder) to explore afterwards; without
+    /// it the folder is removed when the demo ends
+    #[arg(long)]
+    pub keep: bool,
 }

@@ -35,7 +35,9 @@ pub fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(failure) => {
             if !matches!(failure, Failure::ClosedPipe) {
-                eprintln!("error: {}", tfaudit_api::redact::redact(&failure.to_string()));
+                // eprintln! would panic if stderr is a closed pipe too.
+                use std::io::Write;
+                let _ = writeln!(std::io::stderr(), "error: {}", tfaudit_api::redact::redact(&failure.to_string()));
             }
             failure.exit_code()
         }

@@ -1,20 +1,73 @@
 //! Showing events to people and programs. Event strings are untrusted: on a terminal
-//! control and bidi characters are shown escaped, in CSV a leading formula character is
-//! neutralised, in JSON they are JSON-escaped by construction.
+//! control and bidi characters are shown escaped whatever the format, in CSV a leading
+//! formula character is neutralised, in JSON they are JSON-escaped by construction.
+//!
+//! Every command writes to standard output through [`Stdout`]: a write error surfaces
+//! as an `io::Error`, and [`Failure`] turns a reader that went away
+//! (`tfaudit … | head`) into a quiet exit 0, whatever the command.
 
 use std::borrow::Cow;
-use std::io::{self, Write};
+use std::io::{self, IsTerminal, Write};
 
 use comfy_table::{ContentArrangement, Table, presets};
 use tfaudit_api::AuditEvent;
 use tfaudit_store::{SourceStatus, StoredEvent, Summary};
+
+use crate::failure::Failure;
+
+/// Standard output, and whether a person is reading it on a terminal. Not locked
+/// between writes: the `stdout` alert destination writes to it too.
+pub struct Stdout {
+    out: io::Stdout,
+    pub terminal: bool,
+}
+
+impl Stdout {
+    #[must_use]
+    pub fn new() -> Self {
+        let out = io::stdout();
+        Self { terminal: out.is_terminal(), out }
+    }
+
+    /// Writes `value` as pretty JSON and a newline; on a terminal, with what the terminal
+    /// would obey escaped (JSON escapes control characters below U+0020 only).
+    pub fn json(&mut self, value: &impl serde::Serialize) -> Result<(), Failure> {
+        let text = serde_json::to_string_pretty(value).map_err(|e| Failure::Internal(e.to_string()))?;
+        writeln!(self.out, "{}", on_screen(&text, self.terminal, true))?;
+        Ok(())
+    }
+}
+
+impl Default for Stdout {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Write for Stdout {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.out.write(buf)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.out.flush()
+    }
+}
+
+/// Text as it may be shown: on a terminal with control and bidi characters escaped
+/// (`keep_newlines` for text whose lines are its structure), elsewhere exactly as is.
+/// The one escaping step of every format that can reach a terminal.
+#[must_use]
+pub fn on_screen(s: &str, terminal: bool, keep_newlines: bool) -> Cow<'_, str> {
+    if terminal { tfaudit_api::event::escape_invisible(s, keep_newlines) } else { Cow::Borrowed(s) }
+}
 
 /// Escapes what a terminal would interpret or what could disguise text (escape
 /// sequences, carriage returns, bidi overrides): see
 /// [`tfaudit_api::event::escape_invisible`].
 #[must_use]
 pub fn terminal_safe(s: &str) -> Cow<'_, str> {
-    tfaudit_api::event::escape_invisible(s, false)
+    on_screen(s, true, false)
 }
 
 /// Neutralises spreadsheet formulas: a cell starting with `=`, `+`, `-`, `@`, a tab or
@@ -63,12 +116,13 @@ fn actor(e: &AuditEvent) -> String {
     }
 }
 
-/// Writes events in one of the query/export formats.
+/// Writes events in one of the query/export formats. On a terminal every format shows
+/// untrusted strings escaped; to a pipe or a file, json, jsonl and csv are exact.
 pub enum EventWriter<W: Write> {
     Table { out: W, table: Table, rows: u64 },
-    Json { out: W, first: bool },
-    Jsonl { out: W },
-    Csv { out: csv::Writer<W> },
+    Json { out: W, first: bool, terminal: bool },
+    Jsonl { out: W, terminal: bool },
+    Csv { out: csv::Writer<W>, terminal: bool },
 }
 
 const CSV_HEADER: [&str; 13] = [
@@ -95,18 +149,18 @@ impl<W: Write> EventWriter<W> {
         Self::Table { out, table, rows: 0 }
     }
 
-    pub fn json(out: W) -> Self {
-        Self::Json { out, first: true }
+    pub fn json(out: W, terminal: bool) -> Self {
+        Self::Json { out, first: true, terminal }
     }
 
-    pub fn jsonl(out: W) -> Self {
-        Self::Jsonl { out }
+    pub fn jsonl(out: W, terminal: bool) -> Self {
+        Self::Jsonl { out, terminal }
     }
 
-    pub fn csv(out: W) -> io::Result<Self> {
+    pub fn csv(out: W, terminal: bool) -> io::Result<Self> {
         let mut out = csv::Writer::from_writer(out);
-        out.write_record(CSV_HEADER)?;
-        Ok(Self::Csv { out })
+        out.write_record(CSV_HEADER).map_err(csv_io)?;
+        Ok(Self::Csv { out, terminal })
     }
 
     pub fn write(&mut self, stored: &StoredEvent) -> io::Result<()> {
@@ -125,16 +179,16 @@ impl<W: Write> EventWriter<W> {
                 *rows += 1;
                 Ok(())
             }
-            Self::Json { out, first } => {
+            Self::Json { out, first, terminal } => {
                 out.write_all(if *first { b"[\n" } else { b",\n" })?;
                 *first = false;
-                out.write_all(tfaudit_api::event::compact_json(&e.raw).as_bytes())
+                out.write_all(on_screen(&tfaudit_api::event::compact_json(&e.raw), *terminal, false).as_bytes())
             }
-            Self::Jsonl { out } => {
-                out.write_all(tfaudit_api::event::compact_json(&e.raw).as_bytes())?;
+            Self::Jsonl { out, terminal } => {
+                out.write_all(on_screen(&tfaudit_api::event::compact_json(&e.raw), *terminal, false).as_bytes())?;
                 out.write_all(b"\n")
             }
-            Self::Csv { out } => {
+            Self::Csv { out, terminal } => {
                 let meta = serde_json::from_str::<serde_json::Value>(&e.raw)
                     .ok()
                     .and_then(|v| {
@@ -157,8 +211,10 @@ impl<W: Write> EventWriter<W> {
                     e.resource_id.as_deref(),
                     Some(meta.as_str()),
                 ];
-                out.write_record(cells.iter().map(|c| csv_safe(c.unwrap_or("")).into_owned()))?;
-                Ok(())
+                out.write_record(
+                    cells.iter().map(|c| csv_safe(&on_screen(c.unwrap_or(""), *terminal, false)).into_owned()),
+                )
+                .map_err(csv_io)
             }
         }
     }
@@ -172,13 +228,21 @@ impl<W: Write> EventWriter<W> {
                     writeln!(out, "{table}")
                 }
             }
-            Self::Json { mut out, first } => {
+            Self::Json { mut out, first, .. } => {
                 out.write_all(if first { b"[]\n" } else { b"\n]\n" })?;
                 out.flush()
             }
-            Self::Jsonl { mut out } => out.flush(),
-            Self::Csv { mut out } => out.flush(),
+            Self::Jsonl { mut out, .. } => out.flush(),
+            Self::Csv { mut out, .. } => out.flush(),
         }
+    }
+}
+
+/// The write error under a CSV error, so that a closed pipe is still seen as one.
+fn csv_io(e: csv::Error) -> io::Error {
+    match e.into_kind() {
+        csv::ErrorKind::Io(e) => e,
+        other => io::Error::other(format!("{other:?}")),
     }
 }
 

@@ -6,6 +6,7 @@
 //! events it stands for.
 
 mod alerts;
+mod glob;
 mod plan;
 mod schema;
 
@@ -238,6 +239,7 @@ impl SqliteStore {
         let mut conn = self.lock();
         let shown = self.path.display().to_string();
         conn.busy_timeout(std::time::Duration::from_secs(30)).map_err(|e| classify(&shown, e))?;
+        glob::register(&conn).map_err(|e| classify(&shown, e))?;
         // Before the first table exists, so that it applies: larger pages mean fewer
         // B-tree splits and WAL frames per event.
         conn.execute_batch("PRAGMA page_size = 16384;").map_err(|e| classify(&shown, e))?;
@@ -303,6 +305,7 @@ impl SqliteStore {
                     self.db(e)
                 })?;
                 c.busy_timeout(std::time::Duration::from_secs(30)).map_err(|e| self.db(e))?;
+                glob::register(&c).map_err(|e| self.db(e))?;
                 // Small caches: eight readers must fit the service's memory budget.
                 c.execute_batch("PRAGMA cache_size = -4000; PRAGMA temp_store = MEMORY;").map_err(|e| self.db(e))?;
                 c
@@ -473,11 +476,10 @@ fn where_clause(
         w.and("e.ts_ms < ?", vec![Box::new(u)]);
     }
     if let Some(actor) = &filter.actor {
-        let like = actor.to_like();
-        w.and(
-            "e.accessor_id IN (SELECT accessor_id FROM actors WHERE accessor_id LIKE ? ESCAPE '\\' OR description LIKE ? ESCAPE '\\')",
-            vec![Box::new(like.clone()), Box::new(like)],
-        );
+        let (id, mut values) = glob::clause("accessor_id", actor, true);
+        let (name, more) = glob::clause("description", actor, true);
+        values.extend(more);
+        w.and(&format!("e.accessor_id IN (SELECT accessor_id FROM actors WHERE {id} OR {name})"), values);
     }
     if let Some(p) = &filter.resource_id {
         match hours {
@@ -485,51 +487,48 @@ fn where_clause(
                 &format!("{HOUR_PROBE} AND e.resource_id = ?"),
                 vec![Box::new(from), Box::new(to), Box::new(p.as_str().to_owned())],
             ),
-            _ => w.and("e.resource_id GLOB ?", vec![Box::new(p.as_str().to_owned())]),
+            _ => {
+                let (sql, values) = glob::clause("e.resource_id", p, false);
+                w.and(&sql, values);
+            }
         }
     }
     for (column, pattern) in [("e.resource_type", &filter.resource_type), ("e.resource_action", &filter.action)] {
         if let Some(p) = pattern {
-            // `=` and GLOB (case-sensitive) can both use the indexes; LIKE could not.
-            let op = if p.is_glob() { "GLOB" } else { "=" };
-            w.and(&format!("{column} {op} ?"), vec![Box::new(p.as_str().to_owned())]);
+            let (sql, values) = glob::clause(column, p, false);
+            w.and(&sql, values);
         }
     }
     if let Some(text) = &filter.text {
-        let mut like = String::from("%");
-        for c in text.chars() {
-            if matches!(c, '%' | '_' | '\\') {
-                like.push('\\');
-            }
-            like.push(c);
-        }
-        like.push('%');
-        w.and("e.raw LIKE ? ESCAPE '\\'", vec![Box::new(like)]);
+        w.and("tfaudit_contains(?, e.raw)", vec![Box::new(text.clone())]);
     }
     if let Some((t, seq)) = filter.before {
         // `ts_ms <= ?` first, so that the time index bounds the scan.
         w.and("e.ts_ms <= ? AND (e.ts_ms < ? OR e.seq < ?)", vec![Box::new(ms(t)), Box::new(ms(t)), Box::new(seq)]);
     }
     if let Some(org) = &filter.org {
-        let like = org.to_like();
-        w.and(
-            "(e.source_id IN (SELECT id FROM sources WHERE name LIKE ? ESCAPE '\\' OR organization_id LIKE ? ESCAPE '\\') \
-             OR e.organization_id LIKE ? ESCAPE '\\')",
-            vec![Box::new(like.clone()), Box::new(like.clone()), Box::new(like)],
-        );
+        let (sources, mut values) = org_sources(org);
+        let (id, more) = glob::clause("e.organization_id", org, true);
+        values.extend(more);
+        w.and(&format!("(e.source_id IN ({sources}) OR {id})"), values);
     }
     w
+}
+
+/// The ids of the sources whose name or organization id matches `org`.
+fn org_sources(org: &tfaudit_store::Pattern) -> (String, Vec<Box<dyn ToSql>>) {
+    let (name, mut values) = glob::clause("name", org, true);
+    let (id, more) = glob::clause("organization_id", org, true);
+    values.extend(more);
+    (format!("SELECT id FROM sources WHERE {name} OR {id}"), values)
 }
 
 /// Sources matching an organization pattern, for the precomputed counts.
 fn org_where(filter: &EventFilter, alias: &str) -> Where {
     let mut w = Where::new();
     if let Some(org) = &filter.org {
-        let like = org.to_like();
-        w.and(
-            &format!("{alias}.source_id IN (SELECT id FROM sources WHERE name LIKE ? ESCAPE '\\' OR organization_id LIKE ? ESCAPE '\\')"),
-            vec![Box::new(like.clone()), Box::new(like)],
-        );
+        let (sources, values) = org_sources(org);
+        w.and(&format!("{alias}.source_id IN ({sources})"), values);
     }
     w
 }

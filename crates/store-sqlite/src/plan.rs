@@ -14,10 +14,6 @@ use tfaudit_store::EventFilter;
 
 const SAMPLE_HOURS: i64 = 48;
 
-fn pattern_sql(column: &str, p: &tfaudit_store::Pattern) -> String {
-    if p.is_glob() { format!("{column} GLOB ?") } else { format!("{column} = ?") }
-}
-
 /// Whether walking the time index is the cheaper way to the newest `limit` matches of
 /// `filter`, whose range spans the hours `hours`.
 pub fn prefer_time_index(
@@ -47,26 +43,24 @@ pub fn prefer_time_index(
     if filter.resource_type.is_some() || filter.action.is_some() {
         let mut sql = String::from("SELECT coalesce(sum(n), 0) FROM hourly_kinds WHERE hour BETWEEN ? AND ?");
         let mut args: Vec<Box<dyn rusqlite::ToSql>> = vec![Box::new(start), Box::new(to)];
-        if let Some(p) = &filter.resource_type {
-            sql.push_str(&format!(" AND {}", pattern_sql("resource_type", p)));
-            args.push(Box::new(p.as_str().to_owned()));
-        }
-        if let Some(p) = &filter.action {
-            sql.push_str(&format!(" AND {}", pattern_sql("resource_action", p)));
-            args.push(Box::new(p.as_str().to_owned()));
+        for (column, pattern) in [("resource_type", &filter.resource_type), ("resource_action", &filter.action)] {
+            if let Some(p) = pattern {
+                let (clause, values) = crate::glob::clause(column, p, false);
+                sql.push_str(&format!(" AND {clause}"));
+                args.extend(values);
+            }
         }
         let refs: Vec<&dyn rusqlite::ToSql> = args.iter().map(|a| a.as_ref() as &dyn rusqlite::ToSql).collect();
         let matching: i64 = conn.prepare_cached(&sql)?.query_row(&*refs, |r| r.get(0))?;
         selectivity *= matching as f64 / sampled as f64;
     }
     if let Some(actor) = &filter.actor {
-        let like = actor.to_like();
         let matching: i64 = conn
             .prepare_cached(
                 "SELECT coalesce(sum(n), 0) FROM hourly_actors WHERE hour BETWEEN ?1 AND ?2 AND accessor_id IN
-                   (SELECT accessor_id FROM actors WHERE accessor_id LIKE ?3 ESCAPE '\\' OR description LIKE ?3 ESCAPE '\\')",
+                   (SELECT accessor_id FROM actors WHERE tfaudit_iglob(?3, accessor_id) OR tfaudit_iglob(?3, description))",
             )?
-            .query_row(params![start, to, like], |r| r.get(0))?;
+            .query_row(params![start, to, actor.as_str()], |r| r.get(0))?;
         selectivity *= matching as f64 / sampled as f64;
     }
     // Events in the whole range, scaled from the sample.

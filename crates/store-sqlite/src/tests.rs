@@ -421,3 +421,38 @@ fn an_older_archive_keeps_where_its_engine_was_and_history_stays_unalerted() {
         "the newest event: history is not alerted on"
     );
 }
+
+#[test]
+fn archive_filters_match_a_hostile_glob_over_a_large_field_exactly() {
+    // `*` + 2,000 × `A` + `B` against 5 MB fields of `A`s: SQLite's own GLOB and LIKE
+    // backtrack over such input for seconds; every filter pattern is matched linearly.
+    let (_d, s) = open();
+    let src = s.source("acme", "x").unwrap();
+    let run = s.start_run(src.id, Timestamp::now()).unwrap();
+    let big = "A".repeat(5_000_000);
+    let events: Vec<AuditEvent> = [("1", big.clone()), ("2", format!("{big}B"))]
+        .into_iter()
+        .map(|(id, value)| {
+            let text = format!(
+                r#"{{"id":"{id}","version":"0","type":"Resource","timestamp":"2024-01-0{id}T00:00:00Z","auth":{{"accessor_id":"user-{value}","description":"{value}","type":"Client","organization_id":"org-{value}"}},"request":{{"id":null}},"resource":{{"id":"{value}","type":"{value}","action":"{value}","meta":null}}}}"#
+            );
+            AuditEvent::parse(&RawValue::from_string(text).unwrap()).unwrap()
+        })
+        .collect();
+    store(&s, &src, run, &events);
+    let hostile = Pattern::new(format!("*{}B", "A".repeat(2_000)));
+    let f = |edit: &dyn Fn(&mut EventFilter)| {
+        let mut filter = EventFilter::default();
+        edit(&mut filter);
+        all_ids(&s, &filter)
+    };
+    assert_eq!(f(&|x| x.actor = Some(hostile.clone())), ["2"]);
+    assert_eq!(f(&|x| x.resource_type = Some(hostile.clone())), ["2"]);
+    assert_eq!(f(&|x| x.action = Some(hostile.clone())), ["2"]);
+    assert_eq!(f(&|x| x.resource_id = Some(hostile.clone())), ["2"]);
+    assert_eq!(f(&|x| x.org = Some(Pattern::new(format!("org-*{}B", "a".repeat(2_000))))), ["2"]);
+    assert_eq!(f(&|x| x.text = Some(format!("{}B", "a".repeat(2_000)))), ["2"]);
+    // A literal prefix narrows by index and the rest is still the glob's.
+    assert_eq!(f(&|x| x.resource_type = Some(Pattern::new(format!("AAA*{}B", "A".repeat(2_000))))), ["2"]);
+    assert_eq!(f(&|x| x.resource_type = Some(Pattern::new("AAA?"))), Vec::<String>::new());
+}

@@ -1,6 +1,6 @@
 //! `tfaudit rules …` and `tfaudit alerts …`.
 
-use std::io::{self, Write};
+use std::io::Write;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -12,7 +12,7 @@ use tfaudit_store::{AlertFilter, AlertRecord, DeliveryState, Store};
 
 use crate::args::{AlertsCommand, Cli, DeliveryStateArg, ReportFormat, RulesCommand};
 use crate::failure::Failure;
-use crate::output::{terminal_safe, time};
+use crate::output::{Stdout, terminal_safe, time};
 use crate::settings;
 
 fn table(header: &[&str]) -> Table {
@@ -22,15 +22,9 @@ fn table(header: &[&str]) -> Table {
     t
 }
 
-fn json_out(value: &impl serde::Serialize) -> Result<(), Failure> {
-    let mut out = io::stdout().lock();
-    serde_json::to_writer_pretty(&mut out, value).map_err(|e| Failure::Output(e.to_string()))?;
-    writeln!(out)?;
-    Ok(())
-}
-
 pub fn rules(cli: &Cli, command: &RulesCommand) -> Result<(), Failure> {
     let config = settings::config(cli)?;
+    let mut out = Stdout::new();
     match command {
         RulesCommand::Check { file } => {
             let timezone = config
@@ -39,7 +33,7 @@ pub fn rules(cli: &Cli, command: &RulesCommand) -> Result<(), Failure> {
                 .and_then(|tz| jiff::tz::TimeZone::get(tz).ok())
                 .unwrap_or(jiff::tz::TimeZone::UTC);
             let set = RuleSet::load(file, &timezone).map_err(|e| Failure::Usage(e.to_string()))?;
-            println!("{}: {} rules, all valid", file.display(), set.rules.len());
+            writeln!(out, "{}: {} rules, all valid", terminal_safe(&file.display().to_string()), set.rules.len())?;
             Ok(())
         }
         RulesCommand::List { rules, format } => {
@@ -57,7 +51,7 @@ pub fn rules(cli: &Cli, command: &RulesCommand) -> Result<(), Failure> {
                         })
                     })
                     .collect();
-                return json_out(&list);
+                return out.json(&list);
             }
             let mut t = table(&["NAME", "SEVERITY", "ON", "FROM", "DESTINATIONS", "DESCRIPTION"]);
             for r in &s.rules.rules {
@@ -73,7 +67,7 @@ pub fn rules(cli: &Cli, command: &RulesCommand) -> Result<(), Failure> {
                     terminal_safe(&r.description).into_owned(),
                 ]);
             }
-            println!("{t}");
+            writeln!(out, "{t}")?;
             Ok(())
         }
     }
@@ -110,6 +104,7 @@ pub fn delivery_summary(a: &AlertRecord) -> String {
 
 pub async fn alerts(cli: &Cli, command: &AlertsCommand) -> Result<(), Failure> {
     let config = settings::config(cli)?;
+    let mut out = Stdout::new();
     match command {
         AlertsCommand::Run { once, rules } => {
             let s = Arc::new(settings::alerts(config.as_ref(), rules.as_deref())?);
@@ -120,10 +115,11 @@ pub async fn alerts(cli: &Cli, command: &AlertsCommand) -> Result<(), Failure> {
                 let evaluated = runner.evaluate().await.map_err(alert_failure)?;
                 let delivered = runner.deliver(&cancel).await.map_err(alert_failure)?;
                 if !cli.quiet {
-                    println!(
+                    writeln!(
+                        out,
                         "{} events evaluated, {} alerts raised; {} delivered, {} failed (will retry), {} abandoned",
                         evaluated.events, evaluated.alerts, delivered.delivered, delivered.failed, delivered.abandoned
-                    );
+                    )?;
                 }
                 return Ok(());
             }
@@ -141,9 +137,8 @@ pub async fn alerts(cli: &Cli, command: &AlertsCommand) -> Result<(), Failure> {
             let store = open_store(cli, config.as_ref(), false)?;
             let alerts = runner::backtest(store, &s.rules, s.presentation.clone(), f).await.map_err(alert_failure)?;
             if *format == ReportFormat::Json {
-                return json_out(&alerts);
+                return out.json(&alerts);
             }
-            let mut out = io::stdout().lock();
             if alerts.is_empty() {
                 writeln!(out, "no alerts would have been raised")?;
                 return Ok(());
@@ -187,12 +182,12 @@ pub async fn alerts(cli: &Cli, command: &AlertsCommand) -> Result<(), Failure> {
                     DeliveryStateArg::Abandoned => DeliveryState::Abandoned,
                 }),
             };
-            let list = store.alerts(&filter, *limit)?;
+            let list = store.alerts(&filter, crate::args::no_limit_if_zero(*limit).unwrap_or(u64::MAX))?;
             if *format == ReportFormat::Json {
-                return json_out(&list);
+                return out.json(&list);
             }
             if list.is_empty() {
-                println!("no alerts");
+                writeln!(out, "no alerts")?;
                 return Ok(());
             }
             let mut t = table(&["ID", "RAISED (UTC)", "SEVERITY", "RULE", "TITLE", "DELIVERY"]);
@@ -206,7 +201,7 @@ pub async fn alerts(cli: &Cli, command: &AlertsCommand) -> Result<(), Failure> {
                     delivery_summary(a),
                 ]);
             }
-            println!("{t}");
+            writeln!(out, "{t}")?;
             Ok(())
         }
         AlertsCommand::Show { id, format } => {
@@ -215,9 +210,8 @@ pub async fn alerts(cli: &Cli, command: &AlertsCommand) -> Result<(), Failure> {
                 .alert(*id)?
                 .ok_or_else(|| Failure::Usage(format!("there is no alert {id}; `tfaudit alerts list` lists them")))?;
             if *format == ReportFormat::Json {
-                return json_out(&a);
+                return out.json(&a);
             }
-            let mut out = io::stdout().lock();
             writeln!(out, "alert {}  {}  rule {}  severity {}", a.id, time(a.raised_at), a.rule, a.severity)?;
             writeln!(out, "{}\n", terminal_safe(&a.title))?;
             for line in a.text.lines() {

@@ -1,6 +1,7 @@
 //! `tfaudit demo`: the whole loop with no token and no network — a simulator in this
 //! process, a sync into a fresh archive, then status, a summary and example queries,
-//! each with the command that reproduces it.
+//! each with the command that reproduces it. The archive lives in a temporary folder
+//! that is removed at the end, unless `--keep`.
 
 use std::io::{self, IsTerminal, Write};
 use std::sync::Arc;
@@ -21,24 +22,35 @@ fn heading(out: &mut dyn Write, text: &str) -> io::Result<()> {
 }
 
 pub async fn demo(args: &DemoArgs) -> Result<(), Failure> {
-    let mut out = io::stdout().lock();
+    let dir = tempfile::Builder::new()
+        .prefix("tfaudit-demo-")
+        .tempdir()
+        .map_err(|e| Failure::Output(format!("cannot create a temporary folder for the demo's archive: {e}")))?;
+    let db = dir.path().join("archive.db");
+    let result = run(args, &db).await;
+    if args.keep {
+        let _ = dir.keep();
+    }
+    result
+}
+
+async fn run(args: &DemoArgs, db: &std::path::Path) -> Result<(), Failure> {
+    let mut out = output::Stdout::new();
+    let terminal = out.terminal;
     let sim_config = SimConfig { events: args.events, malformed: 3, hostile: 0.08, ..SimConfig::default() };
     let sim = Sim::start(sim_config, "127.0.0.1:0".parse().map_err(|_| Failure::Internal("bad address".into()))?)
         .await
         .map_err(|e| Failure::Internal(format!("cannot start the simulator on 127.0.0.1: {e}")))?;
-    let dir = std::env::temp_dir().join("tfaudit-demo");
-    let db = dir.join("archive.db");
-    for suffix in ["", "-wal", "-shm"] {
-        let _ = std::fs::remove_file(format!("{}{suffix}", db.display()));
-    }
-    let store: Arc<dyn Store> = super::sync::open_for_writing(&db)?;
+    let store: Arc<dyn Store> = super::sync::open_for_writing(db)?;
     writeln!(
         out,
         "tfaudit demo: a simulated HCP Terraform organization with {} audit events over 14 days,\n\
-         served at {} by `tfaudit sim`, synced into a fresh archive at {}.",
+         served at {} by `tfaudit sim`, synced into a fresh archive at {}\n\
+         ({}).",
         output::count(args.events),
         sim.url(),
-        db.display()
+        db.display(),
+        if args.keep { "kept when the demo ends" } else { "removed when the demo ends; --keep keeps it" }
     )?;
 
     let token = Token::new(sim.token()).map_err(|e| Failure::Internal(e.to_string()))?;
@@ -116,7 +128,15 @@ pub async fn demo(args: &DemoArgs) -> Result<(), Failure> {
     ];
     for (question, command, filter) in examples {
         writeln!(out, "\n{question}\n$ tfaudit --db {} {command}", db.display())?;
-        super::read::write_events(&*store, &filter, Order::NewestFirst, Some(5), QueryFormat::Table, &mut out)?;
+        super::read::write_events(
+            &*store,
+            &filter,
+            Order::NewestFirst,
+            Some(5),
+            QueryFormat::Table,
+            &mut out,
+            terminal,
+        )?;
     }
 
     heading(&mut out, "6. What the built-in alert rules would have raised (a backtest; nothing is sent)")?;
@@ -144,23 +164,32 @@ pub async fn demo(args: &DemoArgs) -> Result<(), Failure> {
     }
 
     heading(&mut out, "Next")?;
-    let db = db.display();
     writeln!(
         out,
         "Run the simulator yourself (with live events and faults) and browse it in the dashboard:\n  \
            tfaudit sim --live-rate 5 --error-rate 0.1 --throttle-rate 0.1 &\n  \
            TFE_ADDRESS=http://127.0.0.1:8700 TFE_TOKEN=sim-token tfaudit --db sim.db serve --interval 10s\n  \
-           # then open http://127.0.0.1:8080/ (metrics at http://127.0.0.1:9464/metrics)\n\
-         Explore this archive from the command line:\n  \
-           tfaudit --db {db} query --since 24h\n  \
-           tfaudit --db {db} query --actor 'user-*' --format csv > events.csv\n  \
-           tfaudit --db {db} export --format jsonl -o events.jsonl\n  \
-           tfaudit --db {db} status --rejects\n\
-         Archive your real organization (an organization or audit trail token):\n  \
+           # then open http://127.0.0.1:8080/ (metrics at http://127.0.0.1:9464/metrics)"
+    )?;
+    if args.keep {
+        let db = db.display();
+        writeln!(
+            out,
+            "Explore this archive from the command line:\n  \
+               tfaudit --db {db} query --since 24h\n  \
+               tfaudit --db {db} query --actor 'user-*' --format csv > events.csv\n  \
+               tfaudit --db {db} export --format jsonl -o events.jsonl\n  \
+               tfaudit --db {db} status --rejects"
+        )?;
+    } else {
+        writeln!(out, "To explore this archive from the command line afterwards: tfaudit demo --keep")?;
+    }
+    writeln!(
+        out,
+        "Archive your real organization (an organization or audit trail token):\n  \
            TFE_TOKEN=... tfaudit sync      # then `tfaudit serve` (or watch) keeps it current and raises alerts\n\
          Several organizations, alert rules and destinations: `tfaudit init` writes a commented config (see the README)"
     )?;
-    drop(out);
     sim.stop().await;
     Ok(())
 }

@@ -1,6 +1,6 @@
 //! Reading the archive: `query`, `export`, `summary`, `status`.
 
-use std::io::{self, BufWriter, IsTerminal, Write};
+use std::io::{self, BufWriter, Write};
 use std::path::{Path, PathBuf};
 
 use jiff::Timestamp;
@@ -49,7 +49,8 @@ pub fn filter(args: &FilterArgs, now: Timestamp) -> Result<EventFilter, Failure>
     Ok(f)
 }
 
-/// Writes events in a query format; shared by `query` and the demo.
+/// Writes events in a query format; shared by `query`, `export` and the demo.
+/// `terminal`: `out` is a terminal, so every format escapes what it would obey.
 pub fn write_events(
     store: &dyn Store,
     filter: &EventFilter,
@@ -57,12 +58,13 @@ pub fn write_events(
     limit: Option<u64>,
     format: QueryFormat,
     out: &mut dyn Write,
+    terminal: bool,
 ) -> Result<u64, Failure> {
     let mut writer = match format {
         QueryFormat::Table => EventWriter::table(&mut *out),
-        QueryFormat::Json => EventWriter::json(&mut *out),
-        QueryFormat::Jsonl => EventWriter::jsonl(&mut *out),
-        QueryFormat::Csv => EventWriter::csv(&mut *out)?,
+        QueryFormat::Json => EventWriter::json(&mut *out, terminal),
+        QueryFormat::Jsonl => EventWriter::jsonl(&mut *out, terminal),
+        QueryFormat::Csv => EventWriter::csv(&mut *out, terminal)?,
     };
     let n = store.events(filter, order, limit, &mut |e| writer.write(&e))?;
     writer.finish()?;
@@ -72,11 +74,19 @@ pub fn write_events(
 pub fn query(cli: &Cli, args: &QueryArgs) -> Result<(), Failure> {
     let filter = filter(&args.filter, Timestamp::now())?;
     let store = open_for_reading(cli)?;
-    let format =
-        args.format.unwrap_or(if io::stdout().is_terminal() { QueryFormat::Table } else { QueryFormat::Jsonl });
-    let limit = (args.limit > 0).then_some(args.limit);
-    let mut out = BufWriter::new(io::stdout().lock());
-    write_events(&store, &filter, Order::NewestFirst, limit, format, &mut out)?;
+    let stdout = output::Stdout::new();
+    let terminal = stdout.terminal;
+    let format = args.format.unwrap_or(if terminal { QueryFormat::Table } else { QueryFormat::Jsonl });
+    let mut out = BufWriter::new(stdout);
+    write_events(
+        &store,
+        &filter,
+        Order::NewestFirst,
+        crate::args::no_limit_if_zero(args.limit),
+        format,
+        &mut out,
+        terminal,
+    )?;
     out.flush()?;
     Ok(())
 }
@@ -90,8 +100,10 @@ pub fn export(cli: &Cli, args: &ExportArgs) -> Result<(), Failure> {
     };
     match &args.output {
         None => {
-            let mut out = BufWriter::with_capacity(1 << 16, io::stdout().lock());
-            write_events(&store, &filter, Order::OldestFirst, None, format, &mut out)?;
+            let stdout = output::Stdout::new();
+            let terminal = stdout.terminal;
+            let mut out = BufWriter::with_capacity(1 << 16, stdout);
+            write_events(&store, &filter, Order::OldestFirst, None, format, &mut out, terminal)?;
             out.flush()?;
         }
         Some(path) => {
@@ -101,14 +113,14 @@ pub fn export(cli: &Cli, args: &ExportArgs) -> Result<(), Failure> {
             let file = create_private(&partial)
                 .map_err(|e| Failure::Output(format!("cannot create {}: {e}", partial.display())))?;
             let mut out = BufWriter::with_capacity(1 << 16, file);
-            let result = write_events(&store, &filter, Order::OldestFirst, None, format, &mut out)
+            let result = write_events(&store, &filter, Order::OldestFirst, None, format, &mut out, false)
                 .and_then(|n| out.flush().map(|()| n).map_err(Failure::from));
             match result {
                 Ok(n) => {
                     std::fs::rename(&partial, path)
                         .map_err(|e| Failure::Output(format!("cannot write {}: {e}", path.display())))?;
                     if !cli.quiet {
-                        eprintln!("wrote {} events to {}", output::count(n), path.display());
+                        let _ = writeln!(io::stderr(), "wrote {} events to {}", output::count(n), path.display());
                     }
                 }
                 Err(e) => {
@@ -141,13 +153,13 @@ pub fn summary(cli: &Cli, args: &SummaryArgs) -> Result<(), Failure> {
     let filter = filter(&filter_args, now)?;
     let store = open_for_reading(cli)?;
     let summary = store.summary(&filter, args.top)?;
-    let mut out = io::stdout().lock();
+    let mut out = output::Stdout::new();
     match args.format {
-        ReportFormat::Json => {
-            serde_json::to_writer_pretty(&mut out, &summary).map_err(|e| Failure::Output(e.to_string()))?;
-            writeln!(out)?;
+        ReportFormat::Json => out.json(&summary)?,
+        ReportFormat::Text => {
+            let chart = out.terminal;
+            output::summary_text(&summary, chart, &mut out)?;
         }
-        ReportFormat::Text => output::summary_text(&summary, io::stdout().is_terminal(), &mut out)?,
     }
     Ok(())
 }
@@ -155,14 +167,13 @@ pub fn summary(cli: &Cli, args: &SummaryArgs) -> Result<(), Failure> {
 pub fn status(cli: &Cli, args: &StatusArgs) -> Result<(), Failure> {
     let store = open_for_reading(cli)?;
     let sources = store.status()?;
-    let mut out = io::stdout().lock();
+    let mut out = output::Stdout::new();
     match args.format {
         ReportFormat::Json => {
             let rejects = if args.rejects { Some(store.rejects(100)?) } else { None };
             let alerts = store.alert_status(10)?;
             let value = serde_json::json!({"archive": store.path(), "organizations": sources, "rejects": rejects, "alerts": alerts});
-            serde_json::to_writer_pretty(&mut out, &value).map_err(|e| Failure::Output(e.to_string()))?;
-            writeln!(out)?;
+            out.json(&value)?;
         }
         ReportFormat::Text => {
             writeln!(out, "archive {}\n", output::terminal_safe(&store.path().display().to_string()))?;

@@ -35,12 +35,13 @@ pub fn init(args: &InitArgs) -> Result<(), Failure> {
         }
     })?;
     file.write_all(EXAMPLE_CONFIG.as_bytes())?;
-    println!(
+    writeln!(
+        crate::output::Stdout::new(),
         "wrote {}: edit it, then `tfaudit --config {} config check` and `tfaudit --config {} serve`",
         args.output.display(),
         args.output.display(),
         args.output.display()
-    );
+    )?;
     Ok(())
 }
 
@@ -56,7 +57,9 @@ pub fn check(cli: &Cli) -> Result<(), Failure> {
     let alerts = settings::alerts(Some(&(path.clone(), file.clone())), None)?;
     settings::serve(None, None, Some(&(path.clone(), file.clone())))?;
     let on = alerts.rules.enabled().count();
-    println!(
+    use std::io::Write;
+    writeln!(
+        crate::output::Stdout::new(),
         "{}: ok — {} organizations ({}), {} destinations, {} rules ({} off)",
         path.display(),
         organizations.len(),
@@ -64,7 +67,7 @@ pub fn check(cli: &Cli) -> Result<(), Failure> {
         alerts.destinations.len(),
         alerts.rules.rules.len(),
         alerts.rules.rules.len() - on
-    );
+    )?;
     Ok(())
 }
 

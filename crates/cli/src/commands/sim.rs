@@ -67,14 +67,18 @@ pub async fn sim(args: &SimArgs) -> Result<(), Failure> {
     let sim = Sim::start(config, args.listen)
         .await
         .map_err(|e| Failure::Usage(format!("cannot listen on {}: {e}; pick another --listen address", args.listen)))?;
-    println!(
-        "tfaudit sim: {} events of history at {} (token: {})",
+    use std::io::Write;
+    writeln!(
+        crate::output::Stdout::new(),
+        "tfaudit sim: {} events of history at {} (token: {})\n\
+         try:  TFE_ADDRESS={} TFE_TOKEN={} tfaudit sync\n\
+         stop with Ctrl-C",
         crate::output::count(events),
         sim.url(),
+        args.token,
+        sim.url(),
         args.token
-    );
-    println!("try:  TFE_ADDRESS={} TFE_TOKEN={} tfaudit sync", sim.url(), args.token);
-    println!("stop with Ctrl-C");
+    )?;
     let cancel = crate::stop_on_signals();
     sim.run_until(cancel).await;
     Ok(())

@@ -48,7 +48,8 @@ pub fn report_line(r: &SyncReport) -> String {
 
 fn gap_banner(r: &SyncReport) {
     if let Some(g) = &r.gap {
-        eprintln!(
+        let _ = writeln!(
+            std::io::stderr(),
             "\nWARNING: possible gap in {}: events between {} and {} may be lost.\n\
              The last complete sync was longer ago than the API keeps events. The gap is recorded; `tfaudit status` shows it.\n",
             terminal_safe(&r.source),
@@ -65,6 +66,7 @@ pub async fn sync(cli: &Cli, args: &SyncArgs) -> Result<(), Failure> {
     let cancel = crate::stop_on_signals();
     let show_bar = !cli.quiet && std::io::stderr().is_terminal();
     let mut failure = None;
+    let mut out = crate::output::Stdout::new();
     for org in &organizations {
         let bar = Bar::new(show_bar, &org.name);
         let result = tfaudit_sync::sync(store.clone(), &org.client, &org.name, org.walk_options(), &bar, &cancel).await;
@@ -73,9 +75,9 @@ pub async fn sync(cli: &Cli, args: &SyncArgs) -> Result<(), Failure> {
                 gap_banner(&report);
                 if args.json {
                     let line = serde_json::to_string(&report).map_err(|e| Failure::Internal(e.to_string()))?;
-                    writeln!(std::io::stdout(), "{line}")?;
+                    writeln!(out, "{line}")?;
                 } else if !cli.quiet {
-                    writeln!(std::io::stdout(), "{}", report_line(&report))?;
+                    writeln!(out, "{}", report_line(&report))?;
                 }
                 if !report.complete {
                     failure.get_or_insert(Failure::Interrupted);
@@ -84,7 +86,12 @@ pub async fn sync(cli: &Cli, args: &SyncArgs) -> Result<(), Failure> {
             Err(e) => {
                 let f = Failure::from(e);
                 if organizations.len() > 1 {
-                    eprintln!("error: {}: {}", terminal_safe(&org.name), tfaudit_api::redact::redact(&f.to_string()));
+                    let _ = writeln!(
+                        std::io::stderr(),
+                        "error: {}: {}",
+                        terminal_safe(&org.name),
+                        tfaudit_api::redact::redact(&f.to_string())
+                    );
                     failure.get_or_insert(f);
                 } else {
                     failure.get_or_insert(f);
@@ -162,6 +169,7 @@ pub async fn watch(cli: &Cli, args: &WatchArgs, server: Option<tfaudit_server::O
     } else {
         None
     };
+    let stop = cancel.clone();
     let on_sync: tfaudit_sync::OnSync = Arc::new(move |name: &str, result: &Result<SyncReport, SyncError>, took| {
         health.record(name, result.as_ref().err().map(|e| tfaudit_api::redact::redact(&e.to_string()).into_owned()));
         let (label, new) = match result {
@@ -170,7 +178,7 @@ pub async fn watch(cli: &Cli, args: &WatchArgs, server: Option<tfaudit_server::O
             Err(_) => ("failed", 0),
         };
         metrics.sync(name, label, new, took.as_secs_f64());
-        report_sync(name, result, json, &wake);
+        report_sync(name, result, json, &wake, &stop);
     });
     tfaudit_sync::watch(store, orgs, cancel, on_sync).await;
     if let Some(task) = alert_task {
@@ -182,7 +190,13 @@ pub async fn watch(cli: &Cli, args: &WatchArgs, server: Option<tfaudit_server::O
     Ok(())
 }
 
-fn report_sync(name: &str, result: &Result<SyncReport, SyncError>, json: bool, wake: &tokio::sync::Notify) {
+fn report_sync(
+    name: &str,
+    result: &Result<SyncReport, SyncError>,
+    json: bool,
+    wake: &tokio::sync::Notify,
+    stop: &tokio_util::sync::CancellationToken,
+) {
     match result {
         Ok(report) => {
             gap_banner(report);
@@ -191,7 +205,13 @@ fn report_sync(name: &str, result: &Result<SyncReport, SyncError>, json: bool, w
             }
             if json {
                 if let Ok(line) = serde_json::to_string(report) {
-                    println!("{line}");
+                    // Nobody reads the reports any more: stop as for a signal, and
+                    // exit 0 like every command whose reader goes away.
+                    if let Err(Failure::ClosedPipe) =
+                        writeln!(crate::output::Stdout::new(), "{line}").map_err(Failure::from)
+                    {
+                        stop.cancel();
+                    }
                 }
             } else {
                 tracing::info!("{}", report_line(report));

@@ -607,3 +607,80 @@ async fn misconfigured_destination_shows_in_readyz_and_metrics() {
     assert!(text.contains("tfaudit_destination_misconfigured{destination=\"hook\"} 1"), "{text}");
     server.stop().await;
 }
+
+/// History synced, the engine started, the critical events synced and evaluated, and
+/// one delivery attempt each to a webhook answering 503: three alerts, failing.
+async fn three_failing_alerts() -> (Env, Sim, Receivers, String) {
+    let sim = start(SimConfig { events: 100, hostile: 0.0, ..SimConfig::default() }).await;
+    let receivers = Receivers::start().await;
+    receivers.inbox.hook_status.store(503, Ordering::SeqCst);
+    let env = Env::new();
+    let cfg = config(&env, &sim, &hook_destination(&receivers, &env)).to_str().unwrap().to_owned();
+    let sync = || env.command(None, &["--config", &cfg, "sync"]).env("SIM_TOKEN", sim.token()).output();
+    assert!(sync().await.unwrap().status.success());
+    env.ok(None, &["--config", &cfg, "alerts", "run", "--once"]).await;
+    inject_critical_events(&sim);
+    assert!(sync().await.unwrap().status.success());
+    let out = env.ok(None, &["--config", &cfg, "alerts", "run", "--once"]).await;
+    assert!(out.contains("3 alerts raised; 0 delivered, 3 failed"), "{out}");
+    (env, sim, receivers, cfg)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn alerts_show_gives_the_text_the_deliveries_and_the_event() {
+    let (env, _sim, _receivers, cfg) = three_failing_alerts().await;
+    let list: Vec<Value> =
+        serde_json::from_str(&env.ok(None, &["--config", &cfg, "alerts", "list", "--format", "json"]).await).unwrap();
+    let owner = list.iter().find(|a| a["rule"] == "owner-added").expect("the owner-added alert");
+    let id = owner["id"].as_i64().unwrap().to_string();
+
+    let shown = env.ok(None, &["--config", &cfg, "alerts", "show", &id]).await;
+    let first = shown.lines().next().unwrap();
+    assert!(first.starts_with(&format!("alert {id}  ")), "{shown}");
+    assert!(first.contains("rule owner-added") && first.contains("severity critical"), "{shown}");
+    assert!(shown.contains("[CRITICAL] Someone was added to the owners team"), "{shown}");
+    let delivery = shown.lines().find(|l| l.trim_start().starts_with("hook")).expect("the hook's delivery");
+    assert!(delivery.contains("failing") && delivery.contains("1 attempts"), "{delivery}");
+    assert!(
+        delivery.contains("next attempt") && delivery.contains("last error") && delivery.contains("503"),
+        "{delivery}"
+    );
+    assert!(shown.contains("\"id\": \"evt-owner\""), "the original event: {shown}");
+
+    let json: Value =
+        serde_json::from_str(&env.ok(None, &["--config", &cfg, "alerts", "show", &id, "--format", "json"]).await)
+            .unwrap();
+    assert_eq!(json["id"].as_i64().unwrap().to_string(), id);
+    assert_eq!(json["rule"], "owner-added");
+    assert_eq!(json["deliveries"].as_array().unwrap().len(), 1);
+    assert_eq!(json["deliveries"][0]["destination"], "hook");
+    assert_eq!(json["deliveries"][0]["state"], "failing");
+    assert_eq!(json["deliveries"][0]["attempts"], 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn alerts_show_of_an_unknown_id_says_so_and_exits_2() {
+    let (env, _sim, _receivers, cfg) = three_failing_alerts().await;
+    let out = env.run(None, &["--config", &cfg, "alerts", "show", "999999"]).await;
+    assert_eq!(out.status.code(), Some(2));
+    assert!(out.stdout.is_empty());
+    assert_eq!(text(&out.stderr), "error: there is no alert 999999; `tfaudit alerts list` lists them\n");
+    let out = env.run(None, &["--config", &cfg, "alerts", "show", "not-a-number"]).await;
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out.stderr).contains("invalid value 'not-a-number'"), "{}", text(&out.stderr));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn alerts_list_limit_zero_lists_every_alert() {
+    let (env, _sim, _receivers, cfg) = three_failing_alerts().await;
+    let count = |limit: &'static str| {
+        let (env, cfg) = (&env, &cfg);
+        async move {
+            let out = env.ok(None, &["--config", cfg, "alerts", "list", "--format", "json", "--limit", limit]).await;
+            serde_json::from_str::<Vec<Value>>(&out).unwrap().len()
+        }
+    };
+    assert_eq!(count("1").await, 1);
+    assert_eq!(count("0").await, 3, "0 means no limit, as for query");
+    assert_eq!(count("20").await, 3);
+}

@@ -10,6 +10,7 @@ mod client;
 mod config;
 mod crash;
 mod dashboard;
+mod demo;
 mod faults;
 mod output;
 mod serve;

@@ -144,3 +144,129 @@ async fn reading_without_an_archive_says_what_to_do() {
     assert!(text(&out.stderr).contains("run `tfaudit sync` first"), "{}", text(&out.stderr));
     assert!(!env.db.exists(), "reading never creates an archive");
 }
+
+/// Runs `tfaudit` under a pseudo-terminal (util-linux `script`), so that the binary's
+/// own terminal check sees a terminal; returns what the terminal received.
+async fn on_a_terminal(env: &Env, args: &[&str]) -> String {
+    let quoted: Vec<String> =
+        std::iter::once(BIN).chain(args.iter().copied()).map(|a| format!("'{}'", a.replace('\'', r"'\''"))).collect();
+    let out = tokio::process::Command::new("script")
+        .args(["-qec", &quoted.join(" "), "/dev/null"])
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("HOME", env.dir.path())
+        .env("TFAUDIT_DB", &env.db)
+        .env("COLUMNS", "400")
+        .stdin(std::process::Stdio::null())
+        .output()
+        .await
+        .expect("`script` from util-linux runs commands under a pseudo-terminal");
+    assert!(out.status.success(), "tfaudit {args:?} on a terminal: {}\n{}", out.status, text(&out.stderr));
+    text(&out.stdout)
+}
+
+fn assert_nothing_a_terminal_obeys(what: &str, shown: &str) {
+    for c in shown.chars() {
+        // The pseudo-terminal turns each newline into CR LF.
+        assert!(matches!(c, '\n' | '\r') || !c.is_control(), "control character {c:?} in {what} on a terminal");
+        assert!(
+            !matches!(c, '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}'),
+            "bidi override {c:?} in {what} on a terminal"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_format_escapes_control_and_bidi_characters_on_a_terminal_and_only_there() {
+    let (env, _sim) = hostile_archive().await;
+    // (JSON itself writes an escape character as \u001b, but not a bidi override.)
+    for (args, escape_shown) in [
+        (&["query", "--format", "csv", "--limit", "0"][..], r"\u{1b}]0;owned\u{7}"),
+        (&["export", "--format", "csv"], r"\u{1b}]0;owned\u{7}"),
+        (&["query", "--format", "json", "--limit", "0"], r"\u001b]0;owned\u0007"),
+        (&["query", "--format", "jsonl", "--limit", "0"], r"\u001b]0;owned\u0007"),
+        (&["export", "--format", "jsonl"], r"\u001b]0;owned\u0007"),
+        (&["alerts", "test", "--since", "30d", "--format", "json"], r"\u001b]0;owned\u0007"),
+    ] {
+        let shown = on_a_terminal(&env, args).await;
+        assert!(shown.lines().count() > 100, "{args:?}: {shown}");
+        assert_nothing_a_terminal_obeys(&format!("{args:?}"), &shown);
+        assert!(shown.contains(escape_shown), "{args:?}: the OSC is shown, escaped");
+        assert!(shown.contains(r"\u{202e}gnp.exe"), "{args:?}: the bidi override is shown, escaped");
+    }
+    let table = on_a_terminal(&env, &["query", "--format", "table", "--limit", "0"]).await;
+    assert_nothing_a_terminal_obeys("the table", &table);
+    // Piped, csv, json and jsonl are exact: the hostile strings are there as sent.
+    let csv = env.ok(None, &["query", "--format", "csv", "--limit", "0"]).await;
+    assert!(csv.contains("\u{1b}]0;owned\u{7}") && csv.contains("\u{202e}gnp.exe"));
+    let jsonl = env.ok(None, &["query", "--format", "jsonl", "--limit", "0"]).await;
+    assert!(jsonl.contains(r"\u001b]0;owned\u0007") && jsonl.contains("\u{202e}gnp.exe"));
+}
+
+/// Commands whose output is read by something that goes away before reading: each must
+/// stop quietly with exit 0 (`tfaudit … | head`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn closed_stdout_exits_zero_for_every_command() {
+    let (env, sim) = hostile_archive().await;
+    std::fs::write(env.path("rules.toml"), "[[rule]]\nname = \"r\"\nseverity = \"low\"\ndescription = \"d\"\n")
+        .unwrap();
+    let rules = env.path("rules.toml");
+    let rules = rules.to_str().unwrap();
+    let init = env.path("init.toml");
+    let commands: Vec<Vec<&str>> = vec![
+        vec!["query", "--format", "table", "--limit", "0"],
+        vec!["query", "--format", "json", "--limit", "0"],
+        vec!["query", "--format", "jsonl", "--limit", "0"],
+        vec!["query", "--format", "csv", "--limit", "0"],
+        vec!["export"],
+        vec!["export", "--format", "csv"],
+        vec!["summary"],
+        vec!["summary", "--format", "json"],
+        vec!["status"],
+        vec!["status", "--format", "json", "--rejects"],
+        vec!["rules", "list"],
+        vec!["rules", "list", "--format", "json"],
+        vec!["rules", "check", rules],
+        vec!["alerts", "test", "--since", "30d"],
+        vec!["alerts", "test", "--since", "30d", "--format", "json"],
+        vec!["alerts", "list"],
+        vec!["alerts", "list", "--format", "json"],
+        vec!["alerts", "run", "--once"],
+        vec!["init", "--output", init.to_str().unwrap()],
+        vec!["sync"],
+        vec!["watch", "--json", "--interval", "1s", "--no-alerts"],
+        vec!["sim", "--listen", "127.0.0.1:0"],
+        vec!["demo", "--events", "200"],
+        vec!["--help"],
+    ];
+    for args in commands {
+        let mut child = env
+            .command(Some(&sim), &args)
+            .env("TMPDIR", env.path(""))
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        // The reader goes away before the command writes anything.
+        drop(child.stdout.take());
+        let out = tokio::time::timeout(std::time::Duration::from_secs(60), child.wait_with_output())
+            .await
+            .unwrap_or_else(|_| panic!("tfaudit {args:?} did not stop when its output closed"))
+            .unwrap();
+        let stderr = text(&out.stderr);
+        assert_eq!(out.status.code(), Some(0), "tfaudit {args:?}: {stderr}");
+        assert!(
+            !stderr.contains("error") && !stderr.contains("panicked") && !stderr.contains("Broken pipe"),
+            "tfaudit {args:?} was not quiet: {stderr}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn limit_zero_means_no_limit_for_query() {
+    let (env, _sim) = hostile_archive().await;
+    let lines = |out: String| out.lines().count();
+    assert_eq!(lines(env.ok(None, &["query", "--format", "jsonl", "--limit", "0"]).await), 1_500);
+    assert_eq!(lines(env.ok(None, &["query", "--format", "jsonl", "--limit", "7"]).await), 7);
+    assert_eq!(lines(env.ok(None, &["query", "--format", "jsonl"]).await), 100, "the default");
+}
