@@ -831,6 +831,8 @@ async fn openapi_schemathesis_finds_nothing() {
         .arg("--report-dir")
         .arg(&reports)
         .env("SCHEMATHESIS_HOOKS", "")
+        // It keeps a cache in its working folder: the test's own, not the repository.
+        .current_dir(env.dir.path())
         .kill_on_drop(true)
         .output()
         .await
