@@ -295,6 +295,7 @@ pub fn pretty_json(text: &str) -> String {
     let compact = compact_json(text);
     let mut out = String::with_capacity(compact.len() + compact.len().min(PRETTY_BUDGET));
     let (mut depth, mut in_string, mut escaped) = (0usize, false, false);
+    // Bytes of line breaks and indentation so far, against the budget.
     let mut added = 0usize;
     let mut newline = |out: &mut String, depth: usize| {
         if depth <= PRETTY_DEPTH {
@@ -302,7 +303,9 @@ pub fn pretty_json(text: &str) -> String {
             out.extend(std::iter::repeat_n("  ", depth));
             added += 1 + 2 * depth;
         }
+        added > PRETTY_BUDGET
     };
+    let mut spent = false;
     let mut chars = compact.char_indices().peekable();
     while let Some((at, c)) = chars.next() {
         if in_string {
@@ -316,7 +319,7 @@ pub fn pretty_json(text: &str) -> String {
             }
             continue;
         }
-        if out.len() > compact.len() + PRETTY_BUDGET {
+        if spent {
             out.push_str(&compact[at..]);
             break;
         }
@@ -331,17 +334,17 @@ pub fn pretty_json(text: &str) -> String {
                     out.push(chars.next().map_or(']', |(_, c)| c));
                 } else {
                     depth += 1;
-                    newline(&mut out, depth);
+                    spent = newline(&mut out, depth);
                 }
             }
             '}' | ']' => {
                 depth = depth.saturating_sub(1);
-                newline(&mut out, depth);
+                spent = newline(&mut out, depth);
                 out.push(c);
             }
             ',' => {
                 out.push(c);
-                newline(&mut out, depth);
+                spent = newline(&mut out, depth);
             }
             ':' if depth <= PRETTY_DEPTH => out.push_str(": "),
             c => out.push(c),

@@ -293,7 +293,11 @@ async fn event(State(state): State<AppState>, Path(id): Path<String>) -> Respons
 }
 
 async fn alerts(State(state): State<AppState>, QueryParams(params): QueryParams<AlertParams>) -> Response {
-    let (filter, limit) = params.filter(Origin::Form).unwrap_or((AlertFilter::default(), 100));
+    // A bad filter is said, above every alert unfiltered.
+    let (filter, limit, problem) = match params.filter(Origin::Form) {
+        Ok((filter, limit)) => (filter, limit, None),
+        Err(message) => (AlertFilter::default(), 100, Some(message)),
+    };
     let store = state.store.clone();
     let (list, status) = match blocking(move || Ok((store.alerts(&filter, limit)?, store.alert_status(0)?))).await {
         Ok(x) => x,
@@ -312,7 +316,13 @@ async fn alerts(State(state): State<AppState>, QueryParams(params): QueryParams<
             }
         })
         .collect();
-    render(&state, StatusCode::OK, "alerts.html", context! { page => "alerts", alerts => alerts, status => status })
+    let code = if problem.is_some() { StatusCode::BAD_REQUEST } else { StatusCode::OK };
+    render(
+        &state,
+        code,
+        "alerts.html",
+        context! { page => "alerts", alerts => alerts, status => status, error => problem },
+    )
 }
 
 async fn status(State(state): State<AppState>) -> Response {

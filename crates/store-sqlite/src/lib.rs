@@ -198,6 +198,26 @@ impl SqliteStore {
         let (conn, version, uri) = match attempt(&shared) {
             Ok((c, v)) => (c, v, shared),
             Err(first) if matches!(first.sqlite_error_code(), Some(ErrorCode::CannotOpen | ErrorCode::ReadOnly)) => {
+                // Where the archive can be written, a read-only connection fails only
+                // when the write-ahead log needs recovering (its writer died), which
+                // takes a writer: open it as every other command does.
+                if std::fs::OpenOptions::new().append(true).open(path).is_ok() {
+                    return Self::open(path, OpenMode::MustExist);
+                }
+                // Immutable opening ignores the write-ahead log: refuse rather than
+                // show an archive without its latest transactions.
+                let wal = PathBuf::from(format!("{}-wal", path.display()));
+                if std::fs::metadata(&wal).is_ok_and(|m| m.len() > 0) {
+                    return Err(StoreError::Open {
+                        path: shown,
+                        cause: format!(
+                            "its write-ahead log {} holds transactions that cannot be read without creating {}-shm beside it; \
+                             make the folder writable, or copy the archive with `sqlite3 ARCHIVE \".backup COPY\"`",
+                            wal.display(),
+                            path.display()
+                        ),
+                    });
+                }
                 let immutable = format!("file:{file}?mode=ro&immutable=1");
                 match attempt(&immutable) {
                     Ok((c, v)) => (c, v, immutable),

@@ -743,6 +743,10 @@ async fn every_api_error_is_json() {
         assert!(!message.is_empty() && message.contains(names), "{what}: {message}");
         assert_eq!(body.as_object().unwrap().len(), 1, "{what}: {body}");
     }
+    // The dashboard says so too, in its page, rather than dropping the filter silently.
+    let r = client.get(url("/alerts?state=lost")).send().await.unwrap();
+    assert_eq!(r.status(), 400);
+    assert!(r.text().await.unwrap().contains("state must be pending, delivered, failing or abandoned"));
     server.stop().await;
 }
 
@@ -827,6 +831,8 @@ async fn openapi_schemathesis_finds_nothing() {
         .arg("--report-dir")
         .arg(&reports)
         .env("SCHEMATHESIS_HOOKS", "")
+        // It keeps a cache in its working folder: the test's own, not the repository.
+        .current_dir(env.dir.path())
         .kill_on_drop(true)
         .output()
         .await
