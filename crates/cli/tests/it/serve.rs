@@ -562,7 +562,10 @@ async fn readyz_without_token_hides_details() {
     assert_eq!(r.status(), 503);
     let body = r.text().await.unwrap();
     let brief: Value = serde_json::from_str(&body).unwrap();
-    assert_eq!(brief, serde_json::json!({"ready": false, "organizations": [{"name": "acme", "ready": false}]}));
+    assert_eq!(
+        brief,
+        serde_json::json!({"ready": false, "organizations": [{"name": "acme", "ready": false}], "misconfigured_destinations": []})
+    );
     let address = sim.url();
     let host = address.trim_start_matches("http://");
     assert!(!body.contains(host), "the upstream address is not told without the token: {body}");
