@@ -270,26 +270,21 @@ pub fn finish_delivery(conn: &mut Connection, id: i64, outcome: &DeliveryOutcome
                 [id],
             )?;
         }
-        DeliveryOutcome::Failed { error, retry_at } => {
+        DeliveryOutcome::Failed { error, retry_at } | DeliveryOutcome::Misconfigured { error, retry_at } => {
             tx.execute(
                 "UPDATE deliveries SET state = 'failing', attempts = attempts + 1, last_error = ?2, next_attempt_ms = ?3, lease_until_ms = NULL
                  WHERE id = ?1",
                 params![id, error, ms(*retry_at)],
             )?;
-        }
-        DeliveryOutcome::Misconfigured { error, retry_at } => {
-            tx.execute(
-                "UPDATE deliveries SET state = 'failing', attempts = attempts + 1, last_error = ?2, next_attempt_ms = ?3, lease_until_ms = NULL
-                 WHERE id = ?1",
-                params![id, error, ms(*retry_at)],
-            )?;
-            tx.execute(
-                "INSERT INTO destinations (name, misconfigured, misconfigured_ms)
-                 SELECT destination, ?2, ?3 FROM deliveries WHERE id = ?1
-                 ON CONFLICT (name) DO UPDATE SET misconfigured = excluded.misconfigured,
-                     misconfigured_ms = coalesce(destinations.misconfigured_ms, excluded.misconfigured_ms)",
-                params![id, error, now],
-            )?;
+            if matches!(outcome, DeliveryOutcome::Misconfigured { .. }) {
+                tx.execute(
+                    "INSERT INTO destinations (name, misconfigured, misconfigured_ms)
+                     SELECT destination, ?2, ?3 FROM deliveries WHERE id = ?1
+                     ON CONFLICT (name) DO UPDATE SET misconfigured = excluded.misconfigured,
+                         misconfigured_ms = coalesce(destinations.misconfigured_ms, excluded.misconfigured_ms)",
+                    params![id, error, now],
+                )?;
+            }
         }
         DeliveryOutcome::Abandoned { error } => {
             tx.execute(
