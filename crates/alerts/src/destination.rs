@@ -283,7 +283,8 @@ pub fn email_body(alert: &AlertRecord) -> String {
     }
     body.push_str(&format!(
         "\nThe event, as HCP Terraform recorded it:\n{}\n\n-- \ntfaudit alert {} (rule {}, severity {})\n",
-        serde_json::to_string_pretty(&e).unwrap_or_default(),
+        // As sent, in its own key order, and bounded however deep a hostile event nests.
+        tfaudit_api::event::pretty_json(&alert.event),
         alert.id,
         alert.rule,
         alert.severity

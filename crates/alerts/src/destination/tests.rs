@@ -114,3 +114,19 @@ fn retry_after_is_read_in_seconds_or_as_a_date_and_capped() {
     assert!(wait > Duration::from_secs(80) && wait <= Duration::from_secs(90), "{wait:?} from {date}");
     assert_eq!(with("soon"), None);
 }
+
+#[test]
+fn email_shows_a_deeply_nested_event_as_sent_and_bounded() {
+    let mut a = alert();
+    let depth = 10_000;
+    a.alert.event = format!(
+        r#"{{"id":"e1","resource":{{"type":"run","action":"apply","meta":{}1{}}}}}"#,
+        "[".repeat(depth),
+        "]".repeat(depth)
+    );
+    let body = email_body(&a);
+    // serde gives up past 128 levels and would print `null`; the event is shown, and
+    // its indentation stays within a small multiple of its size.
+    assert!(body.contains(&format!("{}1{}", "[".repeat(100), "]".repeat(100))), "the deep part is shown");
+    assert!(body.len() < 4 * a.event.len() + 300_000, "{} bytes", body.len());
+}
