@@ -52,6 +52,8 @@ pub enum AlertError {
     Store(#[from] StoreError),
     #[error("internal error: {0}")]
     Internal(String),
+    #[error("cannot set up the HTTP client for alert destinations: {0}")]
+    Setup(String),
 }
 
 /// What an evaluation pass did.
@@ -100,9 +102,10 @@ fn seed(state: &mut EngineState, seen: &tfaudit_store::SeenValues) {
 }
 
 impl Runner {
-    #[must_use]
-    pub fn new(store: Arc<dyn Store>, settings: Arc<Settings>) -> Self {
-        Self { courier: Courier::new(settings.clone()), store, settings, loaded: None }
+    /// # Errors
+    /// [`AlertError::Setup`] when the destinations' HTTP client cannot be built.
+    pub fn new(store: Arc<dyn Store>, settings: Arc<Settings>) -> Result<Self, AlertError> {
+        Ok(Self { courier: Courier::new(settings.clone())?, store, settings, loaded: None })
     }
 
     /// Loads the engine at its cursor. On first use it starts at the earliest alert
@@ -442,9 +445,10 @@ pub struct Courier {
 const ERROR_CAP: usize = 500;
 
 impl Courier {
-    #[must_use]
-    pub fn new(settings: Arc<Settings>) -> Self {
-        Self { settings, sender: Sender::new() }
+    /// # Errors
+    /// [`AlertError::Setup`] when the destinations' HTTP client cannot be built.
+    pub fn new(settings: Arc<Settings>) -> Result<Self, AlertError> {
+        Ok(Self { settings, sender: Sender::new()? })
     }
 
     fn backoff(&self, attempts: u64) -> Duration {

@@ -110,7 +110,7 @@ pub async fn alerts(cli: &Cli, command: &AlertsCommand) -> Result<(), Failure> {
             let s = Arc::new(settings::alerts(config.as_ref(), rules.as_deref())?);
             let store = open_store(cli, config.as_ref(), false)?;
             let cancel = crate::stop_on_signals();
-            let mut runner = Runner::new(store, s);
+            let mut runner = Runner::new(store, s).map_err(alert_failure)?;
             if *once {
                 let evaluated = runner.evaluate().await.map_err(alert_failure)?;
                 let delivered = runner.deliver(&cancel).await.map_err(alert_failure)?;
@@ -245,5 +245,6 @@ pub fn alert_failure(e: tfaudit_alerts::runner::AlertError) -> Failure {
     match e {
         tfaudit_alerts::runner::AlertError::Store(s) => s.into(),
         tfaudit_alerts::runner::AlertError::Internal(i) => Failure::Internal(i),
+        e @ tfaudit_alerts::runner::AlertError::Setup(_) => Failure::Internal(e.to_string()),
     }
 }
