@@ -182,7 +182,8 @@ pub async fn alerts(cli: &Cli, command: &AlertsCommand) -> Result<(), Failure> {
                     DeliveryStateArg::Abandoned => DeliveryState::Abandoned,
                 }),
             };
-            let list = store.alerts(&filter, crate::args::no_limit_if_zero(*limit).unwrap_or(u64::MAX))?;
+            let limit = crate::args::no_limit_if_zero(*limit).unwrap_or(u64::MAX);
+            let list = tfaudit_store::blocking(&store, move |store| store.alerts(&filter, limit)).await?;
             if *format == ReportFormat::Json {
                 return out.json(&list);
             }
@@ -206,8 +207,9 @@ pub async fn alerts(cli: &Cli, command: &AlertsCommand) -> Result<(), Failure> {
         }
         AlertsCommand::Show { id, format } => {
             let store = open_store(cli, config.as_ref(), false)?;
-            let a = store
-                .alert(*id)?
+            let id = *id;
+            let a = tfaudit_store::blocking(&store, move |store| store.alert(id))
+                .await?
                 .ok_or_else(|| Failure::Usage(format!("there is no alert {id}; `tfaudit alerts list` lists them")))?;
             if *format == ReportFormat::Json {
                 return out.json(&a);
