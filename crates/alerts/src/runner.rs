@@ -515,3 +515,64 @@ pub async fn backtest(
     })
     .await
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::destination::Kind;
+    use tfaudit_store::{Alert, Guarded};
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn runner_calls_the_store_only_on_blocking_threads() {
+        let dir = tempfile::tempdir().unwrap();
+        let store: Arc<dyn Store> = Arc::new(
+            tfaudit_store_sqlite::SqliteStore::open(
+                &dir.path().join("archive.db"),
+                tfaudit_store_sqlite::OpenMode::CreateIfMissing,
+            )
+            .unwrap(),
+        );
+        let log = Destination {
+            name: "log".into(),
+            kind: Kind::Log,
+            min_severity: crate::rules::Severity::Info,
+            timeout: Duration::from_secs(5),
+        };
+        let settings = Arc::new(Settings {
+            rules: crate::pack::builtin(&jiff::tz::TimeZone::UTC).unwrap(),
+            presentation: Presentation::default(),
+            destinations: HashMap::from([("log".to_owned(), log)]),
+            default_destinations: vec!["log".into()],
+            max_delivery_age: Duration::from_secs(3600),
+            retry_delay: Duration::from_secs(1),
+            retry_cap: Duration::from_secs(60),
+        });
+        // Every call the runner makes goes through the guard, which panics on an
+        // async thread: evaluation (load, read, commit) and delivery (claim, finish).
+        let mut runner = Runner::new(Guarded::wrap(store.clone()), settings).unwrap();
+        assert_eq!(runner.evaluate().await.unwrap(), Evaluated::default());
+        let cursor = store.alert_cursor().unwrap().expect("evaluation saved its cursor");
+        let alert = Alert {
+            key: "test:1".into(),
+            rule: "test".into(),
+            severity: "high".into(),
+            group: None,
+            title: "a test alert".into(),
+            text: "a test alert".into(),
+            source: "acme".into(),
+            event_seq: 0,
+            event_id: "e1".into(),
+            event_time: Timestamp::now(),
+            count: 1,
+            window_start: None,
+            window_end: None,
+            link: None,
+            event: "{}".into(),
+        };
+        let write = AlertWrite { alert, destinations: vec!["log".into()] };
+        store.commit_alerts(Some(cursor.seq), &cursor, &[write]).unwrap();
+        // A panic in a destination's task would leave the delivery undone.
+        let delivered = runner.deliver(&CancellationToken::new()).await.unwrap();
+        assert_eq!(delivered, Delivered { delivered: 1, failed: 0, abandoned: 0 });
+    }
+}
