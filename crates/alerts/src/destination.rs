@@ -15,6 +15,7 @@ use tfaudit_config::Secret;
 use tfaudit_store::AlertRecord;
 
 use crate::rules::Severity;
+use crate::runner::AlertError;
 
 /// A configured destination, secrets resolved.
 #[derive(Debug, Clone)]
@@ -292,16 +293,13 @@ pub fn email_body(alert: &AlertRecord) -> String {
     body
 }
 
+/// How long a connection to a receiver may take, whatever the destination's timeout.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// Sends alerts to destinations.
 #[derive(Debug, Clone)]
 pub struct Sender {
     http: reqwest::Client,
-}
-
-impl Default for Sender {
-    fn default() -> Self {
-        Self::new()
-    }
 }
 
 /// `Retry-After` in seconds or as an HTTP date, at most an hour.
@@ -326,15 +324,24 @@ fn answer(status: reqwest::StatusCode, body: &str) -> String {
 }
 
 impl Sender {
-    #[must_use]
-    pub fn new() -> Self {
+    /// The one HTTP client every destination is sent through.
+    ///
+    /// # Errors
+    /// [`AlertError::Setup`] when the client cannot be built (no TLS roots, say).
+    /// There is deliberately no fallback to a default client: that one follows
+    /// redirects, which would carry a webhook URL's path, a routing key or a
+    /// signature to whatever host a receiver names.
+    pub fn new() -> Result<Self, AlertError> {
         let http = reqwest::Client::builder()
             .user_agent(tfaudit_api::USER_AGENT)
-            // A redirect could take a signed payload somewhere else.
+            // A redirect could take a signed payload or a secret URL somewhere else;
+            // a 3xx is judged as misconfigured instead (`judge`).
             .redirect(reqwest::redirect::Policy::none())
+            // Each request also has its destination's whole timeout (`post_bytes`).
+            .connect_timeout(CONNECT_TIMEOUT)
             .build()
-            .unwrap_or_default();
-        Self { http }
+            .map_err(|e| AlertError::Setup(tfaudit_api::client::error_chain(&e.without_url())))?;
+        Ok(Self { http })
     }
 
     /// Sends one alert to one destination.

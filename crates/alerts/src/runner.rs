@@ -20,7 +20,7 @@ use jiff::Timestamp;
 use serde::Serialize;
 use tfaudit_store::{
     Alert, AlertCursor, AlertWrite, CommitOutcome, DeliveryJob, DeliveryOutcome, EventFilter, Order, Store, StoreError,
-    StoredEvent,
+    StoredEvent, blocking,
 };
 use tokio_util::sync::CancellationToken;
 
@@ -52,6 +52,8 @@ pub enum AlertError {
     Store(#[from] StoreError),
     #[error("internal error: {0}")]
     Internal(String),
+    #[error("cannot set up the HTTP client for alert destinations: {0}")]
+    Setup(String),
 }
 
 /// What an evaluation pass did.
@@ -81,12 +83,6 @@ pub struct Runner {
     loaded: Option<(Engine, i64)>,
 }
 
-async fn blocking<T: Send + 'static>(
-    f: impl FnOnce() -> Result<T, StoreError> + Send + 'static,
-) -> Result<T, AlertError> {
-    tokio::task::spawn_blocking(f).await.map_err(|e| AlertError::Internal(e.to_string()))?.map_err(AlertError::from)
-}
-
 fn seed(state: &mut EngineState, seen: &tfaudit_store::SeenValues) {
     for a in &seen.accessors {
         state.seen.add_accessor(a);
@@ -100,9 +96,10 @@ fn seed(state: &mut EngineState, seen: &tfaudit_store::SeenValues) {
 }
 
 impl Runner {
-    #[must_use]
-    pub fn new(store: Arc<dyn Store>, settings: Arc<Settings>) -> Self {
-        Self { courier: Courier::new(settings.clone()), store, settings, loaded: None }
+    /// # Errors
+    /// [`AlertError::Setup`] when the destinations' HTTP client cannot be built.
+    pub fn new(store: Arc<dyn Store>, settings: Arc<Settings>) -> Result<Self, AlertError> {
+        Ok(Self { courier: Courier::new(settings.clone())?, store, settings, loaded: None })
     }
 
     /// Loads the engine at its cursor. On first use it starts at the earliest alert
@@ -111,8 +108,7 @@ impl Runner {
         if self.loaded.is_some() {
             return Ok(());
         }
-        let store = self.store.clone();
-        let cursor = blocking(move || store.alert_cursor()).await?;
+        let cursor = blocking(&self.store, move |store| store.alert_cursor()).await?;
         let (state, seq) = match cursor {
             Some(c) => {
                 let state: EngineState = serde_json::from_str(&c.state).unwrap_or_else(|e| {
@@ -122,22 +118,22 @@ impl Runner {
                 (state, c.seq)
             }
             None => {
-                let store = self.store.clone();
-                let (seq, seen) = blocking(move || {
+                let (seq, seen) = blocking(&self.store, move |store| {
                     let newest = store.newest_seq()?;
                     // Organizations still in their first backfill have no start point:
                     // everything of theirs stored so far is history.
                     let seq = store.alert_start_points()?.into_iter().filter_map(|(_, s)| s).min().unwrap_or(newest);
                     let seq = seq.min(newest);
-                    Ok((seq, store.seen_values_up_to(seq)?))
+                    Ok::<_, StoreError>((seq, store.seen_values_up_to(seq)?))
                 })
                 .await?;
                 let mut state = EngineState::default();
                 seed(&mut state, &seen);
                 let text = serde_json::to_string(&state).map_err(|e| AlertError::Internal(e.to_string()))?;
-                let store = self.store.clone();
-                let outcome =
-                    blocking(move || store.commit_alerts(None, &AlertCursor { seq, state: text }, &[])).await?;
+                let outcome = blocking(&self.store, move |store| {
+                    store.commit_alerts(None, &AlertCursor { seq, state: text }, &[])
+                })
+                .await?;
                 if outcome == CommitOutcome::Conflict {
                     // Another process started the engine first: use its cursor.
                     return Box::pin(self.load()).await;
@@ -190,8 +186,7 @@ impl Runner {
         loop {
             self.load().await?;
             let cursor = self.loaded.as_ref().map_or(0, |(_, c)| *c);
-            let store = self.store.clone();
-            let (batch, starts) = blocking(move || {
+            let (batch, starts) = blocking(&self.store, move |store| {
                 let mut events: Vec<StoredEvent> = Vec::new();
                 store.events_after(cursor, BATCH, &mut |e| {
                     events.push(e);
@@ -200,7 +195,7 @@ impl Runner {
                 // Read after the events: an organization without a start point now
                 // had none when any of them was stored, so they are its history.
                 let starts: HashMap<String, Option<i64>> = store.alert_start_points()?.into_iter().collect();
-                Ok((events, starts))
+                Ok::<_, StoreError>((events, starts))
             })
             .await?;
             let Some(last) = batch.last().map(|e| e.seq) else { return Ok(report) };
@@ -223,9 +218,8 @@ impl Runner {
             engine.compact();
             let state = serde_json::to_string(&engine.state).map_err(|e| AlertError::Internal(e.to_string()))?;
             let writes: Vec<AlertWrite> = raised.into_iter().map(|a| self.write(a)).collect();
-            let store = self.store.clone();
             let cursor_after = AlertCursor { seq: last, state };
-            match blocking(move || store.commit_alerts(Some(cursor), &cursor_after, &writes)).await? {
+            match blocking(&self.store, move |store| store.commit_alerts(Some(cursor), &cursor_after, &writes)).await? {
                 CommitOutcome::Committed { new_alerts } => {
                     report.events += evaluated;
                     report.alerts += new_alerts;
@@ -270,8 +264,7 @@ impl Runner {
     /// The configured destinations, and any that still have deliveries from an
     /// earlier config (they are retried until too old, then abandoned).
     async fn destination_names(&self) -> Result<Vec<String>, AlertError> {
-        let store = self.store.clone();
-        let open = blocking(move || store.open_delivery_destinations()).await?;
+        let open = blocking(&self.store, move |store| store.open_delivery_destinations()).await?;
         let mut names: Vec<String> = self.settings.destinations.keys().cloned().collect();
         names.extend(open);
         names.sort();
@@ -282,8 +275,12 @@ impl Runner {
     /// Destinations marked misconfigured: each is tried at once when delivery starts,
     /// as the user may have fixed it since.
     async fn misconfigured(&self) -> Result<Vec<String>, AlertError> {
-        let store = self.store.clone();
-        Ok(blocking(move || store.alert_status(0)).await?.misconfigured.into_iter().map(|d| d.name).collect())
+        Ok(blocking(&self.store, move |store| store.alert_status(0))
+            .await?
+            .misconfigured
+            .into_iter()
+            .map(|d| d.name)
+            .collect())
     }
 
     /// Evaluates after each `wake` (a sync that stored events) and at least every
@@ -390,11 +387,11 @@ async fn drain(
         if cancel.is_cancelled() {
             return Ok((report, false));
         }
-        let (claim, name) = (store.clone(), destination.to_owned());
+        let name = destination.to_owned();
         let now = Timestamp::now();
         let due_by = if probe { Timestamp::MAX } else { now };
         probe = false;
-        let Some(job) = blocking(move || claim.claim_delivery(&name, now, due_by, lease)).await? else {
+        let Some(job) = blocking(store, move |store| store.claim_delivery(&name, now, due_by, lease)).await? else {
             return Ok((report, false));
         };
         let outcome = courier.attempt(&job).await;
@@ -422,9 +419,8 @@ async fn drain(
                 tracing::error!(alert, destination, "delivery abandoned: {error}");
             }
         }
-        let finish = store.clone();
         let id = job.delivery_id;
-        blocking(move || finish.finish_delivery(id, &outcome)).await?;
+        blocking(store, move |store| store.finish_delivery(id, &outcome)).await?;
         if misconfigured {
             return Ok((report, true));
         }
@@ -442,9 +438,10 @@ pub struct Courier {
 const ERROR_CAP: usize = 500;
 
 impl Courier {
-    #[must_use]
-    pub fn new(settings: Arc<Settings>) -> Self {
-        Self { settings, sender: Sender::new() }
+    /// # Errors
+    /// [`AlertError::Setup`] when the destinations' HTTP client cannot be built.
+    pub fn new(settings: Arc<Settings>) -> Result<Self, AlertError> {
+        Ok(Self { settings, sender: Sender::new()? })
     }
 
     fn backoff(&self, attempts: u64) -> Duration {
@@ -505,7 +502,7 @@ pub async fn backtest(
     filter: EventFilter,
 ) -> Result<Vec<NewAlert>, AlertError> {
     let rules = rules.clone();
-    blocking(move || {
+    blocking(&store, move |store| {
         let mut state = EngineState::default();
         seed(&mut state, &store.seen_values(filter.since)?);
         let mut engine = Engine::new(&rules, state, presentation);
@@ -517,4 +514,65 @@ pub async fn backtest(
         Ok(alerts)
     })
     .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::destination::Kind;
+    use tfaudit_store::{Alert, Guarded};
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn runner_calls_the_store_only_on_blocking_threads() {
+        let dir = tempfile::tempdir().unwrap();
+        let store: Arc<dyn Store> = Arc::new(
+            tfaudit_store_sqlite::SqliteStore::open(
+                &dir.path().join("archive.db"),
+                tfaudit_store_sqlite::OpenMode::CreateIfMissing,
+            )
+            .unwrap(),
+        );
+        let log = Destination {
+            name: "log".into(),
+            kind: Kind::Log,
+            min_severity: crate::rules::Severity::Info,
+            timeout: Duration::from_secs(5),
+        };
+        let settings = Arc::new(Settings {
+            rules: crate::pack::builtin(&jiff::tz::TimeZone::UTC).unwrap(),
+            presentation: Presentation::default(),
+            destinations: HashMap::from([("log".to_owned(), log)]),
+            default_destinations: vec!["log".into()],
+            max_delivery_age: Duration::from_secs(3600),
+            retry_delay: Duration::from_secs(1),
+            retry_cap: Duration::from_secs(60),
+        });
+        // Every call the runner makes goes through the guard, which panics on an
+        // async thread: evaluation (load, read, commit) and delivery (claim, finish).
+        let mut runner = Runner::new(Guarded::wrap(store.clone()), settings).unwrap();
+        assert_eq!(runner.evaluate().await.unwrap(), Evaluated::default());
+        let cursor = store.alert_cursor().unwrap().expect("evaluation saved its cursor");
+        let alert = Alert {
+            key: "test:1".into(),
+            rule: "test".into(),
+            severity: "high".into(),
+            group: None,
+            title: "a test alert".into(),
+            text: "a test alert".into(),
+            source: "acme".into(),
+            event_seq: 0,
+            event_id: "e1".into(),
+            event_time: Timestamp::now(),
+            count: 1,
+            window_start: None,
+            window_end: None,
+            link: None,
+            event: "{}".into(),
+        };
+        let write = AlertWrite { alert, destinations: vec!["log".into()] };
+        store.commit_alerts(Some(cursor.seq), &cursor, &[write]).unwrap();
+        // A panic in a destination's task would leave the delivery undone.
+        let delivered = runner.deliver(&CancellationToken::new()).await.unwrap();
+        assert_eq!(delivered, Delivered { delivered: 1, failed: 0, abandoned: 0 });
+    }
 }

@@ -29,18 +29,16 @@ pub(crate) fn error(status: StatusCode, message: impl Into<String>) -> Response 
     (status, axum::Json(json!({"error": message.into()}))).into_response()
 }
 
-/// Runs a store call off the async threads.
+/// Runs store calls off the async threads (through [`tfaudit_store::blocking`]) and
+/// turns an archive error into a 503 that says nothing of its cause.
 pub(crate) async fn blocking<T: Send + 'static>(
-    f: impl FnOnce() -> Result<T, tfaudit_store::StoreError> + Send + 'static,
+    store: &std::sync::Arc<dyn tfaudit_store::Store>,
+    f: impl FnOnce(&dyn tfaudit_store::Store) -> Result<T, tfaudit_store::StoreError> + Send + 'static,
 ) -> Result<T, Response> {
-    match tokio::task::spawn_blocking(f).await {
-        Ok(Ok(v)) => Ok(v),
-        Ok(Err(e)) => {
-            tracing::error!(error = %e, "archive error while serving a request");
-            Err(error(StatusCode::SERVICE_UNAVAILABLE, "the archive could not be read; try again"))
-        }
-        Err(e) => Err(error(StatusCode::INTERNAL_SERVER_ERROR, format!("internal error: {e}"))),
-    }
+    tfaudit_store::blocking(store, f).await.map_err(|e| {
+        tracing::error!(error = %e, "archive error while serving a request");
+        error(StatusCode::SERVICE_UNAVAILABLE, "the archive could not be read; try again")
+    })
 }
 
 /// An event in a list: the archive's facts about it, and the original event embedded
@@ -64,9 +62,8 @@ fn item(e: &StoredEvent) -> Item<'_> {
 pub(crate) async fn page(state: &AppState, q: &Query) -> Result<(Vec<StoredEvent>, Option<String>), Response> {
     let limit = q.limit as usize;
     let q = q.clone();
-    let store = state.store.clone();
     // One more than a page, to know whether there is a next one.
-    let mut events = blocking(move || {
+    let mut events = blocking(&state.store, move |store| {
         let mut out = Vec::new();
         store.events(&q.filter, Order::NewestFirst, Some(q.limit + 1), &mut |e| {
             out.push(e);
@@ -106,8 +103,7 @@ async fn event(State(state): State<AppState>, Path(id): Path<String>) -> Respons
     if id.chars().count() > 200 {
         return error(StatusCode::BAD_REQUEST, "id is longer than 200 characters");
     }
-    let store = state.store.clone();
-    match blocking(move || store.event(&id)).await {
+    match blocking(&state.store, move |store| store.event(&id)).await {
         Ok(Some(e)) => ([(header::CONTENT_TYPE, "application/json")], e.event.raw).into_response(),
         Ok(None) => error(StatusCode::NOT_FOUND, "no such event"),
         Err(r) => r,
@@ -119,16 +115,14 @@ async fn summary(State(state): State<AppState>, QueryParams(params): QueryParams
         Ok(x) => x,
         Err(m) => return error(StatusCode::BAD_REQUEST, m),
     };
-    let store = state.store.clone();
-    match blocking(move || store.summary(&q.filter, top)).await {
+    match blocking(&state.store, move |store| store.summary(&q.filter, top)).await {
         Ok(s) => axum::Json(s).into_response(),
         Err(r) => r,
     }
 }
 
 async fn status(State(state): State<AppState>) -> Response {
-    let store = state.store.clone();
-    match blocking(move || Ok((store.status()?, store.alert_status(10)?))).await {
+    match blocking(&state.store, move |store| Ok((store.status()?, store.alert_status(10)?))).await {
         Ok((organizations, alerts)) => {
             axum::Json(json!({"organizations": organizations, "alerts": alerts})).into_response()
         }
@@ -178,8 +172,7 @@ async fn alerts(State(state): State<AppState>, QueryParams(params): QueryParams<
         Ok(f) => f,
         Err(m) => return error(StatusCode::BAD_REQUEST, m),
     };
-    let store = state.store.clone();
-    match blocking(move || store.alerts(&filter, limit)).await {
+    match blocking(&state.store, move |store| store.alerts(&filter, limit)).await {
         Ok(list) => axum::Json(json!({"alerts": list})).into_response(),
         Err(r) => r,
     }

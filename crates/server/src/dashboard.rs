@@ -227,8 +227,7 @@ async fn index(State(state): State<AppState>, QueryParams(mut params): QueryPara
         Err(r) => return r,
     };
     let summary_filter = EventFilter { before: None, ..query.filter.clone() };
-    let store = state.store.clone();
-    let summary = match blocking(move || store.summary(&summary_filter, 8)).await {
+    let summary = match blocking(&state.store, move |store| store.summary(&summary_filter, 8)).await {
         Ok(s) => s,
         Err(r) => return r,
     };
@@ -266,8 +265,7 @@ fn params_view(p: &Params) -> minijinja::Value {
 
 async fn event(State(state): State<AppState>, Path(id): Path<String>) -> Response {
     let lookup = id.clone();
-    let store = state.store.clone();
-    let found = match blocking(move || store.event(&lookup)).await {
+    let found = match blocking(&state.store, move |store| store.event(&lookup)).await {
         Ok(f) => f,
         Err(r) => return r,
     };
@@ -298,11 +296,11 @@ async fn alerts(State(state): State<AppState>, QueryParams(params): QueryParams<
         Ok((filter, limit)) => (filter, limit, None),
         Err(message) => (AlertFilter::default(), 100, Some(message)),
     };
-    let store = state.store.clone();
-    let (list, status) = match blocking(move || Ok((store.alerts(&filter, limit)?, store.alert_status(0)?))).await {
-        Ok(x) => x,
-        Err(r) => return r,
-    };
+    let (list, status) =
+        match blocking(&state.store, move |store| Ok((store.alerts(&filter, limit)?, store.alert_status(0)?))).await {
+            Ok(x) => x,
+            Err(r) => return r,
+        };
     let alerts: Vec<minijinja::Value> = list
         .iter()
         .map(|a| {
@@ -326,11 +324,11 @@ async fn alerts(State(state): State<AppState>, QueryParams(params): QueryParams<
 }
 
 async fn status(State(state): State<AppState>) -> Response {
-    let store = state.store.clone();
-    let (sources, alert_status) = match blocking(move || Ok((store.status()?, store.alert_status(0)?))).await {
-        Ok(x) => x,
-        Err(r) => return r,
-    };
+    let (sources, alert_status) =
+        match blocking(&state.store, move |store| Ok((store.status()?, store.alert_status(0)?))).await {
+            Ok(x) => x,
+            Err(r) => return r,
+        };
     let assessments = state.health.assess(&sources);
     let organizations: Vec<minijinja::Value> = sources
         .iter()

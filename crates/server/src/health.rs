@@ -107,8 +107,7 @@ pub async fn readyz(
     authorized: Option<axum::Extension<crate::auth::Authorized>>,
 ) -> Response {
     let details = authorized.is_some_and(|a| a.0.0);
-    let store = state.store.clone();
-    let Ok(Ok((sources, alerts))) = tokio::task::spawn_blocking(move || {
+    let Ok((sources, alerts)) = tfaudit_store::blocking(&state.store, move |store| {
         Ok::<_, tfaudit_store::StoreError>((store.status()?, store.alert_status(0)?))
     })
     .await

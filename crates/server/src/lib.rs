@@ -263,3 +263,47 @@ pub async fn serve(
     });
     Ok((main_addr, metrics_addr, task))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tower::ServiceExt;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn handlers_call_the_store_only_on_blocking_threads() {
+        let dir = tempfile::tempdir().unwrap();
+        let store: Arc<dyn Store> = Arc::new(
+            tfaudit_store_sqlite::SqliteStore::open(
+                &dir.path().join("archive.db"),
+                tfaudit_store_sqlite::OpenMode::CreateIfMissing,
+            )
+            .unwrap(),
+        );
+        // The guard panics in a handler that calls the archive on an async thread,
+        // and the panic reaches this test through `oneshot`.
+        let state = AppState::new(
+            tfaudit_store::Guarded::wrap(store),
+            Arc::new(Health::new(Vec::new())),
+            Arc::new(Metrics::new()),
+            None,
+        );
+        let (app, metrics) = (router(state.clone()), metrics_router(state));
+        for (router, path, expected) in [
+            (&app, "/api/events", StatusCode::OK),
+            (&app, "/api/events/e1", StatusCode::NOT_FOUND),
+            (&app, "/api/summary", StatusCode::OK),
+            (&app, "/api/status", StatusCode::OK),
+            (&app, "/api/alerts", StatusCode::OK),
+            (&app, "/", StatusCode::OK),
+            (&app, "/events/e1", StatusCode::NOT_FOUND),
+            (&app, "/alerts", StatusCode::OK),
+            (&app, "/status", StatusCode::OK),
+            (&app, "/readyz", StatusCode::OK),
+            (&metrics, "/metrics", StatusCode::OK),
+        ] {
+            let request = axum::http::Request::get(path).body(axum::body::Body::empty()).unwrap();
+            let response = router.clone().oneshot(request).await.unwrap();
+            assert_eq!(response.status(), expected, "{path}");
+        }
+    }
+}

@@ -279,12 +279,11 @@ impl Metrics {
 }
 
 pub async fn scrape(State(state): State<AppState>) -> Response {
-    let store = state.store.clone();
     let metrics = state.metrics.clone();
-    let encoded = tokio::task::spawn_blocking(move || {
+    let encoded = tfaudit_store::blocking(&state.store, move |store| {
         let sources = store.status().unwrap_or_default();
         let alerts = store.alert_status(0).unwrap_or_default();
-        metrics.encode(sources, alerts)
+        Ok::<_, tfaudit_store::StoreError>(metrics.encode(sources, alerts))
     })
     .await;
     match encoded {

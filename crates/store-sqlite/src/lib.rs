@@ -33,11 +33,17 @@ pub struct SqliteStore {
     /// Connections that only read, so that queries (a dashboard, an API) neither wait
     /// for a page being stored nor hold it up: WAL lets readers and a writer proceed
     /// together.
-    readers: Mutex<Vec<Connection>>,
-    /// Signalled when a reader is returned, for callers waiting on a full pool.
+    readers: Mutex<ReaderPool>,
+    /// Signalled when a reader is returned or a slot given back, for callers waiting
+    /// on a full pool.
     reader_returned: std::sync::Condvar,
-    /// Readers open, in the pool or in use.
-    readers_open: std::sync::atomic::AtomicUsize,
+    /// How long a caller waits for a read connection before giving up with an error:
+    /// a leak or a stuck query must show as an error, never as a hang.
+    reader_wait: std::time::Duration,
+    /// Tests only: how many of the next reader openings fail after opening, as a
+    /// failing setup would (the slot must come back either way).
+    #[cfg(test)]
+    fail_reader_opens: std::sync::atomic::AtomicUsize,
     path: PathBuf,
     /// What read connections open: the path, or for a read-only archive the URI
     /// that opened it.
@@ -49,10 +55,39 @@ pub struct SqliteStore {
 /// would only wait for the CPU.
 const READERS: usize = 8;
 
+/// How long [`SqliteStore::read`] waits for a free read connection.
+const READER_WAIT: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// The free read connections and how many slots are taken (open connections, in the
+/// pool or in use, and openings under way). One mutex guards both so that a waiter
+/// cannot miss a slot given back between its check and its wait.
+#[derive(Default)]
+struct ReaderPool {
+    free: Vec<Connection>,
+    taken: usize,
+}
+
+/// A slot taken for a reader being opened: given back on drop unless the opening
+/// succeeded, so that no failure (of the open or of any setup after it) loses one.
+struct ReaderSlot<'a> {
+    pool: &'a Mutex<ReaderPool>,
+    returned: &'a std::sync::Condvar,
+    armed: bool,
+}
+
+impl Drop for ReaderSlot<'_> {
+    fn drop(&mut self) {
+        if self.armed {
+            self.pool.lock().unwrap_or_else(std::sync::PoisonError::into_inner).taken -= 1;
+            self.returned.notify_one();
+        }
+    }
+}
+
 /// A read connection, returned to the pool when dropped.
 struct Reader<'a> {
     conn: Option<Connection>,
-    pool: &'a Mutex<Vec<Connection>>,
+    pool: &'a Mutex<ReaderPool>,
     returned: &'a std::sync::Condvar,
 }
 
@@ -66,7 +101,7 @@ impl std::ops::Deref for Reader<'_> {
 impl Drop for Reader<'_> {
     fn drop(&mut self) {
         if let Some(conn) = self.conn.take() {
-            self.pool.lock().unwrap_or_else(std::sync::PoisonError::into_inner).push(conn);
+            self.pool.lock().unwrap_or_else(std::sync::PoisonError::into_inner).free.push(conn);
             self.returned.notify_one();
         }
     }
@@ -161,9 +196,11 @@ impl SqliteStore {
         );
         let mut store = Self {
             conn: Mutex::new(conn),
-            readers: Mutex::new(Vec::new()),
+            readers: Mutex::new(ReaderPool::default()),
             reader_returned: std::sync::Condvar::new(),
-            readers_open: std::sync::atomic::AtomicUsize::new(0),
+            reader_wait: READER_WAIT,
+            #[cfg(test)]
+            fail_reader_opens: std::sync::atomic::AtomicUsize::new(0),
             path: path.to_owned(),
             reader_target,
             checkpointer: None,
@@ -240,9 +277,11 @@ impl SqliteStore {
         }
         Ok(Self {
             conn: Mutex::new(conn),
-            readers: Mutex::new(Vec::new()),
+            readers: Mutex::new(ReaderPool::default()),
             reader_returned: std::sync::Condvar::new(),
-            readers_open: std::sync::atomic::AtomicUsize::new(0),
+            reader_wait: READER_WAIT,
+            #[cfg(test)]
+            fail_reader_opens: std::sync::atomic::AtomicUsize::new(0),
             path: path.to_owned(),
             reader_target: (uri, flags),
             checkpointer: None,
@@ -302,36 +341,54 @@ impl SqliteStore {
     }
 
     /// A read-only connection from the pool: a free one, a new one while fewer than
-    /// [`READERS`] are open, or else the next one returned.
+    /// [`READERS`] slots are taken, or else the next one returned — waiting at most
+    /// `reader_wait`.
     fn read(&self) -> Result<Reader<'_>> {
-        use std::sync::atomic::Ordering;
+        let deadline = std::time::Instant::now() + self.reader_wait;
         let mut pool = self.readers.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        let pooled = loop {
-            if let Some(c) = pool.pop() {
-                break Some(c);
+        let slot = loop {
+            if let Some(conn) = pool.free.pop() {
+                return Ok(Reader { conn: Some(conn), pool: &self.readers, returned: &self.reader_returned });
             }
-            if self.readers_open.load(Ordering::SeqCst) < READERS {
-                self.readers_open.fetch_add(1, Ordering::SeqCst);
-                break None;
+            if pool.taken < READERS {
+                pool.taken += 1;
+                break ReaderSlot { pool: &self.readers, returned: &self.reader_returned, armed: true };
             }
-            pool = self.reader_returned.wait(pool).unwrap_or_else(std::sync::PoisonError::into_inner);
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            if left.is_zero() {
+                return Err(StoreError::Database(format!(
+                    "no read connection to the archive became free within {}s ({READERS} are in use)",
+                    self.reader_wait.as_secs()
+                )));
+            }
+            pool = self.reader_returned.wait_timeout(pool, left).unwrap_or_else(std::sync::PoisonError::into_inner).0;
         };
         drop(pool);
-        let conn = match pooled {
-            Some(c) => c,
-            None => {
-                let c = Connection::open_with_flags(&self.reader_target.0, self.reader_target.1).map_err(|e| {
-                    self.readers_open.fetch_sub(1, Ordering::SeqCst);
-                    self.db(e)
-                })?;
-                c.busy_timeout(std::time::Duration::from_secs(30)).map_err(|e| self.db(e))?;
-                glob::register(&c).map_err(|e| self.db(e))?;
-                // Small caches: eight readers must fit the service's memory budget.
-                c.execute_batch("PRAGMA cache_size = -4000; PRAGMA temp_store = MEMORY;").map_err(|e| self.db(e))?;
-                c
-            }
-        };
+        let conn = self.open_reader()?;
+        let mut slot = slot;
+        // The slot now belongs to the connection: returning the reader gives it back.
+        slot.armed = false;
         Ok(Reader { conn: Some(conn), pool: &self.readers, returned: &self.reader_returned })
+    }
+
+    /// Opens and sets up one read connection.
+    fn open_reader(&self) -> Result<Connection> {
+        let c = Connection::open_with_flags(&self.reader_target.0, self.reader_target.1).map_err(|e| self.db(e))?;
+        #[cfg(test)]
+        if self
+            .fail_reader_opens
+            .fetch_update(std::sync::atomic::Ordering::SeqCst, std::sync::atomic::Ordering::SeqCst, |n| {
+                n.checked_sub(1)
+            })
+            .is_ok()
+        {
+            return Err(StoreError::Database("reader opening failed (test)".into()));
+        }
+        c.busy_timeout(std::time::Duration::from_secs(30)).map_err(|e| self.db(e))?;
+        glob::register(&c).map_err(|e| self.db(e))?;
+        // Small caches: eight readers must fit the service's memory budget.
+        c.execute_batch("PRAGMA cache_size = -4000; PRAGMA temp_store = MEMORY;").map_err(|e| self.db(e))?;
+        Ok(c)
     }
 
     fn db(&self, e: rusqlite::Error) -> StoreError {

@@ -456,3 +456,54 @@ fn archive_filters_match_a_hostile_glob_over_a_large_field_exactly() {
     assert_eq!(f(&|x| x.resource_type = Some(Pattern::new(format!("AAA*{}B", "A".repeat(2_000))))), ["2"]);
     assert_eq!(f(&|x| x.resource_type = Some(Pattern::new("AAA?"))), Vec::<String>::new());
 }
+
+/// Runs `f` on its own thread and fails the test if it has not finished within
+/// `limit`, so that a pool which blocks forever fails instead of hanging the run.
+fn within<T: Send + 'static>(limit: std::time::Duration, f: impl FnOnce() -> T + Send + 'static) -> T {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(f());
+    });
+    rx.recv_timeout(limit).expect("the call did not finish in time: it hangs")
+}
+
+#[test]
+fn reader_pool_gives_back_the_slot_of_a_failed_open() {
+    let (dir, store) = open();
+    let store = std::sync::Arc::new(store);
+    let source = store.source("acme", "x").unwrap();
+    let run = store.start_run(source.id, Timestamp::now()).unwrap();
+    self::store(&store, &source, run, &[event("e1", "2026-01-01T00:00:00Z", "user-1", "alice", "workspace", "create")]);
+    // More failed opens than the pool has slots: each one that kept its slot would
+    // leave the next reader waiting for a connection that is never returned.
+    store.fail_reader_opens.store(READERS * 2, std::sync::atomic::Ordering::SeqCst);
+    for _ in 0..READERS * 2 {
+        let s = store.clone();
+        let failed = within(std::time::Duration::from_secs(10), move || s.event("e1").map(|_| ()));
+        assert!(failed.is_err(), "the open was made to fail");
+    }
+    // Every slot free again: as many readers as the pool holds, all at once, and
+    // then a query through them.
+    let s = store.clone();
+    within(std::time::Duration::from_secs(10), move || {
+        let held: Vec<_> = (0..READERS).map(|_| s.read().unwrap()).collect();
+        drop(held);
+        assert!(s.event("e1").unwrap().is_some());
+    });
+    drop(dir);
+}
+
+#[test]
+fn reader_pool_waits_for_a_free_connection_at_most_its_bound() {
+    let (_dir, mut store) = open();
+    store.reader_wait = std::time::Duration::from_millis(200);
+    let store = std::sync::Arc::new(store);
+    let s = store.clone();
+    within(std::time::Duration::from_secs(10), move || {
+        let held: Vec<_> = (0..READERS).map(|_| s.read().unwrap()).collect();
+        let err = s.read().err().expect("a full pool past its bound is an error");
+        assert!(err.to_string().contains("no read connection"), "{err}");
+        drop(held);
+        assert!(s.read().is_ok(), "a returned reader serves the next caller");
+    });
+}

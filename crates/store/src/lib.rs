@@ -18,11 +18,13 @@ use serde::Serialize;
 use tfaudit_api::{AuditEvent, RejectedEvent};
 
 mod alerts;
+pub mod blocking;
 mod filter;
 pub use alerts::{
     Alert, AlertCursor, AlertFilter, AlertRecord, AlertStatus, AlertWrite, CommitOutcome, DeliveryJob, DeliveryOutcome,
     DeliveryRecord, DeliveryState, DestinationHealth, SeenValues,
 };
+pub use blocking::{Guarded, blocking};
 pub use filter::{EventFilter, Pattern};
 
 /// Errors of an archive backend.

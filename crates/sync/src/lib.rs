@@ -25,7 +25,7 @@ use std::time::Duration;
 use jiff::{SignedDuration, Timestamp};
 use serde::Serialize;
 use tfaudit_api::{ApiError, AuditEvent, Client, PageRequest, RejectedEvent};
-use tfaudit_store::{Gap, PageOutcome, PageWrite, RunCounts, RunResult, RunTally, Store, StoreError, Walk};
+use tfaudit_store::{Gap, PageOutcome, PageWrite, RunCounts, RunResult, RunTally, Store, StoreError, Walk, blocking};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
@@ -164,12 +164,11 @@ pub async fn sync(
 ) -> Result<SyncReport, SyncError> {
     let started_at = Timestamp::now();
     let (source, run_id) = {
-        let store = store.clone();
         let (name, address) = (source_name.to_owned(), client.address().to_owned());
-        blocking(move || {
+        blocking(&store, move |store| {
             let source = store.source(&name, &address)?;
             let run = store.start_run(source.id, started_at)?;
-            Ok((source, run))
+            Ok::<_, StoreError>((source, run))
         })
         .await?
     };
@@ -186,10 +185,7 @@ pub async fn sync(
         Ok(_) => RunResult::Interrupted,
         Err(e) => RunResult::Failed(tfaudit_api::redact::redact_bounded(&e.to_string(), STORED_ERROR_CHARS)),
     };
-    {
-        let store = store.clone();
-        blocking(move || store.finish_run(run_id, &run_result, counts)).await?;
-    }
+    blocking(&store, move |store| store.finish_run(run_id, &run_result, counts)).await?;
     result.map(|mut r| {
         r.tally.requests = counts.requests;
         r.tally.retries = counts.retries;
@@ -261,12 +257,11 @@ async fn walk(
     // The writer stores pages in order on a blocking thread while the next page is
     // fetched: one transaction per page, each carrying the walk's progress.
     let writer = {
-        let store = store.clone();
         let source_id = source.id;
         let source_name = source.name.clone();
         let mut known_org = source.organization_id.clone();
         let mut walk = walk.clone();
-        tokio::task::spawn_blocking(move || -> Result<(Walk, PageOutcome, u64, bool), SyncError> {
+        blocking(&store, move |store| -> Result<(Walk, PageOutcome, u64, bool), SyncError> {
             let mut total = PageOutcome::default();
             let mut pages = 0;
             let mut reached_end = false;
@@ -329,8 +324,7 @@ async fn walk(
     };
 
     let fetch_result = fetch_pages(client, &walk, options.max_pages, progress, cancel, tx).await;
-    let (walk, total, pages, reached_end) =
-        writer.await.map_err(|e| SyncError::Internal(format!("the archive writer stopped: {e}")))??;
+    let (walk, total, pages, reached_end) = writer.await?;
     fetch_result?;
 
     let complete = reached_end;
@@ -356,9 +350,8 @@ async fn walk(
             Some(s) => walk.started_at.checked_sub(window).ok().filter(|edge| s <= *edge).map(|_| walk.started_at),
         };
         reconciled_at = reconciled;
-        let store = store.clone();
         let (id, newest, g) = (source.id, walk.newest, gap.clone());
-        blocking(move || store.finish_walk(id, newest, g.as_ref(), reconciled)).await?;
+        blocking(&store, move |store| store.finish_walk(id, newest, g.as_ref(), reconciled)).await?;
         match (source.cursor, walk.newest) {
             (Some(c), Some(n)) => Some(c.max(n)),
             (c, n) => c.or(n),
@@ -548,10 +541,4 @@ fn check_organization(source: &str, known: &mut Option<String>, events: &[AuditE
             }
         }
     }
-}
-
-async fn blocking<T: Send + 'static>(
-    f: impl FnOnce() -> Result<T, StoreError> + Send + 'static,
-) -> Result<T, SyncError> {
-    tokio::task::spawn_blocking(f).await.map_err(|e| SyncError::Internal(e.to_string()))?.map_err(SyncError::from)
 }

@@ -110,7 +110,7 @@ pub async fn alerts(cli: &Cli, command: &AlertsCommand) -> Result<(), Failure> {
             let s = Arc::new(settings::alerts(config.as_ref(), rules.as_deref())?);
             let store = open_store(cli, config.as_ref(), false)?;
             let cancel = crate::stop_on_signals();
-            let mut runner = Runner::new(store, s);
+            let mut runner = Runner::new(store, s).map_err(alert_failure)?;
             if *once {
                 let evaluated = runner.evaluate().await.map_err(alert_failure)?;
                 let delivered = runner.deliver(&cancel).await.map_err(alert_failure)?;
@@ -182,7 +182,8 @@ pub async fn alerts(cli: &Cli, command: &AlertsCommand) -> Result<(), Failure> {
                     DeliveryStateArg::Abandoned => DeliveryState::Abandoned,
                 }),
             };
-            let list = store.alerts(&filter, crate::args::no_limit_if_zero(*limit).unwrap_or(u64::MAX))?;
+            let limit = crate::args::no_limit_if_zero(*limit).unwrap_or(u64::MAX);
+            let list = tfaudit_store::blocking(&store, move |store| store.alerts(&filter, limit)).await?;
             if *format == ReportFormat::Json {
                 return out.json(&list);
             }
@@ -206,8 +207,9 @@ pub async fn alerts(cli: &Cli, command: &AlertsCommand) -> Result<(), Failure> {
         }
         AlertsCommand::Show { id, format } => {
             let store = open_store(cli, config.as_ref(), false)?;
-            let a = store
-                .alert(*id)?
+            let id = *id;
+            let a = tfaudit_store::blocking(&store, move |store| store.alert(id))
+                .await?
                 .ok_or_else(|| Failure::Usage(format!("there is no alert {id}; `tfaudit alerts list` lists them")))?;
             if *format == ReportFormat::Json {
                 return out.json(&a);
@@ -245,5 +247,6 @@ pub fn alert_failure(e: tfaudit_alerts::runner::AlertError) -> Failure {
     match e {
         tfaudit_alerts::runner::AlertError::Store(s) => s.into(),
         tfaudit_alerts::runner::AlertError::Internal(i) => Failure::Internal(i),
+        e @ tfaudit_alerts::runner::AlertError::Setup(_) => Failure::Internal(e.to_string()),
     }
 }

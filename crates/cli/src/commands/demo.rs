@@ -83,12 +83,13 @@ async fn run(args: &DemoArgs, db: &std::path::Path) -> Result<(), Failure> {
 
     heading(&mut out, "3. Status")?;
     writeln!(out, "$ tfaudit --db {} status", db.display())?;
-    output::status_text(&store.status()?, &mut out)?;
+    output::status_text(&tfaudit_store::blocking(&store, |store| store.status()).await?, &mut out)?;
 
     heading(&mut out, "4. Summary of the last 14 days")?;
     writeln!(out, "$ tfaudit --db {} summary --since 14d --top 5", db.display())?;
     let since = tfaudit_config::parse_when("14d", Timestamp::now()).map_err(|e| Failure::Internal(e.to_string()))?;
-    let summary = store.summary(&EventFilter { since: Some(since), ..EventFilter::default() }, 5)?;
+    let filter = EventFilter { since: Some(since), ..EventFilter::default() };
+    let summary = tfaudit_store::blocking(&store, move |store| store.summary(&filter, 5)).await?;
     output::summary_text(&summary, true, &mut out)?;
 
     heading(&mut out, "5. Questions the archive answers")?;
@@ -128,15 +129,22 @@ async fn run(args: &DemoArgs, db: &std::path::Path) -> Result<(), Failure> {
     ];
     for (question, command, filter) in examples {
         writeln!(out, "\n{question}\n$ tfaudit --db {} {command}", db.display())?;
-        super::read::write_events(
-            &*store,
-            &filter,
-            Order::NewestFirst,
-            Some(5),
-            QueryFormat::Table,
-            &mut out,
-            terminal,
-        )?;
+        // Five rows: written into memory on the blocking thread that reads them.
+        let rows = tfaudit_store::blocking(&store, move |store| {
+            let mut rows = Vec::new();
+            super::read::write_events(
+                store,
+                &filter,
+                Order::NewestFirst,
+                Some(5),
+                QueryFormat::Table,
+                &mut rows,
+                terminal,
+            )?;
+            Ok::<_, Failure>(rows)
+        })
+        .await?;
+        out.write_all(&rows)?;
     }
 
     heading(&mut out, "6. What the built-in alert rules would have raised (a backtest; nothing is sent)")?;

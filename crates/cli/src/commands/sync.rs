@@ -164,7 +164,8 @@ pub async fn watch(cli: &Cli, args: &WatchArgs, server: Option<tfaudit_server::O
     // where its first backfill ended, and the engine starts there.
     let alert_task = if let Some(alert_settings) = alert_settings {
         tracing::info!(rules = alert_settings.rules.enabled().count(), "alerts on");
-        let runner = tfaudit_alerts::runner::Runner::new(store.clone(), alert_settings);
+        let runner = tfaudit_alerts::runner::Runner::new(store.clone(), alert_settings)
+            .map_err(crate::commands::alerts::alert_failure)?;
         Some(tokio::spawn(runner.run(cancel.clone(), wake.clone(), std::time::Duration::from_secs(1))))
     } else {
         None

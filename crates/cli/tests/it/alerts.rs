@@ -8,7 +8,7 @@ use serde_json::{Value, json};
 use tfaudit_sim::{Sim, SimConfig};
 
 use crate::harness::*;
-use crate::receivers::{HOOK_SECRET, Receivers, Smtp};
+use crate::receivers::{HOOK_SECRET, Receivers, Smtp, counting_listener, redirecting_receiver};
 
 /// An audit event as HCP Terraform sends it.
 fn audit_event(id: &str, ts: i64, actor: &str, resource_type: &str, action: &str, meta: Value) -> Value {
@@ -446,6 +446,32 @@ async fn receiver_echo_never_stores_destination_secrets() {
             archive.extend(wal);
         }
         assert!(!String::from_utf8_lossy(&archive).contains("SECRET-0042"), "a secret reached the archive");
+    }
+}
+
+/// A redirect is never followed: it would carry the webhook's secret URL path,
+/// its headers and its signature to whatever host the receiver names. The README's
+/// table makes a 3xx a misconfigured destination, its alerts kept.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn destination_redirect_is_not_followed_and_marks_it_misconfigured() {
+    for code in [302, 307] {
+        let sim = start(SimConfig { events: 100, hostile: 0.0, ..SimConfig::default() }).await;
+        let (elsewhere, connections) = counting_listener().await;
+        let url = redirecting_receiver(code, elsewhere).await;
+        let env = Env::new();
+        let (cfg, out) = once_against(&env, &sim, &url).await;
+        assert!(out.status.success(), "{}", text(&out.stderr));
+        let s = status(&env).await;
+        let marked = &s["alerts"]["misconfigured"][0];
+        assert_eq!(marked["name"], "hook", "{s:#}");
+        let why = marked["misconfigured"].as_str().unwrap();
+        assert!(why.contains(&format!("answered {code}")) && why.contains("a redirect, not followed"), "{why}");
+        assert_eq!((s["alerts"]["abandoned"].as_u64(), s["alerts"]["delivered"].as_u64()), (Some(0), Some(0)));
+        let shown = [text(&out.stderr), env.ok(None, &["--config", &cfg, "status"]).await].join("\n");
+        assert!(!shown.contains("SECRET-0042"), "{shown}");
+        // `--once` has finished: every attempt it made is over, so nothing can still
+        // be on its way to the other listener.
+        assert_eq!(connections.load(Ordering::SeqCst), 0, "a redirect was followed to another host");
     }
 }
 

@@ -142,6 +142,44 @@ async fn endless_receiver() -> String {
     url
 }
 
+/// A listener that counts every connection made to it and answers none: where a
+/// redirect points, so that a client following it would show up here.
+pub async fn counting_listener() -> (String, Arc<AtomicU64>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/elsewhere", listener.local_addr().unwrap());
+    let connections = Arc::new(AtomicU64::new(0));
+    let counted = connections.clone();
+    tokio::spawn(async move {
+        while let Ok((socket, _)) = listener.accept().await {
+            counted.fetch_add(1, Ordering::SeqCst);
+            drop(socket);
+        }
+    });
+    (url, connections)
+}
+
+/// A receiver that answers every request with `status` and `Location: to`; returns
+/// its URL.
+pub async fn redirecting_receiver(status: u16, to: String) -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/hook?token=url-SECRET-0042-path", listener.local_addr().unwrap());
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut socket, _)) = listener.accept().await else { return };
+            let to = to.clone();
+            tokio::spawn(async move {
+                let mut request = [0u8; 16 * 1024];
+                let _ = tokio::io::AsyncReadExt::read(&mut socket, &mut request).await;
+                let answer = format!(
+                    "HTTP/1.1 {status} Moved\r\nLocation: {to}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+                );
+                let _ = socket.write_all(answer.as_bytes()).await;
+            });
+        }
+    });
+    url
+}
+
 impl Receivers {
     pub async fn start() -> Self {
         let inbox = Arc::new(Inbox { hook_status: AtomicU16::new(200), ..Inbox::default() });

@@ -1,0 +1,140 @@
+//! The one way async code calls the archive.
+//!
+//! [`Store`] is blocking (SQLite is): a call made on a tokio worker thread would stall
+//! every task scheduled on that thread — the other organizations' syncs, alert
+//! deliveries, HTTP requests — for as long as a query or a commit takes. So async
+//! callers run store calls through [`blocking`], on tokio's blocking pool, and tests
+//! run the async paths against [`Guarded`], which panics on any call made elsewhere.
+
+use std::cell::Cell;
+use std::sync::Arc;
+
+use crate::{Result, Store, StoreError};
+
+thread_local! {
+    /// Set while [`blocking`] runs a closure: a blocking-pool thread has a tokio
+    /// runtime context just like a worker, so only this tells the two apart.
+    static IN_BLOCKING: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Clears the flag however the closure ends (a panic included), since the blocking
+/// pool reuses its threads for other work.
+struct Section;
+
+impl Section {
+    fn enter() -> Self {
+        IN_BLOCKING.with(|f| f.set(true));
+        Section
+    }
+}
+
+impl Drop for Section {
+    fn drop(&mut self) {
+        IN_BLOCKING.with(|f| f.set(false));
+    }
+}
+
+/// Whether this thread is inside [`blocking`].
+#[must_use]
+pub fn in_blocking_section() -> bool {
+    IN_BLOCKING.with(Cell::get)
+}
+
+/// Runs `f` with the store on tokio's blocking pool; the returned future waits for it
+/// without holding up the async thread. `f` may make several calls (one
+/// transaction's worth of work, or a long-lived writer fed by a channel). It starts
+/// at once, not when the future is first polled, so a writer can be started and
+/// awaited later. A panic in `f` becomes an error of the call, as the async callers
+/// already handle archive errors.
+///
+/// # Errors
+/// Whatever `f` returns, or [`StoreError::Database`] when it panicked.
+///
+/// # Panics
+/// Outside a tokio runtime, as [`tokio::task::spawn_blocking`] does.
+pub fn blocking<T, E>(
+    store: &Arc<dyn Store>,
+    f: impl FnOnce(&dyn Store) -> Result<T, E> + Send + 'static,
+) -> impl Future<Output = Result<T, E>> + Send + 'static
+where
+    T: Send + 'static,
+    E: From<StoreError> + Send + 'static,
+{
+    let store = store.clone();
+    let task = tokio::task::spawn_blocking(move || {
+        let _section = Section::enter();
+        f(&*store)
+    });
+    async move {
+        match task.await {
+            Ok(result) => result,
+            Err(e) => Err(StoreError::Database(format!("an archive call failed on its thread: {e}")).into()),
+        }
+    }
+}
+
+/// A [`Store`] for tests that panics when called on a thread with a tokio runtime
+/// outside [`blocking`]: run an async path against it and a direct call fails the
+/// test instead of quietly stalling a worker.
+pub struct Guarded(pub Arc<dyn Store>);
+
+impl Guarded {
+    /// `store`, guarded, ready to hand to async code.
+    #[must_use]
+    pub fn wrap(store: Arc<dyn Store>) -> Arc<dyn Store> {
+        Arc::new(Self(store))
+    }
+
+    fn check(&self, method: &str) {
+        assert!(
+            tokio::runtime::Handle::try_current().is_err() || in_blocking_section(),
+            "Store::{method} was called on an async thread; run it through tfaudit_store::blocking"
+        );
+    }
+}
+
+macro_rules! guarded {
+    ($( fn $name:ident(&self $(, $arg:ident: $ty:ty)*) -> $ret:ty; )*) => {
+        impl Store for Guarded {
+            $(
+                fn $name(&self $(, $arg: $ty)*) -> $ret {
+                    self.check(stringify!($name));
+                    self.0.$name($($arg),*)
+                }
+            )*
+        }
+    };
+}
+
+use crate::{
+    AlertCursor, AlertFilter, AlertRecord, AlertStatus, AlertWrite, CommitOutcome, DeliveryJob, DeliveryOutcome,
+    EventFilter, Gap, Order, PageOutcome, PageWrite, Reject, RunCounts, RunResult, SeenValues, Source, SourceStatus,
+    StoredEvent, Summary,
+};
+use jiff::Timestamp;
+
+guarded! {
+    fn source(&self, name: &str, address: &str) -> Result<Source>;
+    fn start_run(&self, source_id: i64, started_at: Timestamp) -> Result<i64>;
+    fn store_page(&self, page: &PageWrite<'_>) -> Result<PageOutcome>;
+    fn finish_walk(&self, source_id: i64, cursor: Option<Timestamp>, gap: Option<&Gap>, reconciled: Option<Timestamp>) -> Result<()>;
+    fn finish_run(&self, run_id: i64, result: &RunResult, counts: RunCounts) -> Result<()>;
+    fn events(&self, filter: &EventFilter, order: Order, limit: Option<u64>, each: &mut dyn FnMut(StoredEvent) -> std::io::Result<()>) -> Result<u64>;
+    fn event(&self, id: &str) -> Result<Option<StoredEvent>>;
+    fn summary(&self, filter: &EventFilter, top: usize) -> Result<Summary>;
+    fn status(&self) -> Result<Vec<SourceStatus>>;
+    fn rejects(&self, limit: u64) -> Result<Vec<Reject>>;
+    fn newest_seq(&self) -> Result<i64>;
+    fn events_after(&self, after: i64, limit: u64, each: &mut dyn FnMut(StoredEvent) -> std::io::Result<()>) -> Result<u64>;
+    fn alert_start_points(&self) -> Result<Vec<(String, Option<i64>)>>;
+    fn seen_values_up_to(&self, seq: i64) -> Result<SeenValues>;
+    fn alert_cursor(&self) -> Result<Option<AlertCursor>>;
+    fn seen_values(&self, before: Option<Timestamp>) -> Result<SeenValues>;
+    fn commit_alerts(&self, expected: Option<i64>, cursor: &AlertCursor, alerts: &[AlertWrite]) -> Result<CommitOutcome>;
+    fn claim_delivery(&self, destination: &str, now: Timestamp, due_by: Timestamp, lease: std::time::Duration) -> Result<Option<DeliveryJob>>;
+    fn open_delivery_destinations(&self) -> Result<Vec<String>>;
+    fn finish_delivery(&self, delivery_id: i64, outcome: &DeliveryOutcome) -> Result<()>;
+    fn alerts(&self, filter: &AlertFilter, limit: u64) -> Result<Vec<AlertRecord>>;
+    fn alert(&self, id: i64) -> Result<Option<AlertRecord>>;
+    fn alert_status(&self, recent: u64) -> Result<AlertStatus>;
+}
