@@ -1165,4 +1165,6 @@ impl Store for SqliteStore {
 }
 
 #[cfg(test)]
+mod conformance;
+#[cfg(test)]
 mod tests;
