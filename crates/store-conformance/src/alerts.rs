@@ -256,3 +256,49 @@ pub fn a_misconfigured_destination_is_marked_until_a_delivery_succeeds(fresh: Fr
     a.finish_delivery(retry.delivery_id, &DeliveryOutcome::Delivered).unwrap();
     assert_eq!(a.alert_status(0).unwrap().misconfigured, vec![], "a delivery clears the mark");
 }
+
+/// What first-seen rules count as already seen: the accessors, impersonators and
+/// (type, action) pairs of the events before a time (exclusive), or stored up to a seq
+/// (inclusive) — whatever order the events' times and seqs are in.
+pub fn values_seen_before_a_time_and_up_to_a_seq(fresh: Fresh<'_>) {
+    let a = fresh();
+    let s = source(&*a, "acme");
+    s.page(&[ev("1", "2024-01-01T10:00:00Z").actor("user-1", "ann")]);
+    let first = a.newest_seq().unwrap();
+    s.page(&[ev("2", "2024-01-01T10:30:00Z").actor("user-2", "bob").impersonator("admin-1").kind("var", "update")]);
+    let second = a.newest_seq().unwrap();
+    // Stored last, but the oldest in time.
+    s.page(&[
+        ev("3", "2024-01-01T12:00:00Z").actor("user-3", "cy"),
+        ev("0", "2024-01-01T09:00:00Z").actor("user-4", "dee").kind("workspace", "lock"),
+    ]);
+    let sorted = |v: tfaudit_store::SeenValues| {
+        let (mut acc, mut imp, mut kinds) = (v.accessors, v.impersonators, v.kinds);
+        acc.sort();
+        imp.sort();
+        kinds.sort();
+        (acc, imp, kinds)
+    };
+    let kind = |t: &str, a: &str| (t.to_owned(), a.to_owned());
+    let strings = |v: &[&str]| v.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>();
+    assert_eq!(
+        sorted(a.seen_values(Some(at("2024-01-01T10:30:00Z"))).unwrap()),
+        (strings(&["user-1", "user-4"]), vec![], vec![kind("run", "apply"), kind("workspace", "lock")]),
+        "before is exclusive"
+    );
+    assert_eq!(
+        sorted(a.seen_values(None).unwrap()),
+        (
+            strings(&["user-1", "user-2", "user-3", "user-4"]),
+            strings(&["admin-1"]),
+            vec![kind("run", "apply"), kind("var", "update"), kind("workspace", "lock")]
+        )
+    );
+    assert_eq!(
+        sorted(a.seen_values_up_to(second).unwrap()),
+        (strings(&["user-1", "user-2"]), strings(&["admin-1"]), vec![kind("run", "apply"), kind("var", "update")]),
+        "up to is inclusive"
+    );
+    assert_eq!(sorted(a.seen_values_up_to(first).unwrap()), (strings(&["user-1"]), vec![], vec![kind("run", "apply")]));
+    assert_eq!(sorted(a.seen_values_up_to(0).unwrap()), (vec![], vec![], vec![]));
+}

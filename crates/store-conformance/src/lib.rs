@@ -95,10 +95,12 @@ macro_rules! suite {
             events_after_read_in_seq_order,
             summary_equals_counting_the_events,
             a_page_and_the_walk_progress_are_stored_together,
+            a_write_for_an_unknown_source_fails_and_stores_nothing,
             finishing_a_walk_never_moves_the_cursor_backwards,
             gaps_are_recorded_and_listed,
             rejects_are_kept_once_by_text_and_listed_newest_first,
             alert_start_point_is_fixed_by_the_first_complete_walk,
+            values_seen_before_a_time_and_up_to_a_seq,
             alert_commit_is_compare_and_set,
             an_alert_is_stored_once_by_key,
             a_claimed_delivery_is_not_claimed_again_until_its_lease_ends,
@@ -128,6 +130,7 @@ pub struct Ev {
     rtype: String,
     action: String,
     resource_id: String,
+    impersonator: Option<String>,
     note: String,
 }
 
@@ -144,6 +147,7 @@ pub fn ev(id: &str, time: &str) -> Ev {
         rtype: "run".into(),
         action: "apply".into(),
         resource_id: format!("ws-{id}"),
+        impersonator: None,
         note: String::new(),
     }
 }
@@ -171,6 +175,11 @@ impl Ev {
         self.org = org.into();
         self
     }
+    #[must_use]
+    pub fn impersonator(mut self, id: &str) -> Self {
+        self.impersonator = Some(id.into());
+        self
+    }
     /// Free text elsewhere in the event (`resource.meta.note`), for text search.
     #[must_use]
     pub fn note(mut self, note: &str) -> Self {
@@ -192,7 +201,7 @@ impl Ev {
                 "accessor_id": self.accessor,
                 "description": self.description,
                 "type": "Client",
-                "impersonator_id": null,
+                "impersonator_id": self.impersonator,
                 "organization_id": self.org,
             },
             "request": { "id": null },

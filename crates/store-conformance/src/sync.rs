@@ -106,3 +106,42 @@ pub fn rejects_are_kept_once_by_text_and_listed_newest_first(fresh: Fresh<'_>) {
     let run = a.status().unwrap()[0].last_run.clone().expect("a run");
     assert_eq!(run.tally.rejects, 3, "new rejects, counted with the run");
 }
+
+/// A page or a walk's completion for a source id that `source()` never returned is an
+/// error and stores nothing — none of the page's events, rejects or progress, no gap:
+/// a page is all or nothing.
+pub fn a_write_for_an_unknown_source_fails_and_stores_nothing(fresh: Fresh<'_>) {
+    let a = fresh();
+    let s = source(&*a, "acme");
+    s.page(&[ev("1", "2024-01-01T00:00:00Z")]);
+    let seq = a.newest_seq().unwrap();
+    let unknown = s.source.id + 1000;
+    let page = tfaudit_store::PageWrite {
+        source_id: unknown,
+        run_id: s.run,
+        pages: 1,
+        events: &[ev("2", "2024-01-01T00:00:01Z").build()],
+        rejects: &[RejectedEvent { raw: "[]".into(), reason: "not an object".into() }],
+        walk: &walk(7),
+    };
+    assert!(a.store_page(&page).is_err(), "an unknown source");
+    let gap = Gap {
+        source: "acme".into(),
+        from: at("2023-01-01T00:00:00Z"),
+        to: at("2023-02-01T00:00:00Z"),
+        detected_at: at("2024-06-01T00:00:00Z"),
+    };
+    assert!(a.finish_walk(unknown, Some(at("2025-01-01T00:00:00Z")), Some(&gap), None).is_err());
+    assert_eq!(a.newest_seq().unwrap(), seq, "no event stored");
+    assert_eq!(a.event("2").unwrap(), None);
+    assert_eq!(a.rejects(10).unwrap(), vec![]);
+    let status = a.status().unwrap();
+    assert_eq!(status.len(), 1, "no source made up");
+    assert_eq!(
+        (status[0].events, status[0].gaps.clone(), status[0].walk_in_progress.clone()),
+        (1, vec![], Some(walk(2)))
+    );
+    assert_eq!(status[0].last_run.as_ref().map(|r| r.tally.pages), Some(1), "the run counts only the stored page");
+    // The event can still be stored by its own source: the failed page left no trace.
+    assert_eq!(s.page(&[ev("2", "2024-01-01T00:00:01Z")]).inserted, 1);
+}
