@@ -25,12 +25,23 @@
 //!   (that would take full folding). `resource_type`, `action` and `resource_id` are
 //!   case-sensitive. Patterns know only `*` (any run, also empty) and `?` (exactly one
 //!   character); everything else, `[` `%` `_` included, is literal.
+//!   `text` is matched against the event's JSON text; whether a character the server
+//!   sent escaped (`\u0026`) is found by itself is not defined here (SQLite finds only
+//!   the escape).
 //! - Order: by event time, ties by `seq` (the order events were stored), both reversed
 //!   for newest first; `before` is a keyset position strictly before `(time, seq)`.
 //! - Summaries: `by_kind` most first, ties by (type, action); `top_actors` most first,
 //!   ties by accessor id; `per_day`/`per_hour` in UTC, oldest first, empty ones left out.
+//! - A page, or a walk's completion, for a source id `source()` never returned is an
+//!   error and stores nothing.
+//! - Rejects are kept once per source by their text and listed newest first by when
+//!   they were first seen.
+//! - A source's alert start point is the newest `seq` in the whole archive when its
+//!   first walk completes.
 //! - A delivery claimed until `now + lease` is not handed out again before that instant
-//!   and is handed out again after it; the instant itself is left to the backend.
+//!   and is handed out again after it; the instant itself is left to the backend. A
+//!   claim is not an attempt: `attempts` counts finished ones. A delivery is due when
+//!   its next attempt is at or before `due_by`.
 
 use std::any::Any;
 use std::ops::Deref;
