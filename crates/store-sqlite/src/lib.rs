@@ -444,6 +444,11 @@ fn classify(path: &str, e: rusqlite::Error) -> StoreError {
     }
 }
 
+/// A write named a source id that [`Store::source`] never returned.
+fn unknown_source(id: i64) -> StoreError {
+    StoreError::Database(format!("no source with id {id} in the archive"))
+}
+
 fn ms(t: Timestamp) -> i64 {
     t.as_millisecond()
 }
@@ -779,8 +784,9 @@ impl Store for SqliteStore {
             }
         }
         let w = page.walk;
-        tx.execute(
-            "UPDATE sources SET
+        let updated = tx
+            .execute(
+                "UPDATE sources SET
                 event_count = event_count + ?2,
                 oldest_ms = CASE WHEN ?3 IS NULL THEN oldest_ms ELSE min(coalesce(oldest_ms, ?3), ?3) END,
                 newest_ms = CASE WHEN ?4 IS NULL THEN newest_ms ELSE max(coalesce(newest_ms, ?4), ?4) END,
@@ -789,23 +795,30 @@ impl Store for SqliteStore {
                 walk_started_ms = ?7, walk_since_ms = ?8, walk_next_page = ?9, walk_page_size = ?10,
                 walk_newest_ms = ?11, walk_oldest_ms = ?12, walk_gap_from_ms = ?13
              WHERE id = ?1",
-            params![
-                page.source_id,
-                outcome.inserted as i64,
-                oldest,
-                newest,
-                outcome.rejected as i64,
-                organization,
-                ms(w.started_at),
-                w.since.map(ms),
-                w.next_page as i64,
-                i64::from(w.page_size),
-                w.newest.map(ms),
-                w.oldest.map(ms),
-                w.gap_from.map(ms),
-            ],
-        )
-        .map_err(|e| self.db(e))?;
+                params![
+                    page.source_id,
+                    outcome.inserted as i64,
+                    oldest,
+                    newest,
+                    outcome.rejected as i64,
+                    organization,
+                    ms(w.started_at),
+                    w.since.map(ms),
+                    w.next_page as i64,
+                    i64::from(w.page_size),
+                    w.newest.map(ms),
+                    w.oldest.map(ms),
+                    w.gap_from.map(ms),
+                ],
+            )
+            .map_err(|e| self.db(e))?;
+        // Foreign keys are off (they would cost every insert a lookup): without this,
+        // a page for a source that does not exist would store events no query shows
+        // (they join their source) yet every later copy would be dropped as a duplicate.
+        // Returning before the commit rolls the whole page back.
+        if updated != 1 {
+            return Err(unknown_source(page.source_id));
+        }
         tx.execute(
             "UPDATE runs SET pages = pages + ?5, new_events = new_events + ?2, duplicates = duplicates + ?3, rejects = rejects + ?4
              WHERE id = ?1",
@@ -825,17 +838,21 @@ impl Store for SqliteStore {
     ) -> Result<()> {
         let mut conn = self.lock();
         let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate).map_err(|e| self.db(e))?;
-        tx.execute(
-            "UPDATE sources SET
+        let updated = tx
+            .execute(
+                "UPDATE sources SET
                 cursor_ms = CASE WHEN ?2 IS NULL THEN cursor_ms ELSE max(coalesce(cursor_ms, ?2), ?2) END,
                 reconciled_ms = coalesce(?3, reconciled_ms),
                 walk_started_ms = NULL, walk_since_ms = NULL, walk_next_page = NULL, walk_page_size = NULL,
                 walk_newest_ms = NULL, walk_oldest_ms = NULL, walk_gap_from_ms = NULL,
                 alert_start_seq = coalesce(alert_start_seq, (SELECT coalesce(max(seq), 0) FROM events))
              WHERE id = ?1",
-            params![source_id, cursor.map(ms), reconciled.map(ms)],
-        )
-        .map_err(|e| self.db(e))?;
+                params![source_id, cursor.map(ms), reconciled.map(ms)],
+            )
+            .map_err(|e| self.db(e))?;
+        if updated != 1 {
+            return Err(unknown_source(source_id));
+        }
         if let Some(g) = gap {
             tx.execute(
                 "INSERT INTO gaps (source_id, from_ms, to_ms, detected_ms) VALUES (?1, ?2, ?3, ?4)",
@@ -1221,5 +1238,7 @@ impl Store for SqliteStore {
     }
 }
 
+#[cfg(test)]
+mod conformance;
 #[cfg(test)]
 mod tests;

@@ -89,7 +89,8 @@ pub struct EventFilter {
     pub since: Option<Timestamp>,
     /// Events before this time.
     pub until: Option<Timestamp>,
-    /// Accessor id or accessor description (user name), case-insensitive glob.
+    /// Accessor id or accessor description (user name), case-insensitive glob
+    /// (Unicode simple case folding, as `text`).
     pub actor: Option<Pattern>,
     /// `resource.type`, glob.
     pub resource_type: Option<Pattern>,
@@ -97,9 +98,10 @@ pub struct EventFilter {
     pub action: Option<Pattern>,
     /// `resource.id`, glob.
     pub resource_id: Option<Pattern>,
-    /// Source name or organization id, glob.
+    /// Source name or organization id, case-insensitive glob.
     pub org: Option<Pattern>,
-    /// Text anywhere in the event's JSON, case-insensitive (ASCII).
+    /// Text anywhere in the event's JSON as received (SQLite does not decode escapes),
+    /// case-insensitive by Unicode simple case folding (`É` finds `é`; `SS` is not `ß`).
     pub text: Option<String>,
     /// Keyset paging, newest first: only events strictly before this (timestamp,
     /// ingest sequence) position. Stable while events are added.
