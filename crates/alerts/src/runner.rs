@@ -7,10 +7,12 @@
 //! start point (where its first backfill ended) are history: they feed first-seen
 //! values but raise nothing.
 //!
-//! Delivery runs beside evaluation, one worker per destination, so that a slow or
-//! failing receiver delays neither evaluation nor any other destination. A worker
-//! claims one delivery just before sending it, for as long as the send can take, so
-//! a crash can only repeat the one delivery that was on the wire.
+//! Delivery of one destination is [`drain`]: it claims one delivery just before
+//! sending it, for as long as the send can take, so a crash can only repeat the one
+//! delivery that was on the wire. Passes only live here; the long-running loops (an
+//! evaluation task beside one delivery task per destination, so that a slow or
+//! failing receiver delays neither evaluation nor any other destination) are the
+//! service's (`tfaudit-service`).
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -100,6 +102,18 @@ impl Runner {
     /// [`AlertError::Setup`] when the destinations' HTTP client cannot be built.
     pub fn new(store: Arc<dyn Store>, settings: Arc<Settings>) -> Result<Self, AlertError> {
         Ok(Self { courier: Courier::new(settings.clone())?, store, settings, loaded: None })
+    }
+
+    /// The archive this runner consumes.
+    #[must_use]
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.store
+    }
+
+    /// What sends this runner's deliveries.
+    #[must_use]
+    pub fn courier(&self) -> &Courier {
+        &self.courier
     }
 
     /// Loads the engine at its cursor. On first use it starts at the earliest alert
@@ -263,7 +277,10 @@ impl Runner {
 
     /// The configured destinations, and any that still have deliveries from an
     /// earlier config (they are retried until too old, then abandoned).
-    async fn destination_names(&self) -> Result<Vec<String>, AlertError> {
+    ///
+    /// # Errors
+    /// On an archive failure.
+    pub async fn destination_names(&self) -> Result<Vec<String>, AlertError> {
         let open = blocking(&self.store, move |store| store.open_delivery_destinations()).await?;
         let mut names: Vec<String> = self.settings.destinations.keys().cloned().collect();
         names.extend(open);
@@ -274,7 +291,10 @@ impl Runner {
 
     /// Destinations marked misconfigured: each is tried at once when delivery starts,
     /// as the user may have fixed it since.
-    async fn misconfigured(&self) -> Result<Vec<String>, AlertError> {
+    ///
+    /// # Errors
+    /// On an archive failure.
+    pub async fn misconfigured(&self) -> Result<Vec<String>, AlertError> {
         Ok(blocking(&self.store, move |store| store.alert_status(0))
             .await?
             .misconfigured
@@ -282,96 +302,15 @@ impl Runner {
             .map(|d| d.name)
             .collect())
     }
-
-    /// Evaluates after each `wake` (a sync that stored events) and at least every
-    /// `poll`, and delivers beside it, one task per destination, until `cancel`.
-    pub async fn run(mut self, cancel: CancellationToken, wake: Arc<tokio::sync::Notify>, poll: Duration) {
-        let names = loop {
-            match self.destination_names().await {
-                Ok(n) => break n,
-                Err(e) => tracing::error!("alert delivery cannot start: {e}; trying again"),
-            }
-            tokio::select! {
-                () = tokio::time::sleep(poll) => {}
-                () = cancel.cancelled() => return,
-            }
-        };
-        let misconfigured = self.misconfigured().await.unwrap_or_default();
-        let mut workers = tokio::task::JoinSet::new();
-        let mut new_alerts = Vec::new();
-        for name in names {
-            let nudge = Arc::new(tokio::sync::Notify::new());
-            new_alerts.push(nudge.clone());
-            let probe = misconfigured.contains(&name);
-            let (store, courier, cancel) = (self.store.clone(), self.courier.clone(), cancel.clone());
-            workers.spawn(async move { deliver_forever(store, courier, name, probe, nudge, poll, cancel).await });
-        }
-        loop {
-            match self.evaluate().await {
-                Ok(e) if e.alerts > 0 => new_alerts.iter().for_each(|n| n.notify_one()),
-                Ok(_) => {}
-                Err(e) => tracing::error!("alert evaluation failed: {e}; trying again"),
-            }
-            tokio::select! {
-                () = wake.notified() => {}
-                () = tokio::time::sleep(poll) => {}
-                () = cancel.cancelled() => break,
-            }
-        }
-        while workers.join_next().await.is_some() {}
-    }
-}
-
-/// One destination's deliveries, one at a time, until `cancel`: woken by `nudge`
-/// when alerts are raised and at least every `poll` for retries that come due.
-async fn deliver_forever(
-    store: Arc<dyn Store>,
-    courier: Courier,
-    name: String,
-    mut probe: bool,
-    nudge: Arc<tokio::sync::Notify>,
-    poll: Duration,
-    cancel: CancellationToken,
-) {
-    // Consecutive refusals while the destination is misconfigured: the pause before
-    // the next try doubles with them.
-    let mut refusals = 0;
-    loop {
-        let pause = match drain(&store, &courier, &name, probe, &cancel).await {
-            Ok((_, false)) => {
-                refusals = 0;
-                probe = false;
-                None
-            }
-            Ok((_, true)) => {
-                refusals += 1;
-                probe = true;
-                Some(courier.backoff(refusals))
-            }
-            Err(e) => {
-                tracing::error!(destination = %name, "alert delivery failed: {e}; trying again");
-                None
-            }
-        };
-        match pause {
-            // Misconfigured: new alerts wait with the rest until the next try.
-            Some(p) => tokio::select! {
-                () = tokio::time::sleep(p) => {}
-                () = cancel.cancelled() => return,
-            },
-            None => tokio::select! {
-                () = nudge.notified() => {}
-                () = tokio::time::sleep(poll) => {}
-                () = cancel.cancelled() => return,
-            },
-        }
-    }
 }
 
 /// Sends one destination's due deliveries, one at a time, until none is due, the
 /// destination turns out misconfigured (then `true`: the rest wait for a fix), or
 /// `cancel`. With `probe`, the first one is tried even if its retry is not due yet.
-async fn drain(
+///
+/// # Errors
+/// On an archive failure.
+pub async fn drain(
     store: &Arc<dyn Store>,
     courier: &Courier,
     destination: &str,
@@ -444,7 +383,10 @@ impl Courier {
         Ok(Self { settings, sender: Sender::new()? })
     }
 
-    fn backoff(&self, attempts: u64) -> Duration {
+    /// The pause before try number `attempts + 1`: doubling from the first retry
+    /// delay up to the cap, with jitter.
+    #[must_use]
+    pub fn backoff(&self, attempts: u64) -> Duration {
         let exp = self.settings.retry_delay.saturating_mul(1u32 << attempts.min(20) as u32);
         let capped = exp.min(self.settings.retry_cap);
         // ±20% so that many failed deliveries do not retry in lockstep.

@@ -1,6 +1,7 @@
 //! The `tfaudit` command line: settings, commands and their output. The work itself
 //! lives in the library crates (`tfaudit-api`, `tfaudit-sync`, `tfaudit-store*`,
-//! `tfaudit-sim`).
+//! `tfaudit-sim`, `tfaudit-alerts`, `tfaudit-server`, and `tfaudit-service` for
+//! `watch` and `serve`).
 
 pub mod args;
 mod commands;
@@ -81,6 +82,7 @@ fn init_logging(cli: &Cli) {
         "tfaudit_config",
         "tfaudit_alerts",
         "tfaudit_server",
+        "tfaudit_service",
     ];
     let long_running = matches!(
         cli.command,

@@ -29,9 +29,6 @@ use tfaudit_store::{Gap, PageOutcome, PageWrite, RunCounts, RunResult, RunTally,
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-mod watch;
-pub use watch::{OnSync, Organization, watch};
-
 #[cfg(test)]
 mod tests;
 

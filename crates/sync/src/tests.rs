@@ -404,33 +404,3 @@ async fn guarded_store_panics_when_called_on_an_async_thread() {
     let (_dir, store) = archive();
     let _ = tfaudit_store::Guarded::wrap(store).status();
 }
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn sync_and_watch_call_the_store_only_on_blocking_threads() {
-    let api = Api::new(events(25, 5), 10, Paging::Honest);
-    let server = serve(&api).await;
-    let (_dir, store) = archive();
-    let organization = crate::Organization {
-        name: SOURCE.into(),
-        client: client(&server.uri()),
-        walk: options(10),
-        interval: Duration::from_secs(3600),
-    };
-    let cancel = CancellationToken::new();
-    let results = Arc::new(std::sync::Mutex::new(Vec::new()));
-    let on_sync: crate::OnSync = {
-        let (results, cancel) = (results.clone(), cancel.clone());
-        Arc::new(move |_, result, _| {
-            results.lock().unwrap().push(result.as_ref().map(|r| r.tally.new_events).map_err(ToString::to_string));
-            cancel.cancel();
-        })
-    };
-    let guarded = tfaudit_store::Guarded::wrap(store.clone());
-    // A direct call panics in watch's task, which then never reports: bounded, so
-    // that shows as a failure rather than a hang.
-    tokio::time::timeout(Duration::from_secs(30), crate::watch(guarded, vec![organization], cancel, on_sync))
-        .await
-        .expect("watch ended after its first sync");
-    assert_eq!(*results.lock().unwrap(), [Ok(25)]);
-    assert_eq!(stored(&store), 25);
-}

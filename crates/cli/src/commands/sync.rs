@@ -4,6 +4,7 @@ use std::io::{IsTerminal, Write};
 use std::path::Path;
 use std::sync::Arc;
 
+use tfaudit_service::{Flow, Report, Service, ServiceConfig, ServiceError};
 use tfaudit_store::Store;
 use tfaudit_store_sqlite::{OpenMode, SqliteStore};
 use tfaudit_sync::{SyncError, SyncReport};
@@ -111,115 +112,70 @@ pub async fn sync(cli: &Cli, args: &SyncArgs) -> Result<(), Failure> {
     }
 }
 
-/// `watch`, and with `server` also the dashboard, API and metrics: `serve`.
+/// `watch`, and with `server` also the dashboard, API and metrics: `serve`. The
+/// service (`tfaudit-service`) runs it; this resolves its settings and words its lines.
 pub async fn watch(cli: &Cli, args: &WatchArgs, server: Option<tfaudit_server::Options>) -> Result<(), Failure> {
     let config = settings::config(cli)?;
     let organizations = settings::organizations(&args.sync, args.interval, config.as_ref())?;
     let store = open_for_writing(&settings::db_path(cli, config.as_ref()))?;
     let cancel = crate::stop_on_signals();
-    let json = args.sync.json;
-    let orgs = organizations
+    let alerts_on = !args.no_alerts && config.as_ref().is_none_or(|(_, f)| f.alerts.enabled != Some(false));
+    // Checked before anything listens, so that a bad destination is refused at once.
+    let alert_settings =
+        if alerts_on { Some(Arc::new(settings::alerts(config.as_ref(), args.rules.as_deref())?)) } else { None };
+    let organizations = organizations
         .into_iter()
-        .map(|o| tfaudit_sync::Organization {
+        .map(|o| tfaudit_service::Organization {
             walk: o.walk_options(),
             interval: o.sync.interval,
             name: o.name,
             client: o.client,
         })
         .collect::<Vec<_>>();
-    for o in &orgs {
-        tracing::info!(organization = %o.name, address = o.client.address(), interval = %tfaudit_config::Duration(o.interval), "watching");
-    }
-    let health = Arc::new(tfaudit_server::Health::new(orgs.iter().map(|o| (o.name.clone(), o.interval)).collect()));
-    let metrics = Arc::new(tfaudit_server::Metrics::new());
-    for o in &orgs {
-        metrics.add_client(&o.name, o.client.stats().clone());
-    }
-    let alerts_on = !args.no_alerts && config.as_ref().is_none_or(|(_, f)| f.alerts.enabled != Some(false));
-    // Checked before anything listens, so that a bad destination is refused at once.
-    let alert_settings =
-        if alerts_on { Some(Arc::new(settings::alerts(config.as_ref(), args.rules.as_deref())?)) } else { None };
-    let server_task = match server {
-        None => None,
-        Some(options) => {
-            let state = tfaudit_server::AppState::new(
-                store.clone(),
-                health.clone(),
-                metrics.clone(),
-                options.access_token.clone(),
-            );
-            let (addr, metrics_addr, task) = tfaudit_server::serve(state, &options, cancel.clone())
-                .await
-                .map_err(|e| Failure::Usage(e.to_string()))?;
-            tracing::info!("dashboard and API at http://{addr}/");
-            if let Some(m) = metrics_addr {
-                tracing::info!("metrics at http://{m}/metrics");
-            }
-            Some(task)
-        }
-    };
-    // The alert engine runs beside the syncs, woken by each one that stores events.
-    let wake = Arc::new(tokio::sync::Notify::new());
-    // Each organization's backfill is history, not alerted on: the archive records
-    // where its first backfill ended, and the engine starts there.
-    let alert_task = if let Some(alert_settings) = alert_settings {
-        tracing::info!(rules = alert_settings.rules.enabled().count(), "alerts on");
-        let runner = tfaudit_alerts::runner::Runner::new(store.clone(), alert_settings)
-            .map_err(crate::commands::alerts::alert_failure)?;
-        Some(tokio::spawn(runner.run(cancel.clone(), wake.clone(), std::time::Duration::from_secs(1))))
-    } else {
-        None
-    };
-    let stop = cancel.clone();
-    let on_sync: tfaudit_sync::OnSync = Arc::new(move |name: &str, result: &Result<SyncReport, SyncError>, took| {
-        health.record(name, result.as_ref().err().map(|e| tfaudit_api::redact::redact(&e.to_string()).into_owned()));
-        let (label, new) = match result {
-            Ok(r) if r.complete => ("ok", r.tally.new_events),
-            Ok(r) => ("interrupted", r.tally.new_events),
-            Err(_) => ("failed", 0),
-        };
-        metrics.sync(name, label, new, took.as_secs_f64());
-        report_sync(name, result, json, &wake, &stop);
-    });
-    tfaudit_sync::watch(store, orgs, cancel, on_sync).await;
-    if let Some(task) = alert_task {
-        let _ = task.await;
-    }
-    if let Some(task) = server_task {
-        let _ = task.await;
-    }
+    let mut service = ServiceConfig::new(organizations);
+    service.alerts = alert_settings;
+    service.serve = server;
+    let report = Arc::new(Lines { json: args.sync.json });
+    // Stopped by a signal or because nobody reads the reports: both exit 0.
+    Service::new(service).report_to(report).run(store, cancel).await.map_err(service_failure)?;
     Ok(())
 }
 
-fn report_sync(
-    name: &str,
-    result: &Result<SyncReport, SyncError>,
+fn service_failure(e: ServiceError) -> Failure {
+    match e {
+        ServiceError::Serve(e) => Failure::Usage(e.to_string()),
+        ServiceError::Alerts(e) => crate::commands::alerts::alert_failure(e),
+    }
+}
+
+/// The lines `watch` and `serve` print after each sync.
+struct Lines {
     json: bool,
-    wake: &tokio::sync::Notify,
-    stop: &tokio_util::sync::CancellationToken,
-) {
-    match result {
-        Ok(report) => {
-            gap_banner(report);
-            if report.tally.new_events > 0 {
-                wake.notify_one();
-            }
-            if json {
-                if let Ok(line) = serde_json::to_string(report) {
-                    // Nobody reads the reports any more: stop as for a signal, and
-                    // exit 0 like every command whose reader goes away.
-                    if let Err(Failure::ClosedPipe) =
-                        writeln!(crate::output::Stdout::new(), "{line}").map_err(Failure::from)
-                    {
-                        stop.cancel();
+}
+
+impl Report for Lines {
+    fn synced(&self, name: &str, result: &Result<SyncReport, SyncError>) -> Flow {
+        match result {
+            Ok(report) => {
+                gap_banner(report);
+                if self.json {
+                    if let Ok(line) = serde_json::to_string(report) {
+                        // Nobody reads the reports any more: stop as for a signal, and
+                        // exit 0 like every command whose reader goes away.
+                        if let Err(Failure::ClosedPipe) =
+                            writeln!(crate::output::Stdout::new(), "{line}").map_err(Failure::from)
+                        {
+                            return Flow::Stop;
+                        }
                     }
+                } else {
+                    tracing::info!("{}", report_line(report));
                 }
-            } else {
-                tracing::info!("{}", report_line(report));
+            }
+            Err(e) => {
+                tracing::error!(organization = %terminal_safe(name), "sync failed: {e}; trying again at the next interval");
             }
         }
-        Err(e) => {
-            tracing::error!(organization = %terminal_safe(name), "sync failed: {e}; trying again at the next interval");
-        }
+        Flow::Continue
     }
 }

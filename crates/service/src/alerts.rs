@@ -1,0 +1,95 @@
+//! The alert runner as a long-running part of the service: evaluation after each
+//! sync that stored events (and at least every poll), and beside it one delivery task
+//! per destination, so that a slow or failing receiver delays neither evaluation nor
+//! any other destination. One pass of each is `tfaudit_alerts::runner`'s.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tfaudit_alerts::runner::{Courier, Runner, drain};
+use tfaudit_store::Store;
+use tokio_util::sync::CancellationToken;
+
+/// Evaluates after each `wake` (a sync that stored events) and at least every
+/// `poll`, and delivers beside it, one task per destination, until `cancel`.
+pub async fn run_alerts(mut runner: Runner, cancel: CancellationToken, wake: Arc<tokio::sync::Notify>, poll: Duration) {
+    let names = loop {
+        match runner.destination_names().await {
+            Ok(n) => break n,
+            Err(e) => tracing::error!("alert delivery cannot start: {e}; trying again"),
+        }
+        tokio::select! {
+            () = tokio::time::sleep(poll) => {}
+            () = cancel.cancelled() => return,
+        }
+    };
+    let misconfigured = runner.misconfigured().await.unwrap_or_default();
+    let mut workers = tokio::task::JoinSet::new();
+    let mut new_alerts = Vec::new();
+    for name in names {
+        let nudge = Arc::new(tokio::sync::Notify::new());
+        new_alerts.push(nudge.clone());
+        let probe = misconfigured.contains(&name);
+        let (store, courier, cancel) = (runner.store().clone(), runner.courier().clone(), cancel.clone());
+        workers.spawn(async move { deliver_forever(store, courier, name, probe, nudge, poll, cancel).await });
+    }
+    loop {
+        match runner.evaluate().await {
+            Ok(e) if e.alerts > 0 => new_alerts.iter().for_each(|n| n.notify_one()),
+            Ok(_) => {}
+            Err(e) => tracing::error!("alert evaluation failed: {e}; trying again"),
+        }
+        tokio::select! {
+            () = wake.notified() => {}
+            () = tokio::time::sleep(poll) => {}
+            () = cancel.cancelled() => break,
+        }
+    }
+    while workers.join_next().await.is_some() {}
+}
+
+/// One destination's deliveries, one at a time, until `cancel`: woken by `nudge`
+/// when alerts are raised and at least every `poll` for retries that come due.
+async fn deliver_forever(
+    store: Arc<dyn Store>,
+    courier: Courier,
+    name: String,
+    mut probe: bool,
+    nudge: Arc<tokio::sync::Notify>,
+    poll: Duration,
+    cancel: CancellationToken,
+) {
+    // Consecutive refusals while the destination is misconfigured: the pause before
+    // the next try doubles with them.
+    let mut refusals = 0;
+    loop {
+        let pause = match drain(&store, &courier, &name, probe, &cancel).await {
+            Ok((_, false)) => {
+                refusals = 0;
+                probe = false;
+                None
+            }
+            Ok((_, true)) => {
+                refusals += 1;
+                probe = true;
+                Some(courier.backoff(refusals))
+            }
+            Err(e) => {
+                tracing::error!(destination = %name, "alert delivery failed: {e}; trying again");
+                None
+            }
+        };
+        match pause {
+            // Misconfigured: new alerts wait with the rest until the next try.
+            Some(p) => tokio::select! {
+                () = tokio::time::sleep(p) => {}
+                () = cancel.cancelled() => return,
+            },
+            None => tokio::select! {
+                () = nudge.notified() => {}
+                () = tokio::time::sleep(poll) => {}
+                () = cancel.cancelled() => return,
+            },
+        }
+    }
+}

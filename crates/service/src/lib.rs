@@ -1,0 +1,211 @@
+//! The supervisor behind `tfaudit watch` and `tfaudit serve`: every organization's
+//! sync task on its interval, the alert runner (evaluation, and one delivery task per
+//! destination) woken by each sync that stored events, and when serving the
+//! dashboard and API and the metrics listener; readiness and metrics follow every
+//! sync. It runs until its cancellation token fires (the CLI ties it to SIGINT and
+//! SIGTERM) or a [`Report`] hook asks it to stop; then every task finishes what it
+//! holds (a sync commits its current page, the server its requests in flight).
+//!
+//! The caller resolves everything first (settings are checked, the archive is open)
+//! and passes it in a [`ServiceConfig`]; what the service has to say back comes
+//! through [`Report`], so that the CLI words its own lines.
+
+mod alerts;
+mod organizations;
+#[cfg(test)]
+mod tests;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use tfaudit_server::{Health, Metrics};
+use tfaudit_store::Store;
+use tfaudit_sync::{SyncError, SyncReport};
+use tokio_util::sync::CancellationToken;
+
+pub use alerts::run_alerts;
+pub use organizations::Organization;
+
+/// Everything the service runs, resolved and checked by the caller.
+#[derive(Debug, Clone)]
+pub struct ServiceConfig {
+    /// Each synced in its own task, on its own interval.
+    pub organizations: Vec<Organization>,
+    /// None: alerts off.
+    pub alerts: Option<Arc<tfaudit_alerts::runner::Settings>>,
+    /// None: no dashboard, API or metrics listener (`watch`).
+    pub serve: Option<tfaudit_server::Options>,
+    /// The alert engine evaluates at least this often, besides after each sync that
+    /// stored events (deliveries due for a retry are tried as often).
+    pub alert_poll: Duration,
+}
+
+impl ServiceConfig {
+    /// `organizations` synced, with alerts off and nothing served.
+    #[must_use]
+    pub fn new(organizations: Vec<Organization>) -> Self {
+        Self { organizations, alerts: None, serve: None, alert_poll: Duration::from_secs(1) }
+    }
+}
+
+/// Whether the service goes on after a report.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Flow {
+    Continue,
+    /// Stop as for a cancellation (e.g. nobody reads the reports any more).
+    Stop,
+}
+
+/// What the service tells its caller as it runs. Every method has a default that
+/// says nothing.
+pub trait Report: Send + Sync {
+    /// The listeners are bound (only when serving): the dashboard and API, and the
+    /// metrics listener if any. Called before any sync starts.
+    fn listening(&self, _api: SocketAddr, _metrics: Option<SocketAddr>) {}
+
+    /// After every sync of every organization, once readiness and metrics have
+    /// recorded it.
+    fn synced(&self, _organization: &str, _result: &Result<SyncReport, SyncError>) -> Flow {
+        Flow::Continue
+    }
+}
+
+/// Reports nothing.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Silent;
+
+impl Report for Silent {}
+
+/// How a run ended (both are a clean stop: everything held was finished first).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// The caller's cancellation token fired.
+    Cancelled,
+    /// A [`Report`] hook returned [`Flow::Stop`].
+    StoppedByReport,
+}
+
+/// Why the service could not start. Once running it does not fail: a failed sync,
+/// evaluation or delivery is logged, shown by readiness and tried again.
+#[derive(Debug, thiserror::Error)]
+pub enum ServiceError {
+    /// A listener could not be bound, or its options were refused.
+    #[error(transparent)]
+    Serve(#[from] tfaudit_server::ServeError),
+    /// The alert runner could not be set up.
+    #[error(transparent)]
+    Alerts(#[from] tfaudit_alerts::runner::AlertError),
+}
+
+/// The supervisor, ready to run.
+pub struct Service {
+    config: ServiceConfig,
+    report: Arc<dyn Report>,
+}
+
+impl Service {
+    #[must_use]
+    pub fn new(config: ServiceConfig) -> Self {
+        Self { config, report: Arc::new(Silent) }
+    }
+
+    /// Where the service's reports go (by default nowhere).
+    #[must_use]
+    pub fn report_to(mut self, report: Arc<dyn Report>) -> Self {
+        self.report = report;
+        self
+    }
+
+    /// Runs until `cancel` fires or a report asks to stop, then waits for every task
+    /// to finish what it holds.
+    ///
+    /// # Errors
+    /// [`ServiceError`] when the listeners or the alert runner cannot start; nothing
+    /// has been synced then.
+    pub async fn run(self, store: Arc<dyn Store>, cancel: CancellationToken) -> Result<Outcome, ServiceError> {
+        let Self { config, report } = self;
+        // A child: a report's stop ends this run like a signal, and tells them apart.
+        let cancel = cancel.child_token();
+        let orgs = config.organizations;
+        for o in &orgs {
+            tracing::info!(organization = %o.name, address = o.client.address(), interval = %tfaudit_config::Duration(o.interval), "watching");
+        }
+        let health = Arc::new(Health::new(orgs.iter().map(|o| (o.name.clone(), o.interval)).collect()));
+        let metrics = Arc::new(Metrics::new());
+        for o in &orgs {
+            metrics.add_client(&o.name, o.client.stats().clone());
+        }
+        let server_task = match config.serve {
+            None => None,
+            Some(options) => {
+                let state = tfaudit_server::AppState::new(
+                    store.clone(),
+                    health.clone(),
+                    metrics.clone(),
+                    options.access_token.clone(),
+                );
+                let (addr, metrics_addr, task) = tfaudit_server::serve(state, &options, cancel.clone()).await?;
+                tracing::info!("dashboard and API at http://{addr}/");
+                if let Some(m) = metrics_addr {
+                    tracing::info!("metrics at http://{m}/metrics");
+                }
+                report.listening(addr, metrics_addr);
+                Some(task)
+            }
+        };
+        // The alert engine runs beside the syncs, woken by each one that stores events.
+        let wake = Arc::new(tokio::sync::Notify::new());
+        // Each organization's backfill is history, not alerted on: the archive records
+        // where its first backfill ended, and the engine starts there.
+        let alert_task = if let Some(alert_settings) = config.alerts {
+            tracing::info!(rules = alert_settings.rules.enabled().count(), "alerts on");
+            let runner = match tfaudit_alerts::runner::Runner::new(store.clone(), alert_settings) {
+                Ok(r) => r,
+                Err(e) => {
+                    // The server may be listening already: it stops before this returns.
+                    cancel.cancel();
+                    if let Some(task) = server_task {
+                        let _ = task.await;
+                    }
+                    return Err(e.into());
+                }
+            };
+            Some(tokio::spawn(run_alerts(runner, cancel.clone(), wake.clone(), config.alert_poll)))
+        } else {
+            None
+        };
+        let stopped_by_report = Arc::new(AtomicBool::new(false));
+        let on_sync: organizations::OnSync = {
+            let (stop, stopped_by_report) = (cancel.clone(), stopped_by_report.clone());
+            Arc::new(move |name: &str, result: &Result<SyncReport, SyncError>, took: Duration| {
+                health.record(
+                    name,
+                    result.as_ref().err().map(|e| tfaudit_api::redact::redact(&e.to_string()).into_owned()),
+                );
+                let (label, new) = match result {
+                    Ok(r) if r.complete => ("ok", r.tally.new_events),
+                    Ok(r) => ("interrupted", r.tally.new_events),
+                    Err(_) => ("failed", 0),
+                };
+                metrics.sync(name, label, new, took.as_secs_f64());
+                if report.synced(name, result) == Flow::Stop {
+                    stopped_by_report.store(true, Ordering::SeqCst);
+                    stop.cancel();
+                }
+                if new > 0 {
+                    wake.notify_one();
+                }
+            })
+        };
+        organizations::sync_all(store, orgs, cancel, on_sync).await;
+        if let Some(task) = alert_task {
+            let _ = task.await;
+        }
+        if let Some(task) = server_task {
+            let _ = task.await;
+        }
+        Ok(if stopped_by_report.load(Ordering::SeqCst) { Outcome::StoppedByReport } else { Outcome::Cancelled })
+    }
+}
