@@ -21,8 +21,9 @@ use crate::{Flow, Organization, Outcome, Report, Service, ServiceConfig, Service
 
 const EVENTS: u64 = 300;
 
-async fn sim() -> Sim {
-    let config = SimConfig { events: EVENTS, live_rate: 0.0, ..SimConfig::default() };
+/// `seed`: event ids are unique across the archive, so two organizations need two.
+async fn sim(seed: u64) -> Sim {
+    let config = SimConfig { seed, events: EVENTS, live_rate: 0.0, ..SimConfig::default() };
     Sim::start(config, "127.0.0.1:0".parse().unwrap()).await.unwrap()
 }
 
@@ -96,7 +97,7 @@ fn stored(store: &Arc<dyn Store>) -> u64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_report_that_asks_to_stop_ends_the_run_after_every_organization_synced_once() {
-    let (sim_a, sim_b) = (sim().await, sim().await);
+    let (sim_a, sim_b) = (sim(1).await, sim(2).await);
     let (_dir, store) = archive();
     let mut config = ServiceConfig::new(vec![organization(&sim_a, "a"), organization(&sim_b, "b")]);
     config.alerts = Some(alerts());
@@ -127,7 +128,7 @@ async fn a_report_that_asks_to_stop_ends_the_run_after_every_organization_synced
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn serving_reports_the_listeners_turns_ready_after_the_first_sync_and_stops_on_cancel() {
-    let sim = sim().await;
+    let sim = sim(1).await;
     let (_dir, store) = archive();
     let mut config = ServiceConfig::new(vec![organization(&sim, "acme")]);
     config.alerts = Some(alerts());
@@ -163,7 +164,7 @@ async fn serving_reports_the_listeners_turns_ready_after_the_first_sync_and_stop
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_taken_address_is_refused_before_anything_is_synced() {
-    let sim = sim().await;
+    let sim = sim(1).await;
     let (_dir, store) = archive();
     let taken = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let mut config = ServiceConfig::new(vec![organization(&sim, "acme")]);
