@@ -13,8 +13,9 @@ use tfaudit_config::Duration;
 #[derive(Debug, Parser)]
 #[command(name = "tfaudit", version, max_term_width = 100)]
 pub struct Cli {
-    /// The archive (SQLite file) [default: ~/.local/share/tfaudit/archive.db]
-    #[arg(long, global = true, env = "TFAUDIT_DB", value_name = "PATH")]
+    /// The archive: a SQLite file (a path, or sqlite://PATH) or a PostgreSQL database
+    /// (postgres://USER@HOST/DB) [default: ~/.local/share/tfaudit/archive.db]
+    #[arg(long, global = true, env = "TFAUDIT_DB", value_name = "PATH|URL")]
     pub db: Option<PathBuf>,
 
     /// A config file listing organizations and settings [default: ~/.config/tfaudit/tfaudit.toml if present]

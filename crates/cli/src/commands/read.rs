@@ -2,11 +2,12 @@
 
 use std::io::{self, BufWriter, Write};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use jiff::Timestamp;
 use tfaudit_config::parse_when;
+use tfaudit_backend::Mode;
 use tfaudit_store::{EventFilter, Order, Pattern, Store};
-use tfaudit_store_sqlite::{OpenMode, SqliteStore};
 
 use crate::args::{
     Cli, ExportArgs, ExportFormat, FilterArgs, QueryArgs, QueryFormat, ReportFormat, StatusArgs, SummaryArgs,
@@ -15,9 +16,9 @@ use crate::failure::Failure;
 use crate::output::{self, EventWriter};
 use crate::settings;
 
-pub fn open_for_reading(cli: &Cli) -> Result<SqliteStore, Failure> {
+pub fn open_for_reading(cli: &Cli) -> Result<Arc<dyn Store>, Failure> {
     let config = settings::config(cli)?;
-    Ok(SqliteStore::open(&settings::db_path(cli, config.as_ref()), OpenMode::ReadOnly)?)
+    settings::open_archive(cli, config.as_ref(), Mode::ReadOnly)
 }
 
 /// Checks filter flags once, so that the store only ever sees valid filters.

@@ -1,11 +1,8 @@
 //! `tfaudit sync` and `tfaudit watch`.
 
 use std::io::{IsTerminal, Write};
-use std::path::Path;
-use std::sync::Arc;
 
-use tfaudit_store::Store;
-use tfaudit_store_sqlite::{OpenMode, SqliteStore};
+use tfaudit_backend::Mode;
 use tfaudit_sync::{SyncError, SyncReport};
 
 use crate::args::{Cli, SyncArgs, WatchArgs};
@@ -13,10 +10,6 @@ use crate::failure::Failure;
 use crate::output::{count, terminal_safe, time};
 use crate::progress::Bar;
 use crate::settings;
-
-pub fn open_for_writing(path: &Path) -> Result<Arc<dyn Store>, Failure> {
-    Ok(Arc::new(SqliteStore::open(path, OpenMode::CreateIfMissing)?))
-}
 
 /// One line saying what a sync did.
 pub fn report_line(r: &SyncReport) -> String {
@@ -62,7 +55,7 @@ fn gap_banner(r: &SyncReport) {
 pub async fn sync(cli: &Cli, args: &SyncArgs) -> Result<(), Failure> {
     let config = settings::config(cli)?;
     let organizations = settings::organizations(args, None, config.as_ref())?;
-    let store = open_for_writing(&settings::db_path(cli, config.as_ref()))?;
+    let store = settings::open_archive(cli, config.as_ref(), Mode::CreateIfMissing)?;
     let cancel = crate::stop_on_signals();
     let show_bar = !cli.quiet && std::io::stderr().is_terminal();
     let mut failure = None;
@@ -115,7 +108,7 @@ pub async fn sync(cli: &Cli, args: &SyncArgs) -> Result<(), Failure> {
 pub async fn watch(cli: &Cli, args: &WatchArgs, server: Option<tfaudit_server::Options>) -> Result<(), Failure> {
     let config = settings::config(cli)?;
     let organizations = settings::organizations(&args.sync, args.interval, config.as_ref())?;
-    let store = open_for_writing(&settings::db_path(cli, config.as_ref()))?;
+    let store = settings::open_archive(cli, config.as_ref(), Mode::CreateIfMissing)?;
     let cancel = crate::stop_on_signals();
     let json = args.sync.json;
     let orgs = organizations

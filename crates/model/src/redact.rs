@@ -1,7 +1,7 @@
 //! Every secret tfaudit knows (tokens, destination URLs and keys, header values),
 //! so that no error, log line or stored error text ever shows one.
 //!
-//! Secrets register themselves when they are read ([`crate::Token::new`], the
+//! Secrets register themselves when they are read (the API client's `Token`, the
 //! config's `Secret`); everything that turns text from outside into something
 //! shown or stored passes it through [`redact`]. A process-wide list, because a
 //! secret must be hidden wherever it turns up, including in a server's echo of
@@ -27,7 +27,7 @@ pub fn register(secret: &str) {
         forms.push(json[1..json.len() - 1].to_owned());
     }
     forms.push(percent_encode(secret));
-    if let Ok(url) = reqwest::Url::parse(secret)
+    if let Ok(url) = url::Url::parse(secret)
         && url.has_host()
     {
         let mut tail = url.path().to_owned();
