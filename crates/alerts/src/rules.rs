@@ -31,14 +31,12 @@
 //! `glob`, `regex`, `exists` or `null`. Both may be given; both must hold.
 
 use std::collections::BTreeMap;
-use std::fmt;
 use std::path::Path;
-use std::str::FromStr;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
-use tfaudit_store::Pattern;
 pub use tfaudit_model::Severity;
+use tfaudit_store::Pattern;
 use toml::Spanned;
 
 /// An event field a rule can test.

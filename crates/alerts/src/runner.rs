@@ -19,8 +19,8 @@ use std::time::Duration;
 use jiff::Timestamp;
 use serde::Serialize;
 use tfaudit_store::{
-    ALERTS_CONSUMER, Alert, AlertWrite, CommitOutcome, ConsumerPosition, DeliveryJob, DeliveryOutcome, EventFilter, Order, Store, StoreError,
-    StoredEvent, blocking,
+    ALERTS_CONSUMER, Alert, AlertWrite, Archive, CommitOutcome, ConsumerPosition, DeliveryJob, DeliveryOutcome,
+    EventFilter, Order, Store, StoreError, StoredEvent, blocking, blocking_on,
 };
 use tokio_util::sync::CancellationToken;
 
@@ -496,13 +496,13 @@ impl Courier {
 /// # Errors
 /// On an archive failure.
 pub async fn backtest(
-    store: Arc<dyn Store>,
+    store: Arc<dyn Archive>,
     rules: &RuleSet,
     presentation: Presentation,
     filter: EventFilter,
 ) -> Result<Vec<NewAlert>, AlertError> {
     let rules = rules.clone();
-    blocking(&store, move |store| {
+    blocking_on(&store, move |store| {
         let mut state = EngineState::default();
         seed(&mut state, &store.seen_values(filter.since)?);
         let mut engine = Engine::new(&rules, state, presentation);

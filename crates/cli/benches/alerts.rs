@@ -136,8 +136,8 @@ async fn latency(dir: &Path, samples: usize) {
     // Wait for the engine to start after the first sync.
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        use tfaudit_store::Store;
-        let started = tfaudit_backend::Location::Sqlite(db.clone()).open(tfaudit_backend::Mode::MustExist)
+        let started = tfaudit_backend::Location::Sqlite(db.clone())
+            .open(tfaudit_backend::Mode::MustExist)
             .ok()
             .and_then(|s| s.consumer(tfaudit_store::ALERTS_CONSUMER).ok().flatten())
             .is_some();

@@ -11,9 +11,9 @@ use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use tfaudit_backend::{Location, Mode};
 use tfaudit_sim::{Sim, SimConfig};
 use tfaudit_store::{EventFilter, Order, Pattern, Store};
-use tfaudit_backend::{Location, Mode};
 
 const BIN: &str = env!("CARGO_BIN_EXE_tfaudit");
 

@@ -27,4 +27,3 @@ impl fmt::Debug for Secret {
         f.write_str("Secret(<redacted>)")
     }
 }
-

@@ -126,7 +126,10 @@ pub fn named_consumers_keep_independent_cursors(fresh: Fresh<'_>) {
     assert_eq!(out, CommitOutcome::Committed { new_alerts: 1 });
     assert_eq!(a.consumer(ALERTS_CONSUMER).unwrap(), Some(cursor(7)));
     assert_eq!(a.consumer("forwarder").unwrap(), Some(moved));
-    assert_eq!(a.commit_consumer(ALERTS_CONSUMER, Some(7), &cursor(8)).unwrap(), CommitOutcome::Committed { new_alerts: 0 });
+    assert_eq!(
+        a.commit_consumer(ALERTS_CONSUMER, Some(7), &cursor(8)).unwrap(),
+        CommitOutcome::Committed { new_alerts: 0 }
+    );
     assert_eq!(
         a.commit_alerts(Some(7), &cursor(9), &[alert("k2", &["hook"])]).unwrap(),
         CommitOutcome::Conflict,

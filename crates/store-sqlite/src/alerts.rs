@@ -4,8 +4,8 @@
 use jiff::Timestamp;
 use rusqlite::{Connection, OptionalExtension, params};
 use tfaudit_store::{
-    ALERTS_CONSUMER, Alert, AlertFilter, AlertRecord, AlertStatus, AlertWrite, CommitOutcome, ConsumerPosition, DeliveryJob, DeliveryOutcome,
-    DeliveryRecord, DeliveryState, DestinationHealth, SeenValues,
+    ALERTS_CONSUMER, Alert, AlertFilter, AlertRecord, AlertStatus, AlertWrite, CommitOutcome, ConsumerPosition,
+    DeliveryJob, DeliveryOutcome, DeliveryRecord, DeliveryState, DestinationHealth, SeenValues,
 };
 
 use crate::{ms, ts, ts_opt};

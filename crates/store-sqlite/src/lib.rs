@@ -19,9 +19,9 @@ use jiff::Timestamp;
 use rusqlite::{Connection, ErrorCode, OptionalExtension, ToSql, params};
 use tfaudit_model::AuditEvent;
 use tfaudit_store::{
-    ActorCount, AlertFilter, AlertRecord, AlertStatus, AlertWrite, Archive, CommitOutcome, ConsumerPosition, Consumers, DayCount, DeliveryJob,
-    DeliveryOutcome, EventFilter, Gap, KindCount, Order, PageOutcome, PageWrite, Reject, Result, Run, RunCounts,
-    RunResult, RunTally, SeenValues, Source, SourceStatus, StoreError, StoredEvent, Summary, Walk,
+    ActorCount, AlertFilter, AlertRecord, AlertStatus, AlertWrite, Archive, CommitOutcome, ConsumerPosition, Consumers,
+    DayCount, DeliveryJob, DeliveryOutcome, EventFilter, Gap, KindCount, Order, PageOutcome, PageWrite, Reject, Result,
+    Run, RunCounts, RunResult, RunTally, SeenValues, Source, SourceStatus, StoreError, StoredEvent, Summary, Walk,
 };
 
 const HOUR_MS: i64 = 3_600_000;
@@ -1209,7 +1209,12 @@ impl Consumers for SqliteStore {
         alerts::commit_consumer(&mut self.lock(), name, expected, position).map_err(|e| self.db(e))
     }
 
-    fn commit_alerts(&self, expected: Option<i64>, position: &ConsumerPosition, new: &[AlertWrite]) -> Result<CommitOutcome> {
+    fn commit_alerts(
+        &self,
+        expected: Option<i64>,
+        position: &ConsumerPosition,
+        new: &[AlertWrite],
+    ) -> Result<CommitOutcome> {
         alerts::commit_alerts(&mut self.lock(), expected, position, new).map_err(|e| self.db(e))
     }
 

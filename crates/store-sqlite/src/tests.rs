@@ -461,9 +461,8 @@ fn an_archive_from_before_named_consumers_keeps_its_alert_cursor() {
     assert_eq!(s.commit_alerts(Some(2), &next, &[]).unwrap(), CommitOutcome::Committed { new_alerts: 0 });
     drop(s);
     let conn = rusqlite::Connection::open(&ran).unwrap();
-    let old: i64 = conn
-        .query_row("SELECT count(*) FROM sqlite_master WHERE name = 'alert_consumer'", [], |r| r.get(0))
-        .unwrap();
+    let old: i64 =
+        conn.query_row("SELECT count(*) FROM sqlite_master WHERE name = 'alert_consumer'", [], |r| r.get(0)).unwrap();
     assert_eq!(old, 0, "the single-row table is gone");
 
     let never = dir.path().join("never.db");

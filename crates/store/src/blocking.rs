@@ -40,10 +40,9 @@ pub fn in_blocking_section() -> bool {
     IN_BLOCKING.with(Cell::get)
 }
 
-/// Runs `f` with the store (a whole [`Store`], or one role of it) on tokio's blocking
-/// pool; the returned future waits for it without holding up the async thread. `f`
-/// may make several calls (one transaction's worth of work, or a long-lived writer fed
-/// by a channel). It starts
+/// Runs `f` with the store on tokio's blocking pool; the returned future waits for it
+/// without holding up the async thread. `f` may make several calls (one
+/// transaction's worth of work, or a long-lived writer fed by a channel). It starts
 /// at once, not when the future is first polled, so a writer can be started and
 /// awaited later. A panic in `f` becomes an error of the call, as the async callers
 /// already handle archive errors.
@@ -53,7 +52,26 @@ pub fn in_blocking_section() -> bool {
 ///
 /// # Panics
 /// Outside a tokio runtime, as [`tokio::task::spawn_blocking`] does.
-pub fn blocking<S, T, E>(
+pub fn blocking<T, E>(
+    store: &Arc<dyn Store>,
+    f: impl FnOnce(&dyn Store) -> Result<T, E> + Send + 'static,
+) -> impl Future<Output = Result<T, E>> + Send + 'static
+where
+    T: Send + 'static,
+    E: From<StoreError> + Send + 'static,
+{
+    blocking_on(store, move |store: &(dyn Store + 'static)| f(store))
+}
+
+/// [`blocking`] for a store held by one role (`Arc<dyn Archive>`, `Arc<dyn Consumers>`)
+/// or by its own type.
+///
+/// # Errors
+/// Whatever `f` returns, or [`StoreError::Database`] when it panicked.
+///
+/// # Panics
+/// Outside a tokio runtime, as [`tokio::task::spawn_blocking`] does.
+pub fn blocking_on<S, T, E>(
     store: &Arc<S>,
     f: impl FnOnce(&S) -> Result<T, E> + Send + 'static,
 ) -> impl Future<Output = Result<T, E>> + Send + 'static

@@ -22,10 +22,10 @@ mod alerts;
 pub mod blocking;
 mod filter;
 pub use alerts::{
-    ALERTS_CONSUMER, Alert, AlertFilter, AlertRecord, AlertStatus, AlertWrite, CommitOutcome, DeliveryJob, DeliveryOutcome,
-    ConsumerPosition, DeliveryRecord, DeliveryState, DestinationHealth, SeenValues,
+    ALERTS_CONSUMER, Alert, AlertFilter, AlertRecord, AlertStatus, AlertWrite, CommitOutcome, ConsumerPosition,
+    DeliveryJob, DeliveryOutcome, DeliveryRecord, DeliveryState, DestinationHealth, SeenValues,
 };
-pub use blocking::{Guarded, blocking};
+pub use blocking::{Guarded, blocking, blocking_on};
 pub use filter::{EventFilter, Pattern};
 
 /// Errors of an archive backend.
@@ -386,8 +386,7 @@ pub trait Consumers: Send + Sync {
     ///
     /// # Errors
     /// On a database failure; then nothing was written.
-    fn commit_consumer(&self, name: &str, expected: Option<i64>, position: &ConsumerPosition)
-    -> Result<CommitOutcome>;
+    fn commit_consumer(&self, name: &str, expected: Option<i64>, position: &ConsumerPosition) -> Result<CommitOutcome>;
 
     /// In one transaction: stores the new alerts (each once by key) with a pending
     /// delivery per destination, and moves the [`ALERTS_CONSUMER`] from `expected` to

@@ -1,6 +1,7 @@
 //! `tfaudit sync` and `tfaudit watch`.
 
 use std::io::{IsTerminal, Write};
+use std::sync::Arc;
 
 use tfaudit_backend::Mode;
 use tfaudit_sync::{SyncError, SyncReport};
