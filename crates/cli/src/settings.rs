@@ -56,7 +56,7 @@ pub fn config(cli: &Cli) -> Result<Option<(PathBuf, ConfigFile)>, Failure> {
 /// A location that cannot be read (exit 2).
 pub fn db_location(cli: &Cli, config: Option<&(PathBuf, ConfigFile)>) -> Result<Location, Failure> {
     if let Some(db) = &cli.db {
-        return Ok(Location::from_os(db.as_os_str())?);
+        return Ok(db.clone());
     }
     if let Some((path, file)) = config
         && let Some(db) = &file.db
