@@ -84,9 +84,6 @@ impl fmt::Debug for Location {
     }
 }
 
-/// What replaces a password wherever a location is shown.
-const MASK: &str = "***";
-
 impl Location {
     /// Reads a location as the user wrote it.
     ///
@@ -210,45 +207,12 @@ fn scheme(text: &str) -> Option<&str> {
 
 fn postgres_url(text: &str) -> Result<PostgresUrl, StoreError> {
     let scheme = scheme(text).unwrap_or("postgres");
-    let mut url = url::Url::parse(text).map_err(|e| StoreError::InvalidLocation {
+    let shown = tfaudit_model::redact::url_without_password(text).map_err(|e| StoreError::InvalidLocation {
         // Nothing of an unreadable URL is shown: where its password is cannot be told.
         location: format!("{scheme}://…"),
         reason: format!("not a PostgreSQL URL ({e}); write postgres://USER@HOST:PORT/DATABASE"),
     })?;
-    let mut secret_found = false;
-    if let Some(password) = url.password().filter(|p| !p.is_empty()) {
-        register_password(password);
-        secret_found = true;
-        // Cannot fail: a URL with a password has a host.
-        let _ = url.set_password(Some(MASK));
-    }
-    let pairs: Vec<(String, String)> = url.query_pairs().map(|(k, v)| (k.into_owned(), v.into_owned())).collect();
-    if pairs.iter().any(|(k, _)| k == "password") {
-        let masked: Vec<(String, String)> = pairs
-            .into_iter()
-            .map(|(k, v)| {
-                if k == "password" && !v.is_empty() {
-                    register_password(&v);
-                    secret_found = true;
-                    (k, MASK.to_owned())
-                } else {
-                    (k, v)
-                }
-            })
-            .collect();
-        url.query_pairs_mut().clear().extend_pairs(masked);
-    }
-    let shown = if secret_found { url.to_string() } else { text.to_owned() };
-    Ok(PostgresUrl { url: text.to_owned(), shown })
-}
-
-/// A password is a secret from the moment it is read: registered in both its
-/// percent-encoded form (as the URL holds it) and decoded (as a driver may echo it).
-fn register_password(password: &str) {
-    tfaudit_model::redact::register(password);
-    if let Ok(decoded) = percent_encoding::percent_decode_str(password).decode_utf8() {
-        tfaudit_model::redact::register(&decoded);
-    }
+    Ok(PostgresUrl { url: text.to_owned(), shown: shown.into_owned() })
 }
 
 #[cfg(test)]

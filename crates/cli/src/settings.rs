@@ -62,7 +62,7 @@ pub fn db_location(cli: &Cli, config: Option<&(PathBuf, ConfigFile)>) -> Result<
         && let Some(db) = &file.db
     {
         // A relative file is relative to the config file, as a config author would expect.
-        return Ok(Location::from_os(db.as_os_str())?.relative_to(path.parent().unwrap_or(Path::new("."))));
+        return Ok(Location::from_os(db.0.as_os_str())?.relative_to(path.parent().unwrap_or(Path::new("."))));
     }
     Ok(Location::Sqlite(tfaudit_config::default_db_path()))
 }
