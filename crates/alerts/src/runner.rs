@@ -21,8 +21,8 @@ use std::time::Duration;
 use jiff::Timestamp;
 use serde::Serialize;
 use tfaudit_store::{
-    Alert, AlertCursor, AlertWrite, CommitOutcome, DeliveryJob, DeliveryOutcome, EventFilter, Order, Store, StoreError,
-    StoredEvent, blocking,
+    ALERTS_CONSUMER, Alert, AlertWrite, Archive, CommitOutcome, ConsumerPosition, DeliveryJob, DeliveryOutcome,
+    EventFilter, Order, Store, StoreError, StoredEvent, blocking, blocking_on,
 };
 use tokio_util::sync::CancellationToken;
 
@@ -122,14 +122,14 @@ impl Runner {
         if self.loaded.is_some() {
             return Ok(());
         }
-        let cursor = blocking(&self.store, move |store| store.alert_cursor()).await?;
+        let cursor = blocking(&self.store, move |store| store.consumer(ALERTS_CONSUMER)).await?;
         let (state, seq) = match cursor {
             Some(c) => {
                 let state: EngineState = serde_json::from_str(&c.state).unwrap_or_else(|e| {
                     tracing::warn!(error = %e, "the alert engine's saved state is unreadable; windows and first-seen values start over");
                     EngineState::default()
                 });
-                (state, c.seq)
+                (state, c.position)
             }
             None => {
                 let (seq, seen) = blocking(&self.store, move |store| {
@@ -145,7 +145,7 @@ impl Runner {
                 seed(&mut state, &seen);
                 let text = serde_json::to_string(&state).map_err(|e| AlertError::Internal(e.to_string()))?;
                 let outcome = blocking(&self.store, move |store| {
-                    store.commit_alerts(None, &AlertCursor { seq, state: text }, &[])
+                    store.commit_alerts(None, &ConsumerPosition { position: seq, state: text }, &[])
                 })
                 .await?;
                 if outcome == CommitOutcome::Conflict {
@@ -232,7 +232,7 @@ impl Runner {
             engine.compact();
             let state = serde_json::to_string(&engine.state).map_err(|e| AlertError::Internal(e.to_string()))?;
             let writes: Vec<AlertWrite> = raised.into_iter().map(|a| self.write(a)).collect();
-            let cursor_after = AlertCursor { seq: last, state };
+            let cursor_after = ConsumerPosition { position: last, state };
             match blocking(&self.store, move |store| store.commit_alerts(Some(cursor), &cursor_after, &writes)).await? {
                 CommitOutcome::Committed { new_alerts } => {
                     report.events += evaluated;
@@ -438,13 +438,13 @@ impl Courier {
 /// # Errors
 /// On an archive failure.
 pub async fn backtest(
-    store: Arc<dyn Store>,
+    store: Arc<dyn Archive>,
     rules: &RuleSet,
     presentation: Presentation,
     filter: EventFilter,
 ) -> Result<Vec<NewAlert>, AlertError> {
     let rules = rules.clone();
-    blocking(&store, move |store| {
+    blocking_on(&store, move |store| {
         let mut state = EngineState::default();
         seed(&mut state, &store.seen_values(filter.since)?);
         let mut engine = Engine::new(&rules, state, presentation);
@@ -493,7 +493,7 @@ mod tests {
         // async thread: evaluation (load, read, commit) and delivery (claim, finish).
         let mut runner = Runner::new(Guarded::wrap(store.clone()), settings).unwrap();
         assert_eq!(runner.evaluate().await.unwrap(), Evaluated::default());
-        let cursor = store.alert_cursor().unwrap().expect("evaluation saved its cursor");
+        let cursor = store.consumer(ALERTS_CONSUMER).unwrap().expect("evaluation saved its cursor");
         let alert = Alert {
             key: "test:1".into(),
             rule: "test".into(),
@@ -512,7 +512,7 @@ mod tests {
             event: "{}".into(),
         };
         let write = AlertWrite { alert, destinations: vec!["log".into()] };
-        store.commit_alerts(Some(cursor.seq), &cursor, &[write]).unwrap();
+        store.commit_alerts(Some(cursor.position), &cursor, &[write]).unwrap();
         // A panic in a destination's task would leave the delivery undone.
         let delivered = runner.deliver(&CancellationToken::new()).await.unwrap();
         assert_eq!(delivered, Delivered { delivered: 1, failed: 0, abandoned: 0 });

@@ -1,20 +1,22 @@
 //! The HCP Terraform Audit Trails API, as a client.
 //!
-//! - [`event`]: one audit event, parsed leniently, with its original JSON kept byte for byte.
+//! - [`event`]: one audit event (from `tfaudit-model`), parsed leniently, with its original JSON kept byte for byte.
 //! - [`page`]: one page of the listing and the pagination object the server sent.
 //! - [`client`]: HTTP with retries, backoff, the server's rate-limit headers and a
 //!   client-side limiter.
 //! - [`token`]: the bearer token, kept out of every `Debug`, log line and error.
-//! - [`redact`]: every secret tfaudit knows, hidden from errors, logs and stored text.
+//! - [`redact`]: every secret tfaudit knows, hidden from errors, logs and stored text (from `tfaudit-model`).
 //! - [`body`]: response bodies read with a cap, whatever size the server claims.
 
 pub mod body;
 pub mod client;
-pub mod event;
 pub mod page;
-pub mod redact;
-pub mod time;
 pub mod token;
+
+// The event, redaction and time formats live in the model crate, which storage shares
+// without depending on this client; re-exported here so that the client's users
+// keep their paths.
+pub use tfaudit_model::{event, redact, time};
 
 pub use client::{ApiError, Client, ClientOptions, ClientStats, PageRequest, RetryPolicy};
 pub use event::{AuditEvent, RejectedEvent};

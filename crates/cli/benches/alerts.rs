@@ -136,10 +136,10 @@ async fn latency(dir: &Path, samples: usize) {
     // Wait for the engine to start after the first sync.
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        use tfaudit_store::Store;
-        let started = tfaudit_store_sqlite::SqliteStore::open(&db, tfaudit_store_sqlite::OpenMode::MustExist)
+        let started = tfaudit_backend::Location::Sqlite(db.clone())
+            .open(tfaudit_backend::Mode::MustExist)
             .ok()
-            .and_then(|s| s.alert_cursor().ok().flatten())
+            .and_then(|s| s.consumer(tfaudit_store::ALERTS_CONSUMER).ok().flatten())
             .is_some();
         if started {
             break;

@@ -11,9 +11,9 @@ use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use tfaudit_backend::{Location, Mode};
 use tfaudit_sim::{Sim, SimConfig};
 use tfaudit_store::{EventFilter, Order, Pattern, Store};
-use tfaudit_store_sqlite::{OpenMode, SqliteStore};
 
 const BIN: &str = env!("CARGO_BIN_EXE_tfaudit");
 
@@ -145,7 +145,7 @@ fn backfill_and_incremental(rt: &tokio::runtime::Runtime, n: u64, runs: usize, d
 }
 
 fn sim_cursor_ms(db: &Path) -> i64 {
-    let s = SqliteStore::open(db, OpenMode::MustExist).unwrap();
+    let s = Location::Sqlite(db.to_owned()).open(Mode::MustExist).unwrap();
     s.status().unwrap()[0].cursor.map_or(0, |c| c.as_millisecond())
 }
 
@@ -169,7 +169,7 @@ fn time_it(runs: usize, mut f: impl FnMut()) -> Duration {
 
 fn queries(n: u64, dir: &Path) {
     let db = archive(n, dir);
-    let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&db, OpenMode::MustExist).unwrap());
+    let store: Arc<dyn Store> = Location::Sqlite(db.clone()).open(Mode::MustExist).unwrap();
     // Ages are taken back from the archive's newest event, not from today: the archive
     // is built once and kept, and "the last 7 days" of today would match ever fewer
     // of its events.

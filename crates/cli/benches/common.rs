@@ -5,16 +5,17 @@ use std::time::{Duration, Instant};
 
 use serde_json::value::RawValue;
 use tfaudit_api::AuditEvent;
+use tfaudit_backend::{Location, Mode};
 use tfaudit_sim::{Listing, SimConfig, SinceMode};
-use tfaudit_store::{PageWrite, Store, Walk};
-use tfaudit_store_sqlite::{OpenMode, SqliteStore};
+use tfaudit_store::{PageWrite, Walk};
 
 /// An archive of `n` events over 90 days, built through the store's own write path
 /// (pages of 1000 in one transaction each), and kept for the next run.
 pub fn archive(n: u64, dir: &Path) -> PathBuf {
     let db = dir.join(format!("archive-{n}.db"));
     if db.exists()
-        && SqliteStore::open(&db, OpenMode::MustExist)
+        && Location::Sqlite(db.clone())
+            .open(Mode::MustExist)
             .is_ok_and(|s| s.status().is_ok_and(|st| st.iter().map(|x| x.events).sum::<u64>() == n))
     {
         println!("\n(reusing {})", db.display());
@@ -24,7 +25,7 @@ pub fn archive(n: u64, dir: &Path) -> PathBuf {
         let _ = std::fs::remove_file(format!("{}{suffix}", db.display()));
     }
     println!("\nbuilding an archive of {n} events at {} (once) ...", db.display());
-    let store = SqliteStore::open(&db, OpenMode::CreateIfMissing).unwrap();
+    let store = Location::Sqlite(db.clone()).open(Mode::CreateIfMissing).unwrap();
     let source = store.source("bench", "http://127.0.0.1").unwrap();
     let run = store.start_run(source.id, jiff::Timestamp::now()).unwrap();
     let config = SimConfig {

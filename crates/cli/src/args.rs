@@ -4,6 +4,7 @@
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
+use tfaudit_backend::Location;
 use tfaudit_config::Duration;
 
 /// A lossless, searchable archive of HCP Terraform audit trails.
@@ -13,9 +14,10 @@ use tfaudit_config::Duration;
 #[derive(Debug, Parser)]
 #[command(name = "tfaudit", version, max_term_width = 100)]
 pub struct Cli {
-    /// The archive (SQLite file) [default: ~/.local/share/tfaudit/archive.db]
-    #[arg(long, global = true, env = "TFAUDIT_DB", value_name = "PATH")]
-    pub db: Option<PathBuf>,
+    /// The archive: a SQLite file (a path, or sqlite://PATH) or a PostgreSQL database
+    /// (postgres://USER@HOST/DB) [default: ~/.local/share/tfaudit/archive.db]
+    #[arg(long, global = true, env = "TFAUDIT_DB", hide_env_values = true, value_name = "PATH|URL", value_parser = LocationParser)]
+    pub db: Option<Location>,
 
     /// A config file listing organizations and settings [default: ~/.config/tfaudit/tfaudit.toml if present]
     #[arg(long, global = true, env = "TFAUDIT_CONFIG", value_name = "PATH")]
@@ -488,4 +490,36 @@ pub struct DemoArgs {
     /// it the folder is removed when the demo ends
     #[arg(long)]
     pub keep: bool,
+}
+
+/// Reads `--db` / `TFAUDIT_DB` as a [`Location`] at once, so that the parsed arguments
+/// (and their `Debug`) hold the location with its password masked, never the raw URL.
+#[derive(Debug, Clone, Copy)]
+pub struct LocationParser;
+
+impl clap::builder::TypedValueParser for LocationParser {
+    type Value = Location;
+
+    fn parse_ref(
+        &self,
+        cmd: &clap::Command,
+        _arg: Option<&clap::Arg>,
+        value: &std::ffi::OsStr,
+    ) -> Result<Location, clap::Error> {
+        Location::from_os(value).map_err(|e| {
+            clap::Error::raw(clap::error::ErrorKind::ValueValidation, format!("--db: {e}\n")).with_cmd(cmd)
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    #[test]
+    fn parsed_arguments_never_show_a_database_password() {
+        let cli = super::Cli::try_parse_from(["tfaudit", "--db", "postgres://u:pw-zzsecret@h/db", "status"]).unwrap();
+        let shown = format!("{cli:?}");
+        assert!(!shown.contains("pw-zzsecret") && shown.contains("postgres://u:***@h/db"), "{shown}");
+    }
 }

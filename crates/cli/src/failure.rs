@@ -84,6 +84,7 @@ impl From<CredentialsError> for Failure {
 impl From<StoreError> for Failure {
     fn from(e: StoreError) -> Self {
         match e {
+            StoreError::InvalidLocation { .. } => Self::Usage(e.to_string()),
             StoreError::Output(io) => io.into(),
             other => Self::Store(other.to_string()),
         }

@@ -3,10 +3,13 @@
 //! organization's config section, the config's `[sync]`, the default.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use tfaudit_api::{Client, ClientOptions, RetryPolicy};
+use tfaudit_backend::{Location, Mode};
 use tfaudit_config::credentials::Explicit;
 use tfaudit_config::{ConfigFile, ProcessEnv, SyncSection, SyncSettings, find_token};
+use tfaudit_store::Store;
 use tfaudit_sync::WalkOptions;
 
 use crate::args::{Cli, SyncArgs};
@@ -46,18 +49,31 @@ pub fn config(cli: &Cli) -> Result<Option<(PathBuf, ConfigFile)>, Failure> {
     Ok(Some((path, file)))
 }
 
-/// The archive's path: --db / TFAUDIT_DB, then the config's `db`, then the default.
-pub fn db_path(cli: &Cli, config: Option<&(PathBuf, ConfigFile)>) -> PathBuf {
+/// The archive's location: --db / TFAUDIT_DB, then the config's `db`, then the
+/// default file.
+///
+/// # Errors
+/// A location that cannot be read (exit 2).
+pub fn db_location(cli: &Cli, config: Option<&(PathBuf, ConfigFile)>) -> Result<Location, Failure> {
     if let Some(db) = &cli.db {
-        return db.clone();
+        return Ok(db.clone());
     }
     if let Some((path, file)) = config
         && let Some(db) = &file.db
     {
-        // Relative to the config file, as a config author would expect.
-        return if db.is_relative() { path.parent().unwrap_or(Path::new(".")).join(db) } else { db.clone() };
+        // A relative file is relative to the config file, as a config author would expect.
+        return Ok(Location::from_os(db.0.as_os_str())?.relative_to(path.parent().unwrap_or(Path::new("."))));
     }
-    tfaudit_config::default_db_path()
+    Ok(Location::Sqlite(tfaudit_config::default_db_path()))
+}
+
+/// Opens the archive wherever the flags and config say it is; the one way a command
+/// gets its store.
+///
+/// # Errors
+/// A location that cannot be read (exit 2), or the archive's error (exit 5).
+pub fn open_archive(cli: &Cli, config: Option<&(PathBuf, ConfigFile)>, mode: Mode) -> Result<Arc<dyn Store>, Failure> {
+    Ok(db_location(cli, config)?.open(mode)?)
 }
 
 fn flag_layer(args: &SyncArgs, interval: Option<tfaudit_config::Duration>) -> SyncSection {

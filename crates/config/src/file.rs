@@ -22,12 +22,31 @@ use serde::{Deserialize, Serialize};
 
 use crate::duration::Duration;
 
+/// The config's `db`, as written: a path, or a URL (read by `tfaudit-backend`). A
+/// PostgreSQL URL may carry a password, so `Debug` shows it without one.
+#[derive(Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(transparent)]
+pub struct ArchiveLocation(pub PathBuf);
+
+impl std::fmt::Debug for ArchiveLocation {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.0.to_str() {
+            // Not a URL at all: a path, shown as one.
+            Some(text) => match tfaudit_model::redact::url_without_password(text) {
+                Ok(shown) => write!(f, "ArchiveLocation({shown:?})"),
+                Err(_) => write!(f, "ArchiveLocation({text:?})"),
+            },
+            None => write!(f, "ArchiveLocation({:?})", self.0),
+        }
+    }
+}
+
 /// The whole file.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct ConfigFile {
-    /// The archive's path.
-    pub db: Option<PathBuf>,
+    /// The archive: a path, or a URL as `--db` takes.
+    pub db: Option<ArchiveLocation>,
     /// Sync settings for every organization.
     #[serde(default)]
     pub sync: SyncSection,
@@ -458,6 +477,15 @@ mod tests {
 
     fn parse(text: &str) -> Result<ConfigFile, ConfigError> {
         ConfigFile::parse(Path::new("t.toml"), text)
+    }
+
+    #[test]
+    fn a_database_password_in_db_is_never_shown() {
+        let f = parse("db = \"postgres://audit:CFGDBPW-1@db.example.test/audit\"\n").unwrap();
+        let shown = format!("{f:?}");
+        assert!(!shown.contains("CFGDBPW") && shown.contains("postgres://audit:***@db.example.test/audit"), "{shown}");
+        let f = parse("db = \"data/archive.db\"\n").unwrap();
+        assert!(format!("{f:?}").contains("ArchiveLocation(\"data/archive.db\")"));
     }
 
     #[test]

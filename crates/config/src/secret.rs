@@ -5,6 +5,7 @@ use std::fmt;
 use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
+pub use tfaudit_model::Secret;
 
 /// How the config gives a secret: `"value"`, `{ env = "NAME" }` or `{ file = "path" }`.
 #[derive(Clone, PartialEq, Eq, Deserialize, Serialize)]
@@ -25,37 +26,12 @@ impl fmt::Debug for SecretSource {
     }
 }
 
-/// A secret's value.
-#[derive(Clone, PartialEq, Eq)]
-pub struct Secret(String);
-
-impl Secret {
-    #[must_use]
-    pub fn new(value: impl Into<String>) -> Self {
-        let value = value.into();
-        tfaudit_api::redact::register(&value);
-        Self(value)
-    }
-
-    /// The value, for the one place that sends it.
-    #[must_use]
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Debug for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("Secret(<redacted>)")
-    }
-}
-
 impl SecretSource {
     /// Registers a value written in the config itself as a secret at once, so that
     /// even an error about a later setting cannot show it.
     pub fn register_inline(&self) {
         if let Self::Inline(v) = self {
-            tfaudit_api::redact::register(v.trim());
+            tfaudit_model::redact::register(v.trim());
         }
     }
 

@@ -121,7 +121,7 @@ async fn a_report_that_asks_to_stop_ends_the_run_after_every_organization_synced
     assert_eq!(stored(&store), 2 * EVENTS);
     assert!(recorder.listening.lock().unwrap().is_none(), "nothing is served without serve options");
     // The alert runner ran beside the syncs: it saved its cursor.
-    assert!(store.alert_cursor().unwrap().is_some());
+    assert!(store.consumer(tfaudit_store::ALERTS_CONSUMER).unwrap().is_some());
     sim_a.stop().await;
     sim_b.stop().await;
 }

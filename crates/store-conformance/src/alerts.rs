@@ -1,10 +1,12 @@
-//! The alert consumer's cursor, its start points, the outbox and its deliveries.
+//! Named consumers' cursors, the alert consumer's start points, the outbox and its
+//! deliveries.
 
 use std::time::Duration;
 
 use jiff::{SignedDuration, Timestamp};
 use tfaudit_store::{
-    Alert, AlertCursor, AlertFilter, AlertWrite, CommitOutcome, DeliveryOutcome, DeliveryState, Store,
+    ALERTS_CONSUMER, Alert, AlertFilter, AlertWrite, CommitOutcome, ConsumerPosition, DeliveryOutcome, DeliveryState,
+    Store,
 };
 
 use crate::{Fresh, at, ev, source};
@@ -33,8 +35,8 @@ fn alert(key: &str, destinations: &[&str]) -> AlertWrite {
     }
 }
 
-fn cursor(seq: i64) -> AlertCursor {
-    AlertCursor { seq, state: format!("{{\"at\":{seq}}}") }
+fn cursor(seq: i64) -> ConsumerPosition {
+    ConsumerPosition { position: seq, state: format!("{{\"at\":{seq}}}") }
 }
 
 /// Commits alerts from no cursor to `seq`; asserts they were all new.
@@ -66,24 +68,74 @@ pub fn alert_start_point_is_fixed_by_the_first_complete_walk(fresh: Fresh<'_>) {
 /// stale `expected` writes nothing (no alert, no delivery, no cursor, no state).
 pub fn alert_commit_is_compare_and_set(fresh: Fresh<'_>) {
     let a = fresh();
-    assert_eq!(a.alert_cursor().unwrap(), None, "before the engine first ran");
+    assert_eq!(a.consumer(ALERTS_CONSUMER).unwrap(), None, "before the engine first ran");
     assert_eq!(a.commit_alerts(Some(0), &cursor(5), &[]).unwrap(), CommitOutcome::Conflict, "no cursor is not 0");
-    assert_eq!(a.alert_cursor().unwrap(), None);
+    assert_eq!(a.consumer(ALERTS_CONSUMER).unwrap(), None);
     let first = a.commit_alerts(None, &cursor(5), &[alert("k1", &["hook"])]).unwrap();
     assert_eq!(first, CommitOutcome::Committed { new_alerts: 1 });
-    assert_eq!(a.alert_cursor().unwrap(), Some(cursor(5)));
+    assert_eq!(a.consumer(ALERTS_CONSUMER).unwrap(), Some(cursor(5)));
     // Another process read the cursor as None too and commits late.
     let stale = a.commit_alerts(None, &cursor(9), &[alert("k2", &["hook"])]).unwrap();
     assert_eq!(stale, CommitOutcome::Conflict);
     let stale = a.commit_alerts(Some(4), &cursor(9), &[alert("k3", &["hook"])]).unwrap();
     assert_eq!(stale, CommitOutcome::Conflict);
-    assert_eq!(a.alert_cursor().unwrap(), Some(cursor(5)), "cursor and state as the first commit left them");
+    assert_eq!(a.consumer(ALERTS_CONSUMER).unwrap(), Some(cursor(5)), "cursor and state as the first commit left them");
     let keys: Vec<String> = a.alerts(&AlertFilter::default(), 10).unwrap().into_iter().map(|r| r.alert.key).collect();
     assert_eq!(keys, ["k1"]);
     assert_eq!(a.alert_status(0).unwrap().pending, 1, "no delivery from a conflict");
     let next = a.commit_alerts(Some(5), &cursor(9), &[alert("k2", &["hook"])]).unwrap();
     assert_eq!(next, CommitOutcome::Committed { new_alerts: 1 });
-    assert_eq!(a.alert_cursor().unwrap(), Some(cursor(9)));
+    assert_eq!(a.consumer(ALERTS_CONSUMER).unwrap(), Some(cursor(9)));
+}
+
+/// Each consumer name has its own cursor and state: a new name starts empty, a
+/// commit is compare-and-set on that name only, and names are arbitrary strings
+/// (non-ASCII, spaces, punctuation, names that differ only by case or by a prefix).
+pub fn named_consumers_keep_independent_cursors(fresh: Fresh<'_>) {
+    let a = fresh();
+    let names = ["forwarder", "Forwarder", "forwarder-2", "siem: splunk/prod", "Überwachung ✓", "归档", ""];
+    for name in names {
+        assert_eq!(a.consumer(name).unwrap(), None, "{name:?} starts empty");
+    }
+    for (i, name) in names.iter().enumerate() {
+        let at = i as i64 + 1;
+        let mine = ConsumerPosition { position: at, state: format!("{{\"name\":{name:?}}}") };
+        assert_eq!(a.commit_consumer(name, None, &mine).unwrap(), CommitOutcome::Committed { new_alerts: 0 });
+    }
+    for (i, name) in names.iter().enumerate() {
+        let at = i as i64 + 1;
+        let mine = ConsumerPosition { position: at, state: format!("{{\"name\":{name:?}}}") };
+        assert_eq!(a.consumer(name).unwrap(), Some(mine), "{name:?} kept its own position and state");
+    }
+    assert_eq!(a.consumer(ALERTS_CONSUMER).unwrap(), None, "the alert engine's cursor is untouched");
+    assert_eq!(a.alert_status(0).unwrap().cursor, None);
+
+    // Compare-and-set per name: a stale expectation writes nothing, for that name
+    // only; another name's position is not what this one's commit compares with.
+    let moved = ConsumerPosition { position: 40, state: "{\"moved\":true}".into() };
+    assert_eq!(a.commit_consumer("forwarder", None, &moved).unwrap(), CommitOutcome::Conflict, "it has a position");
+    assert_eq!(a.commit_consumer("forwarder", Some(2), &moved).unwrap(), CommitOutcome::Conflict, "2 is Forwarder's");
+    assert_eq!(a.consumer("forwarder").unwrap().map(|p| p.position), Some(1));
+    assert_eq!(a.commit_consumer("forwarder", Some(1), &moved).unwrap(), CommitOutcome::Committed { new_alerts: 0 });
+    assert_eq!(a.consumer("forwarder").unwrap(), Some(moved.clone()));
+    assert_eq!(a.consumer("Forwarder").unwrap().map(|p| p.position), Some(2), "names are case-sensitive");
+    assert_eq!(a.consumer("forwarder-2").unwrap().map(|p| p.position), Some(3));
+
+    // The alert engine is one more name: its commits and the others' do not meet.
+    let out = a.commit_alerts(None, &cursor(7), &[alert("k1", &["hook"])]).unwrap();
+    assert_eq!(out, CommitOutcome::Committed { new_alerts: 1 });
+    assert_eq!(a.consumer(ALERTS_CONSUMER).unwrap(), Some(cursor(7)));
+    assert_eq!(a.consumer("forwarder").unwrap(), Some(moved));
+    assert_eq!(
+        a.commit_consumer(ALERTS_CONSUMER, Some(7), &cursor(8)).unwrap(),
+        CommitOutcome::Committed { new_alerts: 0 }
+    );
+    assert_eq!(
+        a.commit_alerts(Some(7), &cursor(9), &[alert("k2", &["hook"])]).unwrap(),
+        CommitOutcome::Conflict,
+        "commit_alerts compares with the alerts consumer's position, however it was moved"
+    );
+    assert_eq!(a.alert_status(0).unwrap().cursor, Some(8));
 }
 
 /// An alert is stored once by key, with one pending delivery per destination; a key

@@ -194,7 +194,7 @@ pub fn events_come_back_as_stored(fresh: Fresh<'_>) {
     let text = "{\"id\":\"u\",\"timestamp\":\"2024-01-01T00:00:00.120Z\",\"version\":\"0\",\"x\":1.50e3,\
                 \"s\":\"日本 \\u001b[31m \\u0000\",\"auth\":{\"accessor_id\":\"user-1\",\"organization_id\":\"org-9\"}}";
     let event =
-        tfaudit_api::AuditEvent::parse(&serde_json::value::RawValue::from_string(text.into()).unwrap()).unwrap();
+        tfaudit_model::AuditEvent::parse(&serde_json::value::RawValue::from_string(text.into()).unwrap()).unwrap();
     s.page_with(std::slice::from_ref(&event), &[], &crate::walk(2));
     let stored = a.event("u").unwrap().expect("stored");
     assert_eq!(stored.event, event, "every field, the raw text byte for byte");

@@ -1,5 +1,5 @@
 //! What every archive backend must do: one suite of checks written only against
-//! [`tfaudit_store::Store`], so that the trait's meaning is defined here and not by
+//! [`tfaudit_store::Store`] (both its roles, `Archive` and `Consumers`), so that the trait's meaning is defined here and not by
 //! whichever backend came first.
 //!
 //! A backend runs the whole suite from a `#[cfg(test)]` module with one line, giving a
@@ -38,6 +38,9 @@
 //!   they were first seen.
 //! - A source's alert start point is the newest `seq` in the whole archive when its
 //!   first walk completes.
+//! - Consumers are named by any string, compared exactly (case and all); the alert
+//!   engine is the one named `alerts`. `commit_consumer` answers
+//!   `Committed { new_alerts: 0 }`.
 //! - A delivery claimed until `now + lease` is not handed out again before that instant
 //!   and is handed out again after it; the instant itself is left to the backend. A
 //!   claim is not an attempt: `attempts` counts finished ones. A delivery is due when
@@ -47,7 +50,7 @@ use std::any::Any;
 use std::ops::Deref;
 
 use jiff::Timestamp;
-use tfaudit_api::AuditEvent;
+use tfaudit_model::AuditEvent;
 use tfaudit_store::Store;
 
 mod alerts;
@@ -113,6 +116,7 @@ macro_rules! suite {
             alert_start_point_is_fixed_by_the_first_complete_walk,
             values_seen_before_a_time_and_up_to_a_seq,
             alert_commit_is_compare_and_set,
+            named_consumers_keep_independent_cursors,
             an_alert_is_stored_once_by_key,
             a_claimed_delivery_is_not_claimed_again_until_its_lease_ends,
             only_due_deliveries_are_claimed,
@@ -273,7 +277,7 @@ impl Src<'_> {
     pub fn page_with(
         &self,
         events: &[AuditEvent],
-        rejects: &[tfaudit_api::RejectedEvent],
+        rejects: &[tfaudit_model::RejectedEvent],
         walk: &tfaudit_store::Walk,
     ) -> tfaudit_store::PageOutcome {
         self.store

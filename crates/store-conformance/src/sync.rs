@@ -1,6 +1,6 @@
 //! What a sync writes: pages with the walk's progress, completed walks, gaps, rejects.
 
-use tfaudit_api::RejectedEvent;
+use tfaudit_model::RejectedEvent;
 use tfaudit_store::{EventFilter, Gap, PageOutcome, Walk};
 
 use crate::{Fresh, at, ev, ids, source, walk};

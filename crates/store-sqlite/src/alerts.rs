@@ -1,10 +1,11 @@
-//! The alert engine's tables: `alert_consumer`, `alerts`, `deliveries`.
+//! The consumers' tables: `consumers` (a named cursor each), and the alert engine's
+//! outbox: `alerts`, `deliveries`, `destinations`.
 
 use jiff::Timestamp;
 use rusqlite::{Connection, OptionalExtension, params};
 use tfaudit_store::{
-    Alert, AlertCursor, AlertFilter, AlertRecord, AlertStatus, AlertWrite, CommitOutcome, DeliveryJob, DeliveryOutcome,
-    DeliveryRecord, DeliveryState, DestinationHealth, SeenValues,
+    ALERTS_CONSUMER, Alert, AlertFilter, AlertRecord, AlertStatus, AlertWrite, CommitOutcome, ConsumerPosition,
+    DeliveryJob, DeliveryOutcome, DeliveryRecord, DeliveryState, DestinationHealth, SeenValues,
 };
 
 use crate::{ms, ts, ts_opt};
@@ -70,11 +71,49 @@ pub fn newest_seq(conn: &Connection) -> rusqlite::Result<i64> {
     conn.query_row("SELECT coalesce(max(seq), 0) FROM events", [], |r| r.get(0))
 }
 
-pub fn alert_cursor(conn: &Connection) -> rusqlite::Result<Option<AlertCursor>> {
-    conn.query_row("SELECT seq, state FROM alert_consumer WHERE id = 1", [], |r| {
-        Ok(AlertCursor { seq: r.get(0)?, state: r.get(1)? })
-    })
-    .optional()
+pub fn consumer(conn: &Connection, name: &str) -> rusqlite::Result<Option<ConsumerPosition>> {
+    conn.prepare_cached("SELECT position, state FROM consumers WHERE name = ?1")?
+        .query_row([name], |r| Ok(ConsumerPosition { position: r.get(0)?, state: r.get(1)? }))
+        .optional()
+}
+
+/// Inside a write transaction: whether the named consumer is at `expected`, and if so
+/// moves it to `position`. Callers commit or drop the transaction.
+fn move_consumer(
+    tx: &rusqlite::Transaction<'_>,
+    name: &str,
+    expected: Option<i64>,
+    position: &ConsumerPosition,
+    now: i64,
+) -> rusqlite::Result<bool> {
+    let current: Option<i64> = tx
+        .prepare_cached("SELECT position FROM consumers WHERE name = ?1")?
+        .query_row([name], |r| r.get(0))
+        .optional()?;
+    if current != expected {
+        return Ok(false);
+    }
+    tx.prepare_cached(
+        "INSERT INTO consumers (name, position, state, updated_ms) VALUES (?1, ?2, ?3, ?4)
+         ON CONFLICT (name) DO UPDATE SET position = excluded.position, state = excluded.state,
+             updated_ms = excluded.updated_ms",
+    )?
+    .execute(params![name, position.position, position.state, now])?;
+    Ok(true)
+}
+
+pub fn commit_consumer(
+    conn: &mut Connection,
+    name: &str,
+    expected: Option<i64>,
+    position: &ConsumerPosition,
+) -> rusqlite::Result<CommitOutcome> {
+    let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+    if !move_consumer(&tx, name, expected, position, ms(Timestamp::now()))? {
+        return Ok(CommitOutcome::Conflict);
+    }
+    tx.commit()?;
+    Ok(CommitOutcome::Committed { new_alerts: 0 })
 }
 
 pub fn seen_values(conn: &Connection, before: Option<Timestamp>) -> rusqlite::Result<SeenValues> {
@@ -112,16 +151,16 @@ pub fn seen_values(conn: &Connection, before: Option<Timestamp>) -> rusqlite::Re
 pub fn commit_alerts(
     conn: &mut Connection,
     expected: Option<i64>,
-    cursor: &AlertCursor,
+    position: &ConsumerPosition,
     alerts: &[AlertWrite],
 ) -> rusqlite::Result<CommitOutcome> {
     let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-    let current: Option<i64> =
-        tx.query_row("SELECT seq FROM alert_consumer WHERE id = 1", [], |r| r.get(0)).optional()?;
-    if current != expected {
+    let now = ms(Timestamp::now());
+    // The consumer moves first: on a conflict nothing below runs and the dropped
+    // transaction writes nothing.
+    if !move_consumer(&tx, ALERTS_CONSUMER, expected, position, now)? {
         return Ok(CommitOutcome::Conflict);
     }
-    let now = ms(Timestamp::now());
     let mut new_alerts = 0;
     {
         let mut insert = tx.prepare_cached(
@@ -164,11 +203,6 @@ pub fn commit_alerts(
             }
         }
     }
-    tx.execute(
-        "INSERT INTO alert_consumer (id, seq, state, updated_ms) VALUES (1, ?1, ?2, ?3)
-         ON CONFLICT (id) DO UPDATE SET seq = excluded.seq, state = excluded.state, updated_ms = excluded.updated_ms",
-        params![cursor.seq, cursor.state, now],
-    )?;
     tx.commit()?;
     Ok(CommitOutcome::Committed { new_alerts })
 }
@@ -339,7 +373,7 @@ pub fn alert(conn: &Connection, id: i64) -> rusqlite::Result<Option<AlertRecord>
 pub fn alert_status(conn: &Connection, recent: u64) -> rusqlite::Result<AlertStatus> {
     let mut status = AlertStatus {
         alerts: conn.query_row("SELECT count(*) FROM alerts", [], |r| r.get::<_, i64>(0))? as u64,
-        cursor: alert_cursor(conn)?.map(|c| c.seq),
+        cursor: consumer(conn, ALERTS_CONSUMER)?.map(|c| c.position),
         newest_seq: newest_seq(conn)?,
         misconfigured: misconfigured(conn)?,
         ..AlertStatus::default()

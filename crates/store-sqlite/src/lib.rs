@@ -17,11 +17,11 @@ use std::sync::{Mutex, MutexGuard};
 
 use jiff::Timestamp;
 use rusqlite::{Connection, ErrorCode, OptionalExtension, ToSql, params};
-use tfaudit_api::AuditEvent;
+use tfaudit_model::AuditEvent;
 use tfaudit_store::{
-    ActorCount, AlertCursor, AlertFilter, AlertRecord, AlertStatus, AlertWrite, CommitOutcome, DayCount, DeliveryJob,
-    DeliveryOutcome, EventFilter, Gap, KindCount, Order, PageOutcome, PageWrite, Reject, Result, Run, RunCounts,
-    RunResult, RunTally, SeenValues, Source, SourceStatus, Store, StoreError, StoredEvent, Summary, Walk,
+    ActorCount, AlertFilter, AlertRecord, AlertStatus, AlertWrite, Archive, CommitOutcome, ConsumerPosition, Consumers,
+    DayCount, DeliveryJob, DeliveryOutcome, EventFilter, Gap, KindCount, Order, PageOutcome, PageWrite, Reject, Result,
+    Run, RunCounts, RunResult, RunTally, SeenValues, Source, SourceStatus, StoreError, StoredEvent, Summary, Walk,
 };
 
 const HOUR_MS: i64 = 3_600_000;
@@ -634,7 +634,7 @@ impl Tally {
     }
 }
 
-impl Store for SqliteStore {
+impl Archive for SqliteStore {
     fn source(&self, name: &str, address: &str) -> Result<Source> {
         let conn = self.lock();
         conn.execute(
@@ -1187,16 +1187,8 @@ impl Store for SqliteStore {
         Ok(n)
     }
 
-    fn alert_cursor(&self) -> Result<Option<AlertCursor>> {
-        alerts::alert_cursor(&*self.read()?).map_err(|e| self.db(e))
-    }
-
     fn seen_values(&self, before: Option<Timestamp>) -> Result<SeenValues> {
         alerts::seen_values(&*self.read()?, before).map_err(|e| self.db(e))
-    }
-
-    fn commit_alerts(&self, expected: Option<i64>, cursor: &AlertCursor, new: &[AlertWrite]) -> Result<CommitOutcome> {
-        alerts::commit_alerts(&mut self.lock(), expected, cursor, new).map_err(|e| self.db(e))
     }
 
     fn alert_start_points(&self) -> Result<Vec<(String, Option<i64>)>> {
@@ -1205,6 +1197,25 @@ impl Store for SqliteStore {
 
     fn seen_values_up_to(&self, seq: i64) -> Result<SeenValues> {
         alerts::seen_values_up_to(&*self.read()?, seq).map_err(|e| self.db(e))
+    }
+}
+
+impl Consumers for SqliteStore {
+    fn consumer(&self, name: &str) -> Result<Option<ConsumerPosition>> {
+        alerts::consumer(&*self.read()?, name).map_err(|e| self.db(e))
+    }
+
+    fn commit_consumer(&self, name: &str, expected: Option<i64>, position: &ConsumerPosition) -> Result<CommitOutcome> {
+        alerts::commit_consumer(&mut self.lock(), name, expected, position).map_err(|e| self.db(e))
+    }
+
+    fn commit_alerts(
+        &self,
+        expected: Option<i64>,
+        position: &ConsumerPosition,
+        new: &[AlertWrite],
+    ) -> Result<CommitOutcome> {
+        alerts::commit_alerts(&mut self.lock(), expected, position, new).map_err(|e| self.db(e))
     }
 
     fn claim_delivery(

@@ -194,4 +194,19 @@ CREATE TABLE destinations (
 );
 CREATE INDEX deliveries_by_destination ON deliveries (destination, state, next_attempt_ms);
 ",
+    // 5: named consumers. Every reader of the ingest sequence (the alert engine, a
+    // later forwarder) keeps its cursor and opaque state in one row under its name, so
+    // a new consumer needs no schema change. The alert engine's single-row table moves
+    // here under "alerts", cursor and state unchanged.
+    r"
+CREATE TABLE consumers (
+    name       TEXT PRIMARY KEY,
+    position   INTEGER NOT NULL,
+    state      TEXT NOT NULL,
+    updated_ms INTEGER NOT NULL
+);
+INSERT INTO consumers (name, position, state, updated_ms)
+    SELECT 'alerts', seq, state, updated_ms FROM alert_consumer WHERE id = 1;
+DROP TABLE alert_consumer;
+",
 ];

@@ -1,7 +1,7 @@
 use super::*;
 use serde_json::value::RawValue;
-use tfaudit_api::AuditEvent;
-use tfaudit_store::Pattern;
+use tfaudit_model::AuditEvent;
+use tfaudit_store::{ALERTS_CONSUMER, Pattern};
 
 fn event(id: &str, t: &str, actor: &str, name: &str, rtype: &str, action: &str) -> AuditEvent {
     let text = format!(
@@ -137,7 +137,7 @@ fn rejects_are_kept_once_with_their_reason() {
     let (_d, s) = open();
     let src = s.source("acme", "x").unwrap();
     let run = s.start_run(src.id, Timestamp::now()).unwrap();
-    let r = tfaudit_api::RejectedEvent { raw: "\"junk\"".into(), reason: "not a JSON object".into() };
+    let r = tfaudit_model::RejectedEvent { raw: "\"junk\"".into(), reason: "not a JSON object".into() };
     for _ in 0..3 {
         s.store_page(&PageWrite {
             source_id: src.id,
@@ -361,7 +361,7 @@ fn a_misconfigured_destination_is_marked_until_a_delivery_succeeds() {
         },
         destinations: vec!["hook".into(), "slack".into()],
     };
-    s.commit_alerts(None, &AlertCursor { seq: 1, state: "{}".into() }, &[alert("k1"), alert("k2")]).unwrap();
+    s.commit_alerts(None, &ConsumerPosition { position: 1, state: "{}".into() }, &[alert("k1"), alert("k2")]).unwrap();
     let now = Timestamp::now();
     let lease = std::time::Duration::from_secs(5);
     let job = s.claim_delivery("hook", now, now, lease).unwrap().unwrap();
@@ -420,6 +420,56 @@ fn an_older_archive_keeps_where_its_engine_was_and_history_stays_unalerted() {
         [("backfilling".to_owned(), None), ("done".to_owned(), Some(3))],
         "the newest event: history is not alerted on"
     );
+}
+
+/// An archive at schema 4, the last with the single-row `alert_consumer` table, with
+/// the engine at `engine_at` holding `state`.
+fn archive_at_schema_4(path: &std::path::Path, engine_at: Option<(i64, &str)>) {
+    let conn = rusqlite::Connection::open(path).unwrap();
+    for sql in &crate::schema::MIGRATIONS[..4] {
+        conn.execute_batch(sql).unwrap();
+    }
+    conn.pragma_update(None, "user_version", 4).unwrap();
+    conn.execute_batch(
+        "INSERT INTO sources (id, name, address, cursor_ms, created_ms, alert_start_seq) VALUES (1, 'a', 'https://a', 1, 0, 1);
+         INSERT INTO events (seq, id, source_id, ts_ms, raw, ingested_ms) VALUES (1, 'e1', 1, 1, '{}', 0), (2, 'e2', 1, 1, '{}', 0);",
+    )
+    .unwrap();
+    if let Some((seq, state)) = engine_at {
+        conn.execute(
+            "INSERT INTO alert_consumer (id, seq, state, updated_ms) VALUES (1, ?1, ?2, 0)",
+            rusqlite::params![seq, state],
+        )
+        .unwrap();
+    }
+}
+
+#[test]
+fn an_archive_from_before_named_consumers_keeps_its_alert_cursor() {
+    let dir = tempfile::tempdir().unwrap();
+    let ran = dir.path().join("ran.db");
+    archive_at_schema_4(&ran, Some((2, r#"{"windows":[1]}"#)));
+    let s = SqliteStore::open(&ran, OpenMode::MustExist).unwrap();
+    let kept = ConsumerPosition { position: 2, state: r#"{"windows":[1]}"#.into() };
+    assert_eq!(s.consumer(ALERTS_CONSUMER).unwrap(), Some(kept.clone()));
+    assert_eq!(s.alert_status(0).unwrap().cursor, Some(2));
+    assert_eq!(s.consumer("forwarder").unwrap(), None, "only the alert engine had a cursor");
+    // The engine goes on from where it was: a commit expecting the old position works,
+    // one expecting a fresh start does not.
+    let next = ConsumerPosition { position: 2, state: "{}".into() };
+    assert_eq!(s.commit_alerts(None, &next, &[]).unwrap(), CommitOutcome::Conflict);
+    assert_eq!(s.commit_alerts(Some(2), &next, &[]).unwrap(), CommitOutcome::Committed { new_alerts: 0 });
+    drop(s);
+    let conn = rusqlite::Connection::open(&ran).unwrap();
+    let old: i64 =
+        conn.query_row("SELECT count(*) FROM sqlite_master WHERE name = 'alert_consumer'", [], |r| r.get(0)).unwrap();
+    assert_eq!(old, 0, "the single-row table is gone");
+
+    let never = dir.path().join("never.db");
+    archive_at_schema_4(&never, None);
+    let s = SqliteStore::open(&never, OpenMode::MustExist).unwrap();
+    assert_eq!(s.consumer(ALERTS_CONSUMER).unwrap(), None, "an engine that never ran starts empty");
+    assert_eq!(s.alert_status(0).unwrap().cursor, None);
 }
 
 #[test]

@@ -1,15 +1,20 @@
-//! What the archive keeps for the alert engine: its cursor over `seq` with its state,
-//! the alerts it raised (the outbox), and each alert's delivery to each destination.
+//! What the archive keeps for its consumers: each one's named cursor over `seq` with
+//! its state, and for the alert engine the alerts it raised (the outbox) and each
+//! alert's delivery to each destination.
 
 use jiff::Timestamp;
 use serde::Serialize;
 
-/// The alert engine's durable position.
+/// The name of the alert engine's consumer.
+pub const ALERTS_CONSUMER: &str = "alerts";
+
+/// A consumer's durable position over the ingest sequence.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct AlertCursor {
-    /// The last event `seq` evaluated.
-    pub seq: i64,
-    /// The engine's state (windows, quiet periods, first-seen values), as JSON.
+pub struct ConsumerPosition {
+    /// The last event `seq` the consumer has finished with.
+    pub position: i64,
+    /// Whatever the consumer keeps beside it (the alert engine: windows, quiet
+    /// periods, first-seen values, as JSON); the archive never reads it.
     pub state: String,
 }
 
@@ -43,12 +48,12 @@ pub struct AlertWrite {
     pub destinations: Vec<String>,
 }
 
-/// Whether the cursor moved.
+/// Whether a consumer's position moved.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CommitOutcome {
     /// Committed; this many alerts were new.
     Committed { new_alerts: u64 },
-    /// Another process moved the cursor first; nothing was written.
+    /// Another process moved the position first; nothing was written.
     Conflict,
 }
 

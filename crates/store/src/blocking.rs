@@ -60,6 +60,26 @@ where
     T: Send + 'static,
     E: From<StoreError> + Send + 'static,
 {
+    blocking_on(store, move |store: &(dyn Store + 'static)| f(store))
+}
+
+/// [`blocking`] for a store held by one role (`Arc<dyn Archive>`, `Arc<dyn Consumers>`)
+/// or by its own type.
+///
+/// # Errors
+/// Whatever `f` returns, or [`StoreError::Database`] when it panicked.
+///
+/// # Panics
+/// Outside a tokio runtime, as [`tokio::task::spawn_blocking`] does.
+pub fn blocking_on<S, T, E>(
+    store: &Arc<S>,
+    f: impl FnOnce(&S) -> Result<T, E> + Send + 'static,
+) -> impl Future<Output = Result<T, E>> + Send + 'static
+where
+    S: ?Sized + Send + Sync + 'static,
+    T: Send + 'static,
+    E: From<StoreError> + Send + 'static,
+{
     let store = store.clone();
     let task = tokio::task::spawn_blocking(move || {
         let _section = Section::enter();
@@ -88,14 +108,14 @@ impl Guarded {
     fn check(&self, method: &str) {
         assert!(
             tokio::runtime::Handle::try_current().is_err() || in_blocking_section(),
-            "Store::{method} was called on an async thread; run it through tfaudit_store::blocking"
+            "the store's {method} was called on an async thread; run it through tfaudit_store::blocking"
         );
     }
 }
 
 macro_rules! guarded {
-    ($( fn $name:ident(&self $(, $arg:ident: $ty:ty)*) -> $ret:ty; )*) => {
-        impl Store for Guarded {
+    ($role:ident { $( fn $name:ident(&self $(, $arg:ident: $ty:ty)*) -> $ret:ty; )* }) => {
+        impl $role for Guarded {
             $(
                 fn $name(&self $(, $arg: $ty)*) -> $ret {
                     self.check(stringify!($name));
@@ -107,13 +127,13 @@ macro_rules! guarded {
 }
 
 use crate::{
-    AlertCursor, AlertFilter, AlertRecord, AlertStatus, AlertWrite, CommitOutcome, DeliveryJob, DeliveryOutcome,
-    EventFilter, Gap, Order, PageOutcome, PageWrite, Reject, RunCounts, RunResult, SeenValues, Source, SourceStatus,
-    StoredEvent, Summary,
+    AlertFilter, AlertRecord, AlertStatus, AlertWrite, Archive, CommitOutcome, ConsumerPosition, Consumers,
+    DeliveryJob, DeliveryOutcome, EventFilter, Gap, Order, PageOutcome, PageWrite, Reject, RunCounts, RunResult,
+    SeenValues, Source, SourceStatus, StoredEvent, Summary,
 };
 use jiff::Timestamp;
 
-guarded! {
+guarded! { Archive {
     fn source(&self, name: &str, address: &str) -> Result<Source>;
     fn start_run(&self, source_id: i64, started_at: Timestamp) -> Result<i64>;
     fn store_page(&self, page: &PageWrite<'_>) -> Result<PageOutcome>;
@@ -128,13 +148,17 @@ guarded! {
     fn events_after(&self, after: i64, limit: u64, each: &mut dyn FnMut(StoredEvent) -> std::io::Result<()>) -> Result<u64>;
     fn alert_start_points(&self) -> Result<Vec<(String, Option<i64>)>>;
     fn seen_values_up_to(&self, seq: i64) -> Result<SeenValues>;
-    fn alert_cursor(&self) -> Result<Option<AlertCursor>>;
     fn seen_values(&self, before: Option<Timestamp>) -> Result<SeenValues>;
-    fn commit_alerts(&self, expected: Option<i64>, cursor: &AlertCursor, alerts: &[AlertWrite]) -> Result<CommitOutcome>;
+} }
+
+guarded! { Consumers {
+    fn consumer(&self, name: &str) -> Result<Option<ConsumerPosition>>;
+    fn commit_consumer(&self, name: &str, expected: Option<i64>, position: &ConsumerPosition) -> Result<CommitOutcome>;
+    fn commit_alerts(&self, expected: Option<i64>, position: &ConsumerPosition, alerts: &[AlertWrite]) -> Result<CommitOutcome>;
     fn claim_delivery(&self, destination: &str, now: Timestamp, due_by: Timestamp, lease: std::time::Duration) -> Result<Option<DeliveryJob>>;
     fn open_delivery_destinations(&self) -> Result<Vec<String>>;
     fn finish_delivery(&self, delivery_id: i64, outcome: &DeliveryOutcome) -> Result<()>;
     fn alerts(&self, filter: &AlertFilter, limit: u64) -> Result<Vec<AlertRecord>>;
     fn alert(&self, id: i64) -> Result<Option<AlertRecord>>;
     fn alert_status(&self, recent: u64) -> Result<AlertStatus>;
-}
+} }

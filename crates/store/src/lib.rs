@@ -7,24 +7,25 @@
 //! the rejected elements.
 //!
 //! Everything a sync writes for one page — its events, its rejects and the walk's
-//! progress — is one transaction ([`Store::store_page`]); moving the cursor is another
-//! ([`Store::finish_walk`]). A crash between any two leaves a consistent archive that
+//! progress — is one transaction ([`Archive::store_page`]); moving the cursor is another
+//! ([`Archive::finish_walk`]). A crash between any two leaves a consistent archive that
 //! the next run resumes from.
 
 use std::io;
 
 use jiff::Timestamp;
 use serde::Serialize;
-use tfaudit_api::{AuditEvent, RejectedEvent};
+pub use tfaudit_model::StoredEvent;
+use tfaudit_model::{AuditEvent, RejectedEvent};
 
 mod alerts;
 pub mod blocking;
 mod filter;
 pub use alerts::{
-    Alert, AlertCursor, AlertFilter, AlertRecord, AlertStatus, AlertWrite, CommitOutcome, DeliveryJob, DeliveryOutcome,
-    DeliveryRecord, DeliveryState, DestinationHealth, SeenValues,
+    ALERTS_CONSUMER, Alert, AlertFilter, AlertRecord, AlertStatus, AlertWrite, CommitOutcome, ConsumerPosition,
+    DeliveryJob, DeliveryOutcome, DeliveryRecord, DeliveryState, DestinationHealth, SeenValues,
 };
-pub use blocking::{Guarded, blocking};
+pub use blocking::{Guarded, blocking, blocking_on};
 pub use filter::{EventFilter, Pattern};
 
 /// Errors of an archive backend.
@@ -42,6 +43,13 @@ pub enum StoreError {
     Corrupt { path: String, cause: String },
     #[error("archive error: {0}")]
     Database(String),
+    /// The archive's location (`--db`, `TFAUDIT_DB`, config `db`) cannot be read; the
+    /// location is shown without its password.
+    #[error("the archive location {location} is not usable: {reason}")]
+    InvalidLocation { location: String, reason: String },
+    /// The location names a backend this build cannot open.
+    #[error("{what}")]
+    Unsupported { what: String },
     #[error("writing output failed: {0}")]
     Output(#[from] io::Error),
 }
@@ -172,18 +180,6 @@ pub struct RunCounts {
     pub retries: u64,
 }
 
-/// An event as the archive holds it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct StoredEvent {
-    /// The ingest sequence number: increases with every event stored.
-    pub seq: i64,
-    /// The source (organization) it was synced from.
-    pub source: String,
-    pub ingested_at: Timestamp,
-    #[serde(flatten)]
-    pub event: AuditEvent,
-}
-
 /// The order events are read in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Order {
@@ -254,8 +250,9 @@ pub struct Reject {
     pub times_seen: u64,
 }
 
-/// An archive backend. Calls block; async callers run them on a blocking thread.
-pub trait Store: Send + Sync {
+/// The archive role: sources, runs, ingest, and everything read from the events.
+/// Calls block; async callers run them through [`blocking`].
+pub trait Archive: Send + Sync {
     /// The source with this name, created on first use.
     ///
     /// # Errors
@@ -278,7 +275,7 @@ pub trait Store: Send + Sync {
     /// Completes a walk in one transaction: moves the cursor (never backwards), clears
     /// the walk, records the gap if there is one, and when the walk re-read a whole
     /// reconcile window, when it began. The source's first complete walk also fixes
-    /// its alert start point (see [`Store::alert_start_points`]): the newest `seq`
+    /// its alert start point (see [`Archive::alert_start_points`]): the newest `seq`
     /// stored when it completes.
     ///
     /// # Errors
@@ -362,29 +359,46 @@ pub trait Store: Send + Sync {
     /// On a database failure.
     fn seen_values_up_to(&self, seq: i64) -> Result<SeenValues>;
 
-    /// The alert engine's cursor and state; `None` before it first ran.
-    ///
-    /// # Errors
-    /// On a database failure.
-    fn alert_cursor(&self) -> Result<Option<AlertCursor>>;
-
     /// Accessors, impersonators and type/action pairs of events before `before` (all
     /// events when `None`).
     ///
     /// # Errors
     /// On a database failure.
     fn seen_values(&self, before: Option<Timestamp>) -> Result<SeenValues>;
+}
+
+/// The consumers role: durable *named* cursors over the ingest sequence (`seq`), each
+/// with an opaque state its consumer saves beside it, and the alert outbox. The alert
+/// engine is the consumer named [`ALERTS_CONSUMER`]; another reader of the archive (a
+/// forwarder to a SIEM) is one more name, with no change to any backend's schema.
+/// Calls block; async callers run them through [`blocking`].
+pub trait Consumers: Send + Sync {
+    /// The named consumer's position and state; `None` before its first commit.
+    ///
+    /// # Errors
+    /// On a database failure.
+    fn consumer(&self, name: &str) -> Result<Option<ConsumerPosition>>;
+
+    /// Moves the named consumer from `expected` (`None`: it has never committed) to
+    /// `position`, compare-and-set: if its position is not `expected` (another process
+    /// moved it first), writes nothing and says [`CommitOutcome::Conflict`]. Other
+    /// names are not touched.
+    ///
+    /// # Errors
+    /// On a database failure; then nothing was written.
+    fn commit_consumer(&self, name: &str, expected: Option<i64>, position: &ConsumerPosition) -> Result<CommitOutcome>;
 
     /// In one transaction: stores the new alerts (each once by key) with a pending
-    /// delivery per destination, and moves the cursor from `expected` to `cursor`.
-    /// If another process moved the cursor from `expected` first, writes nothing.
+    /// delivery per destination, and moves the [`ALERTS_CONSUMER`] from `expected` to
+    /// `position`, compare-and-set as [`Consumers::commit_consumer`]: on a conflict
+    /// nothing is written.
     ///
     /// # Errors
     /// On a database failure; then nothing was written.
     fn commit_alerts(
         &self,
         expected: Option<i64>,
-        cursor: &AlertCursor,
+        position: &ConsumerPosition,
         alerts: &[AlertWrite],
     ) -> Result<CommitOutcome>;
 
@@ -434,3 +448,9 @@ pub trait Store: Send + Sync {
     /// On a database failure.
     fn alert_status(&self, recent: u64) -> Result<AlertStatus>;
 }
+
+/// A whole backend: both roles. Code that holds an `Arc<dyn Store>` calls either;
+/// code that needs one role takes that role.
+pub trait Store: Archive + Consumers {}
+
+impl<T: Archive + Consumers + ?Sized> Store for T {}

@@ -25,7 +25,9 @@ use std::time::Duration;
 use jiff::{SignedDuration, Timestamp};
 use serde::Serialize;
 use tfaudit_api::{ApiError, AuditEvent, Client, PageRequest, RejectedEvent};
-use tfaudit_store::{Gap, PageOutcome, PageWrite, RunCounts, RunResult, RunTally, Store, StoreError, Walk, blocking};
+use tfaudit_store::{
+    Archive, Gap, PageOutcome, PageWrite, RunCounts, RunResult, RunTally, StoreError, Walk, blocking_on,
+};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
@@ -152,7 +154,7 @@ struct Fetched {
 /// # Errors
 /// [`SyncError`]; the run is recorded as failed and everything stored stays.
 pub async fn sync(
-    store: Arc<dyn Store>,
+    store: Arc<dyn Archive>,
     client: &Client,
     source_name: &str,
     options: WalkOptions,
@@ -162,7 +164,7 @@ pub async fn sync(
     let started_at = Timestamp::now();
     let (source, run_id) = {
         let (name, address) = (source_name.to_owned(), client.address().to_owned());
-        blocking(&store, move |store| {
+        blocking_on(&store, move |store| {
             let source = store.source(&name, &address)?;
             let run = store.start_run(source.id, started_at)?;
             Ok::<_, StoreError>((source, run))
@@ -182,7 +184,7 @@ pub async fn sync(
         Ok(_) => RunResult::Interrupted,
         Err(e) => RunResult::Failed(tfaudit_api::redact::redact_bounded(&e.to_string(), STORED_ERROR_CHARS)),
     };
-    blocking(&store, move |store| store.finish_run(run_id, &run_result, counts)).await?;
+    blocking_on(&store, move |store| store.finish_run(run_id, &run_result, counts)).await?;
     result.map(|mut r| {
         r.tally.requests = counts.requests;
         r.tally.retries = counts.retries;
@@ -191,7 +193,7 @@ pub async fn sync(
 }
 
 async fn walk(
-    store: Arc<dyn Store>,
+    store: Arc<dyn Archive>,
     client: &Client,
     source: &tfaudit_store::Source,
     run_id: i64,
@@ -258,7 +260,7 @@ async fn walk(
         let source_name = source.name.clone();
         let mut known_org = source.organization_id.clone();
         let mut walk = walk.clone();
-        blocking(&store, move |store| -> Result<(Walk, PageOutcome, u64, bool), SyncError> {
+        blocking_on(&store, move |store| -> Result<(Walk, PageOutcome, u64, bool), SyncError> {
             let mut total = PageOutcome::default();
             let mut pages = 0;
             let mut reached_end = false;
@@ -348,7 +350,7 @@ async fn walk(
         };
         reconciled_at = reconciled;
         let (id, newest, g) = (source.id, walk.newest, gap.clone());
-        blocking(&store, move |store| store.finish_walk(id, newest, g.as_ref(), reconciled)).await?;
+        blocking_on(&store, move |store| store.finish_walk(id, newest, g.as_ref(), reconciled)).await?;
         match (source.cursor, walk.newest) {
             (Some(c), Some(n)) => Some(c.max(n)),
             (c, n) => c.or(n),

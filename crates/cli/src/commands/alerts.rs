@@ -8,6 +8,7 @@ use comfy_table::{ContentArrangement, Table, presets};
 use jiff::Timestamp;
 use tfaudit_alerts::rules::{Origin, RuleSet};
 use tfaudit_alerts::runner::{self, Runner};
+use tfaudit_backend::Mode;
 use tfaudit_store::{AlertFilter, AlertRecord, DeliveryState, Store};
 
 use crate::args::{AlertsCommand, Cli, DeliveryStateArg, ReportFormat, RulesCommand};
@@ -78,13 +79,8 @@ fn open_store(
     config: Option<&(std::path::PathBuf, tfaudit_config::ConfigFile)>,
     create: bool,
 ) -> Result<Arc<dyn Store>, Failure> {
-    let path = settings::db_path(cli, config);
-    let mode = if create {
-        tfaudit_store_sqlite::OpenMode::CreateIfMissing
-    } else {
-        tfaudit_store_sqlite::OpenMode::MustExist
-    };
-    Ok(Arc::new(tfaudit_store_sqlite::SqliteStore::open(&path, mode)?))
+    let mode = if create { Mode::CreateIfMissing } else { Mode::MustExist };
+    settings::open_archive(cli, config, mode)
 }
 
 /// "slack: delivered, pagerduty: failing (3 attempts)".

@@ -41,7 +41,8 @@ async fn run(args: &DemoArgs, db: &std::path::Path) -> Result<(), Failure> {
     let sim = Sim::start(sim_config, "127.0.0.1:0".parse().map_err(|_| Failure::Internal("bad address".into()))?)
         .await
         .map_err(|e| Failure::Internal(format!("cannot start the simulator on 127.0.0.1: {e}")))?;
-    let store: Arc<dyn Store> = super::sync::open_for_writing(db)?;
+    let store: Arc<dyn Store> =
+        tfaudit_backend::Location::Sqlite(db.to_owned()).open(tfaudit_backend::Mode::CreateIfMissing)?;
     writeln!(
         out,
         "tfaudit demo: a simulated HCP Terraform organization with {} audit events over 14 days,\n\

@@ -2,11 +2,12 @@
 
 use std::io::{self, BufWriter, Write};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use jiff::Timestamp;
+use tfaudit_backend::Mode;
 use tfaudit_config::parse_when;
 use tfaudit_store::{EventFilter, Order, Pattern, Store};
-use tfaudit_store_sqlite::{OpenMode, SqliteStore};
 
 use crate::args::{
     Cli, ExportArgs, ExportFormat, FilterArgs, QueryArgs, QueryFormat, ReportFormat, StatusArgs, SummaryArgs,
@@ -15,9 +16,9 @@ use crate::failure::Failure;
 use crate::output::{self, EventWriter};
 use crate::settings;
 
-pub fn open_for_reading(cli: &Cli) -> Result<SqliteStore, Failure> {
+pub fn open_for_reading(cli: &Cli) -> Result<Arc<dyn Store>, Failure> {
     let config = settings::config(cli)?;
-    Ok(SqliteStore::open(&settings::db_path(cli, config.as_ref()), OpenMode::ReadOnly)?)
+    settings::open_archive(cli, config.as_ref(), Mode::ReadOnly)
 }
 
 /// Checks filter flags once, so that the store only ever sees valid filters.
@@ -79,7 +80,7 @@ pub fn query(cli: &Cli, args: &QueryArgs) -> Result<(), Failure> {
     let format = args.format.unwrap_or(if terminal { QueryFormat::Table } else { QueryFormat::Jsonl });
     let mut out = BufWriter::new(stdout);
     write_events(
-        &store,
+        &*store,
         &filter,
         Order::NewestFirst,
         crate::args::no_limit_if_zero(args.limit),
@@ -103,7 +104,7 @@ pub fn export(cli: &Cli, args: &ExportArgs) -> Result<(), Failure> {
             let stdout = output::Stdout::new();
             let terminal = stdout.terminal;
             let mut out = BufWriter::with_capacity(1 << 16, stdout);
-            write_events(&store, &filter, Order::OldestFirst, None, format, &mut out, terminal)?;
+            write_events(&*store, &filter, Order::OldestFirst, None, format, &mut out, terminal)?;
             out.flush()?;
         }
         Some(path) => {
@@ -113,7 +114,7 @@ pub fn export(cli: &Cli, args: &ExportArgs) -> Result<(), Failure> {
             let file = create_private(&partial)
                 .map_err(|e| Failure::Output(format!("cannot create {}: {e}", partial.display())))?;
             let mut out = BufWriter::with_capacity(1 << 16, file);
-            let result = write_events(&store, &filter, Order::OldestFirst, None, format, &mut out, false)
+            let result = write_events(&*store, &filter, Order::OldestFirst, None, format, &mut out, false)
                 .and_then(|n| out.flush().map(|()| n).map_err(Failure::from));
             match result {
                 Ok(n) => {
@@ -165,18 +166,20 @@ pub fn summary(cli: &Cli, args: &SummaryArgs) -> Result<(), Failure> {
 }
 
 pub fn status(cli: &Cli, args: &StatusArgs) -> Result<(), Failure> {
-    let store = open_for_reading(cli)?;
+    let config = settings::config(cli)?;
+    let location = settings::db_location(cli, config.as_ref())?;
+    let store = location.open(Mode::ReadOnly)?;
     let sources = store.status()?;
     let mut out = output::Stdout::new();
     match args.format {
         ReportFormat::Json => {
             let rejects = if args.rejects { Some(store.rejects(100)?) } else { None };
             let alerts = store.alert_status(10)?;
-            let value = serde_json::json!({"archive": store.path(), "organizations": sources, "rejects": rejects, "alerts": alerts});
+            let value = serde_json::json!({"archive": location.to_string(), "organizations": sources, "rejects": rejects, "alerts": alerts});
             out.json(&value)?;
         }
         ReportFormat::Text => {
-            writeln!(out, "archive {}\n", output::terminal_safe(&store.path().display().to_string()))?;
+            writeln!(out, "archive {}\n", output::terminal_safe(&location.to_string()))?;
             output::status_text(&sources, &mut out)?;
             alerts_text(&store.alert_status(5)?, &mut out)?;
             if args.rejects {

@@ -1,12 +1,10 @@
 //! `tfaudit sync` and `tfaudit watch`.
 
 use std::io::{IsTerminal, Write};
-use std::path::Path;
 use std::sync::Arc;
 
+use tfaudit_backend::Mode;
 use tfaudit_service::{Flow, Report, Service, ServiceConfig, ServiceError};
-use tfaudit_store::Store;
-use tfaudit_store_sqlite::{OpenMode, SqliteStore};
 use tfaudit_sync::{SyncError, SyncReport};
 
 use crate::args::{Cli, SyncArgs, WatchArgs};
@@ -14,10 +12,6 @@ use crate::failure::Failure;
 use crate::output::{count, terminal_safe, time};
 use crate::progress::Bar;
 use crate::settings;
-
-pub fn open_for_writing(path: &Path) -> Result<Arc<dyn Store>, Failure> {
-    Ok(Arc::new(SqliteStore::open(path, OpenMode::CreateIfMissing)?))
-}
 
 /// One line saying what a sync did.
 pub fn report_line(r: &SyncReport) -> String {
@@ -63,7 +57,7 @@ fn gap_banner(r: &SyncReport) {
 pub async fn sync(cli: &Cli, args: &SyncArgs) -> Result<(), Failure> {
     let config = settings::config(cli)?;
     let organizations = settings::organizations(args, None, config.as_ref())?;
-    let store = open_for_writing(&settings::db_path(cli, config.as_ref()))?;
+    let store = settings::open_archive(cli, config.as_ref(), Mode::CreateIfMissing)?;
     let cancel = crate::stop_on_signals();
     let show_bar = !cli.quiet && std::io::stderr().is_terminal();
     let mut failure = None;
@@ -117,7 +111,7 @@ pub async fn sync(cli: &Cli, args: &SyncArgs) -> Result<(), Failure> {
 pub async fn watch(cli: &Cli, args: &WatchArgs, server: Option<tfaudit_server::Options>) -> Result<(), Failure> {
     let config = settings::config(cli)?;
     let organizations = settings::organizations(&args.sync, args.interval, config.as_ref())?;
-    let store = open_for_writing(&settings::db_path(cli, config.as_ref()))?;
+    let store = settings::open_archive(cli, config.as_ref(), Mode::CreateIfMissing)?;
     let cancel = crate::stop_on_signals();
     let alerts_on = !args.no_alerts && config.as_ref().is_none_or(|(_, f)| f.alerts.enabled != Some(false));
     // Checked before anything listens, so that a bad destination is refused at once.

@@ -51,8 +51,8 @@ async fn wait_until(what: &str, timeout: Duration, mut done: impl FnMut() -> boo
 
 /// Whether the organization's first backfill has completed (its events are history).
 fn backfilled(env: &Env) -> bool {
-    use tfaudit_store::Store;
-    tfaudit_store_sqlite::SqliteStore::open(&env.db, tfaudit_store_sqlite::OpenMode::MustExist)
+    tfaudit_backend::Location::Sqlite(env.db.clone())
+        .open(tfaudit_backend::Mode::MustExist)
         .ok()
         .and_then(|s| s.status().ok())
         .is_some_and(|s| s.iter().all(|o| o.cursor.is_some()) && !s.is_empty())

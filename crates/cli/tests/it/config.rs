@@ -231,3 +231,49 @@ async fn config_type_errors_never_print_a_secret_value() {
         assert!(!err.contains("CFGLEAK") && !err.contains("12345678"), "{text}: {err}");
     }
 }
+
+/// `--db`, `TFAUDIT_DB` and the config's `db` take a path or a URL: `sqlite://PATH` is
+/// the same file as the path; a PostgreSQL URL is refused (for now) naming the host
+/// but never the password, and an unknown scheme is a usage error.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_archive_location_is_a_path_or_a_url() {
+    let sim = start(SimConfig { events: 40, ..SimConfig::default() }).await;
+    let env = Env::new();
+    let url = format!("sqlite://{}", env.db.display());
+    let out = env.command(Some(&sim), &["sync", "--rate-limit", "0"]).env("TFAUDIT_DB", &url).output().await.unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(events_in(&env.db), 40, "the URL named the same file");
+    // The plain path and `sqlite:PATH` read it back.
+    let listed = env.ok(None, &["query", "--limit", "0"]).await;
+    assert_eq!(listed.lines().count(), 40);
+    let short = format!("sqlite:{}", env.db.display());
+    let listed = env.ok(None, &["--db", &short, "query", "--limit", "0"]).await;
+    assert_eq!(listed.lines().count(), 40);
+    let status: serde_json::Value =
+        serde_json::from_str(&env.ok(None, &["--db", &url, "status", "--format", "json"]).await).unwrap();
+    assert_eq!(status["archive"], env.db.display().to_string(), "status names the file, as before");
+
+    // A config's `db` URL, and its relative path against the config's folder.
+    std::fs::write(env.path("tfaudit.toml"), "db = \"sqlite://data/archive.db\"\n").unwrap();
+    let cfg = env.path("tfaudit.toml");
+    let out = env
+        .command(None, &["--config", cfg.to_str().unwrap(), "query", "--limit", "0"])
+        .env_remove("TFAUDIT_DB")
+        .output()
+        .await
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout).lines().count(), 40);
+
+    let pg = "postgres://tfaudit:n0t-in-any-output@db.example.test:5432/audit";
+    for args in [vec!["--db", pg, "status"], vec!["--db", pg, "sync"]] {
+        let out = env.run(Some(&sim), &args).await;
+        let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
+        assert_eq!(out.status.code(), Some(5), "{args:?}: {stderr}");
+        assert!(stderr.contains("db.example.test") && stderr.contains("PostgreSQL"), "{stderr}");
+        assert!(!stderr.contains("n0t-in-any-output") && !stdout.contains("n0t-in-any-output"), "{stderr}");
+    }
+    let out = env.run(None, &["--db", "mysql://root:hunter2-pw@h/db", "status"]).await;
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+    assert!(!text(&out.stderr).contains("hunter2"), "{}", text(&out.stderr));
+}

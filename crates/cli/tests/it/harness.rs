@@ -116,8 +116,7 @@ pub async fn status(env: &Env) -> serde_json::Value {
 }
 
 pub fn events_in(db: &Path) -> u64 {
-    use tfaudit_store::Store;
-    match tfaudit_store_sqlite::SqliteStore::open(db, tfaudit_store_sqlite::OpenMode::MustExist) {
+    match tfaudit_backend::Location::Sqlite(db.to_owned()).open(tfaudit_backend::Mode::MustExist) {
         Ok(s) => s.status().map(|v| v.iter().map(|s| s.events).sum()).unwrap_or(0),
         Err(_) => 0,
     }

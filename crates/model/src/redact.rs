@@ -1,7 +1,7 @@
 //! Every secret tfaudit knows (tokens, destination URLs and keys, header values),
 //! so that no error, log line or stored error text ever shows one.
 //!
-//! Secrets register themselves when they are read ([`crate::Token::new`], the
+//! Secrets register themselves when they are read (the API client's `Token`, the
 //! config's `Secret`); everything that turns text from outside into something
 //! shown or stored passes it through [`redact`]. A process-wide list, because a
 //! secret must be hidden wherever it turns up, including in a server's echo of
@@ -27,7 +27,7 @@ pub fn register(secret: &str) {
         forms.push(json[1..json.len() - 1].to_owned());
     }
     forms.push(percent_encode(secret));
-    if let Ok(url) = reqwest::Url::parse(secret)
+    if let Ok(url) = url::Url::parse(secret)
         && url.has_host()
     {
         let mut tail = url.path().to_owned();
@@ -92,6 +92,51 @@ fn percent_encode(s: &str) -> String {
     out
 }
 
+/// What replaces a password in a URL that is shown.
+pub const MASKED_PASSWORD: &str = "***";
+
+/// A URL as it may be shown: its password (in the user part, or a `password=`
+/// parameter, as libpq URLs allow) replaced by `***`. Each password is registered as
+/// a secret, percent-encoded (as the URL holds it) and decoded (as a server or driver
+/// may echo it), so that it is hidden wherever else it turns up.
+///
+/// # Errors
+/// When `text` is not a URL (then where a password would be cannot be told).
+pub fn url_without_password(text: &str) -> Result<Cow<'_, str>, url::ParseError> {
+    let mut url = url::Url::parse(text)?;
+    let mut found = false;
+    if let Some(password) = url.password().filter(|p| !p.is_empty()) {
+        register_url_password(password);
+        found = true;
+        // Cannot fail: a URL with a password has a host.
+        let _ = url.set_password(Some(MASKED_PASSWORD));
+    }
+    let pairs: Vec<(String, String)> = url.query_pairs().map(|(k, v)| (k.into_owned(), v.into_owned())).collect();
+    if pairs.iter().any(|(k, v)| k == "password" && !v.is_empty()) {
+        let masked: Vec<(String, String)> = pairs
+            .into_iter()
+            .map(|(k, v)| {
+                if k == "password" && !v.is_empty() {
+                    register(&v);
+                    (k, MASKED_PASSWORD.to_owned())
+                } else {
+                    (k, v)
+                }
+            })
+            .collect();
+        found = true;
+        url.query_pairs_mut().clear().extend_pairs(masked);
+    }
+    Ok(if found { Cow::Owned(url.to_string()) } else { Cow::Borrowed(text) })
+}
+
+fn register_url_password(encoded: &str) {
+    register(encoded);
+    if let Ok(decoded) = percent_encoding::percent_decode_str(encoded).decode_utf8() {
+        register(&decoded);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -106,6 +151,17 @@ mod tests {
         let out = redact(text);
         assert!(!out.contains("REDACTTEST"), "{out}");
         assert!(out.contains("Authorization: Bearer <redacted>"), "{out}");
+    }
+
+    #[test]
+    fn a_url_is_shown_without_its_password() {
+        let shown = url_without_password("postgres://u:URLPW%40one@h:5432/db?sslmode=require").unwrap();
+        assert_eq!(shown, "postgres://u:***@h:5432/db?sslmode=require");
+        let shown = url_without_password("postgres://u@h/db?password=URLPW-two&sslmode=verify-full").unwrap();
+        assert!(!shown.contains("URLPW") && shown.contains("password=***"), "{shown}");
+        assert!(!redact("URLPW@one and URLPW%40one and URLPW-two").contains("URLPW"));
+        assert_eq!(url_without_password("postgres://u@h/db").unwrap(), "postgres://u@h/db");
+        assert!(url_without_password("not a url").is_err());
     }
 
     #[test]

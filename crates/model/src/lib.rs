@@ -1,0 +1,21 @@
+//! What every part of tfaudit shares, and nothing else: the API client, the archive
+//! backends, the alert engine and the server all speak these types, so none of them
+//! has to depend on another for them (storage never depends on the HTTP client).
+//!
+//! - [`event`]: one audit event, parsed leniently, with its original JSON kept byte for byte.
+//! - [`StoredEvent`]: an event as the archive holds it (with its ingest sequence).
+//! - [`Severity`]: how serious an alert is.
+//! - [`Secret`] and [`redact`]: secrets, hidden from every error, log line and stored text.
+//! - [`time`]: timestamps as the API writes and reads them.
+
+pub mod event;
+pub mod redact;
+mod secret;
+mod severity;
+mod stored;
+pub mod time;
+
+pub use event::{AuditEvent, RejectedEvent};
+pub use secret::Secret;
+pub use severity::Severity;
+pub use stored::StoredEvent;
