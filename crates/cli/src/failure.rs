@@ -85,6 +85,8 @@ impl From<StoreError> for Failure {
     fn from(e: StoreError) -> Self {
         match e {
             StoreError::Output(io) => io.into(),
+            // Exit 5 as every archive failure; named so that it stays so.
+            e @ StoreError::Unreachable { .. } => Self::Store(e.to_string()),
             other => Self::Store(other.to_string()),
         }
     }
