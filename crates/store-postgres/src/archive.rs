@@ -269,7 +269,22 @@ impl PostgresStore {
             let rows = tx
                 .query(
                     &prepared[1],
-                    &[&page.source_id, &now, &ids, &orgs, &times, &auth, &acc, &descr, &imp, &req, &rid, &rtype, &ract, &raw],
+                    &[
+                        &page.source_id,
+                        &now,
+                        &ids,
+                        &orgs,
+                        &times,
+                        &auth,
+                        &acc,
+                        &descr,
+                        &imp,
+                        &req,
+                        &rid,
+                        &rtype,
+                        &ract,
+                        &raw,
+                    ],
                 )
                 .map_err(|e| self.db(&e))?;
             let mut inserted: HashSet<String> = rows.iter().map(|r| r.get::<_, String>(0)).collect();
@@ -355,13 +370,7 @@ impl PostgresStore {
         .map_err(|e| self.db(&e))?;
         tx.execute(
             &prepared[8],
-            &[
-                &page.run_id,
-                &big(outcome.inserted),
-                &big(outcome.duplicates),
-                &big(outcome.rejected),
-                &big(page.pages),
-            ],
+            &[&page.run_id, &big(outcome.inserted), &big(outcome.duplicates), &big(outcome.rejected), &big(page.pages)],
         )
         .map_err(|e| self.db(&e))?;
         tx.commit().map_err(|e| self.db(&e))?;
@@ -479,7 +488,12 @@ impl PostgresStore {
     /// The WHERE clause over `events e` for a filter, with an explicit time range
     /// (which may be narrower than the filter's, for summaries). Free text is left to
     /// the caller.
-    fn where_clause(filter: &EventFilter, resolved: &Resolved, since: Option<i64>, until: Option<i64>) -> Result<Where> {
+    fn where_clause(
+        filter: &EventFilter,
+        resolved: &Resolved,
+        since: Option<i64>,
+        until: Option<i64>,
+    ) -> Result<Where> {
         let mut w = Where::new();
         if let Some(s) = since {
             let a = w.arg(s);
@@ -563,7 +577,8 @@ impl PostgresStore {
     pub(crate) fn query_event(&self, id: &str) -> Result<Option<StoredEvent>> {
         let mut conn = self.conn()?;
         let names = self.source_names(&mut conn)?;
-        let stmt = conn.prepare(&format!("SELECT {EVENT_COLUMNS} FROM events e WHERE e.id = $1")).map_err(|e| self.db(&e))?;
+        let stmt =
+            conn.prepare(&format!("SELECT {EVENT_COLUMNS} FROM events e WHERE e.id = $1")).map_err(|e| self.db(&e))?;
         let row = conn.client.query_opt(&stmt, &[&id]).map_err(|e| self.db(&e))?;
         row.map(|r| read_event(&r, &names)).transpose()
     }
@@ -585,7 +600,9 @@ impl PostgresStore {
             );
             let stmt = conn.prepare(&sql).map_err(|e| self.db(&e))?;
             let mut rows = conn.client.query_raw(&stmt, w.refs()).map_err(|e| self.db(&e))?;
-            while let Some(r) = postgres::fallible_iterator::FallibleIterator::next(&mut rows).map_err(|e| self.db(&e))? {
+            while let Some(r) =
+                postgres::fallible_iterator::FallibleIterator::next(&mut rows).map_err(|e| self.db(&e))?
+            {
                 if let Some(re) = &text {
                     let raw: &[u8] = r.get(4);
                     if !re.is_match(&String::from_utf8_lossy(raw)) {
@@ -618,7 +635,8 @@ impl PostgresStore {
                     scan(&mut conn, Some(b * HOUR_MS), Some(u), &mut tally)?;
                 }
                 for table in ["hourly_kinds", "hourly_actors"] {
-                    let columns = if table == "hourly_kinds" { "h.resource_type, h.resource_action" } else { "h.accessor_id" };
+                    let columns =
+                        if table == "hourly_kinds" { "h.resource_type, h.resource_action" } else { "h.accessor_id" };
                     let mut w = Where::new();
                     if let Some((sources, _)) = &resolved.org {
                         let a = w.arg(sources.clone());
@@ -688,7 +706,15 @@ impl PostgresStore {
             .into_iter()
             .map(|(hour, count)| DayCount { day: ts(hour * HOUR_MS).strftime("%Y-%m-%dT%H:00Z").to_string(), count })
             .collect();
-        Ok(Summary { since: filter.since, until: filter.until, total: tally.total, by_kind, top_actors, per_day, per_hour })
+        Ok(Summary {
+            since: filter.since,
+            until: filter.until,
+            total: tally.total,
+            by_kind,
+            top_actors,
+            per_day,
+            per_hour,
+        })
     }
 
     pub(crate) fn query_status(&self) -> Result<Vec<SourceStatus>> {
@@ -747,7 +773,12 @@ impl PostgresStore {
                 .remove(&id)
                 .unwrap_or_default()
                 .into_iter()
-                .map(|(from, to, detected)| Gap { source: name.clone(), from: ts(from), to: ts(to), detected_at: ts(detected) })
+                .map(|(from, to, detected)| Gap {
+                    source: name.clone(),
+                    from: ts(from),
+                    to: ts(to),
+                    detected_at: ts(detected),
+                })
                 .collect();
             out.push(SourceStatus {
                 address: r.get(2),

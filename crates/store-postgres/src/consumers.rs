@@ -101,9 +101,7 @@ impl PostgresStore {
     ) -> Result<CommitOutcome> {
         let mut conn = self.conn()?;
         let insert_cursor = conn
-            .prepare(
-                "INSERT INTO consumers (name, position, state) VALUES ($1, $2, $3) ON CONFLICT (name) DO NOTHING",
-            )
+            .prepare("INSERT INTO consumers (name, position, state) VALUES ($1, $2, $3) ON CONFLICT (name) DO NOTHING")
             .map_err(|e| self.db(&e))?;
         let move_cursor = conn
             .prepare(
@@ -193,12 +191,12 @@ impl PostgresStore {
                  RETURNING id, alert_id, attempts",
             )
             .map_err(|e| self.db(&e))?;
-        let alert = conn.prepare(&format!("SELECT {ALERT_COLUMNS} FROM alerts a WHERE a.id = $1")).map_err(|e| self.db(&e))?;
+        let alert =
+            conn.prepare(&format!("SELECT {ALERT_COLUMNS} FROM alerts a WHERE a.id = $1")).map_err(|e| self.db(&e))?;
         let now_ms = ms(now);
         let until = now_ms.saturating_add(i64::try_from(lease.as_millis()).unwrap_or(i64::MAX));
         let mut tx = conn.client.transaction().map_err(|e| self.db(&e))?;
-        let Some(row) =
-            tx.query_opt(&claim, &[&destination, &ms(due_by), &now_ms, &until]).map_err(|e| self.db(&e))?
+        let Some(row) = tx.query_opt(&claim, &[&destination, &ms(due_by), &now_ms, &until]).map_err(|e| self.db(&e))?
         else {
             return Ok(None);
         };
@@ -299,7 +297,8 @@ impl PostgresStore {
 
     pub(crate) fn outbox_alert(&self, id: i64) -> Result<Option<AlertRecord>> {
         let mut conn = self.conn()?;
-        let stmt = conn.prepare(&format!("SELECT {ALERT_COLUMNS} FROM alerts a WHERE a.id = $1")).map_err(|e| self.db(&e))?;
+        let stmt =
+            conn.prepare(&format!("SELECT {ALERT_COLUMNS} FROM alerts a WHERE a.id = $1")).map_err(|e| self.db(&e))?;
         let Some(row) = conn.client.query_opt(&stmt, &[&id]).map_err(|e| self.db(&e))? else {
             return Ok(None);
         };
@@ -326,10 +325,8 @@ impl PostgresStore {
             misconfigured,
             ..AlertStatus::default()
         };
-        for r in conn
-            .client
-            .query("SELECT state, count(*) FROM deliveries GROUP BY state", &[])
-            .map_err(|e| self.db(&e))?
+        for r in
+            conn.client.query("SELECT state, count(*) FROM deliveries GROUP BY state", &[]).map_err(|e| self.db(&e))?
         {
             let state: String = r.get(0);
             let n = count(r.get(1));

@@ -202,10 +202,9 @@ impl PostgresStore {
         }
         match e.code() {
             Some(c) if *c == postgres::error::SqlState::LOCK_NOT_AVAILABLE => StoreError::Busy,
-            Some(c) if *c == postgres::error::SqlState::READ_ONLY_SQL_TRANSACTION => StoreError::Open {
-                path: self.url().to_owned(),
-                cause: "the archive was opened read-only".into(),
-            },
+            Some(c) if *c == postgres::error::SqlState::READ_ONLY_SQL_TRANSACTION => {
+                StoreError::Open { path: self.url().to_owned(), cause: "the archive was opened read-only".into() }
+            }
             _ => StoreError::Database(cause),
         }
     }
@@ -319,7 +318,12 @@ impl Store for PostgresStore {
         self.consumer_cursor(consumers::ALERTS)
     }
 
-    fn commit_alerts(&self, expected: Option<i64>, cursor: &AlertCursor, alerts: &[AlertWrite]) -> Result<CommitOutcome> {
+    fn commit_alerts(
+        &self,
+        expected: Option<i64>,
+        cursor: &AlertCursor,
+        alerts: &[AlertWrite],
+    ) -> Result<CommitOutcome> {
         self.outbox_commit(consumers::ALERTS, expected, cursor, alerts)
     }
 
@@ -357,6 +361,6 @@ impl Store for PostgresStore {
 #[cfg(test)]
 mod conformance;
 #[cfg(test)]
-mod tests;
-#[cfg(test)]
 pub(crate) mod testdb;
+#[cfg(test)]
+mod tests;

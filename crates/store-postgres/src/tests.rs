@@ -25,8 +25,12 @@ fn migrations_run_once_and_reopening_keeps_the_archive() {
     assert_eq!(store.status().expect("status")[0].name, "acme", "reopening keeps the data");
     assert_eq!(store.source("acme", "https://app.terraform.io").expect("source").id, source.id);
     let mut admin = postgres::Client::connect(db.url(), postgres::NoTls).expect("connect");
-    let versions: Vec<i64> =
-        admin.query("SELECT version FROM schema_migrations ORDER BY version", &[]).unwrap().iter().map(|r| r.get(0)).collect();
+    let versions: Vec<i64> = admin
+        .query("SELECT version FROM schema_migrations ORDER BY version", &[])
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
     assert_eq!(versions, (1..=crate::schema::MIGRATIONS.len() as i64).collect::<Vec<_>>(), "each migration once");
     // A newer tfaudit migrated it: this one refuses, writable or not.
     admin.execute("INSERT INTO schema_migrations (version) VALUES (999)", &[]).unwrap();
@@ -45,10 +49,8 @@ fn read_only_opening_never_creates_a_schema_and_never_writes() {
     assert!(matches!(err, StoreError::Missing { .. }), "{err:?}");
     assert!(err.to_string().contains("tfaudit sync"), "the message says what to do: {err}");
     let mut admin = postgres::Client::connect(db.url(), postgres::NoTls).expect("connect");
-    let tables: i64 = admin
-        .query_one("SELECT count(*) FROM pg_tables WHERE schemaname = 'public'", &[])
-        .unwrap()
-        .get(0);
+    let tables: i64 =
+        admin.query_one("SELECT count(*) FROM pg_tables WHERE schemaname = 'public'", &[]).unwrap().get(0);
     assert_eq!(tables, 0, "read-only opening created nothing");
 
     PostgresStore::open(db.url(), false).expect("create").source("acme", "https://app.terraform.io").unwrap();
