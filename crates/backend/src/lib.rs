@@ -171,18 +171,9 @@ impl Location {
     }
 }
 
-/// Opens a PostgreSQL archive.
-//
-// INTEGRATION: the PostgreSQL backend (crate `tfaudit-store-postgres`) lands here and
-// only here: add it to this crate's dependencies and replace the body with
-//     Ok(Arc::new(tfaudit_store_postgres::PostgresStore::open(url.expose(), mode == Mode::ReadOnly)?))
+/// Opens a PostgreSQL archive. Read-only opening never creates or migrates the schema.
 fn open_postgres(url: &PostgresUrl, mode: Mode) -> Result<Arc<dyn Store>, StoreError> {
-    let _ = mode;
-    Err(StoreError::Unsupported {
-        what: format!(
-            "cannot open the archive {url}: this build of tfaudit has no PostgreSQL backend; use a SQLite path for --db"
-        ),
-    })
+    Ok(Arc::new(tfaudit_store_postgres::PostgresStore::open(url.expose(), mode == Mode::ReadOnly)?))
 }
 
 /// Opens the archive at `location` (a path, `sqlite://PATH`, or `postgres://…`).

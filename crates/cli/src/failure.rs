@@ -86,6 +86,8 @@ impl From<StoreError> for Failure {
         match e {
             StoreError::InvalidLocation { .. } => Self::Usage(e.to_string()),
             StoreError::Output(io) => io.into(),
+            // Exit 5 as every archive failure; named so that it stays so.
+            e @ StoreError::Unreachable { .. } => Self::Store(e.to_string()),
             other => Self::Store(other.to_string()),
         }
     }

@@ -37,6 +37,12 @@ pub enum StoreError {
     Open { path: String, cause: String },
     #[error("the archive {path} has schema version {found}, newer than this tfaudit knows ({known}); upgrade tfaudit")]
     TooNew { path: String, found: i64, known: i64 },
+    /// The database server is down, refuses connections or cannot be reached (a
+    /// PostgreSQL archive); commands exit with code 5, services retry.
+    #[error(
+        "cannot reach the archive's PostgreSQL server at {host} ({cause}); check that it is running and reachable, and that --db / TFAUDIT_DB names the right host and port"
+    )]
+    Unreachable { host: String, cause: String },
     #[error("the archive is locked by another process for too long; try again when the other tfaudit has finished")]
     Busy,
     #[error("the archive {path} is damaged ({cause}); restore it from a backup or sync into a new one")]
@@ -47,9 +53,6 @@ pub enum StoreError {
     /// location is shown without its password.
     #[error("the archive location {location} is not usable: {reason}")]
     InvalidLocation { location: String, reason: String },
-    /// The location names a backend this build cannot open.
-    #[error("{what}")]
-    Unsupported { what: String },
     #[error("writing output failed: {0}")]
     Output(#[from] io::Error),
 }

@@ -265,12 +265,13 @@ async fn the_archive_location_is_a_path_or_a_url() {
     assert!(out.status.success(), "{}", text(&out.stderr));
     assert_eq!(text(&out.stdout).lines().count(), 40);
 
-    let pg = "postgres://tfaudit:n0t-in-any-output@db.example.test:5432/audit";
+    // Port 1 on loopback: nothing listens there, so the connection is refused at once.
+    let pg = "postgres://tfaudit:n0t-in-any-output@127.0.0.1:1/audit";
     for args in [vec!["--db", pg, "status"], vec!["--db", pg, "sync"]] {
         let out = env.run(Some(&sim), &args).await;
         let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
         assert_eq!(out.status.code(), Some(5), "{args:?}: {stderr}");
-        assert!(stderr.contains("db.example.test") && stderr.contains("PostgreSQL"), "{stderr}");
+        assert!(stderr.contains("127.0.0.1:1") && stderr.contains("PostgreSQL"), "{stderr}");
         assert!(!stderr.contains("n0t-in-any-output") && !stdout.contains("n0t-in-any-output"), "{stderr}");
     }
     let out = env.run(None, &["--db", "mysql://root:hunter2-pw@h/db", "status"]).await;

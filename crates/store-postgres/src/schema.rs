@@ -1,0 +1,192 @@
+//! Versioned migrations, applied in order, each in its own transaction and recorded in
+//! `schema_migrations`. Never edit a migration that has shipped: add a new one.
+//!
+//! Times are kept as milliseconds since the epoch (`bigint`), as in the SQLite archive,
+//! so that both backends round the same way and `migrate` copies values unchanged.
+//! Text columns that filters compare are `COLLATE "C"`: comparisons and `LIKE` are then
+//! byte-wise whatever the database's locale, and a `LIKE 'prefix%'` can use a B-tree.
+
+pub const MIGRATIONS: &[&str] = &[
+    // 1: the archive, the named consumers (the alert engine is `alerts`), the outbox.
+    r#"
+CREATE TABLE sources (
+    id               bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    name             text COLLATE "C" NOT NULL UNIQUE,
+    address          text NOT NULL,
+    organization_id  text COLLATE "C",
+    cursor_ms        bigint,
+    reconciled_ms    bigint,
+    -- The page walk in progress; walk_started_ms is NULL when there is none.
+    walk_started_ms  bigint,
+    walk_since_ms    bigint,
+    walk_next_page   bigint,
+    walk_page_size   bigint,
+    walk_newest_ms   bigint,
+    walk_oldest_ms   bigint,
+    walk_gap_from_ms bigint,
+    -- Kept with every page so that status never counts millions of rows.
+    event_count      bigint NOT NULL DEFAULT 0,
+    oldest_ms        bigint,
+    newest_ms        bigint,
+    reject_count     bigint NOT NULL DEFAULT 0,
+    -- Where alerting starts: the newest seq when the first walk completed.
+    alert_start_seq  bigint,
+    created_ms       bigint NOT NULL
+);
+
+CREATE TABLE events (
+    -- The ingest sequence that consumers keep cursors over. Numbers are handed out
+    -- at insert time; every transaction that inserts events holds one advisory lock
+    -- until it commits, so they also become visible in order (see lib.rs).
+    seq              bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    id               text COLLATE "C" NOT NULL UNIQUE,
+    source_id        bigint NOT NULL,
+    organization_id  text COLLATE "C",
+    ts_ms            bigint NOT NULL,
+    auth_type        text,
+    accessor_id      text COLLATE "C",
+    auth_description text,
+    impersonator_id  text COLLATE "C",
+    request_id       text,
+    resource_id      text COLLATE "C",
+    resource_type    text COLLATE "C",
+    resource_action  text COLLATE "C",
+    -- The event's JSON exactly as received: bytes, so that no encoding setting of
+    -- client or server can touch it.
+    raw              bytea NOT NULL,
+    ingested_ms      bigint NOT NULL
+);
+CREATE INDEX events_by_time     ON events (ts_ms, seq);
+CREATE INDEX events_by_actor    ON events (accessor_id, ts_ms);
+CREATE INDEX events_by_kind     ON events (resource_type, resource_action, ts_ms);
+CREATE INDEX events_by_resource ON events (resource_id, ts_ms);
+CREATE INDEX events_by_org      ON events (organization_id, ts_ms);
+-- Impersonated events are few: a partial index finds their impersonators cheaply.
+CREATE INDEX events_by_impersonator ON events (impersonator_id) WHERE impersonator_id IS NOT NULL;
+
+-- Every (accessor, description) pair seen: actor patterns are resolved here (in Rust,
+-- by Unicode simple case folding), not by scanning events.
+CREATE TABLE actors (
+    accessor_id   text COLLATE "C" NOT NULL,
+    description   text NOT NULL,
+    first_seen_ms bigint NOT NULL,
+    last_seen_ms  bigint NOT NULL,
+    PRIMARY KEY (accessor_id, description)
+);
+
+-- Every organization id events carried: organization patterns are resolved here.
+CREATE TABLE organizations (
+    organization_id text COLLATE "C" PRIMARY KEY
+);
+
+-- Hourly counts, written in the same transaction as the events they count, so that
+-- a month's summary reads hundreds of rows, not millions.
+CREATE TABLE hourly_kinds (
+    hour            bigint NOT NULL,
+    source_id       bigint NOT NULL,
+    resource_type   text COLLATE "C" NOT NULL,
+    resource_action text COLLATE "C" NOT NULL,
+    n               bigint NOT NULL,
+    PRIMARY KEY (hour, source_id, resource_type, resource_action)
+);
+CREATE TABLE hourly_actors (
+    hour        bigint NOT NULL,
+    source_id   bigint NOT NULL,
+    accessor_id text COLLATE "C" NOT NULL,
+    n           bigint NOT NULL,
+    PRIMARY KEY (hour, source_id, accessor_id)
+);
+
+CREATE TABLE runs (
+    id          bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    source_id   bigint NOT NULL,
+    started_ms  bigint NOT NULL,
+    finished_ms bigint,
+    result      text,
+    error       text,
+    pages       bigint NOT NULL DEFAULT 0,
+    requests    bigint NOT NULL DEFAULT 0,
+    retries     bigint NOT NULL DEFAULT 0,
+    new_events  bigint NOT NULL DEFAULT 0,
+    duplicates  bigint NOT NULL DEFAULT 0,
+    rejects     bigint NOT NULL DEFAULT 0
+);
+CREATE INDEX runs_by_source ON runs (source_id, id);
+CREATE INDEX runs_ok_by_source ON runs (source_id, id) WHERE result = 'ok';
+
+CREATE TABLE gaps (
+    id          bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    source_id   bigint NOT NULL,
+    from_ms     bigint NOT NULL,
+    to_ms       bigint NOT NULL,
+    detected_ms bigint NOT NULL
+);
+CREATE INDEX gaps_by_source ON gaps (source_id, from_ms);
+
+-- Kept once per source by their text; the text can be large, so it is unique by its
+-- SHA-256 (a B-tree entry holds at most about 2,700 bytes).
+CREATE TABLE rejects (
+    id            bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    source_id     bigint NOT NULL,
+    run_id        bigint,
+    reason        text NOT NULL,
+    raw           text NOT NULL,
+    raw_sha256    bytea NOT NULL,
+    first_seen_ms bigint NOT NULL,
+    last_seen_ms  bigint NOT NULL,
+    times_seen    bigint NOT NULL DEFAULT 1,
+    UNIQUE (source_id, raw_sha256)
+);
+
+-- Durable named cursors over seq, each with its own state: the alert engine is
+-- `alerts`; a forwarding sink would be another row.
+CREATE TABLE consumers (
+    name       text COLLATE "C" PRIMARY KEY,
+    position   bigint NOT NULL,
+    state      text NOT NULL,
+    updated_at timestamptz NOT NULL DEFAULT now()
+);
+
+CREATE TABLE alerts (
+    id              bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    key             text COLLATE "C" NOT NULL UNIQUE,
+    rule            text COLLATE "C" NOT NULL,
+    severity        text NOT NULL,
+    group_key       text,
+    title           text NOT NULL,
+    text            text NOT NULL,
+    source          text NOT NULL,
+    event_seq       bigint NOT NULL,
+    event_id        text NOT NULL,
+    event_ms        bigint NOT NULL,
+    count           bigint NOT NULL,
+    window_start_ms bigint,
+    window_end_ms   bigint,
+    link            text,
+    event           text NOT NULL,
+    raised_ms       bigint NOT NULL
+);
+CREATE INDEX alerts_by_time ON alerts (raised_ms);
+
+CREATE TABLE deliveries (
+    id              bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    alert_id        bigint NOT NULL,
+    destination     text COLLATE "C" NOT NULL,
+    state           text NOT NULL,
+    attempts        bigint NOT NULL DEFAULT 0,
+    next_attempt_ms bigint NOT NULL,
+    lease_until_ms  bigint,
+    last_error      text,
+    delivered_ms    bigint,
+    UNIQUE (alert_id, destination)
+);
+CREATE INDEX deliveries_by_destination ON deliveries (destination, state, next_attempt_ms);
+CREATE INDEX deliveries_by_state ON deliveries (state);
+
+CREATE TABLE destinations (
+    name             text COLLATE "C" PRIMARY KEY,
+    misconfigured    text,
+    misconfigured_ms bigint
+);
+"#,
+];
