@@ -372,3 +372,39 @@ pub fn summary_equals_counting_the_events(fresh: Fresh<'_>) {
         }
     }
 }
+
+/// Untrusted text is kept whatever it holds: a NUL character (which some databases'
+/// text columns refuse) or control characters in any field of an event or a rejected
+/// element store, come back exactly, and are found by exact filters; nothing of the
+/// page is lost for it. Left to the backend: how names in summaries, reasons and alert
+/// texts show a NUL (PostgreSQL shows U+FFFD), and whether a filter naming U+FFFD
+/// also finds a NUL.
+pub fn nul_and_control_characters_in_fields_are_kept_and_found(fresh: Fresh<'_>) {
+    let a = fresh();
+    let s = source(&*a, "acme");
+    let hostile = ev("id-\0-\u{1b}[2J", "2024-01-01T00:00:00Z")
+        .actor("user-\0", "al\0ice\u{202e}")
+        .kind("run\0", "apply\0")
+        .resource("ws-\0\u{7}")
+        .org("org-\0")
+        .impersonator("user-\0imp")
+        .note("note \0 \r\n");
+    let plain = ev("plain", "2024-01-01T00:00:01Z");
+    let rejected = tfaudit_model::RejectedEvent { raw: "{\"id\":\"\0\"".into(), reason: "bad \0 element".into() };
+    let events = [hostile.build(), plain.build()];
+    let outcome = s.page_with(&events, std::slice::from_ref(&rejected), &crate::walk(2));
+    assert_eq!((outcome.inserted, outcome.rejected), (2, 1), "the whole page is stored");
+    let stored = a.event("id-\0-\u{1b}[2J").unwrap().expect("found by its exact id");
+    assert_eq!(stored.event, events[0], "every field and the raw text exactly");
+    assert_eq!(find(&*a, |f| f.resource_id = p("ws-\0\u{7}")), ["id-\0-\u{1b}[2J"]);
+    assert_eq!(find(&*a, |f| f.actor = p("AL\0ICE\u{202e}")), ["id-\0-\u{1b}[2J"]);
+    assert_eq!(find(&*a, |f| f.resource_type = p("run\0")), ["id-\0-\u{1b}[2J"]);
+    // The source learnt its organization id from the first event: both are its events.
+    assert_eq!(find(&*a, |f| f.org = p("org-\0")), ["id-\0-\u{1b}[2J", "plain"]);
+    let kept = a.rejects(10).unwrap();
+    assert_eq!(kept[0].raw, rejected.raw, "a rejected element's text exactly");
+    assert!(kept[0].reason.starts_with("bad "), "{}", kept[0].reason);
+    let summary = a.summary(&EventFilter::default(), 10).unwrap();
+    assert_eq!(summary.total, 2);
+    assert_eq!(summary.top_actors.len(), 2, "{:?}", summary.top_actors);
+}

@@ -104,6 +104,7 @@ macro_rules! suite {
             filters_combine_and_all_must_hold,
             an_event_is_stored_once_by_id,
             events_come_back_as_stored,
+            nul_and_control_characters_in_fields_are_kept_and_found,
             newest_and_oldest_first_with_limit_and_ties_by_seq,
             keyset_pages_read_every_event_once,
             events_after_read_in_seq_order,

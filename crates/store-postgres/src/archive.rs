@@ -39,7 +39,7 @@ fn read_event(r: &postgres::Row, names: &HashMap<i64, String>) -> Result<StoredE
     let raw: Vec<u8> = r.get(13);
     let raw = String::from_utf8(raw)
         .map_err(|_| StoreError::Database("an event's stored text is not UTF-8 (the archive was altered)".into()))?;
-    Ok(StoredEvent {
+    let stored = StoredEvent {
         seq: r.get(0),
         source: names.get(&r.get::<_, i64>(2)).cloned().unwrap_or_default(),
         ingested_at: ts(r.get(14)),
@@ -57,7 +57,63 @@ fn read_event(r: &postgres::Row, names: &HashMap<i64, String>) -> Result<StoredE
             resource_action: r.get(12),
             raw,
         },
-    })
+    };
+    if indexed_fields(&stored.event).any(|c| c.contains('\u{FFFD}')) {
+        // A column may stand for a NUL (see `nul_free`): the raw text has the truth.
+        return exact_fields(stored);
+    }
+    Ok(stored)
+}
+
+/// `stored` with its fields read again from its raw text.
+fn exact_fields(mut stored: StoredEvent) -> Result<StoredEvent> {
+    let raw = serde_json::value::RawValue::from_string(std::mem::take(&mut stored.event.raw))
+        .map_err(|_| StoreError::Database("an event's stored text is not JSON (the archive was altered)".into()))?;
+    let event = AuditEvent::parse(&raw)
+        .map_err(|_| StoreError::Database("an event's stored text is not an event (the archive was altered)".into()))?;
+    stored.event = event;
+    Ok(stored)
+}
+
+/// Whether an indexed field of `e` holds a NUL (see `nul_free`).
+fn has_nul(e: &AuditEvent) -> bool {
+    indexed_fields(e).any(|f| f.contains('\0'))
+}
+
+fn indexed_fields(e: &AuditEvent) -> impl Iterator<Item = &String> {
+    [
+        Some(&e.id),
+        e.organization_id.as_ref(),
+        e.auth_type.as_ref(),
+        e.accessor_id.as_ref(),
+        e.auth_description.as_ref(),
+        e.impersonator_id.as_ref(),
+        e.request_id.as_ref(),
+        e.resource_id.as_ref(),
+        e.resource_type.as_ref(),
+        e.resource_action.as_ref(),
+    ]
+    .into_iter()
+    .flatten()
+}
+
+/// `e` as its indexed columns hold it; the raw text is kept as it is.
+fn without_nul(e: &AuditEvent) -> AuditEvent {
+    let clean = |f: &Option<String>| f.as_deref().map(|v| crate::nul_free(v).into_owned());
+    AuditEvent {
+        id: crate::nul_free(&e.id).into_owned(),
+        timestamp: e.timestamp,
+        organization_id: clean(&e.organization_id),
+        auth_type: clean(&e.auth_type),
+        accessor_id: clean(&e.accessor_id),
+        auth_description: clean(&e.auth_description),
+        impersonator_id: clean(&e.impersonator_id),
+        request_id: clean(&e.request_id),
+        resource_id: clean(&e.resource_id),
+        resource_type: clean(&e.resource_type),
+        resource_action: clean(&e.resource_action),
+        raw: e.raw.clone(),
+    }
 }
 
 /// A glob as a `LIKE` pattern: `*` → `%`, `?` → `_`, and `%`, `_` and the escape
@@ -104,6 +160,7 @@ impl Where {
     }
     /// `column` matches `p` with case: `=` without wildcards, else `LIKE`.
     fn glob(&mut self, column: &str, p: &Pattern) {
+        let p = &Pattern::new(crate::nul_free(p.as_str()).into_owned());
         if p.is_glob() {
             let a = self.arg(like(p));
             self.and(&format!("{column} LIKE {a}"));
@@ -250,10 +307,16 @@ impl PostgresStore {
         }
         let mut outcome = PageOutcome::default();
         let (mut oldest, mut newest): (Option<i64>, Option<i64>) = (None, None);
+        let sanitized: Vec<AuditEvent>;
         let mut organization: Option<&str> = None;
         if !page.events.is_empty() {
             tx.execute(&prepared[0], &[&SEQ_LOCK]).map_err(|e| self.db(&e))?;
-            let ev = page.events;
+            let ev = if page.events.iter().any(has_nul) {
+                sanitized = page.events.iter().map(without_nul).collect();
+                &sanitized[..]
+            } else {
+                page.events
+            };
             let ids: Vec<&str> = ev.iter().map(|e| e.id.as_str()).collect();
             let orgs: Vec<Option<&str>> = ev.iter().map(|e| e.organization_id.as_deref()).collect();
             let times: Vec<i64> = ev.iter().map(|e| ms(e.timestamp)).collect();
@@ -341,7 +404,17 @@ impl PostgresStore {
         for reject in page.rejects {
             let hash = sha2::Sha256::digest(reject.raw.as_bytes()).to_vec();
             let new: bool = tx
-                .query_one(&prepared[6], &[&page.source_id, &page.run_id, &reject.reason, &reject.raw, &hash, &now])
+                .query_one(
+                    &prepared[6],
+                    &[
+                        &page.source_id,
+                        &page.run_id,
+                        &crate::nul_free(&reject.reason),
+                        &reject.raw.as_bytes(),
+                        &hash,
+                        &now,
+                    ],
+                )
                 .map_err(|e| self.db(&e))?
                 .get(0);
             if new {
@@ -449,6 +522,7 @@ impl PostgresStore {
         let mut resolved = Resolved { accessors: None, org: None };
         if let Some(actor) = &filter.actor {
             actor.check().map_err(StoreError::Database)?;
+            let actor = &Pattern::new(crate::nul_free(actor.as_str()).into_owned());
             let stmt = conn.prepare("SELECT accessor_id, description FROM actors").map_err(|e| self.db(&e))?;
             let mut ids: Vec<String> = Vec::new();
             for r in conn.client.query(&stmt, &[]).map_err(|e| self.db(&e))? {
@@ -462,6 +536,7 @@ impl PostgresStore {
         }
         if let Some(org) = &filter.org {
             org.check().map_err(StoreError::Database)?;
+            let org = &Pattern::new(crate::nul_free(org.as_str()).into_owned());
             let stmt = conn.prepare("SELECT id, name, organization_id FROM sources").map_err(|e| self.db(&e))?;
             let mut sources = Vec::new();
             for r in conn.client.query(&stmt, &[]).map_err(|e| self.db(&e))? {
@@ -579,8 +654,8 @@ impl PostgresStore {
         let names = self.source_names(&mut conn)?;
         let stmt =
             conn.prepare(&format!("SELECT {EVENT_COLUMNS} FROM events e WHERE e.id = $1")).map_err(|e| self.db(&e))?;
-        let row = conn.client.query_opt(&stmt, &[&id]).map_err(|e| self.db(&e))?;
-        row.map(|r| read_event(&r, &names)).transpose()
+        let row = conn.client.query_opt(&stmt, &[&crate::nul_free(id)]).map_err(|e| self.db(&e))?;
+        Ok(row.map(|r| read_event(&r, &names)).transpose()?.filter(|e| e.event.id == id))
     }
 
     pub(crate) fn query_summary(&self, filter: &EventFilter, top: usize) -> Result<Summary> {
@@ -814,7 +889,7 @@ impl PostgresStore {
             .map(|r| Reject {
                 source: r.get(0),
                 reason: r.get(1),
-                raw: r.get(2),
+                raw: String::from_utf8_lossy(r.get::<_, &[u8]>(2)).into_owned(),
                 first_seen: ts(r.get(3)),
                 times_seen: count(r.get(4)),
             })

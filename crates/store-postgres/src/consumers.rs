@@ -7,7 +7,7 @@ use tfaudit_store::{
     DeliveryOutcome, DeliveryRecord, DeliveryState, DestinationHealth, Result,
 };
 
-use crate::{Lease, PostgresStore, big, count, ms, ts, ts_opt};
+use crate::{Lease, PostgresStore, big, count, ms, nul_free, ts, ts_opt};
 
 /// The alert engine's row in `consumers`.
 use tfaudit_store::ALERTS_CONSUMER as ALERTS;
@@ -140,21 +140,21 @@ impl PostgresStore {
                 .query_opt(
                     &insert_alert,
                     &[
-                        &a.key,
-                        &a.rule,
+                        &nul_free(&a.key),
+                        &nul_free(&a.rule),
                         &a.severity,
-                        &a.group,
-                        &a.title,
-                        &a.text,
-                        &a.source,
+                        &a.group.as_deref().map(nul_free),
+                        &nul_free(&a.title),
+                        &nul_free(&a.text),
+                        &nul_free(&a.source),
                         &a.event_seq,
-                        &a.event_id,
+                        &nul_free(&a.event_id),
                         &ms(a.event_time),
                         &big(a.count),
                         &a.window_start.map(ms),
                         &a.window_end.map(ms),
-                        &a.link,
-                        &a.event,
+                        &a.link.as_deref().map(nul_free),
+                        &nul_free(&a.event),
                         &now,
                     ],
                 )
@@ -234,6 +234,7 @@ impl PostgresStore {
                 .map_err(|e| self.db(&e))?;
             }
             DeliveryOutcome::Failed { error, retry_at } | DeliveryOutcome::Misconfigured { error, retry_at } => {
+                let error = &nul_free(error);
                 tx.execute(
                     "UPDATE deliveries SET state = 'failing', attempts = attempts + 1, last_error = $2, next_attempt_ms = $3,
                          lease_until_ms = NULL
@@ -253,6 +254,7 @@ impl PostgresStore {
                 }
             }
             DeliveryOutcome::Abandoned { error } => {
+                let error = &nul_free(error);
                 tx.execute(
                     "UPDATE deliveries SET state = 'abandoned', attempts = attempts + 1, last_error = $2, lease_until_ms = NULL
                      WHERE id = $1",

@@ -232,6 +232,15 @@ fn count(n: i64) -> u64 {
     u64::try_from(n).unwrap_or(0)
 }
 
+/// PostgreSQL's `text` cannot hold a NUL character, which untrusted event fields may
+/// carry: indexed columns (and alert texts) keep U+FFFD in its place. The raw event
+/// keeps every byte (`bytea`), and an event read back takes its fields from the raw
+/// text wherever a column holds U+FFFD, so what comes back is exact; filters map NUL
+/// the same way, so that a filter naming a NUL finds the event.
+pub(crate) fn nul_free(s: &str) -> std::borrow::Cow<'_, str> {
+    if s.contains('\0') { std::borrow::Cow::Owned(s.replace('\0', "\u{FFFD}")) } else { std::borrow::Cow::Borrowed(s) }
+}
+
 fn big(n: u64) -> i64 {
     i64::try_from(n).unwrap_or(i64::MAX)
 }

@@ -130,7 +130,8 @@ CREATE TABLE rejects (
     source_id     bigint NOT NULL,
     run_id        bigint,
     reason        text NOT NULL,
-    raw           text NOT NULL,
+    -- bytea: an element's text may hold a NUL, which text cannot.
+    raw           bytea NOT NULL,
     raw_sha256    bytea NOT NULL,
     first_seen_ms bigint NOT NULL,
     last_seen_ms  bigint NOT NULL,
