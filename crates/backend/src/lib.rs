@@ -52,6 +52,30 @@ impl PostgresUrl {
     pub fn expose(&self) -> &str {
         &self.url
     }
+
+    /// Whether the URL carries a password (in its user part or as `password=`).
+    #[must_use]
+    pub fn has_password(&self) -> bool {
+        let rest = self.url.split_once("://").map_or(self.url.as_str(), |(_, r)| r);
+        let (before_query, query) = rest.split_once('?').unwrap_or((rest, ""));
+        let authority = before_query.split('/').next().unwrap_or("");
+        let in_user = authority.rsplit_once('@').is_some_and(|(user, _)| user.contains(':'));
+        in_user || form_urlencoded::parse(query.as_bytes()).any(|(k, _)| k == "password")
+    }
+
+    /// The URL with `password` as its `password=` parameter, unless it has one of its
+    /// own (the URL's wins). The password joins the redaction list.
+    #[must_use]
+    pub fn or_password(&self, password: &str) -> Self {
+        if self.has_password() {
+            return self.clone();
+        }
+        tfaudit_model::redact::register(password);
+        let encoded: String =
+            form_urlencoded::Serializer::new(String::new()).append_pair("password", password).finish();
+        let separator = if self.url.contains('?') { '&' } else { '?' };
+        Self { url: format!("{}{separator}{encoded}", self.url), shown: self.shown.clone() }
+    }
 }
 
 impl fmt::Display for PostgresUrl {

@@ -98,3 +98,25 @@ fn a_relative_sqlite_path_follows_its_config_file() {
     let pg = Location::parse("postgres://h/db").unwrap();
     assert_eq!(pg.clone().relative_to(base), pg);
 }
+
+#[test]
+fn a_password_from_the_config_joins_a_url_that_has_none() {
+    let Location::Postgres(url) = Location::parse("postgres://audit@127.0.0.1:5432/tfaudit?sslmode=disable").unwrap()
+    else {
+        panic!("a PostgreSQL location")
+    };
+    assert!(!url.has_password());
+    let with = url.or_password("p&ss=w0rd-CONFIGPW");
+    assert!(with.has_password());
+    assert_eq!(
+        with.expose(),
+        "postgres://audit@127.0.0.1:5432/tfaudit?sslmode=disable&password=p%26ss%3Dw0rd-CONFIGPW"
+    );
+    assert!(!with.to_string().contains("CONFIGPW") && !format!("{with:?}").contains("CONFIGPW"));
+    assert_eq!(tfaudit_model::redact::redact("x p&ss=w0rd-CONFIGPW y"), "x <redacted> y");
+    for own in ["postgres://audit:mine@h/db", "postgres://audit@h/db?password=mine"] {
+        let Location::Postgres(url) = Location::parse(own).unwrap() else { panic!() };
+        assert!(url.has_password(), "{own}");
+        assert_eq!(url.or_password("other").expose(), own, "the URL's own password wins");
+    }
+}

@@ -5,13 +5,17 @@
 //! 2. incremental: new events after a backfill: requests against ceil(N / page size).
 //! 3. archive of many events (built once, kept under target/): an actor + 7-day query,
 //!    a 30-day summary, status — through the store, and as whole `tfaudit` commands.
+//!
+//! By default into SQLite archives under target/; with `--postgres ADMIN_URL` (a
+//! server where that user may create databases) the same figures for PostgreSQL
+//! archives, in databases `tfaudit_bench_*` that it creates.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tfaudit_backend::{Location, Mode};
+use tfaudit_backend::Mode;
 use tfaudit_sim::{Sim, SimConfig};
 use tfaudit_store::{EventFilter, Order, Pattern, Store};
 
@@ -27,10 +31,12 @@ struct Sizes {
     /// Backfills timed; the figure is their median, with the range beside it.
     runs: usize,
     only: Option<String>,
+    /// An admin URL of a PostgreSQL server: measure PostgreSQL archives instead.
+    postgres: Option<String>,
 }
 
 fn sizes() -> Sizes {
-    let mut s = Sizes { backfill: 1_000_000, stored: 10_000_000, runs: 5, only: None };
+    let mut s = Sizes { backfill: 1_000_000, stored: 10_000_000, runs: 5, only: None, postgres: None };
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         match a.as_str() {
@@ -40,10 +46,11 @@ fn sizes() -> Sizes {
                 s.runs = args.next().and_then(|v| v.parse().ok()).filter(|&r| r > 0).expect("--runs N (N >= 1)")
             }
             "--only" => s.only = args.next(),
+            "--postgres" => s.postgres = Some(args.next().expect("--postgres ADMIN_URL")),
             "--bench" => {}
             "--help" => {
                 println!(
-                    "cargo bench -p tfaudit --bench archive -- [--backfill N] [--runs N] [--stored N] [--only backfill|incremental|archive]"
+                    "cargo bench -p tfaudit --bench archive -- [--backfill N] [--runs N] [--stored N] [--only backfill|incremental|archive] [--postgres ADMIN_URL]"
                 );
                 std::process::exit(0);
             }
@@ -64,37 +71,50 @@ fn row(what: &str, value: String, target: &str) {
     println!("{what:<58} {value:>16}   {target}");
 }
 
-fn tfaudit(db: &Path, sim: &Sim, args: &[&str]) -> std::process::Output {
+fn tfaudit(db: &str, home: &Path, sim: &Sim, args: &[&str]) -> std::process::Output {
     Command::new(BIN)
         .arg("--db")
         .arg(db)
         .args(args)
         .env("TFE_ADDRESS", sim.url())
         .env("TFE_TOKEN", sim.token())
-        .env("HOME", db.parent().unwrap())
+        .env("HOME", home)
         .output()
         .unwrap()
 }
 
-fn backfill_and_incremental(rt: &tokio::runtime::Runtime, n: u64, runs: usize, dir: &Path, only: &Option<String>) {
+fn backfill_and_incremental(
+    rt: &tokio::runtime::Runtime,
+    n: u64,
+    runs: usize,
+    dir: &Path,
+    only: &Option<String>,
+    postgres: Option<&str>,
+) {
     let sim = rt
         .block_on(Sim::start(
             SimConfig { events: n, hostile: 0.02, ..SimConfig::default() },
             "127.0.0.1:0".parse().unwrap(),
         ))
         .unwrap();
-    let db = dir.join("backfill.db");
+    let file = dir.join("backfill.db");
+    let mut db = file.display().to_string();
     // Each run backfills a new archive; the last one is kept for the incremental step.
     let runs = if only.as_deref() == Some("incremental") { 1 } else { runs };
     let mut rates = Vec::with_capacity(runs);
     let mut requests = 0;
     for _ in 0..runs {
-        for suffix in ["", "-wal", "-shm"] {
-            let _ = std::fs::remove_file(format!("{}{suffix}", db.display()));
+        match postgres {
+            Some(admin) => db = common::fresh_database(admin, "tfaudit_bench_backfill"),
+            None => {
+                for suffix in ["", "-wal", "-shm"] {
+                    let _ = std::fs::remove_file(format!("{}{suffix}", file.display()));
+                }
+            }
         }
         let before = sim.stats().requests;
         let started = Instant::now();
-        let out = tfaudit(&db, &sim, &["sync", "--rate-limit", "0"]);
+        let out = tfaudit(&db, dir, &sim, &["sync", "--rate-limit", "0"]);
         let elapsed = started.elapsed();
         assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
         requests = sim.stats().requests - before;
@@ -103,7 +123,8 @@ fn backfill_and_incremental(rt: &tokio::runtime::Runtime, n: u64, runs: usize, d
     if only.as_deref().is_none_or(|o| o == "backfill") {
         rates.sort_by(f64::total_cmp);
         println!(
-            "\nbackfill: `tfaudit sync` of {n} events from a local simulator over loopback HTTP into a new SQLite archive ({runs} runs)"
+            "\nbackfill: `tfaudit sync` of {n} events from a local simulator over loopback HTTP into a new {} archive ({runs} runs)",
+            backend(postgres)
         );
         row(
             "  throughput, median (min - max)",
@@ -126,7 +147,7 @@ fn backfill_and_incremental(rt: &tokio::runtime::Runtime, n: u64, runs: usize, d
         }
         let before = sim.stats().requests;
         let started = Instant::now();
-        let out = tfaudit(&db, &sim, &["sync", "--rate-limit", "0"]);
+        let out = tfaudit(&db, dir, &sim, &["sync", "--rate-limit", "0"]);
         let elapsed = started.elapsed();
         assert!(out.status.success());
         let requests = sim.stats().requests - before;
@@ -144,8 +165,12 @@ fn backfill_and_incremental(rt: &tokio::runtime::Runtime, n: u64, runs: usize, d
     rt.block_on(sim.stop());
 }
 
-fn sim_cursor_ms(db: &Path) -> i64 {
-    let s = Location::Sqlite(db.to_owned()).open(Mode::MustExist).unwrap();
+fn backend(postgres: Option<&str>) -> &'static str {
+    if postgres.is_some() { "PostgreSQL" } else { "SQLite" }
+}
+
+fn sim_cursor_ms(db: &str) -> i64 {
+    let s = tfaudit_backend::open(db, Mode::MustExist).unwrap();
     s.status().unwrap()[0].cursor.map_or(0, |c| c.as_millisecond())
 }
 
@@ -167,9 +192,12 @@ fn time_it(runs: usize, mut f: impl FnMut()) -> Duration {
     )
 }
 
-fn queries(n: u64, dir: &Path) {
-    let db = archive(n, dir);
-    let store: Arc<dyn Store> = Location::Sqlite(db.clone()).open(Mode::MustExist).unwrap();
+fn queries(n: u64, dir: &Path, postgres: Option<&str>) {
+    let db = match postgres {
+        Some(admin) => common::postgres_archive(admin, n),
+        None => archive(n, dir).display().to_string(),
+    };
+    let store: Arc<dyn Store> = tfaudit_backend::open(&db, Mode::MustExist).unwrap();
     // Ages are taken back from the archive's newest event, not from today: the archive
     // is built once and kept, and "the last 7 days" of today would match ever fewer
     // of its events.
@@ -185,7 +213,10 @@ fn queries(n: u64, dir: &Path) {
             Ok(())
         })
         .unwrap();
-    println!("\narchive of {n} events over 90 days, newest {newest}; 7 and 30 days back from it (median of 9 runs)");
+    println!(
+        "\n{} archive of {n} events over 90 days, newest {newest}; 7 and 30 days back from it (median of 9 runs)",
+        backend(postgres)
+    );
     let t = time_it(9, || {
         store.events(&actor, Order::NewestFirst, Some(100), &mut |_| Ok(())).unwrap();
     });
@@ -231,9 +262,9 @@ fn main() {
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
     println!("tfaudit benchmarks ({} cores)", std::thread::available_parallelism().map_or(0, |n| n.get()));
     if sizes.only.as_deref().is_none_or(|o| o == "backfill" || o == "incremental") {
-        backfill_and_incremental(&rt, sizes.backfill, sizes.runs, &dir, &sizes.only);
+        backfill_and_incremental(&rt, sizes.backfill, sizes.runs, &dir, &sizes.only, sizes.postgres.as_deref());
     }
     if sizes.only.as_deref().is_none_or(|o| o == "archive") {
-        queries(sizes.stored, &dir);
+        queries(sizes.stored, &dir, sizes.postgres.as_deref());
     }
 }

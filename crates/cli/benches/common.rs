@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::value::RawValue;
 use tfaudit_api::AuditEvent;
-use tfaudit_backend::{Location, Mode};
+use tfaudit_backend::Mode;
 use tfaudit_sim::{Listing, SimConfig, SinceMode};
 use tfaudit_store::{PageWrite, Walk};
 
@@ -13,19 +13,65 @@ use tfaudit_store::{PageWrite, Walk};
 /// (pages of 1000 in one transaction each), and kept for the next run.
 pub fn archive(n: u64, dir: &Path) -> PathBuf {
     let db = dir.join(format!("archive-{n}.db"));
-    if db.exists()
-        && Location::Sqlite(db.clone())
-            .open(Mode::MustExist)
-            .is_ok_and(|s| s.status().is_ok_and(|st| st.iter().map(|x| x.events).sum::<u64>() == n))
-    {
+    if holds(&db.display().to_string(), n) {
         println!("\n(reusing {})", db.display());
         return db;
     }
     for suffix in ["", "-wal", "-shm"] {
         let _ = std::fs::remove_file(format!("{}{suffix}", db.display()));
     }
-    println!("\nbuilding an archive of {n} events at {} (once) ...", db.display());
-    let store = Location::Sqlite(db.clone()).open(Mode::CreateIfMissing).unwrap();
+    build(&db.display().to_string(), n);
+    db
+}
+
+/// The same archive in a database of the PostgreSQL server at `admin` (a URL whose
+/// user may create databases), kept for the next run; returns its location.
+#[allow(dead_code)] // the archive benchmark's; another benchmark includes this file too
+pub fn postgres_archive(admin: &str, n: u64) -> String {
+    let name = format!("tfaudit_bench_archive_{n}");
+    let location = database_url(admin, &name);
+    if holds(&location, n) {
+        println!("\n(reusing {location})");
+        return location;
+    }
+    let location = fresh_database(admin, &name);
+    build(&location, n);
+    location
+}
+
+/// Whether the archive at `location` exists and holds `n` events.
+fn holds(location: &str, n: u64) -> bool {
+    tfaudit_backend::open(location, Mode::ReadOnly)
+        .is_ok_and(|s| s.status().is_ok_and(|st| st.iter().map(|x| x.events).sum::<u64>() == n))
+}
+
+/// `admin` with its database replaced by `name`.
+#[allow(dead_code)] // the archive benchmark's; another benchmark includes this file too
+pub fn database_url(admin: &str, name: &str) -> String {
+    let (base, query) = admin.split_once('?').map_or((admin, None), |(b, q)| (b, Some(q)));
+    let (server, _) =
+        base.rsplit_once('/').filter(|(s, _)| s.contains("://") && !s.ends_with('/')).unwrap_or((base, ""));
+    let mut url = format!("{server}/{name}");
+    if let Some(q) = query {
+        url.push('?');
+        url.push_str(q);
+    }
+    url
+}
+
+/// Drops and creates the database `name` on the server at `admin`; returns its URL.
+#[allow(dead_code)] // the archive benchmark's; another benchmark includes this file too
+pub fn fresh_database(admin: &str, name: &str) -> String {
+    let mut client =
+        postgres::Client::connect(admin, postgres::NoTls).expect("the PostgreSQL server given to the benchmark");
+    client.batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE); CREATE DATABASE {name}")).unwrap();
+    database_url(admin, name)
+}
+
+fn build(location: &str, n: u64) {
+    let db = location;
+    println!("\nbuilding an archive of {n} events at {db} (once) ...");
+    let store = tfaudit_backend::open(db, Mode::CreateIfMissing).unwrap();
     let source = store.source("bench", "http://127.0.0.1").unwrap();
     let run = store.start_run(source.id, jiff::Timestamp::now()).unwrap();
     let config = SimConfig {
@@ -80,5 +126,4 @@ pub fn archive(n: u64, dir: &Path) -> PathBuf {
         started.elapsed().as_secs_f64(),
         n as f64 / in_store.as_secs_f64()
     );
-    db
 }

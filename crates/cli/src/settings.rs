@@ -73,7 +73,16 @@ pub fn db_location(cli: &Cli, config: Option<&(PathBuf, ConfigFile)>) -> Result<
 /// # Errors
 /// A location that cannot be read (exit 2), or the archive's error (exit 5).
 pub fn open_archive(cli: &Cli, config: Option<&(PathBuf, ConfigFile)>, mode: Mode) -> Result<Arc<dyn Store>, Failure> {
-    Ok(db_location(cli, config)?.open(mode)?)
+    let mut location = db_location(cli, config)?;
+    if let Location::Postgres(url) = &location
+        && !url.has_password()
+        && let Some((path, file)) = config
+        && let Some(secret) = &file.db_password
+    {
+        let password = secret.resolve(&format!("{}: db_password", path.display())).map_err(Failure::Usage)?;
+        location = Location::Postgres(url.or_password(password.expose()));
+    }
+    Ok(location.open(mode)?)
 }
 
 fn flag_layer(args: &SyncArgs, interval: Option<tfaudit_config::Duration>) -> SyncSection {

@@ -47,6 +47,8 @@ impl std::fmt::Debug for ArchiveLocation {
 pub struct ConfigFile {
     /// The archive: a path, or a URL as `--db` takes.
     pub db: Option<ArchiveLocation>,
+    /// The PostgreSQL archive's password, when its URL has none (before `PGPASSWORD`).
+    pub db_password: Option<crate::SecretSource>,
     /// Sync settings for every organization.
     #[serde(default)]
     pub sync: SyncSection,
@@ -347,7 +349,7 @@ impl ConfigFile {
             }
             d.headers.values().for_each(crate::SecretSource::register_inline);
         }
-        if let Some(s) = &self.serve.access_token {
+        for s in [&self.serve.access_token, &self.db_password].into_iter().flatten() {
             s.register_inline();
         }
     }
