@@ -1,8 +1,10 @@
 //! The transfer role (`tfaudit migrate`): the archive's non-event state read and
 //! loaded whole, and events copied from another archive appended in order.
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap};
 
+use postgres::types::{ToSql, Type};
 use postgres::{IsolationLevel, Transaction};
 use sha2::Digest;
 use tfaudit_store::{
@@ -17,6 +19,27 @@ const HOUR_MS: i64 = 3_600_000;
 /// Tables whose ids `load_state` writes itself: their identity sequences are moved
 /// past the ids loaded, so that the next row a sync or an alert adds gets a new one.
 const KEPT_IDS: [&str; 5] = ["runs", "gaps", "rejects", "alerts", "deliveries"];
+
+/// PostgreSQL's `text` cannot hold a NUL, which untrusted fields may carry: indexed
+/// columns and alert texts keep U+FFFD in its place, as ingest does (the raw event
+/// keeps every byte, and events read back take their fields from it).
+fn nul_free(s: &str) -> Cow<'_, str> {
+    if s.contains('\0') { Cow::Owned(s.replace('\0', "\u{FFFD}")) } else { Cow::Borrowed(s) }
+}
+
+fn nul_free_opt(s: &Option<String>) -> Option<Cow<'_, str>> {
+    s.as_deref().map(nul_free)
+}
+
+/// A reject's text, from a `text` column or (so that an element holding a NUL keeps
+/// its bytes) a `bytea` one.
+fn reject_raw(r: &postgres::Row, at: usize) -> String {
+    if *r.columns()[at].type_() == Type::BYTEA {
+        String::from_utf8_lossy(r.get::<_, &[u8]>(at)).into_owned()
+    } else {
+        r.get(at)
+    }
+}
 
 fn unknown(name: &str) -> StoreError {
     StoreError::Database(format!("no source named {name:?} in the archive; create it before copying its events"))
@@ -116,7 +139,7 @@ impl PostgresStore {
                 source: name(r.get(1)),
                 run_id: r.get(2),
                 reason: r.get(3),
-                raw: r.get(4),
+                raw: reject_raw(r, 4),
                 first_seen: ts(r.get(5)),
                 last_seen: ts(r.get(6)),
                 times_seen: count(r.get(7)),
@@ -224,10 +247,10 @@ impl Transfer for PostgresStore {
         // See lib.rs: seqs must become visible in the order they are handed out.
         tx.execute("SELECT pg_advisory_xact_lock($1)", &[&SEQ_LOCK]).map_err(db)?;
         let ev: Vec<&tfaudit_model::AuditEvent> = events.iter().map(|e| &e.event).collect();
-        let text = |f: fn(&tfaudit_model::AuditEvent) -> &Option<String>| -> Vec<Option<&str>> {
-            ev.iter().map(|e| f(e).as_deref()).collect()
+        let text = |f: fn(&tfaudit_model::AuditEvent) -> &Option<String>| -> Vec<Option<Cow<'_, str>>> {
+            ev.iter().map(|e| nul_free_opt(f(e))).collect()
         };
-        let id: Vec<&str> = ev.iter().map(|e| e.id.as_str()).collect();
+        let id: Vec<Cow<'_, str>> = ev.iter().map(|e| nul_free(&e.id)).collect();
         let times: Vec<i64> = ev.iter().map(|e| ms(e.timestamp)).collect();
         let ingested: Vec<i64> = events.iter().map(|e| ms(e.ingested_at)).collect();
         let raw: Vec<&[u8]> = ev.iter().map(|e| e.raw.as_bytes()).collect();
@@ -262,7 +285,24 @@ impl Transfer for PostgresStore {
         let mut actors: BTreeMap<(&str, &str), (i64, i64)> = BTreeMap::new();
         let mut organizations: Vec<&str> = Vec::new();
         let mut counters: BTreeMap<i64, (i64, i64, i64, Option<&str>)> = BTreeMap::new();
-        for (e, &source) in ev.iter().zip(&sources) {
+        let clean: Vec<tfaudit_model::AuditEvent> = ev
+            .iter()
+            .map(|e| tfaudit_model::AuditEvent {
+                id: String::new(),
+                timestamp: e.timestamp,
+                organization_id: nul_free_opt(&e.organization_id).map(Cow::into_owned),
+                auth_type: None,
+                accessor_id: nul_free_opt(&e.accessor_id).map(Cow::into_owned),
+                auth_description: nul_free_opt(&e.auth_description).map(Cow::into_owned),
+                impersonator_id: None,
+                request_id: None,
+                resource_id: None,
+                resource_type: nul_free_opt(&e.resource_type).map(Cow::into_owned),
+                resource_action: nul_free_opt(&e.resource_action).map(Cow::into_owned),
+                raw: String::new(),
+            })
+            .collect();
+        for (e, &source) in clean.iter().zip(&sources) {
             let t = ms(e.timestamp);
             let c = counters.entry(source).or_insert((0, t, t, None));
             c.0 += 1;
@@ -421,17 +461,24 @@ impl Transfer for PostgresStore {
             )
             .map_err(db)?;
         }
-        for r in &state.rejects {
-            let hash = sha2::Sha256::digest(r.raw.as_bytes()).to_vec();
-            tx.execute(
+        let insert_reject = tx
+            .prepare(
                 "INSERT INTO rejects (id, source_id, run_id, reason, raw, raw_sha256, first_seen_ms, last_seen_ms, times_seen)
                  OVERRIDING SYSTEM VALUE VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+            )
+            .map_err(db)?;
+        for r in &state.rejects {
+            let hash = sha2::Sha256::digest(r.raw.as_bytes()).to_vec();
+            let raw: &(dyn ToSql + Sync) =
+                if insert_reject.params()[4] == Type::BYTEA { &r.raw.as_bytes() } else { &r.raw };
+            tx.execute(
+                &insert_reject,
                 &[
                     &r.id,
                     &id(&r.source)?,
                     &r.run_id,
-                    &r.reason,
-                    &r.raw,
+                    &nul_free(&r.reason),
+                    raw,
                     &hash,
                     &ms(r.first_seen),
                     &ms(r.last_seen),
@@ -456,21 +503,21 @@ impl Transfer for PostgresStore {
                  VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)",
                 &[
                     &a.id,
-                    &x.key,
-                    &x.rule,
+                    &nul_free(&x.key),
+                    &nul_free(&x.rule),
                     &x.severity,
-                    &x.group,
-                    &x.title,
-                    &x.text,
-                    &x.source,
+                    &nul_free_opt(&x.group),
+                    &nul_free(&x.title),
+                    &nul_free(&x.text),
+                    &nul_free(&x.source),
                     &x.event_seq,
-                    &x.event_id,
+                    &nul_free(&x.event_id),
                     &ms(x.event_time),
                     &big(x.count),
                     &x.window_start.map(ms),
                     &x.window_end.map(ms),
-                    &x.link,
-                    &x.event,
+                    &nul_free_opt(&x.link),
+                    &nul_free(&x.event),
                     &ms(a.raised_at),
                 ],
             )
@@ -487,7 +534,7 @@ impl Transfer for PostgresStore {
                         &big(d.attempts),
                         &ms(d.next_attempt),
                         &d.lease_until.map(ms),
-                        &d.last_error,
+                        &nul_free_opt(&d.last_error),
                         &d.delivered_at.map(ms),
                     ],
                 )

@@ -283,7 +283,13 @@ fn compare(
             let copy = theirs.get(i);
             if mismatch.is_none() {
                 match copy {
-                    Some(c) if c.event == e.event && c.source == e.source && c.ingested_at == e.ingested_at => {}
+                    // The indexed fields are read from the raw text: raw bytes, id, source
+                    // and ingest time are the whole event.
+                    Some(c)
+                        if c.event.id == e.event.id
+                            && c.event.raw == e.event.raw
+                            && c.source == e.source
+                            && c.ingested_at == e.ingested_at => {}
                     Some(c) => {
                         mismatch = Some(format!(
                             "event {} (the {}th in ingest order) differs in the target ({})",
