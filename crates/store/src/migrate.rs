@@ -175,23 +175,34 @@ pub fn migrate(
     })
 }
 
-/// The target's events, which must be a prefix of the source's; how many.
+/// Whether `copy` is `original` as a copy holds it: same id, raw bytes, source and
+/// ingest time (the indexed fields are read from the raw text).
+fn same_event(original: &StoredEvent, copy: &StoredEvent) -> bool {
+    copy.event.id == original.event.id
+        && copy.event.raw == original.event.raw
+        && copy.source == original.source
+        && copy.ingested_at == original.ingested_at
+}
+
+/// The target must be empty or hold a copy of this archive that stopped: every source
+/// it has is one of ours, its first event is our first, its newest one of ours (each
+/// the same bytes, source and ingest time: two archives synced from the same
+/// organization share ids, never ingest times). How many events it holds.
 fn check_target(from: &dyn Store, to: &dyn Store) -> Result<u64, MigrateError> {
     let theirs = to.status()?;
+    let ours = from.status()?;
+    if let Some(other) = theirs.iter().find(|t| !ours.iter().any(|o| o.name == t.name)) {
+        return Err(MigrateError::DifferentArchive(format!(
+            "it has a source {:?} that this archive has not",
+            other.name
+        )));
+    }
     let held: u64 = theirs.iter().map(|s| s.events).sum();
     if held == 0 {
-        let ours = from.status()?;
-        if let Some(other) = theirs.iter().find(|t| !ours.iter().any(|o| o.name == t.name)) {
-            return Err(MigrateError::DifferentArchive(format!(
-                "it has a source {:?} that this archive has not",
-                other.name
-            )));
-        }
         return Ok(0);
     }
-    let first = |store: &dyn Store| -> Result<Option<StoredEvent>> { one_after(store, 0) };
-    match (first(from)?, first(to)?) {
-        (Some(a), Some(b)) if a.event.id == b.event.id => Ok(held),
+    match (one_after(from, 0)?, one_after(to, 0)?) {
+        (Some(a), Some(b)) if same_event(&a, &b) => Ok(held),
         (_, Some(b)) => Err(MigrateError::DifferentArchive(format!(
             "its first event {} is not this archive's first event",
             b.event.id
@@ -208,10 +219,8 @@ fn resume_point(from: &dyn Store, to: &dyn Store) -> Result<i64, MigrateError> {
     }
     let Some(last) = one_after(to, newest - 1)? else { return Ok(0) };
     match from.event(&last.event.id)? {
-        Some(e) => Ok(e.seq),
-        None => {
-            Err(MigrateError::DifferentArchive(format!("its newest event {} is not in this archive", last.event.id)))
-        }
+        Some(e) if same_event(&e, &last) => Ok(e.seq),
+        _ => Err(MigrateError::DifferentArchive(format!("its newest event {} is not this archive's", last.event.id))),
     }
 }
 
@@ -283,13 +292,7 @@ fn compare(
             let copy = theirs.get(i);
             if mismatch.is_none() {
                 match copy {
-                    // The indexed fields are read from the raw text: raw bytes, id, source
-                    // and ingest time are the whole event.
-                    Some(c)
-                        if c.event.id == e.event.id
-                            && c.event.raw == e.event.raw
-                            && c.source == e.source
-                            && c.ingested_at == e.ingested_at => {}
+                    Some(c) if same_event(e, c) => {}
                     Some(c) => {
                         mismatch = Some(format!(
                             "event {} (the {}th in ingest order) differs in the target ({})",
