@@ -65,6 +65,9 @@ pub struct MigrateReport {
     pub target_checksum: String,
     /// Set when the two archives' events differ in ingest order (the first place).
     pub event_mismatch: Option<String>,
+    /// How long copying the events took, and checking both sides and loading the state.
+    pub copying: std::time::Duration,
+    pub verifying: std::time::Duration,
 }
 
 impl MigrateReport {
@@ -117,20 +120,43 @@ pub fn migrate(
     }
     let total: u64 = from.status()?.iter().map(|s| s.events).sum();
     progress.begin(resumed_after, total);
+    let started = std::time::Instant::now();
+    // Reading the next batch overlaps writing this one: a thread reads, the caller's
+    // thread writes, at most two batches in between.
     let mut copied = 0;
-    loop {
-        let mut events = Vec::new();
-        from.events_after(after, batch, &mut |e| {
-            events.push(e);
-            Ok(())
-        })?;
-        let Some(last) = events.last() else { break };
-        after = last.seq;
-        to.append_copied(&events)?;
-        copied += events.len() as u64;
-        progress.copied(events.len() as u64);
-    }
+    std::thread::scope(|scope| -> Result<(), MigrateError> {
+        let (send, batches) = std::sync::mpsc::sync_channel::<Result<Vec<StoredEvent>>>(2);
+        scope.spawn(move || {
+            loop {
+                let mut events = Vec::new();
+                let read = from.events_after(after, batch, &mut |e| {
+                    events.push(e);
+                    Ok(())
+                });
+                let done = match read {
+                    Ok(_) => events.last().map(|e| after = e.seq).is_none(),
+                    Err(_) => true,
+                };
+                // The writer stopped (an error): nothing more to read for.
+                if send.send(read.map(|_| events)).is_err() || done {
+                    return;
+                }
+            }
+        });
+        for events in batches {
+            let events = events?;
+            if events.is_empty() {
+                break;
+            }
+            to.append_copied(&events)?;
+            copied += events.len() as u64;
+            progress.copied(events.len() as u64);
+        }
+        Ok(())
+    })?;
 
+    let copying = started.elapsed();
+    let started = std::time::Instant::now();
     // The state is read after the events so that it names none the copy lacks.
     let state = from.archive_state()?;
     progress.verifying(total);
@@ -172,6 +198,8 @@ pub fn migrate(
         source_checksum: side.source_checksum,
         target_checksum: side.target_checksum,
         event_mismatch: side.mismatch,
+        copying,
+        verifying: started.elapsed(),
     })
 }
 
@@ -283,7 +311,13 @@ fn compare(
         Ok(events)
     };
     loop {
-        let (ours, theirs) = (read(from, after_from)?, read(to, after_to)?);
+        // Both sides at once: two cores, two databases.
+        let (ours, theirs) = std::thread::scope(|scope| {
+            let theirs = scope.spawn(|| read(to, after_to));
+            let ours = read(from, after_from);
+            (ours, theirs.join().unwrap_or_else(|_| Err(StoreError::Database("reading the target panicked".into()))))
+        });
+        let (ours, theirs) = (ours?, theirs?);
         if ours.is_empty() && theirs.is_empty() {
             break;
         }

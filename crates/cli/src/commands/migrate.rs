@@ -3,7 +3,6 @@
 
 use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
-use std::time::Instant;
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use tfaudit_backend::{Location, Mode};
@@ -22,14 +21,12 @@ pub fn migrate(cli: &Cli, args: &MigrateArgs) -> Result<(), Failure> {
     }
     let from = args.from.open(Mode::ReadOnly)?;
     let to = args.to.open(Mode::CreateIfMissing)?;
-    let started = Instant::now();
     let mut bar = Bar::new(!cli.quiet && std::io::stderr().is_terminal());
     let report = copy(from.as_ref(), to.as_ref(), args.batch, &mut bar).map_err(|e| match e {
         MigrateError::Store(s) => Failure::from(s),
         e @ MigrateError::DifferentArchive(_) => Failure::Usage(format!("{}: {e}", args.to)),
     })?;
     bar.end();
-    let took = started.elapsed();
     let mut out = output::Stdout::new();
     if !cli.quiet {
         writeln!(out, "{:<32} {:>12} {:>12}", "", "source", "target")?;
@@ -46,7 +43,8 @@ pub fn migrate(cli: &Cli, args: &MigrateArgs) -> Result<(), Failure> {
         writeln!(out, "{:<32} {}", "events checksum (source)", report.source_checksum)?;
         writeln!(out, "{:<32} {}", "events checksum (target)", report.target_checksum)?;
     }
-    let rate = if took.as_secs_f64() > 0.0 { report.copied as f64 / took.as_secs_f64() } else { 0.0 };
+    let took = report.copying.as_secs_f64();
+    let rate = if took > 0.0 { report.copied as f64 / took } else { 0.0 };
     let resumed = if report.resumed_after > 0 {
         format!(", resumed after {} already copied", output::count(report.resumed_after))
     } else {
@@ -63,12 +61,12 @@ pub fn migrate(cli: &Cli, args: &MigrateArgs) -> Result<(), Failure> {
     if !cli.quiet {
         writeln!(
             out,
-            "migrated {} to {}: {} events copied in {:.1}s ({:.0} events/s){resumed}; counts and checksum equal",
+            "migrated {} to {}: {} events copied in {took:.1}s ({:.0} events/s){resumed}; checked in {:.1}s: counts and checksum equal",
             output::terminal_safe(&args.from.to_string()),
             output::terminal_safe(&args.to.to_string()),
             output::count(report.copied),
-            took.as_secs_f64(),
             rate,
+            report.verifying.as_secs_f64(),
         )?;
     }
     Ok(())
