@@ -161,8 +161,12 @@ pub fn migrate(
     let state = from.archive_state()?;
     progress.verifying(total);
     let side = compare(from, to, batch, &state.seqs(), progress)?;
-    let translation = side.translation;
-    to.load_state(&state.clone().translated(|s| translation.get(&s).copied().unwrap_or(0)))?;
+    // A target whose events are not the source's gets no cursors: it must not look
+    // like a usable copy (the report says what differs).
+    if side.mismatch.is_none() && side.source_checksum == side.target_checksum {
+        let translation = side.translation;
+        to.load_state(&state.clone().translated(|s| translation.get(&s).copied().unwrap_or(0)))?;
+    }
 
     let copy = to.archive_state()?;
     let mut counts = vec![Count { what: "events".into(), source: side.source_events, target: side.target_events }];
