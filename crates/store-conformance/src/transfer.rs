@@ -206,7 +206,8 @@ pub fn a_whole_archive_is_copied_with_its_state_and_verified(fresh: Fresh<'_>) {
 }
 
 /// A target holding part of the copy (a copy stopped after some batches) is completed
-/// from where it stopped; a target holding another archive is refused untouched.
+/// from where it stopped; one missing events in the middle is caught by the check and
+/// gets no state; a target holding another archive is refused untouched.
 pub fn a_stopped_copy_resumes_and_another_archive_is_refused(fresh: Fresh<'_>) {
     let a = filled(fresh);
     let b = fresh();
@@ -228,6 +229,22 @@ pub fn a_stopped_copy_resumes_and_another_archive_is_refused(fresh: Fresh<'_>) {
     // Run again on a complete copy: nothing copied, still equal.
     let again = migrate(&*a, &*b, 7, &mut Quiet).unwrap();
     assert!(again.verified() && again.copied == 0);
+
+    // A target that lost events in the middle (first and newest ours, the rest not):
+    // the check finds it, says where, and the target gets no cursors.
+    let holed = fresh();
+    for s in a.status().unwrap() {
+        holed.source(&s.name, &s.address).unwrap();
+    }
+    holed.append_copied(&[first[0].clone(), first[9].clone()]).unwrap();
+    let report = migrate(&*a, &*holed, 7, &mut Quiet).unwrap();
+    assert!(!report.verified());
+    assert_ne!(report.source_checksum, report.target_checksum);
+    let differences = report.differences().join("; ");
+    assert!(differences.contains("events: 35 in the source, 27 in the target"), "{differences}");
+    assert!(differences.contains(&first[1].event.id), "names the first event that differs: {differences}");
+    assert_eq!(holed.consumer(ALERTS_CONSUMER).unwrap(), None, "no state loaded");
+    assert!(holed.status().unwrap().iter().all(|s| s.cursor.is_none()), "no cursor: nothing looks synced");
 
     let other = fresh();
     source(&*other, "acme").page(&[ev("z1", "2024-02-01T00:00:00Z")]);
