@@ -66,6 +66,18 @@ pub enum Command {
     /// Evaluate rules, deliver alerts, backtest, list what was raised
     #[command(subcommand)]
     Alerts(AlertsCommand),
+    /// Copy a whole archive into another (SQLite to PostgreSQL and back), resumable, verified at the end
+    ///
+    /// Copies every event in ingest order, the sources with their cursors and walks,
+    /// runs, gaps, rejects, consumers (the alert engine's position), alerts and their
+    /// deliveries. The target must be empty, or hold a copy this command stopped part
+    /// way (killed, a lost connection): the same command again goes on after the last
+    /// batch the target committed. At the end both archives are read again in ingest
+    /// order and compared by counts and a SHA-256 over every event's id and raw bytes;
+    /// the exit code is 0 only when they are equal, 1 when they differ (2: bad
+    /// arguments, or a target holding another archive; 5: an archive cannot be read or
+    /// written). Stop anything that writes to the source (sync, watch, serve) first.
+    Migrate(MigrateArgs),
     /// Serve a local imitation of the audit trail API
     Sim(SimArgs),
     /// Try tfaudit with no token and no network: simulator, sync, queries
@@ -381,6 +393,22 @@ pub struct StatusArgs {
     pub rejects: bool,
 }
 
+/// `tfaudit migrate`.
+#[derive(Debug, Args, Clone)]
+pub struct MigrateArgs {
+    /// The archive to copy: a SQLite file (a path, or sqlite://PATH) or postgres://USER@HOST/DB
+    #[arg(long, value_name = "PATH|URL", value_parser = LocationParser)]
+    pub from: Location,
+
+    /// Where to copy it: an empty (or missing) SQLite file, or an empty PostgreSQL database
+    #[arg(long, value_name = "PATH|URL", value_parser = LocationParser)]
+    pub to: Location,
+
+    /// Events per transaction in the target
+    #[arg(long, value_name = "N", default_value_t = 5000, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+    pub batch: u64,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum SinceModeArg {
     Exclusive,
@@ -503,11 +531,13 @@ impl clap::builder::TypedValueParser for LocationParser {
     fn parse_ref(
         &self,
         cmd: &clap::Command,
-        _arg: Option<&clap::Arg>,
+        arg: Option<&clap::Arg>,
         value: &std::ffi::OsStr,
     ) -> Result<Location, clap::Error> {
+        // --db, or migrate's --from and --to.
+        let flag = arg.and_then(clap::Arg::get_long).unwrap_or("db");
         Location::from_os(value).map_err(|e| {
-            clap::Error::raw(clap::error::ErrorKind::ValueValidation, format!("--db: {e}\n")).with_cmd(cmd)
+            clap::Error::raw(clap::error::ErrorKind::ValueValidation, format!("--{flag}: {e}\n")).with_cmd(cmd)
         })
     }
 }

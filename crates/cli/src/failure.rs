@@ -34,13 +34,16 @@ pub enum Failure {
     /// A bug: exit 1.
     #[error("{0}")]
     Internal(String),
+    /// A copy that does not equal its original (`migrate`): exit 1.
+    #[error("{0}")]
+    Mismatch(String),
 }
 
 impl Failure {
     pub fn exit_code(&self) -> ExitCode {
         ExitCode::from(match self {
             Self::ClosedPipe => 0,
-            Self::Internal(_) | Self::Output(_) => 1,
+            Self::Internal(_) | Self::Output(_) | Self::Mismatch(_) => 1,
             Self::Usage(_) => 2,
             Self::Credentials(_) => 3,
             Self::Api(_) => 4,

@@ -58,6 +58,7 @@ fn run(cli: &Cli) -> Result<(), Failure> {
         Command::Config(args::ConfigCommand::Check) => commands::serve::check(cli),
         Command::Rules(c) => commands::alerts::rules(cli, c),
         Command::Alerts(c) => runtime()?.block_on(commands::alerts::alerts(cli, c)),
+        Command::Migrate(a) => commands::migrate::migrate(cli, a),
         Command::Sim(a) => runtime()?.block_on(commands::sim::sim(a)),
         Command::Demo(a) => runtime()?.block_on(commands::demo::demo(a)),
     }

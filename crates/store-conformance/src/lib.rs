@@ -41,6 +41,11 @@
 //! - Consumers are named by any string, compared exactly (case and all); the alert
 //!   engine is the one named `alerts`. `commit_consumer` answers
 //!   `Committed { new_alerts: 0 }`.
+//! - A copy (`tfaudit_store::migrate`) keeps ids of runs, gaps, rejects, alerts and
+//!   deliveries, ingest times, leases in force and consumer states; seqs are the
+//!   target's own, in the same order, and every seq the state names is translated to
+//!   the same event's seq in the target (a consumer position to the newest event at
+//!   or before it).
 //! - A delivery claimed until `now + lease` is not handed out again before that instant
 //!   and is handed out again after it; the instant itself is left to the backend. A
 //!   claim is not an attempt: `attempts` counts finished ones. A delivery is due when
@@ -56,10 +61,12 @@ use tfaudit_store::Store;
 mod alerts;
 mod events;
 mod sync;
+mod transfer;
 
 pub use alerts::*;
 pub use events::*;
 pub use sync::*;
+pub use transfer::*;
 
 /// A fresh archive under test, with whatever must live as long as it (a temporary
 /// folder). The store is dropped before what it keeps.
@@ -123,6 +130,8 @@ macro_rules! suite {
             only_due_deliveries_are_claimed,
             delivery_outcomes_and_alert_status,
             a_misconfigured_destination_is_marked_until_a_delivery_succeeds,
+            a_whole_archive_is_copied_with_its_state_and_verified,
+            a_stopped_copy_resumes_and_another_archive_is_refused,
         );
     };
     (@checks $fresh:expr; $($check:ident),* $(,)?) => {

@@ -26,6 +26,7 @@ mod archive;
 mod connect;
 mod consumers;
 mod schema;
+mod transfer;
 
 use std::io;
 

@@ -9,6 +9,7 @@ mod alerts;
 mod glob;
 mod plan;
 mod schema;
+mod transfer;
 
 use std::collections::HashMap;
 use std::io;

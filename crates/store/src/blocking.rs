@@ -129,7 +129,7 @@ macro_rules! guarded {
 use crate::{
     AlertFilter, AlertRecord, AlertStatus, AlertWrite, Archive, CommitOutcome, ConsumerPosition, Consumers,
     DeliveryJob, DeliveryOutcome, EventFilter, Gap, Order, PageOutcome, PageWrite, Reject, RunCounts, RunResult,
-    SeenValues, Source, SourceStatus, StoredEvent, Summary,
+    SeenValues, Source, SourceStatus, StoredEvent, Summary, Transfer, transfer::ArchiveState,
 };
 use jiff::Timestamp;
 
@@ -161,4 +161,10 @@ guarded! { Consumers {
     fn alerts(&self, filter: &AlertFilter, limit: u64) -> Result<Vec<AlertRecord>>;
     fn alert(&self, id: i64) -> Result<Option<AlertRecord>>;
     fn alert_status(&self, recent: u64) -> Result<AlertStatus>;
+} }
+
+guarded! { Transfer {
+    fn archive_state(&self) -> Result<ArchiveState>;
+    fn append_copied(&self, events: &[StoredEvent]) -> Result<()>;
+    fn load_state(&self, state: &ArchiveState) -> Result<()>;
 } }

@@ -21,12 +21,18 @@ use tfaudit_model::{AuditEvent, RejectedEvent};
 mod alerts;
 pub mod blocking;
 mod filter;
+pub mod migrate;
+mod transfer;
 pub use alerts::{
     ALERTS_CONSUMER, Alert, AlertFilter, AlertRecord, AlertStatus, AlertWrite, CommitOutcome, ConsumerPosition,
     DeliveryJob, DeliveryOutcome, DeliveryRecord, DeliveryState, DestinationHealth, SeenValues,
 };
 pub use blocking::{Guarded, blocking, blocking_on};
 pub use filter::{EventFilter, Pattern};
+pub use transfer::{
+    AlertState, ArchiveState, ConsumerState, DeliveryCopy, DestinationState, GapState, RejectState, RunState,
+    SourceState, Transfer,
+};
 
 /// Errors of an archive backend.
 #[derive(Debug, thiserror::Error)]
@@ -452,8 +458,8 @@ pub trait Consumers: Send + Sync {
     fn alert_status(&self, recent: u64) -> Result<AlertStatus>;
 }
 
-/// A whole backend: both roles. Code that holds an `Arc<dyn Store>` calls either;
+/// A whole backend: every role. Code that holds an `Arc<dyn Store>` calls any;
 /// code that needs one role takes that role.
-pub trait Store: Archive + Consumers {}
+pub trait Store: Archive + Consumers + Transfer {}
 
-impl<T: Archive + Consumers + ?Sized> Store for T {}
+impl<T: Archive + Consumers + Transfer + ?Sized> Store for T {}

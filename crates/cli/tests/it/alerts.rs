@@ -23,7 +23,7 @@ fn audit_event(id: &str, ts: i64, actor: &str, resource_type: &str, action: &str
 
 /// Injects the events the tests expect alerts for: a token created (high), an owner
 /// added (critical), and 25 variable deletions by one actor in a minute (a burst).
-fn inject_critical_events(sim: &Sim) {
+pub(crate) fn inject_critical_events(sim: &Sim) {
     let now = jiff::Timestamp::now().as_second();
     sim.add_event_json(
         now,
@@ -75,7 +75,7 @@ async fn all_delivered(env: &Env, deliveries: u64) -> Value {
 
 /// The config of these tests: one organization on the simulator, the noisy built-in
 /// rules off, and the given destinations.
-fn config(env: &Env, sim: &Sim, destinations: &str) -> std::path::PathBuf {
+pub(crate) fn config(env: &Env, sim: &Sim, destinations: &str) -> std::path::PathBuf {
     std::fs::write(env.path("hook.secret"), HOOK_SECRET).unwrap();
     let text = format!(
         r#"
@@ -250,7 +250,7 @@ fn alerts_run(env: &Env, cfg: &str) -> tokio::process::Child {
 
 /// Syncs history, starts the alert engine, then lets the critical events arrive and
 /// syncs them: the next evaluation raises their alerts.
-async fn critical_events_synced(env: &Env, sim: &Sim, cfg: &str) {
+pub(crate) async fn critical_events_synced(env: &Env, sim: &Sim, cfg: &str) {
     let sync = || env.command(None, &["--config", cfg, "sync"]).env("SIM_TOKEN", sim.token()).output();
     assert!(sync().await.unwrap().status.success());
     assert!(env.run(None, &["--config", cfg, "alerts", "run", "--once"]).await.status.success());

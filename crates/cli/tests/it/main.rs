@@ -12,6 +12,7 @@ mod crash;
 mod dashboard;
 mod demo;
 mod faults;
+mod migrate;
 mod output;
 mod serve;
 mod sync;

@@ -1,0 +1,559 @@
+//! The transfer role (`tfaudit migrate`): the archive's non-event state read and
+//! loaded whole, and events copied from another archive appended in order.
+
+use std::borrow::Cow;
+use std::collections::{BTreeMap, HashMap};
+
+use postgres::types::{ToSql, Type};
+use postgres::{IsolationLevel, Transaction};
+use sha2::Digest;
+use tfaudit_store::{
+    Alert, AlertState, ArchiveState, ConsumerState, DeliveryCopy, DeliveryState, DestinationState, GapState,
+    RejectState, Result, RunState, RunTally, SourceState, StoreError, StoredEvent, Transfer, Walk,
+};
+
+use crate::{PostgresStore, SEQ_LOCK, big, count, ms, ts, ts_opt};
+
+const HOUR_MS: i64 = 3_600_000;
+
+/// Tables whose ids `load_state` writes itself: their identity sequences are moved
+/// past the ids loaded, so that the next row a sync or an alert adds gets a new one.
+const KEPT_IDS: [&str; 5] = ["runs", "gaps", "rejects", "alerts", "deliveries"];
+
+/// PostgreSQL's `text` cannot hold a NUL, which untrusted fields may carry: indexed
+/// columns and alert texts keep U+FFFD in its place, as ingest does (the raw event
+/// keeps every byte, and events read back take their fields from it).
+fn nul_free(s: &str) -> Cow<'_, str> {
+    if s.contains('\0') { Cow::Owned(s.replace('\0', "\u{FFFD}")) } else { Cow::Borrowed(s) }
+}
+
+fn nul_free_opt(s: &Option<String>) -> Option<Cow<'_, str>> {
+    s.as_deref().map(nul_free)
+}
+
+/// A reject's text, from a `text` column or (so that an element holding a NUL keeps
+/// its bytes) a `bytea` one.
+fn reject_raw(r: &postgres::Row, at: usize) -> String {
+    if *r.columns()[at].type_() == Type::BYTEA {
+        String::from_utf8_lossy(r.get::<_, &[u8]>(at)).into_owned()
+    } else {
+        r.get(at)
+    }
+}
+
+fn unknown(name: &str) -> StoreError {
+    StoreError::Database(format!("no source named {name:?} in the archive; create it before copying its events"))
+}
+
+impl PostgresStore {
+    fn source_ids(&self, tx: &mut Transaction<'_>) -> Result<HashMap<String, i64>> {
+        Ok(tx
+            .query("SELECT name, id FROM sources", &[])
+            .map_err(|e| self.db(&e))?
+            .iter()
+            .map(|r| (r.get(0), r.get(1)))
+            .collect())
+    }
+
+    fn read_state(&self, tx: &mut Transaction<'_>) -> Result<ArchiveState> {
+        let db = |e: postgres::Error| self.db(&e);
+        let names: HashMap<i64, String> =
+            tx.query("SELECT id, name FROM sources", &[]).map_err(db)?.iter().map(|r| (r.get(0), r.get(1))).collect();
+        let name = |id: i64| names.get(&id).cloned().unwrap_or_default();
+        let sources = tx
+            .query(
+                "SELECT name, address, organization_id, cursor_ms, reconciled_ms, walk_started_ms, walk_since_ms,
+                        walk_next_page, walk_page_size, walk_newest_ms, walk_oldest_ms, walk_gap_from_ms,
+                        alert_start_seq, reject_count, created_ms
+                 FROM sources ORDER BY id",
+                &[],
+            )
+            .map_err(db)?
+            .iter()
+            .map(|r| SourceState {
+                name: r.get(0),
+                address: r.get(1),
+                organization_id: r.get(2),
+                cursor: ts_opt(r.get(3)),
+                reconciled: ts_opt(r.get(4)),
+                walk: r.get::<_, Option<i64>>(5).map(|started| Walk {
+                    since: ts_opt(r.get(6)),
+                    next_page: count(r.get::<_, Option<i64>>(7).unwrap_or(0)),
+                    page_size: u32::try_from(r.get::<_, Option<i64>>(8).unwrap_or(0)).unwrap_or(0),
+                    newest: ts_opt(r.get(9)),
+                    oldest: ts_opt(r.get(10)),
+                    gap_from: ts_opt(r.get(11)),
+                    started_at: ts(started),
+                }),
+                alert_start_seq: r.get(12),
+                reject_count: count(r.get(13)),
+                created_at: ts(r.get(14)),
+            })
+            .collect();
+        let runs = tx
+            .query(
+                "SELECT id, source_id, started_ms, finished_ms, result, error, pages, requests, retries, new_events,
+                        duplicates, rejects FROM runs ORDER BY id",
+                &[],
+            )
+            .map_err(db)?
+            .iter()
+            .map(|r| RunState {
+                id: r.get(0),
+                source: name(r.get(1)),
+                started_at: ts(r.get(2)),
+                finished_at: ts_opt(r.get(3)),
+                result: r.get(4),
+                error: r.get(5),
+                tally: RunTally {
+                    pages: count(r.get(6)),
+                    requests: count(r.get(7)),
+                    retries: count(r.get(8)),
+                    new_events: count(r.get(9)),
+                    duplicates: count(r.get(10)),
+                    rejects: count(r.get(11)),
+                },
+            })
+            .collect();
+        let gaps = tx
+            .query("SELECT id, source_id, from_ms, to_ms, detected_ms FROM gaps ORDER BY id", &[])
+            .map_err(db)?
+            .iter()
+            .map(|r| GapState {
+                id: r.get(0),
+                source: name(r.get(1)),
+                from: ts(r.get(2)),
+                to: ts(r.get(3)),
+                detected_at: ts(r.get(4)),
+            })
+            .collect();
+        let rejects = tx
+            .query(
+                "SELECT id, source_id, run_id, reason, raw, first_seen_ms, last_seen_ms, times_seen FROM rejects ORDER BY id",
+                &[],
+            )
+            .map_err(db)?
+            .iter()
+            .map(|r| RejectState {
+                id: r.get(0),
+                source: name(r.get(1)),
+                run_id: r.get(2),
+                reason: r.get(3),
+                raw: reject_raw(r, 4),
+                first_seen: ts(r.get(5)),
+                last_seen: ts(r.get(6)),
+                times_seen: count(r.get(7)),
+            })
+            .collect();
+        let consumers = tx
+            .query(
+                "SELECT name, position, state, (extract(epoch FROM updated_at) * 1000)::bigint FROM consumers ORDER BY name",
+                &[],
+            )
+            .map_err(db)?
+            .iter()
+            .map(|r| ConsumerState { name: r.get(0), position: r.get(1), state: r.get(2), updated_at: ts(r.get(3)) })
+            .collect();
+        let mut deliveries: HashMap<i64, Vec<DeliveryCopy>> = HashMap::new();
+        for r in tx
+            .query(
+                "SELECT alert_id, id, destination, state, attempts, next_attempt_ms, lease_until_ms, last_error, delivered_ms
+                 FROM deliveries ORDER BY id",
+                &[],
+            )
+            .map_err(db)?
+        {
+            let state: String = r.get(3);
+            deliveries.entry(r.get(0)).or_default().push(DeliveryCopy {
+                id: r.get(1),
+                destination: r.get(2),
+                state: DeliveryState::parse(&state).unwrap_or(DeliveryState::Pending),
+                attempts: count(r.get(4)),
+                next_attempt: ts(r.get(5)),
+                lease_until: ts_opt(r.get(6)),
+                last_error: r.get(7),
+                delivered_at: ts_opt(r.get(8)),
+            });
+        }
+        let alerts = tx
+            .query(
+                "SELECT id, key, rule, severity, group_key, title, text, source, event_seq, event_id, event_ms, count,
+                        window_start_ms, window_end_ms, link, event, raised_ms FROM alerts ORDER BY id",
+                &[],
+            )
+            .map_err(db)?
+            .iter()
+            .map(|r| {
+                let id: i64 = r.get(0);
+                AlertState {
+                    id,
+                    alert: Alert {
+                        key: r.get(1),
+                        rule: r.get(2),
+                        severity: r.get(3),
+                        group: r.get(4),
+                        title: r.get(5),
+                        text: r.get(6),
+                        source: r.get(7),
+                        event_seq: r.get(8),
+                        event_id: r.get(9),
+                        event_time: ts(r.get(10)),
+                        count: count(r.get(11)),
+                        window_start: ts_opt(r.get(12)),
+                        window_end: ts_opt(r.get(13)),
+                        link: r.get(14),
+                        event: r.get(15),
+                    },
+                    raised_at: ts(r.get(16)),
+                    deliveries: deliveries.remove(&id).unwrap_or_default(),
+                }
+            })
+            .collect();
+        let destinations = tx
+            .query("SELECT name, misconfigured, misconfigured_ms FROM destinations ORDER BY name", &[])
+            .map_err(db)?
+            .iter()
+            .map(|r| DestinationState { name: r.get(0), misconfigured: r.get(1), misconfigured_at: ts_opt(r.get(2)) })
+            .collect();
+        Ok(ArchiveState { sources, runs, gaps, rejects, consumers, alerts, destinations })
+    }
+}
+
+impl Transfer for PostgresStore {
+    fn archive_state(&self) -> Result<ArchiveState> {
+        let mut conn = self.conn()?;
+        // Repeatable read: every table from one snapshot.
+        let mut tx = conn
+            .client
+            .build_transaction()
+            .isolation_level(IsolationLevel::RepeatableRead)
+            .read_only(true)
+            .start()
+            .map_err(|e| self.db(&e))?;
+        let state = self.read_state(&mut tx)?;
+        tx.commit().map_err(|e| self.db(&e))?;
+        Ok(state)
+    }
+
+    fn append_copied(&self, events: &[StoredEvent]) -> Result<()> {
+        let mut conn = self.conn()?;
+        let mut tx = conn.client.transaction().map_err(|e| self.db(&e))?;
+        let db = |e: postgres::Error| self.db(&e);
+        let ids = self.source_ids(&mut tx)?;
+        let mut sources = Vec::with_capacity(events.len());
+        for e in events {
+            sources.push(*ids.get(&e.source).ok_or_else(|| unknown(&e.source))?);
+        }
+        // See lib.rs: seqs must become visible in the order they are handed out.
+        tx.execute("SELECT pg_advisory_xact_lock($1)", &[&SEQ_LOCK]).map_err(db)?;
+        let ev: Vec<&tfaudit_model::AuditEvent> = events.iter().map(|e| &e.event).collect();
+        let text = |f: fn(&tfaudit_model::AuditEvent) -> &Option<String>| -> Vec<Option<Cow<'_, str>>> {
+            ev.iter().map(|e| nul_free_opt(f(e))).collect()
+        };
+        let id: Vec<Cow<'_, str>> = ev.iter().map(|e| nul_free(&e.id)).collect();
+        let times: Vec<i64> = ev.iter().map(|e| ms(e.timestamp)).collect();
+        let ingested: Vec<i64> = events.iter().map(|e| ms(e.ingested_at)).collect();
+        let raw: Vec<&[u8]> = ev.iter().map(|e| e.raw.as_bytes()).collect();
+        tx.execute(
+            "INSERT INTO events (id, source_id, organization_id, ts_ms, auth_type, accessor_id, auth_description,
+                                 impersonator_id, request_id, resource_id, resource_type, resource_action, raw, ingested_ms)
+             SELECT u.id, u.src, u.org, u.ts, u.auth, u.acc, u.descr, u.imp, u.req, u.rid, u.rtype, u.ract, u.raw, u.ing
+             FROM unnest($1::text[], $2::int8[], $3::text[], $4::int8[], $5::text[], $6::text[], $7::text[], $8::text[],
+                         $9::text[], $10::text[], $11::text[], $12::text[], $13::bytea[], $14::int8[])
+                  WITH ORDINALITY AS u(id, src, org, ts, auth, acc, descr, imp, req, rid, rtype, ract, raw, ing, ord)
+             ORDER BY u.ord",
+            &[
+                &id,
+                &sources,
+                &text(|e| &e.organization_id),
+                &times,
+                &text(|e| &e.auth_type),
+                &text(|e| &e.accessor_id),
+                &text(|e| &e.auth_description),
+                &text(|e| &e.impersonator_id),
+                &text(|e| &e.request_id),
+                &text(|e| &e.resource_id),
+                &text(|e| &e.resource_type),
+                &text(|e| &e.resource_action),
+                &raw,
+                &ingested,
+            ],
+        )
+        .map_err(db)?;
+        let mut kinds: BTreeMap<(i64, i64, &str, &str), i64> = BTreeMap::new();
+        let mut hourly_actors: BTreeMap<(i64, i64, &str), i64> = BTreeMap::new();
+        let mut actors: BTreeMap<(&str, &str), (i64, i64)> = BTreeMap::new();
+        let mut organizations: Vec<&str> = Vec::new();
+        let mut counters: BTreeMap<i64, (i64, i64, i64, Option<&str>)> = BTreeMap::new();
+        let clean: Vec<tfaudit_model::AuditEvent> = ev
+            .iter()
+            .map(|e| tfaudit_model::AuditEvent {
+                id: String::new(),
+                timestamp: e.timestamp,
+                organization_id: nul_free_opt(&e.organization_id).map(Cow::into_owned),
+                auth_type: None,
+                accessor_id: nul_free_opt(&e.accessor_id).map(Cow::into_owned),
+                auth_description: nul_free_opt(&e.auth_description).map(Cow::into_owned),
+                impersonator_id: None,
+                request_id: None,
+                resource_id: None,
+                resource_type: nul_free_opt(&e.resource_type).map(Cow::into_owned),
+                resource_action: nul_free_opt(&e.resource_action).map(Cow::into_owned),
+                raw: String::new(),
+            })
+            .collect();
+        for (e, &source) in clean.iter().zip(&sources) {
+            let t = ms(e.timestamp);
+            let c = counters.entry(source).or_insert((0, t, t, None));
+            c.0 += 1;
+            c.1 = c.1.min(t);
+            c.2 = c.2.max(t);
+            if let Some(org) = e.organization_id.as_deref() {
+                c.3.get_or_insert(org);
+                organizations.push(org);
+            }
+            let hour = t.div_euclid(HOUR_MS);
+            *kinds
+                .entry((
+                    hour,
+                    source,
+                    e.resource_type.as_deref().unwrap_or(""),
+                    e.resource_action.as_deref().unwrap_or(""),
+                ))
+                .or_default() += 1;
+            let accessor = e.accessor_id.as_deref().unwrap_or("");
+            *hourly_actors.entry((hour, source, accessor)).or_default() += 1;
+            let seen = actors.entry((accessor, e.auth_description.as_deref().unwrap_or(""))).or_insert((t, t));
+            seen.0 = seen.0.min(t);
+            seen.1 = seen.1.max(t);
+        }
+        if !kinds.is_empty() {
+            let hours: Vec<i64> = kinds.keys().map(|k| k.0).collect();
+            let srcs: Vec<i64> = kinds.keys().map(|k| k.1).collect();
+            let types: Vec<&str> = kinds.keys().map(|k| k.2).collect();
+            let acts: Vec<&str> = kinds.keys().map(|k| k.3).collect();
+            let ns: Vec<i64> = kinds.values().copied().collect();
+            tx.execute(
+                "INSERT INTO hourly_kinds (hour, source_id, resource_type, resource_action, n)
+                 SELECT * FROM unnest($1::int8[], $2::int8[], $3::text[], $4::text[], $5::int8[])
+                 ON CONFLICT (hour, source_id, resource_type, resource_action) DO UPDATE SET n = hourly_kinds.n + excluded.n",
+                &[&hours, &srcs, &types, &acts, &ns],
+            )
+            .map_err(db)?;
+            let hours: Vec<i64> = hourly_actors.keys().map(|k| k.0).collect();
+            let srcs: Vec<i64> = hourly_actors.keys().map(|k| k.1).collect();
+            let accs: Vec<&str> = hourly_actors.keys().map(|k| k.2).collect();
+            let ns: Vec<i64> = hourly_actors.values().copied().collect();
+            tx.execute(
+                "INSERT INTO hourly_actors (hour, source_id, accessor_id, n)
+                 SELECT * FROM unnest($1::int8[], $2::int8[], $3::text[], $4::int8[])
+                 ON CONFLICT (hour, source_id, accessor_id) DO UPDATE SET n = hourly_actors.n + excluded.n",
+                &[&hours, &srcs, &accs, &ns],
+            )
+            .map_err(db)?;
+            let accs: Vec<&str> = actors.keys().map(|k| k.0).collect();
+            let descs: Vec<&str> = actors.keys().map(|k| k.1).collect();
+            let firsts: Vec<i64> = actors.values().map(|v| v.0).collect();
+            let lasts: Vec<i64> = actors.values().map(|v| v.1).collect();
+            tx.execute(
+                "INSERT INTO actors (accessor_id, description, first_seen_ms, last_seen_ms)
+                 SELECT * FROM unnest($1::text[], $2::text[], $3::int8[], $4::int8[])
+                 ON CONFLICT (accessor_id, description) DO UPDATE SET
+                     first_seen_ms = least(actors.first_seen_ms, excluded.first_seen_ms),
+                     last_seen_ms = greatest(actors.last_seen_ms, excluded.last_seen_ms)",
+                &[&accs, &descs, &firsts, &lasts],
+            )
+            .map_err(db)?;
+        }
+        if !organizations.is_empty() {
+            organizations.sort_unstable();
+            organizations.dedup();
+            tx.execute(
+                "INSERT INTO organizations (organization_id) SELECT * FROM unnest($1::text[]) ON CONFLICT DO NOTHING",
+                &[&organizations],
+            )
+            .map_err(db)?;
+        }
+        for (source, (n, oldest, newest, org)) in &counters {
+            tx.execute(
+                "UPDATE sources SET event_count = event_count + $2,
+                    oldest_ms = least(coalesce(oldest_ms, $3), $3), newest_ms = greatest(coalesce(newest_ms, $4), $4),
+                    organization_id = coalesce(organization_id, $5)
+                 WHERE id = $1",
+                &[source, n, oldest, newest, org],
+            )
+            .map_err(db)?;
+        }
+        tx.commit().map_err(db)
+    }
+
+    fn load_state(&self, state: &ArchiveState) -> Result<()> {
+        let mut conn = self.conn()?;
+        let mut tx = conn.client.transaction().map_err(|e| self.db(&e))?;
+        let db = |e: postgres::Error| self.db(&e);
+        for s in &state.sources {
+            let w = s.walk.as_ref();
+            tx.execute(
+                "INSERT INTO sources (name, address, created_ms) VALUES ($1, $2, $3) ON CONFLICT (name) DO NOTHING",
+                &[&s.name, &s.address, &ms(s.created_at)],
+            )
+            .map_err(db)?;
+            tx.execute(
+                "UPDATE sources SET address = $2, organization_id = $3, cursor_ms = $4, reconciled_ms = $5,
+                    walk_started_ms = $6, walk_since_ms = $7, walk_next_page = $8, walk_page_size = $9,
+                    walk_newest_ms = $10, walk_oldest_ms = $11, walk_gap_from_ms = $12,
+                    alert_start_seq = $13, reject_count = $14, created_ms = $15
+                 WHERE name = $1",
+                &[
+                    &s.name,
+                    &s.address,
+                    &s.organization_id,
+                    &s.cursor.map(ms),
+                    &s.reconciled.map(ms),
+                    &w.map(|w| ms(w.started_at)),
+                    &w.and_then(|w| w.since.map(ms)),
+                    &w.map(|w| big(w.next_page)),
+                    &w.map(|w| i64::from(w.page_size)),
+                    &w.and_then(|w| w.newest.map(ms)),
+                    &w.and_then(|w| w.oldest.map(ms)),
+                    &w.and_then(|w| w.gap_from.map(ms)),
+                    &s.alert_start_seq,
+                    &big(s.reject_count),
+                    &ms(s.created_at),
+                ],
+            )
+            .map_err(db)?;
+        }
+        let ids = self.source_ids(&mut tx)?;
+        let id = |name: &str| ids.get(name).copied().ok_or_else(|| unknown(name));
+        tx.batch_execute(
+            "DELETE FROM runs; DELETE FROM gaps; DELETE FROM rejects; DELETE FROM consumers;
+             DELETE FROM deliveries; DELETE FROM alerts; DELETE FROM destinations;",
+        )
+        .map_err(db)?;
+        for r in &state.runs {
+            tx.execute(
+                "INSERT INTO runs (id, source_id, started_ms, finished_ms, result, error, pages, requests, retries,
+                    new_events, duplicates, rejects) OVERRIDING SYSTEM VALUE
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
+                &[
+                    &r.id,
+                    &id(&r.source)?,
+                    &ms(r.started_at),
+                    &r.finished_at.map(ms),
+                    &r.result,
+                    &r.error,
+                    &big(r.tally.pages),
+                    &big(r.tally.requests),
+                    &big(r.tally.retries),
+                    &big(r.tally.new_events),
+                    &big(r.tally.duplicates),
+                    &big(r.tally.rejects),
+                ],
+            )
+            .map_err(db)?;
+        }
+        for g in &state.gaps {
+            tx.execute(
+                "INSERT INTO gaps (id, source_id, from_ms, to_ms, detected_ms) OVERRIDING SYSTEM VALUE
+                 VALUES ($1, $2, $3, $4, $5)",
+                &[&g.id, &id(&g.source)?, &ms(g.from), &ms(g.to), &ms(g.detected_at)],
+            )
+            .map_err(db)?;
+        }
+        let insert_reject = tx
+            .prepare(
+                "INSERT INTO rejects (id, source_id, run_id, reason, raw, raw_sha256, first_seen_ms, last_seen_ms, times_seen)
+                 OVERRIDING SYSTEM VALUE VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+            )
+            .map_err(db)?;
+        for r in &state.rejects {
+            let hash = sha2::Sha256::digest(r.raw.as_bytes()).to_vec();
+            let raw: &(dyn ToSql + Sync) =
+                if insert_reject.params()[4] == Type::BYTEA { &r.raw.as_bytes() } else { &r.raw };
+            tx.execute(
+                &insert_reject,
+                &[
+                    &r.id,
+                    &id(&r.source)?,
+                    &r.run_id,
+                    &nul_free(&r.reason),
+                    raw,
+                    &hash,
+                    &ms(r.first_seen),
+                    &ms(r.last_seen),
+                    &big(r.times_seen),
+                ],
+            )
+            .map_err(db)?;
+        }
+        for c in &state.consumers {
+            tx.execute(
+                "INSERT INTO consumers (name, position, state, updated_at)
+                 VALUES ($1, $2, $3, to_timestamp($4::float8 / 1000))",
+                &[&c.name, &c.position, &c.state, &(ms(c.updated_at) as f64)],
+            )
+            .map_err(db)?;
+        }
+        for a in &state.alerts {
+            let x = &a.alert;
+            tx.execute(
+                "INSERT INTO alerts (id, key, rule, severity, group_key, title, text, source, event_seq, event_id,
+                    event_ms, count, window_start_ms, window_end_ms, link, event, raised_ms) OVERRIDING SYSTEM VALUE
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)",
+                &[
+                    &a.id,
+                    &nul_free(&x.key),
+                    &nul_free(&x.rule),
+                    &x.severity,
+                    &nul_free_opt(&x.group),
+                    &nul_free(&x.title),
+                    &nul_free(&x.text),
+                    &nul_free(&x.source),
+                    &x.event_seq,
+                    &nul_free(&x.event_id),
+                    &ms(x.event_time),
+                    &big(x.count),
+                    &x.window_start.map(ms),
+                    &x.window_end.map(ms),
+                    &nul_free_opt(&x.link),
+                    &nul_free(&x.event),
+                    &ms(a.raised_at),
+                ],
+            )
+            .map_err(db)?;
+            for d in &a.deliveries {
+                tx.execute(
+                    "INSERT INTO deliveries (id, alert_id, destination, state, attempts, next_attempt_ms, lease_until_ms,
+                        last_error, delivered_ms) OVERRIDING SYSTEM VALUE VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+                    &[
+                        &d.id,
+                        &a.id,
+                        &d.destination,
+                        &d.state.as_str(),
+                        &big(d.attempts),
+                        &ms(d.next_attempt),
+                        &d.lease_until.map(ms),
+                        &nul_free_opt(&d.last_error),
+                        &d.delivered_at.map(ms),
+                    ],
+                )
+                .map_err(db)?;
+            }
+        }
+        for d in &state.destinations {
+            tx.execute(
+                "INSERT INTO destinations (name, misconfigured, misconfigured_ms) VALUES ($1, $2, $3)",
+                &[&d.name, &d.misconfigured, &d.misconfigured_at.map(ms)],
+            )
+            .map_err(db)?;
+        }
+        for table in KEPT_IDS {
+            tx.batch_execute(&format!(
+                "SELECT setval(pg_get_serial_sequence('{table}', 'id'), coalesce(max(id), 0) + 1, false) FROM {table}"
+            ))
+            .map_err(db)?;
+        }
+        tx.commit().map_err(db)
+    }
+}
