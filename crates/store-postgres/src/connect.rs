@@ -86,6 +86,7 @@ pub fn parse(url: &str) -> Result<Target, StoreError> {
     let mut config: postgres::Config =
         rest.parse().map_err(|e: postgres::Error| bad(format!("not a valid PostgreSQL URL ({e})")))?;
     let mut password = config.get_password().map(|p| String::from_utf8_lossy(p).into_owned());
+    let url_has_password = password.is_some();
     if password.is_none()
         && let Ok(p) = std::env::var("PGPASSWORD")
         && !p.is_empty()
@@ -95,8 +96,12 @@ pub fn parse(url: &str) -> Result<Target, StoreError> {
     }
     if let Some(p) = &password {
         tfaudit_model::redact::register(p);
+        // The URL too, where it may hold the password in another spelling
+        // (percent-encoded); a URL without one stays readable in messages.
+        if url_has_password {
+            tfaudit_model::redact::register(url);
+        }
     }
-    tfaudit_model::redact::register(url);
     if config.get_user().is_none() {
         // As libpq: the operating system user's name.
         if let Ok(user) = std::env::var("USER") {

@@ -4,7 +4,6 @@
 use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap};
 
-use postgres::types::{ToSql, Type};
 use postgres::{IsolationLevel, Transaction};
 use sha2::Digest;
 use tfaudit_store::{
@@ -12,6 +11,7 @@ use tfaudit_store::{
     RejectState, Result, RunState, RunTally, SourceState, StoreError, StoredEvent, Transfer, Walk,
 };
 
+use crate::nul_free;
 use crate::{PostgresStore, SEQ_LOCK, big, count, ms, ts, ts_opt};
 
 const HOUR_MS: i64 = 3_600_000;
@@ -20,25 +20,13 @@ const HOUR_MS: i64 = 3_600_000;
 /// past the ids loaded, so that the next row a sync or an alert adds gets a new one.
 const KEPT_IDS: [&str; 5] = ["runs", "gaps", "rejects", "alerts", "deliveries"];
 
-/// PostgreSQL's `text` cannot hold a NUL, which untrusted fields may carry: indexed
-/// columns and alert texts keep U+FFFD in its place, as ingest does (the raw event
-/// keeps every byte, and events read back take their fields from it).
-fn nul_free(s: &str) -> Cow<'_, str> {
-    if s.contains('\0') { Cow::Owned(s.replace('\0', "\u{FFFD}")) } else { Cow::Borrowed(s) }
-}
-
 fn nul_free_opt(s: &Option<String>) -> Option<Cow<'_, str>> {
     s.as_deref().map(nul_free)
 }
 
-/// A reject's text, from a `text` column or (so that an element holding a NUL keeps
-/// its bytes) a `bytea` one.
+/// A reject's text (`bytea`, so that an element holding a NUL keeps its bytes).
 fn reject_raw(r: &postgres::Row, at: usize) -> String {
-    if *r.columns()[at].type_() == Type::BYTEA {
-        String::from_utf8_lossy(r.get::<_, &[u8]>(at)).into_owned()
-    } else {
-        r.get(at)
-    }
+    String::from_utf8_lossy(r.get::<_, &[u8]>(at)).into_owned()
 }
 
 fn unknown(name: &str) -> StoreError {
@@ -469,8 +457,7 @@ impl Transfer for PostgresStore {
             .map_err(db)?;
         for r in &state.rejects {
             let hash = sha2::Sha256::digest(r.raw.as_bytes()).to_vec();
-            let raw: &(dyn ToSql + Sync) =
-                if insert_reject.params()[4] == Type::BYTEA { &r.raw.as_bytes() } else { &r.raw };
+            let raw = r.raw.as_bytes();
             tx.execute(
                 &insert_reject,
                 &[
@@ -478,7 +465,7 @@ impl Transfer for PostgresStore {
                     &id(&r.source)?,
                     &r.run_id,
                     &nul_free(&r.reason),
-                    raw,
+                    &raw,
                     &hash,
                     &ms(r.first_seen),
                     &ms(r.last_seen),
