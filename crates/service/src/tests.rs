@@ -155,6 +155,8 @@ async fn serving_reports_the_listeners_turns_ready_after_the_first_sync_and_stop
     let (_, metrics) = ready;
     let text = http.get(format!("http://{}/metrics", metrics.unwrap())).send().await.unwrap().text().await.unwrap();
     assert!(text.contains(&format!("tfaudit_events_ingested_total{{organization=\"acme\"}} {EVENTS}")), "{text}");
+    assert!(text.contains("tfaudit_lease_held{organization=\"acme\"} 1"), "{text}");
+    assert!(text.contains("tfaudit_lease_changes_total{organization=\"acme\",change=\"acquired\"} 1"), "{text}");
     cancel.cancel();
     let outcome = tokio::time::timeout(Duration::from_secs(30), run).await.expect("stopped on cancel").unwrap();
     assert_eq!(outcome.unwrap(), Outcome::Cancelled);
@@ -175,4 +177,43 @@ async fn a_taken_address_is_refused_before_anything_is_synced() {
     assert!(recorder.syncs.lock().unwrap().is_empty());
     assert_eq!(stored(&store), 0);
     sim.stop().await;
+}
+
+/// Two instances on one archive with two organizations: each ends up holding one
+/// lease (whichever started first gives one up to the other), both organizations are
+/// synced, each event stored once; stopping releases the leases.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_instances_spread_the_organizations_and_release_them_on_stop() {
+    let (sim_a, sim_b) = (sim(1).await, sim(2).await);
+    let (_dir, store) = archive();
+    let cancel = CancellationToken::new();
+    let mut runs = Vec::new();
+    for instance in ["one", "two"] {
+        let mut config = ServiceConfig::new(vec![organization(&sim_a, "a"), organization(&sim_b, "b")]);
+        config.cluster = crate::Cluster { instance: instance.into(), lease: Duration::from_secs(1) };
+        let service = Service::new(config);
+        runs.push(tokio::spawn(service.run(tfaudit_store::Guarded::wrap(store.clone()), cancel.clone())));
+    }
+    tokio::time::timeout(Duration::from_secs(60), async {
+        loop {
+            let leases = store.leases().unwrap();
+            let mut holders: Vec<&str> = leases.iter().map(|l| l.holder.as_str()).collect();
+            holders.sort_unstable();
+            if holders == ["one", "two"] && stored(&store) == 2 * EVENTS {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await
+    .expect("each instance holds one organization, and both are synced");
+    cancel.cancel();
+    for run in runs {
+        let outcome = tokio::time::timeout(Duration::from_secs(30), run).await.expect("stopped on cancel").unwrap();
+        assert_eq!(outcome.unwrap(), Outcome::Cancelled);
+    }
+    assert_eq!(store.leases().unwrap(), [], "stopping releases every lease");
+    assert_eq!(stored(&store), 2 * EVENTS);
+    sim_a.stop().await;
+    sim_b.stop().await;
 }

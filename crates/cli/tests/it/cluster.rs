@@ -1,0 +1,182 @@
+//! Several `tfaudit watch` processes on one archive (SQLite file, PostgreSQL
+//! database): one syncs the organization at a time under its lease; killed
+//! (`kill -9`) or frozen (SIGSTOP) it is replaced within 3 lease periods, a frozen
+//! one thawed is fenced off, and the archive ends up holding exactly what the
+//! simulator served, each event once.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use tfaudit_sim::SimConfig;
+use tokio::process::Child;
+
+use crate::harness::{Env, assert_archive_equals, served, start, text};
+
+const LEASE: Duration = Duration::from_secs(1);
+
+/// A PostgreSQL database of its own for one test, dropped after it, on the server
+/// named by `TFAUDIT_TEST_POSTGRES` (as the store's own tests use).
+struct TestDb {
+    name: String,
+    url: String,
+}
+
+fn admin_url() -> String {
+    std::env::var("TFAUDIT_TEST_POSTGRES").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
+}
+
+fn admin() -> postgres::Client {
+    postgres::Client::connect(&admin_url(), postgres::NoTls).unwrap_or_else(|e| {
+        panic!("the PostgreSQL tests need a server at TFAUDIT_TEST_POSTGRES or 127.0.0.1:5432: {e}")
+    })
+}
+
+impl TestDb {
+    fn new() -> Self {
+        let name = format!("tfaudit_it_{}_{:08x}", std::process::id(), rand_suffix());
+        admin().batch_execute(&format!("CREATE DATABASE {name} ENCODING 'UTF8' TEMPLATE template0")).unwrap();
+        let base = admin_url();
+        let (head, query) = base.split_once('?').map_or((base.as_str(), None), |(h, q)| (h, Some(q)));
+        let root = head.rsplit_once('/').map_or(head, |(r, _)| r);
+        let url = match query {
+            Some(q) => format!("{root}/{name}?{q}"),
+            None => format!("{root}/{name}"),
+        };
+        Self { name, url }
+    }
+}
+
+fn rand_suffix() -> u32 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos());
+    h.finish() as u32
+}
+
+impl Drop for TestDb {
+    fn drop(&mut self) {
+        let _ = std::thread::scope(|s| {
+            s.spawn(|| admin().batch_execute(&format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name))).join()
+        });
+    }
+}
+
+fn signal(child: &Child, sig: &str) {
+    let pid = child.id().expect("running").to_string();
+    assert!(std::process::Command::new("kill").args([sig, &pid]).status().unwrap().success(), "kill {sig} {pid}");
+}
+
+/// The organization's lease holder and event count, by `status --format json`.
+async fn holder_and_events(env: &Env) -> (Option<String>, u64) {
+    let out = env.run(None, &["status", "--format", "json"]).await;
+    if !out.status.success() {
+        return (None, 0);
+    }
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let org = &v["organizations"][0];
+    (org["lease"]["holder"].as_str().map(str::to_owned), org["events"].as_u64().unwrap_or(0))
+}
+
+/// Polls until the lease is held by one of `among`, and returns it.
+async fn wait_for_holder(env: &Env, among: &[&str], within: Duration) -> String {
+    let deadline = Instant::now() + within;
+    loop {
+        if let (Some(h), _) = holder_and_events(env).await
+            && among.contains(&h.as_str())
+        {
+            return h;
+        }
+        assert!(Instant::now() < deadline, "no instance among {among:?} took the lease within {within:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+async fn three_instances_take_over_and_store_everything_once(env: Env, hostile: f64) {
+    let sim = start(SimConfig { events: 600, live_rate: 20.0, hostile, ..SimConfig::default() }).await;
+    let names = ["w1", "w2", "w3"];
+    let mut children: HashMap<&str, Child> = HashMap::new();
+    for name in names {
+        let child = env
+            .command(
+                Some(&sim),
+                &["watch", "--interval", "1s", "--lease", "1s", "--instance", name, "--rate-limit", "0", "--no-alerts"],
+            )
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        children.insert(name, child);
+    }
+    let first = wait_for_holder(&env, &names, Duration::from_secs(30)).await;
+
+    // Killed: another instance holds it within 3 lease periods.
+    signal(&children[first.as_str()], "-KILL");
+    let killed = Instant::now();
+    let rest: Vec<&str> = names.iter().copied().filter(|n| *n != first).collect();
+    let second = wait_for_holder(&env, &rest, LEASE * 10).await;
+    assert!(killed.elapsed() <= LEASE * 3 + Duration::from_millis(500), "takeover took {:?}", killed.elapsed());
+
+    // Frozen: the last one takes over; thawed, the frozen one's writes are fenced off.
+    let frozen = children.get(second.as_str()).unwrap();
+    signal(frozen, "-STOP");
+    let stopped = Instant::now();
+    let last: Vec<&str> = rest.iter().copied().filter(|n| *n != second).collect();
+    let third = wait_for_holder(&env, &last, LEASE * 10).await;
+    assert!(stopped.elapsed() <= LEASE * 3 + Duration::from_millis(500), "takeover took {:?}", stopped.elapsed());
+    signal(frozen, "-CONT");
+
+    // Everything served is archived once, by whoever holds the lease.
+    sim.set_live(false);
+    let target = served(&sim).len() as u64;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let (holder, events) = holder_and_events(&env).await;
+        assert!(events <= target, "{events} events counted, more than the {target} served");
+        if events == target {
+            assert_eq!(holder.as_deref(), Some(third.as_str()), "the thawed instance did not take the lease back");
+            break;
+        }
+        if Instant::now() >= deadline {
+            let mut logs = String::new();
+            for (name, child) in children.drain() {
+                let _ = std::process::Command::new("kill").args(["-9", &child.id().unwrap_or(0).to_string()]).status();
+                let out = child.wait_with_output().await.unwrap();
+                logs.push_str(&format!("--- {name}\n{}\n", text(&out.stderr)));
+            }
+            panic!("the archive never caught up: {events} of {target}\n{logs}");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    for name in [second.as_str(), third.as_str()] {
+        let child = children.remove(name).unwrap();
+        signal(&child, "-TERM");
+        let out = child.wait_with_output().await.unwrap();
+        assert_eq!(out.status.code(), Some(0), "{name}: {}", text(&out.stderr));
+        if name == second {
+            let log = text(&out.stderr);
+            assert!(
+                log.contains("lost the organization's lease"),
+                "the thawed instance knew it lost the lease:\n{log}"
+            );
+        }
+    }
+    assert_archive_equals(&env, &sim).await;
+    let (holder, _) = holder_and_events(&env).await;
+    assert_eq!(holder, None, "instances stopping cleanly release their leases");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_watch_instances_on_one_sqlite_archive_take_over_and_store_everything_once() {
+    three_instances_take_over_and_store_everything_once(Env::new(), SimConfig::default().hostile).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_watch_instances_on_one_postgres_archive_take_over_and_store_everything_once() {
+    let db = tokio::task::spawn_blocking(TestDb::new).await.unwrap();
+    let mut env = Env::new();
+    env.db = db.url.clone().into();
+    // No hostile strings: NUL characters in PostgreSQL text columns are fixed on
+    // another branch; once merged this runs with the simulator's default.
+    three_instances_take_over_and_store_everything_once(env, 0.0).await;
+    tokio::task::spawn_blocking(move || drop(db)).await.unwrap();
+}
