@@ -10,6 +10,9 @@ use tfaudit_store::{Fence, Lease, Leases, Result, StoreError, ttl_ms};
 
 use crate::{PostgresStore, ts};
 
+/// How long a fenced write's transaction may sit idle before the server ends it.
+const FENCED_IDLE_LIMIT: &str = "SET LOCAL idle_in_transaction_session_timeout = '2s'";
+
 /// The database's clock, in milliseconds.
 const NOW_MS: &str = "(extract(epoch FROM clock_timestamp()) * 1000)::int8";
 
@@ -19,6 +22,12 @@ impl PostgresStore {
     /// transaction.
     pub(crate) fn check_fence(&self, tx: &mut postgres::Transaction<'_>, fence: Option<&Fence>) -> Result<()> {
         let Some(f) = fence else { return Ok(()) };
+        // A holder frozen (SIGSTOP) inside this transaction would keep the lease row
+        // (and the seq lock) locked for as long as it is frozen, and the instance
+        // taking over would wait on it: the server ends such a transaction once it
+        // sits idle this long. Its statements are sent back to back, so a live writer
+        // never comes near it.
+        tx.batch_execute(FENCED_IDLE_LIMIT).map_err(|e| self.db(&e))?;
         let held = tx
             .query_opt(
                 "SELECT 1 FROM leases WHERE name = $1 AND holder = $2 AND epoch = $3 FOR SHARE",

@@ -57,10 +57,10 @@ fn gap_banner(r: &SyncReport) {
 pub async fn sync(cli: &Cli, args: &SyncArgs) -> Result<(), Failure> {
     let config = settings::config(cli)?;
     let organizations = settings::organizations(args, None, config.as_ref())?;
+    let cluster = settings::cluster(None, None, config.as_ref())?;
     let store = settings::open_archive(cli, config.as_ref(), Mode::CreateIfMissing)?;
     let cancel = crate::stop_on_signals();
     let show_bar = !cli.quiet && std::io::stderr().is_terminal();
-    let cluster = settings::cluster(None, None, config.as_ref())?;
     let mut failure = None;
     let mut out = crate::output::Stdout::new();
     for org in &organizations {
@@ -180,6 +180,7 @@ const ONE_SHOT_LEASE: std::time::Duration = std::time::Duration::from_secs(3);
 pub async fn watch(cli: &Cli, args: &WatchArgs, server: Option<tfaudit_server::Options>) -> Result<(), Failure> {
     let config = settings::config(cli)?;
     let organizations = settings::organizations(&args.sync, args.interval, config.as_ref())?;
+    let cluster = settings::cluster(args.lease.map(|l| l.0), args.instance.as_deref(), config.as_ref())?;
     let store = settings::open_archive(cli, config.as_ref(), Mode::CreateIfMissing)?;
     let cancel = crate::stop_on_signals();
     let alerts_on = !args.no_alerts && config.as_ref().is_none_or(|(_, f)| f.alerts.enabled != Some(false));
@@ -196,7 +197,7 @@ pub async fn watch(cli: &Cli, args: &WatchArgs, server: Option<tfaudit_server::O
         })
         .collect::<Vec<_>>();
     let mut service = ServiceConfig::new(organizations);
-    service.cluster = settings::cluster(args.lease.map(|l| l.0), args.instance.as_deref(), config.as_ref())?;
+    service.cluster = cluster;
     service.alerts = alert_settings;
     service.serve = server;
     let report = Arc::new(Lines { json: args.sync.json });
