@@ -2,7 +2,8 @@
 //! database): one syncs the organization at a time under its lease; killed
 //! (`kill -9`) or frozen (SIGSTOP) it is replaced within 3 lease periods, a frozen
 //! one thawed is fenced off, and the archive ends up holding exactly what the
-//! simulator served, each event once.
+//! simulator served, each event once, with the alert rules evaluated to the end and
+//! no alert raised twice.
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -99,7 +100,7 @@ async fn three_instances_take_over_and_store_everything_once(env: Env, hostile: 
         let child = env
             .command(
                 Some(&sim),
-                &["watch", "--interval", "1s", "--lease", "1s", "--instance", name, "--rate-limit", "0", "--no-alerts"],
+                &["watch", "--interval", "1s", "--lease", "1s", "--instance", name, "--rate-limit", "0"],
             )
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::piped())
@@ -146,6 +147,26 @@ async fn three_instances_take_over_and_store_everything_once(env: Env, hostile: 
             panic!("the archive never caught up: {events} of {target}\n{logs}");
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // The alert rules were evaluated up to the newest event, whichever instance held
+    // `consumer:alerts` after the others were killed or frozen, and no alert twice.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let status: serde_json::Value =
+            serde_json::from_str(&env.ok(None, &["status", "--format", "json"]).await).unwrap();
+        if status["alerts"]["cursor"].as_i64() == status["alerts"]["newest_seq"].as_i64() {
+            break;
+        }
+        assert!(Instant::now() < deadline, "alert evaluation stalled: {}", status["alerts"]);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let alerts: Vec<serde_json::Value> =
+        serde_json::from_str(&env.ok(None, &["alerts", "list", "--limit", "0", "--format", "json"]).await).unwrap();
+    assert!(!alerts.is_empty(), "the live events raise alerts, or this check would say nothing");
+    let mut raised = std::collections::HashSet::new();
+    for a in &alerts {
+        let what = (a["rule"].to_string(), a["event_id"].to_string(), a["group"].to_string());
+        assert!(raised.insert(what.clone()), "alert raised twice: {what:?}");
     }
     for name in [second.as_str(), third.as_str()] {
         let child = children.remove(name).unwrap();
