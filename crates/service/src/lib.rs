@@ -225,8 +225,14 @@ impl Service {
         // does not first reach for more than its share.
         members.beat(&store).await;
         let heartbeat = tokio::spawn(cluster::heartbeat_forever(store.clone(), members.clone(), cancel.clone()));
-        organizations::sync_all(store, orgs, members, cancel, on_sync, on_lease).await;
+        organizations::sync_all(store.clone(), orgs, members, cancel, on_sync, on_lease).await;
         let _ = heartbeat.await;
+        // Its leases are released: a last heartbeat that ends now lets the others
+        // count one instance fewer at once, and take all of them.
+        let instance = config.cluster.instance.clone();
+        if let Err(e) = tfaudit_store::blocking(&store, move |s| s.heartbeat(&instance, Duration::ZERO)).await {
+            tracing::debug!("the last heartbeat failed: {e}; this instance's heartbeat expires by itself");
+        }
         if let Some(task) = alert_task {
             let _ = task.await;
         }

@@ -213,6 +213,7 @@ async fn two_instances_spread_the_organizations_and_release_them_on_stop() {
         assert_eq!(outcome.unwrap(), Outcome::Cancelled);
     }
     assert_eq!(store.leases().unwrap(), [], "stopping releases every lease");
+    assert_eq!(store.live_instances().unwrap(), Vec::<String>::new(), "and ends the instance's heartbeat");
     assert_eq!(stored(&store), 2 * EVENTS);
     sim_a.stop().await;
     sim_b.stop().await;

@@ -143,4 +143,6 @@ pub fn instances_are_live_until_their_heartbeat_expires(fresh: Fresh<'_>) {
         assert!(live.contains(&"a".to_owned()) && live.contains(&"b".to_owned()), "{live:?}");
         std::thread::yield_now();
     }
+    a.heartbeat("b", Duration::ZERO).unwrap();
+    assert_eq!(a.live_instances().unwrap(), ["a"], "a heartbeat with no time left ends at once");
 }

@@ -111,8 +111,8 @@ pub trait Leases: Send + Sync {
     fn live_instances(&self) -> Result<Vec<String>>;
 }
 
-/// `ttl` in milliseconds, at least 1.
+/// `ttl` in milliseconds (a zero ttl ends a heartbeat or lease at once).
 #[must_use]
 pub fn ttl_ms(ttl: Duration) -> i64 {
-    i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX).max(1)
+    i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX)
 }
