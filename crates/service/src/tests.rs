@@ -181,17 +181,23 @@ async fn a_taken_address_is_refused_before_anything_is_synced() {
 
 /// Two instances on one archive with two organizations: each ends up holding one
 /// lease (whichever started first gives one up to the other), both organizations are
-/// synced, each event stored once; stopping releases the leases.
+/// synced, each event stored once, and each instance's `/readyz` is ready for both
+/// (judged by the archive's last successful sync, wherever it ran); stopping releases
+/// the leases.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_instances_spread_the_organizations_and_release_them_on_stop() {
     let (sim_a, sim_b) = (sim(1).await, sim(2).await);
     let (_dir, store) = archive();
     let cancel = CancellationToken::new();
     let mut runs = Vec::new();
+    let mut recorders = Vec::new();
     for instance in ["one", "two"] {
         let mut config = ServiceConfig::new(vec![organization(&sim_a, "a"), organization(&sim_b, "b")]);
         config.cluster = crate::Cluster { instance: instance.into(), lease: Duration::from_secs(1) };
-        let service = Service::new(config);
+        config.serve = Some(serve_on_any_port());
+        let recorder = Arc::new(Recorder::default());
+        recorders.push(recorder.clone());
+        let service = Service::new(config).report_to(recorder);
         runs.push(tokio::spawn(service.run(tfaudit_store::Guarded::wrap(store.clone()), cancel.clone())));
     }
     tokio::time::timeout(Duration::from_secs(60), async {
@@ -207,6 +213,14 @@ async fn two_instances_spread_the_organizations_and_release_them_on_stop() {
     })
     .await
     .expect("each instance holds one organization, and both are synced");
+    let http = reqwest::Client::new();
+    for recorder in &recorders {
+        let (api, _) = recorder.listening.lock().unwrap().expect("listening");
+        let r = http.get(format!("http://{api}/readyz")).send().await.unwrap();
+        assert_eq!(r.status(), reqwest::StatusCode::OK, "{}", r.text().await.unwrap());
+    }
+    let synced_here: Vec<usize> = recorders.iter().map(|r| r.syncs.lock().unwrap().len()).collect();
+    assert!(synced_here.iter().all(|n| *n >= 1), "each instance synced its own organization: {synced_here:?}");
     cancel.cancel();
     for run in runs {
         let outcome = tokio::time::timeout(Duration::from_secs(30), run).await.expect("stopped on cancel").unwrap();
