@@ -141,10 +141,11 @@ async fn sync_under_lease(
         if let Some(l) = held.into_iter().find(|l| l.name == name) {
             if live.contains(&l.holder) {
                 return Err(Failure::Store(format!(
-                    "{} is being synced by instance {} (since {}); it keeps the archive current, so no sync is needed, or stop that instance first",
+                    "{} is being synced by instance {} (since {}); it keeps the archive current, so no sync is needed (if that instance has stopped, its lease ends at {})",
                     terminal_safe(&org.name),
                     terminal_safe(&l.holder),
-                    time(l.since)
+                    time(l.since),
+                    time(l.expires)
                 )));
             }
             if !told {

@@ -201,3 +201,30 @@ async fn three_watch_instances_on_one_postgres_archive_take_over_and_store_every
     three_instances_take_over_and_store_everything_once(env, 0.0).await;
     tokio::task::spawn_blocking(move || drop(db)).await.unwrap();
 }
+
+/// A one-shot `sync` while a `watch` instance holds the organization's lease is
+/// refused with exit 5, naming the instance; once the instance stops (releasing its
+/// lease), `sync` runs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_one_shot_sync_defers_to_a_running_instance() {
+    let sim = start(SimConfig { events: 200, ..SimConfig::default() }).await;
+    let env = Env::new();
+    let watch = env
+        .command(Some(&sim), &["watch", "--interval", "1h", "--instance", "node-a", "--rate-limit", "0", "--no-alerts"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_for_holder(&env, &["node-a"], Duration::from_secs(30)).await;
+    let out = env.sync(&sim, &[]).await;
+    assert_eq!(out.status.code(), Some(5), "{}", text(&out.stderr));
+    let err = text(&out.stderr);
+    assert!(err.contains("is being synced by instance node-a"), "{err}");
+    assert_eq!(err.lines().count(), 1, "{err}");
+    signal(&watch, "-TERM");
+    let stopped = watch.wait_with_output().await.unwrap();
+    assert_eq!(stopped.status.code(), Some(0), "{}", text(&stopped.stderr));
+    let out = env.sync(&sim, &[]).await;
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_archive_equals(&env, &sim).await;
+}
