@@ -224,9 +224,11 @@ impl Service {
         // Counted once before any lease is taken, so that an instance joining others
         // does not first reach for more than its share.
         members.beat(&store).await;
-        let heartbeat = tokio::spawn(cluster::heartbeat_forever(store.clone(), members.clone(), cancel.clone()));
+        // In a set so that it ends with this future even when that is dropped.
+        let mut heartbeat = tokio::task::JoinSet::new();
+        heartbeat.spawn(cluster::heartbeat_forever(store.clone(), members.clone(), cancel.clone()));
         organizations::sync_all(store.clone(), orgs, members, cancel, on_sync, on_lease).await;
-        let _ = heartbeat.await;
+        while heartbeat.join_next().await.is_some() {}
         // Its leases are released: a last heartbeat that ends now lets the others
         // count one instance fewer at once, and take all of them.
         let instance = config.cluster.instance.clone();

@@ -232,3 +232,68 @@ async fn two_instances_spread_the_organizations_and_release_them_on_stop() {
     sim_a.stop().await;
     sim_b.stop().await;
 }
+
+/// Twelve organizations over three instances: each holds a third; when one dies (its
+/// task aborted: no release, no last heartbeat), its organizations move to the other
+/// two within 3 lease periods, half each. (1 s on top for scheduling: the machine's
+/// 2 cores run twelve simulators and three instances here.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn organizations_spread_over_three_instances_and_move_when_one_dies() {
+    const ORGS: u64 = 12;
+    let lease = Duration::from_secs(2);
+    let mut sims = Vec::new();
+    for seed in 1..=ORGS {
+        sims.push(sim(seed).await);
+    }
+    let (_dir, store) = archive();
+    let cancel = CancellationToken::new();
+    let mut runs = Vec::new();
+    for instance in ["one", "two", "three"] {
+        let orgs = sims.iter().enumerate().map(|(i, s)| organization(s, &format!("org-{i:02}"))).collect();
+        let mut config = ServiceConfig::new(orgs);
+        config.cluster = crate::Cluster { instance: instance.into(), lease };
+        runs.push(tokio::spawn(Service::new(config).run(store.clone(), cancel.clone())));
+    }
+    let held_by = |store: &Arc<dyn Store>| {
+        let mut counts: HashMap<String, usize> = HashMap::new();
+        for l in store.leases().unwrap() {
+            *counts.entry(l.holder).or_default() += 1;
+        }
+        counts
+    };
+    let spread = tokio::time::timeout(Duration::from_secs(60), async {
+        loop {
+            let counts = held_by(&store);
+            if counts.len() == 3 && counts.values().all(|n| *n == 4) && stored(&store) == ORGS * EVENTS {
+                return counts;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await
+    .expect("a third each, and every organization synced");
+    assert_eq!(spread.values().sum::<usize>(), 12);
+    // "three" dies.
+    runs.pop().unwrap().abort();
+    let died = std::time::Instant::now();
+    tokio::time::timeout(Duration::from_secs(30), async {
+        loop {
+            let counts = held_by(&store);
+            if counts.get("one") == Some(&6) && counts.get("two") == Some(&6) {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await
+    .expect("the dead instance's organizations move to the others");
+    assert!(died.elapsed() < lease * 3 + Duration::from_secs(1), "took {:?}", died.elapsed());
+    cancel.cancel();
+    for run in runs {
+        let _ = tokio::time::timeout(Duration::from_secs(30), run).await.expect("stopped on cancel");
+    }
+    assert_eq!(stored(&store), ORGS * EVENTS, "each event once");
+    for s in sims {
+        s.stop().await;
+    }
+}

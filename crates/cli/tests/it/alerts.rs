@@ -23,7 +23,7 @@ fn audit_event(id: &str, ts: i64, actor: &str, resource_type: &str, action: &str
 
 /// Injects the events the tests expect alerts for: a token created (high), an owner
 /// added (critical), and 25 variable deletions by one actor in a minute (a burst).
-fn inject_critical_events(sim: &Sim) {
+pub(crate) fn inject_critical_events(sim: &Sim) {
     let now = jiff::Timestamp::now().as_second();
     sim.add_event_json(
         now,
