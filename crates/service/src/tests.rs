@@ -233,13 +233,13 @@ async fn two_instances_spread_the_organizations_and_release_them_on_stop() {
     sim_b.stop().await;
 }
 
-/// Twelve organizations over three instances: each holds a third; when one dies (its
+/// Six organizations over three instances: each holds a third; when one dies (its
 /// task aborted: no release, no last heartbeat), its organizations move to the other
-/// two within 3 lease periods, half each. (1 s on top for scheduling: the machine's
-/// 2 cores run twelve simulators and three instances here.)
+/// two within 3 lease periods, half each. (3 s on top for scheduling: the machine's
+/// 2 cores run this beside the crate's other tests, each with its simulators.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn organizations_spread_over_three_instances_and_move_when_one_dies() {
-    const ORGS: u64 = 12;
+    const ORGS: u64 = 6;
     let lease = Duration::from_secs(2);
     let mut sims = Vec::new();
     for seed in 1..=ORGS {
@@ -264,7 +264,7 @@ async fn organizations_spread_over_three_instances_and_move_when_one_dies() {
     let spread = tokio::time::timeout(Duration::from_secs(60), async {
         loop {
             let counts = held_by(&store);
-            if counts.len() == 3 && counts.values().all(|n| *n == 4) && stored(&store) == ORGS * EVENTS {
+            if counts.len() == 3 && counts.values().all(|n| *n == 2) && stored(&store) == ORGS * EVENTS {
                 return counts;
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
@@ -272,14 +272,14 @@ async fn organizations_spread_over_three_instances_and_move_when_one_dies() {
     })
     .await
     .expect("a third each, and every organization synced");
-    assert_eq!(spread.values().sum::<usize>(), 12);
+    assert_eq!(spread.values().sum::<usize>(), 6);
     // "three" dies.
     runs.pop().unwrap().abort();
     let died = std::time::Instant::now();
     tokio::time::timeout(Duration::from_secs(30), async {
         loop {
             let counts = held_by(&store);
-            if counts.get("one") == Some(&6) && counts.get("two") == Some(&6) {
+            if counts.get("one") == Some(&3) && counts.get("two") == Some(&3) {
                 return;
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
@@ -287,7 +287,7 @@ async fn organizations_spread_over_three_instances_and_move_when_one_dies() {
     })
     .await
     .expect("the dead instance's organizations move to the others");
-    assert!(died.elapsed() < lease * 3 + Duration::from_secs(1), "took {:?}", died.elapsed());
+    assert!(died.elapsed() < lease * 3 + Duration::from_secs(3), "took {:?}", died.elapsed());
     cancel.cancel();
     for run in runs {
         let _ = tokio::time::timeout(Duration::from_secs(30), run).await.expect("stopped on cancel");
