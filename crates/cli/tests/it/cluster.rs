@@ -84,6 +84,22 @@ async fn holder_and_events(env: &Env) -> (Option<String>, u64) {
     (org["lease"]["holder"].as_str().map(str::to_owned), org["events"].as_u64().unwrap_or(0))
 }
 
+/// Polls until the lease is held by one of `among`, at most `within`.
+async fn try_wait_for_holder(env: &Env, among: &[&str], within: Duration) -> Option<String> {
+    let deadline = Instant::now() + within;
+    loop {
+        if let (Some(h), _) = holder_and_events(env).await
+            && among.contains(&h.as_str())
+        {
+            return Some(h);
+        }
+        if Instant::now() >= deadline {
+            return None;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 /// Polls until the lease is held by one of `among`, and returns it.
 async fn wait_for_holder(env: &Env, among: &[&str], within: Duration) -> String {
     let deadline = Instant::now() + within;
@@ -98,7 +114,10 @@ async fn wait_for_holder(env: &Env, among: &[&str], within: Duration) -> String 
     }
 }
 
-async fn three_instances_take_over_and_store_everything_once(env: Env, hostile: f64) {
+/// `sqlite`: the archive is one SQLite file, where a process frozen inside a write
+/// transaction holds the file's write lock, so no other process can write (take the
+/// lease) until it thaws; PostgreSQL ends such a transaction instead.
+async fn three_instances_take_over_and_store_everything_once(env: Env, hostile: f64, sqlite: bool) {
     let sim = start(SimConfig { events: 600, live_rate: 20.0, hostile, ..SimConfig::default() }).await;
     let names = ["w1", "w2", "w3"];
     let mut children: HashMap<&str, Child> = HashMap::new();
@@ -126,11 +145,16 @@ async fn three_instances_take_over_and_store_everything_once(env: Env, hostile: 
     // Frozen: the last one takes over; thawed, the frozen one's writes are fenced off.
     let frozen = children.get(second.as_str()).unwrap();
     signal(frozen, "-STOP");
-    let stopped = Instant::now();
     let last: Vec<&str> = rest.iter().copied().filter(|n| *n != second).collect();
-    let third = wait_for_holder(&env, &last, LEASE * 10).await;
-    assert!(stopped.elapsed() <= LEASE * 3 + SLACK, "takeover took {:?}", stopped.elapsed());
+    let taken = try_wait_for_holder(&env, &last, LEASE * 3 + SLACK).await;
     signal(frozen, "-CONT");
+    let (third, fenced_off) = match taken {
+        Some(h) => (h, true),
+        // Frozen inside a write (rare): the takeover waited for the thaw, if it
+        // happened at all.
+        None if sqlite => (wait_for_holder(&env, &rest, LEASE * 10).await, false),
+        None => panic!("no instance among {last:?} took the lease from the frozen one within 3 lease periods"),
+    };
     // Events every alert rule set raises on, after the takeovers.
     crate::alerts::inject_critical_events(&sim);
 
@@ -177,12 +201,12 @@ async fn three_instances_take_over_and_store_everything_once(env: Env, hostile: 
         let what = (a["rule"].to_string(), a["event_id"].to_string(), a["group"].to_string());
         assert!(raised.insert(what.clone()), "alert raised twice: {what:?}");
     }
-    for name in [second.as_str(), third.as_str()] {
-        let child = children.remove(name).unwrap();
+    let _ = children.remove(first.as_str()).unwrap().wait().await;
+    for (name, child) in children.drain() {
         signal(&child, "-TERM");
         let out = child.wait_with_output().await.unwrap();
         assert_eq!(out.status.code(), Some(0), "{name}: {}", text(&out.stderr));
-        if name == second {
+        if name == second && fenced_off {
             let log = text(&out.stderr);
             assert!(
                 log.contains("lost the organization's lease"),
@@ -197,7 +221,7 @@ async fn three_instances_take_over_and_store_everything_once(env: Env, hostile: 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_watch_instances_on_one_sqlite_archive_take_over_and_store_everything_once() {
-    three_instances_take_over_and_store_everything_once(Env::new(), SimConfig::default().hostile).await;
+    three_instances_take_over_and_store_everything_once(Env::new(), SimConfig::default().hostile, true).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -207,7 +231,7 @@ async fn three_watch_instances_on_one_postgres_archive_take_over_and_store_every
     env.db = db.url.clone().into();
     // No hostile strings: NUL characters in PostgreSQL text columns are fixed on
     // another branch; once merged this runs with the simulator's default.
-    three_instances_take_over_and_store_everything_once(env, 0.0).await;
+    three_instances_take_over_and_store_everything_once(env, 0.0, false).await;
     tokio::task::spawn_blocking(move || drop(db)).await.unwrap();
 }
 
