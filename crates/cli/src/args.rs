@@ -168,6 +168,14 @@ pub struct WatchArgs {
     /// A rules file, added to the built-in rules [default: the config's [alerts] rules]
     #[arg(long, value_name = "FILE")]
     pub rules: Option<PathBuf>,
+
+    /// How long an organization's lease lasts unless renewed; instances sharing an archive take over a dead one's organizations within 3 of these [env: TFAUDIT_LEASE] [default: [cluster] lease, else 15s]
+    #[arg(long, value_name = "DURATION")]
+    pub lease: Option<Duration>,
+
+    /// This instance's name among those sharing the archive [default: [cluster] instance, else HOSTNAME-PID]
+    #[arg(long, value_name = "NAME")]
+    pub instance: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

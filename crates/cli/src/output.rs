@@ -328,6 +328,10 @@ pub fn status_text(sources: &[SourceStatus], out: &mut dyn Write) -> io::Result<
             }
         }
         writeln!(out, "  last ok     {}", s.last_success.map_or_else(|| "never".to_owned(), time))?;
+        match &s.lease {
+            Some(l) => writeln!(out, "  synced by   {} since {}", terminal_safe(&l.holder), time(l.since))?,
+            None => writeln!(out, "  synced by   no instance now")?,
+        }
         if let Some(w) = &s.walk_in_progress {
             writeln!(
                 out,

@@ -250,6 +250,45 @@ pub fn serve(
     Ok(options)
 }
 
+/// This instance's name and lease period, from `--instance`/`--lease`,
+/// `TFAUDIT_LEASE` and `[cluster]`.
+pub fn cluster(
+    lease: Option<std::time::Duration>,
+    instance: Option<&str>,
+    config: Option<&(PathBuf, ConfigFile)>,
+) -> Result<tfaudit_service::Cluster, Failure> {
+    let section = config.map(|(_, f)| f.cluster.clone()).unwrap_or_default();
+    let env = std::env::var("TFAUDIT_LEASE").ok().filter(|v| !v.trim().is_empty());
+    let (from, lease) = match (lease, env, section.lease) {
+        (Some(l), _, _) => ("--lease", l),
+        (None, Some(text), _) => {
+            let l = tfaudit_config::parse_duration(text.trim()).map_err(|e| {
+                Failure::Usage(format!("TFAUDIT_LEASE {text:?} is not a duration ({e}); write e.g. TFAUDIT_LEASE=15s"))
+            })?;
+            ("TFAUDIT_LEASE", l)
+        }
+        (None, None, Some(l)) => ("[cluster] lease", l.0),
+        (None, None, None) => ("--lease", tfaudit_service::DEFAULT_LEASE),
+    };
+    if lease < std::time::Duration::from_secs(1) {
+        return Err(Failure::Usage(format!(
+            "{from} {} is too short: a lease must last at least 1s (the default is 15s)",
+            tfaudit_config::Duration(lease)
+        )));
+    }
+    let (from, instance) = match (instance, section.instance) {
+        (Some(i), _) => ("--instance", i.to_owned()),
+        (None, Some(i)) => ("[cluster] instance", i),
+        (None, None) => ("--instance", tfaudit_service::default_instance()),
+    };
+    if instance.trim().is_empty() || instance.len() > 200 || instance.chars().any(char::is_control) {
+        return Err(Failure::Usage(format!(
+            "{from} {instance:?}: name this instance with 1 to 200 printable characters, unique among the instances sharing the archive"
+        )));
+    }
+    Ok(tfaudit_service::Cluster { instance, lease })
+}
+
 fn check_name(name: &str) -> Result<(), Failure> {
     if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-' | ':')) {
         return Err(Failure::Usage(format!("--name {name:?}: use letters, digits, '.', '_', '-' or ':'")));

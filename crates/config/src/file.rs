@@ -64,6 +64,21 @@ pub struct ConfigFile {
     /// `tfaudit serve`'s listeners and access token.
     #[serde(default)]
     pub serve: ServeSection,
+    /// Several instances on one archive: this instance's name and the lease period.
+    #[serde(default)]
+    pub cluster: ClusterSection,
+}
+
+/// `[cluster]`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClusterSection {
+    /// How long an organization's lease lasts unless renewed (default 15s): an
+    /// instance that dies is replaced within about three of these.
+    pub lease: Option<Duration>,
+    /// This instance's name, unique among those sharing the archive (default: host
+    /// name and process id).
+    pub instance: Option<String>,
 }
 
 /// `[serve]`.

@@ -11,8 +11,8 @@ pub mod when;
 pub use credentials::{CredentialsError, Env, Explicit, FoundToken, ProcessEnv, TokenSource, find_token};
 pub use duration::{Duration, parse_duration};
 pub use file::{
-    AlertsSection, ArchiveLocation, ConfigError, ConfigFile, DestinationKind, DestinationSection, OrganizationSection,
-    ServeSection, SyncSection, SyncSettings,
+    AlertsSection, ArchiveLocation, ClusterSection, ConfigError, ConfigFile, DestinationKind, DestinationSection,
+    OrganizationSection, ServeSection, SyncSection, SyncSettings,
 };
 pub use secret::{Secret, SecretSource};
 pub use size::ByteSize;

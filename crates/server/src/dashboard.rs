@@ -349,6 +349,7 @@ async fn status(State(state): State<AppState>) -> Response {
                 name => shown(&s.name), organization_id => shown_opt(&s.organization_id), address => shown(&s.address), events => s.events,
                 oldest => time_opt(s.oldest), newest => time_opt(s.newest), cursor => time_opt(s.cursor),
                 last_run => last_run, last_success => time_opt(s.last_success), rejects => s.rejects,
+                synced_by => s.lease.as_ref().map_or_else(|| "no instance now".to_owned(), |l| format!("{} since {}", shown(&l.holder), time(l.since))),
                 ready => a.is_none_or(|a| a.ready), reason => a.and_then(|a| a.reason.as_deref().map(shown)),
                 gaps => s.gaps.iter().map(|g| context! { from => time(g.from), to => time(g.to), found => time(g.detected_at) }).collect::<Vec<_>>(),
             }

@@ -16,7 +16,7 @@ use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetri
 use prometheus_client::metrics::MetricType;
 use prometheus_client::metrics::counter::{ConstCounter, Counter};
 use prometheus_client::metrics::family::Family;
-use prometheus_client::metrics::gauge::ConstGauge;
+use prometheus_client::metrics::gauge::{ConstGauge, Gauge};
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::{Registry, Unit};
 use tfaudit_api::ClientStats;
@@ -33,6 +33,12 @@ struct Org {
 struct SyncResult {
     organization: String,
     result: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct LeaseChange {
+    organization: String,
+    change: String,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -199,6 +205,8 @@ pub struct Metrics {
     syncs: Family<SyncResult, Counter>,
     sync_duration: Family<Org, Histogram, fn() -> Histogram>,
     http: Family<Http, Counter>,
+    lease_held: Family<Org, Gauge>,
+    lease_changes: Family<LeaseChange, Counter>,
     live: Arc<Live>,
 }
 
@@ -242,13 +250,37 @@ impl Metrics {
             "Requests to the API and dashboard, by route and status",
             http.clone(),
         );
+        let lease_held = Family::<Org, Gauge>::default();
+        registry.register(
+            "tfaudit_lease_held",
+            "1 while this instance holds the organization's lease (syncs it), else 0",
+            lease_held.clone(),
+        );
+        let lease_changes = Family::<LeaseChange, Counter>::default();
+        registry.register(
+            "tfaudit_lease_changes",
+            "Changes of this instance's hold on an organization's lease (acquired, lost, released)",
+            lease_changes.clone(),
+        );
         let live = Arc::new(Live::default());
         registry.register_collector(Box::new(live.clone()));
-        Self { registry, events_ingested, syncs, sync_duration, http, live }
+        Self { registry, events_ingested, syncs, sync_duration, http, lease_held, lease_changes, live }
+    }
+
+    /// Counts a change of this instance's hold on an organization's lease:
+    /// `acquired`, `lost` or `released`.
+    pub fn lease(&self, organization: &str, change: &str) {
+        let org = Org { organization: organization.to_owned() };
+        self.lease_held.get_or_create(&org).set(i64::from(change == "acquired"));
+        self.lease_changes
+            .get_or_create(&LeaseChange { organization: organization.to_owned(), change: change.to_owned() })
+            .inc();
     }
 
     /// Watches an organization's client for the API request counts.
     pub fn add_client(&self, organization: &str, stats: Arc<ClientStats>) {
+        // Every organization this instance may sync shows 0 until it holds the lease.
+        let _ = self.lease_held.get_or_create(&Org { organization: organization.to_owned() });
         self.live
             .clients
             .lock()

@@ -7,12 +7,26 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tfaudit_alerts::runner::{Courier, Runner, drain};
-use tfaudit_store::Store;
+use tfaudit_store::{ALERTS_LEASE, Store};
 use tokio_util::sync::CancellationToken;
+
+use crate::cluster::{self, Cluster, Held};
 
 /// Evaluates after each `wake` (a sync that stored events) and at least every
 /// `poll`, and delivers beside it, one task per destination, until `cancel`.
-pub async fn run_alerts(mut runner: Runner, cancel: CancellationToken, wake: Arc<tokio::sync::Notify>, poll: Duration) {
+///
+/// With a `cluster`, evaluation runs only while this instance holds the lease
+/// [`ALERTS_LEASE`], so that one instance evaluates at a time (the consumer's
+/// compare-and-set commit would refuse a second one's alerts anyway, after the
+/// wasted work). Deliveries need no lease: each is claimed on its own, so every
+/// instance delivers.
+pub async fn run_alerts(
+    mut runner: Runner,
+    cancel: CancellationToken,
+    wake: Arc<tokio::sync::Notify>,
+    poll: Duration,
+    cluster: Option<Cluster>,
+) {
     let names = loop {
         match runner.destination_names().await {
             Ok(n) => break n,
@@ -33,17 +47,45 @@ pub async fn run_alerts(mut runner: Runner, cancel: CancellationToken, wake: Arc
         let (store, courier, cancel) = (runner.store().clone(), runner.courier().clone(), cancel.clone());
         workers.spawn(async move { deliver_forever(store, courier, name, probe, nudge, poll, cancel).await });
     }
+    let store = runner.store().clone();
+    let mut held: Option<Held> = None;
+    let wait = cluster.as_ref().map_or(poll, |c| poll.min(c.tick()));
     loop {
-        match runner.evaluate().await {
-            Ok(e) if e.alerts > 0 => new_alerts.iter().for_each(|n| n.notify_one()),
-            Ok(_) => {}
-            Err(e) => tracing::error!("alert evaluation failed: {e}; trying again"),
+        let evaluates = match &cluster {
+            None => true,
+            Some(c) => {
+                match held.as_mut() {
+                    None => {
+                        if let Some(lease) = cluster::acquire(&store, c, ALERTS_LEASE).await {
+                            tracing::info!(instance = %c.instance, "this instance evaluates the alert rules now");
+                            held = Some(Held::new(lease));
+                        }
+                    }
+                    Some(h) => {
+                        if h.renewal_due(c.tick()) && !h.renew(&store, c.lease).await {
+                            tracing::warn!("another instance evaluates the alert rules now");
+                            held = None;
+                        }
+                    }
+                }
+                held.is_some()
+            }
+        };
+        if evaluates {
+            match runner.evaluate().await {
+                Ok(e) if e.alerts > 0 => new_alerts.iter().for_each(|n| n.notify_one()),
+                Ok(_) => {}
+                Err(e) => tracing::error!("alert evaluation failed: {e}; trying again"),
+            }
         }
         tokio::select! {
             () = wake.notified() => {}
-            () = tokio::time::sleep(poll) => {}
+            () = tokio::time::sleep(wait) => {}
             () = cancel.cancelled() => break,
         }
+    }
+    if let Some(h) = held {
+        cluster::release(&store, h.lease).await;
     }
     while workers.join_next().await.is_some() {}
 }

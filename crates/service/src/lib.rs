@@ -11,6 +11,7 @@
 //! through [`Report`], so that the CLI words its own lines.
 
 mod alerts;
+pub mod cluster;
 mod organizations;
 #[cfg(test)]
 mod tests;
@@ -26,6 +27,7 @@ use tfaudit_sync::{SyncError, SyncReport};
 use tokio_util::sync::CancellationToken;
 
 pub use alerts::run_alerts;
+pub use cluster::{Cluster, DEFAULT_LEASE, default_instance};
 pub use organizations::Organization;
 
 /// Everything the service runs, resolved and checked by the caller.
@@ -40,13 +42,22 @@ pub struct ServiceConfig {
     /// The alert engine evaluates at least this often, besides after each sync that
     /// stored events (deliveries due for a retry are tried as often).
     pub alert_poll: Duration,
+    /// This instance's name and lease period: each organization is synced only while
+    /// this instance holds its lease, so that several instances share one archive.
+    pub cluster: Cluster,
 }
 
 impl ServiceConfig {
     /// `organizations` synced, with alerts off and nothing served.
     #[must_use]
     pub fn new(organizations: Vec<Organization>) -> Self {
-        Self { organizations, alerts: None, serve: None, alert_poll: Duration::from_secs(1) }
+        Self {
+            organizations,
+            alerts: None,
+            serve: None,
+            alert_poll: Duration::from_secs(1),
+            cluster: Cluster::default(),
+        }
     }
 }
 
@@ -132,6 +143,8 @@ impl Service {
         for o in &orgs {
             tracing::info!(organization = %o.name, address = o.client.address(), interval = %tfaudit_config::Duration(o.interval), "watching");
         }
+        let members = Arc::new(cluster::Membership::new(config.cluster.clone(), orgs.len()));
+        tracing::info!(instance = %config.cluster.instance, lease = %tfaudit_config::Duration(config.cluster.lease), "syncing each organization while this instance holds its lease");
         let health = Arc::new(Health::new(orgs.iter().map(|o| (o.name.clone(), o.interval)).collect()));
         let metrics = Arc::new(Metrics::new());
         for o in &orgs {
@@ -172,10 +185,17 @@ impl Service {
                     return Err(e.into());
                 }
             };
-            Some(tokio::spawn(run_alerts(runner, cancel.clone(), wake.clone(), config.alert_poll)))
+            Some(tokio::spawn(run_alerts(
+                runner,
+                cancel.clone(),
+                wake.clone(),
+                config.alert_poll,
+                Some(config.cluster.clone()),
+            )))
         } else {
             None
         };
+        let lease_metrics = metrics.clone();
         let stopped_by_report = Arc::new(AtomicBool::new(false));
         let on_sync: organizations::OnSync = {
             let (stop, stopped_by_report) = (cancel.clone(), stopped_by_report.clone());
@@ -199,7 +219,22 @@ impl Service {
                 }
             })
         };
-        organizations::sync_all(store, orgs, cancel, on_sync).await;
+        let on_lease: organizations::OnLease =
+            { Arc::new(move |name: &str, change: &'static str| lease_metrics.lease(name, change)) };
+        // Counted once before any lease is taken, so that an instance joining others
+        // does not first reach for more than its share.
+        members.beat(&store).await;
+        // In a set so that it ends with this future even when that is dropped.
+        let mut heartbeat = tokio::task::JoinSet::new();
+        heartbeat.spawn(cluster::heartbeat_forever(store.clone(), members.clone(), cancel.clone()));
+        organizations::sync_all(store.clone(), orgs, members, cancel, on_sync, on_lease).await;
+        while heartbeat.join_next().await.is_some() {}
+        // Its leases are released: a last heartbeat that ends now lets the others
+        // count one instance fewer at once, and take all of them.
+        let instance = config.cluster.instance.clone();
+        if let Err(e) = tfaudit_store::blocking(&store, move |s| s.heartbeat(&instance, Duration::ZERO)).await {
+            tracing::debug!("the last heartbeat failed: {e}; this instance's heartbeat expires by itself");
+        }
         if let Some(task) = alert_task {
             let _ = task.await;
         }

@@ -155,6 +155,8 @@ async fn serving_reports_the_listeners_turns_ready_after_the_first_sync_and_stop
     let (_, metrics) = ready;
     let text = http.get(format!("http://{}/metrics", metrics.unwrap())).send().await.unwrap().text().await.unwrap();
     assert!(text.contains(&format!("tfaudit_events_ingested_total{{organization=\"acme\"}} {EVENTS}")), "{text}");
+    assert!(text.contains("tfaudit_lease_held{organization=\"acme\"} 1"), "{text}");
+    assert!(text.contains("tfaudit_lease_changes_total{organization=\"acme\",change=\"acquired\"} 1"), "{text}");
     cancel.cancel();
     let outcome = tokio::time::timeout(Duration::from_secs(30), run).await.expect("stopped on cancel").unwrap();
     assert_eq!(outcome.unwrap(), Outcome::Cancelled);
@@ -175,4 +177,123 @@ async fn a_taken_address_is_refused_before_anything_is_synced() {
     assert!(recorder.syncs.lock().unwrap().is_empty());
     assert_eq!(stored(&store), 0);
     sim.stop().await;
+}
+
+/// Two instances on one archive with two organizations: each ends up holding one
+/// lease (whichever started first gives one up to the other), both organizations are
+/// synced, each event stored once, and each instance's `/readyz` is ready for both
+/// (judged by the archive's last successful sync, wherever it ran); stopping releases
+/// the leases.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_instances_spread_the_organizations_and_release_them_on_stop() {
+    let (sim_a, sim_b) = (sim(1).await, sim(2).await);
+    let (_dir, store) = archive();
+    let cancel = CancellationToken::new();
+    let mut runs = Vec::new();
+    let mut recorders = Vec::new();
+    for instance in ["one", "two"] {
+        let mut config = ServiceConfig::new(vec![organization(&sim_a, "a"), organization(&sim_b, "b")]);
+        config.cluster = crate::Cluster { instance: instance.into(), lease: Duration::from_secs(1) };
+        config.serve = Some(serve_on_any_port());
+        let recorder = Arc::new(Recorder::default());
+        recorders.push(recorder.clone());
+        let service = Service::new(config).report_to(recorder);
+        runs.push(tokio::spawn(service.run(tfaudit_store::Guarded::wrap(store.clone()), cancel.clone())));
+    }
+    tokio::time::timeout(Duration::from_secs(60), async {
+        loop {
+            let leases = store.leases().unwrap();
+            let mut holders: Vec<&str> = leases.iter().map(|l| l.holder.as_str()).collect();
+            holders.sort_unstable();
+            if holders == ["one", "two"] && stored(&store) == 2 * EVENTS {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await
+    .expect("each instance holds one organization, and both are synced");
+    let http = reqwest::Client::new();
+    for recorder in &recorders {
+        let (api, _) = recorder.listening.lock().unwrap().expect("listening");
+        let r = http.get(format!("http://{api}/readyz")).send().await.unwrap();
+        assert_eq!(r.status(), reqwest::StatusCode::OK, "{}", r.text().await.unwrap());
+    }
+    let synced_here: Vec<usize> = recorders.iter().map(|r| r.syncs.lock().unwrap().len()).collect();
+    assert!(synced_here.iter().all(|n| *n >= 1), "each instance synced its own organization: {synced_here:?}");
+    cancel.cancel();
+    for run in runs {
+        let outcome = tokio::time::timeout(Duration::from_secs(30), run).await.expect("stopped on cancel").unwrap();
+        assert_eq!(outcome.unwrap(), Outcome::Cancelled);
+    }
+    assert_eq!(store.leases().unwrap(), [], "stopping releases every lease");
+    assert_eq!(store.live_instances().unwrap(), Vec::<String>::new(), "and ends the instance's heartbeat");
+    assert_eq!(stored(&store), 2 * EVENTS);
+    sim_a.stop().await;
+    sim_b.stop().await;
+}
+
+/// Six organizations over three instances: each holds a third; when one dies (its
+/// task aborted: no release, no last heartbeat), its organizations move to the other
+/// two within 3 lease periods, half each. (3 s on top for scheduling: the machine's
+/// 2 cores run this beside the crate's other tests, each with its simulators.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn organizations_spread_over_three_instances_and_move_when_one_dies() {
+    const ORGS: u64 = 6;
+    let lease = Duration::from_secs(2);
+    let mut sims = Vec::new();
+    for seed in 1..=ORGS {
+        sims.push(sim(seed).await);
+    }
+    let (_dir, store) = archive();
+    let cancel = CancellationToken::new();
+    let mut runs = Vec::new();
+    for instance in ["one", "two", "three"] {
+        let orgs = sims.iter().enumerate().map(|(i, s)| organization(s, &format!("org-{i:02}"))).collect();
+        let mut config = ServiceConfig::new(orgs);
+        config.cluster = crate::Cluster { instance: instance.into(), lease };
+        runs.push(tokio::spawn(Service::new(config).run(store.clone(), cancel.clone())));
+    }
+    let held_by = |store: &Arc<dyn Store>| {
+        let mut counts: HashMap<String, usize> = HashMap::new();
+        for l in store.leases().unwrap() {
+            *counts.entry(l.holder).or_default() += 1;
+        }
+        counts
+    };
+    let spread = tokio::time::timeout(Duration::from_secs(60), async {
+        loop {
+            let counts = held_by(&store);
+            if counts.len() == 3 && counts.values().all(|n| *n == 2) && stored(&store) == ORGS * EVENTS {
+                return counts;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await
+    .expect("a third each, and every organization synced");
+    assert_eq!(spread.values().sum::<usize>(), 6);
+    // "three" dies.
+    runs.pop().unwrap().abort();
+    let died = std::time::Instant::now();
+    tokio::time::timeout(Duration::from_secs(30), async {
+        loop {
+            let counts = held_by(&store);
+            if counts.get("one") == Some(&3) && counts.get("two") == Some(&3) {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await
+    .expect("the dead instance's organizations move to the others");
+    assert!(died.elapsed() < lease * 3 + Duration::from_secs(3), "took {:?}", died.elapsed());
+    cancel.cancel();
+    for run in runs {
+        let _ = tokio::time::timeout(Duration::from_secs(30), run).await.expect("stopped on cancel");
+    }
+    assert_eq!(stored(&store), ORGS * EVENTS, "each event once");
+    for s in sims {
+        s.stop().await;
+    }
 }

@@ -50,6 +50,10 @@
 //!   and is handed out again after it; the instant itself is left to the backend. A
 //!   claim is not an attempt: `attempts` counts finished ones. A delivery is due when
 //!   its next attempt is at or before `due_by`.
+//! - Leases: a lease is live until its expiry; taking it from another holder, or
+//!   after a release or an expiry, raises its epoch; its own holder taking it again
+//!   while live keeps epoch and `since`. A fenced write whose fence no longer matches
+//!   fails with `StoreError::LeaseLost` and writes nothing.
 
 use std::any::Any;
 use std::ops::Deref;
@@ -60,11 +64,13 @@ use tfaudit_store::Store;
 
 mod alerts;
 mod events;
+mod leases;
 mod sync;
 mod transfer;
 
 pub use alerts::*;
 pub use events::*;
+pub use leases::*;
 pub use sync::*;
 pub use transfer::*;
 
@@ -132,6 +138,12 @@ macro_rules! suite {
             a_misconfigured_destination_is_marked_until_a_delivery_succeeds,
             a_whole_archive_is_copied_with_its_state_and_verified,
             a_stopped_copy_resumes_and_another_archive_is_refused,
+            a_lease_has_one_holder_at_a_time,
+            an_expired_lease_is_taken_over_with_a_higher_epoch,
+            a_write_fenced_by_a_former_holder_stores_nothing,
+            a_released_lease_is_free_at_once,
+            status_shows_each_organizations_lease_holder,
+            instances_are_live_until_their_heartbeat_expires,
         );
     };
     (@checks $fresh:expr; $($check:ident),* $(,)?) => {

@@ -242,7 +242,11 @@ impl PostgresStore {
     /// One page (or several) in one transaction: the events in one statement, then the
     /// rollups, actors, organizations, rejects, the source's counters and walk, and
     /// the run's tally.
-    pub(crate) fn ingest_page(&self, page: &PageWrite<'_>) -> Result<PageOutcome> {
+    pub(crate) fn ingest_page(
+        &self,
+        page: &PageWrite<'_>,
+        fence: Option<&tfaudit_store::Fence>,
+    ) -> Result<PageOutcome> {
         let mut conn = self.conn()?;
         let now = ms(Timestamp::now());
         let statements = [
@@ -300,6 +304,7 @@ impl PostgresStore {
             prepared.push(conn.prepare(sql).map_err(|e| self.db(&e))?);
         }
         let mut tx = conn.client.transaction().map_err(|e| self.db(&e))?;
+        self.check_fence(&mut tx, fence)?;
         // A page for a source that does not exist is refused before anything is
         // written (no foreign keys: they would cost every event a lookup).
         if tx.query_opt(&prepared[9], &[&page.source_id]).map_err(|e| self.db(&e))?.is_none() {
@@ -456,6 +461,7 @@ impl PostgresStore {
         cursor: Option<Timestamp>,
         gap: Option<&Gap>,
         reconciled: Option<Timestamp>,
+        fence: Option<&tfaudit_store::Fence>,
     ) -> Result<()> {
         let mut conn = self.conn()?;
         let lock = conn.prepare("SELECT pg_advisory_xact_lock($1)").map_err(|e| self.db(&e))?;
@@ -471,6 +477,7 @@ impl PostgresStore {
             )
             .map_err(|e| self.db(&e))?;
         let mut tx = conn.client.transaction().map_err(|e| self.db(&e))?;
+        self.check_fence(&mut tx, fence)?;
         // The start point is the newest seq committed: holding the seq lock, no page
         // with lower seqs can still be on its way.
         tx.execute(&lock, &[&SEQ_LOCK]).map_err(|e| self.db(&e))?;
@@ -868,6 +875,7 @@ impl PostgresStore {
                 last_success: ts_opt(r.get(27)),
                 gaps,
                 name,
+                lease: None,
             });
         }
         Ok(out)

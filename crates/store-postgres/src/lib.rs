@@ -25,6 +25,7 @@
 mod archive;
 mod connect;
 mod consumers;
+mod leases;
 mod schema;
 mod transfer;
 
@@ -33,8 +34,8 @@ use std::io;
 use jiff::Timestamp;
 use tfaudit_store::{
     AlertFilter, AlertRecord, AlertStatus, AlertWrite, Archive, CommitOutcome, ConsumerPosition, Consumers,
-    DeliveryJob, DeliveryOutcome, EventFilter, Gap, Order, PageOutcome, PageWrite, Reject, Result, RunCounts,
-    RunResult, SeenValues, Source, SourceStatus, StoreError, StoredEvent, Summary,
+    DeliveryJob, DeliveryOutcome, EventFilter, Fence, Gap, Leases, Order, PageOutcome, PageWrite, Reject, Result,
+    RunCounts, RunResult, SeenValues, Source, SourceStatus, StoreError, StoredEvent, Summary,
 };
 
 pub use connect::TlsMode;
@@ -258,18 +259,19 @@ impl Archive for PostgresStore {
         self.ingest_start_run(source_id, started_at)
     }
 
-    fn store_page(&self, page: &PageWrite<'_>) -> Result<PageOutcome> {
-        self.ingest_page(page)
+    fn store_page_fenced(&self, page: &PageWrite<'_>, fence: Option<&Fence>) -> Result<PageOutcome> {
+        self.ingest_page(page, fence)
     }
 
-    fn finish_walk(
+    fn finish_walk_fenced(
         &self,
         source_id: i64,
         cursor: Option<Timestamp>,
         gap: Option<&Gap>,
         reconciled: Option<Timestamp>,
+        fence: Option<&Fence>,
     ) -> Result<()> {
-        self.ingest_finish_walk(source_id, cursor, gap, reconciled)
+        self.ingest_finish_walk(source_id, cursor, gap, reconciled, fence)
     }
 
     fn finish_run(&self, run_id: i64, result: &RunResult, counts: RunCounts) -> Result<()> {
@@ -297,7 +299,9 @@ impl Archive for PostgresStore {
     }
 
     fn status(&self) -> Result<Vec<SourceStatus>> {
-        self.query_status()
+        let mut status = self.query_status()?;
+        SourceStatus::attach_leases(&mut status, &self.leases()?);
+        Ok(status)
     }
 
     fn rejects(&self, limit: u64) -> Result<Vec<Reject>> {

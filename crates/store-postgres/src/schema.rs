@@ -190,4 +190,19 @@ CREATE TABLE destinations (
     misconfigured_ms bigint
 );
 "#,
+    // 2: leases (which instance syncs which organization, with a fencing epoch) and
+    // the instances' heartbeats. Times by the database's clock.
+    r#"
+CREATE TABLE leases (
+    name       text COLLATE "C" PRIMARY KEY,
+    holder     text COLLATE "C",
+    epoch      bigint NOT NULL,
+    since_ms   bigint NOT NULL,
+    expires_ms bigint NOT NULL
+);
+CREATE TABLE instances (
+    name       text COLLATE "C" PRIMARY KEY,
+    expires_ms bigint NOT NULL
+);
+"#,
 ];

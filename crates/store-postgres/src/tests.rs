@@ -214,3 +214,29 @@ fn a_consumer_following_events_after_never_skips_a_seq() {
     assert_eq!(all.len(), 2 * PAGES * PER_PAGE);
     assert_eq!(seen, all, "the consumer saw every event, in seq order, none skipped");
 }
+
+/// A holder frozen inside a fenced write (its transaction open, the lease row locked)
+/// does not block a takeover for longer than the server's idle limit on fenced
+/// transactions: the server ends the frozen transaction, the takeover goes through,
+/// and the frozen write commits nothing.
+#[test]
+fn a_holder_frozen_inside_a_fenced_write_does_not_block_a_takeover() {
+    use tfaudit_store::Leases;
+    let db = TestDb::new();
+    let store = PostgresStore::open(db.url(), false).expect("open");
+    let old = store.acquire_lease("acme", "one", std::time::Duration::from_millis(100)).unwrap().expect("free");
+    let mut conn = store.conn().unwrap();
+    let mut tx = conn.client.transaction().unwrap();
+    store.check_fence(&mut tx, Some(&old.fence())).expect("the holder's fence holds");
+    // The holder now "freezes": its transaction stays open, idle.
+    let started = std::time::Instant::now();
+    let new = loop {
+        if let Some(l) = store.acquire_lease("acme", "two", std::time::Duration::from_secs(60)).unwrap() {
+            break l;
+        }
+        assert!(started.elapsed() < std::time::Duration::from_secs(20), "never taken over");
+    };
+    assert!(new.epoch > old.epoch);
+    assert!(started.elapsed() < std::time::Duration::from_secs(10), "took {:?}", started.elapsed());
+    assert!(tx.commit().is_err(), "the frozen transaction was ended by the server");
+}

@@ -7,6 +7,7 @@
 
 mod alerts;
 mod glob;
+mod leases;
 mod plan;
 mod schema;
 mod transfer;
@@ -21,8 +22,9 @@ use rusqlite::{Connection, ErrorCode, OptionalExtension, ToSql, params};
 use tfaudit_model::AuditEvent;
 use tfaudit_store::{
     ActorCount, AlertFilter, AlertRecord, AlertStatus, AlertWrite, Archive, CommitOutcome, ConsumerPosition, Consumers,
-    DayCount, DeliveryJob, DeliveryOutcome, EventFilter, Gap, KindCount, Order, PageOutcome, PageWrite, Reject, Result,
-    Run, RunCounts, RunResult, RunTally, SeenValues, Source, SourceStatus, StoreError, StoredEvent, Summary, Walk,
+    DayCount, DeliveryJob, DeliveryOutcome, EventFilter, Fence, Gap, KindCount, Leases, Order, PageOutcome, PageWrite,
+    Reject, Result, Run, RunCounts, RunResult, RunTally, SeenValues, Source, SourceStatus, StoreError, StoredEvent,
+    Summary, Walk,
 };
 
 const HOUR_MS: i64 = 3_600_000;
@@ -671,10 +673,13 @@ impl Archive for SqliteStore {
         Ok(conn.last_insert_rowid())
     }
 
-    fn store_page(&self, page: &PageWrite<'_>) -> Result<PageOutcome> {
+    fn store_page_fenced(&self, page: &PageWrite<'_>, fence: Option<&Fence>) -> Result<PageOutcome> {
         let mut conn = self.lock();
         let now = ms(Timestamp::now());
         let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate).map_err(|e| self.db(e))?;
+        if let Some(lost) = leases::check_fence(&tx, fence).map_err(|e| self.db(e))? {
+            return Err(lost);
+        }
         let mut outcome = PageOutcome::default();
         let mut kinds: HashMap<(i64, &str, &str), i64> = HashMap::new();
         let mut hourly_actors: HashMap<(i64, &str), i64> = HashMap::new();
@@ -830,15 +835,19 @@ impl Archive for SqliteStore {
         Ok(outcome)
     }
 
-    fn finish_walk(
+    fn finish_walk_fenced(
         &self,
         source_id: i64,
         cursor: Option<Timestamp>,
         gap: Option<&Gap>,
         reconciled: Option<Timestamp>,
+        fence: Option<&Fence>,
     ) -> Result<()> {
         let mut conn = self.lock();
         let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate).map_err(|e| self.db(e))?;
+        if let Some(lost) = leases::check_fence(&tx, fence).map_err(|e| self.db(e))? {
+            return Err(lost);
+        }
         let updated = tx
             .execute(
                 "UPDATE sources SET
@@ -1079,6 +1088,7 @@ impl Archive for SqliteStore {
                         last_run: None,
                         last_success: None,
                         gaps: Vec::new(),
+                        lease: None,
                     },
                 ))
             })
@@ -1143,6 +1153,7 @@ impl Archive for SqliteStore {
                 .map_err(|e| self.db(e))?;
             out.push(status);
         }
+        SourceStatus::attach_leases(&mut out, &self.leases()?);
         Ok(out)
     }
 

@@ -209,4 +209,19 @@ INSERT INTO consumers (name, position, state, updated_ms)
     SELECT 'alerts', seq, state, updated_ms FROM alert_consumer WHERE id = 1;
 DROP TABLE alert_consumer;
 ",
+    // 6: leases (which instance syncs which organization, with a fencing epoch) and
+    // the instances' heartbeats, for several processes sharing one archive.
+    r"
+CREATE TABLE leases (
+    name       TEXT PRIMARY KEY,
+    holder     TEXT,
+    epoch      INTEGER NOT NULL,
+    since_ms   INTEGER NOT NULL,
+    expires_ms INTEGER NOT NULL
+);
+CREATE TABLE instances (
+    name       TEXT PRIMARY KEY,
+    expires_ms INTEGER NOT NULL
+);
+",
 ];

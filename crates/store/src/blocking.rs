@@ -128,16 +128,16 @@ macro_rules! guarded {
 
 use crate::{
     AlertFilter, AlertRecord, AlertStatus, AlertWrite, Archive, CommitOutcome, ConsumerPosition, Consumers,
-    DeliveryJob, DeliveryOutcome, EventFilter, Gap, Order, PageOutcome, PageWrite, Reject, RunCounts, RunResult,
-    SeenValues, Source, SourceStatus, StoredEvent, Summary, Transfer, transfer::ArchiveState,
+    DeliveryJob, DeliveryOutcome, EventFilter, Fence, Gap, Lease, Leases, Order, PageOutcome, PageWrite, Reject,
+    RunCounts, RunResult, SeenValues, Source, SourceStatus, StoredEvent, Summary, Transfer, transfer::ArchiveState,
 };
 use jiff::Timestamp;
 
 guarded! { Archive {
     fn source(&self, name: &str, address: &str) -> Result<Source>;
     fn start_run(&self, source_id: i64, started_at: Timestamp) -> Result<i64>;
-    fn store_page(&self, page: &PageWrite<'_>) -> Result<PageOutcome>;
-    fn finish_walk(&self, source_id: i64, cursor: Option<Timestamp>, gap: Option<&Gap>, reconciled: Option<Timestamp>) -> Result<()>;
+    fn store_page_fenced(&self, page: &PageWrite<'_>, fence: Option<&Fence>) -> Result<PageOutcome>;
+    fn finish_walk_fenced(&self, source_id: i64, cursor: Option<Timestamp>, gap: Option<&Gap>, reconciled: Option<Timestamp>, fence: Option<&Fence>) -> Result<()>;
     fn finish_run(&self, run_id: i64, result: &RunResult, counts: RunCounts) -> Result<()>;
     fn events(&self, filter: &EventFilter, order: Order, limit: Option<u64>, each: &mut dyn FnMut(StoredEvent) -> std::io::Result<()>) -> Result<u64>;
     fn event(&self, id: &str) -> Result<Option<StoredEvent>>;
@@ -167,4 +167,13 @@ guarded! { Transfer {
     fn archive_state(&self) -> Result<ArchiveState>;
     fn append_copied(&self, events: &[StoredEvent]) -> Result<()>;
     fn load_state(&self, state: &ArchiveState) -> Result<()>;
+} }
+
+guarded! { Leases {
+    fn acquire_lease(&self, name: &str, holder: &str, ttl: std::time::Duration) -> Result<Option<Lease>>;
+    fn renew_lease(&self, lease: &Lease, ttl: std::time::Duration) -> Result<bool>;
+    fn release_lease(&self, lease: &Lease) -> Result<()>;
+    fn leases(&self) -> Result<Vec<Lease>>;
+    fn heartbeat(&self, instance: &str, ttl: std::time::Duration) -> Result<()>;
+    fn live_instances(&self) -> Result<Vec<String>>;
 } }

@@ -21,6 +21,7 @@ use tfaudit_model::{AuditEvent, RejectedEvent};
 mod alerts;
 pub mod blocking;
 mod filter;
+mod leases;
 pub mod migrate;
 mod transfer;
 pub use alerts::{
@@ -29,6 +30,7 @@ pub use alerts::{
 };
 pub use blocking::{Guarded, blocking, blocking_on};
 pub use filter::{EventFilter, Pattern};
+pub use leases::{ALERTS_LEASE, Fence, Lease, LeaseHolder, Leases, ttl_ms};
 pub use transfer::{
     AlertState, ArchiveState, ConsumerState, DeliveryCopy, DestinationState, GapState, RejectState, RunState,
     SourceState, Transfer,
@@ -59,6 +61,10 @@ pub enum StoreError {
     /// location is shown without its password.
     #[error("the archive location {location} is not usable: {reason}")]
     InvalidLocation { location: String, reason: String },
+    /// A fenced write found that the organization's lease has passed to another
+    /// instance (or was released): nothing of it was written.
+    #[error("the organization {name} is now synced by another instance (its lease passed on); nothing was written")]
+    LeaseLost { name: String },
     #[error("writing output failed: {0}")]
     Output(#[from] io::Error),
 }
@@ -247,6 +253,21 @@ pub struct SourceStatus {
     pub last_success: Option<Timestamp>,
     pub gaps: Vec<Gap>,
     pub rejects: u64,
+    /// The instance that syncs it now and since when (`None` when no instance holds
+    /// its lease).
+    pub lease: Option<LeaseHolder>,
+}
+
+impl SourceStatus {
+    /// Fills in each source's lease holder from `leases` (those held now).
+    pub fn attach_leases(statuses: &mut [SourceStatus], leases: &[Lease]) {
+        for s in statuses {
+            s.lease = leases
+                .iter()
+                .find(|l| l.name == s.name)
+                .map(|l| LeaseHolder { holder: l.holder.clone(), since: l.since });
+        }
+    }
 }
 
 /// A rejected element, as kept.
@@ -279,7 +300,17 @@ pub trait Archive: Send + Sync {
     ///
     /// # Errors
     /// On a database failure; then nothing of the page is stored.
-    fn store_page(&self, page: &PageWrite<'_>) -> Result<PageOutcome>;
+    fn store_page(&self, page: &PageWrite<'_>) -> Result<PageOutcome> {
+        self.store_page_fenced(page, None)
+    }
+
+    /// [`Archive::store_page`], written only while `fence` (when given) still holds:
+    /// checked inside the page's transaction, with the lease row locked.
+    ///
+    /// # Errors
+    /// [`StoreError::LeaseLost`] when the fence no longer holds; on a database
+    /// failure. Either way nothing of the page is stored.
+    fn store_page_fenced(&self, page: &PageWrite<'_>, fence: Option<&Fence>) -> Result<PageOutcome>;
 
     /// Completes a walk in one transaction: moves the cursor (never backwards), clears
     /// the walk, records the gap if there is one, and when the walk re-read a whole
@@ -295,6 +326,22 @@ pub trait Archive: Send + Sync {
         cursor: Option<Timestamp>,
         gap: Option<&Gap>,
         reconciled: Option<Timestamp>,
+    ) -> Result<()> {
+        self.finish_walk_fenced(source_id, cursor, gap, reconciled, None)
+    }
+
+    /// [`Archive::finish_walk`], written only while `fence` (when given) still holds.
+    ///
+    /// # Errors
+    /// [`StoreError::LeaseLost`] when the fence no longer holds; on a database
+    /// failure. Either way the cursor has not moved.
+    fn finish_walk_fenced(
+        &self,
+        source_id: i64,
+        cursor: Option<Timestamp>,
+        gap: Option<&Gap>,
+        reconciled: Option<Timestamp>,
+        fence: Option<&Fence>,
     ) -> Result<()>;
 
     /// Records how a run ended.
@@ -460,6 +507,6 @@ pub trait Consumers: Send + Sync {
 
 /// A whole backend: every role. Code that holds an `Arc<dyn Store>` calls any;
 /// code that needs one role takes that role.
-pub trait Store: Archive + Consumers + Transfer {}
+pub trait Store: Archive + Consumers + Transfer + Leases {}
 
-impl<T: Archive + Consumers + Transfer + ?Sized> Store for T {}
+impl<T: Archive + Consumers + Transfer + Leases + ?Sized> Store for T {}

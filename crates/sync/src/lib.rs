@@ -26,7 +26,7 @@ use jiff::{SignedDuration, Timestamp};
 use serde::Serialize;
 use tfaudit_api::{ApiError, AuditEvent, Client, PageRequest, RejectedEvent};
 use tfaudit_store::{
-    Archive, Gap, PageOutcome, PageWrite, RunCounts, RunResult, RunTally, StoreError, Walk, blocking_on,
+    Archive, Fence, Gap, PageOutcome, PageWrite, RunCounts, RunResult, RunTally, StoreError, Walk, blocking_on,
 };
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -161,6 +161,25 @@ pub async fn sync(
     progress: &dyn Progress,
     cancel: &CancellationToken,
 ) -> Result<SyncReport, SyncError> {
+    sync_fenced(store, client, source_name, options, progress, cancel, None).await
+}
+
+/// [`sync`] under a lease: every page and the walk's completion are written only
+/// while `fence` still holds (checked inside each write's transaction), so an
+/// instance that lost the organization's lease while paused stores nothing more.
+/// A lost lease ends the sync with [`StoreError::LeaseLost`].
+///
+/// # Errors
+/// [`SyncError`]; the run is recorded as failed and everything stored stays.
+pub async fn sync_fenced(
+    store: Arc<dyn Archive>,
+    client: &Client,
+    source_name: &str,
+    options: WalkOptions,
+    progress: &dyn Progress,
+    cancel: &CancellationToken,
+    fence: Option<Fence>,
+) -> Result<SyncReport, SyncError> {
     let started_at = Timestamp::now();
     let (source, run_id) = {
         let (name, address) = (source_name.to_owned(), client.address().to_owned());
@@ -173,7 +192,7 @@ pub async fn sync(
     };
     let requests_before = client.stats().requests();
     let retries_before = client.stats().retries();
-    let result = walk(store.clone(), client, &source, run_id, options, progress, cancel).await;
+    let result = walk(store.clone(), client, &source, run_id, options, progress, cancel, fence).await;
     progress.end();
     let counts = RunCounts {
         requests: client.stats().requests() - requests_before,
@@ -192,6 +211,7 @@ pub async fn sync(
     })
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn walk(
     store: Arc<dyn Archive>,
     client: &Client,
@@ -200,6 +220,7 @@ async fn walk(
     options: WalkOptions,
     progress: &dyn Progress,
     cancel: &CancellationToken,
+    fence: Option<Fence>,
 ) -> Result<SyncReport, SyncError> {
     let now = Timestamp::now();
     let retention = SignedDuration::try_from(options.retention).unwrap_or(SignedDuration::MAX);
@@ -260,6 +281,7 @@ async fn walk(
         let source_name = source.name.clone();
         let mut known_org = source.organization_id.clone();
         let mut walk = walk.clone();
+        let fence = fence.clone();
         blocking_on(&store, move |store| -> Result<(Walk, PageOutcome, u64, bool), SyncError> {
             let mut total = PageOutcome::default();
             let mut pages = 0;
@@ -295,14 +317,17 @@ async fn walk(
                     events.append(&mut page.events);
                     rejects.append(&mut page.rejects);
                 }
-                let outcome = store.store_page(&PageWrite {
-                    source_id,
-                    run_id,
-                    pages: batch.len() as u64,
-                    events: &events,
-                    rejects: &rejects,
-                    walk: &walk,
-                })?;
+                let outcome = store.store_page_fenced(
+                    &PageWrite {
+                        source_id,
+                        run_id,
+                        pages: batch.len() as u64,
+                        events: &events,
+                        rejects: &rejects,
+                        walk: &walk,
+                    },
+                    fence.as_ref(),
+                )?;
                 total.inserted += outcome.inserted;
                 total.duplicates += outcome.duplicates;
                 total.rejected += outcome.rejected;
@@ -350,7 +375,8 @@ async fn walk(
         };
         reconciled_at = reconciled;
         let (id, newest, g) = (source.id, walk.newest, gap.clone());
-        blocking_on(&store, move |store| store.finish_walk(id, newest, g.as_ref(), reconciled)).await?;
+        blocking_on(&store, move |store| store.finish_walk_fenced(id, newest, g.as_ref(), reconciled, fence.as_ref()))
+            .await?;
         match (source.cursor, walk.newest) {
             (Some(c), Some(n)) => Some(c.max(n)),
             (c, n) => c.or(n),

@@ -120,8 +120,14 @@ pub async fn alerts(cli: &Cli, command: &AlertsCommand) -> Result<(), Failure> {
                 return Ok(());
             }
             tracing::info!("evaluating new events and delivering alerts until stopped");
-            tfaudit_service::run_alerts(runner, cancel, Arc::new(tokio::sync::Notify::new()), Duration::from_secs(1))
-                .await;
+            tfaudit_service::run_alerts(
+                runner,
+                cancel,
+                Arc::new(tokio::sync::Notify::new()),
+                Duration::from_secs(1),
+                None,
+            )
+            .await;
             Ok(())
         }
         AlertsCommand::Test { filter, rules, format } => {

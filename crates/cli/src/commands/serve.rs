@@ -56,6 +56,7 @@ pub fn check(cli: &Cli) -> Result<(), Failure> {
         settings::organizations(&crate::args::SyncArgs::default(), None, Some(&(path.clone(), file.clone())))?;
     let alerts = settings::alerts(Some(&(path.clone(), file.clone())), None)?;
     settings::serve(None, None, Some(&(path.clone(), file.clone())))?;
+    settings::cluster(None, None, Some(&(path.clone(), file.clone())))?;
     let on = alerts.rules.enabled().count();
     use std::io::Write;
     writeln!(

@@ -57,6 +57,7 @@ fn gap_banner(r: &SyncReport) {
 pub async fn sync(cli: &Cli, args: &SyncArgs) -> Result<(), Failure> {
     let config = settings::config(cli)?;
     let organizations = settings::organizations(args, None, config.as_ref())?;
+    let cluster = settings::cluster(None, None, config.as_ref())?;
     let store = settings::open_archive(cli, config.as_ref(), Mode::CreateIfMissing)?;
     let cancel = crate::stop_on_signals();
     let show_bar = !cli.quiet && std::io::stderr().is_terminal();
@@ -64,7 +65,7 @@ pub async fn sync(cli: &Cli, args: &SyncArgs) -> Result<(), Failure> {
     let mut out = crate::output::Stdout::new();
     for org in &organizations {
         let bar = Bar::new(show_bar, &org.name);
-        let result = tfaudit_sync::sync(store.clone(), &org.client, &org.name, org.walk_options(), &bar, &cancel).await;
+        let result = sync_under_lease(&store, &cluster, org, &bar, &cancel).await;
         match result {
             Ok(report) => {
                 gap_banner(&report);
@@ -79,7 +80,7 @@ pub async fn sync(cli: &Cli, args: &SyncArgs) -> Result<(), Failure> {
                 }
             }
             Err(e) => {
-                let f = Failure::from(e);
+                let f = e;
                 if organizations.len() > 1 {
                     let _ = writeln!(
                         std::io::stderr(),
@@ -106,11 +107,81 @@ pub async fn sync(cli: &Cli, args: &SyncArgs) -> Result<(), Failure> {
     }
 }
 
+/// One organization's sync, under its lease like a `watch` instance's, so that a
+/// one-shot sync and running instances never write the same organization at once.
+/// The lease is held by `sync-<instance>` and released at the end. While a live
+/// `watch`/`serve` instance holds it, the sync is refused (that instance keeps the
+/// organization current); while another one-shot sync holds it (or one killed before
+/// it could release it), this one waits for it to end or expire. A one-shot sync's
+/// lease is short (at most [`ONE_SHOT_LEASE`]), so one killed holds up the next for
+/// seconds only.
+async fn sync_under_lease(
+    store: &Arc<dyn tfaudit_store::Store>,
+    cluster: &tfaudit_service::Cluster,
+    org: &settings::Organization,
+    bar: &Bar,
+    cancel: &tokio_util::sync::CancellationToken,
+) -> Result<SyncReport, Failure> {
+    let cluster = tfaudit_service::Cluster {
+        instance: format!("sync-{}", cluster.instance),
+        lease: cluster.lease.min(ONE_SHOT_LEASE),
+    };
+    let mut told = false;
+    let lease = loop {
+        let (name, holder, ttl) = (org.name.clone(), cluster.instance.clone(), cluster.lease);
+        let taken = tfaudit_store::blocking(store, move |s| s.acquire_lease(&name, &holder, ttl)).await?;
+        if let Some(lease) = taken {
+            break lease;
+        }
+        let name = org.name.clone();
+        let (held, live) = tfaudit_store::blocking(store, move |s| {
+            Ok::<_, tfaudit_store::StoreError>((s.leases()?, s.live_instances()?))
+        })
+        .await?;
+        if let Some(l) = held.into_iter().find(|l| l.name == name) {
+            if live.contains(&l.holder) {
+                return Err(Failure::Store(format!(
+                    "{} is being synced by instance {} (since {}); it keeps the archive current, so no sync is needed (if that instance has stopped, its lease ends at {})",
+                    terminal_safe(&org.name),
+                    terminal_safe(&l.holder),
+                    time(l.since),
+                    time(l.expires)
+                )));
+            }
+            if !told {
+                tracing::info!(organization = %org.name, holder = %l.holder, "waiting for another sync of this organization to end");
+                told = true;
+            }
+        }
+        tokio::select! {
+            () = tokio::time::sleep(std::time::Duration::from_millis(100)) => {}
+            () = cancel.cancelled() => return Err(Failure::Interrupted),
+        }
+    };
+    let lost = cancel.child_token();
+    let stop = tokio_util::sync::CancellationToken::new();
+    let fence = lease.fence();
+    let renewer = tfaudit_service::cluster::keep_renewed(store.clone(), lease, cluster, lost.clone(), stop.clone());
+    let result =
+        tfaudit_sync::sync_fenced(store.clone(), &org.client, &org.name, org.walk_options(), bar, &lost, Some(fence))
+            .await;
+    stop.cancel();
+    if let Ok(Some(lease)) = renewer.await {
+        let _ = tfaudit_store::blocking(store, move |s| s.release_lease(&lease)).await;
+    }
+    Ok(result?)
+}
+
+/// The longest lease a one-shot `sync` takes: it renews it every third, and one
+/// killed before releasing it delays the next sync of the organization this long.
+const ONE_SHOT_LEASE: std::time::Duration = std::time::Duration::from_secs(3);
+
 /// `watch`, and with `server` also the dashboard, API and metrics: `serve`. The
 /// service (`tfaudit-service`) runs it; this resolves its settings and words its lines.
 pub async fn watch(cli: &Cli, args: &WatchArgs, server: Option<tfaudit_server::Options>) -> Result<(), Failure> {
     let config = settings::config(cli)?;
     let organizations = settings::organizations(&args.sync, args.interval, config.as_ref())?;
+    let cluster = settings::cluster(args.lease.map(|l| l.0), args.instance.as_deref(), config.as_ref())?;
     let store = settings::open_archive(cli, config.as_ref(), Mode::CreateIfMissing)?;
     let cancel = crate::stop_on_signals();
     let alerts_on = !args.no_alerts && config.as_ref().is_none_or(|(_, f)| f.alerts.enabled != Some(false));
@@ -127,6 +198,7 @@ pub async fn watch(cli: &Cli, args: &WatchArgs, server: Option<tfaudit_server::O
         })
         .collect::<Vec<_>>();
     let mut service = ServiceConfig::new(organizations);
+    service.cluster = cluster;
     service.alerts = alert_settings;
     service.serve = server;
     let report = Arc::new(Lines { json: args.sync.json });

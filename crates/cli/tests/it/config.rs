@@ -95,6 +95,9 @@ async fn bad_flags_get_one_line_each() {
         (vec!["query", "--since", "1d", "--until", "2d"], "must be before"),
         (vec!["query", "--format", "xml"], "xml"),
         (vec!["sim", "--error-rate", "2"], "between 0 and 1"),
+        (vec!["watch", "--lease", "soon"], "not a duration"),
+        (vec!["watch", "--lease", "10ms"], "a lease must last at least 1s"),
+        (vec!["serve", "--instance", " "], "name this instance"),
     ] {
         let out = env.command(None, &args).env("TFE_TOKEN", "t").output().await.unwrap();
         assert_eq!(out.status.code(), Some(2), "{args:?}: {}", text(&out.stderr));
@@ -102,6 +105,18 @@ async fn bad_flags_get_one_line_each() {
         assert!(err.contains(needle), "{args:?}: {err}");
         assert!(!err.contains("panicked"), "{args:?}: {err}");
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bad_lease_from_the_environment_names_it() {
+    let env = Env::new();
+    let out =
+        env.command(None, &["watch"]).env("TFE_TOKEN", "t").env("TFAUDIT_LEASE", "banana").output().await.unwrap();
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+    let err = text(&out.stderr);
+    assert!(err.contains("TFAUDIT_LEASE \"banana\" is not a duration"), "{err}");
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(!env.db.exists(), "nothing is created before the settings are checked");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -131,7 +131,7 @@ async fn the_dashboard_in_chromium_filters_opens_an_event_and_shows_hostile_name
     // Alerts and status pages render.
     browser.goto(&format!("{}/status", server.url)).await.unwrap();
     let status = browser.find(Locator::Css("main")).await.unwrap().text().await.unwrap();
-    assert!(status.contains("acme") && status.contains("current"), "{status}");
+    assert!(status.contains("acme") && status.contains("current") && status.contains("Synced by"), "{status}");
     browser.goto(&format!("{}/alerts", server.url)).await.unwrap();
     assert!(browser.find(Locator::Css("h1")).await.unwrap().text().await.unwrap().contains("Alerts"));
 

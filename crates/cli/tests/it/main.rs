@@ -7,6 +7,7 @@ mod receivers;
 mod alerts;
 mod auth;
 mod client;
+mod cluster;
 mod config;
 mod crash;
 mod dashboard;
