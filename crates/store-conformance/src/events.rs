@@ -313,6 +313,9 @@ pub fn summary_equals_counting_the_events(fresh: Fresh<'_>) {
         (Some("2024-01-02T05:10:00Z"), Some("2024-01-02T05:50:00Z")),
         (Some("2024-01-02T05:10:00Z"), None),
         (None, Some("2024-01-02T05:10:00Z")),
+        // Partial hours, whole hours of a partial day, a whole day, and the same at
+        // the other end (a backend may keep daily counts beside hourly ones).
+        (Some("2024-01-01T22:31:00Z"), Some("2024-01-03T05:10:00Z")),
     ];
     for (since, until) in ranges {
         for (org, actor) in [(None, None), (Some("other"), None), (None, Some("user-1")), (Some("acme"), Some("U4"))] {

@@ -16,6 +16,9 @@ use crate::{PostgresStore, SEQ_LOCK, big, count, ms, ts, ts_opt};
 
 const HOUR_MS: i64 = 3_600_000;
 
+/// A range of hours or days, `[from, to)`, open where `None`.
+type Span = (Option<i64>, Option<i64>);
+
 const WALK_COLUMNS: &str =
     "walk_started_ms, walk_since_ms, walk_next_page, walk_page_size, walk_newest_ms, walk_oldest_ms, walk_gap_from_ms";
 
@@ -298,6 +301,18 @@ impl PostgresStore {
                  rejects = rejects + $4 WHERE id = $1",
             // 9
             "SELECT 1 FROM sources WHERE id = $1",
+            // 10
+            "INSERT INTO daily_kinds (day, source_id, resource_type, resource_action, n)
+             SELECT u.day, $1, u.t, u.a, u.n FROM unnest($2::int8[], $3::text[], $4::text[], $5::int8[]) AS u(day, t, a, n)
+             ON CONFLICT (day, source_id, resource_type, resource_action) DO UPDATE SET n = daily_kinds.n + excluded.n",
+            // 11
+            "INSERT INTO daily_actors (day, source_id, accessor_id, n)
+             SELECT u.day, $1, u.acc, u.n FROM unnest($2::int8[], $3::text[], $4::int8[]) AS u(day, acc, n)
+             ON CONFLICT (day, source_id, accessor_id) DO UPDATE SET n = daily_actors.n + excluded.n",
+            // 12
+            "INSERT INTO hourly_totals (hour, source_id, n)
+             SELECT u.hour, $1, u.n FROM unnest($2::int8[], $3::int8[]) AS u(hour, n)
+             ON CONFLICT (hour, source_id) DO UPDATE SET n = hourly_totals.n + excluded.n",
         ];
         let mut prepared = Vec::with_capacity(statements.len());
         for sql in statements {
@@ -395,6 +410,28 @@ impl PostgresStore {
                 let accs: Vec<&str> = hourly_actors.keys().map(|k| k.1).collect();
                 let ns: Vec<i64> = hourly_actors.values().copied().collect();
                 tx.execute(&prepared[3], &[&page.source_id, &hours, &accs, &ns]).map_err(|e| self.db(&e))?;
+                let mut daily_kinds: BTreeMap<(i64, &str, &str), i64> = BTreeMap::new();
+                let mut totals: BTreeMap<i64, i64> = BTreeMap::new();
+                for (&(hour, t, a), &n) in &kinds {
+                    *daily_kinds.entry((hour.div_euclid(24), t, a)).or_default() += n;
+                    *totals.entry(hour).or_default() += n;
+                }
+                let mut daily_actors: BTreeMap<(i64, &str), i64> = BTreeMap::new();
+                for (&(hour, acc), &n) in &hourly_actors {
+                    *daily_actors.entry((hour.div_euclid(24), acc)).or_default() += n;
+                }
+                let days: Vec<i64> = daily_kinds.keys().map(|k| k.0).collect();
+                let types: Vec<&str> = daily_kinds.keys().map(|k| k.1).collect();
+                let acts: Vec<&str> = daily_kinds.keys().map(|k| k.2).collect();
+                let ns: Vec<i64> = daily_kinds.values().copied().collect();
+                tx.execute(&prepared[10], &[&page.source_id, &days, &types, &acts, &ns]).map_err(|e| self.db(&e))?;
+                let days: Vec<i64> = daily_actors.keys().map(|k| k.0).collect();
+                let accs: Vec<&str> = daily_actors.keys().map(|k| k.1).collect();
+                let ns: Vec<i64> = daily_actors.values().copied().collect();
+                tx.execute(&prepared[11], &[&page.source_id, &days, &accs, &ns]).map_err(|e| self.db(&e))?;
+                let hours: Vec<i64> = totals.keys().copied().collect();
+                let ns: Vec<i64> = totals.values().copied().collect();
+                tx.execute(&prepared[12], &[&page.source_id, &hours, &ns]).map_err(|e| self.db(&e))?;
                 let accs: Vec<&str> = actors.keys().map(|k| k.0).collect();
                 let descs: Vec<&str> = actors.keys().map(|k| k.1).collect();
                 let firsts: Vec<i64> = actors.values().map(|v| v.0).collect();
@@ -697,8 +734,9 @@ impl PostgresStore {
             Ok(())
         };
         if filter.is_time_and_org_only() {
-            // Whole hours come from the hourly counts; the partial hours at either end
-            // are counted from the events themselves, so the answer is exact.
+            // Whole hours come from the rollups (see `whole_hours`); the partial hours
+            // at either end are counted from the events themselves (through
+            // `events_by_time`), so the answer is exact.
             let first_hour = since.map(|s| s.div_euclid(HOUR_MS) + i64::from(s.rem_euclid(HOUR_MS) != 0));
             let end_hour = until.map(|u| u.div_euclid(HOUR_MS));
             if let (Some(a), Some(b)) = (first_hour, end_hour)
@@ -716,40 +754,8 @@ impl PostgresStore {
                 {
                     scan(&mut conn, Some(b * HOUR_MS), Some(u), &mut tally)?;
                 }
-                for table in ["hourly_kinds", "hourly_actors"] {
-                    let columns =
-                        if table == "hourly_kinds" { "h.resource_type, h.resource_action" } else { "h.accessor_id" };
-                    let mut w = Where::new();
-                    if let Some((sources, _)) = &resolved.org {
-                        let a = w.arg(sources.clone());
-                        w.and(&format!("h.source_id = ANY({a})"));
-                    }
-                    if let Some(a) = first_hour {
-                        let p = w.arg(a);
-                        w.and(&format!("h.hour >= {p}"));
-                    }
-                    if let Some(b) = end_hour {
-                        let p = w.arg(b);
-                        w.and(&format!("h.hour < {p}"));
-                    }
-                    let sql = format!(
-                        "SELECT h.hour, {columns}, sum(h.n)::bigint FROM {table} h WHERE {} GROUP BY h.hour, {columns}",
-                        w.sql
-                    );
-                    let stmt = conn.prepare(&sql).map_err(|e| self.db(&e))?;
-                    for r in conn.client.query(&stmt, &w.refs()).map_err(|e| self.db(&e))? {
-                        let hour: i64 = r.get(0);
-                        if table == "hourly_kinds" {
-                            let n = count(r.get(3));
-                            *tally.kinds.entry((r.get(1), r.get(2))).or_default() += n;
-                            *tally.days.entry(hour.div_euclid(24)).or_default() += n;
-                            *tally.hours.entry(hour).or_default() += n;
-                            tally.total += n;
-                        } else {
-                            *tally.actors.entry(r.get(1)).or_default() += count(r.get(2));
-                        }
-                    }
-                }
+                let sources = resolved.org.as_ref().map(|(sources, _)| sources.as_slice());
+                self.whole_hours(&mut conn, sources, first_hour, end_hour, &mut tally)?;
             }
         } else {
             scan(&mut conn, since, until, &mut tally)?;
@@ -766,18 +772,30 @@ impl PostgresStore {
         let mut actors: Vec<(String, u64)> = tally.actors.into_iter().collect();
         actors.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
         actors.truncate(top);
+        // The descriptions of all top actors in one statement: the newest non-empty
+        // description each accessor was seen with.
         let describe = conn
             .prepare(
-                "SELECT description FROM actors WHERE accessor_id = $1 AND description <> ''
-                 ORDER BY last_seen_ms DESC LIMIT 1",
+                "SELECT DISTINCT ON (accessor_id) accessor_id, description FROM actors
+                 WHERE accessor_id = ANY($1) AND description <> ''
+                 ORDER BY accessor_id, last_seen_ms DESC",
             )
             .map_err(|e| self.db(&e))?;
-        let mut top_actors = Vec::with_capacity(actors.len());
-        for (accessor_id, count) in actors {
-            let description =
-                conn.client.query_opt(&describe, &[&accessor_id]).map_err(|e| self.db(&e))?.map(|r| r.get(0));
-            top_actors.push(ActorCount { accessor_id, description, count });
-        }
+        let ids: Vec<&str> = actors.iter().map(|(id, _)| id.as_str()).collect();
+        let mut descriptions: HashMap<String, String> = conn
+            .client
+            .query(&describe, &[&ids])
+            .map_err(|e| self.db(&e))?
+            .iter()
+            .map(|r| (r.get(0), r.get(1)))
+            .collect();
+        let top_actors = actors
+            .into_iter()
+            .map(|(accessor_id, count)| {
+                let description = descriptions.remove(&accessor_id);
+                ActorCount { accessor_id, description, count }
+            })
+            .collect();
         let per_day = tally
             .days
             .into_iter()
@@ -797,6 +815,89 @@ impl PostgresStore {
             per_day,
             per_hour,
         })
+    }
+
+    /// Adds the counts of the whole hours `[first_hour, end_hour)` (open where `None`)
+    /// from the rollups: totals per hour from `hourly_totals`, kinds and actors from
+    /// the daily tables for whole days and from the hourly ones for the hours of the
+    /// partial days at either end. Each table is one statement that returns one row
+    /// per group, summed by the server, so a month is a few thousand rows read and a
+    /// few hundred sent, however many events it holds.
+    fn whole_hours(
+        &self,
+        conn: &mut crate::Lease<'_>,
+        sources: Option<&[i64]>,
+        first_hour: Option<i64>,
+        end_hour: Option<i64>,
+        tally: &mut Tally,
+    ) -> Result<()> {
+        // Whole days [first_day, end_day) inside the hours; None is open.
+        let first_day = first_hour.map(|h| h.div_euclid(24) + i64::from(h.rem_euclid(24) != 0));
+        let end_day = end_hour.map(|h| h.div_euclid(24));
+        let (days, hours): (Vec<Span>, Vec<Span>) = match (first_day, end_day) {
+            (Some(a), Some(b)) if a >= b => (Vec::new(), vec![(first_hour, end_hour)]),
+            _ => {
+                let mut hours = Vec::new();
+                if let (Some(h), Some(d)) = (first_hour, first_day)
+                    && h < d * 24
+                {
+                    hours.push((Some(h), Some(d * 24)));
+                }
+                if let (Some(h), Some(d)) = (end_hour, end_day)
+                    && d * 24 < h
+                {
+                    hours.push((Some(d * 24), Some(h)));
+                }
+                (vec![(first_day, end_day)], hours)
+            }
+        };
+        let parts: [(&str, &str, &str, &[Span]); 5] = [
+            ("hourly_totals", "hour", "hour", &[(first_hour, end_hour)]),
+            ("daily_kinds", "day", "resource_type, resource_action", &days),
+            ("hourly_kinds", "hour", "resource_type, resource_action", &hours),
+            ("daily_actors", "day", "accessor_id", &days),
+            ("hourly_actors", "hour", "accessor_id", &hours),
+        ];
+        for (table, unit, columns, spans) in parts {
+            if spans.is_empty() {
+                continue;
+            }
+            let mut w = Where::new();
+            if let Some(sources) = sources {
+                let a = w.arg(sources.to_vec());
+                w.and(&format!("source_id = ANY({a})"));
+            }
+            let mut any = Vec::with_capacity(spans.len());
+            for &(lo, hi) in spans {
+                let mut clause = String::from("true");
+                if let Some(lo) = lo {
+                    clause.push_str(&format!(" AND {unit} >= {}", w.arg(lo)));
+                }
+                if let Some(hi) = hi {
+                    clause.push_str(&format!(" AND {unit} < {}", w.arg(hi)));
+                }
+                any.push(format!("({clause})"));
+            }
+            w.and(&format!("({})", any.join(" OR ")));
+            let sql = format!("SELECT {columns}, sum(n)::bigint FROM {table} WHERE {} GROUP BY {columns}", w.sql);
+            let stmt = conn.prepare(&sql).map_err(|e| self.db(&e))?;
+            for r in conn.client.query(&stmt, &w.refs()).map_err(|e| self.db(&e))? {
+                match table {
+                    "hourly_totals" => {
+                        let (hour, n): (i64, i64) = (r.get(0), r.get(1));
+                        let n = count(n);
+                        *tally.days.entry(hour.div_euclid(24)).or_default() += n;
+                        *tally.hours.entry(hour).or_default() += n;
+                        tally.total += n;
+                    }
+                    "daily_kinds" | "hourly_kinds" => {
+                        *tally.kinds.entry((r.get(0), r.get(1))).or_default() += count(r.get(2));
+                    }
+                    _ => *tally.actors.entry(r.get(0)).or_default() += count(r.get(1)),
+                }
+            }
+        }
+        Ok(())
     }
 
     pub(crate) fn query_status(&self) -> Result<Vec<SourceStatus>> {

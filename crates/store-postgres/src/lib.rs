@@ -161,10 +161,14 @@ impl PostgresStore {
     /// an advisory lock so that instances starting at once migrate once.
     fn migrate(&self, conn: &mut Lease<'_>) -> Result<()> {
         let known = schema::MIGRATIONS.len() as i64;
-        if let Some(v) = self.schema_version(conn)?
-            && v > known
-        {
-            return Err(StoreError::TooNew { path: self.url().to_owned(), found: v, known });
+        match self.schema_version(conn)? {
+            Some(v) if v > known => {
+                return Err(StoreError::TooNew { path: self.url().to_owned(), found: v, known });
+            }
+            // Up to date, the usual case: no transaction, lock or DDL per migration
+            // on every start, only the two queries of `schema_version`.
+            Some(v) if v == known => return Ok(()),
+            _ => {}
         }
         for (i, sql) in schema::MIGRATIONS.iter().enumerate() {
             let version = i as i64 + 1;

@@ -339,6 +339,53 @@ impl Transfer for PostgresStore {
                 &[&hours, &srcs, &accs, &ns],
             )
             .map_err(db)?;
+            // The daily rollups and hourly totals the summary reads, as ingest writes them.
+            let mut daily_kinds: BTreeMap<(i64, i64, &str, &str), i64> = BTreeMap::new();
+            let mut totals: BTreeMap<(i64, i64), i64> = BTreeMap::new();
+            for (&(hour, source, t, a), &n) in &kinds {
+                *daily_kinds.entry((hour.div_euclid(24), source, t, a)).or_default() += n;
+                *totals.entry((hour, source)).or_default() += n;
+            }
+            let mut daily_actors: BTreeMap<(i64, i64, &str), i64> = BTreeMap::new();
+            for (&(hour, source, acc), &n) in &hourly_actors {
+                *daily_actors.entry((hour.div_euclid(24), source, acc)).or_default() += n;
+            }
+            tx.execute(
+                "INSERT INTO daily_kinds (day, source_id, resource_type, resource_action, n)
+                 SELECT * FROM unnest($1::int8[], $2::int8[], $3::text[], $4::text[], $5::int8[])
+                 ON CONFLICT (day, source_id, resource_type, resource_action) DO UPDATE SET n = daily_kinds.n + excluded.n",
+                &[
+                    &daily_kinds.keys().map(|k| k.0).collect::<Vec<i64>>(),
+                    &daily_kinds.keys().map(|k| k.1).collect::<Vec<i64>>(),
+                    &daily_kinds.keys().map(|k| k.2).collect::<Vec<&str>>(),
+                    &daily_kinds.keys().map(|k| k.3).collect::<Vec<&str>>(),
+                    &daily_kinds.values().copied().collect::<Vec<i64>>(),
+                ],
+            )
+            .map_err(db)?;
+            tx.execute(
+                "INSERT INTO daily_actors (day, source_id, accessor_id, n)
+                 SELECT * FROM unnest($1::int8[], $2::int8[], $3::text[], $4::int8[])
+                 ON CONFLICT (day, source_id, accessor_id) DO UPDATE SET n = daily_actors.n + excluded.n",
+                &[
+                    &daily_actors.keys().map(|k| k.0).collect::<Vec<i64>>(),
+                    &daily_actors.keys().map(|k| k.1).collect::<Vec<i64>>(),
+                    &daily_actors.keys().map(|k| k.2).collect::<Vec<&str>>(),
+                    &daily_actors.values().copied().collect::<Vec<i64>>(),
+                ],
+            )
+            .map_err(db)?;
+            tx.execute(
+                "INSERT INTO hourly_totals (hour, source_id, n)
+                 SELECT * FROM unnest($1::int8[], $2::int8[], $3::int8[])
+                 ON CONFLICT (hour, source_id) DO UPDATE SET n = hourly_totals.n + excluded.n",
+                &[
+                    &totals.keys().map(|k| k.0).collect::<Vec<i64>>(),
+                    &totals.keys().map(|k| k.1).collect::<Vec<i64>>(),
+                    &totals.values().copied().collect::<Vec<i64>>(),
+                ],
+            )
+            .map_err(db)?;
             let accs: Vec<&str> = actors.keys().map(|k| k.0).collect();
             let descs: Vec<&str> = actors.keys().map(|k| k.1).collect();
             let firsts: Vec<i64> = actors.values().map(|v| v.0).collect();
