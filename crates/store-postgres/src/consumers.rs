@@ -12,10 +12,10 @@ use crate::{Lease, PostgresStore, big, count, ms, nul_free, ts, ts_opt};
 /// The alert engine's row in `consumers`.
 use tfaudit_store::ALERTS_CONSUMER as ALERTS;
 
-const ALERT_COLUMNS: &str = "a.id, a.key, a.rule, a.severity, a.group_key, a.title, a.text, a.source, a.event_seq, a.event_id, \
+pub(crate) const ALERT_COLUMNS: &str = "a.id, a.key, a.rule, a.severity, a.group_key, a.title, a.text, a.source, a.event_seq, a.event_id, \
      a.event_ms, a.count, a.window_start_ms, a.window_end_ms, a.link, a.event, a.raised_ms";
 
-fn read_alert(r: &postgres::Row) -> AlertRecord {
+pub(crate) fn read_alert(r: &postgres::Row) -> AlertRecord {
     AlertRecord {
         id: r.get(0),
         alert: Alert {

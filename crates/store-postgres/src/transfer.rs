@@ -7,10 +7,11 @@ use std::collections::{BTreeMap, HashMap};
 use postgres::{IsolationLevel, Transaction};
 use sha2::Digest;
 use tfaudit_store::{
-    Alert, AlertState, ArchiveState, ConsumerState, DeliveryCopy, DeliveryState, DestinationState, GapState,
-    RejectState, Result, RunState, RunTally, SourceState, StoreError, StoredEvent, Transfer, Walk,
+    AlertState, ArchiveState, ConsumerState, DeliveryCopy, DeliveryState, DestinationState, GapState, RejectState,
+    Result, RunState, RunTally, SourceState, StoreError, StoredEvent, Transfer, Walk,
 };
 
+use crate::consumers::{ALERT_COLUMNS, read_alert};
 use crate::nul_free;
 use crate::{PostgresStore, SEQ_LOCK, big, count, ms, ts, ts_opt};
 
@@ -164,36 +165,16 @@ impl PostgresStore {
             });
         }
         let alerts = tx
-            .query(
-                "SELECT id, key, rule, severity, group_key, title, text, source, event_seq, event_id, event_ms, count,
-                        window_start_ms, window_end_ms, link, event, raised_ms FROM alerts ORDER BY id",
-                &[],
-            )
+            .query(&format!("SELECT {ALERT_COLUMNS} FROM alerts a ORDER BY a.id"), &[])
             .map_err(db)?
             .iter()
             .map(|r| {
-                let id: i64 = r.get(0);
+                let record = read_alert(r);
                 AlertState {
-                    id,
-                    alert: Alert {
-                        key: r.get(1),
-                        rule: r.get(2),
-                        severity: r.get(3),
-                        group: r.get(4),
-                        title: r.get(5),
-                        text: r.get(6),
-                        source: r.get(7),
-                        event_seq: r.get(8),
-                        event_id: r.get(9),
-                        event_time: ts(r.get(10)),
-                        count: count(r.get(11)),
-                        window_start: ts_opt(r.get(12)),
-                        window_end: ts_opt(r.get(13)),
-                        link: r.get(14),
-                        event: r.get(15),
-                    },
-                    raised_at: ts(r.get(16)),
-                    deliveries: deliveries.remove(&id).unwrap_or_default(),
+                    id: record.id,
+                    deliveries: deliveries.remove(&record.id).unwrap_or_default(),
+                    alert: record.alert,
+                    raised_at: record.raised_at,
                 }
             })
             .collect();
