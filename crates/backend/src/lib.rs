@@ -26,6 +26,11 @@ pub enum Mode {
     /// Only read, never write, and fail when there is no archive: `query`, `export`,
     /// `summary`, `status`.
     ReadOnly,
+    /// As [`Mode::CreateIfMissing`], for the commands that run until stopped and retry
+    /// (`watch`, `serve`): a database server that does not answer yet is waited for
+    /// (the archive opens, and calls fail as unreachable until the server answers)
+    /// instead of being an error. A SQLite file is opened as with `CreateIfMissing`.
+    CreateWhenReachable,
 }
 
 /// Where an archive is.
@@ -184,7 +189,7 @@ impl Location {
         match self {
             Self::Sqlite(path) => {
                 let mode = match mode {
-                    Mode::CreateIfMissing => OpenMode::CreateIfMissing,
+                    Mode::CreateIfMissing | Mode::CreateWhenReachable => OpenMode::CreateIfMissing,
                     Mode::MustExist => OpenMode::MustExist,
                     Mode::ReadOnly => OpenMode::ReadOnly,
                 };
@@ -197,7 +202,11 @@ impl Location {
 
 /// Opens a PostgreSQL archive. Read-only opening never creates or migrates the schema.
 fn open_postgres(url: &PostgresUrl, mode: Mode) -> Result<Arc<dyn Store>, StoreError> {
-    Ok(Arc::new(tfaudit_store_postgres::PostgresStore::open(url.expose(), mode == Mode::ReadOnly)?))
+    use tfaudit_store_postgres::PostgresStore;
+    Ok(Arc::new(match mode {
+        Mode::CreateWhenReachable => PostgresStore::open_when_reachable(url.expose())?,
+        _ => PostgresStore::open(url.expose(), mode == Mode::ReadOnly)?,
+    }))
 }
 
 /// Opens the archive at `location` (a path, `sqlite://PATH`, or `postgres://…`).

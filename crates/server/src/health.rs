@@ -107,16 +107,21 @@ pub async fn readyz(
     authorized: Option<axum::Extension<crate::auth::Authorized>>,
 ) -> Response {
     let details = authorized.is_some_and(|a| a.0.0);
-    let Ok((sources, alerts)) = tfaudit_store::blocking(&state.store, move |store| {
+    let read = tfaudit_store::blocking(&state.store, move |store| {
         Ok::<_, tfaudit_store::StoreError>((store.status()?, store.alert_status(0)?))
     })
-    .await
-    else {
-        return (
-            StatusCode::SERVICE_UNAVAILABLE,
-            axum::Json(json!({"ready": false, "error": "the archive could not be read"})),
-        )
-            .into_response();
+    .await;
+    let (sources, alerts) = match read {
+        Ok(read) => read,
+        Err(e) => {
+            // Why (a database server that does not answer, named by host) is for
+            // operators, as the other details.
+            let mut body = json!({"ready": false, "error": "the archive could not be read"});
+            if details {
+                body["detail"] = json!(tfaudit_api::redact::redact(&e.to_string()));
+            }
+            return (StatusCode::SERVICE_UNAVAILABLE, axum::Json(body)).into_response();
+        }
     };
     let organizations = state.health.assess(&sources);
     let all_ready = organizations.iter().all(|o| o.ready);

@@ -12,6 +12,7 @@ use tfaudit_store::{
     RunCounts, RunResult, RunTally, SeenValues, Source, SourceStatus, StoreError, StoredEvent, Summary, Walk,
 };
 
+use crate::rollup::{self, Rollups};
 use crate::{PostgresStore, SEQ_LOCK, big, count, ms, ts, ts_opt};
 
 const HOUR_MS: i64 = 3_600_000;
@@ -266,27 +267,11 @@ impl PostgresStore {
              ON CONFLICT (id) DO NOTHING
              RETURNING id",
             // 2
-            "INSERT INTO hourly_kinds (hour, source_id, resource_type, resource_action, n)
-             SELECT u.hour, $1, u.t, u.a, u.n FROM unnest($2::int8[], $3::text[], $4::text[], $5::int8[]) AS u(hour, t, a, n)
-             ON CONFLICT (hour, source_id, resource_type, resource_action) DO UPDATE SET n = hourly_kinds.n + excluded.n",
-            // 3
-            "INSERT INTO hourly_actors (hour, source_id, accessor_id, n)
-             SELECT u.hour, $1, u.acc, u.n FROM unnest($2::int8[], $3::text[], $4::int8[]) AS u(hour, acc, n)
-             ON CONFLICT (hour, source_id, accessor_id) DO UPDATE SET n = hourly_actors.n + excluded.n",
-            // 4
-            "INSERT INTO actors (accessor_id, description, first_seen_ms, last_seen_ms)
-             SELECT * FROM unnest($1::text[], $2::text[], $3::int8[], $4::int8[])
-             ON CONFLICT (accessor_id, description) DO UPDATE SET
-                 first_seen_ms = least(actors.first_seen_ms, excluded.first_seen_ms),
-                 last_seen_ms = greatest(actors.last_seen_ms, excluded.last_seen_ms)",
-            // 5
-            "INSERT INTO organizations (organization_id) SELECT * FROM unnest($1::text[]) ON CONFLICT DO NOTHING",
-            // 6
             "INSERT INTO rejects (source_id, run_id, reason, raw, raw_sha256, first_seen_ms, last_seen_ms)
              VALUES ($1, $2, $3, $4, $5, $6, $6)
              ON CONFLICT (source_id, raw_sha256) DO UPDATE SET times_seen = rejects.times_seen + 1, last_seen_ms = excluded.last_seen_ms
              RETURNING (xmax = 0)",
-            // 7
+            // 3
             "UPDATE sources SET
                 event_count = event_count + $2,
                 oldest_ms = CASE WHEN $3::int8 IS NULL THEN oldest_ms ELSE least(coalesce(oldest_ms, $3), $3) END,
@@ -296,33 +281,22 @@ impl PostgresStore {
                 walk_started_ms = $7, walk_since_ms = $8, walk_next_page = $9, walk_page_size = $10,
                 walk_newest_ms = $11, walk_oldest_ms = $12, walk_gap_from_ms = $13
              WHERE id = $1",
-            // 8
+            // 4
             "UPDATE runs SET pages = pages + $5, new_events = new_events + $2, duplicates = duplicates + $3,
                  rejects = rejects + $4 WHERE id = $1",
-            // 9
+            // 5
             "SELECT 1 FROM sources WHERE id = $1",
-            // 10
-            "INSERT INTO daily_kinds (day, source_id, resource_type, resource_action, n)
-             SELECT u.day, $1, u.t, u.a, u.n FROM unnest($2::int8[], $3::text[], $4::text[], $5::int8[]) AS u(day, t, a, n)
-             ON CONFLICT (day, source_id, resource_type, resource_action) DO UPDATE SET n = daily_kinds.n + excluded.n",
-            // 11
-            "INSERT INTO daily_actors (day, source_id, accessor_id, n)
-             SELECT u.day, $1, u.acc, u.n FROM unnest($2::int8[], $3::text[], $4::int8[]) AS u(day, acc, n)
-             ON CONFLICT (day, source_id, accessor_id) DO UPDATE SET n = daily_actors.n + excluded.n",
-            // 12
-            "INSERT INTO hourly_totals (hour, source_id, n)
-             SELECT u.hour, $1, u.n FROM unnest($2::int8[], $3::int8[]) AS u(hour, n)
-             ON CONFLICT (hour, source_id) DO UPDATE SET n = hourly_totals.n + excluded.n",
         ];
         let mut prepared = Vec::with_capacity(statements.len());
         for sql in statements {
             prepared.push(conn.prepare(sql).map_err(|e| self.db(&e))?);
         }
+        let rollup_statements = rollup::Prepared::on(self, &mut conn)?;
         let mut tx = conn.client.transaction().map_err(|e| self.db(&e))?;
         self.check_fence(&mut tx, fence)?;
         // A page for a source that does not exist is refused before anything is
         // written (no foreign keys: they would cost every event a lookup).
-        if tx.query_opt(&prepared[9], &[&page.source_id]).map_err(|e| self.db(&e))?.is_none() {
+        if tx.query_opt(&prepared[5], &[&page.source_id]).map_err(|e| self.db(&e))?.is_none() {
             return Err(unknown_source(page.source_id));
         }
         let mut outcome = PageOutcome::default();
@@ -371,10 +345,7 @@ impl PostgresStore {
                 )
                 .map_err(|e| self.db(&e))?;
             let mut inserted: HashSet<String> = rows.iter().map(|r| r.get::<_, String>(0)).collect();
-            let mut kinds: BTreeMap<(i64, &str, &str), i64> = BTreeMap::new();
-            let mut hourly_actors: BTreeMap<(i64, &str), i64> = BTreeMap::new();
-            let mut actors: BTreeMap<(&str, &str), (i64, i64)> = BTreeMap::new();
-            let mut organizations: Vec<&str> = Vec::new();
+            let mut rollups = Rollups::default();
             for e in ev {
                 // The first copy of an id in the page is the one inserted.
                 if !inserted.remove(&e.id) {
@@ -387,67 +358,16 @@ impl PostgresStore {
                 newest = Some(newest.map_or(t, |n| n.max(t)));
                 if let Some(org) = e.organization_id.as_deref() {
                     organization.get_or_insert(org);
-                    if !organizations.contains(&org) {
-                        organizations.push(org);
-                    }
                 }
-                let hour = t.div_euclid(HOUR_MS);
-                let kind = (hour, e.resource_type.as_deref().unwrap_or(""), e.resource_action.as_deref().unwrap_or(""));
-                *kinds.entry(kind).or_default() += 1;
-                let accessor = e.accessor_id.as_deref().unwrap_or("");
-                *hourly_actors.entry((hour, accessor)).or_default() += 1;
-                let seen = actors.entry((accessor, e.auth_description.as_deref().unwrap_or(""))).or_insert((t, t));
-                seen.0 = seen.0.min(t);
-                seen.1 = seen.1.max(t);
+                rollups.add(page.source_id, e);
             }
-            if !kinds.is_empty() {
-                let hours: Vec<i64> = kinds.keys().map(|k| k.0).collect();
-                let types: Vec<&str> = kinds.keys().map(|k| k.1).collect();
-                let acts: Vec<&str> = kinds.keys().map(|k| k.2).collect();
-                let ns: Vec<i64> = kinds.values().copied().collect();
-                tx.execute(&prepared[2], &[&page.source_id, &hours, &types, &acts, &ns]).map_err(|e| self.db(&e))?;
-                let hours: Vec<i64> = hourly_actors.keys().map(|k| k.0).collect();
-                let accs: Vec<&str> = hourly_actors.keys().map(|k| k.1).collect();
-                let ns: Vec<i64> = hourly_actors.values().copied().collect();
-                tx.execute(&prepared[3], &[&page.source_id, &hours, &accs, &ns]).map_err(|e| self.db(&e))?;
-                let mut daily_kinds: BTreeMap<(i64, &str, &str), i64> = BTreeMap::new();
-                let mut totals: BTreeMap<i64, i64> = BTreeMap::new();
-                for (&(hour, t, a), &n) in &kinds {
-                    *daily_kinds.entry((hour.div_euclid(24), t, a)).or_default() += n;
-                    *totals.entry(hour).or_default() += n;
-                }
-                let mut daily_actors: BTreeMap<(i64, &str), i64> = BTreeMap::new();
-                for (&(hour, acc), &n) in &hourly_actors {
-                    *daily_actors.entry((hour.div_euclid(24), acc)).or_default() += n;
-                }
-                let days: Vec<i64> = daily_kinds.keys().map(|k| k.0).collect();
-                let types: Vec<&str> = daily_kinds.keys().map(|k| k.1).collect();
-                let acts: Vec<&str> = daily_kinds.keys().map(|k| k.2).collect();
-                let ns: Vec<i64> = daily_kinds.values().copied().collect();
-                tx.execute(&prepared[10], &[&page.source_id, &days, &types, &acts, &ns]).map_err(|e| self.db(&e))?;
-                let days: Vec<i64> = daily_actors.keys().map(|k| k.0).collect();
-                let accs: Vec<&str> = daily_actors.keys().map(|k| k.1).collect();
-                let ns: Vec<i64> = daily_actors.values().copied().collect();
-                tx.execute(&prepared[11], &[&page.source_id, &days, &accs, &ns]).map_err(|e| self.db(&e))?;
-                let hours: Vec<i64> = totals.keys().copied().collect();
-                let ns: Vec<i64> = totals.values().copied().collect();
-                tx.execute(&prepared[12], &[&page.source_id, &hours, &ns]).map_err(|e| self.db(&e))?;
-                let accs: Vec<&str> = actors.keys().map(|k| k.0).collect();
-                let descs: Vec<&str> = actors.keys().map(|k| k.1).collect();
-                let firsts: Vec<i64> = actors.values().map(|v| v.0).collect();
-                let lasts: Vec<i64> = actors.values().map(|v| v.1).collect();
-                tx.execute(&prepared[4], &[&accs, &descs, &firsts, &lasts]).map_err(|e| self.db(&e))?;
-            }
-            if !organizations.is_empty() {
-                organizations.sort_unstable();
-                tx.execute(&prepared[5], &[&organizations]).map_err(|e| self.db(&e))?;
-            }
+            rollups.write(self, &mut tx, &rollup_statements)?;
         }
         for reject in page.rejects {
             let hash = sha2::Sha256::digest(reject.raw.as_bytes()).to_vec();
             let new: bool = tx
                 .query_one(
-                    &prepared[6],
+                    &prepared[2],
                     &[
                         &page.source_id,
                         &page.run_id,
@@ -465,7 +385,7 @@ impl PostgresStore {
         }
         let w = page.walk;
         tx.execute(
-            &prepared[7],
+            &prepared[3],
             &[
                 &page.source_id,
                 &big(outcome.inserted),
@@ -484,7 +404,7 @@ impl PostgresStore {
         )
         .map_err(|e| self.db(&e))?;
         tx.execute(
-            &prepared[8],
+            &prepared[4],
             &[&page.run_id, &big(outcome.inserted), &big(outcome.duplicates), &big(outcome.rejected), &big(page.pages)],
         )
         .map_err(|e| self.db(&e))?;

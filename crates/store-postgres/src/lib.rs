@@ -26,10 +26,12 @@ mod archive;
 mod connect;
 mod consumers;
 mod leases;
+mod rollup;
 mod schema;
 mod transfer;
 
 use std::io;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use jiff::Timestamp;
 use tfaudit_store::{
@@ -53,6 +55,11 @@ const MIGRATION_LOCK: i64 = 0x7466_6175_6469_7402;
 pub struct PostgresStore {
     pool: Pool,
     read_only: bool,
+    /// The database's encoding and schema were checked (and the schema migrated) on
+    /// a connection: until then, every connection taken does it first. Set at open,
+    /// or later for a store opened with [`PostgresStore::open_when_reachable`] while
+    /// the server did not answer.
+    ready: AtomicBool,
 }
 
 impl std::fmt::Debug for PostgresStore {
@@ -76,10 +83,24 @@ impl PostgresStore {
     /// [`StoreError::TooNew`] for a schema newer than this tfaudit;
     /// [`StoreError::Open`] otherwise. None of them contains the password.
     pub fn open(url: &str, read_only: bool) -> Result<Self> {
-        connect::off_runtime(|| Self::open_here(url, read_only))
+        connect::off_runtime(|| Self::open_here(url, read_only, false))
     }
 
-    fn open_here(url: &str, read_only: bool) -> Result<Self> {
+    /// Opens the archive writable as [`PostgresStore::open`] does, except that a server
+    /// that does not answer yet is not an error: the store is returned, every call
+    /// fails with [`StoreError::Unreachable`] while the server stays away, and the
+    /// first connection that succeeds checks and migrates the schema before anything
+    /// else. For the long-running commands (`watch`, `serve`), which retry each sync:
+    /// started before the database (a host booting, a failover), they wait for it
+    /// instead of exiting.
+    ///
+    /// # Errors
+    /// As [`PostgresStore::open`], except [`StoreError::Unreachable`].
+    pub fn open_when_reachable(url: &str) -> Result<Self> {
+        connect::off_runtime(|| Self::open_here(url, false, true))
+    }
+
+    fn open_here(url: &str, read_only: bool, wait: bool) -> Result<Self> {
         let mut target = connect::parse(url)?;
         if read_only {
             // The server enforces it: not even a bug could write through this store.
@@ -90,17 +111,24 @@ impl PostgresStore {
             target.config.options(&options);
         }
         let pool = Pool::new(target)?;
-        let store = Self { pool, read_only };
-        {
-            let mut conn = store.pool.get()?;
-            store.check_encoding(&mut conn)?;
-            if read_only {
-                store.check_schema(&mut conn)?;
-            } else {
-                store.migrate(&mut conn)?;
+        let store = Self { pool, read_only, ready: AtomicBool::new(false) };
+        match store.conn() {
+            Ok(_) => {}
+            Err(StoreError::Unreachable { host, cause }) if wait => {
+                tracing::warn!(
+                    "the archive's database server at {host} does not answer ({cause}); starting anyway, and each sync waits for it"
+                );
             }
+            Err(e) => return Err(e),
         }
         Ok(store)
+    }
+
+    /// Checks the encoding and the schema (read-only) or brings the schema up to date
+    /// (writable): what opening does, on the first connection that reaches the server.
+    fn prepare(&self, conn: &mut Lease<'_>) -> Result<()> {
+        self.check_encoding(conn)?;
+        if self.read_only { self.check_schema(conn) } else { self.migrate(conn) }
     }
 
     /// The URL, without its password.
@@ -200,7 +228,14 @@ impl PostgresStore {
     }
 
     fn conn(&self) -> Result<Lease<'_>> {
-        self.pool.get()
+        let mut conn = self.pool.get()?;
+        if !self.ready.load(Ordering::Acquire) {
+            // Several callers may get here at once: migrations take an advisory lock
+            // and skip what is done, so preparing twice is harmless.
+            self.prepare(&mut conn)?;
+            self.ready.store(true, Ordering::Release);
+        }
+        Ok(conn)
     }
 
     /// A failed statement as a [`StoreError`]: a lost server is

@@ -13,9 +13,8 @@ use tfaudit_store::{
 
 use crate::consumers::{ALERT_COLUMNS, read_alert};
 use crate::nul_free;
+use crate::rollup::{self, Rollups};
 use crate::{PostgresStore, SEQ_LOCK, big, count, ms, ts, ts_opt};
-
-const HOUR_MS: i64 = 3_600_000;
 
 /// Tables whose ids `load_state` writes itself: their identity sequences are moved
 /// past the ids loaded, so that the next row a sync or an alert adds gets a new one.
@@ -206,6 +205,7 @@ impl Transfer for PostgresStore {
 
     fn append_copied(&self, events: &[StoredEvent]) -> Result<()> {
         let mut conn = self.conn()?;
+        let rollup_statements = rollup::Prepared::on(self, &mut conn)?;
         let mut tx = conn.client.transaction().map_err(|e| self.db(&e))?;
         let db = |e: postgres::Error| self.db(&e);
         let ids = self.source_ids(&mut tx)?;
@@ -249,10 +249,7 @@ impl Transfer for PostgresStore {
             ],
         )
         .map_err(db)?;
-        let mut kinds: BTreeMap<(i64, i64, &str, &str), i64> = BTreeMap::new();
-        let mut hourly_actors: BTreeMap<(i64, i64, &str), i64> = BTreeMap::new();
-        let mut actors: BTreeMap<(&str, &str), (i64, i64)> = BTreeMap::new();
-        let mut organizations: Vec<&str> = Vec::new();
+        let mut rollups = Rollups::default();
         let mut counters: BTreeMap<i64, (i64, i64, i64, Option<&str>)> = BTreeMap::new();
         let clean: Vec<tfaudit_model::AuditEvent> = ev
             .iter()
@@ -279,117 +276,10 @@ impl Transfer for PostgresStore {
             c.2 = c.2.max(t);
             if let Some(org) = e.organization_id.as_deref() {
                 c.3.get_or_insert(org);
-                organizations.push(org);
             }
-            let hour = t.div_euclid(HOUR_MS);
-            *kinds
-                .entry((
-                    hour,
-                    source,
-                    e.resource_type.as_deref().unwrap_or(""),
-                    e.resource_action.as_deref().unwrap_or(""),
-                ))
-                .or_default() += 1;
-            let accessor = e.accessor_id.as_deref().unwrap_or("");
-            *hourly_actors.entry((hour, source, accessor)).or_default() += 1;
-            let seen = actors.entry((accessor, e.auth_description.as_deref().unwrap_or(""))).or_insert((t, t));
-            seen.0 = seen.0.min(t);
-            seen.1 = seen.1.max(t);
+            rollups.add(source, e);
         }
-        if !kinds.is_empty() {
-            let hours: Vec<i64> = kinds.keys().map(|k| k.0).collect();
-            let srcs: Vec<i64> = kinds.keys().map(|k| k.1).collect();
-            let types: Vec<&str> = kinds.keys().map(|k| k.2).collect();
-            let acts: Vec<&str> = kinds.keys().map(|k| k.3).collect();
-            let ns: Vec<i64> = kinds.values().copied().collect();
-            tx.execute(
-                "INSERT INTO hourly_kinds (hour, source_id, resource_type, resource_action, n)
-                 SELECT * FROM unnest($1::int8[], $2::int8[], $3::text[], $4::text[], $5::int8[])
-                 ON CONFLICT (hour, source_id, resource_type, resource_action) DO UPDATE SET n = hourly_kinds.n + excluded.n",
-                &[&hours, &srcs, &types, &acts, &ns],
-            )
-            .map_err(db)?;
-            let hours: Vec<i64> = hourly_actors.keys().map(|k| k.0).collect();
-            let srcs: Vec<i64> = hourly_actors.keys().map(|k| k.1).collect();
-            let accs: Vec<&str> = hourly_actors.keys().map(|k| k.2).collect();
-            let ns: Vec<i64> = hourly_actors.values().copied().collect();
-            tx.execute(
-                "INSERT INTO hourly_actors (hour, source_id, accessor_id, n)
-                 SELECT * FROM unnest($1::int8[], $2::int8[], $3::text[], $4::int8[])
-                 ON CONFLICT (hour, source_id, accessor_id) DO UPDATE SET n = hourly_actors.n + excluded.n",
-                &[&hours, &srcs, &accs, &ns],
-            )
-            .map_err(db)?;
-            // The daily rollups and hourly totals the summary reads, as ingest writes them.
-            let mut daily_kinds: BTreeMap<(i64, i64, &str, &str), i64> = BTreeMap::new();
-            let mut totals: BTreeMap<(i64, i64), i64> = BTreeMap::new();
-            for (&(hour, source, t, a), &n) in &kinds {
-                *daily_kinds.entry((hour.div_euclid(24), source, t, a)).or_default() += n;
-                *totals.entry((hour, source)).or_default() += n;
-            }
-            let mut daily_actors: BTreeMap<(i64, i64, &str), i64> = BTreeMap::new();
-            for (&(hour, source, acc), &n) in &hourly_actors {
-                *daily_actors.entry((hour.div_euclid(24), source, acc)).or_default() += n;
-            }
-            tx.execute(
-                "INSERT INTO daily_kinds (day, source_id, resource_type, resource_action, n)
-                 SELECT * FROM unnest($1::int8[], $2::int8[], $3::text[], $4::text[], $5::int8[])
-                 ON CONFLICT (day, source_id, resource_type, resource_action) DO UPDATE SET n = daily_kinds.n + excluded.n",
-                &[
-                    &daily_kinds.keys().map(|k| k.0).collect::<Vec<i64>>(),
-                    &daily_kinds.keys().map(|k| k.1).collect::<Vec<i64>>(),
-                    &daily_kinds.keys().map(|k| k.2).collect::<Vec<&str>>(),
-                    &daily_kinds.keys().map(|k| k.3).collect::<Vec<&str>>(),
-                    &daily_kinds.values().copied().collect::<Vec<i64>>(),
-                ],
-            )
-            .map_err(db)?;
-            tx.execute(
-                "INSERT INTO daily_actors (day, source_id, accessor_id, n)
-                 SELECT * FROM unnest($1::int8[], $2::int8[], $3::text[], $4::int8[])
-                 ON CONFLICT (day, source_id, accessor_id) DO UPDATE SET n = daily_actors.n + excluded.n",
-                &[
-                    &daily_actors.keys().map(|k| k.0).collect::<Vec<i64>>(),
-                    &daily_actors.keys().map(|k| k.1).collect::<Vec<i64>>(),
-                    &daily_actors.keys().map(|k| k.2).collect::<Vec<&str>>(),
-                    &daily_actors.values().copied().collect::<Vec<i64>>(),
-                ],
-            )
-            .map_err(db)?;
-            tx.execute(
-                "INSERT INTO hourly_totals (hour, source_id, n)
-                 SELECT * FROM unnest($1::int8[], $2::int8[], $3::int8[])
-                 ON CONFLICT (hour, source_id) DO UPDATE SET n = hourly_totals.n + excluded.n",
-                &[
-                    &totals.keys().map(|k| k.0).collect::<Vec<i64>>(),
-                    &totals.keys().map(|k| k.1).collect::<Vec<i64>>(),
-                    &totals.values().copied().collect::<Vec<i64>>(),
-                ],
-            )
-            .map_err(db)?;
-            let accs: Vec<&str> = actors.keys().map(|k| k.0).collect();
-            let descs: Vec<&str> = actors.keys().map(|k| k.1).collect();
-            let firsts: Vec<i64> = actors.values().map(|v| v.0).collect();
-            let lasts: Vec<i64> = actors.values().map(|v| v.1).collect();
-            tx.execute(
-                "INSERT INTO actors (accessor_id, description, first_seen_ms, last_seen_ms)
-                 SELECT * FROM unnest($1::text[], $2::text[], $3::int8[], $4::int8[])
-                 ON CONFLICT (accessor_id, description) DO UPDATE SET
-                     first_seen_ms = least(actors.first_seen_ms, excluded.first_seen_ms),
-                     last_seen_ms = greatest(actors.last_seen_ms, excluded.last_seen_ms)",
-                &[&accs, &descs, &firsts, &lasts],
-            )
-            .map_err(db)?;
-        }
-        if !organizations.is_empty() {
-            organizations.sort_unstable();
-            organizations.dedup();
-            tx.execute(
-                "INSERT INTO organizations (organization_id) SELECT * FROM unnest($1::text[]) ON CONFLICT DO NOTHING",
-                &[&organizations],
-            )
-            .map_err(db)?;
-        }
+        rollups.write(self, &mut tx, &rollup_statements)?;
         for (source, (n, oldest, newest, org)) in &counters {
             tx.execute(
                 "UPDATE sources SET event_count = event_count + $2,

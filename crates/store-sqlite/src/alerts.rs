@@ -10,10 +10,10 @@ use tfaudit_store::{
 
 use crate::{ms, ts, ts_opt};
 
-const ALERT_COLUMNS: &str = "a.id, a.key, a.rule, a.severity, a.group_key, a.title, a.text, a.source, a.event_seq, a.event_id, \
+pub(crate) const ALERT_COLUMNS: &str = "a.id, a.key, a.rule, a.severity, a.group_key, a.title, a.text, a.source, a.event_seq, a.event_id, \
      a.event_ms, a.count, a.window_start_ms, a.window_end_ms, a.link, a.event, a.raised_ms";
 
-fn read_alert(r: &rusqlite::Row<'_>) -> rusqlite::Result<AlertRecord> {
+pub(crate) fn read_alert(r: &rusqlite::Row<'_>) -> rusqlite::Result<AlertRecord> {
     Ok(AlertRecord {
         id: r.get(0)?,
         alert: Alert {

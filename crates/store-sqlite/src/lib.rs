@@ -9,6 +9,7 @@ mod alerts;
 mod glob;
 mod leases;
 mod plan;
+mod rollup;
 mod schema;
 mod transfer;
 
@@ -452,7 +453,7 @@ fn unknown_source(id: i64) -> StoreError {
     StoreError::Database(format!("no source with id {id} in the archive"))
 }
 
-fn ms(t: Timestamp) -> i64 {
+pub(crate) fn ms(t: Timestamp) -> i64 {
     t.as_millisecond()
 }
 
@@ -681,40 +682,16 @@ impl Archive for SqliteStore {
             return Err(lost);
         }
         let mut outcome = PageOutcome::default();
-        let mut kinds: HashMap<(i64, &str, &str), i64> = HashMap::new();
-        let mut hourly_actors: HashMap<(i64, &str), i64> = HashMap::new();
-        let mut actors: HashMap<(&str, &str), (i64, i64)> = HashMap::new();
+        let mut rollups = rollup::Rollups::default();
         let (mut oldest, mut newest): (Option<i64>, Option<i64>) = (None, None);
         let mut organization: Option<&str> = None;
         {
             let mut insert = tx
-                .prepare_cached(
-                    "INSERT INTO events (id, source_id, organization_id, ts_ms, auth_type, accessor_id, auth_description,
-                        impersonator_id, request_id, resource_id, resource_type, resource_action, raw, ingested_ms)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)
-                     ON CONFLICT DO NOTHING",
-                )
+                .prepare_cached(&format!("{} ON CONFLICT DO NOTHING", rollup::EVENT_INSERT))
                 .map_err(|e| self.db(e))?;
             for e in page.events {
                 let t = ms(e.timestamp);
-                let changed = insert
-                    .execute(params![
-                        e.id,
-                        page.source_id,
-                        e.organization_id,
-                        t,
-                        e.auth_type,
-                        e.accessor_id,
-                        e.auth_description,
-                        e.impersonator_id,
-                        e.request_id,
-                        e.resource_id,
-                        e.resource_type,
-                        e.resource_action,
-                        e.raw,
-                        now
-                    ])
-                    .map_err(|e| self.db(e))?;
+                let changed = rollup::insert_event(&mut insert, e, page.source_id, now).map_err(|e| self.db(e))?;
                 if changed == 0 {
                     outcome.duplicates += 1;
                     continue;
@@ -725,46 +702,10 @@ impl Archive for SqliteStore {
                 if organization.is_none() {
                     organization = e.organization_id.as_deref();
                 }
-                let hour = t.div_euclid(HOUR_MS);
-                let kind = (hour, e.resource_type.as_deref().unwrap_or(""), e.resource_action.as_deref().unwrap_or(""));
-                *kinds.entry(kind).or_default() += 1;
-                let accessor = e.accessor_id.as_deref().unwrap_or("");
-                *hourly_actors.entry((hour, accessor)).or_default() += 1;
-                let seen = actors.entry((accessor, e.auth_description.as_deref().unwrap_or(""))).or_insert((t, t));
-                seen.0 = seen.0.min(t);
-                seen.1 = seen.1.max(t);
+                rollups.add(page.source_id, e);
             }
         }
-        {
-            let mut stmt = tx
-                .prepare_cached(
-                    "INSERT INTO hourly_kinds (hour, source_id, resource_type, resource_action, n) VALUES (?1, ?2, ?3, ?4, ?5)
-                     ON CONFLICT DO UPDATE SET n = n + excluded.n",
-                )
-                .map_err(|e| self.db(e))?;
-            for ((hour, rtype, action), n) in &kinds {
-                stmt.execute(params![hour, page.source_id, rtype, action, n]).map_err(|e| self.db(e))?;
-            }
-            let mut stmt = tx
-                .prepare_cached(
-                    "INSERT INTO hourly_actors (hour, source_id, accessor_id, n) VALUES (?1, ?2, ?3, ?4)
-                     ON CONFLICT DO UPDATE SET n = n + excluded.n",
-                )
-                .map_err(|e| self.db(e))?;
-            for ((hour, accessor), n) in &hourly_actors {
-                stmt.execute(params![hour, page.source_id, accessor, n]).map_err(|e| self.db(e))?;
-            }
-            let mut stmt = tx
-                .prepare_cached(
-                    "INSERT INTO actors (accessor_id, description, first_seen_ms, last_seen_ms) VALUES (?1, ?2, ?3, ?4)
-                     ON CONFLICT DO UPDATE SET first_seen_ms = min(first_seen_ms, excluded.first_seen_ms),
-                                               last_seen_ms = max(last_seen_ms, excluded.last_seen_ms)",
-                )
-                .map_err(|e| self.db(e))?;
-            for ((accessor, description), (first, last)) in &actors {
-                stmt.execute(params![accessor, description, first, last]).map_err(|e| self.db(e))?;
-            }
-        }
+        rollups.write(&tx).map_err(|e| self.db(e))?;
         for reject in page.rejects {
             let seen: Option<i64> = tx
                 .query_row(

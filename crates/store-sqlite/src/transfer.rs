@@ -5,11 +5,12 @@ use std::collections::HashMap;
 
 use rusqlite::{Connection, params};
 use tfaudit_store::{
-    Alert, AlertState, ArchiveState, ConsumerState, DeliveryCopy, DeliveryState, DestinationState, GapState,
-    RejectState, Result, RunState, RunTally, SourceState, StoreError, StoredEvent, Transfer, Walk,
+    AlertState, ArchiveState, ConsumerState, DeliveryCopy, DeliveryState, DestinationState, GapState, RejectState,
+    Result, RunState, RunTally, SourceState, StoreError, StoredEvent, Transfer, Walk,
 };
 
-use crate::{HOUR_MS, SqliteStore, ms, ts, ts_opt};
+use crate::alerts::{ALERT_COLUMNS, read_alert};
+use crate::{SqliteStore, ms, rollup, ts, ts_opt};
 
 fn count(n: i64) -> u64 {
     u64::try_from(n).unwrap_or(0)
@@ -148,42 +149,17 @@ fn read_state(conn: &Connection) -> rusqlite::Result<ArchiveState> {
         }
     }
     let alerts = conn
-        .prepare(
-            "SELECT id, key, rule, severity, group_key, title, text, source, event_seq, event_id, event_ms, count,
-                    window_start_ms, window_end_ms, link, event, raised_ms FROM alerts ORDER BY id",
-        )?
-        .query_map([], |r| {
-            let id: i64 = r.get(0)?;
-            Ok(AlertState {
-                id,
-                alert: Alert {
-                    key: r.get(1)?,
-                    rule: r.get(2)?,
-                    severity: r.get(3)?,
-                    group: r.get(4)?,
-                    title: r.get(5)?,
-                    text: r.get(6)?,
-                    source: r.get(7)?,
-                    event_seq: r.get(8)?,
-                    event_id: r.get(9)?,
-                    event_time: ts(r.get(10)?),
-                    count: count(r.get(11)?),
-                    window_start: ts_opt(r.get(12)?),
-                    window_end: ts_opt(r.get(13)?),
-                    link: r.get(14)?,
-                    event: r.get(15)?,
-                },
-                raised_at: ts(r.get(16)?),
-                deliveries: Vec::new(),
+        .prepare(&format!("SELECT {ALERT_COLUMNS} FROM alerts a ORDER BY a.id"))?
+        .query_map([], read_alert)?
+        .map(|record| {
+            record.map(|record| AlertState {
+                id: record.id,
+                deliveries: deliveries.remove(&record.id).unwrap_or_default(),
+                alert: record.alert,
+                raised_at: record.raised_at,
             })
-        })?
-        .collect::<rusqlite::Result<Vec<_>>>()?
-        .into_iter()
-        .map(|mut a| {
-            a.deliveries = deliveries.remove(&a.id).unwrap_or_default();
-            a
         })
-        .collect();
+        .collect::<rusqlite::Result<_>>()?;
     let destinations = conn
         .prepare("SELECT name, misconfigured, misconfigured_ms FROM destinations ORDER BY name")?
         .query_map([], |r| {
@@ -207,41 +183,16 @@ impl Transfer for SqliteStore {
         let mut conn = self.lock();
         let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate).map_err(|e| self.db(e))?;
         let ids = source_ids(&tx).map_err(|e| self.db(e))?;
-        let mut kinds: HashMap<(i64, i64, &str, &str), i64> = HashMap::new();
-        let mut hourly_actors: HashMap<(i64, i64, &str), i64> = HashMap::new();
-        let mut actors: HashMap<(&str, &str), (i64, i64)> = HashMap::new();
+        let mut rollups = rollup::Rollups::default();
         // Per source: count, oldest, newest, first organization.
         let mut counters: HashMap<i64, (i64, i64, i64, Option<&str>)> = HashMap::new();
         {
-            let mut insert = tx
-                .prepare_cached(
-                    "INSERT INTO events (id, source_id, organization_id, ts_ms, auth_type, accessor_id, auth_description,
-                        impersonator_id, request_id, resource_id, resource_type, resource_action, raw, ingested_ms)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
-                )
-                .map_err(|e| self.db(e))?;
+            let mut insert = tx.prepare_cached(rollup::EVENT_INSERT).map_err(|e| self.db(e))?;
             for stored in events {
                 let source = *ids.get(&stored.source).ok_or_else(|| unknown(&stored.source))?;
                 let e = &stored.event;
                 let t = ms(e.timestamp);
-                insert
-                    .execute(params![
-                        e.id,
-                        source,
-                        e.organization_id,
-                        t,
-                        e.auth_type,
-                        e.accessor_id,
-                        e.auth_description,
-                        e.impersonator_id,
-                        e.request_id,
-                        e.resource_id,
-                        e.resource_type,
-                        e.resource_action,
-                        e.raw,
-                        ms(stored.ingested_at)
-                    ])
-                    .map_err(|e| self.db(e))?;
+                rollup::insert_event(&mut insert, e, source, ms(stored.ingested_at)).map_err(|e| self.db(e))?;
                 let c = counters.entry(source).or_insert((0, t, t, None));
                 c.0 += 1;
                 c.1 = c.1.min(t);
@@ -249,50 +200,11 @@ impl Transfer for SqliteStore {
                 if c.3.is_none() {
                     c.3 = e.organization_id.as_deref();
                 }
-                let hour = t.div_euclid(HOUR_MS);
-                let kind = (
-                    hour,
-                    source,
-                    e.resource_type.as_deref().unwrap_or(""),
-                    e.resource_action.as_deref().unwrap_or(""),
-                );
-                *kinds.entry(kind).or_default() += 1;
-                let accessor = e.accessor_id.as_deref().unwrap_or("");
-                *hourly_actors.entry((hour, source, accessor)).or_default() += 1;
-                let seen = actors.entry((accessor, e.auth_description.as_deref().unwrap_or(""))).or_insert((t, t));
-                seen.0 = seen.0.min(t);
-                seen.1 = seen.1.max(t);
+                rollups.add(source, e);
             }
         }
+        rollups.write(&tx).map_err(|e| self.db(e))?;
         {
-            let mut stmt = tx
-                .prepare_cached(
-                    "INSERT INTO hourly_kinds (hour, source_id, resource_type, resource_action, n) VALUES (?1, ?2, ?3, ?4, ?5)
-                     ON CONFLICT DO UPDATE SET n = n + excluded.n",
-                )
-                .map_err(|e| self.db(e))?;
-            for ((hour, source, rtype, action), n) in &kinds {
-                stmt.execute(params![hour, source, rtype, action, n]).map_err(|e| self.db(e))?;
-            }
-            let mut stmt = tx
-                .prepare_cached(
-                    "INSERT INTO hourly_actors (hour, source_id, accessor_id, n) VALUES (?1, ?2, ?3, ?4)
-                     ON CONFLICT DO UPDATE SET n = n + excluded.n",
-                )
-                .map_err(|e| self.db(e))?;
-            for ((hour, source, accessor), n) in &hourly_actors {
-                stmt.execute(params![hour, source, accessor, n]).map_err(|e| self.db(e))?;
-            }
-            let mut stmt = tx
-                .prepare_cached(
-                    "INSERT INTO actors (accessor_id, description, first_seen_ms, last_seen_ms) VALUES (?1, ?2, ?3, ?4)
-                     ON CONFLICT DO UPDATE SET first_seen_ms = min(first_seen_ms, excluded.first_seen_ms),
-                                               last_seen_ms = max(last_seen_ms, excluded.last_seen_ms)",
-                )
-                .map_err(|e| self.db(e))?;
-            for ((accessor, description), (first, last)) in &actors {
-                stmt.execute(params![accessor, description, first, last]).map_err(|e| self.db(e))?;
-            }
             let mut stmt = tx
                 .prepare_cached(
                     "UPDATE sources SET event_count = event_count + ?2,

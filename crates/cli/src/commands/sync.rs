@@ -182,7 +182,7 @@ pub async fn watch(cli: &Cli, args: &WatchArgs, server: Option<tfaudit_server::O
     let config = settings::config(cli)?;
     let organizations = settings::organizations(&args.sync, args.interval, config.as_ref())?;
     let cluster = settings::cluster(args.lease.map(|l| l.0), args.instance.as_deref(), config.as_ref())?;
-    let store = settings::open_archive(cli, config.as_ref(), Mode::CreateIfMissing)?;
+    let store = settings::open_archive(cli, config.as_ref(), Mode::CreateWhenReachable)?;
     let cancel = crate::stop_on_signals();
     let alerts_on = !args.no_alerts && config.as_ref().is_none_or(|(_, f)| f.alerts.enabled != Some(false));
     // Checked before anything listens, so that a bad destination is refused at once.

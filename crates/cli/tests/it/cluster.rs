@@ -23,12 +23,12 @@ const SLACK: Duration = Duration::from_secs(1);
 
 /// A PostgreSQL database of its own for one test, dropped after it, on the server
 /// named by `TFAUDIT_TEST_POSTGRES` (as the store's own tests use).
-struct TestDb {
+pub(crate) struct TestDb {
     name: String,
-    url: String,
+    pub url: String,
 }
 
-fn admin_url() -> String {
+pub(crate) fn admin_url() -> String {
     std::env::var("TFAUDIT_TEST_POSTGRES").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
 }
 
@@ -39,7 +39,7 @@ fn admin() -> postgres::Client {
 }
 
 impl TestDb {
-    fn new() -> Self {
+    pub fn new() -> Self {
         let name = format!("tfaudit_it_{}_{:08x}", std::process::id(), rand_suffix());
         admin().batch_execute(&format!("CREATE DATABASE {name} ENCODING 'UTF8' TEMPLATE template0")).unwrap();
         let base = admin_url();

@@ -14,6 +14,7 @@ mod dashboard;
 mod demo;
 mod faults;
 mod migrate;
+mod outage;
 mod output;
 mod serve;
 mod sync;
