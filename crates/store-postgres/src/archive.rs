@@ -12,10 +12,11 @@ use tfaudit_store::{
     RunCounts, RunResult, RunTally, SeenValues, Source, SourceStatus, StoreError, StoredEvent, Summary, Walk,
 };
 
-use crate::rollup::{self, Rollups};
+use crate::rollup;
 use crate::{PostgresStore, SEQ_LOCK, big, count, ms, ts, ts_opt};
+use tfaudit_store::rollup::Rollups;
 
-const HOUR_MS: i64 = 3_600_000;
+use tfaudit_store::rollup::HOUR_MS;
 
 /// A range of hours or days, `[from, to)`, open where `None`.
 type Span = (Option<i64>, Option<i64>);
@@ -361,7 +362,7 @@ impl PostgresStore {
                 }
                 rollups.add(page.source_id, e);
             }
-            rollups.write(self, &mut tx, &rollup_statements)?;
+            rollup::write(rollups, self, &mut tx, &rollup_statements)?;
         }
         for reject in page.rejects {
             let hash = sha2::Sha256::digest(reject.raw.as_bytes()).to_vec();

@@ -1,19 +1,16 @@
-//! What every stored event adds beside its own row, written in the transaction that
-//! stores it: the summary's hourly and daily rollups, the hourly totals, the actors
-//! (with first and last seen) and the organizations. One writer for a sync's pages
-//! and for events copied by `tfaudit migrate`, so that an archive filled either way
-//! summarises the same.
+//! What every stored event adds beside its own row (`tfaudit_store::rollup`): the
+//! summary's hourly and daily rollups, the hourly totals, the actors (with first and
+//! last seen) and the organizations, written the same way for a sync's pages and for
+//! events copied by `tfaudit migrate`.
 
 use std::collections::BTreeMap;
 
 use postgres::{Statement, Transaction};
-use tfaudit_model::AuditEvent;
 use tfaudit_store::Result;
+use tfaudit_store::rollup::Rollups;
 
 use crate::PostgresStore;
 use crate::connect::Conn;
-
-const HOUR_MS: i64 = 3_600_000;
 
 const STATEMENTS: [&str; 7] = [
     "INSERT INTO hourly_kinds (hour, source_id, resource_type, resource_action, n)
@@ -53,81 +50,46 @@ impl Prepared {
     }
 }
 
-/// What a batch of stored events adds, by (hour, source) and by actor; the strings
-/// are the events' column values (already free of NUL characters).
-#[derive(Default)]
-pub(crate) struct Rollups<'a> {
-    kinds: BTreeMap<(i64, i64, &'a str, &'a str), i64>,
-    hourly_actors: BTreeMap<(i64, i64, &'a str), i64>,
-    actors: BTreeMap<(&'a str, &'a str), (i64, i64)>,
-    organizations: Vec<&'a str>,
-}
-
-impl<'a> Rollups<'a> {
-    /// Counts `e`, stored for `source` (its fields already free of NUL characters).
-    pub fn add(&mut self, source: i64, e: &'a AuditEvent) {
-        let t = e.timestamp.as_millisecond();
-        let hour = t.div_euclid(HOUR_MS);
-        let kind = (hour, source, e.resource_type.as_deref().unwrap_or(""), e.resource_action.as_deref().unwrap_or(""));
-        *self.kinds.entry(kind).or_default() += 1;
-        let accessor = e.accessor_id.as_deref().unwrap_or("");
-        *self.hourly_actors.entry((hour, source, accessor)).or_default() += 1;
-        let seen = self.actors.entry((accessor, e.auth_description.as_deref().unwrap_or(""))).or_insert((t, t));
-        seen.0 = seen.0.min(t);
-        seen.1 = seen.1.max(t);
-        if let Some(org) = e.organization_id.as_deref() {
-            self.organizations.push(org);
-        }
+/// Adds what `rollups` counted to the archive's rollups, in `tx`.
+pub(crate) fn write(
+    mut rollups: Rollups<'_>,
+    store: &PostgresStore,
+    tx: &mut Transaction<'_>,
+    prepared: &Prepared,
+) -> Result<()> {
+    let db = |e: postgres::Error| store.db(&e);
+    let [hourly_kinds, hourly_actors, daily_kinds, daily_actors, hourly_totals, actors, organizations] = &prepared.0;
+    if !rollups.kinds.is_empty() {
+        write_kinds(tx, hourly_kinds, &rollups.kinds).map_err(db)?;
+        write_kinds(tx, daily_kinds, &rollups.daily_kinds()).map_err(db)?;
+        write_actors(tx, hourly_actors, &rollups.hourly_actors).map_err(db)?;
+        write_actors(tx, daily_actors, &rollups.daily_actors()).map_err(db)?;
+        let totals = rollups.hourly_totals();
+        tx.execute(
+            hourly_totals,
+            &[
+                &totals.keys().map(|k| k.0).collect::<Vec<i64>>(),
+                &totals.keys().map(|k| k.1).collect::<Vec<i64>>(),
+                &totals.values().copied().collect::<Vec<i64>>(),
+            ],
+        )
+        .map_err(db)?;
+        tx.execute(
+            actors,
+            &[
+                &rollups.actors.keys().map(|k| k.0).collect::<Vec<&str>>(),
+                &rollups.actors.keys().map(|k| k.1).collect::<Vec<&str>>(),
+                &rollups.actors.values().map(|v| v.0).collect::<Vec<i64>>(),
+                &rollups.actors.values().map(|v| v.1).collect::<Vec<i64>>(),
+            ],
+        )
+        .map_err(db)?;
     }
-
-    /// Adds what was counted to the archive's rollups, in `tx`.
-    pub fn write(mut self, store: &PostgresStore, tx: &mut Transaction<'_>, prepared: &Prepared) -> Result<()> {
-        let db = |e: postgres::Error| store.db(&e);
-        let [hourly_kinds, hourly_actors, daily_kinds, daily_actors, hourly_totals, actors, organizations] =
-            &prepared.0;
-        if !self.kinds.is_empty() {
-            let mut days: BTreeMap<(i64, i64, &str, &str), i64> = BTreeMap::new();
-            let mut totals: BTreeMap<(i64, i64), i64> = BTreeMap::new();
-            for (&(hour, source, t, a), &n) in &self.kinds {
-                *days.entry((hour.div_euclid(24), source, t, a)).or_default() += n;
-                *totals.entry((hour, source)).or_default() += n;
-            }
-            write_kinds(tx, hourly_kinds, &self.kinds).map_err(db)?;
-            write_kinds(tx, daily_kinds, &days).map_err(db)?;
-            let mut days: BTreeMap<(i64, i64, &str), i64> = BTreeMap::new();
-            for (&(hour, source, acc), &n) in &self.hourly_actors {
-                *days.entry((hour.div_euclid(24), source, acc)).or_default() += n;
-            }
-            write_actors(tx, hourly_actors, &self.hourly_actors).map_err(db)?;
-            write_actors(tx, daily_actors, &days).map_err(db)?;
-            tx.execute(
-                hourly_totals,
-                &[
-                    &totals.keys().map(|k| k.0).collect::<Vec<i64>>(),
-                    &totals.keys().map(|k| k.1).collect::<Vec<i64>>(),
-                    &totals.values().copied().collect::<Vec<i64>>(),
-                ],
-            )
-            .map_err(db)?;
-            tx.execute(
-                actors,
-                &[
-                    &self.actors.keys().map(|k| k.0).collect::<Vec<&str>>(),
-                    &self.actors.keys().map(|k| k.1).collect::<Vec<&str>>(),
-                    &self.actors.values().map(|v| v.0).collect::<Vec<i64>>(),
-                    &self.actors.values().map(|v| v.1).collect::<Vec<i64>>(),
-                ],
-            )
-            .map_err(db)?;
-        }
-        if !self.organizations.is_empty() {
-            // Sorted, so that two transactions lock the same rows in the same order.
-            self.organizations.sort_unstable();
-            self.organizations.dedup();
-            tx.execute(organizations, &[&self.organizations]).map_err(db)?;
-        }
-        Ok(())
+    let orgs = rollups.organizations();
+    if !orgs.is_empty() {
+        tx.execute(organizations, &[&orgs]).map_err(db)?;
     }
+    Ok(())
 }
 
 /// Counts by (hour or day, source, resource type, action).

@@ -13,8 +13,9 @@ use tfaudit_store::{
 
 use crate::consumers::{ALERT_COLUMNS, read_alert};
 use crate::nul_free;
-use crate::rollup::{self, Rollups};
+use crate::rollup;
 use crate::{PostgresStore, SEQ_LOCK, big, count, ms, ts, ts_opt};
+use tfaudit_store::rollup::Rollups;
 
 /// Tables whose ids `load_state` writes itself: their identity sequences are moved
 /// past the ids loaded, so that the next row a sync or an alert adds gets a new one.
@@ -279,7 +280,7 @@ impl Transfer for PostgresStore {
             }
             rollups.add(source, e);
         }
-        rollups.write(self, &mut tx, &rollup_statements)?;
+        rollup::write(rollups, self, &mut tx, &rollup_statements)?;
         for (source, (n, oldest, newest, org)) in &counters {
             tx.execute(
                 "UPDATE sources SET event_count = event_count + $2,

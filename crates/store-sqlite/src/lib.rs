@@ -28,7 +28,7 @@ use tfaudit_store::{
     Summary, Walk,
 };
 
-const HOUR_MS: i64 = 3_600_000;
+use tfaudit_store::rollup::HOUR_MS;
 
 /// The SQLite archive.
 pub struct SqliteStore {
@@ -682,7 +682,7 @@ impl Archive for SqliteStore {
             return Err(lost);
         }
         let mut outcome = PageOutcome::default();
-        let mut rollups = rollup::Rollups::default();
+        let mut rollups = tfaudit_store::rollup::Rollups::default();
         let (mut oldest, mut newest): (Option<i64>, Option<i64>) = (None, None);
         let mut organization: Option<&str> = None;
         {
@@ -705,7 +705,7 @@ impl Archive for SqliteStore {
                 rollups.add(page.source_id, e);
             }
         }
-        rollups.write(&tx).map_err(|e| self.db(e))?;
+        rollup::write(&rollups, &tx).map_err(|e| self.db(e))?;
         for reject in page.rejects {
             let seen: Option<i64> = tx
                 .query_row(

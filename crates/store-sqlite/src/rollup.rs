@@ -1,14 +1,12 @@
-//! What every stored event adds beside its own row, written in the transaction that
-//! stores it: the summary's hourly rollups and the actors (with first and last seen).
-//! One writer for a sync's pages and for events copied by `tfaudit migrate`, so that
-//! an archive filled either way summarises the same.
-
-use std::collections::HashMap;
+//! An event's row and what it adds beside it (`tfaudit_store::rollup`: the summary's
+//! hourly rollups, the actors with first and last seen), written the same way for a
+//! sync's pages and for events copied by `tfaudit migrate`.
 
 use rusqlite::{CachedStatement, Transaction, params};
 use tfaudit_model::AuditEvent;
+use tfaudit_store::rollup::Rollups;
 
-use crate::{HOUR_MS, ms};
+use crate::ms;
 
 /// Inserts one event's row with `insert` (the `events` insert, with or without its
 /// conflict clause); the number of rows inserted.
@@ -42,52 +40,30 @@ pub(crate) const EVENT_INSERT: &str =
     impersonator_id, request_id, resource_id, resource_type, resource_action, raw, ingested_ms)
  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)";
 
-/// What a batch of stored events adds, by (hour, source) and by actor.
-#[derive(Default)]
-pub(crate) struct Rollups<'a> {
-    kinds: HashMap<(i64, i64, &'a str, &'a str), i64>,
-    hourly_actors: HashMap<(i64, i64, &'a str), i64>,
-    actors: HashMap<(&'a str, &'a str), (i64, i64)>,
-}
-
-impl<'a> Rollups<'a> {
-    /// Counts `e`, stored for `source`.
-    pub fn add(&mut self, source: i64, e: &'a AuditEvent) {
-        let t = ms(e.timestamp);
-        let hour = t.div_euclid(HOUR_MS);
-        let kind = (hour, source, e.resource_type.as_deref().unwrap_or(""), e.resource_action.as_deref().unwrap_or(""));
-        *self.kinds.entry(kind).or_default() += 1;
-        let accessor = e.accessor_id.as_deref().unwrap_or("");
-        *self.hourly_actors.entry((hour, source, accessor)).or_default() += 1;
-        let seen = self.actors.entry((accessor, e.auth_description.as_deref().unwrap_or(""))).or_insert((t, t));
-        seen.0 = seen.0.min(t);
-        seen.1 = seen.1.max(t);
+/// Adds what `rollups` counted to the archive's rollups, in `tx`.
+pub(crate) fn write(rollups: &Rollups<'_>, tx: &Transaction<'_>) -> rusqlite::Result<()> {
+    let Rollups { kinds, hourly_actors, actors, .. } = rollups;
+    let mut stmt = tx.prepare_cached(
+        "INSERT INTO hourly_kinds (hour, source_id, resource_type, resource_action, n) VALUES (?1, ?2, ?3, ?4, ?5)
+         ON CONFLICT DO UPDATE SET n = n + excluded.n",
+    )?;
+    for ((hour, source, rtype, action), n) in kinds {
+        stmt.execute(params![hour, source, rtype, action, n])?;
     }
-
-    /// Adds what was counted to the archive's rollups, in `tx`.
-    pub fn write(&self, tx: &Transaction<'_>) -> rusqlite::Result<()> {
-        let mut stmt = tx.prepare_cached(
-            "INSERT INTO hourly_kinds (hour, source_id, resource_type, resource_action, n) VALUES (?1, ?2, ?3, ?4, ?5)
-             ON CONFLICT DO UPDATE SET n = n + excluded.n",
-        )?;
-        for ((hour, source, rtype, action), n) in &self.kinds {
-            stmt.execute(params![hour, source, rtype, action, n])?;
-        }
-        let mut stmt = tx.prepare_cached(
-            "INSERT INTO hourly_actors (hour, source_id, accessor_id, n) VALUES (?1, ?2, ?3, ?4)
-             ON CONFLICT DO UPDATE SET n = n + excluded.n",
-        )?;
-        for ((hour, source, accessor), n) in &self.hourly_actors {
-            stmt.execute(params![hour, source, accessor, n])?;
-        }
-        let mut stmt = tx.prepare_cached(
-            "INSERT INTO actors (accessor_id, description, first_seen_ms, last_seen_ms) VALUES (?1, ?2, ?3, ?4)
-             ON CONFLICT DO UPDATE SET first_seen_ms = min(first_seen_ms, excluded.first_seen_ms),
-                                       last_seen_ms = max(last_seen_ms, excluded.last_seen_ms)",
-        )?;
-        for ((accessor, description), (first, last)) in &self.actors {
-            stmt.execute(params![accessor, description, first, last])?;
-        }
-        Ok(())
+    let mut stmt = tx.prepare_cached(
+        "INSERT INTO hourly_actors (hour, source_id, accessor_id, n) VALUES (?1, ?2, ?3, ?4)
+         ON CONFLICT DO UPDATE SET n = n + excluded.n",
+    )?;
+    for ((hour, source, accessor), n) in hourly_actors {
+        stmt.execute(params![hour, source, accessor, n])?;
     }
+    let mut stmt = tx.prepare_cached(
+        "INSERT INTO actors (accessor_id, description, first_seen_ms, last_seen_ms) VALUES (?1, ?2, ?3, ?4)
+         ON CONFLICT DO UPDATE SET first_seen_ms = min(first_seen_ms, excluded.first_seen_ms),
+                                   last_seen_ms = max(last_seen_ms, excluded.last_seen_ms)",
+    )?;
+    for ((accessor, description), (first, last)) in actors {
+        stmt.execute(params![accessor, description, first, last])?;
+    }
+    Ok(())
 }

@@ -183,7 +183,7 @@ impl Transfer for SqliteStore {
         let mut conn = self.lock();
         let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate).map_err(|e| self.db(e))?;
         let ids = source_ids(&tx).map_err(|e| self.db(e))?;
-        let mut rollups = rollup::Rollups::default();
+        let mut rollups = tfaudit_store::rollup::Rollups::default();
         // Per source: count, oldest, newest, first organization.
         let mut counters: HashMap<i64, (i64, i64, i64, Option<&str>)> = HashMap::new();
         {
@@ -203,7 +203,7 @@ impl Transfer for SqliteStore {
                 rollups.add(source, e);
             }
         }
-        rollups.write(&tx).map_err(|e| self.db(e))?;
+        rollup::write(&rollups, &tx).map_err(|e| self.db(e))?;
         {
             let mut stmt = tx
                 .prepare_cached(

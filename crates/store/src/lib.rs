@@ -23,6 +23,7 @@ pub mod blocking;
 mod filter;
 mod leases;
 pub mod migrate;
+pub mod rollup;
 mod transfer;
 pub use alerts::{
     ALERTS_CONSUMER, Alert, AlertFilter, AlertRecord, AlertStatus, AlertWrite, CommitOutcome, ConsumerPosition,
