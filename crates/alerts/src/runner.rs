@@ -358,8 +358,16 @@ pub async fn drain(
                 tracing::error!(alert, destination, "delivery abandoned: {error}");
             }
         }
-        let id = job.delivery_id;
-        blocking(store, move |store| store.finish_delivery(id, &outcome)).await?;
+        let recorded = blocking(store, move |store| store.finish_delivery(&job, &outcome)).await?;
+        if !recorded {
+            // The claim ran out mid-attempt (this process was frozen, say) and another
+            // took the delivery over: its outcome counts, not this late one.
+            tracing::warn!(
+                alert,
+                destination,
+                "the delivery was taken over while this attempt ran; its outcome is left to the other attempt"
+            );
+        }
         if misconfigured {
             return Ok((report, true));
         }

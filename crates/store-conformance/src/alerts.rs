@@ -192,12 +192,47 @@ pub fn a_claimed_delivery_is_not_claimed_again_until_its_lease_ends(fresh: Fresh
     assert_ne!(mail.delivery_id, first.delivery_id);
     let almost = now + SignedDuration::from_millis(29_999);
     assert_eq!(a.claim_delivery("hook", almost, almost, lease).unwrap(), None, "the lease still lasts");
-    a.finish_delivery(second.delivery_id, &DeliveryOutcome::Delivered).unwrap();
+    a.finish_delivery(&second, &DeliveryOutcome::Delivered).unwrap();
     let after = now + SignedDuration::from_millis(30_001);
     let again = a.claim_delivery("hook", after, after, lease).unwrap().expect("the lease has passed");
     assert_eq!((again.delivery_id, again.attempts), (first.delivery_id, 0), "an unfinished claim counts no attempt");
     assert_eq!(a.claim_delivery("hook", after, after, lease).unwrap(), None, "a delivered one is never claimed again");
     assert_eq!(a.claim_delivery("nowhere", after, Timestamp::MAX, lease).unwrap(), None);
+}
+
+/// An attempt whose claim ran out (its process frozen past the lease) and was taken
+/// over records nothing when it ends late, whatever its outcome: a late failure must
+/// not reopen a delivery the newer attempt delivered, which would send it once more.
+pub fn an_outcome_after_the_claim_was_taken_over_is_not_recorded(fresh: Fresh<'_>) {
+    let a = fresh();
+    commit(&*a, &[alert("k1", &["hook", "mail"])]);
+    let now = Timestamp::now();
+    let lease = Duration::from_secs(30);
+    // Ran out too, but not taken over: its outcome still counts.
+    let slow = a.claim_delivery("mail", now, now, lease).unwrap().expect("due");
+    let frozen = a.claim_delivery("hook", now, now, lease).unwrap().expect("due");
+    let after = now + SignedDuration::from_secs(31);
+    let took_over = a.claim_delivery("hook", after, after, lease).unwrap().expect("the lease has passed");
+    assert_eq!(took_over.delivery_id, frozen.delivery_id);
+    assert_ne!(took_over.claim, frozen.claim);
+    let failed = DeliveryOutcome::Failed { error: "timed out".into(), retry_at: now };
+    assert!(!a.finish_delivery(&frozen, &failed).unwrap(), "the newer claim is in force");
+    assert_eq!(a.claim_delivery("hook", after, Timestamp::MAX, lease).unwrap(), None, "still claimed");
+    assert!(a.finish_delivery(&took_over, &DeliveryOutcome::Delivered).unwrap());
+    assert!(!a.finish_delivery(&frozen, &failed).unwrap(), "after the newer one ended too");
+    assert!(
+        !a.finish_delivery(&frozen, &DeliveryOutcome::Misconfigured { error: "401".into(), retry_at: now }).unwrap()
+    );
+    assert!(!a.finish_delivery(&frozen, &DeliveryOutcome::Abandoned { error: "gone".into() }).unwrap());
+    let status = a.alert_status(1).unwrap();
+    assert_eq!((status.delivered, status.failing, status.pending, status.abandoned), (1, 0, 1, 0));
+    assert_eq!(status.misconfigured, vec![], "a late refusal marks nothing");
+    let hook = status.recent[0].deliveries.iter().find(|d| d.destination == "hook").unwrap();
+    assert_eq!(hook.attempts, 1, "only the recorded attempt counts");
+    let later = after + SignedDuration::from_secs(3600);
+    assert_eq!(a.claim_delivery("hook", later, Timestamp::MAX, lease).unwrap(), None, "never sent again");
+    assert!(a.finish_delivery(&slow, &DeliveryOutcome::Delivered).unwrap(), "a claim run out, not taken over");
+    assert_eq!(a.alert_status(0).unwrap().delivered, 2);
 }
 
 /// A delivery is due when its next attempt is at or before `due_by`: a new one at
@@ -212,7 +247,7 @@ pub fn only_due_deliveries_are_claimed(fresh: Fresh<'_>) {
     let job = a.claim_delivery("hook", now, now, lease).unwrap().expect("due at once");
     let retry_at = now + SignedDuration::from_secs(600);
     let failed = DeliveryOutcome::Failed { error: "503".into(), retry_at };
-    a.finish_delivery(job.delivery_id, &failed).unwrap();
+    a.finish_delivery(&job, &failed).unwrap();
     let early = retry_at - SignedDuration::from_millis(1);
     assert_eq!(a.claim_delivery("hook", now, early, lease).unwrap(), None, "not before its retry");
     let retried = a.claim_delivery("hook", now, retry_at, lease).unwrap().expect("due at retry_at");
@@ -228,11 +263,11 @@ pub fn delivery_outcomes_and_alert_status(fresh: Fresh<'_>) {
     commit(&*a, &[alert("k1", &["ok", "flaky", "gone", "idle"])]);
     let now = Timestamp::now();
     let lease = Duration::from_secs(30);
-    let claim = |d: &str| a.claim_delivery(d, now, now, lease).unwrap().expect("due").delivery_id;
+    let claim = |d: &str| a.claim_delivery(d, now, now, lease).unwrap().expect("due");
     let retry_at = at("2100-01-01T00:00:00Z");
-    a.finish_delivery(claim("ok"), &DeliveryOutcome::Delivered).unwrap();
-    a.finish_delivery(claim("flaky"), &DeliveryOutcome::Failed { error: "timeout".into(), retry_at }).unwrap();
-    a.finish_delivery(claim("gone"), &DeliveryOutcome::Abandoned { error: "too old".into() }).unwrap();
+    a.finish_delivery(&claim("ok"), &DeliveryOutcome::Delivered).unwrap();
+    a.finish_delivery(&claim("flaky"), &DeliveryOutcome::Failed { error: "timeout".into(), retry_at }).unwrap();
+    a.finish_delivery(&claim("gone"), &DeliveryOutcome::Abandoned { error: "too old".into() }).unwrap();
     let record = a.alerts(&AlertFilter::default(), 1).unwrap().pop().expect("the alert");
     let got: Vec<_> = record
         .deliveries
@@ -290,9 +325,9 @@ pub fn a_misconfigured_destination_is_marked_until_a_delivery_succeeds(fresh: Fr
     let retry_at = now + SignedDuration::from_secs(60);
     let before = Timestamp::now();
     let job = a.claim_delivery("hook", now, now, lease).unwrap().expect("due");
-    a.finish_delivery(job.delivery_id, &DeliveryOutcome::Misconfigured { error: "401".into(), retry_at }).unwrap();
+    a.finish_delivery(&job, &DeliveryOutcome::Misconfigured { error: "401".into(), retry_at }).unwrap();
     let job2 = a.claim_delivery("hook", now, now, lease).unwrap().expect("the other one");
-    a.finish_delivery(job2.delivery_id, &DeliveryOutcome::Misconfigured { error: "403".into(), retry_at }).unwrap();
+    a.finish_delivery(&job2, &DeliveryOutcome::Misconfigured { error: "403".into(), retry_at }).unwrap();
     let after = Timestamp::now();
     let status = a.alert_status(0).unwrap();
     assert_eq!(status.misconfigured.len(), 1, "{:?}", status.misconfigured);
@@ -305,7 +340,7 @@ pub fn a_misconfigured_destination_is_marked_until_a_delivery_succeeds(fresh: Fr
     assert_eq!((status.failing, status.pending), (2, 1), "kept, failing");
     assert_eq!(a.open_delivery_destinations().unwrap(), ["hook", "mail"]);
     let retry = a.claim_delivery("hook", now, retry_at, lease).unwrap().expect("kept and retried");
-    a.finish_delivery(retry.delivery_id, &DeliveryOutcome::Delivered).unwrap();
+    a.finish_delivery(&retry, &DeliveryOutcome::Delivered).unwrap();
     assert_eq!(a.alert_status(0).unwrap().misconfigured, vec![], "a delivery clears the mark");
 }
 

@@ -133,6 +133,7 @@ macro_rules! suite {
             named_consumers_keep_independent_cursors,
             an_alert_is_stored_once_by_key,
             a_claimed_delivery_is_not_claimed_again_until_its_lease_ends,
+            an_outcome_after_the_claim_was_taken_over_is_not_recorded,
             only_due_deliveries_are_claimed,
             delivery_outcomes_and_alert_status,
             a_misconfigured_destination_is_marked_until_a_delivery_succeeds,

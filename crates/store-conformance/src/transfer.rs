@@ -114,10 +114,10 @@ fn filled(fresh: Fresh<'_>) -> crate::Archive {
     a.commit_consumer("forwarder", None, &ConsumerPosition { position: about("a3").seq, state: "s".into() }).unwrap();
     let now = Timestamp::now();
     let job = a.claim_delivery("hook", now, now, Duration::from_secs(30)).unwrap().expect("due");
-    a.finish_delivery(job.delivery_id, &DeliveryOutcome::Delivered).unwrap();
+    a.finish_delivery(&job, &DeliveryOutcome::Delivered).unwrap();
     let job = a.claim_delivery("hook", now, now, Duration::from_secs(30)).unwrap().expect("due");
     let retry_at = now + SignedDuration::from_secs(60);
-    a.finish_delivery(job.delivery_id, &DeliveryOutcome::Misconfigured { error: "401".into(), retry_at }).unwrap();
+    a.finish_delivery(&job, &DeliveryOutcome::Misconfigured { error: "401".into(), retry_at }).unwrap();
     // A claim in force stays in force in the copy.
     a.claim_delivery("mail", now, now, Duration::from_secs(600)).unwrap().expect("due");
     a

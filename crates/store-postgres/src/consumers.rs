@@ -203,7 +203,13 @@ impl PostgresStore {
         let (id, alert_id, attempts): (i64, i64, i64) = (row.get(0), row.get(1), row.get(2));
         let alert = read_alert(&tx.query_one(&alert, &[&alert_id]).map_err(|e| self.db(&e))?);
         tx.commit().map_err(|e| self.db(&e))?;
-        Ok(Some(DeliveryJob { delivery_id: id, destination: destination.to_owned(), attempts: count(attempts), alert }))
+        Ok(Some(DeliveryJob {
+            delivery_id: id,
+            destination: destination.to_owned(),
+            attempts: count(attempts),
+            alert,
+            claim: until,
+        }))
     }
 
     pub(crate) fn outbox_open_destinations(&self) -> Result<Vec<String>> {
@@ -214,35 +220,42 @@ impl PostgresStore {
         Ok(conn.client.query(&stmt, &[]).map_err(|e| self.db(&e))?.iter().map(|r| r.get(0)).collect())
     }
 
-    pub(crate) fn outbox_finish(&self, id: i64, outcome: &DeliveryOutcome) -> Result<()> {
+    /// Records an attempt's outcome if the claim `claim` is still the delivery's last
+    /// (see `Consumers::finish_delivery`); every statement here is keyed by it.
+    pub(crate) fn outbox_finish(&self, id: i64, claim: i64, outcome: &DeliveryOutcome) -> Result<bool> {
         let now = ms(Timestamp::now());
         let mut conn = self.conn()?;
         let mut tx = conn.client.transaction().map_err(|e| self.db(&e))?;
-        match outcome {
+        let recorded = match outcome {
             DeliveryOutcome::Delivered => {
-                tx.execute(
-                    "UPDATE deliveries SET state = 'delivered', attempts = attempts + 1, delivered_ms = $2, lease_until_ms = NULL
-                     WHERE id = $1",
-                    &[&id, &now],
-                )
-                .map_err(|e| self.db(&e))?;
-                tx.execute(
-                    "UPDATE destinations SET misconfigured = NULL, misconfigured_ms = NULL
-                     WHERE name = (SELECT destination FROM deliveries WHERE id = $1)",
-                    &[&id],
-                )
-                .map_err(|e| self.db(&e))?;
+                let n = tx
+                    .execute(
+                        "UPDATE deliveries SET state = 'delivered', attempts = attempts + 1, delivered_ms = $3, lease_until_ms = NULL
+                         WHERE id = $1 AND lease_until_ms = $2",
+                        &[&id, &claim, &now],
+                    )
+                    .map_err(|e| self.db(&e))?;
+                if n == 1 {
+                    tx.execute(
+                        "UPDATE destinations SET misconfigured = NULL, misconfigured_ms = NULL
+                         WHERE name = (SELECT destination FROM deliveries WHERE id = $1)",
+                        &[&id],
+                    )
+                    .map_err(|e| self.db(&e))?;
+                }
+                n
             }
             DeliveryOutcome::Failed { error, retry_at } | DeliveryOutcome::Misconfigured { error, retry_at } => {
                 let error = &nul_free(error);
-                tx.execute(
-                    "UPDATE deliveries SET state = 'failing', attempts = attempts + 1, last_error = $2, next_attempt_ms = $3,
-                         lease_until_ms = NULL
-                     WHERE id = $1",
-                    &[&id, error, &ms(*retry_at)],
-                )
-                .map_err(|e| self.db(&e))?;
-                if matches!(outcome, DeliveryOutcome::Misconfigured { .. }) {
+                let n = tx
+                    .execute(
+                        "UPDATE deliveries SET state = 'failing', attempts = attempts + 1, last_error = $3, next_attempt_ms = $4,
+                             lease_until_ms = NULL
+                         WHERE id = $1 AND lease_until_ms = $2",
+                        &[&id, &claim, error, &ms(*retry_at)],
+                    )
+                    .map_err(|e| self.db(&e))?;
+                if n == 1 && matches!(outcome, DeliveryOutcome::Misconfigured { .. }) {
                     tx.execute(
                         "INSERT INTO destinations (name, misconfigured, misconfigured_ms)
                          SELECT destination, $2, $3 FROM deliveries WHERE id = $1
@@ -252,18 +265,20 @@ impl PostgresStore {
                     )
                     .map_err(|e| self.db(&e))?;
                 }
+                n
             }
             DeliveryOutcome::Abandoned { error } => {
                 let error = &nul_free(error);
                 tx.execute(
-                    "UPDATE deliveries SET state = 'abandoned', attempts = attempts + 1, last_error = $2, lease_until_ms = NULL
-                     WHERE id = $1",
-                    &[&id, error],
+                    "UPDATE deliveries SET state = 'abandoned', attempts = attempts + 1, last_error = $3, lease_until_ms = NULL
+                     WHERE id = $1 AND lease_until_ms = $2",
+                    &[&id, &claim, error],
                 )
-                .map_err(|e| self.db(&e))?;
+                .map_err(|e| self.db(&e))?
             }
-        }
-        tx.commit().map_err(|e| self.db(&e))
+        };
+        tx.commit().map_err(|e| self.db(&e))?;
+        Ok(recorded == 1)
     }
 
     pub(crate) fn outbox_alerts(&self, filter: &AlertFilter, limit: u64) -> Result<Vec<AlertRecord>> {

@@ -401,8 +401,8 @@ impl Consumers for PostgresStore {
         self.outbox_open_destinations()
     }
 
-    fn finish_delivery(&self, delivery_id: i64, outcome: &DeliveryOutcome) -> Result<()> {
-        self.outbox_finish(delivery_id, outcome)
+    fn finish_delivery(&self, job: &DeliveryJob, outcome: &DeliveryOutcome) -> Result<bool> {
+        self.outbox_finish(job.delivery_id, job.claim, outcome)
     }
 
     fn alerts(&self, filter: &AlertFilter, limit: u64) -> Result<Vec<AlertRecord>> {

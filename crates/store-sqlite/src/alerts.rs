@@ -231,7 +231,13 @@ pub fn claim_delivery(
     let alert =
         tx.query_row(&format!("SELECT {ALERT_COLUMNS} FROM alerts a WHERE a.id = ?1"), [alert_id], read_alert)?;
     tx.commit()?;
-    Ok(Some(DeliveryJob { delivery_id: id, destination: destination.to_owned(), attempts: attempts as u64, alert }))
+    Ok(Some(DeliveryJob {
+        delivery_id: id,
+        destination: destination.to_owned(),
+        attempts: attempts as u64,
+        alert,
+        claim: until,
+    }))
 }
 
 pub fn open_delivery_destinations(conn: &Connection) -> rusqlite::Result<Vec<String>> {
@@ -289,28 +295,39 @@ pub fn seen_values_up_to(conn: &Connection, seq: i64) -> rusqlite::Result<SeenVa
     Ok(all)
 }
 
-pub fn finish_delivery(conn: &mut Connection, id: i64, outcome: &DeliveryOutcome) -> rusqlite::Result<()> {
+/// Records an attempt's outcome if the claim `claim` is still the delivery's last
+/// (see `Consumers::finish_delivery`); every statement here is keyed by it.
+pub fn finish_delivery(
+    conn: &mut Connection,
+    id: i64,
+    claim: i64,
+    outcome: &DeliveryOutcome,
+) -> rusqlite::Result<bool> {
     let now = ms(Timestamp::now());
     let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-    match outcome {
+    let recorded = match outcome {
         DeliveryOutcome::Delivered => {
-            tx.execute(
-                "UPDATE deliveries SET state = 'delivered', attempts = attempts + 1, delivered_ms = ?2, lease_until_ms = NULL WHERE id = ?1",
-                params![id, now],
+            let n = tx.execute(
+                "UPDATE deliveries SET state = 'delivered', attempts = attempts + 1, delivered_ms = ?3, lease_until_ms = NULL
+                 WHERE id = ?1 AND lease_until_ms = ?2",
+                params![id, claim, now],
             )?;
-            tx.execute(
-                "UPDATE destinations SET misconfigured = NULL, misconfigured_ms = NULL
-                 WHERE name = (SELECT destination FROM deliveries WHERE id = ?1)",
-                [id],
-            )?;
+            if n == 1 {
+                tx.execute(
+                    "UPDATE destinations SET misconfigured = NULL, misconfigured_ms = NULL
+                     WHERE name = (SELECT destination FROM deliveries WHERE id = ?1)",
+                    [id],
+                )?;
+            }
+            n
         }
         DeliveryOutcome::Failed { error, retry_at } | DeliveryOutcome::Misconfigured { error, retry_at } => {
-            tx.execute(
-                "UPDATE deliveries SET state = 'failing', attempts = attempts + 1, last_error = ?2, next_attempt_ms = ?3, lease_until_ms = NULL
-                 WHERE id = ?1",
-                params![id, error, ms(*retry_at)],
+            let n = tx.execute(
+                "UPDATE deliveries SET state = 'failing', attempts = attempts + 1, last_error = ?3, next_attempt_ms = ?4, lease_until_ms = NULL
+                 WHERE id = ?1 AND lease_until_ms = ?2",
+                params![id, claim, error, ms(*retry_at)],
             )?;
-            if matches!(outcome, DeliveryOutcome::Misconfigured { .. }) {
+            if n == 1 && matches!(outcome, DeliveryOutcome::Misconfigured { .. }) {
                 tx.execute(
                     "INSERT INTO destinations (name, misconfigured, misconfigured_ms)
                      SELECT destination, ?2, ?3 FROM deliveries WHERE id = ?1
@@ -319,15 +336,16 @@ pub fn finish_delivery(conn: &mut Connection, id: i64, outcome: &DeliveryOutcome
                     params![id, error, now],
                 )?;
             }
+            n
         }
-        DeliveryOutcome::Abandoned { error } => {
-            tx.execute(
-                "UPDATE deliveries SET state = 'abandoned', attempts = attempts + 1, last_error = ?2, lease_until_ms = NULL WHERE id = ?1",
-                params![id, error],
-            )?;
-        }
-    }
-    tx.commit()
+        DeliveryOutcome::Abandoned { error } => tx.execute(
+            "UPDATE deliveries SET state = 'abandoned', attempts = attempts + 1, last_error = ?3, lease_until_ms = NULL
+             WHERE id = ?1 AND lease_until_ms = ?2",
+            params![id, claim, error],
+        )?,
+    };
+    tx.commit()?;
+    Ok(recorded == 1)
 }
 
 pub fn misconfigured(conn: &Connection) -> rusqlite::Result<Vec<DestinationHealth>> {

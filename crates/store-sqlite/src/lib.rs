@@ -1185,8 +1185,8 @@ impl Consumers for SqliteStore {
         alerts::open_delivery_destinations(&*self.read()?).map_err(|e| self.db(e))
     }
 
-    fn finish_delivery(&self, delivery_id: i64, outcome: &DeliveryOutcome) -> Result<()> {
-        alerts::finish_delivery(&mut self.lock(), delivery_id, outcome).map_err(|e| self.db(e))
+    fn finish_delivery(&self, job: &DeliveryJob, outcome: &DeliveryOutcome) -> Result<bool> {
+        alerts::finish_delivery(&mut self.lock(), job.delivery_id, job.claim, outcome).map_err(|e| self.db(e))
     }
 
     fn alerts(&self, filter: &AlertFilter, limit: u64) -> Result<Vec<AlertRecord>> {

@@ -370,8 +370,7 @@ fn a_misconfigured_destination_is_marked_until_a_delivery_succeeds() {
     assert_ne!(job.delivery_id, other.delivery_id);
     assert!(s.claim_delivery("hook", now, now, lease).unwrap().is_none());
     let later = now + jiff::SignedDuration::from_secs(3600);
-    s.finish_delivery(job.delivery_id, &DeliveryOutcome::Misconfigured { error: "401".into(), retry_at: later })
-        .unwrap();
+    s.finish_delivery(&job, &DeliveryOutcome::Misconfigured { error: "401".into(), retry_at: later }).unwrap();
     let status = s.alert_status(0).unwrap();
     assert_eq!(status.misconfigured.len(), 1);
     assert_eq!((status.misconfigured[0].name.as_str(), status.failing), ("hook", 1));
@@ -380,7 +379,7 @@ fn a_misconfigured_destination_is_marked_until_a_delivery_succeeds() {
     assert!(s.claim_delivery("hook", after_lease, after_lease, lease).unwrap().is_some(), "the other one");
     let probe = s.claim_delivery("hook", after_lease, Timestamp::MAX, lease).unwrap().unwrap();
     assert_eq!(probe.delivery_id, job.delivery_id);
-    s.finish_delivery(probe.delivery_id, &DeliveryOutcome::Delivered).unwrap();
+    s.finish_delivery(&probe, &DeliveryOutcome::Delivered).unwrap();
     assert!(s.alert_status(0).unwrap().misconfigured.is_empty());
 }
 

@@ -129,6 +129,9 @@ pub struct DeliveryJob {
     pub destination: String,
     pub attempts: u64,
     pub alert: AlertRecord,
+    /// Which claim this is: when it runs out (ms since the epoch). Every later claim
+    /// of the delivery runs out later, so the value tells this claim from the next.
+    pub claim: i64,
 }
 
 /// How a delivery attempt ended.

@@ -157,7 +157,7 @@ guarded! { Consumers {
     fn commit_alerts(&self, expected: Option<i64>, position: &ConsumerPosition, alerts: &[AlertWrite]) -> Result<CommitOutcome>;
     fn claim_delivery(&self, destination: &str, now: Timestamp, due_by: Timestamp, lease: std::time::Duration) -> Result<Option<DeliveryJob>>;
     fn open_delivery_destinations(&self) -> Result<Vec<String>>;
-    fn finish_delivery(&self, delivery_id: i64, outcome: &DeliveryOutcome) -> Result<()>;
+    fn finish_delivery(&self, job: &DeliveryJob, outcome: &DeliveryOutcome) -> Result<bool>;
     fn alerts(&self, filter: &AlertFilter, limit: u64) -> Result<Vec<AlertRecord>>;
     fn alert(&self, id: i64) -> Result<Option<AlertRecord>>;
     fn alert_status(&self, recent: u64) -> Result<AlertStatus>;

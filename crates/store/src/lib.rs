@@ -480,12 +480,15 @@ pub trait Consumers: Send + Sync {
     /// On a database failure.
     fn open_delivery_destinations(&self) -> Result<Vec<String>>;
 
-    /// Records how a delivery attempt ended; a delivery to a destination marks it
-    /// as working again, a misconfiguration marks it misconfigured.
+    /// Records how the attempt of `job` ended; a delivery to a destination marks it
+    /// as working again, a misconfiguration marks it misconfigured. Nothing is
+    /// recorded, and `false` returned, when the delivery was claimed again since (this
+    /// claim ran out while its process was frozen, say): the newer claim's outcome is
+    /// the one that counts, and a stale failure must not reopen a delivery done since.
     ///
     /// # Errors
     /// On a database failure.
-    fn finish_delivery(&self, delivery_id: i64, outcome: &DeliveryOutcome) -> Result<()>;
+    fn finish_delivery(&self, job: &DeliveryJob, outcome: &DeliveryOutcome) -> Result<bool>;
 
     /// Alerts, newest first, with their deliveries.
     ///

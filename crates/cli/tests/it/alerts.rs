@@ -24,20 +24,25 @@ fn audit_event(id: &str, ts: i64, actor: &str, resource_type: &str, action: &str
 /// Injects the events the tests expect alerts for: a token created (high), an owner
 /// added (critical), and 25 variable deletions by one actor in a minute (a burst).
 pub(crate) fn inject_critical_events(sim: &Sim) {
+    inject_critical_events_tagged(sim, "");
+}
+
+/// The same three alerts' events, with `tag` appended to every event id and to the
+/// actor: each tag raises three new alerts (a burst by an actor already alerted on
+/// would fall in the window it alerted for).
+pub(crate) fn inject_critical_events_tagged(sim: &Sim, tag: &str) {
     let now = jiff::Timestamp::now().as_second();
+    let actor = format!("user-Mallory{tag}");
     sim.add_event_json(
         now,
-        &audit_event("evt-token", now, "user-Mallory", "authentication_token", "create", Value::Null),
+        &audit_event(&format!("evt-token{tag}"), now, &actor, "authentication_token", "create", Value::Null),
     );
     let owners = json!({"team": {"id": "team-own", "name": "owners"}, "user": {"id": "user-x", "username": "<!channel> x"},
                         "workspace": {"id": "ws-1", "name": "prod-net"}});
-    sim.add_event_json(now, &audit_event("evt-owner", now, "user-Mallory", "team", "add_member", owners));
+    sim.add_event_json(now, &audit_event(&format!("evt-owner{tag}"), now, &actor, "team", "add_member", owners));
     for i in 0..25 {
         let ts = now - 60 + i * 2;
-        sim.add_event_json(
-            ts,
-            &audit_event(&format!("evt-del-{i}"), ts, "user-Mallory", "var", "destroy", Value::Null),
-        );
+        sim.add_event_json(ts, &audit_event(&format!("evt-del{tag}-{i}"), ts, &actor, "var", "destroy", Value::Null));
     }
 }
 
@@ -102,7 +107,7 @@ disable = ["night-activity", "new-accessor", "new-event-kind", "new-impersonator
     path
 }
 
-fn hook_destination(r: &Receivers, env: &Env) -> String {
+pub(crate) fn hook_destination(r: &Receivers, env: &Env) -> String {
     format!(
         r#"[[destination]]
 name = "hook"
