@@ -640,7 +640,9 @@ fn check_sinks(sinks: &[SinkSection], path: &Path, text: &str) -> Result<(), Con
         {
             return Err(invalid(
                 at("start"),
-                format!("sink {name:?}: start must be \"beginning\", \"now\" or an RFC 3339 time such as 2026-01-01T00:00:00Z"),
+                format!(
+                    "sink {name:?}: start must be \"beginning\", \"now\" or an RFC 3339 time such as 2026-01-01T00:00:00Z"
+                ),
             ));
         }
         if k.batch_events == Some(0) {
