@@ -150,7 +150,7 @@ impl Sink for HttpSink {
             let redacted = tfaudit_api::redact::redact(&answer);
             let clean: String = redacted.chars().map(|c| if c.is_control() { ' ' } else { c }).take(200).collect();
             let error = format!("the receiver answered {status}: {}", clean.trim());
-            if status.is_server_error() || status.as_u16() == 429 || status.as_u16() == 408 {
+            if status.is_server_error() || matches!(status.as_u16(), 408 | 425 | 429) {
                 Err(SendError::Retry { error, after })
             } else if status.is_redirection() {
                 Err(SendError::Refused {

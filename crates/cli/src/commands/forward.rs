@@ -75,6 +75,8 @@ pub async fn forward(cli: &Cli, args: &ForwardArgs) -> Result<(), Failure> {
     }
 }
 
+const LAG_CHUNK: u64 = 10_000;
+
 pub async fn sinks(cli: &Cli, command: &SinksCommand) -> Result<(), Failure> {
     let SinksCommand::List { format } = command;
     let config = settings::config(cli)?;
@@ -96,12 +98,18 @@ pub async fn sinks(cli: &Cli, command: &SinksCommand) -> Result<(), Failure> {
                 None => Some(0),
             };
             let (mut lag, mut oldest) = (0u64, None);
-            if let Some(after) = after {
-                s.events_after(after, u64::MAX, &mut |e| {
+            // Counted in chunks: a backend may hold a whole answer in memory, and a sink
+            // down for a day has a day of events pending.
+            let mut from = after;
+            while let Some(after) = from {
+                let mut last = None;
+                let read = s.events_after(after, LAG_CHUNK, &mut |e| {
                     lag += 1;
                     oldest.get_or_insert(e.ingested_at);
+                    last = Some(e.seq);
                     Ok(())
                 })?;
+                from = last.filter(|_| read == LAG_CHUNK);
             }
             let lag_seconds = oldest.map_or(0, |t: Timestamp| now.duration_since(t).as_secs().max(0));
             rows.push(serde_json::json!({

@@ -16,6 +16,7 @@ use crate::harness::*;
 struct Received {
     key: String,
     body: String,
+    gzipped: bool,
     answered: u16,
 }
 
@@ -45,7 +46,8 @@ async fn receiver(receiver: Arc<Receiver>, secret: Option<&'static str>) -> Stri
             async move {
                 let header =
                     |name: &str| headers.get(name).and_then(|v| v.to_str().ok()).unwrap_or_default().to_owned();
-                let bytes = if header("content-encoding") == "gzip" {
+                let gzipped = header("content-encoding") == "gzip";
+                let bytes = if gzipped {
                     let mut out = Vec::new();
                     std::io::Read::read_to_end(&mut flate2::read::GzDecoder::new(&body[..]), &mut out).unwrap();
                     out
@@ -65,6 +67,7 @@ async fn receiver(receiver: Arc<Receiver>, secret: Option<&'static str>) -> Stri
                     requests.push(Received {
                         key: header("idempotency-key"),
                         body: String::from_utf8(bytes).unwrap(),
+                        gzipped,
                         answered,
                     });
                     answered
@@ -177,6 +180,7 @@ retry_delay = "10ms"
     // event exactly once, in seq order, byte for byte.
     let requests = r.requests();
     assert_eq!(requests.iter().filter(|q| q.answered == 503).count(), 3);
+    assert!(requests.iter().all(|q| q.gzipped));
     assert!(requests[..4].iter().all(|q| q.key == requests[0].key && q.body == requests[0].body));
     let accepted: Vec<&Received> = requests.iter().filter(|q| q.answered == 200).collect();
     assert_eq!(accepted.len(), 1_200 / 250 + 1);
@@ -280,6 +284,7 @@ async fn kill_9_while_forwarding_loses_nothing_and_repeats_only_with_the_same_ke
     let out = env.run(None, &["--config", &cfg, "forward", "--once"]).await;
     assert!(out.status.success(), "{}", text(&out.stderr));
     let requests = r.requests();
+    assert!(requests.iter().all(|q| !q.gzipped));
     // The same key always carries the same events.
     let mut by_key: BTreeMap<&str, &str> = BTreeMap::new();
     for q in &requests {
