@@ -305,3 +305,34 @@ async fn kill_9_while_forwarding_loses_nothing_and_repeats_only_with_the_same_ke
     let expected: Vec<&str> = events.iter().map(|(_, _, raw)| raw.as_str()).collect();
     assert_eq!(delivered, expected);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn start_now_sends_nothing_archived_before_and_a_start_time_skips_older_events() {
+    let (_sim, env) = synced(300).await;
+    let events = archived(&env);
+    let mut stamps: Vec<String> = events
+        .iter()
+        .map(|(_, _, raw)| {
+            let v: serde_json::Value = serde_json::from_str(raw).unwrap();
+            v["timestamp"].as_str().unwrap().to_owned()
+        })
+        .collect();
+    stamps.sort_by_key(|t| t.parse::<jiff::Timestamp>().unwrap());
+    let start = &stamps[200];
+    let newer = stamps.iter().filter(|t| t.parse::<jiff::Timestamp>().unwrap() >= start.parse().unwrap()).count();
+    let cfg = write_config(
+        &env,
+        &format!(
+            "[[sink]]\nname = \"later\"\ntype = \"file\"\npath = \"later.jsonl\"\nstart = \"now\"\n\n[[sink]]\nname = \"recent\"\ntype = \"file\"\npath = \"recent.jsonl\"\nstart = \"{start}\"\n"
+        ),
+    );
+    let out = env.ok(None, &["--config", &cfg, "forward", "--once"]).await;
+    assert!(out.contains("sink later: 0 events delivered"), "{out}");
+    assert!(out.contains(&format!("sink recent: {newer} events delivered, {} skipped", 300 - newer)), "{out}");
+    let recent = std::fs::read_to_string(env.path("recent.jsonl")).unwrap();
+    assert_eq!(recent.lines().count(), newer);
+    assert!(!env.path("later.jsonl").exists());
+    let list = sinks_list(&env, &cfg).await;
+    assert_eq!(list["later"]["position"], events.last().unwrap().0);
+    assert_eq!(list["recent"]["skipped"], 300 - newer as u64);
+}
