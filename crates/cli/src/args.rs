@@ -66,6 +66,18 @@ pub enum Command {
     /// Evaluate rules, deliver alerts, backtest, list what was raised
     #[command(subcommand)]
     Alerts(AlertsCommand),
+    /// Deliver every archived event to the configured sinks ([[sink]]), until stopped (or once)
+    ///
+    /// Each sink is a named consumer of the archive with its own durable position: it
+    /// moves only after the target acknowledged a batch, so a crash or an outage can
+    /// repeat the batch in flight (with the same Idempotency-Key) but never skip an
+    /// event. Exit codes with --once: 0 when everything pending was delivered, 4 when a
+    /// sink kept failing or its target refused a batch, 2 for a bad config, 5 when the
+    /// archive cannot be read or written.
+    Forward(ForwardArgs),
+    /// The configured sinks: position, lag and last error
+    #[command(subcommand)]
+    Sinks(SinksCommand),
     /// Copy a whole archive into another (SQLite to PostgreSQL and back), resumable, verified at the end
     ///
     /// Copies every event in ingest order, the sources with their cursors and walks,
@@ -275,6 +287,22 @@ pub enum AlertsCommand {
     Show {
         /// The alert's number (from `tfaudit alerts list`)
         id: i64,
+        #[arg(long, value_enum, default_value_t = ReportFormat::Text)]
+        format: ReportFormat,
+    },
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct ForwardArgs {
+    /// Deliver everything pending and exit (a failing batch is tried 8 times first)
+    #[arg(long)]
+    pub once: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SinksCommand {
+    /// Each sink: type, position (the last event seq delivered), lag in events and seconds, last error
+    List {
         #[arg(long, value_enum, default_value_t = ReportFormat::Text)]
         format: ReportFormat,
     },

@@ -68,6 +68,19 @@ impl Failure {
     }
 }
 
+impl Failure {
+    /// [`Failure::from_code_only`] for sinks, whose errors were logged already.
+    #[must_use]
+    pub fn from_code_only_sinks(f: Failure) -> Failure {
+        let message = "one or more sinks failed (see above)".to_owned();
+        match f {
+            Self::Api(_) => Self::Api(message),
+            Self::Store(_) => Self::Store(message),
+            other => other,
+        }
+    }
+}
+
 impl From<ApiError> for Failure {
     fn from(e: ApiError) -> Self {
         match e {

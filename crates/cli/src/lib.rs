@@ -58,6 +58,8 @@ fn run(cli: &Cli) -> Result<(), Failure> {
         Command::Config(args::ConfigCommand::Check) => commands::serve::check(cli),
         Command::Rules(c) => commands::alerts::rules(cli, c),
         Command::Alerts(c) => runtime()?.block_on(commands::alerts::alerts(cli, c)),
+        Command::Forward(a) => runtime()?.block_on(commands::forward::forward(cli, a)),
+        Command::Sinks(c) => runtime()?.block_on(commands::forward::sinks(cli, c)),
         Command::Migrate(a) => commands::migrate::migrate(cli, a),
         Command::Sim(a) => runtime()?.block_on(commands::sim::sim(a)),
         Command::Demo(a) => runtime()?.block_on(commands::demo::demo(a)),
@@ -86,10 +88,15 @@ fn init_logging(cli: &Cli) {
         "tfaudit_alerts",
         "tfaudit_server",
         "tfaudit_service",
+        "tfaudit_forward",
     ];
     let long_running = matches!(
         cli.command,
-        Command::Watch(_) | Command::Serve(_) | Command::Sim(_) | Command::Alerts(args::AlertsCommand::Run { .. })
+        Command::Watch(_)
+            | Command::Serve(_)
+            | Command::Sim(_)
+            | Command::Forward(args::ForwardArgs { once: false })
+            | Command::Alerts(args::AlertsCommand::Run { .. })
     );
     let level = if cli.debug {
         "debug"

@@ -67,6 +67,100 @@ pub struct ConfigFile {
     /// Several instances on one archive: this instance's name and the lease period.
     #[serde(default)]
     pub cluster: ClusterSection,
+    /// Where `tfaudit forward` sends every archived event.
+    #[serde(default, rename = "sink")]
+    pub sinks: Vec<SinkSection>,
+}
+
+/// What kind of sink.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SinkKind {
+    /// JSON lines appended to a file per UTC day (`path`).
+    File,
+    /// NDJSON POSTed to any HTTP endpoint (`url`, `headers`, `gzip`, `secret`).
+    Http,
+}
+
+impl SinkKind {
+    #[must_use]
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::File => "file",
+            Self::Http => "http",
+        }
+    }
+
+    /// The keys this kind takes besides the common ones.
+    #[must_use]
+    pub fn own_keys(self) -> &'static [&'static str] {
+        match self {
+            Self::File => &["path"],
+            Self::Http => &["url", "headers", "gzip", "secret", "timeout"],
+        }
+    }
+}
+
+/// `[[sink]]`: one target `tfaudit forward` delivers every archived event to. The
+/// common keys first, then each kind's own (checked against `type`).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct SinkSection {
+    pub name: String,
+    #[serde(rename = "type")]
+    pub kind: SinkKind,
+    /// How events are written: `raw` (the event as HCP Terraform sent it; default).
+    pub format: Option<String>,
+    /// Where a new sink starts: `beginning` (default), `now`, or an RFC 3339 time.
+    pub start: Option<String>,
+    /// Events per batch at most (default 500).
+    pub batch_events: Option<u64>,
+    /// Bytes per batch at most (default 1MiB); a larger single event is sent alone.
+    pub batch_bytes: Option<crate::ByteSize>,
+    /// How long `forward` waits for a batch to fill before sending it (default 1s).
+    pub batch_wait: Option<Duration>,
+    /// The first delay before a failed batch is sent again; it doubles up to 1m
+    /// (default 500ms).
+    pub retry_delay: Option<Duration>,
+    /// `file`: the file, with `%Y`, `%m`, `%d` of the event's UTC day.
+    pub path: Option<String>,
+    /// `http`: where batches are POSTed.
+    pub url: Option<crate::SecretSource>,
+    /// `http`: extra request headers; their values are secrets.
+    #[serde(default)]
+    pub headers: std::collections::BTreeMap<String, crate::SecretSource>,
+    /// `http`: compress request bodies (`Content-Encoding: gzip`).
+    pub gzip: Option<bool>,
+    /// `http`: a shared secret for an HMAC-SHA256 signature, as webhooks are signed.
+    pub secret: Option<crate::SecretSource>,
+    /// `http`: time allowed for one request (default 30s).
+    pub timeout: Option<Duration>,
+}
+
+impl SinkSection {
+    /// The kind-specific keys this table sets.
+    fn own_keys_set(&self) -> Vec<&'static str> {
+        let mut set = Vec::new();
+        if self.path.is_some() {
+            set.push("path");
+        }
+        if self.url.is_some() {
+            set.push("url");
+        }
+        if !self.headers.is_empty() {
+            set.push("headers");
+        }
+        if self.gzip.is_some() {
+            set.push("gzip");
+        }
+        if self.secret.is_some() {
+            set.push("secret");
+        }
+        if self.timeout.is_some() {
+            set.push("timeout");
+        }
+        set
+    }
 }
 
 /// `[cluster]`.
@@ -367,6 +461,12 @@ impl ConfigFile {
         for s in [&self.serve.access_token, &self.db_password].into_iter().flatten() {
             s.register_inline();
         }
+        for k in &self.sinks {
+            for s in [&k.url, &k.secret].into_iter().flatten() {
+                s.register_inline();
+            }
+            k.headers.values().for_each(crate::SecretSource::register_inline);
+        }
     }
 
     /// Reads and checks a config file.
@@ -484,8 +584,85 @@ impl ConfigFile {
                 format!("unknown time zone {tz:?}; use an IANA name such as Europe/Berlin or UTC"),
             ));
         }
+        check_sinks(&file.sinks, path, text)?;
         Ok(file)
     }
+}
+
+/// Names, kinds' own keys and common values of `[[sink]]` tables; each kind's own
+/// values are checked again by its module in `tfaudit-forward`.
+fn check_sinks(sinks: &[SinkSection], path: &Path, text: &str) -> Result<(), ConfigError> {
+    let invalid = |line: usize, message: String| ConfigError::Invalid { path: path.to_owned(), line, message };
+    let mut names = std::collections::BTreeSet::new();
+    // The line of a key inside the n-th `[[sink]]` table: a table's keys follow its header.
+    let table_starts: Vec<usize> =
+        text.lines().enumerate().filter(|(_, l)| l.trim_start().starts_with("[[sink]]")).map(|(i, _)| i).collect();
+    let key_in = |index: usize, key: &str| -> usize {
+        let from = table_starts.get(index).copied().unwrap_or(0);
+        text.lines()
+            .enumerate()
+            .skip(from)
+            .find(|(_, l)| l.trim_start().strip_prefix(key).is_some_and(|rest| rest.trim_start().starts_with('=')))
+            .map_or(from + 1, |(i, _)| i + 1)
+    };
+    for (index, k) in sinks.iter().enumerate() {
+        let name = &k.name;
+        let at = |key: &str| key_in(index, key);
+        if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-')) {
+            return Err(invalid(at("name"), format!("sink name {name:?} must be letters, digits, '.', '_' or '-'")));
+        }
+        if !names.insert(name.clone()) {
+            return Err(invalid(at("name"), format!("sink {name:?} appears twice; names must be unique")));
+        }
+        let kind = k.kind.as_str();
+        for key in k.own_keys_set() {
+            if !k.kind.own_keys().contains(&key) {
+                return Err(invalid(
+                    at(key),
+                    format!(
+                        "sink {name:?} ({kind}) has no key {key}; its own keys are: {}",
+                        k.kind.own_keys().join(", ")
+                    ),
+                ));
+            }
+        }
+        if let Some(format) = &k.format
+            && format != "raw"
+        {
+            return Err(invalid(
+                at("format"),
+                format!("sink {name:?}: format {format:?} is not available; the formats are: raw"),
+            ));
+        }
+        if let Some(start) = &k.start
+            && !matches!(start.as_str(), "beginning" | "now")
+            && start.parse::<jiff::Timestamp>().is_err()
+        {
+            return Err(invalid(
+                at("start"),
+                format!(
+                    "sink {name:?}: start must be \"beginning\", \"now\" or an RFC 3339 time such as 2026-01-01T00:00:00Z"
+                ),
+            ));
+        }
+        if k.batch_events == Some(0) {
+            return Err(invalid(at("batch_events"), format!("sink {name:?}: batch_events must be at least 1")));
+        }
+        if k.batch_bytes.is_some_and(|b| b.0 < 1024) {
+            return Err(invalid(at("batch_bytes"), format!("sink {name:?}: batch_bytes must be at least 1KiB")));
+        }
+        if k.retry_delay.is_some_and(|d| d.0.is_zero()) {
+            return Err(invalid(at("retry_delay"), format!("sink {name:?}: retry_delay must be more than 0")));
+        }
+        let need = |key: &str, present: bool| {
+            if present { Ok(()) } else { Err(invalid(at("type"), format!("sink {name:?} ({kind}) needs {key}"))) }
+        };
+        match k.kind {
+            SinkKind::File => need("path", k.path.as_deref().is_some_and(|p| !p.trim().is_empty()))?,
+            SinkKind::Http => need("url", k.url.is_some())?,
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -600,6 +777,32 @@ interval = "5m"
         .unwrap();
         let shown = tfaudit_api::redact::redact("a REGISTERED-HDR-1 b https://x.test/hook/REGISTERED-URL-1");
         assert_eq!(shown, "a <redacted> b <redacted>");
+    }
+
+    #[test]
+    fn sinks_are_checked_with_their_line() {
+        let ok = parse(
+            "[[sink]]\nname = \"archive\"\ntype = \"file\"\npath = \"/var/log/tfaudit/%Y-%m-%d.jsonl\"\n\n[[sink]]\nname = \"siem\"\ntype = \"http\"\nurl = { env = \"SIEM_URL\" }\ngzip = true\nstart = \"2026-01-01T00:00:00Z\"\nbatch_bytes = \"2MiB\"\n",
+        )
+        .unwrap();
+        assert_eq!(ok.sinks.len(), 2);
+        assert_eq!(ok.sinks[1].batch_bytes.unwrap().0, 2 << 20);
+        for (text, line, what) in [
+            ("[[sink]]\nname = \"a\"\ntype = \"file\"\npath = \"/x\"\nbatch_event = 5\n", 5, "batch_event"),
+            ("[[sink]]\nname = \"a\"\ntype = \"splunk\"\n", 3, "splunk"),
+            ("[[sink]]\nname = \"a\"\ntype = \"file\"\npath = \"/x\"\nformat = \"ocsf\"\n", 5, "the formats are: raw"),
+            ("[[sink]]\nname = \"a\"\ntype = \"file\"\npath = \"/x\"\ngzip = true\n", 5, "has no key gzip"),
+            ("[[sink]]\nname = \"a\"\ntype = \"http\"\n", 3, "needs url"),
+            ("[[sink]]\nname = \"a\"\ntype = \"file\"\npath = \"/x\"\nstart = \"yesterday\"\n", 5, "start must be"),
+            (
+                "[[sink]]\nname = \"a\"\ntype = \"file\"\npath = \"/x\"\n[[sink]]\nname = \"a\"\ntype = \"file\"\npath = \"/y\"\n",
+                6,
+                "appears twice",
+            ),
+        ] {
+            let e = parse(text).unwrap_err().to_string();
+            assert!(e.starts_with(&format!("t.toml:{line}:")) && e.contains(what), "{text}: {e}");
+        }
     }
 
     #[test]

@@ -1,5 +1,6 @@
 pub mod alerts;
 pub mod demo;
+pub mod forward;
 pub mod migrate;
 pub mod read;
 pub mod serve;

@@ -57,17 +57,23 @@ pub fn check(cli: &Cli) -> Result<(), Failure> {
     let alerts = settings::alerts(Some(&(path.clone(), file.clone())), None)?;
     settings::serve(None, None, Some(&(path.clone(), file.clone())))?;
     settings::cluster(None, None, Some(&(path.clone(), file.clone())))?;
+    // Building a sink checks its own keys and reads its secrets.
+    let base = path.parent().unwrap_or(std::path::Path::new("."));
+    for sink in &file.sinks {
+        tfaudit_forward::build(sink, base).map_err(Failure::Usage)?;
+    }
     let on = alerts.rules.enabled().count();
     use std::io::Write;
     writeln!(
         crate::output::Stdout::new(),
-        "{}: ok — {} organizations ({}), {} destinations, {} rules ({} off)",
+        "{}: ok — {} organizations ({}), {} destinations, {} rules ({} off), {} sinks",
         path.display(),
         organizations.len(),
         organizations.iter().map(|o| o.name.as_str()).collect::<Vec<_>>().join(", "),
         alerts.destinations.len(),
         alerts.rules.rules.len(),
-        alerts.rules.rules.len() - on
+        alerts.rules.rules.len() - on,
+        file.sinks.len()
     )?;
     Ok(())
 }

@@ -13,6 +13,7 @@ mod crash;
 mod dashboard;
 mod demo;
 mod faults;
+mod forward;
 mod migrate;
 mod outage;
 mod output;

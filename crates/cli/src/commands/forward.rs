@@ -1,0 +1,157 @@
+//! `tfaudit forward` and `tfaudit sinks …`.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use comfy_table::{ContentArrangement, Table, presets};
+use jiff::Timestamp;
+use tfaudit_backend::Mode;
+use tfaudit_config::{ConfigFile, SinkSection};
+use tfaudit_forward::{ForwardError, SinkState, consumer_name};
+use tfaudit_store::blocking;
+
+use crate::args::{Cli, ForwardArgs, ReportFormat, SinksCommand};
+use crate::failure::Failure;
+use crate::output::{Stdout, terminal_safe, time};
+use crate::settings;
+
+fn sinks_of(config: Option<&(PathBuf, ConfigFile)>) -> Result<&[SinkSection], Failure> {
+    match config {
+        Some((_, file)) if !file.sinks.is_empty() => Ok(&file.sinks),
+        _ => Err(Failure::Usage(
+            "no sink is configured: add a [[sink]] table to the config (see the README's Forwarding section)".into(),
+        )),
+    }
+}
+
+pub async fn forward(cli: &Cli, args: &ForwardArgs) -> Result<(), Failure> {
+    let config = settings::config(cli)?;
+    let sections = sinks_of(config.as_ref())?;
+    let base = config.as_ref().and_then(|(p, _)| p.parent()).unwrap_or(Path::new("."));
+    let mut sinks = Vec::new();
+    for section in sections {
+        sinks.push(tfaudit_forward::build(section, base).map_err(Failure::Usage)?);
+    }
+    let store = settings::open_archive(cli, config.as_ref(), Mode::MustExist)?;
+    let cancel = crate::stop_on_signals();
+    // Each sink in its own task: a dead target never holds up another.
+    let tasks: Vec<_> = sinks
+        .into_iter()
+        .map(|sink| {
+            let name = sink.settings.name.clone();
+            let task = tokio::spawn(tfaudit_forward::run_sink(store.clone(), sink, args.once, cancel.clone()));
+            (name, task)
+        })
+        .collect();
+    let mut out = Stdout::new();
+    let mut failure = None;
+    for (name, task) in tasks {
+        let result = task.await.map_err(|e| Failure::Internal(format!("sink {name}: {e}")))?;
+        match result {
+            Ok(outcome) => {
+                if args.once && !cli.quiet {
+                    let skipped = if outcome.skipped > 0 {
+                        format!(", {} skipped (stamped before the sink's start)", outcome.skipped)
+                    } else {
+                        String::new()
+                    };
+                    writeln!(out, "sink {}: {} events delivered{skipped}", terminal_safe(&name), outcome.delivered)?;
+                }
+            }
+            Err(e) => {
+                tracing::error!("{e}");
+                let f = match e {
+                    ForwardError::Store { .. } => Failure::Store(e.to_string()),
+                    _ => Failure::Api(e.to_string()),
+                };
+                failure.get_or_insert(f);
+            }
+        }
+    }
+    match failure {
+        Some(f) => Err(Failure::from_code_only_sinks(f)),
+        None if args.once && cancel.is_cancelled() => Err(Failure::Interrupted),
+        None => Ok(()),
+    }
+}
+
+const LAG_CHUNK: u64 = 10_000;
+
+pub async fn sinks(cli: &Cli, command: &SinksCommand) -> Result<(), Failure> {
+    let SinksCommand::List { format } = command;
+    let config = settings::config(cli)?;
+    let sections: Vec<(String, &'static str, bool)> = sinks_of(config.as_ref())?
+        .iter()
+        .map(|s| (s.name.clone(), s.kind.as_str(), s.start.as_deref() == Some("now")))
+        .collect();
+    let store = settings::open_archive(cli, config.as_ref(), Mode::MustExist)?;
+    let now = Timestamp::now();
+    let rows = blocking(&store, move |s| {
+        let mut rows = Vec::new();
+        for (name, kind, from_now) in sections {
+            let consumer = s.consumer(&consumer_name(&name))?;
+            let state = consumer.as_ref().map(|c| SinkState::parse(&c.state)).unwrap_or_default();
+            // A sink not run yet that starts "now" has nothing pending.
+            let after = match &consumer {
+                Some(c) => Some(c.position),
+                None if from_now => None,
+                None => Some(0),
+            };
+            let (mut lag, mut oldest) = (0u64, None);
+            // Counted in chunks: a backend may hold a whole answer in memory, and a sink
+            // down for a day has a day of events pending.
+            let mut from = after;
+            while let Some(after) = from {
+                let mut last = None;
+                let read = s.events_after(after, LAG_CHUNK, &mut |e| {
+                    lag += 1;
+                    oldest.get_or_insert(e.ingested_at);
+                    last = Some(e.seq);
+                    Ok(())
+                })?;
+                from = last.filter(|_| read == LAG_CHUNK);
+            }
+            let lag_seconds = oldest.map_or(0, |t: Timestamp| now.duration_since(t).as_secs().max(0));
+            rows.push(serde_json::json!({
+                "name": name,
+                "type": kind,
+                "position": consumer.as_ref().map(|c| c.position),
+                "lag_events": lag,
+                "lag_seconds": lag_seconds,
+                "delivered": state.delivered,
+                "skipped": state.skipped,
+                "last_error": state.last_error,
+                "last_error_at": state.last_error_at,
+            }));
+        }
+        Ok::<_, tfaudit_store::StoreError>(rows)
+    })
+    .await?;
+    let mut out = Stdout::new();
+    if *format == ReportFormat::Json {
+        return out.json(&rows);
+    }
+    let mut t = Table::new();
+    t.load_style(presets::NOTHING).set_content_arrangement(ContentArrangement::Dynamic);
+    t.set_header(vec!["SINK", "TYPE", "POSITION", "LAG", "LAG (S)", "DELIVERED", "LAST ERROR"]);
+    for r in &rows {
+        let error = match (r["last_error"].as_str(), r["last_error_at"].as_str()) {
+            (Some(e), Some(at)) => {
+                format!("{} ({})", terminal_safe(e), at.parse::<Timestamp>().map_or(at.to_owned(), time))
+            }
+            (Some(e), None) => terminal_safe(e).into_owned(),
+            _ => "-".into(),
+        };
+        t.add_row(vec![
+            terminal_safe(r["name"].as_str().unwrap_or_default()).into_owned(),
+            r["type"].as_str().unwrap_or_default().to_owned(),
+            r["position"].as_i64().map_or_else(|| "not started".into(), |p| p.to_string()),
+            r["lag_events"].to_string(),
+            r["lag_seconds"].to_string(),
+            r["delivered"].to_string(),
+            error,
+        ]);
+    }
+    writeln!(out, "{t}")?;
+    Ok(())
+}

@@ -1,0 +1,338 @@
+//! `tfaudit forward`: every archived event reaches each sink, in `seq` order, byte for
+//! byte, through a target's outage and a `kill -9`, and is not sent again afterwards.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use hmac::{Hmac, Mac};
+use sha2::Sha256;
+use tfaudit_sim::SimConfig;
+
+use crate::harness::*;
+
+/// One request the receiver got.
+#[derive(Debug, Clone)]
+struct Received {
+    key: String,
+    body: String,
+    gzipped: bool,
+    answered: u16,
+}
+
+#[derive(Default)]
+struct Receiver {
+    requests: Mutex<Vec<Received>>,
+    /// Answer 503 to this many requests first.
+    fail_first: usize,
+    /// How long each request is held before it is answered.
+    delay: Duration,
+}
+
+impl Receiver {
+    fn requests(&self) -> Vec<Received> {
+        self.requests.lock().unwrap().clone()
+    }
+}
+
+/// An NDJSON collector on 127.0.0.1 that decompresses, checks the signature when
+/// `secret` is given, and records each request.
+async fn receiver(receiver: Arc<Receiver>, secret: Option<&'static str>) -> String {
+    use axum::http::{HeaderMap, StatusCode};
+    let app = axum::Router::new().route(
+        "/ingest",
+        axum::routing::post(move |headers: HeaderMap, body: axum::body::Bytes| {
+            let r = receiver.clone();
+            async move {
+                let header =
+                    |name: &str| headers.get(name).and_then(|v| v.to_str().ok()).unwrap_or_default().to_owned();
+                let gzipped = header("content-encoding") == "gzip";
+                let bytes = if gzipped {
+                    let mut out = Vec::new();
+                    std::io::Read::read_to_end(&mut flate2::read::GzDecoder::new(&body[..]), &mut out).unwrap();
+                    out
+                } else {
+                    body.to_vec()
+                };
+                if let Some(secret) = secret {
+                    let mut mac = Hmac::<Sha256>::new_from_slice(secret.as_bytes()).unwrap();
+                    mac.update(format!("{}.", header("x-tfaudit-timestamp")).as_bytes());
+                    mac.update(&bytes);
+                    let expected = format!("sha256={}", hex::encode(mac.finalize().into_bytes()));
+                    assert_eq!(header("x-tfaudit-signature"), expected, "a batch with a wrong signature");
+                }
+                let answered = {
+                    let mut requests = r.requests.lock().unwrap();
+                    let answered = if requests.len() < r.fail_first { 503 } else { 200 };
+                    requests.push(Received {
+                        key: header("idempotency-key"),
+                        body: String::from_utf8(bytes).unwrap(),
+                        gzipped,
+                        answered,
+                    });
+                    answered
+                };
+                tokio::time::sleep(r.delay).await;
+                StatusCode::from_u16(answered).unwrap()
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/ingest", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    url
+}
+
+/// The archive in `seq` order: (seq, id, the event as one line).
+fn archived(env: &Env) -> Vec<(i64, String, String)> {
+    let store = tfaudit_backend::Location::Sqlite(env.db.clone()).open(tfaudit_backend::Mode::MustExist).unwrap();
+    let mut events = Vec::new();
+    store
+        .events_after(0, u64::MAX, &mut |e| {
+            // Line breaks can only sit between JSON tokens; a JSON-lines sink writes them as spaces.
+            events.push((e.seq, e.event.id.clone(), e.event.raw.replace(['\n', '\r'], " ")));
+            Ok(())
+        })
+        .unwrap();
+    events
+}
+
+fn write_config(env: &Env, sinks: &str) -> String {
+    let path = env.path("tfaudit.toml");
+    std::fs::write(&path, sinks).unwrap();
+    path.to_str().unwrap().to_owned()
+}
+
+async fn synced(events: u64) -> (tfaudit_sim::Sim, Env) {
+    let sim = start(SimConfig { events, ..SimConfig::default() }).await;
+    let env = Env::new();
+    let out = env.sync(&sim, &[]).await;
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    (sim, env)
+}
+
+async fn sinks_list(env: &Env, cfg: &str) -> BTreeMap<String, serde_json::Value> {
+    let out = env.ok(None, &["--config", cfg, "sinks", "list", "--format", "json"]).await;
+    let rows: Vec<serde_json::Value> = serde_json::from_str(&out).unwrap();
+    rows.into_iter().map(|r| (r["name"].as_str().unwrap().to_owned(), r)).collect()
+}
+
+/// The file sink's files, by name (one per UTC day), each as its lines.
+fn file_lines(dir: &std::path::Path) -> BTreeMap<String, Vec<String>> {
+    let mut files = BTreeMap::new();
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let entry = entry.unwrap();
+        let content = std::fs::read_to_string(entry.path()).unwrap();
+        assert!(content.ends_with('\n'));
+        files.insert(entry.file_name().to_string_lossy().into_owned(), content.lines().map(str::to_owned).collect());
+    }
+    files
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forward_once_delivers_every_event_once_in_order_to_a_file_and_http_through_an_outage() {
+    let (_sim, env) = synced(1_200).await;
+    let events = archived(&env);
+    assert_eq!(events.len(), 1_200);
+    let r = Arc::new(Receiver { fail_first: 3, ..Receiver::default() });
+    let url = receiver(r.clone(), Some("s3cret")).await;
+    let out_dir = env.path("out");
+    let cfg = write_config(
+        &env,
+        &format!(
+            r#"
+[[sink]]
+name = "files"
+type = "file"
+path = "{}/%Y-%m-%d.jsonl"
+batch_events = 200
+
+[[sink]]
+name = "collector"
+type = "http"
+url = "{url}"
+gzip = true
+secret = {{ env = "SINK_SECRET" }}
+headers = {{ "X-Team" = "security" }}
+batch_events = 250
+retry_delay = "10ms"
+"#,
+            out_dir.display()
+        ),
+    );
+    let before = sinks_list(&env, &cfg).await;
+    assert!(before["collector"]["position"].is_null());
+    assert_eq!(before["collector"]["lag_events"], 1_200);
+    assert!(before["files"]["lag_seconds"].as_u64().unwrap() < 600);
+
+    let out = env
+        .command(None, &["--config", &cfg, "forward", "--once"])
+        .env("SINK_SECRET", "s3cret")
+        .output()
+        .await
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let stdout = text(&out.stdout);
+    assert!(stdout.contains("sink files: 1200 events delivered"), "{stdout}");
+    assert!(stdout.contains("sink collector: 1200 events delivered"), "{stdout}");
+
+    // HTTP: three 503s, each sent again with the same key until accepted; then every
+    // event exactly once, in seq order, byte for byte.
+    let requests = r.requests();
+    assert_eq!(requests.iter().filter(|q| q.answered == 503).count(), 3);
+    assert!(requests.iter().all(|q| q.gzipped));
+    assert!(requests[..4].iter().all(|q| q.key == requests[0].key && q.body == requests[0].body));
+    let accepted: Vec<&Received> = requests.iter().filter(|q| q.answered == 200).collect();
+    assert_eq!(accepted.len(), 1_200 / 250 + 1);
+    let delivered: Vec<&str> = accepted.iter().flat_map(|q| q.body.lines()).collect();
+    let expected: Vec<&str> = events.iter().map(|(_, _, raw)| raw.as_str()).collect();
+    assert_eq!(delivered, expected);
+    let first = events[0].0;
+    assert_eq!(accepted[0].key, format!("tfaudit-collector-{first}-{}", events[249].0));
+
+    // File: one file per UTC day, every event once, each file in seq order.
+    let files = file_lines(&out_dir);
+    assert!(files.len() > 5, "{:?}", files.keys());
+    let seq_of: BTreeMap<&str, i64> = events.iter().map(|(seq, _, raw)| (raw.as_str(), *seq)).collect();
+    let mut seen = 0;
+    for (name, lines) in &files {
+        let seqs: Vec<i64> = lines.iter().map(|l| seq_of[l.as_str()]).collect();
+        assert!(seqs.windows(2).all(|w| w[0] < w[1]), "{name} is not in seq order");
+        for l in lines {
+            let id = serde_json::from_str::<serde_json::Value>(l).unwrap()["id"].as_str().unwrap().to_owned();
+            let ts = serde_json::from_str::<serde_json::Value>(l).unwrap()["timestamp"].as_str().unwrap().to_owned();
+            assert!(name.starts_with(&ts[..10]), "event {id} of {ts} in {name}");
+        }
+        seen += lines.len();
+    }
+    assert_eq!(seen, 1_200);
+
+    // Nothing pending: a second run sends nothing.
+    let out = env
+        .command(None, &["--config", &cfg, "forward", "--once"])
+        .env("SINK_SECRET", "s3cret")
+        .output()
+        .await
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(text(&out.stdout).contains("sink collector: 0 events delivered"), "{}", text(&out.stdout));
+    assert_eq!(r.requests().len(), requests.len());
+    assert_eq!(file_lines(&out_dir), files);
+
+    let after = sinks_list(&env, &cfg).await;
+    let newest = events.last().unwrap().0;
+    for sink in ["files", "collector"] {
+        assert_eq!(after[sink]["position"], newest, "{sink}");
+        assert_eq!(after[sink]["lag_events"], 0, "{sink}");
+        assert_eq!(after[sink]["lag_seconds"], 0, "{sink}");
+        assert_eq!(after[sink]["delivered"], 1_200, "{sink}");
+        assert!(after[sink]["last_error"].is_null(), "{sink}");
+    }
+    let table = env.ok(None, &["--config", &cfg, "sinks", "list"]).await;
+    assert!(table.contains("collector") && table.contains("http") && table.contains(&newest.to_string()), "{table}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refused_batch_stops_the_sink_before_it_and_a_bad_key_names_its_line() {
+    let (_sim, env) = synced(100).await;
+    let cfg = write_config(&env, "[[sink]]\nname = \"f\"\ntype = \"file\"\npath = \"out.jsonl\"\nbatch_event = 5\n");
+    let out = env.run(None, &["--config", &cfg, "forward", "--once"]).await;
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = text(&out.stderr);
+    assert!(stderr.contains("tfaudit.toml:5:") && stderr.contains("batch_event"), "{stderr}");
+
+    // A 4xx other than 429 is the target refusing: exit 4, the cursor stays, the error shows.
+    let app = axum::Router::new()
+        .route("/ingest", axum::routing::post(|| async { (axum::http::StatusCode::BAD_REQUEST, "schema mismatch") }));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/ingest", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    let cfg = write_config(&env, &format!("[[sink]]\nname = \"h\"\ntype = \"http\"\nurl = \"{url}\"\n"));
+    let out = env.run(None, &["--config", &cfg, "forward", "--once"]).await;
+    assert_eq!(out.status.code(), Some(4), "{}", text(&out.stderr));
+    assert!(text(&out.stderr).contains("schema mismatch"), "{}", text(&out.stderr));
+    let list = sinks_list(&env, &cfg).await;
+    assert_eq!(list["h"]["position"], 0);
+    assert_eq!(list["h"]["lag_events"], 100);
+    assert!(list["h"]["last_error"].as_str().unwrap().contains("400"), "{}", list["h"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_while_forwarding_loses_nothing_and_repeats_only_with_the_same_key() {
+    let (_sim, env) = synced(1_200).await;
+    let events = archived(&env);
+    let r = Arc::new(Receiver { delay: Duration::from_millis(150), ..Receiver::default() });
+    let url = receiver(r.clone(), None).await;
+    let cfg = write_config(
+        &env,
+        &format!(
+            "[[sink]]\nname = \"c\"\ntype = \"http\"\nurl = \"{url}\"\nbatch_events = 50\nbatch_wait = \"10ms\"\n"
+        ),
+    );
+    let mut child = env.command(None, &["--config", &cfg, "forward"]).spawn().unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    // Killed while the receiver holds the fifth batch: sent, not yet acknowledged.
+    while r.requests().len() < 5 {
+        assert!(std::time::Instant::now() < deadline, "forwarding never reached the fifth batch");
+        assert!(child.try_wait().unwrap().is_none(), "forward ended by itself");
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    child.start_kill().unwrap();
+    child.wait().await.unwrap();
+    let before_rerun = r.requests().len();
+
+    let out = env.run(None, &["--config", &cfg, "forward", "--once"]).await;
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let requests = r.requests();
+    assert!(requests.iter().all(|q| !q.gzipped));
+    // The same key always carries the same events.
+    let mut by_key: BTreeMap<&str, &str> = BTreeMap::new();
+    for q in &requests {
+        let body = by_key.entry(&q.key).or_insert(&q.body);
+        assert_eq!(*body, q.body, "key {} sent with other events", q.key);
+    }
+    let repeats = requests.len() - by_key.len();
+    assert!(repeats >= 1, "the batch on the wire at the kill was not sent again");
+    assert!(repeats <= 1, "more than the one batch in flight was repeated ({repeats})");
+    assert!(requests[before_rerun..].iter().any(|q| requests[..before_rerun].iter().any(|p| p.key == q.key)));
+    // Every event once across the distinct batches, in seq order.
+    let mut batches: Vec<&str> = by_key.values().copied().collect();
+    batches.sort_by_key(|b| {
+        let first = b.lines().next().unwrap();
+        events.iter().position(|(_, _, raw)| raw == first).unwrap()
+    });
+    let delivered: Vec<&str> = batches.iter().flat_map(|b| b.lines()).collect();
+    let expected: Vec<&str> = events.iter().map(|(_, _, raw)| raw.as_str()).collect();
+    assert_eq!(delivered, expected);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn start_now_sends_nothing_archived_before_and_a_start_time_skips_older_events() {
+    let (_sim, env) = synced(300).await;
+    let events = archived(&env);
+    let mut stamps: Vec<String> = events
+        .iter()
+        .map(|(_, _, raw)| {
+            let v: serde_json::Value = serde_json::from_str(raw).unwrap();
+            v["timestamp"].as_str().unwrap().to_owned()
+        })
+        .collect();
+    stamps.sort_by_key(|t| t.parse::<jiff::Timestamp>().unwrap());
+    let start = &stamps[200];
+    let newer = stamps.iter().filter(|t| t.parse::<jiff::Timestamp>().unwrap() >= start.parse().unwrap()).count();
+    let cfg = write_config(
+        &env,
+        &format!(
+            "[[sink]]\nname = \"later\"\ntype = \"file\"\npath = \"later.jsonl\"\nstart = \"now\"\n\n[[sink]]\nname = \"recent\"\ntype = \"file\"\npath = \"recent.jsonl\"\nstart = \"{start}\"\n"
+        ),
+    );
+    let out = env.ok(None, &["--config", &cfg, "forward", "--once"]).await;
+    assert!(out.contains("sink later: 0 events delivered"), "{out}");
+    assert!(out.contains(&format!("sink recent: {newer} events delivered, {} skipped", 300 - newer)), "{out}");
+    let recent = std::fs::read_to_string(env.path("recent.jsonl")).unwrap();
+    assert_eq!(recent.lines().count(), newer);
+    assert!(!env.path("later.jsonl").exists());
+    let list = sinks_list(&env, &cfg).await;
+    assert_eq!(list["later"]["position"], events.last().unwrap().0);
+    assert_eq!(list["recent"]["skipped"], 300 - newer as u64);
+}

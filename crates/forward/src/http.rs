@@ -1,0 +1,199 @@
+//! `type = "http"`: batches POSTed as NDJSON to any collector (Sumo Logic, Panther,
+//! Cribl, Vector, Logstash, home-grown ones), optionally gzipped and signed as
+//! tfaudit's webhooks are, each with an `Idempotency-Key`.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::time::Duration;
+
+use tfaudit_config::SinkSection;
+use tfaudit_model::Secret;
+
+use crate::{Batch, SendError, Sink, SinkFuture};
+
+/// How long a connection may take, whatever the sink's timeout.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// How much of an error answer is read (to quote it).
+const ANSWER_CAP: usize = 4096;
+
+/// The HTTP sink's own settings.
+#[derive(Debug)]
+pub struct HttpConfig {
+    pub url: Secret,
+    pub headers: BTreeMap<String, Secret>,
+    pub gzip: bool,
+    pub secret: Option<Secret>,
+    pub timeout: Duration,
+}
+
+impl HttpConfig {
+    /// # Errors
+    /// A missing or unreadable secret, a URL that is not http(s), a bad header name.
+    pub fn from_section(section: &SinkSection) -> Result<Self, String> {
+        let name = &section.name;
+        let url = section.url.as_ref().ok_or_else(|| format!("sink {name:?} (http) needs url"))?;
+        let url = url.resolve(&format!("sink {name}: url"))?;
+        match reqwest::Url::parse(url.expose()) {
+            Ok(u) if matches!(u.scheme(), "http" | "https") => {}
+            _ => return Err(format!("sink {name:?}: url must be an http:// or https:// address")),
+        }
+        let mut headers = BTreeMap::new();
+        for (k, v) in &section.headers {
+            if reqwest::header::HeaderName::from_bytes(k.as_bytes()).is_err() {
+                return Err(format!("sink {name:?}: {k:?} is not a header name"));
+            }
+            headers.insert(k.clone(), v.resolve(&format!("sink {name}: header {k}"))?);
+        }
+        let secret = section.secret.as_ref().map(|s| s.resolve(&format!("sink {name}: secret"))).transpose()?;
+        let timeout = section.timeout.map_or(Duration::from_secs(30), |d| d.0);
+        if timeout < Duration::from_millis(100) {
+            return Err(format!("sink {name:?}: timeout must be at least 100ms"));
+        }
+        Ok(Self { url, headers, gzip: section.gzip.unwrap_or(false), secret, timeout })
+    }
+}
+
+/// POSTs batches.
+pub struct HttpSink {
+    config: HttpConfig,
+    http: reqwest::Client,
+}
+
+impl HttpSink {
+    /// # Errors
+    /// When the HTTP client cannot be built (no TLS roots, say).
+    pub fn new(config: HttpConfig) -> Result<Self, String> {
+        let http = reqwest::Client::builder()
+            .user_agent(tfaudit_api::USER_AGENT)
+            // A redirect would carry the events (and a signature) wherever a
+            // receiver points; it is refused instead.
+            .redirect(reqwest::redirect::Policy::none())
+            .connect_timeout(CONNECT_TIMEOUT)
+            .build()
+            .map_err(|e| tfaudit_api::client::error_chain(&e.without_url()))?;
+        Ok(Self { config, http })
+    }
+}
+
+/// The NDJSON body: each event on its own line.
+#[must_use]
+pub fn ndjson(batch: &Batch) -> Vec<u8> {
+    let mut body = Vec::with_capacity(batch.events.iter().map(|e| e.raw.len() + 1).sum());
+    for e in &batch.events {
+        body.extend_from_slice(e.one_line().as_bytes());
+        body.push(b'\n');
+    }
+    body
+}
+
+fn gzip(body: &[u8]) -> Vec<u8> {
+    let mut encoder = flate2::write::GzEncoder::new(Vec::with_capacity(body.len() / 4), flate2::Compression::fast());
+    encoder.write_all(body).expect("writing to memory");
+    encoder.finish().expect("writing to memory")
+}
+
+/// `Retry-After` in seconds or as an HTTP date, at most an hour.
+fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
+    let v = headers.get(reqwest::header::RETRY_AFTER)?.to_str().ok()?.trim();
+    let seconds = match v.parse::<f64>() {
+        Ok(s) => s,
+        Err(_) => {
+            let at = jiff::fmt::rfc2822::parse(v).ok()?.timestamp();
+            at.duration_since(jiff::Timestamp::now()).as_secs_f64().max(0.0)
+        }
+    };
+    (seconds.is_finite() && seconds >= 0.0).then(|| Duration::from_secs_f64(seconds.min(3600.0)))
+}
+
+impl Sink for HttpSink {
+    fn send<'a>(&'a self, batch: &'a Batch) -> SinkFuture<'a, Result<(), SendError>> {
+        Box::pin(async move {
+            let body = ndjson(batch);
+            let timestamp = jiff::Timestamp::now().as_second();
+            let mut request = self
+                .http
+                .post(self.config.url.expose())
+                .timeout(self.config.timeout)
+                .header(reqwest::header::CONTENT_TYPE, "application/x-ndjson")
+                .header("Idempotency-Key", batch.idempotency_key())
+                .header("X-Tfaudit-Timestamp", timestamp.to_string());
+            if let Some(secret) = &self.config.secret {
+                // Over the NDJSON as the receiver reads it after any decompression.
+                let signature = tfaudit_alerts::destination::webhook_signature(secret.expose(), timestamp, &body);
+                request = request.header("X-Tfaudit-Signature", signature);
+            }
+            for (k, v) in &self.config.headers {
+                request = request.header(k.as_str(), v.expose());
+            }
+            request = if self.config.gzip {
+                request.header(reqwest::header::CONTENT_ENCODING, "gzip").body(gzip(&body))
+            } else {
+                request.body(body)
+            };
+            let response = match request.send().await {
+                Ok(r) => r,
+                // The URL can be a secret: errors never show it.
+                Err(e) => {
+                    return Err(SendError::Retry {
+                        error: format!("request failed: {}", tfaudit_api::client::error_chain(&e.without_url())),
+                        after: None,
+                    });
+                }
+            };
+            let status = response.status();
+            if status.is_success() {
+                return Ok(());
+            }
+            let after = retry_after(response.headers());
+            let text = tfaudit_api::body::read_prefix(response, ANSWER_CAP).await;
+            let answer = String::from_utf8_lossy(&text);
+            let redacted = tfaudit_api::redact::redact(&answer);
+            let clean: String = redacted.chars().map(|c| if c.is_control() { ' ' } else { c }).take(200).collect();
+            let error = format!("the receiver answered {status}: {}", clean.trim());
+            if status.is_server_error() || matches!(status.as_u16(), 408 | 425 | 429) {
+                Err(SendError::Retry { error, after })
+            } else if status.is_redirection() {
+                Err(SendError::Refused {
+                    error: format!("{error} (a redirect, not followed: set the sink's url to where it points)"),
+                })
+            } else {
+                Err(SendError::Refused { error })
+            }
+        })
+    }
+
+    fn health(&self) -> SinkFuture<'_, Result<(), String>> {
+        Box::pin(async move {
+            // Any answer at all means the collector is there; a POST would be data.
+            self.http.head(self.config.url.expose()).timeout(self.config.timeout).send().await.map(|_| ()).map_err(
+                |e| format!("cannot reach the receiver: {}", tfaudit_api::client::error_chain(&e.without_url())),
+            )
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::Event;
+
+    #[test]
+    fn keys_bodies_and_compression() {
+        let batch = Batch {
+            sink: "siem".into(),
+            events: vec![
+                Event { seq: 7, timestamp: jiff::Timestamp::UNIX_EPOCH, raw: r#"{"id":"a"}"#.into() },
+                Event { seq: 9, timestamp: jiff::Timestamp::UNIX_EPOCH, raw: r#"{"id":"b"}"#.into() },
+            ],
+        };
+        assert_eq!(batch.idempotency_key(), "tfaudit-siem-7-9");
+        let body = ndjson(&batch);
+        assert_eq!(body, b"{\"id\":\"a\"}\n{\"id\":\"b\"}\n");
+        let mut back = Vec::new();
+        std::io::Read::read_to_end(&mut flate2::read::GzDecoder::new(&gzip(&body)[..]), &mut back).unwrap();
+        assert_eq!(back, body);
+        let mut h = reqwest::header::HeaderMap::new();
+        h.insert(reqwest::header::RETRY_AFTER, "7".parse().unwrap());
+        assert_eq!(retry_after(&h), Some(Duration::from_secs(7)));
+    }
+}
