@@ -11,6 +11,7 @@ use tfaudit_store::{PageWrite, Walk};
 
 /// An archive of `n` events over 90 days, built through the store's own write path
 /// (pages of 1000 in one transaction each), and kept for the next run.
+#[allow(dead_code)] // the archive and serve benchmarks'; another benchmark includes this file too
 pub fn archive(n: u64, dir: &Path) -> PathBuf {
     let db = dir.join(format!("archive-{n}.db"));
     if holds(&db.display().to_string(), n) {

@@ -50,6 +50,14 @@ pub fn an_expired_lease_is_taken_over_with_a_higher_epoch(fresh: Fresh<'_>) {
     assert!(!a.renew_lease(&old, LONG).unwrap(), "the former holder's renewal fails");
     assert_eq!(a.acquire_lease("acme", "one", LONG).unwrap(), None, "the new holder's lease is live");
     assert!(a.renew_lease(&new, LONG).unwrap());
+    let other = a.acquire_lease("globex", "one", LONG).unwrap().expect("free");
+    assert_eq!(
+        a.renew_leases(&[old.clone(), new.clone(), other.clone()], LONG).unwrap(),
+        [false, true, true],
+        "renewed together, each as if alone"
+    );
+    assert_eq!(a.renew_leases(&[], LONG).unwrap(), Vec::<bool>::new());
+    a.release_lease(&other).unwrap();
     assert_eq!(a.leases().unwrap(), [Lease { expires: a.leases().unwrap()[0].expires, ..new }]);
 }
 

@@ -76,6 +76,26 @@ impl Leases for PostgresStore {
         Ok(n == 1)
     }
 
+    fn renew_leases(&self, leases: &[Lease], ttl: Duration) -> Result<Vec<bool>> {
+        if leases.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut conn = self.conn()?;
+        let names: Vec<&str> = leases.iter().map(|l| l.name.as_str()).collect();
+        let holders: Vec<&str> = leases.iter().map(|l| l.holder.as_str()).collect();
+        let epochs: Vec<i64> = leases.iter().map(|l| l.epoch).collect();
+        let sql = format!(
+            "UPDATE leases AS l SET expires_ms = {NOW_MS} + $4
+             FROM unnest($1::text[], $2::text[], $3::int8[]) AS r(name, holder, epoch)
+             WHERE l.name = r.name AND l.holder = r.holder AND l.epoch = r.epoch
+             RETURNING l.name, l.holder, l.epoch"
+        );
+        let rows = conn.client.query(&sql, &[&names, &holders, &epochs, &ttl_ms(ttl)]).map_err(|e| self.db(&e))?;
+        let renewed: std::collections::HashSet<(String, String, i64)> =
+            rows.iter().map(|r| (r.get(0), r.get(1), r.get(2))).collect();
+        Ok(leases.iter().map(|l| renewed.contains(&(l.name.clone(), l.holder.clone(), l.epoch))).collect())
+    }
+
     fn release_lease(&self, lease: &Lease) -> Result<()> {
         let mut conn = self.conn()?;
         let sql = format!(

@@ -172,6 +172,7 @@ guarded! { Transfer {
 guarded! { Leases {
     fn acquire_lease(&self, name: &str, holder: &str, ttl: std::time::Duration) -> Result<Option<Lease>>;
     fn renew_lease(&self, lease: &Lease, ttl: std::time::Duration) -> Result<bool>;
+    fn renew_leases(&self, leases: &[Lease], ttl: std::time::Duration) -> Result<Vec<bool>>;
     fn release_lease(&self, lease: &Lease) -> Result<()>;
     fn leases(&self) -> Result<Vec<Lease>>;
     fn heartbeat(&self, instance: &str, ttl: std::time::Duration) -> Result<()>;
