@@ -129,7 +129,9 @@ fn backfill_and_incremental(
         row(
             "  throughput, median (min - max)",
             format!("{:.0} events/s ({:.0} - {:.0})", rates[rates.len() / 2], rates[0], rates[rates.len() - 1]),
-            "target >= 100,000 events/s",
+            // SQLite's target is the tool's own; PostgreSQL's is the API's ceiling (30
+            // requests/s of 1,000 events), which collection can never exceed anyway.
+            if postgres.is_some() { "target >= 30,000 events/s" } else { "target >= 100,000 events/s" },
         );
         row(
             "  peak RSS of the sync process (largest run)",

@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 
 use postgres::{Statement, Transaction};
 use tfaudit_store::Result;
-use tfaudit_store::rollup::Rollups;
+use tfaudit_store::rollup::{Rollups, sorted};
 
 use crate::PostgresStore;
 use crate::connect::Conn;
@@ -60,9 +60,9 @@ pub(crate) fn write(
     let db = |e: postgres::Error| store.db(&e);
     let [hourly_kinds, hourly_actors, daily_kinds, daily_actors, hourly_totals, actors, organizations] = &prepared.0;
     if !rollups.kinds.is_empty() {
-        write_kinds(tx, hourly_kinds, &rollups.kinds).map_err(db)?;
+        write_kinds(tx, hourly_kinds, &sorted(&rollups.kinds)).map_err(db)?;
         write_kinds(tx, daily_kinds, &rollups.daily_kinds()).map_err(db)?;
-        write_actors(tx, hourly_actors, &rollups.hourly_actors).map_err(db)?;
+        write_actors(tx, hourly_actors, &sorted(&rollups.hourly_actors)).map_err(db)?;
         write_actors(tx, daily_actors, &rollups.daily_actors()).map_err(db)?;
         let totals = rollups.hourly_totals();
         tx.execute(
@@ -74,13 +74,14 @@ pub(crate) fn write(
             ],
         )
         .map_err(db)?;
+        let seen = sorted(&rollups.actors);
         tx.execute(
             actors,
             &[
-                &rollups.actors.keys().map(|k| k.0).collect::<Vec<&str>>(),
-                &rollups.actors.keys().map(|k| k.1).collect::<Vec<&str>>(),
-                &rollups.actors.values().map(|v| v.0).collect::<Vec<i64>>(),
-                &rollups.actors.values().map(|v| v.1).collect::<Vec<i64>>(),
+                &seen.keys().map(|k| k.0).collect::<Vec<&str>>(),
+                &seen.keys().map(|k| k.1).collect::<Vec<&str>>(),
+                &seen.values().map(|v| v.0).collect::<Vec<i64>>(),
+                &seen.values().map(|v| v.1).collect::<Vec<i64>>(),
             ],
         )
         .map_err(db)?;

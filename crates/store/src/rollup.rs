@@ -5,23 +5,24 @@
 //! copied by `tfaudit migrate`), so that an archive filled either way summarises the
 //! same.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
 use tfaudit_model::AuditEvent;
 
 /// An hour as the rollups count it: milliseconds since the epoch / 3,600,000.
 pub const HOUR_MS: i64 = 3_600_000;
 
-/// The counts of a batch of stored events. Kept sorted, so that two transactions
-/// upserting the same rows do so in the same order (no deadlock between them).
+/// The counts of a batch of stored events. Hashed while counting (the ingest's hot
+/// path); a backend whose concurrent transactions must upsert rows in one order (so
+/// that they never deadlock) sorts them when it writes ([`sorted`]).
 #[derive(Debug, Default)]
 pub struct Rollups<'a> {
     /// (hour, source, resource type, resource action) → events.
-    pub kinds: BTreeMap<(i64, i64, &'a str, &'a str), i64>,
+    pub kinds: HashMap<(i64, i64, &'a str, &'a str), i64>,
     /// (hour, source, accessor id) → events.
-    pub hourly_actors: BTreeMap<(i64, i64, &'a str), i64>,
+    pub hourly_actors: HashMap<(i64, i64, &'a str), i64>,
     /// (accessor id, description) → (first, last) seen, in milliseconds.
-    pub actors: BTreeMap<(&'a str, &'a str), (i64, i64)>,
+    pub actors: HashMap<(&'a str, &'a str), (i64, i64)>,
     /// Organization ids, sorted and each once once [`Rollups::organizations`] is read.
     organizations: Vec<&'a str>,
 }
@@ -79,4 +80,10 @@ impl<'a> Rollups<'a> {
         }
         totals
     }
+}
+
+/// `counts` in key order.
+#[must_use]
+pub fn sorted<K: Ord + Copy, V: Copy>(counts: &HashMap<K, V>) -> BTreeMap<K, V> {
+    counts.iter().map(|(k, v)| (*k, *v)).collect()
 }
