@@ -11,6 +11,7 @@ use tfaudit_store::{ALERTS_LEASE, Store};
 use tokio_util::sync::CancellationToken;
 
 use crate::cluster::{self, Cluster, Held};
+use crate::retry::{Retry, Shown};
 
 /// Evaluates after each `wake` (a sync that stored events) and at least every
 /// `poll`, and delivers beside it, one task per destination, until `cancel`.
@@ -27,13 +28,19 @@ pub async fn run_alerts(
     poll: Duration,
     cluster: Option<Cluster>,
 ) {
+    let mut retry = Retry::new(poll);
     let names = loop {
-        match runner.destination_names().await {
+        let pause = match runner.destination_names().await {
             Ok(n) => break n,
-            Err(e) => tracing::error!("alert delivery cannot start: {e}; trying again"),
-        }
+            Err(e) => {
+                let pause = retry.failed();
+                tracing::error!("alert delivery cannot start: {e}; trying again in {}", Shown(pause));
+                pause
+            }
+        };
         tokio::select! {
-            () = tokio::time::sleep(poll) => {}
+            () = tokio::time::sleep(pause) => {}
+            () = wake.notified() => {}
             () = cancel.cancelled() => return,
         }
     };
@@ -71,16 +78,25 @@ pub async fn run_alerts(
                 held.is_some()
             }
         };
+        let mut pause = wait;
         if evaluates {
             match runner.evaluate().await {
-                Ok(e) if e.alerts > 0 => new_alerts.iter().for_each(|n| n.notify_one()),
-                Ok(_) => {}
-                Err(e) => tracing::error!("alert evaluation failed: {e}; trying again"),
+                Ok(e) => {
+                    retry.succeeded();
+                    if e.alerts > 0 {
+                        new_alerts.iter().for_each(|n| n.notify_one());
+                    }
+                }
+                Err(e) => {
+                    pause = retry.failed().max(wait);
+                    tracing::error!("alert evaluation failed: {e}; trying again in {}", Shown(pause));
+                }
             }
         }
+        // A sync that stored events (the archive answers again) cuts a pause short.
         tokio::select! {
             () = wake.notified() => {}
-            () = tokio::time::sleep(wait) => {}
+            () = tokio::time::sleep(pause) => {}
             () = cancel.cancelled() => break,
         }
     }
@@ -104,21 +120,26 @@ async fn deliver_forever(
     // Consecutive refusals while the destination is misconfigured: the pause before
     // the next try doubles with them.
     let mut refusals = 0;
+    let mut retry = Retry::new(poll);
     loop {
         let pause = match drain(&store, &courier, &name, probe, &cancel).await {
             Ok((_, false)) => {
                 refusals = 0;
                 probe = false;
+                retry.succeeded();
                 None
             }
             Ok((_, true)) => {
                 refusals += 1;
                 probe = true;
+                retry.succeeded();
                 Some(courier.backoff(refusals))
             }
+            // The archive failing (its database away): tried again with backoff.
             Err(e) => {
-                tracing::error!(destination = %name, "alert delivery failed: {e}; trying again");
-                None
+                let pause = retry.failed();
+                tracing::error!(destination = %name, "alert delivery failed: {e}; trying again in {}", Shown(pause));
+                Some(pause)
             }
         };
         match pause {

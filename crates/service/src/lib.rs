@@ -13,6 +13,7 @@
 mod alerts;
 pub mod cluster;
 mod organizations;
+mod retry;
 #[cfg(test)]
 mod tests;
 
