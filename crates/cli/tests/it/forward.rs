@@ -85,7 +85,25 @@ async fn receiver(receiver: Arc<Receiver>, secret: Option<&'static str>) -> Stri
 
 /// The archive in `seq` order: (seq, id, the event as one line).
 fn archived(env: &Env) -> Vec<(i64, String, String)> {
-    let store = tfaudit_backend::Location::Sqlite(env.db.clone()).open(tfaudit_backend::Mode::MustExist).unwrap();
+    archived_in(&env.db)
+}
+
+/// [`archived`] from a SQLite file or a PostgreSQL URL, off the async threads (the
+/// PostgreSQL client runs a runtime of its own); `None` before the archive exists.
+async fn archived_now(env: &Env) -> Option<Vec<(i64, String, String)>> {
+    let db = env.db.clone();
+    tokio::task::spawn_blocking(move || {
+        let location = tfaudit_backend::Location::from_os(db.as_os_str()).unwrap();
+        location.open(tfaudit_backend::Mode::MustExist).ok()?;
+        Some(archived_in(&db))
+    })
+    .await
+    .unwrap()
+}
+
+fn archived_in(db: &std::path::Path) -> Vec<(i64, String, String)> {
+    let location = tfaudit_backend::Location::from_os(db.as_os_str()).unwrap();
+    let store = location.open(tfaudit_backend::Mode::MustExist).unwrap();
     let mut events = Vec::new();
     store
         .events_after(0, u64::MAX, &mut |e| {
@@ -351,12 +369,11 @@ fn accepted_lines(r: &Receiver) -> Vec<(String, String)> {
 async fn wait_until_forwarded(env: &Env, cfg: &str, sinks: &[&str], events: usize) {
     crate::serve::wait_for("the sinks to deliver the archive", async || {
         // The instances may not have created the archive yet.
-        if !env.db.exists() {
+        let Some(archived) = archived_now(env).await else {
             return false;
-        }
+        };
         let rows = sinks_list(env, cfg).await;
-        archived(env).len() == events
-            && sinks.iter().all(|s| rows[*s]["lag_events"] == 0 && rows[*s]["position"].is_i64())
+        archived.len() == events && sinks.iter().all(|s| rows[*s]["lag_events"] == 0 && rows[*s]["position"].is_i64())
     })
     .await;
 }
@@ -441,9 +458,23 @@ async fn serve_forwards_live_events_to_every_sink_once_in_order_and_counts_them_
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn two_watch_instances_forward_each_event_once_and_the_second_takes_over_the_sink() {
+async fn two_watch_instances_on_sqlite_forward_each_event_once_and_the_second_takes_over_the_sink() {
+    two_instances_forward_each_event_once(Env::new()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_watch_instances_on_postgres_forward_each_event_once_and_the_second_takes_over_the_sink() {
+    let db = tokio::task::spawn_blocking(crate::cluster::TestDb::new).await.unwrap();
+    let mut env = Env::new();
+    env.db = db.url.clone().into();
+    two_instances_forward_each_event_once(env).await;
+    tokio::task::spawn_blocking(move || drop(db)).await.unwrap();
+}
+
+/// Two `watch` instances on one archive, the first stopped midway: each sink runs on
+/// one of them at a time, so no batch is sent by both and every event arrives once.
+async fn two_instances_forward_each_event_once(env: Env) {
     let sim = start(SimConfig { events: 200, ..SimConfig::default() }).await;
-    let env = Env::new();
     let r = Arc::new(Receiver::default());
     let url = receiver(r.clone(), None).await;
     let out_dir = env.path("out");
@@ -481,7 +512,7 @@ async fn two_watch_instances_forward_each_event_once_and_the_second_takes_over_t
         "one instance waited while the other held a sink:\nw1:\n{w1_log}\nw2:\n{w2_log}"
     );
 
-    let events = archived(&env);
+    let events = archived_now(&env).await.unwrap();
     let expected: Vec<&str> = events.iter().map(|(_, _, raw)| raw.as_str()).collect();
     let delivered = accepted_lines(&r);
     let requests = r.requests();
