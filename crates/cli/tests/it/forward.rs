@@ -532,6 +532,11 @@ async fn two_instances_forward_each_event_once(env: Env) {
         assert_eq!(rows[sink]["delivered"], 230, "{sink}");
     }
     let status = status(&env).await;
+    assert_eq!(
+        status["organizations"].as_array().unwrap().len(),
+        1,
+        "the sinks' leases are no organizations: {status}"
+    );
     assert_eq!(status["organizations"][0]["events"], 230, "{status}");
     term(&w2);
     assert_eq!(w2.wait().await.unwrap().code(), Some(0), "{}", std::fs::read_to_string(env.path("w2.log")).unwrap());
