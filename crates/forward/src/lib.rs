@@ -19,7 +19,7 @@ use std::time::Duration;
 use jiff::Timestamp;
 use tfaudit_config::{SinkKind, SinkSection};
 
-pub use runner::{ForwardError, Outcome, SinkState, consumer_name, run_sink};
+pub use runner::{ForwardError, Hooks, Outcome, SinkState, Tally, consumer_name, run_sink, run_sink_with};
 
 /// One archived event as a sink receives it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -123,6 +123,13 @@ pub struct SinkSettings {
 pub struct Configured {
     pub settings: SinkSettings,
     pub sink: Arc<dyn Sink>,
+}
+
+impl std::fmt::Debug for Configured {
+    // The sink itself may hold secrets: only its settings are shown.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Configured").field("settings", &self.settings).finish_non_exhaustive()
+    }
 }
 
 /// Builds a sink from its `[[sink]]` table; relative file paths are relative to

@@ -80,6 +80,28 @@ struct Loop {
     consumer: String,
     position: i64,
     state: SinkState,
+    hooks: Hooks,
+}
+
+/// Counts a sink's events by result: `delivered`, `skipped` or `failed` (each event
+/// of a batch, at each failed attempt).
+pub type Tally = Arc<dyn Fn(&'static str, u64) + Send + Sync>;
+
+/// How a sink run inside the service is woken and counted.
+#[derive(Clone, Default)]
+pub struct Hooks {
+    /// Fired after each sync that stored events: a sink waiting for events looks at
+    /// once rather than at its next `batch_wait`.
+    pub wake: Option<Arc<tokio::sync::Notify>>,
+    pub tally: Option<Tally>,
+}
+
+impl Hooks {
+    fn count(&self, result: &'static str, n: u64) {
+        if let (Some(tally), true) = (&self.tally, n > 0) {
+            tally(result, n);
+        }
+    }
 }
 
 /// Forwards everything after the sink's cursor: until `cancel` (and then `Ok`), or
@@ -93,11 +115,25 @@ pub async fn run_sink(
     once: bool,
     cancel: CancellationToken,
 ) -> Result<Outcome, ForwardError> {
+    run_sink_with(store, configured, once, cancel, Hooks::default()).await
+}
+
+/// [`run_sink`], woken and counted through `hooks`.
+///
+/// # Errors
+/// As [`run_sink`].
+pub async fn run_sink_with(
+    store: Arc<dyn Store>,
+    configured: Configured,
+    once: bool,
+    cancel: CancellationToken,
+    hooks: Hooks,
+) -> Result<Outcome, ForwardError> {
     let consumer = consumer_name(&configured.settings.name);
     let sink = configured.settings.name.clone();
     let store_error = |error| ForwardError::Store { sink: sink.clone(), error };
     let (position, state) = first_position(&store, &consumer, configured.settings.start).await.map_err(store_error)?;
-    let mut run = Loop { store, configured, consumer, position, state };
+    let mut run = Loop { store, configured, consumer, position, state, hooks };
     run.run(once, &cancel).await
 }
 
@@ -135,6 +171,18 @@ async fn pause(d: Duration, cancel: &CancellationToken) -> bool {
     }
 }
 
+/// [`pause`], cut short by `wake` (new events archived).
+async fn pause_or_wake(d: Duration, wake: Option<&tokio::sync::Notify>, cancel: &CancellationToken) -> bool {
+    match wake {
+        None => pause(d, cancel).await,
+        Some(w) => tokio::select! {
+            () = tokio::time::sleep(d) => false,
+            () = w.notified() => false,
+            () = cancel.cancelled() => true,
+        },
+    }
+}
+
 impl Loop {
     fn name(&self) -> &str {
         &self.configured.settings.name
@@ -146,7 +194,8 @@ impl Loop {
         while !cancel.is_cancelled() {
             let (events, last_seq, full) = self.read().await?;
             if events.is_empty() && last_seq == self.position {
-                if once || pause(self.configured.settings.batch_wait, cancel).await {
+                let wake = self.hooks.wake.clone();
+                if once || pause_or_wake(self.configured.settings.batch_wait, wake.as_deref(), cancel).await {
                     break;
                 }
                 continue;
@@ -170,9 +219,11 @@ impl Loop {
                     break;
                 }
                 outcome.delivered += batch.events.len() as u64;
+                self.hooks.count("delivered", batch.events.len() as u64);
                 self.state.delivered += batch.events.len() as u64;
             }
             outcome.skipped += skip.len() as u64;
+            self.hooks.count("skipped", skip.len() as u64);
             self.state.skipped += skip.len() as u64;
             self.state.last_error = None;
             self.state.last_error_at = None;
@@ -223,6 +274,7 @@ impl Loop {
                 Err(e) => e,
             };
             attempts += 1;
+            self.hooks.count("failed", batch.events.len() as u64);
             self.record_error(error.message()).await?;
             match error {
                 SendError::Refused { error } => {

@@ -4,7 +4,8 @@
 //! Counted as things happen: events ingested, syncs and their duration, HTTP requests
 //! by route. Read at scrape time: API requests by status and retries (from each
 //! organization's client), and from the archive: seconds since the last successful
-//! sync, cursor lag, events stored, rejects, gaps, alerts and deliveries.
+//! sync, cursor lag, events stored, rejects, gaps, alerts and deliveries, and each
+//! sink's lag behind the archive. Each sink's events are counted as it forwards them.
 
 use std::sync::{Arc, Mutex};
 
@@ -42,6 +43,12 @@ struct LeaseChange {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct SinkResult {
+    sink: String,
+    result: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct Http {
     route: String,
     status: String,
@@ -52,11 +59,15 @@ struct Http {
 struct Snapshot {
     sources: Vec<SourceStatus>,
     alerts: AlertStatus,
+    /// Each started sink's lag: events archived after its cursor, and seconds since
+    /// the oldest of them was archived.
+    sinks: Vec<(String, u64, f64)>,
 }
 
 #[derive(Debug, Default)]
 struct Live {
     clients: Mutex<Vec<(String, Arc<ClientStats>)>>,
+    sinks: Mutex<Vec<String>>,
     snapshot: Mutex<Snapshot>,
 }
 
@@ -193,8 +204,52 @@ impl Collector for Live {
             MetricType::Gauge,
             a.misconfigured.iter().map(|d| ([("destination", d.name.clone())], ConstGauge::new(1u64))),
         )?;
+        family(
+            &mut encoder,
+            "tfaudit_sink_lag_events",
+            "Events archived that the sink has not delivered yet",
+            None,
+            MetricType::Gauge,
+            snapshot.sinks.iter().map(|(sink, n, _)| ([("sink", sink.clone())], ConstGauge::new(*n))),
+        )?;
+        family(
+            &mut encoder,
+            "tfaudit_sink_lag_seconds",
+            "Seconds since the oldest event the sink has not delivered yet was archived (0 when none is pending)",
+            None,
+            MetricType::Gauge,
+            snapshot.sinks.iter().map(|(sink, _, s)| ([("sink", sink.clone())], ConstGauge::new(*s))),
+        )?;
         Ok(())
     }
+}
+
+/// Events read at most to measure a sink's lag at a scrape: a sink down for long
+/// shows this many, not a scrape that reads the whole archive.
+const SINK_LAG_CAP: u64 = 100_000;
+
+/// A sink's lag behind the archive after `position`, counted up to [`SINK_LAG_CAP`].
+fn sink_lag(
+    store: &dyn tfaudit_store::Store,
+    position: i64,
+    now: jiff::Timestamp,
+) -> tfaudit_store::Result<(u64, f64)> {
+    let (mut lag, mut oldest) = (0u64, None);
+    let mut after = Some(position);
+    // In chunks: a backend may hold a whole answer in memory.
+    while let Some(from) = after.filter(|_| lag < SINK_LAG_CAP) {
+        let mut last = None;
+        let chunk = 10_000;
+        let read = store.events_after(from, chunk, &mut |e| {
+            lag += 1;
+            oldest.get_or_insert(e.ingested_at);
+            last = Some(e.seq);
+            Ok(())
+        })?;
+        after = last.filter(|_| read == chunk);
+    }
+    let seconds = oldest.map_or(0.0, |t: jiff::Timestamp| now.duration_since(t).as_secs_f64().max(0.0));
+    Ok((lag, seconds))
 }
 
 /// The service's metrics.
@@ -207,6 +262,7 @@ pub struct Metrics {
     http: Family<Http, Counter>,
     lease_held: Family<Org, Gauge>,
     lease_changes: Family<LeaseChange, Counter>,
+    sink_events: Family<SinkResult, Counter>,
     live: Arc<Live>,
 }
 
@@ -262,9 +318,33 @@ impl Metrics {
             "Changes of this instance's hold on an organization's lease (acquired, lost, released)",
             lease_changes.clone(),
         );
+        let sink_events = Family::<SinkResult, Counter>::default();
+        registry.register(
+            "tfaudit_sink_events",
+            "Events forwarded by this instance, by sink and result (delivered, skipped, failed: each event of a batch at each failed attempt)",
+            sink_events.clone(),
+        );
         let live = Arc::new(Live::default());
         registry.register_collector(Box::new(live.clone()));
-        Self { registry, events_ingested, syncs, sync_duration, http, lease_held, lease_changes, live }
+        Self { registry, events_ingested, syncs, sync_duration, http, lease_held, lease_changes, sink_events, live }
+    }
+
+    /// A configured sink: its counts show 0 until it forwards, and its lag is read
+    /// from the archive at each scrape.
+    pub fn add_sink(&self, sink: &str) {
+        for result in ["delivered", "skipped", "failed"] {
+            let _ = self.sink_events.get_or_create(&SinkResult { sink: sink.to_owned(), result: result.to_owned() });
+        }
+        self.live.sinks.lock().unwrap_or_else(std::sync::PoisonError::into_inner).push(sink.to_owned());
+    }
+
+    /// Counts `n` events of a sink by result: `delivered`, `skipped` or `failed`.
+    pub fn sink_events(&self, sink: &str, result: &str, n: u64) {
+        self.sink_events.get_or_create(&SinkResult { sink: sink.to_owned(), result: result.to_owned() }).inc_by(n);
+    }
+
+    fn sink_names(&self) -> Vec<String> {
+        self.live.sinks.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone()
     }
 
     /// Counts a change of this instance's hold on an organization's lease:
@@ -302,8 +382,8 @@ impl Metrics {
         self.http.get_or_create(&Http { route: route.to_owned(), status: status.to_string() }).inc();
     }
 
-    fn encode(&self, sources: Vec<SourceStatus>, alerts: AlertStatus) -> Result<String, std::fmt::Error> {
-        *self.live.snapshot.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Snapshot { sources, alerts };
+    fn encode(&self, snapshot: Snapshot) -> Result<String, std::fmt::Error> {
+        *self.live.snapshot.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = snapshot;
         let mut text = String::new();
         prometheus_client::encoding::text::encode(&mut text, &self.registry)?;
         Ok(text)
@@ -315,7 +395,18 @@ pub async fn scrape(State(state): State<AppState>) -> Response {
     let encoded = tfaudit_store::blocking(&state.store, move |store| {
         let sources = store.status().unwrap_or_default();
         let alerts = store.alert_status(0).unwrap_or_default();
-        Ok::<_, tfaudit_store::StoreError>(metrics.encode(sources, alerts))
+        let now = jiff::Timestamp::now();
+        // A sink not started yet has no cursor, and no lag to show.
+        let sinks = metrics
+            .sink_names()
+            .into_iter()
+            .filter_map(|sink| {
+                let position = store.consumer(&format!("sink:{sink}")).ok().flatten()?.position;
+                let (events, seconds) = sink_lag(store, position, now).ok()?;
+                Some((sink, events, seconds))
+            })
+            .collect();
+        Ok::<_, tfaudit_store::StoreError>(metrics.encode(Snapshot { sources, alerts, sinks }))
     })
     .await;
     match encoded {

@@ -1,6 +1,7 @@
 //! The supervisor behind `tfaudit watch` and `tfaudit serve`: every organization's
 //! sync task on its interval, the alert runner (evaluation, and one delivery task per
-//! destination) woken by each sync that stored events, and when serving the
+//! destination) and each forwarding sink (one task each, under its lease) woken by
+//! each sync that stored events, and when serving the
 //! dashboard and API and the metrics listener; readiness and metrics follow every
 //! sync. It runs until its cancellation token fires (the CLI ties it to SIGINT and
 //! SIGTERM) or a [`Report`] hook asks it to stop; then every task finishes what it
@@ -14,6 +15,7 @@ mod alerts;
 pub mod cluster;
 mod organizations;
 mod retry;
+mod sinks;
 #[cfg(test)]
 mod tests;
 
@@ -46,6 +48,8 @@ pub struct ServiceConfig {
     /// This instance's name and lease period: each organization is synced only while
     /// this instance holds its lease, so that several instances share one archive.
     pub cluster: Cluster,
+    /// Each forwarded in its own task, while this instance holds its lease.
+    pub sinks: Vec<tfaudit_forward::Configured>,
 }
 
 impl ServiceConfig {
@@ -58,6 +62,7 @@ impl ServiceConfig {
             serve: None,
             alert_poll: Duration::from_secs(1),
             cluster: Cluster::default(),
+            sinks: Vec::new(),
         }
     }
 }
@@ -151,6 +156,9 @@ impl Service {
         for o in &orgs {
             metrics.add_client(&o.name, o.client.stats().clone());
         }
+        for sink in &config.sinks {
+            metrics.add_sink(&sink.settings.name);
+        }
         let server_task = match config.serve {
             None => None,
             Some(options) => {
@@ -196,6 +204,22 @@ impl Service {
         } else {
             None
         };
+        // Each sink beside the syncs and alerts, woken by each sync that stores events.
+        let mut sink_tasks = tokio::task::JoinSet::new();
+        let mut sink_wakes = Vec::new();
+        for sink in config.sinks {
+            tracing::info!(sink = %sink.settings.name, kind = sink.settings.kind.as_str(), "forwarding");
+            let wake = Arc::new(tokio::sync::Notify::new());
+            sink_wakes.push(wake.clone());
+            sink_tasks.spawn(sinks::forward_forever(
+                store.clone(),
+                sink,
+                config.cluster.clone(),
+                wake,
+                metrics.clone(),
+                cancel.clone(),
+            ));
+        }
         let lease_metrics = metrics.clone();
         let stopped_by_report = Arc::new(AtomicBool::new(false));
         let on_sync: organizations::OnSync = {
@@ -217,6 +241,7 @@ impl Service {
                 }
                 if new > 0 {
                     wake.notify_one();
+                    sink_wakes.iter().for_each(|w| w.notify_one());
                 }
             })
         };
@@ -239,6 +264,7 @@ impl Service {
         if let Some(task) = alert_task {
             let _ = task.await;
         }
+        while sink_tasks.join_next().await.is_some() {}
         if let Some(task) = server_task {
             let _ = task.await;
         }

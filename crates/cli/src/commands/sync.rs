@@ -197,7 +197,18 @@ pub async fn watch(cli: &Cli, args: &WatchArgs, server: Option<tfaudit_server::O
             client: o.client,
         })
         .collect::<Vec<_>>();
+    let sinks = match &config {
+        Some((path, file)) => {
+            let base = path.parent().unwrap_or(std::path::Path::new("."));
+            file.sinks
+                .iter()
+                .map(|s| tfaudit_forward::build(s, base).map_err(Failure::Usage))
+                .collect::<Result<Vec<_>, _>>()?
+        }
+        None => Vec::new(),
+    };
     let mut service = ServiceConfig::new(organizations);
+    service.sinks = sinks;
     service.cluster = cluster;
     service.alerts = alert_settings;
     service.serve = server;

@@ -85,7 +85,25 @@ async fn receiver(receiver: Arc<Receiver>, secret: Option<&'static str>) -> Stri
 
 /// The archive in `seq` order: (seq, id, the event as one line).
 fn archived(env: &Env) -> Vec<(i64, String, String)> {
-    let store = tfaudit_backend::Location::Sqlite(env.db.clone()).open(tfaudit_backend::Mode::MustExist).unwrap();
+    archived_in(&env.db)
+}
+
+/// [`archived`] from a SQLite file or a PostgreSQL URL, off the async threads (the
+/// PostgreSQL client runs a runtime of its own); `None` before the archive exists.
+async fn archived_now(env: &Env) -> Option<Vec<(i64, String, String)>> {
+    let db = env.db.clone();
+    tokio::task::spawn_blocking(move || {
+        let location = tfaudit_backend::Location::from_os(db.as_os_str()).unwrap();
+        location.open(tfaudit_backend::Mode::MustExist).ok()?;
+        Some(archived_in(&db))
+    })
+    .await
+    .unwrap()
+}
+
+fn archived_in(db: &std::path::Path) -> Vec<(i64, String, String)> {
+    let location = tfaudit_backend::Location::from_os(db.as_os_str()).unwrap();
+    let store = location.open(tfaudit_backend::Mode::MustExist).unwrap();
     let mut events = Vec::new();
     store
         .events_after(0, u64::MAX, &mut |e| {
@@ -335,4 +353,191 @@ async fn start_now_sends_nothing_archived_before_and_a_start_time_skips_older_ev
     let list = sinks_list(&env, &cfg).await;
     assert_eq!(list["later"]["position"], events.last().unwrap().0);
     assert_eq!(list["recent"]["skipped"], 300 - newer as u64);
+}
+
+/// Every event accepted by the receiver, in the order received, as (idempotency
+/// key, event line).
+fn accepted_lines(r: &Receiver) -> Vec<(String, String)> {
+    r.requests()
+        .into_iter()
+        .filter(|q| q.answered == 200)
+        .flat_map(|q| q.body.lines().map(|l| (q.key.clone(), l.to_owned())).collect::<Vec<_>>())
+        .collect()
+}
+
+/// Polls `sinks list` until every sink named has delivered the whole archive.
+async fn wait_until_forwarded(env: &Env, cfg: &str, sinks: &[&str], events: usize) {
+    crate::serve::wait_for("the sinks to deliver the archive", async || {
+        // The instances may not have created the archive yet.
+        let Some(archived) = archived_now(env).await else {
+            return false;
+        };
+        let rows = sinks_list(env, cfg).await;
+        archived.len() == events && sinks.iter().all(|s| rows[*s]["lag_events"] == 0 && rows[*s]["position"].is_i64())
+    })
+    .await;
+}
+
+fn sinks_config(out_dir: &std::path::Path, url: &str) -> String {
+    format!(
+        r#"
+[[sink]]
+name = "files"
+type = "file"
+path = "{}/%Y-%m-%d.jsonl"
+batch_events = 100
+batch_wait = "100ms"
+
+[[sink]]
+name = "collector"
+type = "http"
+url = "{url}"
+batch_events = 120
+batch_wait = "100ms"
+retry_delay = "10ms"
+"#,
+        out_dir.display()
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_forwards_live_events_to_every_sink_once_in_order_and_counts_them_in_metrics() {
+    let sim = start(SimConfig { events: 300, ..SimConfig::default() }).await;
+    let env = Env::new();
+    let r = Arc::new(Receiver::default());
+    let url = receiver(r.clone(), None).await;
+    let out_dir = env.path("out");
+    let cfg = crate::serve::config(&env, &[("acme", &sim)], &sinks_config(&out_dir, &url));
+    let cfg_text = cfg.to_str().unwrap().to_owned();
+    let server = crate::serve::Server::start(&env, &cfg, &[("TOKEN_ACME", sim.token())]).await;
+    wait_until_forwarded(&env, &cfg_text, &["files", "collector"], 300).await;
+    // Live events, archived by the next syncs and forwarded after them.
+    let now = jiff::Timestamp::now().as_second();
+    for i in 0..40 {
+        sim.add_event(now - 40 + i);
+    }
+    wait_until_forwarded(&env, &cfg_text, &["files", "collector"], 340).await;
+
+    let events = archived(&env);
+    let expected: Vec<&str> = events.iter().map(|(_, _, raw)| raw.as_str()).collect();
+    let delivered = accepted_lines(&r);
+    let delivered: Vec<&str> = delivered.iter().map(|(_, l)| l.as_str()).collect();
+    assert_eq!(delivered, expected, "the collector got every event once, in seq order");
+    let seq_of: BTreeMap<&str, i64> = events.iter().map(|(seq, _, raw)| (raw.as_str(), *seq)).collect();
+    let files = file_lines(&out_dir);
+    let mut in_files: Vec<i64> = Vec::new();
+    for (name, lines) in &files {
+        let seqs: Vec<i64> = lines.iter().map(|l| seq_of[l.as_str()]).collect();
+        assert!(seqs.windows(2).all(|w| w[0] < w[1]), "{name} is not in seq order");
+        in_files.extend(seqs);
+    }
+    in_files.sort_unstable();
+    assert_eq!(in_files, events.iter().map(|(seq, _, _)| *seq).collect::<Vec<_>>(), "each event once in the files");
+
+    let metrics = server.metrics.clone().unwrap();
+    let text = reqwest::get(format!("{metrics}/metrics")).await.unwrap().text().await.unwrap();
+    let samples = crate::serve::parse_metrics(&text);
+    let value = |family: &str, series: &str| {
+        samples
+            .get(family)
+            .and_then(|s| s.iter().find(|(k, _)| k == series))
+            .map(|(_, v)| *v)
+            .unwrap_or_else(|| panic!("{series} missing from\n{text}"))
+    };
+    for sink in ["files", "collector"] {
+        let events_total = |result: &str| {
+            value("tfaudit_sink_events", &format!("tfaudit_sink_events_total{{sink=\"{sink}\",result=\"{result}\"}}"))
+        };
+        assert_eq!(events_total("delivered"), 340.0, "{sink}");
+        assert_eq!(events_total("skipped"), 0.0, "{sink}");
+        assert_eq!(events_total("failed"), 0.0, "{sink}");
+        assert_eq!(value("tfaudit_sink_lag_events", &format!("tfaudit_sink_lag_events{{sink=\"{sink}\"}}")), 0.0);
+        assert_eq!(value("tfaudit_sink_lag_seconds", &format!("tfaudit_sink_lag_seconds{{sink=\"{sink}\"}}")), 0.0);
+    }
+    assert!(server.stop().await.success());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_watch_instances_on_sqlite_forward_each_event_once_and_the_second_takes_over_the_sink() {
+    two_instances_forward_each_event_once(Env::new()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_watch_instances_on_postgres_forward_each_event_once_and_the_second_takes_over_the_sink() {
+    let db = tokio::task::spawn_blocking(crate::cluster::TestDb::new).await.unwrap();
+    let mut env = Env::new();
+    env.db = db.url.clone().into();
+    two_instances_forward_each_event_once(env).await;
+    tokio::task::spawn_blocking(move || drop(db)).await.unwrap();
+}
+
+/// Two `watch` instances on one archive, the first stopped midway: each sink runs on
+/// one of them at a time, so no batch is sent by both and every event arrives once.
+async fn two_instances_forward_each_event_once(env: Env) {
+    let sim = start(SimConfig { events: 200, ..SimConfig::default() }).await;
+    let r = Arc::new(Receiver::default());
+    let url = receiver(r.clone(), None).await;
+    let out_dir = env.path("out");
+    let cfg = crate::serve::config(&env, &[("acme", &sim)], &sinks_config(&out_dir, &url));
+    let cfg_text = cfg.to_str().unwrap().to_owned();
+    let watch = |name: &str| {
+        let log = std::fs::File::create(env.path(&format!("{name}.log"))).unwrap();
+        env.command(None, &["--config", &cfg_text, "watch", "--lease", "2s", "--instance", name])
+            .env("TOKEN_ACME", sim.token())
+            .stdout(std::process::Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap()
+    };
+    let mut w1 = watch("w1");
+    let mut w2 = watch("w2");
+    wait_until_forwarded(&env, &cfg_text, &["files", "collector"], 200).await;
+    // The first instance stops: the other holds the organization and both sinks next.
+    let term = |child: &tokio::process::Child| {
+        let pid = child.id().unwrap().to_string();
+        assert!(std::process::Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
+    };
+    term(&w1);
+    assert_eq!(w1.wait().await.unwrap().code(), Some(0));
+    let now = jiff::Timestamp::now().as_second();
+    for i in 0..30 {
+        sim.add_event(now - 30 + i);
+    }
+    wait_until_forwarded(&env, &cfg_text, &["files", "collector"], 230).await;
+    let w1_log = std::fs::read_to_string(env.path("w1.log")).unwrap();
+    let w2_log = std::fs::read_to_string(env.path("w2.log")).unwrap();
+    assert!(w2_log.contains("forwards to the sink now"), "w2 took the sinks over:\n{w2_log}");
+    assert!(
+        format!("{w1_log}{w2_log}").contains("another instance forwards to this sink"),
+        "one instance waited while the other held a sink:\nw1:\n{w1_log}\nw2:\n{w2_log}"
+    );
+
+    let events = archived_now(&env).await.unwrap();
+    let expected: Vec<&str> = events.iter().map(|(_, _, raw)| raw.as_str()).collect();
+    let delivered = accepted_lines(&r);
+    let requests = r.requests();
+    let keys: Vec<&str> = requests.iter().map(|q| q.key.as_str()).collect();
+    let unique: std::collections::HashSet<&str> = keys.iter().copied().collect();
+    assert_eq!(unique.len(), keys.len(), "no batch sent by both instances:\nw1:\n{w1_log}\nw2:\n{w2_log}");
+    let delivered: Vec<&str> = delivered.iter().map(|(_, l)| l.as_str()).collect();
+    assert_eq!(delivered, expected, "the collector got every event once, in seq order");
+    let files = file_lines(&out_dir);
+    assert_eq!(files.values().map(Vec::len).sum::<usize>(), 230, "each event once in the files");
+
+    // `sinks list` and `status` read the same archive as before.
+    let rows = sinks_list(&env, &cfg_text).await;
+    let newest = events.last().unwrap().0;
+    for sink in ["files", "collector"] {
+        assert_eq!(rows[sink]["position"], newest, "{sink}");
+        assert_eq!(rows[sink]["delivered"], 230, "{sink}");
+    }
+    let status = status(&env).await;
+    assert_eq!(
+        status["organizations"].as_array().unwrap().len(),
+        1,
+        "the sinks' leases are no organizations: {status}"
+    );
+    assert_eq!(status["organizations"][0]["events"], 230, "{status}");
+    term(&w2);
+    assert_eq!(w2.wait().await.unwrap().code(), Some(0), "{}", std::fs::read_to_string(env.path("w2.log")).unwrap());
 }

@@ -419,7 +419,7 @@ async fn an_access_token_guards_everything_but_health() {
 
 /// Parses Prometheus/OpenMetrics text: every sample belongs to a declared family, and
 /// every line is well formed.
-fn parse_metrics(text: &str) -> std::collections::BTreeMap<String, Vec<(String, f64)>> {
+pub fn parse_metrics(text: &str) -> std::collections::BTreeMap<String, Vec<(String, f64)>> {
     let mut families: std::collections::BTreeMap<String, String> = std::collections::BTreeMap::new();
     let mut samples: std::collections::BTreeMap<String, Vec<(String, f64)>> = std::collections::BTreeMap::new();
     let name_ok = |n: &str| !n.is_empty() && n.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == ':');
