@@ -302,8 +302,9 @@ pub struct Sender {
     http: reqwest::Client,
 }
 
-/// `Retry-After` in seconds or as an HTTP date, at most an hour.
-fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
+/// `Retry-After` in seconds or as an HTTP date, at most an hour (a receiver's pause
+/// for alert deliveries and for sinks alike).
+pub fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
     let v = headers.get(reqwest::header::RETRY_AFTER)?.to_str().ok()?.trim();
     let seconds = match v.parse::<f64>() {
         Ok(s) => s,

@@ -92,19 +92,6 @@ fn gzip(body: &[u8]) -> Vec<u8> {
     encoder.finish().expect("writing to memory")
 }
 
-/// `Retry-After` in seconds or as an HTTP date, at most an hour.
-fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
-    let v = headers.get(reqwest::header::RETRY_AFTER)?.to_str().ok()?.trim();
-    let seconds = match v.parse::<f64>() {
-        Ok(s) => s,
-        Err(_) => {
-            let at = jiff::fmt::rfc2822::parse(v).ok()?.timestamp();
-            at.duration_since(jiff::Timestamp::now()).as_secs_f64().max(0.0)
-        }
-    };
-    (seconds.is_finite() && seconds >= 0.0).then(|| Duration::from_secs_f64(seconds.min(3600.0)))
-}
-
 impl Sink for HttpSink {
     fn send<'a>(&'a self, batch: &'a Batch) -> SinkFuture<'a, Result<(), SendError>> {
         Box::pin(async move {
@@ -144,7 +131,7 @@ impl Sink for HttpSink {
             if status.is_success() {
                 return Ok(());
             }
-            let after = retry_after(response.headers());
+            let after = tfaudit_alerts::destination::retry_after(response.headers());
             let text = tfaudit_api::body::read_prefix(response, ANSWER_CAP).await;
             let answer = String::from_utf8_lossy(&text);
             let redacted = tfaudit_api::redact::redact(&answer);
@@ -194,6 +181,6 @@ mod tests {
         assert_eq!(back, body);
         let mut h = reqwest::header::HeaderMap::new();
         h.insert(reqwest::header::RETRY_AFTER, "7".parse().unwrap());
-        assert_eq!(retry_after(&h), Some(Duration::from_secs(7)));
+        assert_eq!(tfaudit_alerts::destination::retry_after(&h), Some(Duration::from_secs(7)));
     }
 }
