@@ -306,6 +306,9 @@ pub enum SinksCommand {
         #[arg(long, value_enum, default_value_t = ReportFormat::Text)]
         format: ReportFormat,
     },
+    /// Runs each sink's health check (a file sink's folder writable, an HTTP collector
+    /// answering) and prints one line per sink; exit 0 when every sink passes, 4 when one fails
+    Check,
 }
 
 /// What every `--limit N` means: at most N, and 0 for no limit.

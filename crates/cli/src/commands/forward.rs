@@ -78,7 +78,10 @@ pub async fn forward(cli: &Cli, args: &ForwardArgs) -> Result<(), Failure> {
 const LAG_CHUNK: u64 = 10_000;
 
 pub async fn sinks(cli: &Cli, command: &SinksCommand) -> Result<(), Failure> {
-    let SinksCommand::List { format } = command;
+    let format = match command {
+        SinksCommand::List { format } => format,
+        SinksCommand::Check => return check(cli).await,
+    };
     let config = settings::config(cli)?;
     let sections: Vec<(String, &'static str, bool)> = sinks_of(config.as_ref())?
         .iter()
@@ -154,4 +157,36 @@ pub async fn sinks(cli: &Cli, command: &SinksCommand) -> Result<(), Failure> {
     }
     writeln!(out, "{t}")?;
     Ok(())
+}
+
+/// `tfaudit sinks check`: every sink's health check, at once (a target that hangs
+/// until its timeout holds up no other), a line each in the config's order.
+async fn check(cli: &Cli) -> Result<(), Failure> {
+    let config = settings::config(cli)?;
+    let sections = sinks_of(config.as_ref())?;
+    let base = config.as_ref().and_then(|(p, _)| p.parent()).unwrap_or(Path::new("."));
+    let mut checks = Vec::new();
+    for section in sections {
+        let sink = tfaudit_forward::build(section, base).map_err(Failure::Usage)?;
+        let label = format!("{} ({})", section.name, section.kind.as_str());
+        checks.push((label, tokio::spawn(async move { sink.sink.health().await })));
+    }
+    let mut out = Stdout::new();
+    let mut failed = Vec::new();
+    for (label, check) in checks {
+        let result = check.await.map_err(|e| Failure::Internal(format!("sink {label}: {e}")))?;
+        let line = match &result {
+            Ok(()) => "ok".to_owned(),
+            Err(e) => {
+                failed.push(label.clone());
+                format!("FAILED: {}", tfaudit_api::redact::redact(e))
+            }
+        };
+        writeln!(out, "{}: {}", terminal_safe(&label), terminal_safe(&line))?;
+    }
+    if failed.is_empty() {
+        Ok(())
+    } else {
+        Err(Failure::Api(format!("the health check failed for {}", terminal_safe(&failed.join(", ")))))
+    }
 }

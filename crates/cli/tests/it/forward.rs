@@ -541,3 +541,30 @@ async fn two_instances_forward_each_event_once(env: Env) {
     term(&w2);
     assert_eq!(w2.wait().await.unwrap().code(), Some(0), "{}", std::fs::read_to_string(env.path("w2.log")).unwrap());
 }
+
+/// `sinks check` runs each sink's health check without an archive: a file sink whose
+/// folder can be made and an HTTP collector that answers pass; a collector nobody
+/// listens for fails, named, with exit 4.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sinks_check_passes_reachable_targets_and_names_the_one_that_fails() {
+    let env = Env::new();
+    let url = receiver(Arc::new(Receiver::default()), None).await;
+    // A port that was free a moment ago: nothing answers there.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    let healthy = format!(
+        "[[sink]]\nname = \"f\"\ntype = \"file\"\npath = \"out/%Y-%m-%d.jsonl\"\n\n[[sink]]\nname = \"h\"\ntype = \"http\"\nurl = \"{url}\"\n"
+    );
+    let cfg = write_config(&env, &healthy);
+    let out = env.ok(None, &["--config", &cfg, "sinks", "check"]).await;
+    assert_eq!(out, "f (file): ok\nh (http): ok\n");
+    let cfg = write_config(
+        &env,
+        &format!("{healthy}\n[[sink]]\nname = \"gone\"\ntype = \"http\"\nurl = \"http://{closed}/\"\n"),
+    );
+    let out = env.run(None, &["--config", &cfg, "sinks", "check"]).await;
+    assert_eq!(out.status.code(), Some(4), "{}", text(&out.stderr));
+    let stdout = text(&out.stdout);
+    assert!(stdout.contains("gone (http): FAILED: cannot reach the receiver"), "{stdout}");
+    assert!(stdout.starts_with("f (file): ok\nh (http): ok\n"), "{stdout}");
+    assert!(text(&out.stderr).contains("the health check failed for gone"), "{}", text(&out.stderr));
+}
