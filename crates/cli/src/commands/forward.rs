@@ -2,6 +2,7 @@
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use comfy_table::{ContentArrangement, Table, presets};
 use jiff::Timestamp;
@@ -11,6 +12,7 @@ use tfaudit_forward::{ForwardError, SinkState, consumer_name};
 use tfaudit_store::blocking;
 
 use crate::args::{Cli, ForwardArgs, ReportFormat, SinksCommand};
+use crate::commands::sync::{ONE_SHOT_LEASE, take_one_shot_lease};
 use crate::failure::Failure;
 use crate::output::{Stdout, terminal_safe, time};
 use crate::settings;
@@ -32,21 +34,36 @@ pub async fn forward(cli: &Cli, args: &ForwardArgs) -> Result<(), Failure> {
     for section in sections {
         sinks.push(tfaudit_forward::build(section, base).map_err(Failure::Usage)?);
     }
+    let cluster = settings::cluster(None, None, config.as_ref())?;
     let store = settings::open_archive(cli, config.as_ref(), Mode::MustExist)?;
     let cancel = crate::stop_on_signals();
+    // One process at a time sends a sink's batches: this command holds the sink's
+    // lease, as a `watch`/`serve` instance does, for as long as it forwards.
+    let cluster = tfaudit_service::Cluster {
+        instance: format!("forward-{}", cluster.instance),
+        lease: if args.once { cluster.lease.min(ONE_SHOT_LEASE) } else { cluster.lease },
+    };
     // Each sink in its own task: a dead target never holds up another.
     let tasks: Vec<_> = sinks
         .into_iter()
         .map(|sink| {
             let name = sink.settings.name.clone();
-            let task = tokio::spawn(tfaudit_forward::run_sink(store.clone(), sink, args.once, cancel.clone()));
+            let task =
+                tokio::spawn(forward_under_lease(store.clone(), cluster.clone(), sink, args.once, cancel.clone()));
             (name, task)
         })
         .collect();
     let mut out = Stdout::new();
     let mut failure = None;
     for (name, task) in tasks {
-        let result = task.await.map_err(|e| Failure::Internal(format!("sink {name}: {e}")))?;
+        let result = match task.await.map_err(|e| Failure::Internal(format!("sink {name}: {e}")))? {
+            Ok(result) => result,
+            Err(refused) => {
+                tracing::error!("{refused}");
+                failure.get_or_insert(refused);
+                continue;
+            }
+        };
         match result {
             Ok(outcome) => {
                 if args.once && !cli.quiet {
@@ -157,6 +174,45 @@ pub async fn sinks(cli: &Cli, command: &SinksCommand) -> Result<(), Failure> {
     }
     writeln!(out, "{t}")?;
     Ok(())
+}
+
+/// Runs `sink` while holding its lease (`sink:<name>`, as `watch`/`serve` do), renewed
+/// beside it and released at the end; refused (exit 5) while a live `watch`/`serve`
+/// instance forwards to it. A lost lease stops the sink at once; its cursor's
+/// compare-and-set refuses whatever it still tries to commit.
+async fn forward_under_lease(
+    store: Arc<dyn tfaudit_store::Store>,
+    cluster: tfaudit_service::Cluster,
+    sink: tfaudit_forward::Configured,
+    once: bool,
+    cancel: tokio_util::sync::CancellationToken,
+) -> Result<Result<tfaudit_forward::Outcome, ForwardError>, Failure> {
+    let name = sink.settings.name.clone();
+    let lease = take_one_shot_lease(&store, &cluster, &consumer_name(&name), &cancel, |holder, since, expires| {
+        format!(
+            "sink {} is being forwarded by instance {holder} (since {since}); stop it first, or let it forward (if that instance has stopped, its lease ends at {expires})",
+            terminal_safe(&name)
+        )
+    })
+    .await?;
+    let lost = cancel.child_token();
+    let stop = tokio_util::sync::CancellationToken::new();
+    let renewer = tfaudit_service::cluster::keep_renewed(store.clone(), lease, cluster, lost.clone(), stop.clone());
+    let result = tfaudit_forward::run_sink(store.clone(), sink, once, lost).await;
+    stop.cancel();
+    match renewer.await.ok().flatten() {
+        Some(lease) => {
+            let _ = blocking(&store, move |s| s.release_lease(&lease)).await;
+        }
+        None if !cancel.is_cancelled() => {
+            return Err(Failure::Store(format!(
+                "sink {} was taken over by another instance while this one forwarded to it",
+                terminal_safe(&name)
+            )));
+        }
+        None => {}
+    }
+    Ok(result)
 }
 
 /// `tfaudit sinks check`: every sink's health check, at once (a target that hangs

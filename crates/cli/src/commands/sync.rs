@@ -126,38 +126,13 @@ async fn sync_under_lease(
         instance: format!("sync-{}", cluster.instance),
         lease: cluster.lease.min(ONE_SHOT_LEASE),
     };
-    let mut told = false;
-    let lease = loop {
-        let (name, holder, ttl) = (org.name.clone(), cluster.instance.clone(), cluster.lease);
-        let taken = tfaudit_store::blocking(store, move |s| s.acquire_lease(&name, &holder, ttl)).await?;
-        if let Some(lease) = taken {
-            break lease;
-        }
-        let name = org.name.clone();
-        let (held, live) = tfaudit_store::blocking(store, move |s| {
-            Ok::<_, tfaudit_store::StoreError>((s.leases()?, s.live_instances()?))
-        })
-        .await?;
-        if let Some(l) = held.into_iter().find(|l| l.name == name) {
-            if live.contains(&l.holder) {
-                return Err(Failure::Store(format!(
-                    "{} is being synced by instance {} (since {}); it keeps the archive current, so no sync is needed (if that instance has stopped, its lease ends at {})",
-                    terminal_safe(&org.name),
-                    terminal_safe(&l.holder),
-                    time(l.since),
-                    time(l.expires)
-                )));
-            }
-            if !told {
-                tracing::info!(organization = %org.name, holder = %l.holder, "waiting for another sync of this organization to end");
-                told = true;
-            }
-        }
-        tokio::select! {
-            () = tokio::time::sleep(std::time::Duration::from_millis(100)) => {}
-            () = cancel.cancelled() => return Err(Failure::Interrupted),
-        }
-    };
+    let lease = take_one_shot_lease(store, &cluster, &org.name, cancel, |holder, since, expires| {
+        format!(
+            "{} is being synced by instance {holder} (since {since}); it keeps the archive current, so no sync is needed (if that instance has stopped, its lease ends at {expires})",
+            terminal_safe(&org.name),
+        )
+    })
+    .await?;
     let lost = cancel.child_token();
     let stop = tokio_util::sync::CancellationToken::new();
     let fence = lease.fence();
@@ -172,9 +147,51 @@ async fn sync_under_lease(
     Ok(result?)
 }
 
-/// The longest lease a one-shot `sync` takes: it renews it every third, and one
-/// killed before releasing it delays the next sync of the organization this long.
-const ONE_SHOT_LEASE: std::time::Duration = std::time::Duration::from_secs(3);
+/// The longest lease a one-shot command (`sync`, `forward --once`) takes: it renews it
+/// every third, and one killed before releasing it delays the next this long.
+pub(crate) const ONE_SHOT_LEASE: std::time::Duration = std::time::Duration::from_secs(3);
+
+/// Takes the lease `name` for a one-shot command held by `cluster.instance`. While a
+/// live `watch`/`serve` instance holds it, refuses (exit 5) with `busy(holder, since,
+/// expires)`; while another one-shot command holds it (or one killed before it could
+/// release it), waits for it to end or expire.
+pub(crate) async fn take_one_shot_lease(
+    store: &Arc<dyn tfaudit_store::Store>,
+    cluster: &tfaudit_service::Cluster,
+    name: &str,
+    cancel: &tokio_util::sync::CancellationToken,
+    busy: impl Fn(String, String, String) -> String,
+) -> Result<tfaudit_store::Lease, Failure> {
+    let mut told = false;
+    loop {
+        let (n, holder, ttl) = (name.to_owned(), cluster.instance.clone(), cluster.lease);
+        let taken = tfaudit_store::blocking(store, move |s| s.acquire_lease(&n, &holder, ttl)).await?;
+        if let Some(lease) = taken {
+            return Ok(lease);
+        }
+        let (held, live) = tfaudit_store::blocking(store, move |s| {
+            Ok::<_, tfaudit_store::StoreError>((s.leases()?, s.live_instances()?))
+        })
+        .await?;
+        if let Some(l) = held.into_iter().find(|l| l.name == name) {
+            if live.contains(&l.holder) {
+                return Err(Failure::Store(busy(
+                    terminal_safe(&l.holder).into_owned(),
+                    time(l.since),
+                    time(l.expires),
+                )));
+            }
+            if !told {
+                tracing::info!(lease = %name, holder = %l.holder, "waiting for another one-shot run to end");
+                told = true;
+            }
+        }
+        tokio::select! {
+            () = tokio::time::sleep(std::time::Duration::from_millis(100)) => {}
+            () = cancel.cancelled() => return Err(Failure::Interrupted),
+        }
+    }
+}
 
 /// `watch`, and with `server` also the dashboard, API and metrics: `serve`. The
 /// service (`tfaudit-service`) runs it; this resolves its settings and words its lines.

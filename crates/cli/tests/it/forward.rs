@@ -435,14 +435,14 @@ async fn serve_forwards_live_events_to_every_sink_once_in_order_and_counts_them_
     assert_eq!(in_files, events.iter().map(|(seq, _, _)| *seq).collect::<Vec<_>>(), "each event once in the files");
 
     let metrics = server.metrics.clone().unwrap();
-    let text = reqwest::get(format!("{metrics}/metrics")).await.unwrap().text().await.unwrap();
-    let samples = crate::serve::parse_metrics(&text);
+    let scraped = reqwest::get(format!("{metrics}/metrics")).await.unwrap().text().await.unwrap();
+    let samples = crate::serve::parse_metrics(&scraped);
     let value = |family: &str, series: &str| {
         samples
             .get(family)
             .and_then(|s| s.iter().find(|(k, _)| k == series))
             .map(|(_, v)| *v)
-            .unwrap_or_else(|| panic!("{series} missing from\n{text}"))
+            .unwrap_or_else(|| panic!("{series} missing from\n{scraped}"))
     };
     for sink in ["files", "collector"] {
         let events_total = |result: &str| {
@@ -454,7 +454,18 @@ async fn serve_forwards_live_events_to_every_sink_once_in_order_and_counts_them_
         assert_eq!(value("tfaudit_sink_lag_events", &format!("tfaudit_sink_lag_events{{sink=\"{sink}\"}}")), 0.0);
         assert_eq!(value("tfaudit_sink_lag_seconds", &format!("tfaudit_sink_lag_seconds{{sink=\"{sink}\"}}")), 0.0);
     }
+    // While `serve` forwards to the sinks, `forward` is refused (no batch sent by
+    // both); once it stops, `forward` takes the sinks (nothing is left to send).
+    let out = env.run(None, &["--config", &cfg_text, "forward", "--once"]).await;
+    assert_eq!(out.status.code(), Some(5), "{}", text(&out.stderr));
+    assert!(text(&out.stderr).contains("is being forwarded by instance"), "{}", text(&out.stderr));
     assert!(server.stop().await.success());
+    let out = env.ok(None, &["--config", &cfg_text, "forward", "--once"]).await;
+    assert!(
+        out.contains("sink files: 0 events delivered") && out.contains("sink collector: 0 events delivered"),
+        "{out}"
+    );
+    assert_eq!(accepted_lines(&r).len(), 340, "nothing sent twice");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
