@@ -209,10 +209,25 @@ impl SqliteStore {
             reader_target,
             checkpointer: None,
         };
-        store.prepare().map_err(|e| match e {
-            StoreError::Database(cause) => open_err(cause),
-            other => other,
-        })?;
+        // Processes starting together on a new archive (several `watch` instances) race
+        // to set it up; SQLite answers some of those races (switching to WAL, upgrading
+        // a read lock) with "busy" at once, without waiting: setting up is idempotent,
+        // so it is tried again, for as long as the busy timeout would have waited.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        loop {
+            match store.prepare() {
+                Err(StoreError::Busy) if std::time::Instant::now() < deadline => {
+                    std::thread::sleep(std::time::Duration::from_millis(20));
+                }
+                result => {
+                    result.map_err(|e| match e {
+                        StoreError::Database(cause) => open_err(cause),
+                        other => other,
+                    })?;
+                    break;
+                }
+            }
+        }
         if mode == OpenMode::CreateIfMissing {
             store.checkpointer = Checkpointer::start(path);
         }
