@@ -10,18 +10,26 @@ const CAP: Duration = Duration::from_secs(30);
 /// Consecutive failures of one loop, and the pause they call for.
 pub(crate) struct Retry {
     base: Duration,
+    cap: Duration,
     failures: u32,
 }
 
 impl Retry {
-    /// Pauses start at `base` (the loop's usual pace).
+    /// Pauses start at `base` (the loop's usual pace) and stop growing at 30 s, or at
+    /// `base` for a loop slower than that.
     pub fn new(base: Duration) -> Self {
-        Self { base: base.max(Duration::from_millis(10)), failures: 0 }
+        let base = base.max(Duration::from_millis(10));
+        Self::capped(base, CAP.max(base))
+    }
+
+    /// Pauses start at `base` and never exceed `cap`.
+    pub fn capped(base: Duration, cap: Duration) -> Self {
+        Self { base, cap, failures: 0 }
     }
 
     /// One more failure: the pause before the next try.
     pub fn failed(&mut self) -> Duration {
-        let pause = self.base.saturating_mul(1u32 << self.failures.min(16)).min(CAP.max(self.base));
+        let pause = self.base.saturating_mul(1u32 << self.failures.min(16)).min(self.cap);
         self.failures = self.failures.saturating_add(1);
         pause
     }

@@ -12,6 +12,7 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use crate::cluster::{self, Cluster};
+use crate::retry::Retry;
 
 /// The longest pause after a sink stopped on an error (a refused batch, the archive
 /// unreachable) before it is started again.
@@ -39,7 +40,8 @@ pub(crate) async fn forward_forever(
         tally: Some(Arc::new(move |result, n| tally_metrics.sink_events(&tally_name, result, n))),
     };
     let mut told_waiting = false;
-    let mut failures = 0u32;
+    // A sink stopped by an error starts again after twice its retry delay, doubling.
+    let mut restarts = Retry::capped(configured.settings.retry_delay * 2, MAX_RESTART_DELAY);
     while !cancel.is_cancelled() {
         let Some(lease) = cluster::acquire(&store, &cluster, &lease_name).await else {
             if !told_waiting {
@@ -67,9 +69,8 @@ pub(crate) async fn forward_forever(
             }
             Ok(_) => None,
             Err(e) => {
-                failures += 1;
                 tracing::error!("{e}; starting the sink again");
-                Some((configured.settings.retry_delay * 2u32.saturating_pow(failures.min(16))).min(MAX_RESTART_DELAY))
+                Some(restarts.failed())
             }
         };
         // Given up while pausing, so that another instance can try it meanwhile.
@@ -82,7 +83,7 @@ pub(crate) async fn forward_forever(
                 () = cancel.cancelled() => break,
             }
         } else {
-            failures = 0;
+            restarts.succeeded();
         }
     }
 }

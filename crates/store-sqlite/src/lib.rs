@@ -701,9 +701,7 @@ impl Archive for SqliteStore {
         let (mut oldest, mut newest): (Option<i64>, Option<i64>) = (None, None);
         let mut organization: Option<&str> = None;
         {
-            let mut insert = tx
-                .prepare_cached(&format!("{} ON CONFLICT DO NOTHING", rollup::EVENT_INSERT))
-                .map_err(|e| self.db(e))?;
+            let mut insert = tx.prepare_cached(rollup::EVENT_INSERT_NEW).map_err(|e| self.db(e))?;
             for e in page.events {
                 let t = ms(e.timestamp);
                 let changed = rollup::insert_event(&mut insert, e, page.source_id, now).map_err(|e| self.db(e))?;

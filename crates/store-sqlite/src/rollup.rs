@@ -34,11 +34,21 @@ pub(crate) fn insert_event(
     ])
 }
 
-/// The columns of the `events` insert, in [`insert_event`]'s order.
-pub(crate) const EVENT_INSERT: &str =
-    "INSERT INTO events (id, source_id, organization_id, ts_ms, auth_type, accessor_id, auth_description,
-    impersonator_id, request_id, resource_id, resource_type, resource_action, raw, ingested_ms)
- VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)";
+/// The `events` insert, its columns in [`insert_event`]'s order (a macro, so that
+/// both spellings below are constants, not built per page).
+macro_rules! event_insert {
+    () => {
+        "INSERT INTO events (id, source_id, organization_id, ts_ms, auth_type, accessor_id, auth_description,
+            impersonator_id, request_id, resource_id, resource_type, resource_action, raw, ingested_ms)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)"
+    };
+}
+
+/// For copies, where an id already there is an error.
+pub(crate) const EVENT_INSERT: &str = event_insert!();
+
+/// For a sync's pages: an event already archived is a duplicate, skipped.
+pub(crate) const EVENT_INSERT_NEW: &str = concat!(event_insert!(), " ON CONFLICT DO NOTHING");
 
 /// Adds what `rollups` counted to the archive's rollups, in `tx`.
 pub(crate) fn write(rollups: &Rollups<'_>, tx: &Transaction<'_>) -> rusqlite::Result<()> {

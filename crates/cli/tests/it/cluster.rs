@@ -48,9 +48,12 @@ fn admin() -> postgres::Client {
 }
 
 impl TestDb {
+    /// Creates it on a thread of its own: the blocking client may not run on a thread
+    /// that drives the test's async tasks, so async tests may call this directly.
     pub fn new() -> Self {
         let name = format!("tfaudit_it_{}_{:08x}", std::process::id(), rand_suffix());
-        admin().batch_execute(&format!("CREATE DATABASE {name} ENCODING 'UTF8' TEMPLATE template0")).unwrap();
+        let create = format!("CREATE DATABASE {name} ENCODING 'UTF8' TEMPLATE template0");
+        std::thread::scope(|s| s.spawn(|| admin().batch_execute(&create)).join()).unwrap().unwrap();
         let base = admin_url();
         let (head, query) = base.split_once('?').map_or((base.as_str(), None), |(h, q)| (h, Some(q)));
         let root = head.rsplit_once('/').map_or(head, |(r, _)| r);

@@ -9,53 +9,8 @@ use serde_json::Value;
 use tfaudit_sim::SimConfig;
 
 use crate::alerts::{config, critical_events_synced};
+use crate::cluster::TestDb;
 use crate::harness::*;
-
-fn admin_url() -> String {
-    std::env::var("TFAUDIT_TEST_POSTGRES").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
-}
-
-/// Runs `sql` as the admin, on a thread of its own: the blocking client may not run
-/// on a thread that drives the test's async tasks.
-fn admin(sql: String) -> Result<(), String> {
-    std::thread::spawn(move || {
-        let mut admin = postgres::Client::connect(&admin_url(), postgres::NoTls).map_err(|e| {
-            format!("these tests need PostgreSQL at TFAUDIT_TEST_POSTGRES ({e}); scripts/test starts one")
-        })?;
-        admin.batch_execute(&sql).map_err(|e| e.to_string())
-    })
-    .join()
-    .unwrap()
-}
-
-/// A database of its own for one test, dropped at the end.
-struct Database {
-    name: String,
-    url: String,
-}
-
-impl Database {
-    fn new(tag: &str) -> Self {
-        let name = format!("tfaudit_it_{tag}_{}_{}", std::process::id(), jiff::Timestamp::now().as_microsecond());
-        admin(format!("CREATE DATABASE {name} ENCODING 'UTF8' TEMPLATE template0")).unwrap();
-        let base = admin_url();
-        let (head, query) = base.split_once('?').map_or((base.as_str(), None), |(h, q)| (h, Some(q)));
-        let root = head.rsplit_once('/').map_or(head, |(r, _)| r);
-        let url = match query {
-            Some(q) => format!("{root}/{name}?{q}"),
-            None => format!("{root}/{name}"),
-        };
-        Self { name, url }
-    }
-}
-
-impl Drop for Database {
-    fn drop(&mut self) {
-        if let Err(e) = admin(format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name)) {
-            eprintln!("could not drop the test database {}: {e}", self.name);
-        }
-    }
-}
 
 /// `export --format jsonl` of the archive at `db`, as printed.
 async fn export(env: &Env, db: &str) -> String {
@@ -94,7 +49,7 @@ async fn an_archive_goes_to_postgresql_and_back_unchanged() {
     let raised = alerts(&env, cfg, &sqlite).await;
     assert!(raised.as_array().unwrap().len() >= 3, "alerts were raised: {raised:#}");
 
-    let pg = Database::new("roundtrip");
+    let pg = TestDb::new();
     let back = env.path("back.db");
     let back = back.to_str().unwrap();
     let there = env.ok(None, &["migrate", "--from", &sqlite, "--to", &pg.url]).await;
@@ -126,7 +81,7 @@ async fn a_killed_migration_resumes_and_ends_identical() {
     let env = Env::new();
     assert!(env.sync(&sim, &[]).await.status.success());
     let sqlite = env.db.to_str().unwrap().to_owned();
-    let pg = Database::new("killed");
+    let pg = TestDb::new();
     let mut copy =
         env.command(None, &["migrate", "--from", &sqlite, "--to", &pg.url, "--batch", "50"]).spawn().unwrap();
     // Killed once the target holds part of the archive.
