@@ -295,8 +295,12 @@ pub enum AlertsCommand {
 #[derive(Debug, Args, Clone)]
 pub struct ForwardArgs {
     /// Deliver everything pending and exit (a failing batch is tried 8 times first)
-    #[arg(long)]
+    #[arg(long, conflicts_with = "retry_dead")]
     pub once: bool,
+    /// Send SINK's dead letters (events its target refused as invalid) again and exit:
+    /// those taken leave the dead letters; 0 when none is left, 4 otherwise
+    #[arg(long, value_name = "SINK")]
+    pub retry_dead: Option<String>,
 }
 
 #[derive(Debug, Subcommand)]

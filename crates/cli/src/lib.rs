@@ -95,7 +95,7 @@ fn init_logging(cli: &Cli) {
         Command::Watch(_)
             | Command::Serve(_)
             | Command::Sim(_)
-            | Command::Forward(args::ForwardArgs { once: false })
+            | Command::Forward(args::ForwardArgs { once: false, retry_dead: None })
             | Command::Alerts(args::AlertsCommand::Run { .. })
     );
     let level = if cli.debug {

@@ -80,14 +80,34 @@ pub enum SinkKind {
     File,
     /// NDJSON POSTed to any HTTP endpoint (`url`, `headers`, `gzip`, `secret`).
     Http,
+    /// Splunk's HTTP Event Collector (`url`, `token`, `index`, `ack`, ...).
+    SplunkHec,
+    /// Elasticsearch or OpenSearch `_bulk` (`url`, `index`, `api_key` or
+    /// `username`/`password`).
+    Elasticsearch,
+    /// Datadog's Logs API v2 (`site` or `url`, `api_key`, `service`, `tags`).
+    Datadog,
+    /// RFC 5424 syslog over TLS, TCP or UDP (`address`, `transport`).
+    Syslog,
+    /// NATS JetStream (`url`, `subject`).
+    Nats,
 }
 
 impl SinkKind {
+    /// Every kind, in the order the README lists them.
+    pub const ALL: [Self; 7] =
+        [Self::SplunkHec, Self::Elasticsearch, Self::Datadog, Self::Syslog, Self::Http, Self::Nats, Self::File];
+
     #[must_use]
     pub fn as_str(self) -> &'static str {
         match self {
             Self::File => "file",
             Self::Http => "http",
+            Self::SplunkHec => "splunk_hec",
+            Self::Elasticsearch => "elasticsearch",
+            Self::Datadog => "datadog",
+            Self::Syslog => "syslog",
+            Self::Nats => "nats",
         }
     }
 
@@ -96,10 +116,33 @@ impl SinkKind {
     pub fn own_keys(self) -> &'static [&'static str] {
         match self {
             Self::File => &["path"],
-            Self::Http => &["url", "headers", "gzip", "secret", "timeout"],
+            Self::Http => &["url", "headers", "gzip", "secret", "timeout", "ca_file"],
+            Self::SplunkHec => {
+                &["url", "token", "index", "source", "sourcetype", "host", "ack", "gzip", "timeout", "ca_file"]
+            }
+            Self::Elasticsearch => &["url", "index", "api_key", "username", "password", "gzip", "timeout", "ca_file"],
+            Self::Datadog => &["site", "url", "api_key", "service", "source", "host", "tags", "gzip", "timeout"],
+            Self::Syslog => &["address", "transport", "host", "ca_file", "client_cert", "client_key", "timeout"],
+            Self::Nats => &["url", "subject", "token", "username", "password", "ca_file", "timeout"],
+        }
+    }
+
+    /// The keys this kind cannot do without.
+    #[must_use]
+    pub fn needed_keys(self) -> &'static [&'static str] {
+        match self {
+            Self::File => &["path"],
+            Self::Http | Self::Elasticsearch => &["url"],
+            Self::SplunkHec => &["url", "token"],
+            Self::Datadog => &["api_key"],
+            Self::Syslog => &["address"],
+            Self::Nats => &["subject"],
         }
     }
 }
+
+/// How a sink writes each event (`format`).
+pub const SINK_FORMATS: [&str; 3] = ["raw", "ocsf", "ecs"];
 
 /// `[[sink]]`: one target `tfaudit forward` delivers every archived event to. The
 /// common keys first, then each kind's own (checked against `type`).
@@ -122,44 +165,91 @@ pub struct SinkSection {
     /// The first delay before a failed batch is sent again; it doubles up to 1m
     /// (default 500ms).
     pub retry_delay: Option<Duration>,
+    /// At most this many events per second to the target (default: no limit).
+    pub rate_limit: Option<u64>,
     /// `file`: the file, with `%Y`, `%m`, `%d` of the event's UTC day.
     pub path: Option<String>,
-    /// `http`: where batches are POSTed.
+    /// `http`: where batches are POSTed; `splunk_hec`, `elasticsearch`: the base
+    /// address; `datadog`: the intake's base (instead of `site`, for a proxy);
+    /// `nats`: the server (default `nats://127.0.0.1:4222`).
     pub url: Option<crate::SecretSource>,
     /// `http`: extra request headers; their values are secrets.
     #[serde(default)]
     pub headers: std::collections::BTreeMap<String, crate::SecretSource>,
-    /// `http`: compress request bodies (`Content-Encoding: gzip`).
+    /// Compress request bodies (`Content-Encoding: gzip`).
     pub gzip: Option<bool>,
     /// `http`: a shared secret for an HMAC-SHA256 signature, as webhooks are signed.
     pub secret: Option<crate::SecretSource>,
-    /// `http`: time allowed for one request (default 30s).
+    /// Time allowed for one request or write (default 30s).
     pub timeout: Option<Duration>,
+    /// `splunk_hec`: the HEC token; `nats`: an authentication token.
+    pub token: Option<crate::SecretSource>,
+    /// `splunk_hec`: the index; `elasticsearch`: the index or data stream.
+    pub index: Option<String>,
+    /// `splunk_hec`: the events' source; `datadog`: `ddsource`.
+    pub source: Option<String>,
+    /// `splunk_hec`: the sourcetype (default `hashicorp:terraform:audit`).
+    pub sourcetype: Option<String>,
+    /// `splunk_hec`, `datadog`, `syslog`: the host the events are said to come from.
+    pub host: Option<String>,
+    /// `splunk_hec`: wait for indexer acknowledgement before the cursor moves.
+    pub ack: Option<bool>,
+    /// `elasticsearch`, `datadog`: the API key.
+    pub api_key: Option<crate::SecretSource>,
+    /// `elasticsearch`, `nats`: basic authentication.
+    pub username: Option<String>,
+    pub password: Option<crate::SecretSource>,
+    /// A PEM file of the certificate authorities to trust (besides the system's).
+    pub ca_file: Option<String>,
+    /// `datadog`: the site (default `datadoghq.com`).
+    pub site: Option<String>,
+    /// `datadog`: the `service` attribute.
+    pub service: Option<String>,
+    /// `datadog`: tags such as `env:prod`.
+    pub tags: Option<Vec<String>>,
+    /// `syslog`: `host:port` of the collector.
+    pub address: Option<String>,
+    /// `syslog`: `tls` (default), `tcp` or `udp`.
+    pub transport: Option<String>,
+    /// `syslog`: a client certificate and its key (PEM files), when the collector asks.
+    pub client_cert: Option<String>,
+    pub client_key: Option<String>,
+    /// `nats`: the JetStream subject.
+    pub subject: Option<String>,
 }
 
 impl SinkSection {
     /// The kind-specific keys this table sets.
     fn own_keys_set(&self) -> Vec<&'static str> {
-        let mut set = Vec::new();
-        if self.path.is_some() {
-            set.push("path");
-        }
-        if self.url.is_some() {
-            set.push("url");
-        }
-        if !self.headers.is_empty() {
-            set.push("headers");
-        }
-        if self.gzip.is_some() {
-            set.push("gzip");
-        }
-        if self.secret.is_some() {
-            set.push("secret");
-        }
-        if self.timeout.is_some() {
-            set.push("timeout");
-        }
-        set
+        [
+            ("path", self.path.is_some()),
+            ("url", self.url.is_some()),
+            ("headers", !self.headers.is_empty()),
+            ("gzip", self.gzip.is_some()),
+            ("secret", self.secret.is_some()),
+            ("timeout", self.timeout.is_some()),
+            ("token", self.token.is_some()),
+            ("index", self.index.is_some()),
+            ("source", self.source.is_some()),
+            ("sourcetype", self.sourcetype.is_some()),
+            ("host", self.host.is_some()),
+            ("ack", self.ack.is_some()),
+            ("api_key", self.api_key.is_some()),
+            ("username", self.username.is_some()),
+            ("password", self.password.is_some()),
+            ("ca_file", self.ca_file.is_some()),
+            ("site", self.site.is_some()),
+            ("service", self.service.is_some()),
+            ("tags", self.tags.is_some()),
+            ("address", self.address.is_some()),
+            ("transport", self.transport.is_some()),
+            ("client_cert", self.client_cert.is_some()),
+            ("client_key", self.client_key.is_some()),
+            ("subject", self.subject.is_some()),
+        ]
+        .into_iter()
+        .filter_map(|(key, set)| set.then_some(key))
+        .collect()
     }
 }
 
@@ -627,11 +717,17 @@ fn check_sinks(sinks: &[SinkSection], path: &Path, text: &str) -> Result<(), Con
             }
         }
         if let Some(format) = &k.format
-            && format != "raw"
+            && !SINK_FORMATS.contains(&format.as_str())
         {
             return Err(invalid(
                 at("format"),
-                format!("sink {name:?}: format {format:?} is not available; the formats are: raw"),
+                format!("sink {name:?}: format {format:?} is not known; the formats are: {}", SINK_FORMATS.join(", ")),
+            ));
+        }
+        if k.rate_limit == Some(0) {
+            return Err(invalid(
+                at("rate_limit"),
+                format!("sink {name:?}: rate_limit (events per second) must be at least 1"),
             ));
         }
         if let Some(start) = &k.start
@@ -654,12 +750,12 @@ fn check_sinks(sinks: &[SinkSection], path: &Path, text: &str) -> Result<(), Con
         if k.retry_delay.is_some_and(|d| d.0.is_zero()) {
             return Err(invalid(at("retry_delay"), format!("sink {name:?}: retry_delay must be more than 0")));
         }
-        let need = |key: &str, present: bool| {
-            if present { Ok(()) } else { Err(invalid(at("type"), format!("sink {name:?} ({kind}) needs {key}"))) }
-        };
-        match k.kind {
-            SinkKind::File => need("path", k.path.as_deref().is_some_and(|p| !p.trim().is_empty()))?,
-            SinkKind::Http => need("url", k.url.is_some())?,
+        let set = k.own_keys_set();
+        if let Some(key) = k.kind.needed_keys().iter().find(|key| !set.contains(key)) {
+            return Err(invalid(at("type"), format!("sink {name:?} ({kind}) needs {key}")));
+        }
+        if k.kind == SinkKind::File && k.path.as_deref().is_some_and(|p| p.trim().is_empty()) {
+            return Err(invalid(at("path"), format!("sink {name:?} (file) needs a path")));
         }
     }
     Ok(())
@@ -790,7 +886,14 @@ interval = "5m"
         for (text, line, what) in [
             ("[[sink]]\nname = \"a\"\ntype = \"file\"\npath = \"/x\"\nbatch_event = 5\n", 5, "batch_event"),
             ("[[sink]]\nname = \"a\"\ntype = \"splunk\"\n", 3, "splunk"),
-            ("[[sink]]\nname = \"a\"\ntype = \"file\"\npath = \"/x\"\nformat = \"ocsf\"\n", 5, "the formats are: raw"),
+            (
+                "[[sink]]\nname = \"a\"\ntype = \"file\"\npath = \"/x\"\nformat = \"cef\"\n",
+                5,
+                "the formats are: raw, ocsf, ecs",
+            ),
+            ("[[sink]]\nname = \"a\"\ntype = \"syslog\"\naddress = \"h:6514\"\nindex = \"x\"\n", 5, "has no key index"),
+            ("[[sink]]\nname = \"a\"\ntype = \"splunk_hec\"\nurl = \"https://h:8088\"\n", 3, "needs token"),
+            ("[[sink]]\nname = \"a\"\ntype = \"nats\"\nsubject = \"x\"\nrate_limit = 0\n", 5, "rate_limit"),
             ("[[sink]]\nname = \"a\"\ntype = \"file\"\npath = \"/x\"\ngzip = true\n", 5, "has no key gzip"),
             ("[[sink]]\nname = \"a\"\ntype = \"http\"\n", 3, "needs url"),
             ("[[sink]]\nname = \"a\"\ntype = \"file\"\npath = \"/x\"\nstart = \"yesterday\"\n", 5, "start must be"),

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use jiff::Timestamp;
 use tfaudit_config::SinkSection;
 
-use crate::{Batch, SendError, Sink, SinkFuture};
+use crate::{Batch, Delivered, SendError, Sink, SinkFuture};
 
 /// The file sink's own settings.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -74,7 +74,7 @@ impl FileSink {
 }
 
 impl Sink for FileSink {
-    fn send<'a>(&'a self, batch: &'a Batch) -> SinkFuture<'a, Result<(), SendError>> {
+    fn send<'a>(&'a self, batch: &'a Batch) -> SinkFuture<'a, Result<Delivered, SendError>> {
         // Grouped here, written on the blocking pool: file writes and fsync block.
         let mut groups: Vec<(PathBuf, Vec<u8>)> = Vec::new();
         for e in &batch.events {
@@ -83,7 +83,7 @@ impl Sink for FileSink {
                 groups.push((path, Vec::new()));
             }
             let buf = &mut groups.last_mut().expect("just pushed").1;
-            buf.extend_from_slice(e.one_line().as_bytes());
+            buf.extend_from_slice(e.line.as_bytes());
             buf.push(b'\n');
         }
         Box::pin(async move {
@@ -92,7 +92,7 @@ impl Sink for FileSink {
                     append(&path, &bytes)
                         .map_err(|e| SendError::Retry { error: format!("{}: {e}", path.display()), after: None })?;
                 }
-                Ok(())
+                Ok(Delivered::all())
             })
             .await
             .unwrap_or_else(|e| Err(SendError::Retry { error: format!("the file writer failed: {e}"), after: None }))
@@ -182,7 +182,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let template = dir.path().join("out/%Y-%m-%d.jsonl");
         let sink = FileSink::new(FileConfig::from_section(&section(template.to_str().unwrap()), dir.path()).unwrap());
-        let event = |seq: i64, ts: &str, raw: &str| Event { seq, timestamp: ts.parse().unwrap(), raw: raw.into() };
+        let event = |seq: i64, ts: &str, raw: &str| Event::from_json(seq, "e", ts.parse().unwrap(), raw);
         let batch = Batch {
             sink: "f".into(),
             events: vec![

@@ -9,7 +9,7 @@ use std::time::Duration;
 use tfaudit_config::SinkSection;
 use tfaudit_model::Secret;
 
-use crate::{Batch, SendError, Sink, SinkFuture};
+use crate::{Batch, Delivered, SendError, Sink, SinkFuture};
 
 /// How long a connection may take, whatever the sink's timeout.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -78,9 +78,9 @@ impl HttpSink {
 /// The NDJSON body: each event on its own line.
 #[must_use]
 pub fn ndjson(batch: &Batch) -> Vec<u8> {
-    let mut body = Vec::with_capacity(batch.events.iter().map(|e| e.raw.len() + 1).sum());
+    let mut body = Vec::with_capacity(batch.events.iter().map(|e| e.line.len() + 1).sum());
     for e in &batch.events {
-        body.extend_from_slice(e.one_line().as_bytes());
+        body.extend_from_slice(e.line.as_bytes());
         body.push(b'\n');
     }
     body
@@ -93,7 +93,7 @@ fn gzip(body: &[u8]) -> Vec<u8> {
 }
 
 impl Sink for HttpSink {
-    fn send<'a>(&'a self, batch: &'a Batch) -> SinkFuture<'a, Result<(), SendError>> {
+    fn send<'a>(&'a self, batch: &'a Batch) -> SinkFuture<'a, Result<Delivered, SendError>> {
         Box::pin(async move {
             let body = ndjson(batch);
             let timestamp = jiff::Timestamp::now().as_second();
@@ -129,7 +129,7 @@ impl Sink for HttpSink {
             };
             let status = response.status();
             if status.is_success() {
-                return Ok(());
+                return Ok(Delivered::all());
             }
             let after = tfaudit_alerts::destination::retry_after(response.headers());
             let text = tfaudit_api::body::read_prefix(response, ANSWER_CAP).await;
@@ -143,6 +143,10 @@ impl Sink for HttpSink {
                 Err(SendError::Refused {
                     error: format!("{error} (a redirect, not followed: set the sink's url to where it points)"),
                 })
+            } else if matches!(status.as_u16(), 400 | 413 | 415 | 422) {
+                // The content, not the address or the credentials: split to find the
+                // events it refuses.
+                Err(SendError::Invalid { error })
             } else {
                 Err(SendError::Refused { error })
             }
@@ -169,8 +173,8 @@ mod tests {
         let batch = Batch {
             sink: "siem".into(),
             events: vec![
-                Event { seq: 7, timestamp: jiff::Timestamp::UNIX_EPOCH, raw: r#"{"id":"a"}"#.into() },
-                Event { seq: 9, timestamp: jiff::Timestamp::UNIX_EPOCH, raw: r#"{"id":"b"}"#.into() },
+                Event::from_json(7, "a", jiff::Timestamp::UNIX_EPOCH, r#"{"id":"a"}"#),
+                Event::from_json(9, "b", jiff::Timestamp::UNIX_EPOCH, r#"{"id":"b"}"#),
             ],
         };
         assert_eq!(batch.idempotency_key(), "tfaudit-siem-7-9");

@@ -7,6 +7,7 @@
 //! built: [`file`] and [`http`].
 
 pub mod file;
+pub mod format;
 pub mod http;
 pub mod runner;
 
@@ -19,28 +20,39 @@ use std::time::Duration;
 use jiff::Timestamp;
 use tfaudit_config::{SinkKind, SinkSection};
 
-pub use runner::{ForwardError, Hooks, Outcome, SinkState, Tally, consumer_name, run_sink, run_sink_with};
+pub use format::Format;
+
+pub use runner::{
+    ForwardError, Hooks, Outcome, RetryOutcome, SinkState, Tally, consumer_name, retry_dead, run_sink, run_sink_with,
+};
 
 /// One archived event as a sink receives it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Event {
     pub seq: i64,
+    /// The event's id, as HCP Terraform gave it: targets that drop repeats key on it.
+    pub id: String,
     pub timestamp: Timestamp,
-    /// The event exactly as HCP Terraform sent it.
-    pub raw: String,
+    /// The event in the sink's format (the original JSON for `raw`), on one line.
+    pub line: String,
 }
 
 impl Event {
-    /// The event on one line: line breaks can only sit between JSON tokens (a string
-    /// holds them escaped), so as spaces they change no value, and a JSON-lines
-    /// reader gets one event per line whatever the server's layout.
+    /// The event as `format` writes it.
     #[must_use]
-    pub fn one_line(&self) -> std::borrow::Cow<'_, str> {
-        if self.raw.contains(['\n', '\r']) {
-            std::borrow::Cow::Owned(self.raw.replace(['\n', '\r'], " "))
-        } else {
-            std::borrow::Cow::Borrowed(&self.raw)
+    pub fn new(stored: &tfaudit_model::StoredEvent, format: Format) -> Self {
+        Self {
+            seq: stored.seq,
+            id: stored.event.id.clone(),
+            timestamp: stored.event.timestamp,
+            line: format::render(format, &stored.event),
         }
+    }
+
+    /// An event whose line is `json` (made one line), as tests build them.
+    #[must_use]
+    pub fn from_json(seq: i64, id: &str, timestamp: Timestamp, json: &str) -> Self {
+        Self { seq, id: id.to_owned(), timestamp, line: format::one_line(json).into_owned() }
     }
 }
 
@@ -63,13 +75,37 @@ impl Batch {
     }
 }
 
+/// What a target did with a batch it took.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Delivered {
+    /// Events it refused as invalid, by `seq`, with its reason: they become dead
+    /// letters and the rest of the batch counts as delivered.
+    pub rejected: Vec<(i64, String)>,
+    /// Events that were not sent because the target cannot take them (Datadog's
+    /// 18 hours), by `seq`: counted as skipped.
+    pub skipped: Vec<i64>,
+}
+
+impl Delivered {
+    /// Every event of the batch taken.
+    #[must_use]
+    pub fn all() -> Self {
+        Self::default()
+    }
+}
+
 /// Why a batch was not delivered.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum SendError {
     /// Worth sending again (a timeout, a reset, 5xx, 429), after `after` when the
     /// target said.
     Retry { error: String, after: Option<Duration> },
-    /// The target refused the batch, and would refuse it again.
+    /// The target refused the batch as a whole as invalid content (HEC's codes 5,
+    /// 6, 12, 13, a 400 or 413): the runner splits it to find the offending events
+    /// and sends the rest.
+    Invalid { error: String },
+    /// The target refused for a reason that is not in the events (credentials, the
+    /// address): the sink stops until the cause is fixed, its cursor before the batch.
     Refused { error: String },
 }
 
@@ -77,7 +113,7 @@ impl SendError {
     #[must_use]
     pub fn message(&self) -> &str {
         match self {
-            Self::Retry { error, .. } | Self::Refused { error } => error,
+            Self::Retry { error, .. } | Self::Invalid { error } | Self::Refused { error } => error,
         }
     }
 }
@@ -87,9 +123,9 @@ pub type SinkFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
 /// A target of forwarded events.
 pub trait Sink: Send + Sync {
-    /// Delivers `batch`; `Ok` only once the target holds it (written and synced, or
-    /// acknowledged).
-    fn send<'a>(&'a self, batch: &'a Batch) -> SinkFuture<'a, Result<(), SendError>>;
+    /// Delivers `batch`; `Ok` only once the target holds every event it took
+    /// (written and synced, or acknowledged).
+    fn send<'a>(&'a self, batch: &'a Batch) -> SinkFuture<'a, Result<Delivered, SendError>>;
 
     /// Whether the target can be reached and written to, in a sentence when not.
     fn health(&self) -> SinkFuture<'_, Result<(), String>>;
@@ -111,11 +147,14 @@ pub enum Start {
 pub struct SinkSettings {
     pub name: String,
     pub kind: SinkKind,
+    pub format: Format,
     pub start: Start,
     pub batch_events: u64,
     pub batch_bytes: u64,
     pub batch_wait: Duration,
     pub retry_delay: Duration,
+    /// Events per second at most.
+    pub rate_limit: Option<u64>,
 }
 
 /// A configured sink, checked and ready.
@@ -144,23 +183,28 @@ pub fn build(section: &SinkSection, base: &Path) -> Result<Configured, String> {
         Some("now") => Start::Now,
         Some(t) => Start::Time(t.parse().map_err(|_| format!("sink {name:?}: start {t:?} is not an RFC 3339 time"))?),
     };
-    if let Some(format) = &section.format
-        && format != "raw"
-    {
-        return Err(format!("sink {name:?}: format {format:?} is not available; the formats are: raw"));
+    let format = match section.format.as_deref() {
+        None => Format::Raw,
+        Some(f) => f.parse().map_err(|e| format!("sink {name:?}: {e}"))?,
+    };
+    if format != Format::Raw {
+        return Err(format!("sink {name:?}: format {} is not built yet", format.as_str()));
     }
     let settings = SinkSettings {
         name: name.clone(),
         kind: section.kind,
+        format,
         start,
         batch_events: section.batch_events.unwrap_or(500).max(1),
         batch_bytes: section.batch_bytes.map_or(1 << 20, |b| b.0),
         batch_wait: section.batch_wait.map_or(Duration::from_secs(1), |d| d.0),
         retry_delay: section.retry_delay.map_or(Duration::from_millis(500), |d| d.0),
+        rate_limit: section.rate_limit,
     };
     let sink: Arc<dyn Sink> = match section.kind {
         SinkKind::File => Arc::new(file::FileSink::new(file::FileConfig::from_section(section, base)?)),
         SinkKind::Http => Arc::new(http::HttpSink::new(http::HttpConfig::from_section(section)?)?),
+        other => return Err(format!("sink {name:?}: type {} is not built yet", other.as_str())),
     };
     Ok(Configured { settings, sink })
 }

@@ -1,19 +1,23 @@
 //! The consumer loop: a sink reads the archive after its cursor, sends a batch, and
 //! moves its cursor (compare-and-set) only once the target acknowledged it.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
 use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
-use tfaudit_store::{CommitOutcome, ConsumerPosition, Store, StoreError, blocking};
+use tfaudit_store::{CommitOutcome, ConsumerPosition, DeadLetter, Store, StoreError, blocking};
 use tokio_util::sync::CancellationToken;
 
-use crate::{Batch, Configured, Event, SendError, Start};
+use crate::{Batch, Configured, Delivered, Event, SendError, Start};
 
 /// The longest wait between two attempts of a failing batch (unless the target asks
 /// for longer with `Retry-After`).
 const MAX_RETRY_DELAY: Duration = Duration::from_secs(60);
+
+/// The longest reason a dead letter keeps: targets can quote the event back.
+const MAX_REASON_CHARS: usize = 500;
 
 /// With `--once`, a sink whose batch failed this many times in a row is given up on.
 pub const ONCE_ATTEMPTS: u32 = 8;
@@ -56,6 +60,8 @@ impl SinkState {
 pub struct Outcome {
     pub delivered: u64,
     pub skipped: u64,
+    /// Events the target refused as invalid, kept as dead letters.
+    pub dead: u64,
 }
 
 /// Why a sink stopped.
@@ -81,6 +87,8 @@ struct Loop {
     position: i64,
     state: SinkState,
     hooks: Hooks,
+    /// When the next batch may go under `rate_limit`.
+    next_send: Option<tokio::time::Instant>,
 }
 
 /// Counts a sink's events by result: `delivered`, `skipped` or `failed` (each event
@@ -133,7 +141,7 @@ pub async fn run_sink_with(
     let sink = configured.settings.name.clone();
     let store_error = |error| ForwardError::Store { sink: sink.clone(), error };
     let (position, state) = first_position(&store, &consumer, configured.settings.start).await.map_err(store_error)?;
-    let mut run = Loop { store, configured, consumer, position, state, hooks };
+    let mut run = Loop { store, configured, consumer, position, state, hooks, next_send: None };
     run.run(once, &cancel).await
 }
 
@@ -213,18 +221,24 @@ impl Loop {
             let start = self.state.start;
             let (send, skip): (Vec<Event>, Vec<Event>) =
                 events.into_iter().partition(|e| start.is_none_or(|t| e.timestamp >= t));
+            let mut skipped = skip.len() as u64;
             if !send.is_empty() {
-                let batch = Batch { sink: self.name().to_owned(), events: send };
-                if !self.deliver(&batch, once, cancel).await? {
-                    break;
-                }
-                outcome.delivered += batch.events.len() as u64;
-                self.hooks.count("delivered", batch.events.len() as u64);
-                self.state.delivered += batch.events.len() as u64;
+                let sent = send.len() as u64;
+                let ids: HashMap<i64, String> = send.iter().map(|e| (e.seq, e.id.clone())).collect();
+                let Some(taken) = self.deliver(send, once, cancel).await? else { break };
+                let dead = taken.rejected.len() as u64;
+                self.keep_dead(&taken.rejected, &ids).await?;
+                skipped += taken.skipped.len() as u64;
+                let delivered = sent - dead - taken.skipped.len() as u64;
+                outcome.delivered += delivered;
+                outcome.dead += dead;
+                self.hooks.count("delivered", delivered);
+                self.hooks.count("dead", dead);
+                self.state.delivered += delivered;
             }
-            outcome.skipped += skip.len() as u64;
-            self.hooks.count("skipped", skip.len() as u64);
-            self.state.skipped += skip.len() as u64;
+            outcome.skipped += skipped;
+            self.hooks.count("skipped", skipped);
+            self.state.skipped += skipped;
             self.state.last_error = None;
             self.state.last_error_at = None;
             self.commit(last_seq).await?;
@@ -235,20 +249,25 @@ impl Loop {
     /// The next batch: events after the cursor up to `batch_events` and (beyond the
     /// first) `batch_bytes`; the last `seq` read; whether the batch is full.
     async fn read(&self) -> Result<(Vec<Event>, i64, bool), ForwardError> {
-        let (after, limit, max_bytes) =
-            (self.position, self.configured.settings.batch_events, self.configured.settings.batch_bytes);
+        let (after, limit, max_bytes, format) = (
+            self.position,
+            self.configured.settings.batch_events,
+            self.configured.settings.batch_bytes,
+            self.configured.settings.format,
+        );
         let result = blocking(&self.store, move |s| {
             let mut events = Vec::new();
             let mut bytes = 0u64;
             let mut full = false;
             s.events_after(after, limit, &mut |e| {
-                let size = e.event.raw.len() as u64 + 1;
+                let event = Event::new(&e, format);
+                let size = event.line.len() as u64 + 1;
                 if !events.is_empty() && bytes + size > max_bytes {
                     full = true;
                     return Err(std::io::Error::other("batch full"));
                 }
                 bytes += size;
-                events.push(Event { seq: e.seq, timestamp: e.event.timestamp, raw: e.event.raw });
+                events.push(event);
                 Ok(())
             })
             .map(|n| full = full || n >= limit)
@@ -260,24 +279,68 @@ impl Loop {
         result.map_err(|error| ForwardError::Store { sink: self.name().to_owned(), error })
     }
 
-    /// Sends until the target acknowledges. `Ok(false)`: cancelled first.
-    async fn deliver(&mut self, batch: &Batch, once: bool, cancel: &CancellationToken) -> Result<bool, ForwardError> {
+    /// Sends `events` until the target took them all: a batch refused as a whole as
+    /// invalid is split in halves until the offending events stand alone, and those
+    /// are returned as rejected. `Ok(None)`: cancelled first.
+    async fn deliver(
+        &mut self,
+        events: Vec<Event>,
+        once: bool,
+        cancel: &CancellationToken,
+    ) -> Result<Option<Delivered>, ForwardError> {
+        let mut taken = Delivered::default();
+        // Chunks still to send, the next one last.
+        let mut pending = vec![events];
+        while let Some(chunk) = pending.pop() {
+            let batch = Batch { sink: self.name().to_owned(), events: chunk };
+            match self.send(&batch, once, cancel).await? {
+                None => return Ok(None),
+                Some(Ok(d)) => {
+                    taken.rejected.extend(d.rejected);
+                    taken.skipped.extend(d.skipped);
+                }
+                Some(Err(error)) if batch.events.len() == 1 => {
+                    taken.rejected.push((batch.events[0].seq, error));
+                }
+                Some(Err(_)) => {
+                    let mut first = batch.events;
+                    let second = first.split_off(first.len() / 2);
+                    pending.push(second);
+                    pending.push(first);
+                }
+            }
+        }
+        Ok(Some(taken))
+    }
+
+    /// Sends one batch until the target answers it: `Some(Ok)` taken (maybe in part),
+    /// `Some(Err(reason))` refused as invalid as a whole, `None` cancelled first.
+    async fn send(
+        &mut self,
+        batch: &Batch,
+        once: bool,
+        cancel: &CancellationToken,
+    ) -> Result<Option<Result<Delivered, String>>, ForwardError> {
         let mut delay = self.configured.settings.retry_delay;
         let mut attempts = 0u32;
         loop {
+            if self.pace(batch.events.len(), cancel).await {
+                return Ok(None);
+            }
             let sent = tokio::select! {
                 r = self.configured.sink.send(batch) => r,
-                () = cancel.cancelled() => return Ok(false),
+                () = cancel.cancelled() => return Ok(None),
             };
             let error = match sent {
-                Ok(()) => return Ok(true),
+                Ok(d) => return Ok(Some(Ok(d))),
+                Err(SendError::Invalid { error }) => return Ok(Some(Err(error))),
                 Err(e) => e,
             };
             attempts += 1;
             self.hooks.count("failed", batch.events.len() as u64);
             self.record_error(error.message()).await?;
             match error {
-                SendError::Refused { error } => {
+                SendError::Refused { error } | SendError::Invalid { error } => {
                     return Err(ForwardError::Refused { sink: self.name().to_owned(), error });
                 }
                 SendError::Retry { error, after } => {
@@ -289,12 +352,45 @@ impl Loop {
                     let wait = after.map_or(jittered, |a| a.max(jittered));
                     tracing::warn!(sink = %self.name(), attempt = attempts, retry_in = ?wait, "{error}");
                     if pause(wait, cancel).await {
-                        return Ok(false);
+                        return Ok(None);
                     }
                     delay = (delay * 2).min(MAX_RETRY_DELAY);
                 }
             }
         }
+    }
+
+    /// Holds `rate_limit`: `n` events may go once the previous ones' share of time
+    /// has passed. Says whether it was cancelled while waiting.
+    async fn pace(&mut self, n: usize, cancel: &CancellationToken) -> bool {
+        let Some(rate) = self.configured.settings.rate_limit else { return false };
+        let now = tokio::time::Instant::now();
+        let at = self.next_send.unwrap_or(now).max(now);
+        self.next_send = Some(at + Duration::from_secs_f64(n as f64 / rate as f64));
+        if at > now { pause(at - now, cancel).await } else { false }
+    }
+
+    /// Stores the events the target refused before the cursor moves past them.
+    async fn keep_dead(&mut self, rejected: &[(i64, String)], ids: &HashMap<i64, String>) -> Result<(), ForwardError> {
+        if rejected.is_empty() {
+            return Ok(());
+        }
+        let at = Timestamp::now();
+        let letters: Vec<DeadLetter> = rejected
+            .iter()
+            .map(|(seq, reason)| DeadLetter {
+                consumer: self.consumer.clone(),
+                seq: *seq,
+                event_id: ids.get(seq).cloned().unwrap_or_default(),
+                reason: tfaudit_api::redact::redact_bounded(reason, MAX_REASON_CHARS),
+                at,
+                attempts: 1,
+            })
+            .collect();
+        tracing::warn!(sink = %self.name(), events = letters.len(), "the target refused events as invalid; they are kept as dead letters (tfaudit forward --retry-dead {})", self.name());
+        blocking(&self.store, move |s| s.add_dead_letters(&letters))
+            .await
+            .map_err(|error| ForwardError::Store { sink: self.name().to_owned(), error })
     }
 
     async fn record_error(&mut self, error: &str) -> Result<(), ForwardError> {
@@ -319,4 +415,76 @@ impl Loop {
             CommitOutcome::Conflict => Err(ForwardError::Conflict { sink: self.name().to_owned() }),
         }
     }
+}
+
+/// What `tfaudit forward --retry-dead` did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RetryOutcome {
+    /// Dead letters the target took this time (removed from the dead letters).
+    pub delivered: u64,
+    /// Refused again: kept, with the new reason.
+    pub still_dead: u64,
+    /// Not sent because the target cannot take them (Datadog's 18 hours): removed.
+    pub skipped: u64,
+}
+
+/// Sends a sink's dead letters again, oldest first, in batches: those the target
+/// takes leave the dead letters, those it refuses again stay with its new reason.
+/// The sink's position does not move.
+///
+/// # Errors
+/// As [`run_sink`]; the dead letters not yet sent stay.
+pub async fn retry_dead(
+    store: Arc<dyn Store>,
+    configured: Configured,
+    cancel: CancellationToken,
+) -> Result<RetryOutcome, ForwardError> {
+    let consumer = consumer_name(&configured.settings.name);
+    let sink = configured.settings.name.clone();
+    let store_error = |error| ForwardError::Store { sink: sink.clone(), error };
+    let (position, state) = first_position(&store, &consumer, configured.settings.start).await.map_err(store_error)?;
+    let mut run = Loop { store, configured, consumer, position, state, hooks: Hooks::default(), next_send: None };
+    let mut outcome = RetryOutcome::default();
+    let mut after = 0;
+    while !cancel.is_cancelled() {
+        let (consumer, limit, format) =
+            (run.consumer.clone(), run.configured.settings.batch_events, run.configured.settings.format);
+        let events = blocking(&run.store, move |s| {
+            let mut events = Vec::new();
+            for letter in s.dead_letters(&consumer, after, limit)? {
+                // The letter's own event; one an archive no longer holds stays a letter.
+                s.events_after(letter.seq - 1, 1, &mut |e| {
+                    if e.seq == letter.seq {
+                        events.push(Event::new(&e, format));
+                    }
+                    Ok(())
+                })?;
+                after = letter.seq;
+            }
+            Ok::<_, StoreError>((events, after))
+        })
+        .await
+        .map_err(|error| ForwardError::Store { sink: run.name().to_owned(), error })?;
+        let (events, last) = events;
+        if last == after && events.is_empty() {
+            break;
+        }
+        after = last;
+        if events.is_empty() {
+            continue;
+        }
+        let ids: HashMap<i64, String> = events.iter().map(|e| (e.seq, e.id.clone())).collect();
+        let Some(taken) = run.deliver(events, true, &cancel).await? else { break };
+        run.keep_dead(&taken.rejected, &ids).await?;
+        let refused: std::collections::HashSet<i64> = taken.rejected.iter().map(|(seq, _)| *seq).collect();
+        let gone: Vec<i64> = ids.keys().copied().filter(|seq| !refused.contains(seq)).collect();
+        outcome.still_dead += refused.len() as u64;
+        outcome.skipped += taken.skipped.len() as u64;
+        outcome.delivered += (gone.len() - taken.skipped.len()) as u64;
+        let consumer = run.consumer.clone();
+        blocking(&run.store, move |s| s.remove_dead_letters(&consumer, &gone))
+            .await
+            .map_err(|error| ForwardError::Store { sink: run.name().to_owned(), error })?;
+    }
+    Ok(outcome)
 }

@@ -224,30 +224,14 @@ impl Collector for Live {
     }
 }
 
-/// Events read at most to measure a sink's lag at a scrape: a sink down for long
-/// shows this many, not a scrape that reads the whole archive.
-const SINK_LAG_CAP: u64 = 100_000;
-
-/// A sink's lag behind the archive after `position`, counted up to [`SINK_LAG_CAP`].
+/// A sink's lag behind the archive after `position`: events, and seconds since the
+/// oldest of them was archived.
 fn sink_lag(
     store: &dyn tfaudit_store::Store,
     position: i64,
     now: jiff::Timestamp,
 ) -> tfaudit_store::Result<(u64, f64)> {
-    let (mut lag, mut oldest) = (0u64, None);
-    let mut after = Some(position);
-    // In chunks: a backend may hold a whole answer in memory.
-    while let Some(from) = after.filter(|_| lag < SINK_LAG_CAP) {
-        let mut last = None;
-        let chunk = 10_000;
-        let read = store.events_after(from, chunk, &mut |e| {
-            lag += 1;
-            oldest.get_or_insert(e.ingested_at);
-            last = Some(e.seq);
-            Ok(())
-        })?;
-        after = last.filter(|_| read == chunk);
-    }
+    let (lag, oldest) = tfaudit_store::consumer_lag(store, position)?;
     let seconds = oldest.map_or(0.0, |t: jiff::Timestamp| now.duration_since(t).as_secs_f64().max(0.0));
     Ok((lag, seconds))
 }

@@ -400,6 +400,15 @@ pub trait Archive: Send + Sync {
     /// On a database failure, or the first error `each` returns.
     fn events_after(&self, after: i64, limit: u64, each: &mut dyn FnMut(StoredEvent) -> io::Result<()>) -> Result<u64>;
 
+    /// How many events have a `seq` after `after`: a consumer's lag.
+    ///
+    /// # Errors
+    /// On a database failure.
+    fn count_events_after(&self, after: i64) -> Result<u64> {
+        let _ = after;
+        Err(StoreError::Database("counting is not built yet".into()))
+    }
+
     /// Per source (by name), where alerting starts: its events up to this `seq` are
     /// history (backtested, never alerted on), everything stored after it is
     /// evaluated. `None` while the source's first backfill has not completed (all of
@@ -507,6 +516,79 @@ pub trait Consumers: Send + Sync {
     /// # Errors
     /// On a database failure.
     fn alert_status(&self, recent: u64) -> Result<AlertStatus>;
+
+    /// Keeps events a consumer's target refused as invalid, one row per consumer and
+    /// `seq`: a letter added again (refused again) replaces its reason and time and
+    /// adds its attempts to the row's.
+    ///
+    /// # Errors
+    /// On a database failure; then nothing was written.
+    fn add_dead_letters(&self, letters: &[DeadLetter]) -> Result<()> {
+        let _ = letters;
+        Err(StoreError::Database("dead letters are not built yet".into()))
+    }
+
+    /// A consumer's dead letters with `seq` after `after`, in `seq` order, at most `limit`.
+    ///
+    /// # Errors
+    /// On a database failure.
+    fn dead_letters(&self, consumer: &str, after: i64, limit: u64) -> Result<Vec<DeadLetter>> {
+        let _ = (consumer, after, limit);
+        Err(StoreError::Database("dead letters are not built yet".into()))
+    }
+
+    /// Removes a consumer's dead letters with these `seq`s (sent again and taken);
+    /// says how many were removed.
+    ///
+    /// # Errors
+    /// On a database failure; then nothing was removed.
+    fn remove_dead_letters(&self, consumer: &str, seqs: &[i64]) -> Result<u64> {
+        let _ = (consumer, seqs);
+        Err(StoreError::Database("dead letters are not built yet".into()))
+    }
+
+    /// How many dead letters each consumer has, by name; consumers with none are left out.
+    ///
+    /// # Errors
+    /// On a database failure.
+    fn dead_letter_counts(&self) -> Result<Vec<(String, u64)>> {
+        Err(StoreError::Database("dead letters are not built yet".into()))
+    }
+}
+
+/// How far a consumer at `position` is behind: the events after it, and when the
+/// oldest of them was archived.
+///
+/// # Errors
+/// On a database failure.
+pub fn consumer_lag<S: Archive + ?Sized>(store: &S, position: i64) -> Result<(u64, Option<Timestamp>)> {
+    let events = store.count_events_after(position)?;
+    let mut oldest = None;
+    if events > 0 {
+        store.events_after(position, 1, &mut |e| {
+            oldest = Some(e.ingested_at);
+            Ok(())
+        })?;
+    }
+    Ok((events, oldest))
+}
+
+/// An event a consumer's target refused as invalid (a sink's dead letter): kept with
+/// the target's reason so that it is neither lost nor blocks the events after it, and
+/// sent again by `tfaudit forward --retry-dead`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeadLetter {
+    /// The consumer (`sink:<name>`).
+    pub consumer: String,
+    /// The event's `seq` in this archive.
+    pub seq: i64,
+    pub event_id: String,
+    /// The target's reason, redacted and bounded by the caller.
+    pub reason: String,
+    /// When it was last refused.
+    pub at: Timestamp,
+    /// How many times it was refused.
+    pub attempts: u64,
 }
 
 /// A whole backend: every role. Code that holds an `Arc<dyn Store>` calls any;

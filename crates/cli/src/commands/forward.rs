@@ -43,13 +43,26 @@ pub async fn forward(cli: &Cli, args: &ForwardArgs) -> Result<(), Failure> {
         instance: format!("forward-{}", cluster.instance),
         lease: if args.once { cluster.lease.min(ONE_SHOT_LEASE) } else { cluster.lease },
     };
+    if let Some(wanted) = &args.retry_dead {
+        let Some(sink) = sinks.into_iter().find(|s| &s.settings.name == wanted) else {
+            return Err(Failure::Usage(format!(
+                "no sink named {} in the config; `tfaudit sinks list` shows the sinks",
+                terminal_safe(wanted)
+            )));
+        };
+        return retry_dead(cli, store, cluster, sink, cancel).await;
+    }
     // Each sink in its own task: a dead target never holds up another.
+    let once = args.once;
     let tasks: Vec<_> = sinks
         .into_iter()
         .map(|sink| {
             let name = sink.settings.name.clone();
+            let store = store.clone();
             let task =
-                tokio::spawn(forward_under_lease(store.clone(), cluster.clone(), sink, args.once, cancel.clone()));
+                tokio::spawn(under_lease(store.clone(), cluster.clone(), name.clone(), cancel.clone(), move |lost| {
+                    tfaudit_forward::run_sink(store, sink, once, lost)
+                }));
             (name, task)
         })
         .collect();
@@ -68,11 +81,24 @@ pub async fn forward(cli: &Cli, args: &ForwardArgs) -> Result<(), Failure> {
             Ok(outcome) => {
                 if args.once && !cli.quiet {
                     let skipped = if outcome.skipped > 0 {
-                        format!(", {} skipped (stamped before the sink's start)", outcome.skipped)
+                        format!(
+                            ", {} skipped (before the sink's start, or more than the target takes)",
+                            outcome.skipped
+                        )
                     } else {
                         String::new()
                     };
-                    writeln!(out, "sink {}: {} events delivered{skipped}", terminal_safe(&name), outcome.delivered)?;
+                    let dead = if outcome.dead > 0 {
+                        format!(", {} refused by the target and kept as dead letters", outcome.dead)
+                    } else {
+                        String::new()
+                    };
+                    writeln!(
+                        out,
+                        "sink {}: {} events delivered{skipped}{dead}",
+                        terminal_safe(&name),
+                        outcome.delivered
+                    )?;
                 }
             }
             Err(e) => {
@@ -92,8 +118,6 @@ pub async fn forward(cli: &Cli, args: &ForwardArgs) -> Result<(), Failure> {
     }
 }
 
-const LAG_CHUNK: u64 = 10_000;
-
 pub async fn sinks(cli: &Cli, command: &SinksCommand) -> Result<(), Failure> {
     let format = match command {
         SinksCommand::List { format } => format,
@@ -107,6 +131,7 @@ pub async fn sinks(cli: &Cli, command: &SinksCommand) -> Result<(), Failure> {
     let store = settings::open_archive(cli, config.as_ref(), Mode::MustExist)?;
     let now = Timestamp::now();
     let rows = blocking(&store, move |s| {
+        let dead: std::collections::HashMap<String, u64> = s.dead_letter_counts()?.into_iter().collect();
         let mut rows = Vec::new();
         for (name, kind, from_now) in sections {
             let consumer = s.consumer(&consumer_name(&name))?;
@@ -117,20 +142,10 @@ pub async fn sinks(cli: &Cli, command: &SinksCommand) -> Result<(), Failure> {
                 None if from_now => None,
                 None => Some(0),
             };
-            let (mut lag, mut oldest) = (0u64, None);
-            // Counted in chunks: a backend may hold a whole answer in memory, and a sink
-            // down for a day has a day of events pending.
-            let mut from = after;
-            while let Some(after) = from {
-                let mut last = None;
-                let read = s.events_after(after, LAG_CHUNK, &mut |e| {
-                    lag += 1;
-                    oldest.get_or_insert(e.ingested_at);
-                    last = Some(e.seq);
-                    Ok(())
-                })?;
-                from = last.filter(|_| read == LAG_CHUNK);
-            }
+            let (lag, oldest) = match after {
+                Some(after) => tfaudit_store::consumer_lag(&*s, after)?,
+                None => (0, None),
+            };
             let lag_seconds = oldest.map_or(0, |t: Timestamp| now.duration_since(t).as_secs().max(0));
             rows.push(serde_json::json!({
                 "name": name,
@@ -140,6 +155,7 @@ pub async fn sinks(cli: &Cli, command: &SinksCommand) -> Result<(), Failure> {
                 "lag_seconds": lag_seconds,
                 "delivered": state.delivered,
                 "skipped": state.skipped,
+                "dead_letters": dead.get(&consumer_name(&name)).copied().unwrap_or(0),
                 "last_error": state.last_error,
                 "last_error_at": state.last_error_at,
             }));
@@ -153,7 +169,7 @@ pub async fn sinks(cli: &Cli, command: &SinksCommand) -> Result<(), Failure> {
     }
     let mut t = Table::new();
     t.load_style(presets::NOTHING).set_content_arrangement(ContentArrangement::Dynamic);
-    t.set_header(vec!["SINK", "TYPE", "POSITION", "LAG", "LAG (S)", "DELIVERED", "LAST ERROR"]);
+    t.set_header(vec!["SINK", "TYPE", "POSITION", "LAG", "LAG (S)", "DELIVERED", "SKIPPED", "DEAD", "LAST ERROR"]);
     for r in &rows {
         let error = match (r["last_error"].as_str(), r["last_error_at"].as_str()) {
             (Some(e), Some(at)) => {
@@ -169,6 +185,8 @@ pub async fn sinks(cli: &Cli, command: &SinksCommand) -> Result<(), Failure> {
             r["lag_events"].to_string(),
             r["lag_seconds"].to_string(),
             r["delivered"].to_string(),
+            r["skipped"].to_string(),
+            r["dead_letters"].to_string(),
             error,
         ]);
     }
@@ -176,18 +194,21 @@ pub async fn sinks(cli: &Cli, command: &SinksCommand) -> Result<(), Failure> {
     Ok(())
 }
 
-/// Runs `sink` while holding its lease (`sink:<name>`, as `watch`/`serve` do), renewed
-/// beside it and released at the end; refused (exit 5) while a live `watch`/`serve`
-/// instance forwards to it. A lost lease stops the sink at once; its cursor's
-/// compare-and-set refuses whatever it still tries to commit.
-async fn forward_under_lease(
+/// Runs `work` on `sink` while holding its lease (`sink:<name>`, as `watch`/`serve`
+/// do), renewed beside it and released at the end; refused (exit 5) while a live
+/// `watch`/`serve` instance forwards to it. A lost lease cancels `work` at once; the
+/// sink's cursor's compare-and-set refuses whatever it still tries to commit.
+async fn under_lease<T, F, Fut>(
     store: Arc<dyn tfaudit_store::Store>,
     cluster: tfaudit_service::Cluster,
-    sink: tfaudit_forward::Configured,
-    once: bool,
+    name: String,
     cancel: tokio_util::sync::CancellationToken,
-) -> Result<Result<tfaudit_forward::Outcome, ForwardError>, Failure> {
-    let name = sink.settings.name.clone();
+    work: F,
+) -> Result<T, Failure>
+where
+    F: FnOnce(tokio_util::sync::CancellationToken) -> Fut,
+    Fut: std::future::Future<Output = T>,
+{
     let lease = take_one_shot_lease(&store, &cluster, &consumer_name(&name), &cancel, |holder, since, expires| {
         format!(
             "sink {} is being forwarded by instance {holder} (since {since}); stop it first, or let it forward (if that instance has stopped, its lease ends at {expires})",
@@ -198,7 +219,7 @@ async fn forward_under_lease(
     let lost = cancel.child_token();
     let stop = tokio_util::sync::CancellationToken::new();
     let renewer = tfaudit_service::cluster::keep_renewed(store.clone(), lease, cluster, lost.clone(), stop.clone());
-    let result = tfaudit_forward::run_sink(store.clone(), sink, once, lost).await;
+    let result = work(lost).await;
     stop.cancel();
     match renewer.await.ok().flatten() {
         Some(lease) => {
@@ -213,6 +234,51 @@ async fn forward_under_lease(
         None => {}
     }
     Ok(result)
+}
+
+/// `tfaudit forward --retry-dead SINK`.
+async fn retry_dead(
+    cli: &Cli,
+    store: Arc<dyn tfaudit_store::Store>,
+    cluster: tfaudit_service::Cluster,
+    sink: tfaudit_forward::Configured,
+    cancel: tokio_util::sync::CancellationToken,
+) -> Result<(), Failure> {
+    let name = sink.settings.name.clone();
+    let result = under_lease(store.clone(), cluster, name.clone(), cancel.clone(), |lost| {
+        tfaudit_forward::retry_dead(store, sink, lost)
+    })
+    .await?;
+    let outcome = result.map_err(|e| match e {
+        ForwardError::Store { .. } => Failure::Store(e.to_string()),
+        _ => Failure::Api(e.to_string()),
+    })?;
+    if !cli.quiet {
+        let mut out = Stdout::new();
+        let skipped = if outcome.skipped > 0 {
+            format!(", {} skipped (the target cannot take them)", outcome.skipped)
+        } else {
+            String::new()
+        };
+        writeln!(
+            out,
+            "sink {}: {} dead letters delivered, {} refused again{skipped}",
+            terminal_safe(&name),
+            outcome.delivered,
+            outcome.still_dead
+        )?;
+    }
+    if cancel.is_cancelled() {
+        return Err(Failure::Interrupted);
+    }
+    if outcome.still_dead > 0 {
+        return Err(Failure::Api(format!(
+            "sink {}: the target refused {} dead letters again; `tfaudit sinks list` shows its reasons",
+            terminal_safe(&name),
+            outcome.still_dead
+        )));
+    }
+    Ok(())
 }
 
 /// `tfaudit sinks check`: every sink's health check, at once (a target that hangs

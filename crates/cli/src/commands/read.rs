@@ -175,13 +175,22 @@ pub fn status(cli: &Cli, args: &StatusArgs) -> Result<(), Failure> {
         ReportFormat::Json => {
             let rejects = if args.rejects { Some(store.rejects(100)?) } else { None };
             let alerts = store.alert_status(10)?;
-            let value = serde_json::json!({"archive": location.to_string(), "organizations": sources, "rejects": rejects, "alerts": alerts});
+            let dead: std::collections::BTreeMap<String, u64> = dead_letters(&*store)?.into_iter().collect();
+            let value = serde_json::json!({"archive": location.to_string(), "organizations": sources, "rejects": rejects, "alerts": alerts, "dead_letters": dead});
             out.json(&value)?;
         }
         ReportFormat::Text => {
             writeln!(out, "archive {}\n", output::terminal_safe(&location.to_string()))?;
             output::status_text(&sources, &mut out)?;
             alerts_text(&store.alert_status(5)?, &mut out)?;
+            let dead = dead_letters(&*store)?;
+            if !dead.is_empty() {
+                writeln!(out, "\ndead letters (events a sink's target refused as invalid)")?;
+                for (sink, n) in dead {
+                    let sink = output::terminal_safe(&sink).into_owned();
+                    writeln!(out, "  sink {sink}: {n} (send them again: tfaudit forward --retry-dead {sink})")?;
+                }
+            }
             if args.rejects {
                 let rejects = store.rejects(100)?;
                 writeln!(out, "\nrejected elements (most recent first)")?;
@@ -203,6 +212,15 @@ pub fn status(cli: &Cli, args: &StatusArgs) -> Result<(), Failure> {
         }
     }
     Ok(())
+}
+
+/// Each sink's dead letters, by sink name (other consumers have none).
+fn dead_letters(store: &dyn tfaudit_store::Store) -> Result<Vec<(String, u64)>, Failure> {
+    Ok(store
+        .dead_letter_counts()?
+        .into_iter()
+        .filter_map(|(consumer, n)| consumer.strip_prefix("sink:").map(|sink| (sink.to_owned(), n)))
+        .collect())
 }
 
 fn alerts_text(s: &tfaudit_store::AlertStatus, out: &mut dyn Write) -> io::Result<()> {
