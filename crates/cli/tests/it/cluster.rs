@@ -87,7 +87,7 @@ fn signal(child: &Child, sig: &str) {
 
 /// Running `watch` instances by name, each logging to a file of its own: a pipe
 /// nobody reads while the test runs would fill up and block the instance.
-struct Instances<'a> {
+pub(crate) struct Instances<'a> {
     env: &'a Env,
     command: Box<dyn Fn(&str) -> Command + 'a>,
     running: BTreeMap<String, Child>,
@@ -95,11 +95,11 @@ struct Instances<'a> {
 
 impl<'a> Instances<'a> {
     /// `command` makes the command line of the instance of a given name.
-    fn new(env: &'a Env, command: impl Fn(&str) -> Command + 'a) -> Self {
+    pub(crate) fn new(env: &'a Env, command: impl Fn(&str) -> Command + 'a) -> Self {
         Self { env, command: Box::new(command), running: BTreeMap::new() }
     }
 
-    fn start(&mut self, name: &str) {
+    pub(crate) fn start(&mut self, name: &str) {
         let log = std::fs::File::create(self.env.path(&format!("{name}.log"))).unwrap();
         let child = (self.command)(name).stdout(Stdio::null()).stderr(log).spawn().unwrap();
         self.running.insert(name.to_owned(), child);
@@ -115,7 +115,7 @@ impl<'a> Instances<'a> {
     }
 
     /// Every instance's log (those killed too), for a failure's message.
-    fn logs(&self) -> String {
+    pub(crate) fn logs(&self) -> String {
         let mut names: Vec<String> = std::fs::read_dir(self.env.dir.path())
             .unwrap()
             .filter_map(|e| e.ok()?.file_name().into_string().ok()?.strip_suffix(".log").map(str::to_owned))
@@ -129,14 +129,14 @@ impl<'a> Instances<'a> {
     }
 
     /// `kill -9`, and waits for the process to be gone.
-    async fn kill(&mut self, name: &str) {
+    pub(crate) async fn kill(&mut self, name: &str) {
         let mut child = self.running.remove(name).expect("running");
         signal(&child, "-KILL");
         child.wait().await.unwrap();
     }
 
     /// Stops every instance with SIGTERM; each must exit cleanly.
-    async fn stop(&mut self) {
+    pub(crate) async fn stop(&mut self) {
         for (name, mut child) in std::mem::take(&mut self.running) {
             signal(&child, "-TERM");
             let status = child.wait().await.unwrap();

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
-use tfaudit_sim::SimConfig;
+use tfaudit_sim::{Faults, SimConfig};
 
 use crate::harness::*;
 
@@ -27,6 +27,10 @@ struct Receiver {
     fail_first: usize,
     /// How long each request is held before it is answered.
     delay: Duration,
+    /// A batch holding this text is refused as invalid (400).
+    invalid: Mutex<Option<String>>,
+    /// While set, every request is answered 503: the collector is down.
+    down: std::sync::atomic::AtomicBool,
 }
 
 impl Receiver {
@@ -63,7 +67,16 @@ async fn receiver(receiver: Arc<Receiver>, secret: Option<&'static str>) -> Stri
                 }
                 let answered = {
                     let mut requests = r.requests.lock().unwrap();
-                    let answered = if requests.len() < r.fail_first { 503 } else { 200 };
+                    let invalid =
+                        r.invalid.lock().unwrap().as_ref().is_some_and(|t| String::from_utf8_lossy(&bytes).contains(t));
+                    let answered = if requests.len() < r.fail_first || r.down.load(std::sync::atomic::Ordering::SeqCst)
+                    {
+                        503
+                    } else if invalid {
+                        400
+                    } else {
+                        200
+                    };
                     requests.push(Received {
                         key: header("idempotency-key"),
                         body: String::from_utf8(bytes).unwrap(),
@@ -259,20 +272,77 @@ async fn refused_batch_stops_the_sink_before_it_and_a_bad_key_names_its_line() {
     let stderr = text(&out.stderr);
     assert!(stderr.contains("tfaudit.toml:5:") && stderr.contains("batch_event"), "{stderr}");
 
-    // A 4xx other than 429 is the target refusing: exit 4, the cursor stays, the error shows.
-    let app = axum::Router::new()
-        .route("/ingest", axum::routing::post(|| async { (axum::http::StatusCode::BAD_REQUEST, "schema mismatch") }));
+    // A refusal that is not about the events (403: the credentials) stops the sink:
+    // exit 4, the cursor stays, the error shows.
+    let app = axum::Router::new().route(
+        "/ingest",
+        axum::routing::post(|| async { (axum::http::StatusCode::FORBIDDEN, "token lacks write permission") }),
+    );
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}/ingest", listener.local_addr().unwrap());
     tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
     let cfg = write_config(&env, &format!("[[sink]]\nname = \"h\"\ntype = \"http\"\nurl = \"{url}\"\n"));
     let out = env.run(None, &["--config", &cfg, "forward", "--once"]).await;
     assert_eq!(out.status.code(), Some(4), "{}", text(&out.stderr));
-    assert!(text(&out.stderr).contains("schema mismatch"), "{}", text(&out.stderr));
+    assert!(text(&out.stderr).contains("token lacks write permission"), "{}", text(&out.stderr));
     let list = sinks_list(&env, &cfg).await;
     assert_eq!(list["h"]["position"], 0);
     assert_eq!(list["h"]["lag_events"], 100);
-    assert!(list["h"]["last_error"].as_str().unwrap().contains("400"), "{}", list["h"]);
+    assert!(list["h"]["last_error"].as_str().unwrap().contains("403"), "{}", list["h"]);
+}
+
+/// A batch the target refuses as invalid (400) is split until the one event it
+/// refuses stands alone; that event becomes a dead letter (shown by `sinks list` and
+/// `status`), every other is delivered once, and `--retry-dead` sends it again once
+/// the target takes it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_event_the_target_refuses_becomes_a_dead_letter_and_the_rest_is_delivered_once() {
+    let (_sim, env) = synced(400).await;
+    let events = archived(&env);
+    let (_, bad_id, _) = events[137].clone();
+    let r = Arc::new(Receiver::default());
+    *r.invalid.lock().unwrap() = Some(format!("\"id\":\"{bad_id}\""));
+    let url = receiver(r.clone(), None).await;
+    let cfg = write_config(
+        &env,
+        &format!("[[sink]]\nname = \"h\"\ntype = \"http\"\nurl = \"{url}\"\nbatch_events = 64\nrate_limit = 100000\n"),
+    );
+    let out = env.run(None, &["--config", &cfg, "forward", "--once"]).await;
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let stdout = text(&out.stdout);
+    assert!(
+        stdout.contains("sink h: 399 events delivered, 1 refused by the target and kept as dead letters"),
+        "{stdout}"
+    );
+    let delivered: Vec<String> = accepted_lines(&r).into_iter().map(|(_, l)| l).collect();
+    let expected: Vec<String> =
+        events.iter().filter(|(_, id, _)| *id != bad_id).map(|(_, _, raw)| raw.clone()).collect();
+    assert_eq!(delivered, expected, "every other event once, in seq order");
+    // Halving a batch of 64 down to the one event: 6 refused requests beside the first.
+    let refused = r.requests().iter().filter(|q| q.answered == 400).count();
+    assert_eq!(refused, 7, "the refused batch was split in halves");
+    let list = sinks_list(&env, &cfg).await;
+    assert_eq!(list["h"]["dead_letters"], 1, "{}", list["h"]);
+    assert_eq!(list["h"]["lag_events"], 0, "{}", list["h"]);
+    let st = env.ok(None, &["--config", &cfg, "status"]).await;
+    assert!(st.contains("sink h: 1 (send them again: tfaudit forward --retry-dead h)"), "{st}");
+    let st = status(&env).await;
+    assert_eq!(st["dead_letters"]["h"], 1, "{st}");
+
+    // Still refused: it stays, exit 4.
+    let out = env.run(None, &["--config", &cfg, "forward", "--retry-dead", "h"]).await;
+    assert_eq!(out.status.code(), Some(4), "{}", text(&out.stderr));
+    assert!(text(&out.stdout).contains("0 dead letters delivered, 1 refused again"), "{}", text(&out.stdout));
+    // Taken now: delivered, the dead letters are empty.
+    *r.invalid.lock().unwrap() = None;
+    let out = env.run(None, &["--config", &cfg, "forward", "--retry-dead", "h"]).await;
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(text(&out.stdout).contains("1 dead letters delivered, 0 refused again"), "{}", text(&out.stdout));
+    assert_eq!(sinks_list(&env, &cfg).await["h"]["dead_letters"], 0);
+    let last = accepted_lines(&r).pop().unwrap().1;
+    assert_eq!(last, events[137].2);
+    let out = env.run(None, &["--config", &cfg, "forward", "--retry-dead", "nope"]).await;
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -578,4 +648,111 @@ async fn sinks_check_passes_reachable_targets_and_names_the_one_that_fails() {
     assert!(stdout.contains("gone (http): FAILED: cannot reach the receiver"), "{stdout}");
     assert!(stdout.starts_with("f (file): ok\nh (http): ok\n"), "{stdout}");
     assert!(text(&out.stderr).contains("the health check failed for gone"), "{}", text(&out.stderr));
+}
+
+/// `rate_limit` holds a sink to that many events per second: 300 events in batches of
+/// 100 at 200 a second go at 0 s, 0.5 s and 1 s. (A lower bound only: a slow machine
+/// can take longer, never shorter.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rate_limit_paces_batches() {
+    let (_sim, env) = synced(300).await;
+    let r = Arc::new(Receiver::default());
+    let url = receiver(r.clone(), None).await;
+    let cfg = write_config(
+        &env,
+        &format!("[[sink]]\nname = \"h\"\ntype = \"http\"\nurl = \"{url}\"\nbatch_events = 100\nrate_limit = 200\n"),
+    );
+    let started = std::time::Instant::now();
+    let out = env.run(None, &["--config", &cfg, "forward", "--once"]).await;
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(started.elapsed() >= Duration::from_millis(950), "{:?}", started.elapsed());
+    assert_eq!(accepted_lines(&r).len(), 300);
+    assert_eq!(r.requests().len(), 3);
+}
+
+/// The end-to-end check: `watch` with several sinks, the simulator with live
+/// and late events and faults, the collector down for a while and back, and the
+/// forwarding instance killed (`kill -9`) again and again, a new one started each
+/// time. Every archived event reaches every sink; only what was in flight at a kill
+/// is sent again: at most a batch per kill and sink (counted).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn watch_killed_again_and_again_with_a_target_down_delivers_every_event_to_every_sink() {
+    use std::sync::atomic::Ordering::SeqCst;
+    const KILLS: usize = 4;
+    let sim = start(SimConfig {
+        events: 1_000,
+        max_page_size: 100,
+        live_rate: 20.0,
+        late_fraction: 0.3,
+        max_lateness: Duration::from_secs(60),
+        faults: Faults {
+            error_rate: 0.05,
+            throttle_rate: 0.05,
+            drop_rate: 0.03,
+            truncate_rate: 0.03,
+            garbage_rate: 0.03,
+            slow_rate: 0.0,
+            slow_delay: Duration::ZERO,
+            rate_limit: None,
+        },
+        ..SimConfig::default()
+    })
+    .await;
+    let env = Env::new();
+    // Each answer takes a while, so that a kill can come while a batch is on the wire.
+    let r = Arc::new(Receiver { delay: Duration::from_millis(40), ..Receiver::default() });
+    let url = receiver(r.clone(), None).await;
+    let out_dir = env.path("out");
+    let cfg = crate::serve::config(&env, &[("acme", &sim)], &sinks_config(&out_dir, &url));
+    let cfg_text = cfg.to_str().unwrap().to_owned();
+    let mut instances = crate::cluster::Instances::new(&env, |name| {
+        let mut cmd = env.command(None, &["--config", &cfg_text, "watch", "--lease", "2s", "--instance", name]);
+        cmd.env("TOKEN_ACME", sim.token());
+        cmd
+    });
+    let answered = |code: u16| r.requests().iter().filter(|q| q.answered == code).count();
+    let wait_for_answers = async |what: &str, code: u16, more: usize| {
+        let from = answered(code);
+        crate::serve::wait_for(what, async || answered(code) >= from + more).await;
+    };
+    for k in 1..=KILLS {
+        let name = format!("w{k}");
+        instances.start(&name);
+        if k == 2 {
+            // The collector goes down while this instance forwards, and comes back.
+            r.down.store(true, SeqCst);
+            wait_for_answers("the collector to refuse while down", 503, 3).await;
+            r.down.store(false, SeqCst);
+        }
+        wait_for_answers("the collector to take more batches", 200, 2).await;
+        instances.kill(&name).await;
+    }
+    instances.start("last");
+    sim.set_live(false);
+    let served = served(&sim).len();
+    wait_until_forwarded(&env, &cfg_text, &["files", "collector"], served).await;
+    assert_archive_equals(&env, &sim).await;
+    let stats = sim.stats();
+    assert!(stats.faults > 0 && stats.live_events > 0, "faults and live events were served: {stats:?}");
+
+    let events = archived(&env);
+    let mut expected: Vec<&str> = events.iter().map(|(_, _, raw)| raw.as_str()).collect();
+    expected.sort_unstable();
+    let counted = |lines: Vec<String>, sink: &str, batch: usize| {
+        let mut unique = lines.clone();
+        unique.sort_unstable();
+        unique.dedup();
+        assert_eq!(unique, expected, "{sink}: every archived event arrived\n{}", instances.logs());
+        let repeated = lines.len() - unique.len();
+        assert!(repeated <= KILLS * batch, "{sink}: {repeated} events sent again, more than a batch per kill");
+        repeated
+    };
+    let collector = counted(accepted_lines(&r).into_iter().map(|(_, l)| l).collect(), "collector", 120);
+    let files = counted(file_lines(&out_dir).into_values().flatten().collect(), "files", 100);
+    assert!(answered(503) >= 3, "the collector was down for a while");
+    eprintln!(
+        "{KILLS} kills: events sent again: collector {collector}, files {files}; {} requests",
+        r.requests().len()
+    );
+    instances.stop().await;
 }
