@@ -50,6 +50,9 @@
 //!   and is handed out again after it; the instant itself is left to the backend. A
 //!   claim is not an attempt: `attempts` counts finished ones. A delivery is due when
 //!   its next attempt is at or before `due_by`.
+//! - Dead letters are kept one per consumer and seq; listed by seq; the counts per
+//!   consumer, by name, leave out consumers with none. NUL in their text comes back
+//!   as NUL or as U+FFFD, as in other text the archive keeps.
 //! - Leases: a lease is live until its expiry; taking it from another holder, or
 //!   after a release or an expiry, raises its epoch; its own holder taking it again
 //!   while live keeps epoch and `since`. A fenced write whose fence no longer matches
@@ -63,12 +66,14 @@ use tfaudit_model::AuditEvent;
 use tfaudit_store::Store;
 
 mod alerts;
+mod dead_letters;
 mod events;
 mod leases;
 mod sync;
 mod transfer;
 
 pub use alerts::*;
+pub use dead_letters::*;
 pub use events::*;
 pub use leases::*;
 pub use sync::*;
@@ -137,6 +142,10 @@ macro_rules! suite {
             only_due_deliveries_are_claimed,
             delivery_outcomes_and_alert_status,
             a_misconfigured_destination_is_marked_until_a_delivery_succeeds,
+            dead_letters_are_kept_per_consumer_and_seq,
+            removing_dead_letters_says_how_many_and_counts_leave_out_none,
+            hostile_text_in_dead_letters_is_kept_or_made_safe,
+            events_after_a_seq_are_counted_exactly,
             a_whole_archive_is_copied_with_its_state_and_verified,
             a_stopped_copy_resumes_and_another_archive_is_refused,
             a_lease_has_one_holder_at_a_time,

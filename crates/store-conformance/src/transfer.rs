@@ -9,7 +9,8 @@ use jiff::{SignedDuration, Timestamp};
 use tfaudit_model::RejectedEvent;
 use tfaudit_store::migrate::{MigrateError, MigrateProgress, migrate};
 use tfaudit_store::{
-    ALERTS_CONSUMER, Alert, AlertFilter, AlertWrite, ConsumerPosition, DeliveryOutcome, Gap, Order, Store, StoredEvent,
+    ALERTS_CONSUMER, Alert, AlertFilter, AlertWrite, ConsumerPosition, DeadLetter, DeliveryOutcome, Gap, Order, Store,
+    StoredEvent,
 };
 
 use crate::{Fresh, at, ev, read, source, walk};
@@ -75,7 +76,7 @@ fn alert_about(key: &str, e: &StoredEvent, destinations: &[&str]) -> AlertWrite 
 /// An archive with some of everything: two sources, a duplicate (a gap in seqs where a
 /// backend spends a number on it), a reject, a gap, a walk in progress, a reconcile,
 /// start points, two consumers, alerts with deliveries in several states, a
-/// misconfigured destination.
+/// misconfigured destination, dead letters of two consumers.
 fn filled(fresh: Fresh<'_>) -> crate::Archive {
     let a = fresh();
     let acme = source(&*a, "acme");
@@ -120,6 +121,20 @@ fn filled(fresh: Fresh<'_>) -> crate::Archive {
     a.finish_delivery(&job, &DeliveryOutcome::Misconfigured { error: "401".into(), retry_at }).unwrap();
     // A claim in force stays in force in the copy.
     a.claim_delivery("mail", now, now, Duration::from_secs(600)).unwrap().expect("due");
+    let dead = |consumer: &str, e: &StoredEvent, attempts: u64| DeadLetter {
+        consumer: consumer.into(),
+        seq: e.seq,
+        event_id: e.event.id.clone(),
+        reason: format!("refused {} ✓", e.event.id),
+        at: at("2024-01-05T00:00:00.25Z"),
+        attempts,
+    };
+    a.add_dead_letters(&[
+        dead("sink:siem", &about("a3"), 2),
+        dead("sink:siem", &o1, 1),
+        dead("sink:x", &about("b05"), 1),
+    ])
+    .unwrap();
     a
 }
 
@@ -146,6 +161,22 @@ fn picture(store: &dyn Store) -> impl std::fmt::Debug + PartialEq {
         .iter()
         .map(|n| store.consumer(n).unwrap().map(|c| (id_at(store, c.position), c.state)))
         .collect();
+    // Dead letters by the event they name; and a consumer's lag the same in a copy.
+    let dead: Vec<(String, String, String, Timestamp, u64)> = store
+        .dead_letter_counts()
+        .unwrap()
+        .into_iter()
+        .flat_map(|(consumer, n)| {
+            let letters = store.dead_letters(&consumer, 0, 100).unwrap();
+            assert_eq!(letters.len() as u64, n, "{consumer}: counted as listed");
+            letters
+        })
+        .map(|d| {
+            assert_eq!(id_at(store, d.seq), d.event_id, "a dead letter's seq names its event");
+            (d.consumer, d.event_id, d.reason, d.at, d.attempts)
+        })
+        .collect();
+    let lag = store.consumer("forwarder").unwrap().map(|c| store.count_events_after(c.position).unwrap());
     let summary = store.summary(&tfaudit_store::EventFilter::default(), 10).unwrap();
     let actor = read(
         store,
@@ -162,6 +193,8 @@ fn picture(store: &dyn Store) -> impl std::fmt::Debug + PartialEq {
         status,
         starts,
         consumers,
+        dead,
+        lag,
         summary,
         actor,
         store.seen_values(None).unwrap(),
@@ -170,8 +203,8 @@ fn picture(store: &dyn Store) -> impl std::fmt::Debug + PartialEq {
 
 /// A copy equals its original in every event (ingest order, raw bytes, source, ingest
 /// time), in status (cursors, walks, counts, gaps, runs, rejects), queries, summary,
-/// alerts, deliveries and consumers; seqs are the target's own and name the same
-/// events; the report says so. Copying the copy again gives the same.
+/// alerts, deliveries, consumers and dead letters; seqs are the target's own and name
+/// the same events; the report says so. Copying the copy again gives the same.
 pub fn a_whole_archive_is_copied_with_its_state_and_verified(fresh: Fresh<'_>) {
     let a = filled(fresh);
     let b = fresh();
@@ -181,6 +214,11 @@ pub fn a_whole_archive_is_copied_with_its_state_and_verified(fresh: Fresh<'_>) {
     assert_eq!(report.source_checksum, report.target_checksum);
     assert!(
         report.counts.iter().any(|c| c.what == "deliveries" && c.source == 3 && c.target == 3),
+        "{:?}",
+        report.counts
+    );
+    assert!(
+        report.counts.iter().any(|c| c.what == "dead letters" && c.source == 3 && c.target == 3),
         "{:?}",
         report.counts
     );

@@ -25,6 +25,7 @@
 mod archive;
 mod connect;
 mod consumers;
+mod dead_letters;
 mod leases;
 mod rollup;
 mod schema;
@@ -35,7 +36,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use jiff::Timestamp;
 use tfaudit_store::{
-    AlertFilter, AlertRecord, AlertStatus, AlertWrite, Archive, CommitOutcome, ConsumerPosition, Consumers,
+    AlertFilter, AlertRecord, AlertStatus, AlertWrite, Archive, CommitOutcome, ConsumerPosition, Consumers, DeadLetter,
     DeliveryJob, DeliveryOutcome, EventFilter, Fence, Gap, Leases, Order, PageOutcome, PageWrite, Reject, Result,
     RunCounts, RunResult, SeenValues, Source, SourceStatus, StoreError, StoredEvent, Summary,
 };
@@ -355,6 +356,10 @@ impl Archive for PostgresStore {
         self.query_events_after(after, limit, each)
     }
 
+    fn count_events_after(&self, after: i64) -> Result<u64> {
+        self.query_count_events_after(after)
+    }
+
     fn alert_start_points(&self) -> Result<Vec<(String, Option<i64>)>> {
         self.query_alert_start_points()
     }
@@ -368,7 +373,8 @@ impl Archive for PostgresStore {
     }
 }
 
-/// The consumers of `seq`: named cursors and the alert outbox (`consumers.rs`).
+/// The consumers of `seq`: named cursors and the alert outbox (`consumers.rs`), dead
+/// letters (`dead_letters.rs`).
 impl Consumers for PostgresStore {
     fn consumer(&self, name: &str) -> Result<Option<ConsumerPosition>> {
         self.consumer_cursor(name)
@@ -415,6 +421,22 @@ impl Consumers for PostgresStore {
 
     fn alert_status(&self, recent: u64) -> Result<AlertStatus> {
         self.outbox_status(recent)
+    }
+
+    fn add_dead_letters(&self, letters: &[DeadLetter]) -> Result<()> {
+        self.dead_letters_add(letters)
+    }
+
+    fn dead_letters(&self, consumer: &str, after: i64, limit: u64) -> Result<Vec<DeadLetter>> {
+        self.dead_letters_list(consumer, after, limit)
+    }
+
+    fn remove_dead_letters(&self, consumer: &str, seqs: &[i64]) -> Result<u64> {
+        self.dead_letters_remove(consumer, seqs)
+    }
+
+    fn dead_letter_counts(&self) -> Result<Vec<(String, u64)>> {
+        self.dead_letters_counts()
     }
 }
 

@@ -231,4 +231,17 @@ CREATE TABLE instances (
     expires_ms bigint NOT NULL
 );
 "#,
+    // 3: dead letters: events a sink's target refused as invalid, kept per consumer and
+    // seq until they are sent again.
+    r#"
+CREATE TABLE dead_letters (
+    consumer text COLLATE "C" NOT NULL,
+    seq      bigint NOT NULL,
+    event_id text NOT NULL,
+    reason   text NOT NULL,
+    at_ms    bigint NOT NULL,
+    attempts bigint NOT NULL,
+    PRIMARY KEY (consumer, seq)
+);
+"#,
 ];

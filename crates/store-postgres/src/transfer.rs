@@ -12,9 +12,9 @@ use tfaudit_store::{
 };
 
 use crate::consumers::{ALERT_COLUMNS, read_alert};
-use crate::nul_free;
 use crate::rollup;
 use crate::{PostgresStore, SEQ_LOCK, big, count, ms, ts, ts_opt};
+use crate::{dead_letters, nul_free};
 use tfaudit_store::rollup::Rollups;
 
 /// Tables whose ids `load_state` writes itself: their identity sequences are moved
@@ -184,7 +184,13 @@ impl PostgresStore {
             .iter()
             .map(|r| DestinationState { name: r.get(0), misconfigured: r.get(1), misconfigured_at: ts_opt(r.get(2)) })
             .collect();
-        Ok(ArchiveState { sources, runs, gaps, rejects, consumers, alerts, destinations })
+        let dead_letters = tx
+            .query(&format!("SELECT {} FROM dead_letters ORDER BY consumer, seq", dead_letters::COLUMNS), &[])
+            .map_err(db)?
+            .iter()
+            .map(dead_letters::read)
+            .collect();
+        Ok(ArchiveState { sources, runs, gaps, rejects, consumers, alerts, destinations, dead_letters })
     }
 }
 
@@ -335,7 +341,7 @@ impl Transfer for PostgresStore {
         let id = |name: &str| ids.get(name).copied().ok_or_else(|| unknown(name));
         tx.batch_execute(
             "DELETE FROM runs; DELETE FROM gaps; DELETE FROM rejects; DELETE FROM consumers;
-             DELETE FROM deliveries; DELETE FROM alerts; DELETE FROM destinations;",
+             DELETE FROM deliveries; DELETE FROM alerts; DELETE FROM destinations; DELETE FROM dead_letters;",
         )
         .map_err(db)?;
         for r in &state.runs {
@@ -451,6 +457,13 @@ impl Transfer for PostgresStore {
             tx.execute(
                 "INSERT INTO destinations (name, misconfigured, misconfigured_ms) VALUES ($1, $2, $3)",
                 &[&d.name, &d.misconfigured, &d.misconfigured_at.map(ms)],
+            )
+            .map_err(db)?;
+        }
+        for d in &state.dead_letters {
+            tx.execute(
+                "INSERT INTO dead_letters (consumer, seq, event_id, reason, at_ms, attempts) VALUES ($1, $2, $3, $4, $5, $6)",
+                &[&nul_free(&d.consumer), &d.seq, &nul_free(&d.event_id), &nul_free(&d.reason), &ms(d.at), &big(d.attempts)],
             )
             .map_err(db)?;
         }

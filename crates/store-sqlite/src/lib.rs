@@ -6,6 +6,7 @@
 //! events it stands for.
 
 mod alerts;
+mod dead_letters;
 mod glob;
 mod leases;
 mod plan;
@@ -23,9 +24,9 @@ use rusqlite::{Connection, ErrorCode, OptionalExtension, ToSql, params};
 use tfaudit_model::AuditEvent;
 use tfaudit_store::{
     ActorCount, AlertFilter, AlertRecord, AlertStatus, AlertWrite, Archive, CommitOutcome, ConsumerPosition, Consumers,
-    DayCount, DeliveryJob, DeliveryOutcome, EventFilter, Fence, Gap, KindCount, Leases, Order, PageOutcome, PageWrite,
-    Reject, Result, Run, RunCounts, RunResult, RunTally, SeenValues, Source, SourceStatus, StoreError, StoredEvent,
-    Summary, Walk,
+    DayCount, DeadLetter, DeliveryJob, DeliveryOutcome, EventFilter, Fence, Gap, KindCount, Leases, Order, PageOutcome,
+    PageWrite, Reject, Result, Run, RunCounts, RunResult, RunTally, SeenValues, Source, SourceStatus, StoreError,
+    StoredEvent, Summary, Walk,
 };
 
 use tfaudit_store::rollup::HOUR_MS;
@@ -1153,6 +1154,10 @@ impl Archive for SqliteStore {
         Ok(n)
     }
 
+    fn count_events_after(&self, after: i64) -> Result<u64> {
+        dead_letters::count_events_after(&*self.read()?, after).map_err(|e| self.db(e))
+    }
+
     fn seen_values(&self, before: Option<Timestamp>) -> Result<SeenValues> {
         alerts::seen_values(&*self.read()?, before).map_err(|e| self.db(e))
     }
@@ -1212,6 +1217,22 @@ impl Consumers for SqliteStore {
 
     fn alert_status(&self, recent: u64) -> Result<AlertStatus> {
         alerts::alert_status(&*self.read()?, recent).map_err(|e| self.db(e))
+    }
+
+    fn add_dead_letters(&self, letters: &[DeadLetter]) -> Result<()> {
+        dead_letters::add(&mut self.lock(), letters).map_err(|e| self.db(e))
+    }
+
+    fn dead_letters(&self, consumer: &str, after: i64, limit: u64) -> Result<Vec<DeadLetter>> {
+        dead_letters::list(&*self.read()?, consumer, after, limit).map_err(|e| self.db(e))
+    }
+
+    fn remove_dead_letters(&self, consumer: &str, seqs: &[i64]) -> Result<u64> {
+        dead_letters::remove(&mut self.lock(), consumer, seqs).map_err(|e| self.db(e))
+    }
+
+    fn dead_letter_counts(&self) -> Result<Vec<(String, u64)>> {
+        dead_letters::counts(&*self.read()?).map_err(|e| self.db(e))
     }
 }
 

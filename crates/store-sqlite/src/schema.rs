@@ -224,4 +224,21 @@ CREATE TABLE instances (
     expires_ms INTEGER NOT NULL
 );
 ",
+    // 7: dead letters — events a sink's target refused as invalid, kept per consumer
+    // and seq until they are sent again — and the seqs alone in an index, for counting
+    // how far a consumer is behind. A count over a range of seq (the rowid) on the table
+    // steps through whole events; this index is a few bytes an event, and only ever
+    // appended to at its end, so ingest hardly feels it.
+    r"
+CREATE TABLE dead_letters (
+    consumer TEXT NOT NULL,
+    seq      INTEGER NOT NULL,
+    event_id TEXT NOT NULL,
+    reason   TEXT NOT NULL,
+    at_ms    INTEGER NOT NULL,
+    attempts INTEGER NOT NULL,
+    PRIMARY KEY (consumer, seq)
+) WITHOUT ROWID;
+CREATE INDEX events_by_seq ON events (seq);
+",
 ];

@@ -556,3 +556,43 @@ fn reader_pool_waits_for_a_free_connection_at_most_its_bound() {
         assert!(s.read().is_ok(), "a returned reader serves the next caller");
     });
 }
+
+/// An archive at schema 6, before dead letters: opening it adds them and the seq index
+/// that lag is counted on, and the count is exact over seqs with holes.
+#[test]
+fn an_archive_from_before_dead_letters_counts_its_lag_on_the_seq_index() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("six.db");
+    {
+        let conn = rusqlite::Connection::open(&path).unwrap();
+        for sql in &crate::schema::MIGRATIONS[..6] {
+            conn.execute_batch(sql).unwrap();
+        }
+        conn.pragma_update(None, "user_version", 6).unwrap();
+        conn.execute_batch(
+            "INSERT INTO sources (id, name, address, created_ms) VALUES (1, 'a', 'https://a', 0);
+             INSERT INTO events (seq, id, source_id, ts_ms, raw, ingested_ms) VALUES (1, 'e1', 1, 1, '{}', 0), (2, 'e2', 1, 1, '{}', 0), (5, 'e5', 1, 1, '{}', 0);",
+        )
+        .unwrap();
+    }
+    let s = SqliteStore::open(&path, OpenMode::MustExist).unwrap();
+    assert_eq!([0, 1, 2, 4, 5].map(|after| s.count_events_after(after).unwrap()), [3, 2, 1, 1, 0]);
+    let plan: String = s
+        .read()
+        .unwrap()
+        .query_row("EXPLAIN QUERY PLAN SELECT count(*) FROM events INDEXED BY events_by_seq WHERE seq > 1", [], |r| {
+            r.get(3)
+        })
+        .unwrap();
+    assert!(plan.contains("COVERING INDEX events_by_seq"), "{plan}");
+    let letter = DeadLetter {
+        consumer: "sink:siem".into(),
+        seq: 5,
+        event_id: "e5".into(),
+        reason: "too long".into(),
+        at: Timestamp::from_millisecond(1).unwrap(),
+        attempts: 1,
+    };
+    s.add_dead_letters(std::slice::from_ref(&letter)).unwrap();
+    assert_eq!(s.dead_letters("sink:siem", 0, 10).unwrap(), [letter]);
+}

@@ -10,7 +10,7 @@ use tfaudit_store::{
 };
 
 use crate::alerts::{ALERT_COLUMNS, read_alert};
-use crate::{SqliteStore, ms, rollup, ts, ts_opt};
+use crate::{SqliteStore, dead_letters, ms, rollup, ts, ts_opt};
 
 fn count(n: i64) -> u64 {
     u64::try_from(n).unwrap_or(0)
@@ -166,7 +166,11 @@ fn read_state(conn: &Connection) -> rusqlite::Result<ArchiveState> {
             Ok(DestinationState { name: r.get(0)?, misconfigured: r.get(1)?, misconfigured_at: ts_opt(r.get(2)?) })
         })?
         .collect::<rusqlite::Result<_>>()?;
-    Ok(ArchiveState { sources, runs, gaps, rejects, consumers, alerts, destinations })
+    let dead_letters = conn
+        .prepare(&format!("SELECT {} FROM dead_letters ORDER BY consumer, seq", dead_letters::COLUMNS))?
+        .query_map([], dead_letters::read)?
+        .collect::<rusqlite::Result<_>>()?;
+    Ok(ArchiveState { sources, runs, gaps, rejects, consumers, alerts, destinations, dead_letters })
 }
 
 impl Transfer for SqliteStore {
@@ -261,7 +265,7 @@ impl Transfer for SqliteStore {
         let id = |name: &str| ids.get(name).copied().ok_or_else(|| unknown(name));
         tx.execute_batch(
             "DELETE FROM runs; DELETE FROM gaps; DELETE FROM rejects; DELETE FROM consumers;
-             DELETE FROM deliveries; DELETE FROM alerts; DELETE FROM destinations;",
+             DELETE FROM deliveries; DELETE FROM alerts; DELETE FROM destinations; DELETE FROM dead_letters;",
         )
         .map_err(db)?;
         for r in &state.runs {
@@ -366,6 +370,13 @@ impl Transfer for SqliteStore {
             tx.execute(
                 "INSERT INTO destinations (name, misconfigured, misconfigured_ms) VALUES (?1, ?2, ?3)",
                 params![d.name, d.misconfigured, d.misconfigured_at.map(ms)],
+            )
+            .map_err(db)?;
+        }
+        for d in &state.dead_letters {
+            tx.execute(
+                "INSERT INTO dead_letters (consumer, seq, event_id, reason, at_ms, attempts) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                params![d.consumer, d.seq, d.event_id, d.reason, ms(d.at), big(d.attempts)],
             )
             .map_err(db)?;
         }

@@ -127,7 +127,7 @@ macro_rules! guarded {
 }
 
 use crate::{
-    AlertFilter, AlertRecord, AlertStatus, AlertWrite, Archive, CommitOutcome, ConsumerPosition, Consumers,
+    AlertFilter, AlertRecord, AlertStatus, AlertWrite, Archive, CommitOutcome, ConsumerPosition, Consumers, DeadLetter,
     DeliveryJob, DeliveryOutcome, EventFilter, Fence, Gap, Lease, Leases, Order, PageOutcome, PageWrite, Reject,
     RunCounts, RunResult, SeenValues, Source, SourceStatus, StoredEvent, Summary, Transfer, transfer::ArchiveState,
 };
@@ -146,6 +146,7 @@ guarded! { Archive {
     fn rejects(&self, limit: u64) -> Result<Vec<Reject>>;
     fn newest_seq(&self) -> Result<i64>;
     fn events_after(&self, after: i64, limit: u64, each: &mut dyn FnMut(StoredEvent) -> std::io::Result<()>) -> Result<u64>;
+    fn count_events_after(&self, after: i64) -> Result<u64>;
     fn alert_start_points(&self) -> Result<Vec<(String, Option<i64>)>>;
     fn seen_values_up_to(&self, seq: i64) -> Result<SeenValues>;
     fn seen_values(&self, before: Option<Timestamp>) -> Result<SeenValues>;
@@ -161,6 +162,10 @@ guarded! { Consumers {
     fn alerts(&self, filter: &AlertFilter, limit: u64) -> Result<Vec<AlertRecord>>;
     fn alert(&self, id: i64) -> Result<Option<AlertRecord>>;
     fn alert_status(&self, recent: u64) -> Result<AlertStatus>;
+    fn add_dead_letters(&self, letters: &[DeadLetter]) -> Result<()>;
+    fn dead_letters(&self, consumer: &str, after: i64, limit: u64) -> Result<Vec<DeadLetter>>;
+    fn remove_dead_letters(&self, consumer: &str, seqs: &[i64]) -> Result<u64>;
+    fn dead_letter_counts(&self) -> Result<Vec<(String, u64)>>;
 } }
 
 guarded! { Transfer {

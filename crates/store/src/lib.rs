@@ -404,10 +404,7 @@ pub trait Archive: Send + Sync {
     ///
     /// # Errors
     /// On a database failure.
-    fn count_events_after(&self, after: i64) -> Result<u64> {
-        let _ = after;
-        Err(StoreError::Database("counting is not built yet".into()))
-    }
+    fn count_events_after(&self, after: i64) -> Result<u64>;
 
     /// Per source (by name), where alerting starts: its events up to this `seq` are
     /// history (backtested, never alerted on), everything stored after it is
@@ -523,37 +520,26 @@ pub trait Consumers: Send + Sync {
     ///
     /// # Errors
     /// On a database failure; then nothing was written.
-    fn add_dead_letters(&self, letters: &[DeadLetter]) -> Result<()> {
-        let _ = letters;
-        Err(StoreError::Database("dead letters are not built yet".into()))
-    }
+    fn add_dead_letters(&self, letters: &[DeadLetter]) -> Result<()>;
 
     /// A consumer's dead letters with `seq` after `after`, in `seq` order, at most `limit`.
     ///
     /// # Errors
     /// On a database failure.
-    fn dead_letters(&self, consumer: &str, after: i64, limit: u64) -> Result<Vec<DeadLetter>> {
-        let _ = (consumer, after, limit);
-        Err(StoreError::Database("dead letters are not built yet".into()))
-    }
+    fn dead_letters(&self, consumer: &str, after: i64, limit: u64) -> Result<Vec<DeadLetter>>;
 
     /// Removes a consumer's dead letters with these `seq`s (sent again and taken);
     /// says how many were removed.
     ///
     /// # Errors
     /// On a database failure; then nothing was removed.
-    fn remove_dead_letters(&self, consumer: &str, seqs: &[i64]) -> Result<u64> {
-        let _ = (consumer, seqs);
-        Err(StoreError::Database("dead letters are not built yet".into()))
-    }
+    fn remove_dead_letters(&self, consumer: &str, seqs: &[i64]) -> Result<u64>;
 
     /// How many dead letters each consumer has, by name; consumers with none are left out.
     ///
     /// # Errors
     /// On a database failure.
-    fn dead_letter_counts(&self) -> Result<Vec<(String, u64)>> {
-        Err(StoreError::Database("dead letters are not built yet".into()))
-    }
+    fn dead_letter_counts(&self) -> Result<Vec<(String, u64)>>;
 }
 
 /// How far a consumer at `position` is behind: the events after it, and when the

@@ -58,7 +58,8 @@ pub struct MigrateReport {
     pub copied: u64,
     /// Events the target already held when this run began.
     pub resumed_after: u64,
-    /// Events, per source, rejects, gaps, runs, consumers, alerts, deliveries.
+    /// Events, per source, rejects, gaps, runs, consumers, alerts, deliveries, dead
+    /// letters.
     pub counts: Vec<Count>,
     /// SHA-256 over every event's id and raw bytes in ingest order, as hex.
     pub source_checksum: String,
@@ -190,6 +191,7 @@ pub fn migrate(
             ("consumers", s.consumers.len()),
             ("alerts", s.alerts.len()),
             ("deliveries", s.deliveries()),
+            ("dead letters", s.dead_letters.len()),
         ]
     };
     for ((what, a), (_, b)) in figures(&state).into_iter().zip(figures(&copy)) {

@@ -8,12 +8,12 @@
 //!
 //! Seqs are the target's own: a copied event gets the target's next number, so only
 //! the *order* of the ingest sequence is kept. Everything that names a seq (alert start
-//! points, consumer positions, an alert's event) is translated by the copy before the
-//! state is loaded.
+//! points, consumer positions, an alert's event, a dead letter's event) is translated by
+//! the copy before the state is loaded.
 
 use jiff::Timestamp;
 
-use crate::{Alert, DeliveryState, Result, RunTally, StoredEvent, Walk};
+use crate::{Alert, DeadLetter, DeliveryState, Result, RunTally, StoredEvent, Walk};
 
 /// Everything an archive holds besides its events (and what is derived from them:
 /// per-source event counts and time range, hourly rollups, the actors seen).
@@ -27,6 +27,8 @@ pub struct ArchiveState {
     /// Oldest first, each with its deliveries.
     pub alerts: Vec<AlertState>,
     pub destinations: Vec<DestinationState>,
+    /// By consumer, then seq; each `seq` is a seq of the archive it was read from.
+    pub dead_letters: Vec<DeadLetter>,
 }
 
 /// A source's own state; its event counters follow from the events copied.
@@ -133,6 +135,7 @@ impl ArchiveState {
             .filter_map(|s| s.alert_start_seq)
             .chain(self.consumers.iter().map(|c| c.position))
             .chain(self.alerts.iter().map(|a| a.alert.event_seq))
+            .chain(self.dead_letters.iter().map(|d| d.seq))
             .collect();
         seqs.sort_unstable();
         seqs.dedup();
@@ -150,6 +153,9 @@ impl ArchiveState {
         }
         for a in &mut self.alerts {
             a.alert.event_seq = map(a.alert.event_seq);
+        }
+        for d in &mut self.dead_letters {
+            d.seq = map(d.seq);
         }
         self
     }
@@ -178,8 +184,8 @@ pub trait Transfer: Send + Sync {
     /// Replaces the non-event state with `state`, in one transaction: each source's
     /// cursor, walk, reconcile time, organization, alert start point, reject count
     /// (sources created as needed); and all runs, gaps, rejects, consumers, alerts
-    /// with their deliveries, and destinations, ids kept. Seqs are taken as they are:
-    /// translate them first.
+    /// with their deliveries, destinations, and dead letters, ids kept. Seqs are taken
+    /// as they are: translate them first.
     ///
     /// # Errors
     /// On a database failure; then nothing was written.
