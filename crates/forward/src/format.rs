@@ -338,7 +338,6 @@ fn ecs(event: &AuditEvent) -> String {
     j.str("provider", "hcp_terraform");
     j.end();
 
-    let impersonator = event.impersonator_id.as_deref();
     let accessor = |j: &mut Json| {
         if let Some(id) = &event.accessor_id {
             j.str("id", id);
