@@ -187,9 +187,6 @@ pub fn build(section: &SinkSection, base: &Path) -> Result<Configured, String> {
         None => Format::Raw,
         Some(f) => f.parse().map_err(|e| format!("sink {name:?}: {e}"))?,
     };
-    if format != Format::Raw {
-        return Err(format!("sink {name:?}: format {} is not built yet", format.as_str()));
-    }
     let settings = SinkSettings {
         name: name.clone(),
         kind: section.kind,
