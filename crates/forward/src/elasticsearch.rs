@@ -36,7 +36,10 @@ pub enum Auth {
     None,
     /// `Authorization: ApiKey <value>`: the base64 form Elastic issues, sent as given.
     ApiKey(Secret),
-    Basic { username: String, password: Secret },
+    Basic {
+        username: String,
+        password: Secret,
+    },
 }
 
 /// The Elasticsearch sink's own settings.
@@ -320,7 +323,12 @@ mod tests {
     use crate::es_receiver::{Cluster, Wanted};
 
     fn event(seq: i64, id: &str) -> Event {
-        Event::from_json(seq, id, jiff::Timestamp::UNIX_EPOCH, &format!(r#"{{"id":{},"n":{seq}}}"#, serde_json::json!(id)))
+        Event::from_json(
+            seq,
+            id,
+            jiff::Timestamp::UNIX_EPOCH,
+            &format!(r#"{{"id":{},"n":{seq}}}"#, serde_json::json!(id)),
+        )
     }
 
     fn batch(events: Vec<Event>) -> Batch {
@@ -333,7 +341,8 @@ mod tests {
     }
 
     fn sink(url: &str, extra: &str) -> ElasticsearchSink {
-        ElasticsearchSink::new(ElasticsearchConfig::from_section(&section(url, extra), Path::new("/")).unwrap()).unwrap()
+        ElasticsearchSink::new(ElasticsearchConfig::from_section(&section(url, extra), Path::new("/")).unwrap())
+            .unwrap()
     }
 
     #[test]
@@ -421,7 +430,10 @@ mod tests {
         // Busy beyond the sink's rounds: the batch is handed back to be retried.
         cluster.want("ae-9", Wanted::Busy(100));
         let err = es.send(&batch(vec![event(9, "ae-9")])).await.unwrap_err();
-        assert!(matches!(&err, SendError::Retry { error, .. } if error.contains("es_rejected_execution_exception")), "{err:?}");
+        assert!(
+            matches!(&err, SendError::Retry { error, .. } if error.contains("es_rejected_execution_exception")),
+            "{err:?}"
+        );
 
         cluster.answer_next(429);
         assert!(matches!(es.send(&batch(events.clone())).await, Err(SendError::Retry { .. })));
@@ -446,7 +458,10 @@ mod tests {
         good.health().await.unwrap();
         let bad = sink(&url, "api_key = \"WRONG-KEY\"");
         let err = bad.send(&batch(vec![event(2, "ae-2")])).await.unwrap_err();
-        assert!(matches!(&err, SendError::Refused { error } if error.contains("401") && !error.contains("WRONG-KEY")), "{err:?}");
+        assert!(
+            matches!(&err, SendError::Refused { error } if error.contains("401") && !error.contains("WRONG-KEY")),
+            "{err:?}"
+        );
         let health = bad.health().await.unwrap_err();
         assert!(health.contains("401") && !health.contains("WRONG-KEY"), "{health}");
 
@@ -454,7 +469,10 @@ mod tests {
         // "elastic:PASSW0RD" in base64.
         basic.require_auth("Basic ZWxhc3RpYzpQQVNTVzBSRA==");
         let url = basic.clone().serve().await;
-        sink(&url, "username = \"elastic\"\npassword = \"PASSW0RD\"").send(&batch(vec![event(1, "ae-1")])).await.unwrap();
+        sink(&url, "username = \"elastic\"\npassword = \"PASSW0RD\"")
+            .send(&batch(vec![event(1, "ae-1")]))
+            .await
+            .unwrap();
         assert_eq!(basic.documents().len(), 1);
 
         // Nobody listening: a retry, without the address's credentials.

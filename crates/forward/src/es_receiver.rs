@@ -59,7 +59,10 @@ impl Cluster {
                         if let Some(refused) = c.refuse(&headers) {
                             return refused;
                         }
-                        json(StatusCode::OK, &serde_json::json!({"cluster_name": "test", "version": {"number": "8.15.0"}}))
+                        json(
+                            StatusCode::OK,
+                            &serde_json::json!({"cluster_name": "test", "version": {"number": "8.15.0"}}),
+                        )
                     }
                 }),
             );
@@ -103,7 +106,11 @@ impl Cluster {
         let wanted = self.auth.lock().unwrap().clone()?;
         let given = headers.get("authorization").and_then(|v| v.to_str().ok());
         (given != Some(wanted.as_str())).then(|| {
-            error(StatusCode::UNAUTHORIZED, "security_exception", "unable to authenticate user for REST request [/_bulk]")
+            error(
+                StatusCode::UNAUTHORIZED,
+                "security_exception",
+                "unable to authenticate user for REST request [/_bulk]",
+            )
         })
     }
 
@@ -153,8 +160,7 @@ impl Cluster {
             let Ok(action) = serde_json::from_str::<serde_json::Value>(pair[0]) else {
                 return error(StatusCode::BAD_REQUEST, "x_content_parse_exception", "malformed action");
             };
-            let (Some(index), Some(id)) =
-                (action["create"]["_index"].as_str(), action["create"]["_id"].as_str())
+            let (Some(index), Some(id)) = (action["create"]["_index"].as_str(), action["create"]["_id"].as_str())
             else {
                 return error(StatusCode::BAD_REQUEST, "action_request_validation_exception", "not a create with _id");
             };
@@ -163,7 +169,9 @@ impl Cluster {
             self.statuses.lock().unwrap().push(status);
             let mut item = serde_json::json!({"_index": index, "_id": id, "status": status});
             match failure {
-                Some((kind, reason)) => item["error"] = serde_json::json!({"type": kind, "reason": reason, "index": index}),
+                Some((kind, reason)) => {
+                    item["error"] = serde_json::json!({"type": kind, "reason": reason, "index": index})
+                }
                 None => {
                     item["result"] = "created".into();
                     item["_version"] = 1.into();
@@ -179,13 +187,22 @@ impl Cluster {
         let mut wanted = self.wanted.lock().unwrap();
         match wanted.get_mut(id) {
             Some(Wanted::MapperError) => {
-                return (400, Some(("mapper_parsing_exception", format!("failed to parse field [meta] of document with id '{id}'"))));
+                return (
+                    400,
+                    Some((
+                        "mapper_parsing_exception",
+                        format!("failed to parse field [meta] of document with id '{id}'"),
+                    )),
+                );
             }
             Some(Wanted::Busy(n)) if *n > 0 => {
                 *n -= 1;
                 return (
                     429,
-                    Some(("es_rejected_execution_exception", "rejected execution of coordinating operation".to_owned())),
+                    Some((
+                        "es_rejected_execution_exception",
+                        "rejected execution of coordinating operation".to_owned(),
+                    )),
                 );
             }
             _ => {}

@@ -7,7 +7,8 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use async_nats::jetstream::context::{Publish, PublishErrorKind};
+use async_nats::jetstream::context::PublishErrorKind;
+use async_nats::jetstream::message::PublishMessage;
 use tfaudit_config::SinkSection;
 use tfaudit_model::Secret;
 
@@ -81,7 +82,8 @@ impl NatsConfig {
         }
         let ca_file = section.ca_file.as_deref().map(|p| crate::http::relative_to(base, p));
         if let Some(path) = &ca_file {
-            std::fs::metadata(path).map_err(|e| format!("sink {name:?}: cannot read ca_file {}: {e}", path.display()))?;
+            std::fs::metadata(path)
+                .map_err(|e| format!("sink {name:?}: cannot read ca_file {}: {e}", path.display()))?;
         }
         Ok(Self { url, subject, auth, ca_file, timeout })
     }
@@ -112,7 +114,9 @@ impl NatsSink {
         options = match &self.config.auth {
             Auth::None => options,
             Auth::Token(t) => options.token(t.expose().to_owned()),
-            Auth::User { username, password } => options.user_and_password(username.clone(), password.expose().to_owned()),
+            Auth::User { username, password } => {
+                options.user_and_password(username.clone(), password.expose().to_owned())
+            }
         };
         if let Some(ca) = &self.config.ca_file {
             options = options.add_root_certificates(ca.clone()).require_tls(true);
@@ -155,7 +159,10 @@ impl Sink for NatsSink {
             for event in &batch.events {
                 // A header value cannot hold a line break: such an id cannot be sent.
                 if event.id.is_empty() || event.id.chars().any(char::is_control) {
-                    rejected.push((event.seq, "its id cannot be a Nats-Msg-Id header (empty or a control character)".into()));
+                    rejected.push((
+                        event.seq,
+                        "its id cannot be a Nats-Msg-Id header (empty or a control character)".into(),
+                    ));
                     continue;
                 }
                 if waiting.len() >= ACK_WINDOW {
@@ -163,7 +170,7 @@ impl Sink for NatsSink {
                         waiting.pop_front().expect("the window is full");
                     ack.await.map_err(|e| failed(&e))?;
                 }
-                let message = Publish::build()
+                let message = PublishMessage::build()
                     .message_id(event.id.as_str())
                     .payload(bytes::Bytes::copy_from_slice(event.line.as_bytes()));
                 match js.send_publish(self.config.subject.clone(), message).await {
@@ -210,7 +217,9 @@ mod tests {
 
     fn events(n: i64) -> Vec<Event> {
         (1..=n)
-            .map(|i| Event::from_json(i, &format!("ae-{i}"), jiff::Timestamp::UNIX_EPOCH, &format!(r#"{{"id":"ae-{i}"}}"#)))
+            .map(|i| {
+                Event::from_json(i, &format!("ae-{i}"), jiff::Timestamp::UNIX_EPOCH, &format!(r#"{{"id":"ae-{i}"}}"#))
+            })
             .collect()
     }
 
