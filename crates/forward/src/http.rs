@@ -4,6 +4,7 @@
 
 use std::collections::BTreeMap;
 use std::io::Write;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use tfaudit_config::SinkSection;
@@ -63,16 +64,47 @@ impl HttpSink {
     /// # Errors
     /// When the HTTP client cannot be built (no TLS roots, say).
     pub fn new(config: HttpConfig) -> Result<Self, String> {
-        let http = reqwest::Client::builder()
-            .user_agent(tfaudit_api::USER_AGENT)
-            // A redirect would carry the events (and a signature) wherever a
-            // receiver points; it is refused instead.
-            .redirect(reqwest::redirect::Policy::none())
-            .connect_timeout(CONNECT_TIMEOUT)
-            .build()
-            .map_err(|e| tfaudit_api::client::error_chain(&e.without_url()))?;
-        Ok(Self { config, http })
+        Ok(Self { config, http: client(None)? })
     }
+}
+
+/// The HTTP client of every HTTP sink: redirects refused (one would carry the events,
+/// and any credentials, wherever a receiver points), and the certificate authorities
+/// of `ca_file` (PEM) trusted besides the system's.
+///
+/// # Errors
+/// An unreadable `ca_file` or one without a certificate, or no TLS roots at all.
+pub(crate) fn client(ca_file: Option<&Path>) -> Result<reqwest::Client, String> {
+    let mut builder = reqwest::Client::builder()
+        .user_agent(tfaudit_api::USER_AGENT)
+        .redirect(reqwest::redirect::Policy::none())
+        .connect_timeout(CONNECT_TIMEOUT);
+    if let Some(path) = ca_file {
+        let pem = std::fs::read(path).map_err(|e| format!("cannot read ca_file {}: {e}", path.display()))?;
+        let certificates = reqwest::Certificate::from_pem_bundle(&pem)
+            .map_err(|e| format!("ca_file {} is not PEM: {}", path.display(), tfaudit_api::client::error_chain(&e)))?;
+        if certificates.is_empty() {
+            return Err(format!("ca_file {} holds no certificate", path.display()));
+        }
+        builder = builder.tls_certs_merge(certificates);
+    }
+    builder.build().map_err(|e| tfaudit_api::client::error_chain(&e.without_url()))
+}
+
+/// A file a sink names, relative to `base` (the config file's folder) unless absolute.
+pub(crate) fn relative_to(base: &Path, path: &str) -> PathBuf {
+    let p = Path::new(path);
+    if p.is_absolute() { p.to_path_buf() } else { base.join(p) }
+}
+
+/// What a target answered besides success, quoted on one line (redacted, at most 200
+/// characters): it can echo events or credentials.
+pub(crate) async fn quote_answer(response: reqwest::Response) -> String {
+    let text = tfaudit_api::body::read_prefix(response, ANSWER_CAP).await;
+    let answer = String::from_utf8_lossy(&text);
+    let redacted = tfaudit_api::redact::redact(&answer);
+    let clean: String = redacted.chars().map(|c| if c.is_control() { ' ' } else { c }).take(200).collect();
+    clean.trim().to_owned()
 }
 
 /// The NDJSON body: each event on its own line.
@@ -86,7 +118,7 @@ pub fn ndjson(batch: &Batch) -> Vec<u8> {
     body
 }
 
-fn gzip(body: &[u8]) -> Vec<u8> {
+pub(crate) fn gzip(body: &[u8]) -> Vec<u8> {
     let mut encoder = flate2::write::GzEncoder::new(Vec::with_capacity(body.len() / 4), flate2::Compression::fast());
     encoder.write_all(body).expect("writing to memory");
     encoder.finish().expect("writing to memory")
@@ -132,11 +164,7 @@ impl Sink for HttpSink {
                 return Ok(Delivered::all());
             }
             let after = tfaudit_alerts::destination::retry_after(response.headers());
-            let text = tfaudit_api::body::read_prefix(response, ANSWER_CAP).await;
-            let answer = String::from_utf8_lossy(&text);
-            let redacted = tfaudit_api::redact::redact(&answer);
-            let clean: String = redacted.chars().map(|c| if c.is_control() { ' ' } else { c }).take(200).collect();
-            let error = format!("the receiver answered {status}: {}", clean.trim());
+            let error = format!("the receiver answered {status}: {}", quote_answer(response).await);
             if status.is_server_error() || matches!(status.as_u16(), 408 | 425 | 429) {
                 Err(SendError::Retry { error, after })
             } else if status.is_redirection() {

@@ -4,11 +4,17 @@
 //! acknowledged a batch, so a crash or an outage can repeat a batch but never skip one.
 //!
 //! Each kind of target is a module with its own settings, checked when the sink is
-//! built: [`file`] and [`http`].
+//! built: [`file`], [`http`], [`elasticsearch`] and [`nats`].
 
+pub mod elasticsearch;
+#[cfg(test)]
+mod es_receiver;
 pub mod file;
 pub mod format;
 pub mod http;
+pub mod nats;
+#[cfg(test)]
+mod nats_server;
 pub mod runner;
 
 use std::future::Future;
@@ -201,6 +207,11 @@ pub fn build(section: &SinkSection, base: &Path) -> Result<Configured, String> {
     let sink: Arc<dyn Sink> = match section.kind {
         SinkKind::File => Arc::new(file::FileSink::new(file::FileConfig::from_section(section, base)?)),
         SinkKind::Http => Arc::new(http::HttpSink::new(http::HttpConfig::from_section(section)?)?),
+        SinkKind::Elasticsearch => Arc::new(
+            elasticsearch::ElasticsearchSink::new(elasticsearch::ElasticsearchConfig::from_section(section, base)?)
+                .map_err(|e| format!("sink {name:?}: {e}"))?,
+        ),
+        SinkKind::Nats => Arc::new(nats::NatsSink::new(nats::NatsConfig::from_section(section, base)?)),
         other => return Err(format!("sink {name:?}: type {} is not built yet", other.as_str())),
     };
     Ok(Configured { settings, sink })

@@ -3,6 +3,12 @@
 
 mod harness;
 mod receivers;
+// The Elasticsearch stand-in and the private nats-server the forward crate's unit
+// tests use, shared rather than written twice.
+#[path = "../../../forward/src/es_receiver.rs"]
+mod es_receiver;
+#[path = "../../../forward/src/nats_server.rs"]
+mod nats_server;
 
 mod alerts;
 mod auth;
