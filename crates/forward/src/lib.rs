@@ -4,12 +4,13 @@
 //! acknowledged a batch, so a crash or an outage can repeat a batch but never skip one.
 //!
 //! Each kind of target is a module with its own settings, checked when the sink is
-//! built: [`file`] and [`http`].
+//! built: [`file`], [`http`] and [`syslog`].
 
 pub mod file;
 pub mod format;
 pub mod http;
 pub mod runner;
+pub mod syslog;
 
 use std::future::Future;
 use std::path::Path;
@@ -204,6 +205,7 @@ pub fn build(section: &SinkSection, base: &Path) -> Result<Configured, String> {
     let sink: Arc<dyn Sink> = match section.kind {
         SinkKind::File => Arc::new(file::FileSink::new(file::FileConfig::from_section(section, base)?)),
         SinkKind::Http => Arc::new(http::HttpSink::new(http::HttpConfig::from_section(section)?)?),
+        SinkKind::Syslog => Arc::new(syslog::SyslogSink::new(syslog::SyslogConfig::from_section(section, base)?)),
         other => return Err(format!("sink {name:?}: type {} is not built yet", other.as_str())),
     };
     Ok(Configured { settings, sink })
