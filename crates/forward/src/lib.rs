@@ -4,7 +4,7 @@
 //! acknowledged a batch, so a crash or an outage can repeat a batch but never skip one.
 //!
 //! Each kind of target is a module with its own settings, checked when the sink is
-//! built: [`file`], [`http`], [`elasticsearch`] and [`nats`].
+//! built: [`file`], [`http`], [`elasticsearch`], [`nats`] and [`syslog`].
 
 pub mod elasticsearch;
 #[cfg(test)]
@@ -16,6 +16,7 @@ pub mod nats;
 #[cfg(test)]
 mod nats_server;
 pub mod runner;
+pub mod syslog;
 
 use std::future::Future;
 use std::path::Path;
@@ -212,6 +213,7 @@ pub fn build(section: &SinkSection, base: &Path) -> Result<Configured, String> {
                 .map_err(|e| format!("sink {name:?}: {e}"))?,
         ),
         SinkKind::Nats => Arc::new(nats::NatsSink::new(nats::NatsConfig::from_section(section, base)?)),
+        SinkKind::Syslog => Arc::new(syslog::SyslogSink::new(syslog::SyslogConfig::from_section(section, base)?)),
         other => return Err(format!("sink {name:?}: type {} is not built yet", other.as_str())),
     };
     Ok(Configured { settings, sink })

@@ -877,4 +877,213 @@ async fn forward_once_to_nats_puts_each_event_in_the_stream_once_even_when_sent_
     let out = env.ok(None, &["--config", &cfg, "forward", "--once"]).await;
     assert!(out.contains("sink bus: 700 events delivered"), "{out}");
     assert_eq!(crate::nats_server::NatsServer::messages(&stream).await, 700);
+/// A private rsyslogd (Debian's `rsyslog` and `rsyslog-gnutls`) receiving RFC 5424
+/// over TLS with octet counting on a port of its own choosing, requiring a client
+/// certificate signed by the test's authority, writing what it parsed of each
+/// message as one JSON object a line. Never the machine's rsyslog: its own config,
+/// pid file, work folder and port, all in `dir`. Stopped when dropped.
+struct Rsyslog {
+    port: u16,
+    dir: std::path::PathBuf,
+    _child: tokio::process::Child,
+}
+
+impl Rsyslog {
+    async fn start(dir: &std::path::Path) -> Self {
+        // Where scripts/test installs it; the test fails without it.
+        let binary = std::env::var("TFAUDIT_RSYSLOGD").unwrap_or_else(|_| "/usr/sbin/rsyslogd".to_owned());
+        assert!(
+            std::path::Path::new(&binary).is_file(),
+            "no rsyslogd at {binary}: install Debian's rsyslog and rsyslog-gnutls (scripts/test does) or set TFAUDIT_RSYSLOGD"
+        );
+        std::fs::create_dir_all(dir.join("work")).unwrap();
+        write_certificates(dir);
+        let p = |name: &str| dir.join(name).display().to_string();
+        let conf = format!(
+            r#"global(
+  workDirectory="{work}"
+  maxMessageSize="4m"
+  parser.escapeControlCharactersOnReceive="off"
+  defaultNetstreamDriver="gtls"
+  defaultNetstreamDriverCAFile="{ca}"
+  defaultNetstreamDriverCertFile="{cert}"
+  defaultNetstreamDriverKeyFile="{key}"
+)
+module(load="imtcp" streamDriver.name="gtls" streamDriver.mode="1" streamDriver.authMode="x509/certvalid")
+template(name="parsed" type="list") {{
+  constant(value="{{")
+  property(name="rawmsg" format="jsonf") constant(value=",")
+  property(name="msg" format="jsonf") constant(value=",")
+  property(name="structured-data" format="jsonf") constant(value=",")
+  property(name="msgid" format="jsonf") constant(value=",")
+  property(name="hostname" format="jsonf") constant(value=",")
+  property(name="app-name" format="jsonf") constant(value=",")
+  property(name="procid" format="jsonf") constant(value=",")
+  property(name="syslogfacility" format="jsonf") constant(value=",")
+  property(name="syslogseverity" format="jsonf") constant(value=",")
+  property(name="protocol-version" format="jsonf")
+  constant(value="}}\n")
+}}
+ruleset(name="events") {{ action(type="omfile" file="{events}" template="parsed") }}
+input(type="imtcp" port="0" listenPortFileName="{port}" ruleset="events")
+*.* action(type="omfile" file="{internal}")
+"#,
+            work = p("work"),
+            ca = p("ca.pem"),
+            cert = p("server.pem"),
+            key = p("server.key"),
+            events = p("events.jsonl"),
+            port = p("port"),
+            internal = p("rsyslogd.log"),
+        );
+        std::fs::write(dir.join("rsyslog.conf"), conf).unwrap();
+        let mut child = tokio::process::Command::new(&binary)
+            .args(["-n", "-f", &p("rsyslog.conf"), "-i", &p("rsyslogd.pid")])
+            .stdout(std::fs::File::create(dir.join("stdout")).unwrap())
+            .stderr(std::fs::File::create(dir.join("stderr")).unwrap())
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap();
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        let port = loop {
+            if let Some(port) = std::fs::read_to_string(dir.join("port")).ok().and_then(|s| s.trim().parse().ok()) {
+                break port;
+            }
+            let exited = child.try_wait().unwrap();
+            assert!(
+                exited.is_none() && std::time::Instant::now() < deadline,
+                "rsyslogd did not start ({exited:?}): {}{}",
+                std::fs::read_to_string(dir.join("stderr")).unwrap_or_default(),
+                std::fs::read_to_string(dir.join("rsyslogd.log")).unwrap_or_default()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        };
+        Self { port, dir: dir.to_owned(), _child: child }
+    }
+
+    /// What rsyslog wrote, once it holds `n` messages (each parsed by rsyslog).
+    async fn messages(&self, n: usize) -> Vec<serde_json::Value> {
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        loop {
+            let text = std::fs::read_to_string(self.dir.join("events.jsonl")).unwrap_or_default();
+            if text.lines().count() >= n && text.ends_with('\n') {
+                // rsyslog's JSON leaves a tab as it is; every tab it writes is inside a string.
+                return text.lines().map(|l| serde_json::from_str(&l.replace('\t', "\\t")).unwrap()).collect();
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "rsyslog wrote {} of {n} messages: {}",
+                text.lines().count(),
+                std::fs::read_to_string(self.dir.join("rsyslogd.log")).unwrap_or_default()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+/// A certificate authority, rsyslog's certificate for 127.0.0.1 and a client
+/// certificate, all signed by it, as PEM files in `dir`.
+fn write_certificates(dir: &std::path::Path) {
+    use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, DnType, ExtendedKeyUsagePurpose, IsCa, KeyPair};
+    let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca.distinguished_name.push(DnType::CommonName, "tfaudit test authority");
+    ca.key_usages = vec![rcgen::KeyUsagePurpose::KeyCertSign, rcgen::KeyUsagePurpose::CrlSign];
+    let ca = CertifiedIssuer::self_signed(ca, KeyPair::generate().unwrap()).unwrap();
+    std::fs::write(dir.join("ca.pem"), ca.pem()).unwrap();
+    for (name, san, usage) in [
+        ("server", "127.0.0.1", ExtendedKeyUsagePurpose::ServerAuth),
+        ("client", "tfaudit.test", ExtendedKeyUsagePurpose::ClientAuth),
+    ] {
+        let key = KeyPair::generate().unwrap();
+        let mut params = CertificateParams::new(vec![san.to_owned()]).unwrap();
+        params.distinguished_name.push(DnType::CommonName, san);
+        params.extended_key_usages = vec![usage];
+        let cert = params.signed_by(&key, &ca).unwrap();
+        std::fs::write(dir.join(format!("{name}.pem")), cert.pem()).unwrap();
+        std::fs::write(dir.join(format!("{name}.key")), key.serialize_pem()).unwrap();
+    }
+}
+
+/// RFC 5424's SD-PARAM escaping (§6.3.3), written again here to check the sink's.
+fn sd_escape(value: &str) -> String {
+    value.replace('\\', "\\\\").replace('"', "\\\"").replace(']', "\\]")
+}
+
+/// `forward --once` over TLS to a real rsyslog: every archived event arrives once, and
+/// rsyslog parses each message as RFC 5424 with the event, hostile strings and all,
+/// exactly as archived in MSG and its id in the structured data. A sink without the
+/// client certificate rsyslog requires is turned away before any event counts as
+/// delivered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn syslog_over_tls_to_a_real_rsyslog_delivers_every_event_whole_and_parsed() {
+    let (_sim, env) = synced(1_000).await;
+    let events = archived(&env);
+    let rsyslog = Rsyslog::start(&env.path("rsyslog")).await;
+    let port = rsyslog.port;
+    // Relative paths are relative to the config file's folder.
+    let siem = format!(
+        "[[sink]]\nname = \"siem\"\ntype = \"syslog\"\naddress = \"127.0.0.1:{port}\"\nca_file = \"rsyslog/ca.pem\"\nclient_cert = \"rsyslog/client.pem\"\nclient_key = \"rsyslog/client.key\"\nhost = \"tfaudit-test\"\nbatch_events = 150\n"
+    );
+    let cfg = write_config(&env, &siem);
+    assert_eq!(env.ok(None, &["--config", &cfg, "sinks", "check"]).await, "siem (syslog): ok\n");
+    let out = env.run(None, &["--config", &cfg, "forward", "--once"]).await;
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(text(&out.stdout).contains("sink siem: 1000 events delivered"), "{}", text(&out.stdout));
+
+    let received = rsyslog.messages(events.len()).await;
+    assert_eq!(received.len(), events.len());
+    let by_escaped_id: BTreeMap<String, (&str, &str)> =
+        events.iter().map(|(_, id, raw)| (sd_escape(id), (id.as_str(), raw.as_str()))).collect();
+    let mut seen = BTreeMap::new();
+    for m in &received {
+        let field = |name: &str| m[name].as_str().unwrap_or_else(|| panic!("no {name} in {m}"));
+        let sd = field("structured-data");
+        let escaped_id = sd.strip_prefix("[tfaudit@32473 id=\"").and_then(|s| s.strip_suffix("\"]")).unwrap();
+        let (id, raw) = by_escaped_id[escaped_id];
+        *seen.entry(id).or_insert(0) += 1;
+        assert_eq!(field("msg"), raw, "event {id}: MSG differs from the archived event");
+        let v: serde_json::Value = serde_json::from_str(raw).unwrap();
+        let at: jiff::Timestamp = v["timestamp"].as_str().unwrap().parse().unwrap();
+        let timestamp = format!("{}.{:06}Z", at.strftime("%Y-%m-%dT%H:%M:%S"), at.subsec_microsecond());
+        assert_eq!(
+            field("rawmsg"),
+            format!("<109>1 {timestamp} tfaudit-test tfaudit - audit [tfaudit@32473 id=\"{escaped_id}\"] {raw}")
+        );
+        let parsed = [
+            field("msgid"),
+            field("hostname"),
+            field("app-name"),
+            field("procid"),
+            field("syslogfacility"),
+            field("syslogseverity"),
+            field("protocol-version"),
+        ];
+        assert_eq!(parsed, ["audit", "tfaudit-test", "tfaudit", "-", "13", "5", "1"], "{m}");
+    }
+    assert_eq!(seen.len(), events.len(), "some events never arrived");
+    assert!(seen.values().all(|&n| n == 1), "an event arrived twice");
+    // The simulator's hostile strings went through: quotes, brackets, backslashes
+    // (escaped line breaks, tabs, escape codes), and UTF-8 beyond ASCII.
+    for needle in ["\\\"", "]0;owned", "\\n", "\\t", "\\u001b", "日本語"] {
+        assert!(received.iter().any(|m| m["msg"].as_str().unwrap().contains(needle)), "no event held {needle:?}");
+    }
+
+    // Without the client certificate rsyslog requires, the connection is closed as
+    // soon as it is made: nothing counts as delivered, the position stays.
+    let cfg = write_config(
+        &env,
+        &format!(
+            "{siem}\n[[sink]]\nname = \"uncertified\"\ntype = \"syslog\"\naddress = \"127.0.0.1:{port}\"\nca_file = \"rsyslog/ca.pem\"\nretry_delay = \"10ms\"\n"
+        ),
+    );
+    let out = env.run(None, &["--config", &cfg, "forward", "--once"]).await;
+    assert_eq!(out.status.code(), Some(4), "{}", text(&out.stderr));
+    assert!(text(&out.stderr).contains("client certificate"), "{}", text(&out.stderr));
+    assert!(text(&out.stdout).contains("sink siem: 0 events delivered"), "{}", text(&out.stdout));
+    let list = sinks_list(&env, &cfg).await;
+    assert_eq!(list["uncertified"]["position"], 0, "{}", list["uncertified"]);
+    assert_eq!(list["siem"]["lag_events"], 0);
+    let lines = std::fs::read_to_string(rsyslog.dir.join("events.jsonl")).unwrap().lines().count();
+    assert_eq!(lines, events.len(), "a refused sink's events reached rsyslog");
 }
