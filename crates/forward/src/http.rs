@@ -86,7 +86,8 @@ pub fn ndjson(batch: &Batch) -> Vec<u8> {
     body
 }
 
-fn gzip(body: &[u8]) -> Vec<u8> {
+/// `body` gzipped, for targets that take `Content-Encoding: gzip`.
+pub(crate) fn gzip(body: &[u8]) -> Vec<u8> {
     let mut encoder = flate2::write::GzEncoder::new(Vec::with_capacity(body.len() / 4), flate2::Compression::fast());
     encoder.write_all(body).expect("writing to memory");
     encoder.finish().expect("writing to memory")
@@ -132,11 +133,7 @@ impl Sink for HttpSink {
                 return Ok(Delivered::all());
             }
             let after = tfaudit_alerts::destination::retry_after(response.headers());
-            let text = tfaudit_api::body::read_prefix(response, ANSWER_CAP).await;
-            let answer = String::from_utf8_lossy(&text);
-            let redacted = tfaudit_api::redact::redact(&answer);
-            let clean: String = redacted.chars().map(|c| if c.is_control() { ' ' } else { c }).take(200).collect();
-            let error = format!("the receiver answered {status}: {}", clean.trim());
+            let error = format!("the receiver answered {status}: {}", quote(&read_answer(response).await));
             if status.is_server_error() || matches!(status.as_u16(), 408 | 425 | 429) {
                 Err(SendError::Retry { error, after })
             } else if status.is_redirection() {
@@ -160,6 +157,55 @@ impl Sink for HttpSink {
                 |e| format!("cannot reach the receiver: {}", tfaudit_api::client::error_chain(&e.without_url())),
             )
         })
+    }
+}
+
+/// The HTTP client of a sink: redirects refused (one would carry the events, and any
+/// credentials, wherever a receiver points), the connection bounded in time, and the
+/// certificate authorities of `ca_file` (a PEM bundle) trusted besides the system's.
+///
+/// # Errors
+/// A `ca_file` that cannot be read or holds no certificate; a client that cannot be
+/// built (no TLS roots, say).
+pub(crate) fn client(ca_file: Option<&std::path::Path>) -> Result<reqwest::Client, String> {
+    let mut builder = reqwest::Client::builder()
+        .user_agent(tfaudit_api::USER_AGENT)
+        .redirect(reqwest::redirect::Policy::none())
+        .connect_timeout(CONNECT_TIMEOUT);
+    if let Some(path) = ca_file {
+        let pem = std::fs::read(path).map_err(|e| format!("cannot read ca_file {}: {e}", path.display()))?;
+        let certificates = reqwest::Certificate::from_pem_bundle(&pem)
+            .map_err(|_| format!("ca_file {} is not a PEM file of certificates", path.display()))?;
+        if certificates.is_empty() {
+            return Err(format!("ca_file {} holds no certificate", path.display()));
+        }
+        for certificate in certificates {
+            builder = builder.add_root_certificate(certificate);
+        }
+    }
+    builder.build().map_err(|e| tfaudit_api::client::error_chain(&e.without_url()))
+}
+
+/// The start of an answer's body, as text.
+pub(crate) async fn read_answer(response: reqwest::Response) -> String {
+    let text = tfaudit_api::body::read_prefix(response, ANSWER_CAP).await;
+    String::from_utf8_lossy(&text).into_owned()
+}
+
+/// A receiver's words made safe to show: secrets redacted (before the cut, which could
+/// leave part of one unrecognisable), control characters blanked, 200 characters at most.
+pub(crate) fn quote(answer: &str) -> String {
+    let redacted = tfaudit_api::redact::redact(answer);
+    let clean: String = redacted.chars().map(|c| if c.is_control() { ' ' } else { c }).take(200).collect();
+    clean.trim().to_owned()
+}
+
+/// A request that got no answer, in one line that never holds the URL (it can be a
+/// secret): worth sending again.
+pub(crate) fn unanswered(e: reqwest::Error) -> crate::SendError {
+    crate::SendError::Retry {
+        error: format!("request failed: {}", tfaudit_api::client::error_chain(&e.without_url())),
+        after: None,
     }
 }
 

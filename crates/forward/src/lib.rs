@@ -4,12 +4,15 @@
 //! acknowledged a batch, so a crash or an outage can repeat a batch but never skip one.
 //!
 //! Each kind of target is a module with its own settings, checked when the sink is
-//! built: [`file`] and [`http`].
+//! built: [`file`], [`http`], [`splunk`] (Splunk's HTTP Event Collector) and
+//! [`datadog`] (Datadog's Logs API).
 
+pub mod datadog;
 pub mod file;
 pub mod format;
 pub mod http;
 pub mod runner;
+pub mod splunk;
 
 use std::future::Future;
 use std::path::Path;
@@ -179,6 +182,9 @@ impl std::fmt::Debug for Configured {
 pub fn build(section: &SinkSection, base: &Path) -> Result<Configured, String> {
     let name = &section.name;
     let start = match section.start.as_deref() {
+        // Datadog refuses events older than 18 hours: a new Datadog sink starts there
+        // rather than counting the whole archive as skipped.
+        None if section.kind == SinkKind::Datadog => Start::Time(Timestamp::now() - datadog::MAX_AGE),
         None | Some("beginning") => Start::Beginning,
         Some("now") => Start::Now,
         Some(t) => Start::Time(t.parse().map_err(|_| format!("sink {name:?}: start {t:?} is not an RFC 3339 time"))?),
@@ -204,6 +210,14 @@ pub fn build(section: &SinkSection, base: &Path) -> Result<Configured, String> {
     let sink: Arc<dyn Sink> = match section.kind {
         SinkKind::File => Arc::new(file::FileSink::new(file::FileConfig::from_section(section, base)?)),
         SinkKind::Http => Arc::new(http::HttpSink::new(http::HttpConfig::from_section(section)?)?),
+        SinkKind::SplunkHec => Arc::new(
+            splunk::SplunkSink::new(splunk::SplunkConfig::from_section(section, base)?)
+                .map_err(|e| format!("sink {name:?}: {e}"))?,
+        ),
+        SinkKind::Datadog => Arc::new(
+            datadog::DatadogSink::new(datadog::DatadogConfig::from_section(section)?)
+                .map_err(|e| format!("sink {name:?}: {e}"))?,
+        ),
         other => return Err(format!("sink {name:?}: type {} is not built yet", other.as_str())),
     };
     Ok(Configured { settings, sink })
