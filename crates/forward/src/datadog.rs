@@ -103,7 +103,9 @@ impl DatadogConfig {
         };
         let tags = section.tags.clone().unwrap_or_default();
         if let Some(bad) = tags.iter().find(|t| t.trim().is_empty() || t.contains(',')) {
-            return Err(format!("sink {name:?}: tag {bad:?} must be one non-empty tag such as \"env:prod\" (no comma)"));
+            return Err(format!(
+                "sink {name:?}: tag {bad:?} must be one non-empty tag such as \"env:prod\" (no comma)"
+            ));
         }
         let timeout = section.timeout.map_or(Duration::from_secs(30), |d| d.0);
         if timeout < Duration::from_millis(100) {
@@ -347,7 +349,11 @@ mod tests {
                     };
                     state.sizes.lock().unwrap().push(bytes.len());
                     if bytes.len() > 5_000_000 {
-                        return (StatusCode::PAYLOAD_TOO_LARGE, HeaderMap::new(), r#"{"errors":["Payload too large"]}"#);
+                        return (
+                            StatusCode::PAYLOAD_TOO_LARGE,
+                            HeaderMap::new(),
+                            r#"{"errors":["Payload too large"]}"#,
+                        );
                     }
                     let Ok(serde_json::Value::Array(logs)) = serde_json::from_slice(&bytes) else {
                         return (StatusCode::BAD_REQUEST, HeaderMap::new(), r#"{"errors":["Bad request"]}"#);
@@ -474,7 +480,8 @@ mod tests {
         let state = Arc::new(Intake::default());
         let sink = DatadogSink::new(config(&intake(state.clone()).await)).unwrap();
         let old = Timestamp::now() - SignedDuration::from_hours(19);
-        let batch = Batch { sink: "dd".into(), events: vec![event(1, old, 1), event(2, recent(), 1), event(3, old, 1)] };
+        let batch =
+            Batch { sink: "dd".into(), events: vec![event(1, old, 1), event(2, recent(), 1), event(3, old, 1)] };
         let taken = sink.send(&batch).await.unwrap();
         assert_eq!(taken, Delivered { rejected: Vec::new(), skipped: vec![1, 3] });
         assert_eq!(ids(&state), ["ev-2"]);
@@ -487,14 +494,14 @@ mod tests {
     #[tokio::test]
     async fn answers_map_to_retry_invalid_and_refused_without_showing_the_key() {
         let batch = Batch { sink: "dd".into(), events: vec![event(1, recent(), 1)] };
-        let retry = DatadogSink::new(config(&intake(Arc::new(Intake { fail: Some(503), ..Intake::default() })).await))
-            .unwrap();
+        let retry =
+            DatadogSink::new(config(&intake(Arc::new(Intake { fail: Some(503), ..Intake::default() })).await)).unwrap();
         match retry.send(&batch).await {
             Err(SendError::Retry { after, .. }) => assert_eq!(after, Some(Duration::from_secs(7))),
             other => panic!("{other:?}"),
         }
-        let invalid = DatadogSink::new(config(&intake(Arc::new(Intake { fail: Some(400), ..Intake::default() })).await))
-            .unwrap();
+        let invalid =
+            DatadogSink::new(config(&intake(Arc::new(Intake { fail: Some(400), ..Intake::default() })).await)).unwrap();
         assert!(matches!(invalid.send(&batch).await, Err(SendError::Invalid { .. })));
 
         let url = intake(Arc::new(Intake::default())).await;
@@ -532,8 +539,8 @@ mod tests {
         let crate::Start::Time(t) = built.settings.start else { panic!("{:?}", built.settings.start) };
         let back = Timestamp::now().duration_since(t);
         assert!(back >= MAX_AGE && back < MAX_AGE + SignedDuration::from_mins(1), "{back:?}");
-        let built = crate::build(&section(serde_json::json!({ "start": "beginning" })), std::path::Path::new("."))
-            .unwrap();
+        let built =
+            crate::build(&section(serde_json::json!({ "start": "beginning" })), std::path::Path::new(".")).unwrap();
         assert_eq!(built.settings.start, crate::Start::Beginning);
     }
 }

@@ -398,7 +398,8 @@ mod tests {
                         body.to_vec()
                     };
                     let mut envelopes = Vec::new();
-                    for (n, v) in serde_json::Deserializer::from_slice(&bytes).into_iter::<serde_json::Value>().enumerate()
+                    for (n, v) in
+                        serde_json::Deserializer::from_slice(&bytes).into_iter::<serde_json::Value>().enumerate()
                     {
                         let Ok(v) = v else {
                             return (

@@ -615,7 +615,8 @@ async fn hec(state: Arc<Hec>, token: &'static str, bad: String) -> String {
                     return (StatusCode::BAD_REQUEST, r#"{"text":"Data channel is missing","code":10}"#.to_owned());
                 }
                 let mut ids = Vec::new();
-                for (n, envelope) in serde_json::Deserializer::from_slice(&body).into_iter::<serde_json::Value>().enumerate()
+                for (n, envelope) in
+                    serde_json::Deserializer::from_slice(&body).into_iter::<serde_json::Value>().enumerate()
                 {
                     let envelope = envelope.unwrap();
                     assert_eq!(envelope["sourcetype"], "hashicorp:terraform:audit");
