@@ -100,11 +100,7 @@ pub(crate) fn relative_to(base: &Path, path: &str) -> PathBuf {
 /// What a target answered besides success, quoted on one line (redacted, at most 200
 /// characters): it can echo events or credentials.
 pub(crate) async fn quote_answer(response: reqwest::Response) -> String {
-    let text = tfaudit_api::body::read_prefix(response, ANSWER_CAP).await;
-    let answer = String::from_utf8_lossy(&text);
-    let redacted = tfaudit_api::redact::redact(&answer);
-    let clean: String = redacted.chars().map(|c| if c.is_control() { ' ' } else { c }).take(200).collect();
-    clean.trim().to_owned()
+    quote(&read_answer(response).await)
 }
 
 /// The NDJSON body: each event on its own line.
@@ -118,6 +114,7 @@ pub fn ndjson(batch: &Batch) -> Vec<u8> {
     body
 }
 
+/// `body` gzipped, for targets that take `Content-Encoding: gzip`.
 pub(crate) fn gzip(body: &[u8]) -> Vec<u8> {
     let mut encoder = flate2::write::GzEncoder::new(Vec::with_capacity(body.len() / 4), flate2::Compression::fast());
     encoder.write_all(body).expect("writing to memory");
@@ -164,7 +161,7 @@ impl Sink for HttpSink {
                 return Ok(Delivered::all());
             }
             let after = tfaudit_alerts::destination::retry_after(response.headers());
-            let error = format!("the receiver answered {status}: {}", quote_answer(response).await);
+            let error = format!("the receiver answered {status}: {}", quote(&read_answer(response).await));
             if status.is_server_error() || matches!(status.as_u16(), 408 | 425 | 429) {
                 Err(SendError::Retry { error, after })
             } else if status.is_redirection() {
@@ -188,6 +185,29 @@ impl Sink for HttpSink {
                 |e| format!("cannot reach the receiver: {}", tfaudit_api::client::error_chain(&e.without_url())),
             )
         })
+    }
+}
+
+/// The start of an answer's body, as text.
+pub(crate) async fn read_answer(response: reqwest::Response) -> String {
+    let text = tfaudit_api::body::read_prefix(response, ANSWER_CAP).await;
+    String::from_utf8_lossy(&text).into_owned()
+}
+
+/// A receiver's words made safe to show: secrets redacted (before the cut, which could
+/// leave part of one unrecognisable), control characters blanked, 200 characters at most.
+pub(crate) fn quote(answer: &str) -> String {
+    let redacted = tfaudit_api::redact::redact(answer);
+    let clean: String = redacted.chars().map(|c| if c.is_control() { ' ' } else { c }).take(200).collect();
+    clean.trim().to_owned()
+}
+
+/// A request that got no answer, in one line that never holds the URL (it can be a
+/// secret): worth sending again.
+pub(crate) fn unanswered(e: reqwest::Error) -> crate::SendError {
+    crate::SendError::Retry {
+        error: format!("request failed: {}", tfaudit_api::client::error_chain(&e.without_url())),
+        after: None,
     }
 }
 

@@ -4,8 +4,10 @@
 //! acknowledged a batch, so a crash or an outage can repeat a batch but never skip one.
 //!
 //! Each kind of target is a module with its own settings, checked when the sink is
-//! built: [`file`], [`http`], [`elasticsearch`], [`nats`] and [`syslog`].
+//! built: [`file`], [`http`], [`splunk`] (Splunk's HTTP Event Collector),
+//! [`elasticsearch`], [`datadog`] (Datadog's Logs API), [`syslog`] and [`nats`].
 
+pub mod datadog;
 pub mod elasticsearch;
 #[cfg(test)]
 mod es_receiver;
@@ -16,6 +18,7 @@ pub mod nats;
 #[cfg(test)]
 mod nats_server;
 pub mod runner;
+pub mod splunk;
 pub mod syslog;
 
 use std::future::Future;
@@ -186,6 +189,9 @@ impl std::fmt::Debug for Configured {
 pub fn build(section: &SinkSection, base: &Path) -> Result<Configured, String> {
     let name = &section.name;
     let start = match section.start.as_deref() {
+        // Datadog refuses events older than 18 hours: a new Datadog sink starts there
+        // rather than counting the whole archive as skipped.
+        None if section.kind == SinkKind::Datadog => Start::Time(Timestamp::now() - datadog::MAX_AGE),
         None | Some("beginning") => Start::Beginning,
         Some("now") => Start::Now,
         Some(t) => Start::Time(t.parse().map_err(|_| format!("sink {name:?}: start {t:?} is not an RFC 3339 time"))?),
@@ -214,7 +220,14 @@ pub fn build(section: &SinkSection, base: &Path) -> Result<Configured, String> {
         ),
         SinkKind::Nats => Arc::new(nats::NatsSink::new(nats::NatsConfig::from_section(section, base)?)),
         SinkKind::Syslog => Arc::new(syslog::SyslogSink::new(syslog::SyslogConfig::from_section(section, base)?)),
-        other => return Err(format!("sink {name:?}: type {} is not built yet", other.as_str())),
+        SinkKind::SplunkHec => Arc::new(
+            splunk::SplunkSink::new(splunk::SplunkConfig::from_section(section, base)?)
+                .map_err(|e| format!("sink {name:?}: {e}"))?,
+        ),
+        SinkKind::Datadog => Arc::new(
+            datadog::DatadogSink::new(datadog::DatadogConfig::from_section(section)?)
+                .map_err(|e| format!("sink {name:?}: {e}"))?,
+        ),
     };
     Ok(Configured { settings, sink })
 }

@@ -1086,4 +1086,145 @@ async fn syslog_over_tls_to_a_real_rsyslog_delivers_every_event_whole_and_parsed
     assert_eq!(list["siem"]["lag_events"], 0);
     let lines = std::fs::read_to_string(rsyslog.dir.join("events.jsonl")).unwrap().lines().count();
     assert_eq!(lines, events.len(), "a refused sink's events reached rsyslog");
+/// What the in-test HTTP Event Collector took, and how it was asked.
+#[derive(Default)]
+struct Hec {
+    /// The id of every event it accepted, in the order received (repeats kept).
+    accepted: Mutex<Vec<String>>,
+    /// Requests refused with code 6.
+    refused: Mutex<usize>,
+    /// Acknowledgement polls answered.
+    polls: Mutex<usize>,
+    channels: Mutex<std::collections::BTreeSet<String>>,
+}
+
+/// A Splunk HTTP Event Collector on 127.0.0.1 with indexer acknowledgement, answering as
+/// Splunk documents: `Authorization: Splunk <token>` checked (403 code 4 otherwise), a
+/// request holding the event `bad` refused whole with 400 code 6 and its
+/// `invalid-event-number`, every other request answered with an `ackId` on its
+/// `X-Splunk-Request-Channel` (400 code 10 without one), and acknowledgement polls
+/// answered `false` once, then `true`.
+async fn hec(state: Arc<Hec>, token: &'static str, bad: String) -> String {
+    use axum::http::{HeaderMap, StatusCode};
+    let events = {
+        let state = state.clone();
+        move |headers: HeaderMap, body: axum::body::Bytes| {
+            let state = state.clone();
+            let bad = bad.clone();
+            async move {
+                let header = |n: &str| headers.get(n).and_then(|v| v.to_str().ok()).unwrap_or_default().to_owned();
+                if header("authorization") != format!("Splunk {token}") {
+                    return (StatusCode::FORBIDDEN, r#"{"text":"Invalid token","code":4}"#.to_owned());
+                }
+                let channel = header("x-splunk-request-channel");
+                if channel.is_empty() {
+                    return (StatusCode::BAD_REQUEST, r#"{"text":"Data channel is missing","code":10}"#.to_owned());
+                }
+                let mut ids = Vec::new();
+                for (n, envelope) in
+                    serde_json::Deserializer::from_slice(&body).into_iter::<serde_json::Value>().enumerate()
+                {
+                    let envelope = envelope.unwrap();
+                    assert_eq!(envelope["sourcetype"], "hashicorp:terraform:audit");
+                    assert!(envelope["time"].is_f64() || envelope["time"].is_u64(), "{envelope}");
+                    let id = envelope["event"]["id"].as_str().unwrap().to_owned();
+                    if id == bad {
+                        *state.refused.lock().unwrap() += 1;
+                        return (
+                            StatusCode::BAD_REQUEST,
+                            format!(r#"{{"text":"Invalid data format","code":6,"invalid-event-number":{n}}}"#),
+                        );
+                    }
+                    ids.push(id);
+                }
+                state.channels.lock().unwrap().insert(channel);
+                let mut accepted = state.accepted.lock().unwrap();
+                accepted.extend(ids);
+                (StatusCode::OK, format!(r#"{{"text":"Success","code":0,"ackId":{}}}"#, accepted.len()))
+            }
+        }
+    };
+    let acks = {
+        let state = state.clone();
+        move |body: axum::body::Bytes| {
+            let state = state.clone();
+            async move {
+                let asked: serde_json::Value = serde_json::from_slice(&body).unwrap();
+                let mut polls = state.polls.lock().unwrap();
+                *polls += 1;
+                // Not indexed at the first poll of each id (odd polls), indexed at the next.
+                let done = *polls % 2 == 0;
+                let acks: serde_json::Map<String, serde_json::Value> = asked["acks"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|id| (id.to_string(), serde_json::Value::Bool(done)))
+                    .collect();
+                serde_json::json!({ "acks": acks }).to_string()
+            }
+        }
+    };
+    let app = axum::Router::new()
+        .route("/services/collector/event", axum::routing::post(events))
+        .route("/services/collector/ack", axum::routing::post(acks))
+        .route("/services/collector/health", axum::routing::get(|| async { r#"{"text":"HEC is healthy","code":17}"# }));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    url
+}
+
+/// Splunk HEC with indexer acknowledgement, one event refused as invalid: that event
+/// alone becomes a dead letter (its batch split around it), every other event is indexed
+/// exactly once, and `sinks list` and `status` show the dead letter.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn splunk_hec_with_acknowledgement_delivers_every_event_once_and_keeps_the_refused_one_as_a_dead_letter() {
+    let (_sim, env) = synced(300).await;
+    let events = archived(&env);
+    let bad = events[123].1.clone();
+    let state = Arc::new(Hec::default());
+    let url = hec(state.clone(), "hec-e2e-token", bad.clone()).await;
+    let cfg = write_config(
+        &env,
+        &format!(
+            "[[sink]]\nname = \"splunk\"\ntype = \"splunk_hec\"\nurl = \"{url}\"\ntoken = {{ env = \"HEC_TOKEN\" }}\nindex = \"terraform\"\nack = true\nbatch_events = 50\nretry_delay = \"10ms\"\n"
+        ),
+    );
+    let check = env.command(None, &["--config", &cfg, "sinks", "check"]).env("HEC_TOKEN", "hec-e2e-token").output();
+    let check = check.await.unwrap();
+    assert!(check.status.success(), "{}", text(&check.stderr));
+    assert_eq!(text(&check.stdout), "splunk (splunk_hec): ok\n");
+
+    let out = env
+        .command(None, &["--config", &cfg, "forward", "--once"])
+        .env("HEC_TOKEN", "hec-e2e-token")
+        .output()
+        .await
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let stdout = text(&out.stdout);
+    assert!(stdout.contains("sink splunk: 299 events delivered") && stdout.contains("1 refused"), "{stdout}");
+    assert!(!text(&out.stderr).contains("hec-e2e-token"), "{}", text(&out.stderr));
+
+    // Every other event exactly once (counting repeats), in seq order.
+    let accepted = state.accepted.lock().unwrap().clone();
+    let mut counts: BTreeMap<&str, usize> = BTreeMap::new();
+    for id in &accepted {
+        *counts.entry(id.as_str()).or_default() += 1;
+    }
+    let repeated: Vec<(&&str, &usize)> = counts.iter().filter(|(_, n)| **n > 1).collect();
+    assert!(repeated.is_empty(), "events indexed more than once: {repeated:?}");
+    let expected: Vec<&str> = events.iter().map(|(_, id, _)| id.as_str()).filter(|id| *id != bad).collect();
+    assert_eq!(accepted.iter().map(String::as_str).collect::<Vec<_>>(), expected);
+    // The refusing batch was split down to the event: refused at each halving.
+    assert!(*state.refused.lock().unwrap() >= 2);
+    assert!(*state.polls.lock().unwrap() >= 2 * accepted.len().div_ceil(50));
+    assert_eq!(state.channels.lock().unwrap().len(), 1, "one channel per sink");
+
+    let list = sinks_list(&env, &cfg).await;
+    assert_eq!(list["splunk"]["dead_letters"], 1, "{}", list["splunk"]);
+    assert_eq!(list["splunk"]["delivered"], 299, "{}", list["splunk"]);
+    assert_eq!(list["splunk"]["lag_events"], 0, "{}", list["splunk"]);
+    let status = status(&env).await;
+    assert_eq!(status["dead_letters"]["splunk"], 1, "{status}");
 }
