@@ -755,6 +755,8 @@ async fn watch_killed_again_and_again_with_a_target_down_delivers_every_event_to
         r.requests().len()
     );
     instances.stop().await;
+}
+
 /// Moves a sink's position back to the start of the archive, as if it were reset.
 fn reset_position(env: &Env, sink: &str) {
     let location = tfaudit_backend::Location::from_os(env.db.as_os_str()).unwrap();
@@ -877,6 +879,8 @@ async fn forward_once_to_nats_puts_each_event_in_the_stream_once_even_when_sent_
     let out = env.ok(None, &["--config", &cfg, "forward", "--once"]).await;
     assert!(out.contains("sink bus: 700 events delivered"), "{out}");
     assert_eq!(crate::nats_server::NatsServer::messages(&stream).await, 700);
+}
+
 /// A private rsyslogd (Debian's `rsyslog` and `rsyslog-gnutls`) receiving RFC 5424
 /// over TLS with octet counting on a port of its own choosing, requiring a client
 /// certificate signed by the test's authority, writing what it parsed of each
@@ -1086,6 +1090,8 @@ async fn syslog_over_tls_to_a_real_rsyslog_delivers_every_event_whole_and_parsed
     assert_eq!(list["siem"]["lag_events"], 0);
     let lines = std::fs::read_to_string(rsyslog.dir.join("events.jsonl")).unwrap().lines().count();
     assert_eq!(lines, events.len(), "a refused sink's events reached rsyslog");
+}
+
 /// What the in-test HTTP Event Collector took, and how it was asked.
 #[derive(Default)]
 struct Hec {
