@@ -678,6 +678,10 @@ mod tests {
         // Down: the batch is to be retried; back on the same port: delivered.
         drop(socket);
         drop(listener);
+        while !sink.sees_closed().await {
+            assert!(tokio::time::Instant::now() < deadline, "the closed connection was never noticed");
+            tokio::task::yield_now().await;
+        }
         let err = sink.send(&batch).await.unwrap_err();
         assert!(matches!(&err, SendError::Retry { error, .. } if error.contains("cannot connect")), "{err:?}");
         assert!(sink.health().await.unwrap_err().contains(&address.to_string()));
