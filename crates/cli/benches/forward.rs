@@ -75,6 +75,8 @@ async fn receiver(received: Arc<AtomicU64>) -> String {
 /// Runs `command` to its end: wall time, and its own peak RSS in MiB.
 fn run(mut command: Command) -> (Duration, f64, bool) {
     let started = Instant::now();
+    // Reaped by wait4 below, which also gives the child's own peak RSS.
+    #[allow(clippy::zombie_processes)]
     let child = command.stdout(std::process::Stdio::null()).spawn().unwrap();
     let mut status = 0;
     let mut usage: libc::rusage = unsafe { std::mem::zeroed() };

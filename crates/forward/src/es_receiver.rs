@@ -151,7 +151,7 @@ impl Cluster {
             );
         }
         let lines: Vec<&str> = text.lines().collect();
-        if lines.len() % 2 != 0 {
+        if !lines.len().is_multiple_of(2) {
             return error(StatusCode::BAD_REQUEST, "illegal_argument_exception", "an action without its source");
         }
         let mut items = Vec::new();

@@ -143,10 +143,21 @@ pub async fn sinks(cli: &Cli, command: &SinksCommand) -> Result<(), Failure> {
                 None => Some(0),
             };
             let (lag, oldest) = match after {
-                Some(after) => tfaudit_store::consumer_lag(&*s, after)?,
+                Some(after) => tfaudit_store::consumer_lag(s, after)?,
                 None => (0, None),
             };
             let lag_seconds = oldest.map_or(0, |t: Timestamp| now.duration_since(t).as_secs().max(0));
+            // The oldest few with the target's reasons, for the operator to fix the cause.
+            let letters: Vec<serde_json::Value> = if dead.contains_key(&consumer_name(&name)) {
+                s.dead_letters(&consumer_name(&name), 0, 5)?
+                    .into_iter()
+                    .map(|d| {
+                        serde_json::json!({"seq": d.seq, "event_id": d.event_id, "reason": d.reason, "at": d.at, "attempts": d.attempts})
+                    })
+                    .collect()
+            } else {
+                Vec::new()
+            };
             rows.push(serde_json::json!({
                 "name": name,
                 "type": kind,
@@ -156,6 +167,7 @@ pub async fn sinks(cli: &Cli, command: &SinksCommand) -> Result<(), Failure> {
                 "delivered": state.delivered,
                 "skipped": state.skipped,
                 "dead_letters": dead.get(&consumer_name(&name)).copied().unwrap_or(0),
+                "first_dead_letters": letters,
                 "last_error": state.last_error,
                 "last_error_at": state.last_error_at,
             }));
@@ -191,6 +203,19 @@ pub async fn sinks(cli: &Cli, command: &SinksCommand) -> Result<(), Failure> {
         ]);
     }
     writeln!(out, "{t}")?;
+    for r in &rows {
+        if let Some(first) = r["first_dead_letters"].as_array().and_then(|l| l.first()) {
+            writeln!(
+                out,
+                "sink {}: {} dead letters, the oldest event {}: {} (send them again: tfaudit forward --retry-dead {})",
+                terminal_safe(r["name"].as_str().unwrap_or_default()),
+                r["dead_letters"],
+                terminal_safe(first["event_id"].as_str().unwrap_or_default()),
+                terminal_safe(first["reason"].as_str().unwrap_or_default()),
+                terminal_safe(r["name"].as_str().unwrap_or_default()),
+            )?;
+        }
+    }
     Ok(())
 }
 

@@ -827,7 +827,6 @@ async fn forward_once_to_elasticsearch_creates_each_event_once_by_id_through_429
 /// An event Elasticsearch refuses (`mapper_parsing_exception`) becomes a dead letter
 /// with the cluster's reason; the others are created.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "needs the archive's dead letters (add_dead_letters), built on another branch"]
 async fn an_event_elasticsearch_refuses_becomes_a_dead_letter_and_the_rest_are_created() {
     use crate::es_receiver::{Cluster, Wanted};
     let (_sim, env) = synced(200).await;
@@ -1159,7 +1158,7 @@ async fn hec(state: Arc<Hec>, token: &'static str, bad: String) -> String {
                 let mut polls = state.polls.lock().unwrap();
                 *polls += 1;
                 // Not indexed at the first poll of each id (odd polls), indexed at the next.
-                let done = *polls % 2 == 0;
+                let done = (*polls).is_multiple_of(2);
                 let acks: serde_json::Map<String, serde_json::Value> = asked["acks"]
                     .as_array()
                     .unwrap()
