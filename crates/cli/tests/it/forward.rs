@@ -703,7 +703,19 @@ async fn watch_killed_again_and_again_with_a_target_down_delivers_every_event_to
     let r = Arc::new(Receiver { delay: Duration::from_millis(40), ..Receiver::default() });
     let url = receiver(r.clone(), None).await;
     let out_dir = env.path("out");
-    let cfg = crate::serve::config(&env, &[("acme", &sim)], &sinks_config(&out_dir, &url));
+    // Elasticsearch (the in-test `_bulk` stand-in) and NATS (a real JetStream server):
+    // the targets that drop what they already hold.
+    let cluster = Arc::new(crate::es_receiver::Cluster::default());
+    let es_url = cluster.clone().serve().await;
+    let nats = crate::nats_server::NatsServer::start().await;
+    let js = nats.jetstream().await;
+    let stream = nats.stream(&js, "TFAUDIT", "tfaudit.audit").await;
+    let sinks = format!(
+        "{}\n[[sink]]\nname = \"es\"\ntype = \"elasticsearch\"\nurl = \"{es_url}\"\nindex = \"audit\"\nbatch_events = 90\nbatch_wait = \"100ms\"\nretry_delay = \"10ms\"\n\n[[sink]]\nname = \"bus\"\ntype = \"nats\"\nurl = \"{}\"\nsubject = \"tfaudit.audit\"\nbatch_events = 80\nbatch_wait = \"100ms\"\nretry_delay = \"10ms\"\n",
+        sinks_config(&out_dir, &url),
+        nats.url
+    );
+    let cfg = crate::serve::config(&env, &[("acme", &sim)], &sinks);
     let cfg_text = cfg.to_str().unwrap().to_owned();
     let mut instances = crate::cluster::Instances::new(&env, |name| {
         let mut cmd = env.command(None, &["--config", &cfg_text, "watch", "--lease", "2s", "--instance", name]);
@@ -730,7 +742,7 @@ async fn watch_killed_again_and_again_with_a_target_down_delivers_every_event_to
     instances.start("last");
     sim.set_live(false);
     let served = served(&sim).len();
-    wait_until_forwarded(&env, &cfg_text, &["files", "collector"], served).await;
+    wait_until_forwarded(&env, &cfg_text, &["files", "collector", "es", "bus"], served).await;
     assert_archive_equals(&env, &sim).await;
     let stats = sim.stats();
     assert!(stats.faults > 0 && stats.live_events > 0, "faults and live events were served: {stats:?}");
@@ -750,6 +762,18 @@ async fn watch_killed_again_and_again_with_a_target_down_delivers_every_event_to
     let collector = counted(accepted_lines(&r).into_iter().map(|(_, l)| l).collect(), "collector", 120);
     let files = counted(file_lines(&out_dir).into_values().flatten().collect(), "files", 100);
     assert!(answered(503) >= 3, "the collector was down for a while");
+    // None twice where the target can tell.
+    let docs = cluster.documents();
+    assert_eq!(docs.len(), events.len(), "es: every event");
+    for (_, id, raw) in &events {
+        assert_eq!(docs[id].1, *raw, "es: event {id}");
+    }
+    let created = cluster.statuses().iter().filter(|s| **s == 201).count();
+    assert_eq!(created, events.len(), "es: each event created once");
+    let ids: Vec<String> = events.iter().map(|(_, id, _)| id.clone()).collect();
+    let in_stream = crate::nats_server::NatsServer::message_ids(&stream, ids.len() as u64).await;
+    assert_eq!(in_stream, ids, "nats: each event once, in seq order");
+    assert_eq!(crate::nats_server::NatsServer::messages(&stream).await, ids.len() as u64);
     eprintln!(
         "{KILLS} kills: events sent again: collector {collector}, files {files}; {} requests",
         r.requests().len()
