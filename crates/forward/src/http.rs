@@ -25,12 +25,14 @@ pub struct HttpConfig {
     pub gzip: bool,
     pub secret: Option<Secret>,
     pub timeout: Duration,
+    /// Certificate authorities to trust besides the system's (PEM).
+    pub ca_file: Option<PathBuf>,
 }
 
 impl HttpConfig {
     /// # Errors
     /// A missing or unreadable secret, a URL that is not http(s), a bad header name.
-    pub fn from_section(section: &SinkSection) -> Result<Self, String> {
+    pub fn from_section(section: &SinkSection, base: &Path) -> Result<Self, String> {
         let name = &section.name;
         let url = section.url.as_ref().ok_or_else(|| format!("sink {name:?} (http) needs url"))?;
         let url = url.resolve(&format!("sink {name}: url"))?;
@@ -50,7 +52,8 @@ impl HttpConfig {
         if timeout < Duration::from_millis(100) {
             return Err(format!("sink {name:?}: timeout must be at least 100ms"));
         }
-        Ok(Self { url, headers, gzip: section.gzip.unwrap_or(false), secret, timeout })
+        let ca_file = section.ca_file.as_deref().map(|p| relative_to(base, p));
+        Ok(Self { url, headers, gzip: section.gzip.unwrap_or(false), secret, timeout, ca_file })
     }
 }
 
@@ -64,7 +67,8 @@ impl HttpSink {
     /// # Errors
     /// When the HTTP client cannot be built (no TLS roots, say).
     pub fn new(config: HttpConfig) -> Result<Self, String> {
-        Ok(Self { config, http: client(None)? })
+        let http = client(config.ca_file.as_deref())?;
+        Ok(Self { config, http })
     }
 }
 

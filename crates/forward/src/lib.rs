@@ -213,7 +213,7 @@ pub fn build(section: &SinkSection, base: &Path) -> Result<Configured, String> {
     };
     let sink: Arc<dyn Sink> = match section.kind {
         SinkKind::File => Arc::new(file::FileSink::new(file::FileConfig::from_section(section, base)?)),
-        SinkKind::Http => Arc::new(http::HttpSink::new(http::HttpConfig::from_section(section)?)?),
+        SinkKind::Http => Arc::new(http::HttpSink::new(http::HttpConfig::from_section(section, base)?)?),
         SinkKind::Elasticsearch => Arc::new(
             elasticsearch::ElasticsearchSink::new(elasticsearch::ElasticsearchConfig::from_section(section, base)?)
                 .map_err(|e| format!("sink {name:?}: {e}"))?,
