@@ -107,10 +107,7 @@ impl DatadogConfig {
                 "sink {name:?}: tag {bad:?} must be one non-empty tag such as \"env:prod\" (no comma)"
             ));
         }
-        let timeout = section.timeout.map_or(Duration::from_secs(30), |d| d.0);
-        if timeout < Duration::from_millis(100) {
-            return Err(format!("sink {name:?}: timeout must be at least 100ms"));
-        }
+        let timeout = crate::timeout(section)?;
         Ok(Self {
             intake,
             api,

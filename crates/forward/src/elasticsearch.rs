@@ -29,19 +29,6 @@ const BULK_ANSWER_CAP: usize = 64 << 20;
 /// Only what is needed of each item: the answer of a large batch stays small.
 const FILTER_PATH: &str = "filter_path=errors,items.*.status,items.*.error.type,items.*.error.reason";
 
-/// How the sink proves who it is.
-#[derive(Debug)]
-pub enum Auth {
-    /// A local cluster without security.
-    None,
-    /// `Authorization: ApiKey <value>`: the base64 form Elastic issues, sent as given.
-    ApiKey(Secret),
-    Basic {
-        username: String,
-        password: Secret,
-    },
-}
-
 /// The Elasticsearch sink's own settings.
 #[derive(Debug)]
 pub struct ElasticsearchConfig {
@@ -49,7 +36,7 @@ pub struct ElasticsearchConfig {
     pub url: Secret,
     /// The index, alias or data stream.
     pub index: String,
-    pub auth: Auth,
+    pub auth: crate::Credentials,
     pub ca_file: Option<PathBuf>,
     pub gzip: bool,
     pub timeout: Duration,
@@ -73,23 +60,8 @@ impl ElasticsearchConfig {
         }
         let index = section.index.clone().unwrap_or_default();
         check_index(&index).map_err(|e| format!("sink {name:?}: {e}"))?;
-        let auth = match (&section.api_key, &section.username, &section.password) {
-            (Some(_), Some(_), _) | (Some(_), _, Some(_)) => {
-                return Err(format!("sink {name:?}: set api_key or username and password, not both"));
-            }
-            (Some(key), None, None) => Auth::ApiKey(key.resolve(&format!("sink {name}: api_key"))?),
-            (None, Some(username), Some(password)) => Auth::Basic {
-                username: username.clone(),
-                password: password.resolve(&format!("sink {name}: password"))?,
-            },
-            (None, Some(_), None) => return Err(format!("sink {name:?}: username needs password")),
-            (None, None, Some(_)) => return Err(format!("sink {name:?}: password needs username")),
-            (None, None, None) => Auth::None,
-        };
-        let timeout = section.timeout.map_or(Duration::from_secs(30), |d| d.0);
-        if timeout < Duration::from_millis(100) {
-            return Err(format!("sink {name:?}: timeout must be at least 100ms"));
-        }
+        let auth = crate::credentials(section, "api_key", section.api_key.as_ref())?;
+        let timeout = crate::timeout(section)?;
         Ok(Self {
             url,
             index,
@@ -139,9 +111,11 @@ impl ElasticsearchSink {
 
     fn authorized(&self, request: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
         match &self.config.auth {
-            Auth::None => request,
-            Auth::ApiKey(key) => request.header(reqwest::header::AUTHORIZATION, format!("ApiKey {}", key.expose())),
-            Auth::Basic { username, password } => request.basic_auth(username, Some(password.expose())),
+            crate::Credentials::None => request,
+            crate::Credentials::Secret(key) => {
+                request.header(reqwest::header::AUTHORIZATION, format!("ApiKey {}", key.expose()))
+            }
+            crate::Credentials::Basic { username, password } => request.basic_auth(username, Some(password.expose())),
         }
     }
 

@@ -48,10 +48,7 @@ impl HttpConfig {
             headers.insert(k.clone(), v.resolve(&format!("sink {name}: header {k}"))?);
         }
         let secret = section.secret.as_ref().map(|s| s.resolve(&format!("sink {name}: secret"))).transpose()?;
-        let timeout = section.timeout.map_or(Duration::from_secs(30), |d| d.0);
-        if timeout < Duration::from_millis(100) {
-            return Err(format!("sink {name:?}: timeout must be at least 100ms"));
-        }
+        let timeout = crate::timeout(section)?;
         let ca_file = section.ca_file.as_deref().map(|p| relative_to(base, p));
         Ok(Self { url, headers, gzip: section.gzip.unwrap_or(false), secret, timeout, ca_file })
     }

@@ -181,6 +181,53 @@ impl std::fmt::Debug for Configured {
     }
 }
 
+/// How a sink proves who it is: a secret of the target's own kind (Elasticsearch's
+/// API key, a NATS token), a user name and password, or nothing (a local target).
+#[derive(Debug)]
+pub enum Credentials {
+    None,
+    Secret(tfaudit_model::Secret),
+    Basic { username: String, password: tfaudit_model::Secret },
+}
+
+/// The credentials a `[[sink]]` table sets: `secret` (named `key` in the config) or
+/// `username` and `password`, never both.
+///
+/// # Errors
+/// Both kinds set, half a pair, or a secret that cannot be read.
+pub(crate) fn credentials(
+    section: &SinkSection,
+    key: &str,
+    secret: Option<&tfaudit_config::SecretSource>,
+) -> Result<Credentials, String> {
+    let name = &section.name;
+    match (secret, &section.username, &section.password) {
+        (Some(_), Some(_), _) | (Some(_), _, Some(_)) => {
+            Err(format!("sink {name:?}: set {key} or username and password, not both"))
+        }
+        (Some(s), None, None) => Ok(Credentials::Secret(s.resolve(&format!("sink {name}: {key}"))?)),
+        (None, Some(username), Some(password)) => Ok(Credentials::Basic {
+            username: username.clone(),
+            password: password.resolve(&format!("sink {name}: password"))?,
+        }),
+        (None, Some(_), None) => Err(format!("sink {name:?}: username needs password")),
+        (None, None, Some(_)) => Err(format!("sink {name:?}: password needs username")),
+        (None, None, None) => Ok(Credentials::None),
+    }
+}
+
+/// The time a sink allows one request or write (`timeout`, default 30s).
+///
+/// # Errors
+/// A timeout under 100ms, which no target answers within.
+pub(crate) fn timeout(section: &SinkSection) -> Result<Duration, String> {
+    let timeout = section.timeout.map_or(Duration::from_secs(30), |d| d.0);
+    if timeout < Duration::from_millis(100) {
+        return Err(format!("sink {:?}: timeout must be at least 100ms", section.name));
+    }
+    Ok(timeout)
+}
+
 /// Builds a sink from its `[[sink]]` table; relative file paths are relative to
 /// `base` (the config file's folder).
 ///

@@ -20,21 +20,13 @@ pub const DEFAULT_URL: &str = "nats://127.0.0.1:4222";
 /// (5,000), which would otherwise wait for acknowledgements this sink has not read yet.
 const ACK_WINDOW: usize = 1_000;
 
-/// How the sink proves who it is.
-#[derive(Debug)]
-pub enum Auth {
-    None,
-    Token(Secret),
-    User { username: String, password: Secret },
-}
-
 /// The NATS sink's own settings.
 #[derive(Debug)]
 pub struct NatsConfig {
     /// The server (it can hold credentials: a secret).
     pub url: Secret,
     pub subject: String,
-    pub auth: Auth,
+    pub auth: crate::Credentials,
     /// Certificate authorities to trust (PEM); TLS is then required.
     pub ca_file: Option<PathBuf>,
     /// For connecting and for each acknowledgement.
@@ -63,23 +55,8 @@ impl NatsConfig {
                 "sink {name:?}: subject {subject:?} must be a subject to publish to, such as \"tfaudit.events\" (no wildcards or spaces)"
             ));
         }
-        let auth = match (&section.token, &section.username, &section.password) {
-            (Some(_), Some(_), _) | (Some(_), _, Some(_)) => {
-                return Err(format!("sink {name:?}: set token or username and password, not both"));
-            }
-            (Some(token), None, None) => Auth::Token(token.resolve(&format!("sink {name}: token"))?),
-            (None, Some(username), Some(password)) => Auth::User {
-                username: username.clone(),
-                password: password.resolve(&format!("sink {name}: password"))?,
-            },
-            (None, Some(_), None) => return Err(format!("sink {name:?}: username needs password")),
-            (None, None, Some(_)) => return Err(format!("sink {name:?}: password needs username")),
-            (None, None, None) => Auth::None,
-        };
-        let timeout = section.timeout.map_or(Duration::from_secs(30), |d| d.0);
-        if timeout < Duration::from_millis(100) {
-            return Err(format!("sink {name:?}: timeout must be at least 100ms"));
-        }
+        let auth = crate::credentials(section, "token", section.token.as_ref())?;
+        let timeout = crate::timeout(section)?;
         let ca_file = section.ca_file.as_deref().map(|p| crate::http::relative_to(base, p));
         if let Some(path) = &ca_file {
             std::fs::metadata(path)
@@ -112,9 +89,9 @@ impl NatsSink {
             .connection_timeout(self.config.timeout)
             .request_timeout(Some(self.config.timeout));
         options = match &self.config.auth {
-            Auth::None => options,
-            Auth::Token(t) => options.token(t.expose().to_owned()),
-            Auth::User { username, password } => {
+            crate::Credentials::None => options,
+            crate::Credentials::Secret(t) => options.token(t.expose().to_owned()),
+            crate::Credentials::Basic { username, password } => {
                 options.user_and_password(username.clone(), password.expose().to_owned())
             }
         };

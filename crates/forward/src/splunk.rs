@@ -78,10 +78,7 @@ impl SplunkConfig {
             v => Ok(v.map(str::to_owned)),
         };
         let sourcetype = named("sourcetype", &section.sourcetype)?.unwrap_or_else(|| DEFAULT_SOURCETYPE.to_owned());
-        let timeout = section.timeout.map_or(Duration::from_secs(30), |d| d.0);
-        if timeout < Duration::from_millis(100) {
-            return Err(format!("sink {name:?}: timeout must be at least 100ms"));
-        }
+        let timeout = crate::timeout(section)?;
         Ok(Self {
             url,
             token,

@@ -133,10 +133,7 @@ impl SyslogConfig {
             }
             None => machine_hostname(),
         };
-        let timeout = section.timeout.map_or(Duration::from_secs(30), |d| d.0);
-        if timeout < Duration::from_millis(100) {
-            return Err(format!("sink {name:?}: timeout must be at least 100ms"));
-        }
+        let timeout = crate::timeout(section)?;
         let path = |p: &str| if Path::new(p).is_absolute() { PathBuf::from(p) } else { base.join(p) };
         let ca_file = section.ca_file.as_deref().map(path);
         let client = match (&section.client_cert, &section.client_key) {
