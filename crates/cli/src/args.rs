@@ -90,6 +90,28 @@ pub enum Command {
     /// arguments, or a target holding another archive; 5: an archive cannot be read or
     /// written). Stop anything that writes to the source (sync, watch, serve) first.
     Migrate(MigrateArgs),
+    /// Write an Ed25519 key pair for signing checkpoints ([integrity] signing_key)
+    ///
+    /// Writes the private key (mode 0600) to --out and the public key to --out.pub, both
+    /// in the signed-note key encoding that Go's sumdb/note and other transparency-log
+    /// tools read. Give the public key to whoever verifies the archive.
+    Keygen(KeygenArgs),
+    /// Extend the archive's Merkle tree and make a checkpoint now (watch and serve make one after each sync)
+    Checkpoint(CheckpointArgs),
+    /// Recompute the archive's Merkle tree and check every checkpoint
+    ///
+    /// Reports the first event that was changed, deleted, inserted or reordered since it
+    /// was archived, and any checkpoint altered, unsigned by --key, or covering events
+    /// that are gone. Exit codes: 0 verified, 1 a finding, 2 bad arguments, 5 the
+    /// archive cannot be read.
+    Verify(VerifyArgs),
+    /// Print the inclusion proof of one event (JSON): what an auditor checks with verify-proof
+    Prove(ProveArgs),
+    /// Check an inclusion proof (from prove) or an export's proof (from export --with-proof) offline
+    ///
+    /// Needs no archive: only the proof, the public key and, for an export, the exported
+    /// file. Exit codes: 0 the proof holds, 1 it does not, 2 bad arguments.
+    VerifyProof(VerifyProofArgs),
     /// Serve a local imitation of the audit trail API
     Sim(SimArgs),
     /// Try tfaudit with no token and no network: simulator, sync, queries
@@ -411,6 +433,73 @@ pub struct ExportArgs {
     /// Write to this file instead of standard output
     #[arg(long, short, value_name = "FILE")]
     pub output: Option<PathBuf>,
+
+    /// Also write FILE.checkpoint (the archive's newest checkpoint) and FILE.proof.json
+    /// (every line's inclusion proof) so that the export can be verified on its own
+    /// with `tfaudit verify-proof FILE.proof.json` (jsonl with --output only)
+    #[arg(long, requires = "output")]
+    pub with_proof: bool,
+}
+
+/// `tfaudit keygen`.
+#[derive(Debug, Args, Clone)]
+pub struct KeygenArgs {
+    /// The key's name, shown on every signature line (no spaces or '+')
+    #[arg(long, default_value = "tfaudit")]
+    pub name: String,
+    /// Where to write the private key; the public key goes to this path plus .pub
+    #[arg(long, short, value_name = "FILE", default_value = "tfaudit-signing.key")]
+    pub out: PathBuf,
+}
+
+/// `tfaudit checkpoint`.
+#[derive(Debug, Args, Clone)]
+pub struct CheckpointArgs {
+    /// Print the checkpoint as JSON
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `tfaudit verify`.
+#[derive(Debug, Args, Clone)]
+pub struct VerifyArgs {
+    /// The public key checkpoints must be signed with: the key itself or a file holding
+    /// it (keygen's .pub) [env: TFAUDIT_VERIFY_KEY]
+    #[arg(long, env = "TFAUDIT_VERIFY_KEY", value_name = "PUBKEY|FILE")]
+    pub key: Option<String>,
+    /// A checkpoint kept elsewhere (a file, or a directory of *.checkpoint files) that the
+    /// archive must still agree with; repeatable
+    #[arg(long = "from", value_name = "CHECKPOINT")]
+    pub from: Vec<PathBuf>,
+    /// Check only what was added since the last verification that found nothing
+    #[arg(long)]
+    pub quick: bool,
+    /// Print the report as JSON
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `tfaudit prove`.
+#[derive(Debug, Args, Clone)]
+pub struct ProveArgs {
+    /// The event's id
+    pub event_id: String,
+    /// Write the proof to this file instead of standard output
+    #[arg(long, short, value_name = "FILE")]
+    pub output: Option<PathBuf>,
+}
+
+/// `tfaudit verify-proof`.
+#[derive(Debug, Args, Clone)]
+pub struct VerifyProofArgs {
+    /// The proof: prove's JSON, or an export's FILE.proof.json
+    pub proof: PathBuf,
+    /// The archive's public key: the key itself or a file holding it [env: TFAUDIT_VERIFY_KEY]
+    #[arg(long, env = "TFAUDIT_VERIFY_KEY", value_name = "PUBKEY|FILE")]
+    pub key: Option<String>,
+    /// The exported file an export proof covers [default: the proof's path without .proof.json]
+    #[arg(long, value_name = "FILE")]
+    pub export: Option<PathBuf>,
 }
 
 #[derive(Debug, Args, Clone)]

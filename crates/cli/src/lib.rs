@@ -61,6 +61,11 @@ fn run(cli: &Cli) -> Result<(), Failure> {
         Command::Forward(a) => runtime()?.block_on(commands::forward::forward(cli, a)),
         Command::Sinks(c) => runtime()?.block_on(commands::forward::sinks(cli, c)),
         Command::Migrate(a) => commands::migrate::migrate(cli, a),
+        Command::Keygen(a) => commands::integrity::keygen(cli, a),
+        Command::Checkpoint(a) => commands::integrity::checkpoint(cli, a),
+        Command::Verify(a) => commands::integrity::verify(cli, a),
+        Command::Prove(a) => commands::integrity::prove(cli, a),
+        Command::VerifyProof(a) => commands::integrity::verify_proof(cli, a),
         Command::Sim(a) => runtime()?.block_on(commands::sim::sim(a)),
         Command::Demo(a) => runtime()?.block_on(commands::demo::demo(a)),
     }
@@ -89,6 +94,7 @@ fn init_logging(cli: &Cli) {
         "tfaudit_server",
         "tfaudit_service",
         "tfaudit_forward",
+        "tfaudit_integrity",
     ];
     let long_running = matches!(
         cli.command,

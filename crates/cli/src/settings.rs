@@ -464,6 +464,46 @@ pub fn alerts(
     })
 }
 
+/// How checkpoints are made: the signing key (`TFAUDIT_SIGNING_KEY`, else `[integrity]
+/// signing_key`), the origin for a new tree, how often at least, and the copy's
+/// directory (relative to the config file).
+///
+/// # Errors
+/// A key that cannot be read or is not a signing key (exit 2).
+pub fn checkpointer(config: Option<&(PathBuf, ConfigFile)>) -> Result<tfaudit_integrity::Checkpointer, Failure> {
+    let section = config.map(|(_, f)| f.integrity.clone()).unwrap_or_default();
+    let base = config.and_then(|(p, _)| p.parent()).unwrap_or(Path::new("."));
+    let key = match std::env::var("TFAUDIT_SIGNING_KEY") {
+        Ok(v) if !v.trim().is_empty() => {
+            tfaudit_api::redact::register(v.trim());
+            Some((tfaudit_config::Secret::new(v.trim()), "TFAUDIT_SIGNING_KEY"))
+        }
+        _ => section
+            .signing_key
+            .as_ref()
+            .map(|s| {
+                s.register_inline();
+                s.resolve("[integrity] signing_key").map(|k| (k, "[integrity] signing_key"))
+            })
+            .transpose()
+            .map_err(Failure::Usage)?,
+    };
+    let signer = key
+        .map(|(k, from)| {
+            tfaudit_integrity::NoteSigner::parse(k.expose()).map_err(|e| Failure::Usage(format!("{from}: {e}")))
+        })
+        .transpose()?;
+    let mut c = tfaudit_integrity::Checkpointer { signer, origin: section.origin, ..Default::default() };
+    if let Some(every) = section.checkpoint_every {
+        if every.0.is_zero() {
+            return Err(Failure::Usage("[integrity] checkpoint_every must be longer than 0s".into()));
+        }
+        c.every = every.0;
+    }
+    c.dir = section.checkpoint_dir.map(|d| base.join(d));
+    Ok(c)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -70,6 +70,25 @@ pub struct ConfigFile {
     /// Where `tfaudit forward` sends every archived event.
     #[serde(default, rename = "sink")]
     pub sinks: Vec<SinkSection>,
+    /// Checkpoints of the archive's Merkle tree: the signing key, and copies elsewhere.
+    #[serde(default)]
+    pub integrity: IntegritySection,
+}
+
+/// `[integrity]`: how checkpoints are signed and where copies of them go.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct IntegritySection {
+    /// The key that signs checkpoints, as `tfaudit keygen` writes it: `{ file = "..." }`,
+    /// `{ env = "NAME" }` or the key itself (`TFAUDIT_SIGNING_KEY` comes first).
+    pub signing_key: Option<crate::SecretSource>,
+    /// The archive's name on the first line of its checkpoints, fixed when the tree
+    /// begins [default: tfaudit.archive/<random>].
+    pub origin: Option<String>,
+    /// A checkpoint at least this often, even when nothing new was stored [default: 1h].
+    pub checkpoint_every: Option<crate::Duration>,
+    /// A directory every checkpoint is also written to, outside the archive's reach.
+    pub checkpoint_dir: Option<PathBuf>,
 }
 
 /// What kind of sink.

@@ -12,7 +12,8 @@ pub use credentials::{CredentialsError, Env, Explicit, FoundToken, ProcessEnv, T
 pub use duration::{Duration, parse_duration};
 pub use file::{
     AlertsSection, ArchiveLocation, ClusterSection, ConfigError, ConfigFile, DestinationKind, DestinationSection,
-    OrganizationSection, SINK_FORMATS, ServeSection, SinkKind, SinkSection, SyncSection, SyncSettings,
+    IntegritySection, OrganizationSection, SINK_FORMATS, ServeSection, SinkKind, SinkSection, SyncSection,
+    SyncSettings,
 };
 pub use secret::{Secret, SecretSource};
 pub use size::ByteSize;

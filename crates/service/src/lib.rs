@@ -12,6 +12,7 @@
 //! through [`Report`], so that the CLI words its own lines.
 
 mod alerts;
+mod checkpoints;
 pub mod cluster;
 mod organizations;
 mod retry;
@@ -50,6 +51,9 @@ pub struct ServiceConfig {
     pub cluster: Cluster,
     /// Each forwarded in its own task, while this instance holds its lease.
     pub sinks: Vec<tfaudit_forward::Configured>,
+    /// Checkpoints of the archive's tree, after each sync that stored events and at
+    /// least every `every`; `None`: none made.
+    pub checkpoints: Option<tfaudit_integrity::Checkpointer>,
 }
 
 impl ServiceConfig {
@@ -63,6 +67,7 @@ impl ServiceConfig {
             alert_poll: Duration::from_secs(1),
             cluster: Cluster::default(),
             sinks: Vec::new(),
+            checkpoints: None,
         }
     }
 }
@@ -220,6 +225,10 @@ impl Service {
                 cancel.clone(),
             ));
         }
+        let checkpoint_wake = Arc::new(tokio::sync::Notify::new());
+        let checkpoint_task = config.checkpoints.map(|c| {
+            tokio::spawn(checkpoints::checkpoint_forever(store.clone(), c, checkpoint_wake.clone(), cancel.clone()))
+        });
         let lease_metrics = metrics.clone();
         let stopped_by_report = Arc::new(AtomicBool::new(false));
         let on_sync: organizations::OnSync = {
@@ -242,6 +251,7 @@ impl Service {
                 if new > 0 {
                     wake.notify_one();
                     sink_wakes.iter().for_each(|w| w.notify_one());
+                    checkpoint_wake.notify_one();
                 }
             })
         };
@@ -265,6 +275,9 @@ impl Service {
             let _ = task.await;
         }
         while sink_tasks.join_next().await.is_some() {}
+        if let Some(task) = checkpoint_task {
+            let _ = task.await;
+        }
         if let Some(task) = server_task {
             let _ = task.await;
         }

@@ -69,6 +69,7 @@ mod alerts;
 mod dead_letters;
 mod events;
 mod leases;
+mod ledger;
 mod sync;
 mod transfer;
 
@@ -76,6 +77,7 @@ pub use alerts::*;
 pub use dead_letters::*;
 pub use events::*;
 pub use leases::*;
+pub use ledger::*;
 pub use sync::*;
 pub use transfer::*;
 
@@ -154,6 +156,9 @@ macro_rules! suite {
             a_released_lease_is_free_at_once,
             status_shows_each_organizations_lease_holder,
             instances_are_live_until_their_heartbeat_expires,
+            the_tree_grows_by_compare_and_set,
+            checkpoints_and_verifications_are_kept,
+            the_archive_tree_verifies_and_proves_every_event,
         );
     };
     (@checks $fresh:expr; $($check:ident),* $(,)?) => {

@@ -27,6 +27,7 @@ mod connect;
 mod consumers;
 mod dead_letters;
 mod leases;
+mod ledger;
 mod rollup;
 mod schema;
 mod transfer;

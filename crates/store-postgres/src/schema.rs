@@ -244,4 +244,44 @@ CREATE TABLE dead_letters (
     PRIMARY KEY (consumer, seq)
 );
 "#,
+    // 4: the ledger: a Merkle tree over the ingest order, its head, checkpoints and
+    // verifications (see the SQLite schema's migration 8).
+    r#"
+CREATE TABLE tree_head (
+    id         integer PRIMARY KEY CHECK (id = 1),
+    origin     text NOT NULL,
+    size       bigint NOT NULL,
+    last_seq   bigint NOT NULL,
+    frontier   bytea NOT NULL,
+    updated_ms bigint NOT NULL
+);
+CREATE TABLE tree_leaves (
+    idx  bigint PRIMARY KEY,
+    seq  bigint NOT NULL,
+    hash bytea NOT NULL
+);
+CREATE TABLE tree_nodes (
+    level integer NOT NULL,
+    idx   bigint NOT NULL,
+    hash  bytea NOT NULL,
+    PRIMARY KEY (level, idx)
+);
+CREATE TABLE checkpoints (
+    id        bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    size      bigint NOT NULL,
+    root      bytea NOT NULL,
+    note      text NOT NULL,
+    signed_by text,
+    made_ms   bigint NOT NULL
+);
+CREATE TABLE verifications (
+    id              bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    at_ms           bigint NOT NULL,
+    size            bigint NOT NULL,
+    last_seq        bigint NOT NULL,
+    frontier        bytea NOT NULL,
+    finding         text,
+    checkpoint_size bigint
+);
+"#,
 ];

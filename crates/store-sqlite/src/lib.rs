@@ -9,6 +9,7 @@ mod alerts;
 mod dead_letters;
 mod glob;
 mod leases;
+mod ledger;
 mod plan;
 mod rollup;
 mod schema;

@@ -241,4 +241,46 @@ CREATE TABLE dead_letters (
 ) WITHOUT ROWID;
 CREATE INDEX events_by_seq ON events (seq);
 ",
+    // 8: the ledger — a Merkle tree over the ingest order (a leaf per event, the roots
+    // of every completed 256-leaf, 65,536-leaf… subtree), its head, the checkpoints made
+    // of it and what verifications found. Leaves are appended at the end of their
+    // B-trees only, so keeping them costs ingest nothing of note.
+    r"
+CREATE TABLE tree_head (
+    id         INTEGER PRIMARY KEY CHECK (id = 1),
+    origin     TEXT NOT NULL,
+    size       INTEGER NOT NULL,
+    last_seq   INTEGER NOT NULL,
+    frontier   BLOB NOT NULL,
+    updated_ms INTEGER NOT NULL
+);
+CREATE TABLE tree_leaves (
+    idx  INTEGER PRIMARY KEY,
+    seq  INTEGER NOT NULL,
+    hash BLOB NOT NULL
+);
+CREATE TABLE tree_nodes (
+    level INTEGER NOT NULL,
+    idx   INTEGER NOT NULL,
+    hash  BLOB NOT NULL,
+    PRIMARY KEY (level, idx)
+) WITHOUT ROWID;
+CREATE TABLE checkpoints (
+    id        INTEGER PRIMARY KEY,
+    size      INTEGER NOT NULL,
+    root      BLOB NOT NULL,
+    note      TEXT NOT NULL,
+    signed_by TEXT,
+    made_ms   INTEGER NOT NULL
+);
+CREATE TABLE verifications (
+    id              INTEGER PRIMARY KEY,
+    at_ms           INTEGER NOT NULL,
+    size            INTEGER NOT NULL,
+    last_seq        INTEGER NOT NULL,
+    frontier        BLOB NOT NULL,
+    finding         TEXT,
+    checkpoint_size INTEGER
+);
+",
 ];

@@ -183,3 +183,17 @@ guarded! { Leases {
     fn heartbeat(&self, instance: &str, ttl: std::time::Duration) -> Result<()>;
     fn live_instances(&self) -> Result<Vec<String>>;
 } }
+
+use crate::{Checkpoint, Hash, Leaf, Ledger, TreeHead, TreeNode, Verification};
+
+guarded! { Ledger {
+    fn tree_head(&self) -> Result<Option<TreeHead>>;
+    fn append_tree(&self, old_size: Option<u64>, head: &TreeHead, leaves: &[Leaf], nodes: &[TreeNode]) -> Result<CommitOutcome>;
+    fn leaves(&self, from: u64, limit: u64) -> Result<Vec<Leaf>>;
+    fn tree_nodes(&self, level: u32, from: u64, limit: u64) -> Result<Vec<TreeNode>>;
+    fn add_checkpoint(&self, size: u64, root: &Hash, note: &str, signed_by: Option<&str>, made_at: Timestamp) -> Result<Checkpoint>;
+    fn checkpoints(&self, after: i64, limit: u64) -> Result<Vec<Checkpoint>>;
+    fn latest_checkpoint(&self) -> Result<Option<Checkpoint>>;
+    fn record_verification(&self, v: &Verification) -> Result<()>;
+    fn latest_verification(&self, clean: bool) -> Result<Option<Verification>>;
+} }

@@ -22,6 +22,7 @@ mod alerts;
 pub mod blocking;
 mod filter;
 mod leases;
+pub mod ledger;
 pub mod migrate;
 pub mod rollup;
 mod transfer;
@@ -32,6 +33,7 @@ pub use alerts::{
 pub use blocking::{Guarded, blocking, blocking_on};
 pub use filter::{EventFilter, Pattern};
 pub use leases::{ALERTS_LEASE, Fence, Lease, LeaseHolder, Leases, ttl_ms};
+pub use ledger::{Checkpoint, Hash, Leaf, Ledger, TreeHead, TreeNode, Verification};
 pub use transfer::{
     AlertState, ArchiveState, ConsumerState, DeliveryCopy, DestinationState, GapState, RejectState, RunState,
     SourceState, Transfer,
@@ -579,6 +581,6 @@ pub struct DeadLetter {
 
 /// A whole backend: every role. Code that holds an `Arc<dyn Store>` calls any;
 /// code that needs one role takes that role.
-pub trait Store: Archive + Consumers + Transfer + Leases {}
+pub trait Store: Archive + Consumers + Transfer + Leases + Ledger {}
 
-impl<T: Archive + Consumers + Transfer + Leases + ?Sized> Store for T {}
+impl<T: Archive + Consumers + Transfer + Leases + Ledger + ?Sized> Store for T {}

@@ -1,6 +1,7 @@
 pub mod alerts;
 pub mod demo;
 pub mod forward;
+pub mod integrity;
 pub mod migrate;
 pub mod read;
 pub mod serve;

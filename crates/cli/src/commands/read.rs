@@ -95,6 +95,11 @@ pub fn query(cli: &Cli, args: &QueryArgs) -> Result<(), Failure> {
 pub fn export(cli: &Cli, args: &ExportArgs) -> Result<(), Failure> {
     let filter = filter(&args.filter, Timestamp::now())?;
     let store = open_for_reading(cli)?;
+    if args.with_proof && matches!(args.format, ExportFormat::Csv) {
+        return Err(Failure::Usage(
+            "--with-proof needs --format jsonl: a proof covers each event's original bytes".into(),
+        ));
+    }
     let format = match args.format {
         ExportFormat::Jsonl => QueryFormat::Jsonl,
         ExportFormat::Csv => QueryFormat::Csv,
@@ -118,6 +123,9 @@ pub fn export(cli: &Cli, args: &ExportArgs) -> Result<(), Failure> {
                 .and_then(|n| out.flush().map(|()| n).map_err(Failure::from));
             match result {
                 Ok(n) => {
+                    if args.with_proof {
+                        write_proof(&*store, &filter, path)?;
+                    }
                     std::fs::rename(&partial, path)
                         .map_err(|e| Failure::Output(format!("cannot write {}: {e}", path.display())))?;
                     if !cli.quiet {
@@ -130,6 +138,27 @@ pub fn export(cli: &Cli, args: &ExportArgs) -> Result<(), Failure> {
                 }
             }
         }
+    }
+    Ok(())
+}
+
+/// `export --with-proof`: the newest checkpoint and every exported event's inclusion
+/// proof beside the export, in the export's order.
+fn write_proof(store: &dyn Store, filter: &EventFilter, path: &Path) -> Result<(), Failure> {
+    let mut events = Vec::new();
+    store.events(filter, Order::OldestFirst, None, &mut |e| {
+        events.push(e);
+        Ok(())
+    })?;
+    let proof = tfaudit_integrity::prove_export(store, &events)?;
+    let with = |suffix: &str| {
+        let mut name = path.as_os_str().to_os_string();
+        name.push(suffix);
+        PathBuf::from(name)
+    };
+    let json = serde_json::to_string(&proof).map_err(|e| Failure::Internal(e.to_string()))?;
+    for (file, text) in [(with(".checkpoint"), proof.checkpoint.as_str()), (with(".proof.json"), json.as_str())] {
+        std::fs::write(&file, text).map_err(|e| Failure::Output(format!("cannot write {}: {e}", file.display())))?;
     }
     Ok(())
 }
@@ -176,13 +205,15 @@ pub fn status(cli: &Cli, args: &StatusArgs) -> Result<(), Failure> {
             let rejects = if args.rejects { Some(store.rejects(100)?) } else { None };
             let alerts = store.alert_status(10)?;
             let dead: std::collections::BTreeMap<String, u64> = dead_letters(&*store)?.into_iter().collect();
-            let value = serde_json::json!({"archive": location.to_string(), "organizations": sources, "rejects": rejects, "alerts": alerts, "dead_letters": dead});
+            let integrity = tfaudit_integrity::status(&*store)?;
+            let value = serde_json::json!({"archive": location.to_string(), "organizations": sources, "rejects": rejects, "alerts": alerts, "dead_letters": dead, "integrity": integrity});
             out.json(&value)?;
         }
         ReportFormat::Text => {
             writeln!(out, "archive {}\n", output::terminal_safe(&location.to_string()))?;
             output::status_text(&sources, &mut out)?;
             alerts_text(&store.alert_status(5)?, &mut out)?;
+            integrity_text(&tfaudit_integrity::status(&*store)?, &mut out)?;
             let dead = dead_letters(&*store)?;
             if !dead.is_empty() {
                 writeln!(out, "\ndead letters (events a sink's target refused as invalid)")?;
@@ -221,6 +252,31 @@ fn dead_letters(store: &dyn tfaudit_store::Store) -> Result<Vec<(String, u64)>, 
         .into_iter()
         .filter_map(|(consumer, n)| consumer.strip_prefix("sink:").map(|sink| (sink.to_owned(), n)))
         .collect())
+}
+
+fn integrity_text(s: &tfaudit_integrity::IntegrityStatus, out: &mut dyn Write) -> io::Result<()> {
+    writeln!(out, "\nintegrity")?;
+    match &s.latest_checkpoint {
+        None => writeln!(out, "  checkpoint  none yet (made after each sync; or run `tfaudit checkpoint`)")?,
+        Some(c) => writeln!(
+            out,
+            "  checkpoint  {} events, {}, {}",
+            c.size,
+            output::time(c.made_at),
+            c.signed_by.as_deref().map_or_else(
+                || "unsigned (set [integrity] signing_key)".to_owned(),
+                |k| format!("signed by {}", output::terminal_safe(k))
+            )
+        )?,
+    }
+    match &s.last_verification {
+        None => writeln!(out, "  verified    never (run `tfaudit verify --key PUBKEY`)")?,
+        Some(v) => match &v.finding {
+            None => writeln!(out, "  verified    {}: {} events, nothing changed", output::time(v.at), v.size)?,
+            Some(f) => writeln!(out, "  verified    {}: FAILED: {}", output::time(v.at), output::terminal_safe(f))?,
+        },
+    }
+    Ok(())
 }
 
 fn alerts_text(s: &tfaudit_store::AlertStatus, out: &mut dyn Write) -> io::Result<()> {

@@ -62,12 +62,14 @@ pub async fn sync(cli: &Cli, args: &SyncArgs) -> Result<(), Failure> {
     let cancel = crate::stop_on_signals();
     let show_bar = !cli.quiet && std::io::stderr().is_terminal();
     let mut failure = None;
+    let mut stored = 0;
     let mut out = crate::output::Stdout::new();
     for org in &organizations {
         let bar = Bar::new(show_bar, &org.name);
         let result = sync_under_lease(&store, &cluster, org, &bar, &cancel).await;
         match result {
             Ok(report) => {
+                stored += report.tally.new_events;
                 gap_banner(&report);
                 if args.json {
                     let line = serde_json::to_string(&report).map_err(|e| Failure::Internal(e.to_string()))?;
@@ -97,6 +99,17 @@ pub async fn sync(cli: &Cli, args: &SyncArgs) -> Result<(), Failure> {
         if cancel.is_cancelled() {
             failure.get_or_insert(Failure::Interrupted);
             break;
+        }
+    }
+    // What was stored is checkpointed even when a later organization failed.
+    if stored > 0 {
+        let checkpointer = settings::checkpointer(config.as_ref())?;
+        let made = tfaudit_store::blocking(&store, move |s| {
+            checkpointer.run(s, jiff::Timestamp::now()).map_err(crate::commands::integrity::IntegrityFailure)
+        })
+        .await;
+        if let Err(e) = made {
+            failure.get_or_insert(e.into());
         }
     }
     match failure {
@@ -229,6 +242,7 @@ pub async fn watch(cli: &Cli, args: &WatchArgs, server: Option<tfaudit_server::O
     service.cluster = cluster;
     service.alerts = alert_settings;
     service.serve = server;
+    service.checkpoints = Some(settings::checkpointer(config.as_ref())?);
     let report = Arc::new(Lines { json: args.sync.json });
     // Stopped by a signal or because nobody reads the reports: both exit 0.
     Service::new(service).report_to(report).run(store, cancel).await.map_err(service_failure)?;

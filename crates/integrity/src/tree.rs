@@ -1,0 +1,209 @@
+//! Growing the archive's tree and checkpointing it.
+
+use std::time::Duration;
+
+use jiff::Timestamp;
+use tfaudit_store::{Archive, Checkpoint, CommitOutcome, Leaf, Ledger, TreeHead, TreeNode};
+
+use crate::merkle::{self, Frontier, Hash, KEPT_LEVELS, Nodes};
+use crate::{IntegrityError, NoteSigner, Result, checkpoint_text, event_leaf_hash, new_origin};
+
+/// Events hashed and appended per transaction.
+const BATCH: u64 = 5_000;
+
+/// Extends the tree with every event stored since it was last extended, in `seq` order;
+/// returns its head (`None`: no event yet and no tree). Several processes may do this
+/// at once: each append is compare-and-set on the tree's size, and the loser reads on.
+///
+/// # Errors
+/// On a database failure; what was appended before it stays.
+pub fn extend_tree<S: Archive + Ledger + ?Sized>(store: &S, origin: Option<&str>) -> Result<Option<TreeHead>> {
+    loop {
+        let head = store.tree_head()?;
+        let (old_size, mut frontier, origin, after) = match &head {
+            Some(h) => (
+                Some(h.size),
+                Frontier::from_parts(h.size, h.frontier.clone()).ok_or_else(|| {
+                    IntegrityError::Invalid(
+                        "the archive's tree head is damaged (its frontier does not fit its size); run `tfaudit verify`"
+                            .into(),
+                    )
+                })?,
+                h.origin.clone(),
+                h.last_seq,
+            ),
+            None => (None, Frontier::default(), origin.map_or_else(new_origin, str::to_owned), 0),
+        };
+        let mut leaves = Vec::new();
+        let mut completed = Vec::new();
+        let mut last_seq = after;
+        store.events_after(after, BATCH, &mut |e| {
+            let hash = event_leaf_hash(e.seq, &e.source, e.event.raw.as_bytes());
+            leaves.push(Leaf { index: frontier.size(), seq: e.seq, hash });
+            frontier.push(hash, &mut completed);
+            last_seq = e.seq;
+            Ok(())
+        })?;
+        if leaves.is_empty() {
+            return Ok(head);
+        }
+        let nodes: Vec<TreeNode> =
+            completed.iter().map(|c| TreeNode { level: c.level, index: c.index, hash: c.hash }).collect();
+        let new = TreeHead { origin, size: frontier.size(), last_seq, frontier: frontier.hashes().to_vec() };
+        match store.append_tree(old_size, &new, &leaves, &nodes)? {
+            CommitOutcome::Committed { .. } if (leaves.len() as u64) < BATCH => return Ok(Some(new)),
+            CommitOutcome::Committed { .. } | CommitOutcome::Conflict => {}
+        }
+    }
+}
+
+/// What [`checkpoint`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CheckpointMade {
+    /// A new checkpoint.
+    New(Checkpoint),
+    /// The latest checkpoint still covers the whole tree and is younger than `every`.
+    Current(Checkpoint),
+    /// The archive holds no event yet.
+    Empty,
+}
+
+/// Extends the tree and checkpoints it: a new checkpoint when the tree grew since the
+/// latest one, or when that one is older than `every` (an hourly checkpoint shows that
+/// the archive was there and unchanged). Signed when `signer` is given.
+///
+/// # Errors
+/// On a database failure.
+pub fn checkpoint<S: Archive + Ledger + ?Sized>(
+    store: &S,
+    signer: Option<&NoteSigner>,
+    origin: Option<&str>,
+    every: Duration,
+    now: Timestamp,
+) -> Result<CheckpointMade> {
+    let Some(head) = extend_tree(store, origin)? else { return Ok(CheckpointMade::Empty) };
+    let latest = store.latest_checkpoint()?;
+    if let Some(l) = latest
+        && l.size == head.size
+        && now.duration_since(l.made_at).unsigned_abs() < every
+        && signer.map(NoteSigner::name) == l.signed_by.as_deref()
+    {
+        return Ok(CheckpointMade::Current(l));
+    }
+    let root = Frontier::from_parts(head.size, head.frontier.clone())
+        .ok_or_else(|| IntegrityError::Invalid("the archive's tree head is damaged; run `tfaudit verify`".into()))?
+        .root();
+    let text = checkpoint_text(&head.origin, head.size, &root);
+    let (note, by) = match signer {
+        Some(s) => (s.sign(&text)?, Some(s.name())),
+        None => (text, None),
+    };
+    Ok(CheckpointMade::New(store.add_checkpoint(head.size, &root, &note, by, now)?))
+}
+
+/// The archive's tree as a source of subtree roots for proofs: leaves and kept nodes,
+/// read in ranges.
+pub(crate) struct StoreNodes<'a, S: Ledger + ?Sized> {
+    pub store: &'a S,
+}
+
+impl<S: Ledger + ?Sized> StoreNodes<'_, S> {
+    /// The hashes at `level` (0: leaves, else a kept level) with index `from..from + n`.
+    fn row(&mut self, level: u32, from: u64, n: u64) -> Result<Vec<Hash>> {
+        let got: Vec<Hash> = if level == 0 {
+            self.store.leaves(from, n)?.into_iter().filter(|l| l.index < from + n).map(|l| l.hash).collect()
+        } else {
+            let nodes = self.store.tree_nodes(level, from, n)?;
+            // A kept node missing (never written, or removed) is computed from below.
+            if nodes.len() as u64 == n && nodes.iter().enumerate().all(|(i, t)| t.index == from + i as u64) {
+                nodes.into_iter().map(|t| t.hash).collect()
+            } else {
+                (from..from + n).map(|i| self.perfect(level, i)).collect::<Result<_>>()?
+            }
+        };
+        if got.len() as u64 != n {
+            return Err(IntegrityError::Invalid(format!(
+                "the archive's tree lacks leaves {from}..{}; run `tfaudit verify`",
+                from + n
+            )));
+        }
+        Ok(got)
+    }
+
+    fn fold(hashes: &[Hash]) -> Hash {
+        let mut level: Vec<Hash> = hashes.to_vec();
+        while level.len() > 1 {
+            level = level.chunks(2).map(|p| merkle::node_hash(&p[0], &p[1])).collect();
+        }
+        level[0]
+    }
+}
+
+impl<S: Ledger + ?Sized> Nodes for StoreNodes<'_, S> {
+    type Error = IntegrityError;
+
+    fn perfect(&mut self, level: u32, index: u64) -> Result<Hash> {
+        if level == 0 {
+            return Ok(self.row(0, index, 1)?[0]);
+        }
+        let kept = level - level % KEPT_LEVELS;
+        if kept == level {
+            if let Some(t) = self.store.tree_nodes(level, index, 1)?.first()
+                && t.index == index
+            {
+                return Ok(t.hash);
+            }
+            let below = level - KEPT_LEVELS;
+            let n = 1u64 << KEPT_LEVELS;
+            return Ok(Self::fold(&self.row(below, index * n, n)?));
+        }
+        let n = 1u64 << (level - kept);
+        Ok(Self::fold(&self.row(kept, index * n, n)?))
+    }
+}
+
+/// How this instance checkpoints: its key, the origin for a new tree, how often at
+/// least, and a directory that keeps a copy of each.
+#[derive(Debug, Clone)]
+pub struct Checkpointer {
+    pub signer: Option<NoteSigner>,
+    pub origin: Option<String>,
+    pub every: Duration,
+    pub dir: Option<std::path::PathBuf>,
+}
+
+impl Default for Checkpointer {
+    fn default() -> Self {
+        Self { signer: None, origin: None, every: Duration::from_secs(3600), dir: None }
+    }
+}
+
+impl Checkpointer {
+    /// [`checkpoint`], then a new checkpoint's copy written to the directory (as
+    /// `<size>.checkpoint`, and `latest.checkpoint`, each replaced whole).
+    ///
+    /// # Errors
+    /// On a database failure, or when the copy cannot be written (the checkpoint is
+    /// kept in the archive either way).
+    pub fn run<S: Archive + Ledger + ?Sized>(&self, store: &S, now: Timestamp) -> Result<CheckpointMade> {
+        let made = checkpoint(store, self.signer.as_ref(), self.origin.as_deref(), self.every, now)?;
+        if let (CheckpointMade::New(cp), Some(dir)) = (&made, &self.dir) {
+            write_copy(dir, &format!("{}.checkpoint", cp.size), &cp.note)?;
+            write_copy(dir, "latest.checkpoint", &cp.note)?;
+        }
+        Ok(made)
+    }
+}
+
+fn write_copy(dir: &std::path::Path, name: &str, note: &str) -> Result<()> {
+    let fail = |e: std::io::Error| {
+        IntegrityError::Invalid(format!(
+            "cannot write the checkpoint copy to {}: {e}; check [integrity] checkpoint_dir",
+            dir.display()
+        ))
+    };
+    std::fs::create_dir_all(dir).map_err(fail)?;
+    let tmp = dir.join(format!(".{name}.partial"));
+    std::fs::write(&tmp, note).map_err(fail)?;
+    std::fs::rename(&tmp, dir.join(name)).map_err(fail)
+}

@@ -1,0 +1,431 @@
+//! Verifying an archive: the tree recomputed from the events, against the leaves kept
+//! at ingest and against every checkpoint — kept in the archive or given from a copy
+//! kept elsewhere.
+
+use std::collections::{BTreeMap, VecDeque};
+
+use jiff::Timestamp;
+use serde::Serialize;
+use tfaudit_store::{Archive, Leaf, Ledger, StoredEvent, Verification};
+
+use crate::merkle::{Frontier, Hash};
+use crate::{IntegrityError, NoteVerifier, ParsedCheckpoint, Result, event_leaf_hash};
+
+const BATCH: u64 = 5_000;
+
+/// What a verification can find.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FindingKind {
+    /// An event's bytes, organization or place differ from when it was archived.
+    Changed,
+    /// An event of the tree is no longer in the archive.
+    Deleted,
+    /// An event is in the archive but not where the tree has it.
+    Inserted,
+    /// Two events swapped places.
+    Reordered,
+    /// Events a checkpoint covered are gone from the end of the archive.
+    RolledBack,
+    /// A checkpoint was altered, is not signed by the key, or is of another archive.
+    Checkpoint,
+}
+
+/// The first thing found wrong.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Finding {
+    pub kind: FindingKind,
+    /// The event concerned, when there is one.
+    pub seq: Option<i64>,
+    pub event_id: Option<String>,
+    pub message: String,
+}
+
+/// How to verify.
+#[derive(Debug, Default)]
+pub struct VerifyOptions<'a> {
+    /// The public key checkpoints must be signed with; without one, signatures are not
+    /// checked (and the report says so).
+    pub key: Option<&'a NoteVerifier>,
+    /// Checkpoints from elsewhere (a copy outside the archive's reach): (where from, text).
+    pub external: Vec<(String, String)>,
+    /// Only what was added since the last clean verification.
+    pub quick: bool,
+}
+
+/// What a verification did and found.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Report {
+    pub origin: Option<String>,
+    /// Events recomputed.
+    pub events_checked: u64,
+    /// Where the check began (0, or the last clean verification's size with `quick`).
+    pub from_size: u64,
+    /// The tree size reached.
+    pub tree_size: u64,
+    /// Checkpoints whose root was compared with the recomputed tree.
+    pub checkpoints_checked: u64,
+    /// Checkpoints given from outside the archive among them.
+    pub external_checkpoints: u64,
+    /// Checkpoints whose signature was checked against the key.
+    pub signatures_checked: u64,
+    /// Kept checkpoints that carry no signature.
+    pub unsigned_checkpoints: u64,
+    /// The newest checkpoint's size and when it was made.
+    pub latest_checkpoint: Option<(u64, Timestamp)>,
+    /// Events stored after the tree's end (checkpointed at the next sync).
+    pub pending_events: u64,
+    /// The first finding; `None` when the archive verified.
+    pub finding: Option<Finding>,
+}
+
+struct Target {
+    what: String,
+    root: Hash,
+}
+
+fn finding(kind: FindingKind, e: Option<&StoredEvent>, seq: Option<i64>, message: String) -> Finding {
+    Finding { kind, seq: e.map(|e| e.seq).or(seq), event_id: e.map(|e| e.event.id.clone()), message }
+}
+
+/// Verifies the archive (see the module's documentation) and records the result.
+///
+/// # Errors
+/// On a database failure (a finding is not an error: it is in the report).
+pub fn verify<S: Archive + Ledger + ?Sized>(
+    store: &S,
+    options: &VerifyOptions<'_>,
+    progress: &mut dyn FnMut(u64, u64),
+) -> Result<Report> {
+    let head = store.tree_head()?;
+    let origin = head.as_ref().map(|h| h.origin.clone());
+    let mut report = Report {
+        origin: origin.clone(),
+        events_checked: 0,
+        from_size: 0,
+        tree_size: 0,
+        checkpoints_checked: 0,
+        external_checkpoints: 0,
+        signatures_checked: 0,
+        unsigned_checkpoints: 0,
+        latest_checkpoint: None,
+        pending_events: 0,
+        finding: None,
+    };
+    let mut first: Option<Finding> = None;
+
+    // Every checkpoint, kept and given, by tree size.
+    let mut targets: BTreeMap<u64, Vec<Target>> = BTreeMap::new();
+    let mut after = 0;
+    loop {
+        let page = store.checkpoints(after, 1_000)?;
+        let Some(last) = page.last() else { break };
+        after = last.id;
+        for cp in &page {
+            report.latest_checkpoint = Some((cp.size, cp.made_at));
+            let what = format!("checkpoint #{} (tree size {}, made {})", cp.id, cp.size, cp.made_at);
+            let parsed = match ParsedCheckpoint::parse(&cp.note) {
+                Ok(p) if p.size == cp.size && p.root == cp.root => p,
+                Ok(_) | Err(_) => {
+                    first.get_or_insert_with(|| {
+                        finding(
+                            FindingKind::Checkpoint,
+                            None,
+                            None,
+                            format!("{what} was altered: its note does not say its tree size and root"),
+                        )
+                    });
+                    continue;
+                }
+            };
+            check_checkpoint(&parsed, &what, origin.as_deref(), options.key, &mut report, &mut first);
+            targets.entry(cp.size).or_default().push(Target { what, root: cp.root });
+        }
+    }
+    for (from, text) in &options.external {
+        let what = format!("the checkpoint from {from}");
+        let parsed = ParsedCheckpoint::parse(text)
+            .map_err(|e| IntegrityError::Invalid(format!("{from} is not a checkpoint: {e}")))?;
+        report.external_checkpoints += 1;
+        check_checkpoint(&parsed, &what, origin.as_deref(), options.key, &mut report, &mut first);
+        targets
+            .entry(parsed.size)
+            .or_default()
+            .push(Target { what: format!("{what} (tree size {})", parsed.size), root: parsed.root });
+    }
+
+    // Where to begin.
+    let (mut frontier, mut after_seq) = match (options.quick, store.latest_verification(true)?) {
+        (true, Some(v)) => (
+            Frontier::from_parts(v.size, v.frontier.clone()).ok_or_else(|| {
+                IntegrityError::Invalid("the last verification's record is damaged; verify without --quick".into())
+            })?,
+            v.last_seq,
+        ),
+        _ => (Frontier::default(), 0),
+    };
+    report.from_size = frontier.size();
+    let total = head.as_ref().map_or(0, |h| h.size.saturating_sub(frontier.size()));
+    let tree_last_seq = head.as_ref().map_or(0, |h| h.last_seq);
+
+    let mut leaves: VecDeque<Leaf> = VecDeque::new();
+    let mut leaves_done = false;
+    // A first changed event, held back to see whether a second one shows it swapped.
+    let mut changed: Option<(Leaf, StoredEvent)> = None;
+    let mut sink = Vec::new();
+    let mut done = false;
+    let mut last_checked_seq = after_seq;
+    while !done && first.is_none() {
+        let mut events = Vec::with_capacity(BATCH as usize);
+        store.events_after(after_seq, BATCH, &mut |e| {
+            events.push(e);
+            Ok(())
+        })?;
+        let Some(last) = events.last() else { break };
+        after_seq = last.seq;
+        for e in events {
+            if leaves.is_empty() && !leaves_done {
+                leaves.extend(store.leaves(frontier.size(), BATCH)?);
+                leaves_done = leaves.is_empty();
+            }
+            let Some(leaf) = leaves.front().copied() else {
+                if e.seq <= tree_last_seq && first.is_none() && changed.is_none() {
+                    first = Some(finding(
+                        FindingKind::Inserted,
+                        Some(&e),
+                        None,
+                        format!(
+                            "event {} (seq {}) is in the archive but not in its tree: it was inserted after the fact",
+                            e.event.id, e.seq
+                        ),
+                    ));
+                }
+                report.pending_events += 1;
+                continue;
+            };
+            if leaf.seq < e.seq {
+                first.get_or_insert_with(|| {
+                    finding(
+                        FindingKind::Deleted,
+                        None,
+                        Some(leaf.seq),
+                        format!(
+                            "the event at seq {} (entry {} of the tree) is no longer in the archive: it was deleted",
+                            leaf.seq, leaf.index
+                        ),
+                    )
+                });
+                done = true;
+                break;
+            }
+            if leaf.seq > e.seq {
+                first.get_or_insert_with(|| {
+                    finding(
+                        FindingKind::Inserted,
+                        Some(&e),
+                        None,
+                        format!(
+                            "event {} (seq {}) is in the archive but not in its tree: it was inserted after the fact",
+                            e.event.id, e.seq
+                        ),
+                    )
+                });
+                done = true;
+                break;
+            }
+            leaves.pop_front();
+            let hash = event_leaf_hash(e.seq, &e.source, e.event.raw.as_bytes());
+            // A changed event is told apart from one inserted, deleted or swapped (with
+            // the seqs after it renumbered to hide it) by the next event and leaf.
+            if let Some((a, ea)) = changed.take() {
+                first = Some(classify(&a, &ea, &leaf, &e));
+                done = true;
+                break;
+            }
+            if hash != leaf.hash {
+                changed = Some((leaf, e.clone()));
+            }
+            frontier.push(hash, &mut sink);
+            sink.clear();
+            report.events_checked += 1;
+            last_checked_seq = e.seq;
+            if report.events_checked.is_multiple_of(65_536) {
+                progress(report.events_checked, total);
+            }
+            if changed.is_none()
+                && let Some(ts) = targets.get(&frontier.size())
+            {
+                let root = frontier.root();
+                if let Some(t) = ts.iter().find(|t| t.root != root) {
+                    first = Some(finding(
+                        FindingKind::Changed,
+                        None,
+                        None,
+                        format!(
+                            "{} does not match the archive: an event at or before entry {} of the tree (seq {}) was changed, or the tree was rewritten",
+                            t.what,
+                            frontier.size() - 1,
+                            e.seq
+                        ),
+                    ));
+                    done = true;
+                    break;
+                }
+                report.checkpoints_checked += ts.len() as u64;
+            }
+        }
+    }
+    if first.is_none()
+        && let Some((a, ea)) = changed.take()
+    {
+        first = Some(changed_finding(&a, &ea));
+    }
+    if first.is_none() {
+        // Leaves with no event left after the last event: the tail was removed.
+        if leaves.is_empty() && !leaves_done {
+            leaves.extend(store.leaves(frontier.size(), 1)?);
+        }
+        if let Some(leaf) = leaves.front() {
+            first = Some(finding(
+                FindingKind::RolledBack,
+                None,
+                Some(leaf.seq),
+                format!(
+                    "the events from seq {} (entry {} of the tree) on are no longer in the archive: its tail was removed",
+                    leaf.seq, leaf.index
+                ),
+            ));
+        }
+    }
+    if first.is_none()
+        && let Some((size, ts)) = targets.range(frontier.size() + 1..).next()
+    {
+        first = Some(finding(
+            FindingKind::RolledBack,
+            None,
+            None,
+            format!(
+                "{} covers {size} events but the archive's tree holds {}: events were removed after it was made",
+                ts[0].what,
+                frontier.size()
+            ),
+        ));
+    }
+    if first.is_none()
+        && let Some(h) = &head
+        && (h.size != frontier.size()
+            || Frontier::from_parts(h.size, h.frontier.clone()).map(|f| f.root()) != Some(frontier.root()))
+        && h.size >= frontier.size()
+    {
+        first = Some(finding(
+            FindingKind::RolledBack,
+            None,
+            None,
+            format!(
+                "the tree's head says {} events but {} were found: the archive's tree was cut or rewritten",
+                h.size,
+                frontier.size()
+            ),
+        ));
+    }
+    progress(report.events_checked, total);
+    report.tree_size = frontier.size();
+    report.finding = first;
+    store.record_verification(&Verification {
+        at: Timestamp::now(),
+        size: frontier.size(),
+        last_seq: last_checked_seq,
+        frontier: frontier.hashes().to_vec(),
+        finding: report.finding.as_ref().map(|f| f.message.clone()),
+        checkpoint_size: targets.range(..=frontier.size()).next_back().map(|(s, _)| *s),
+    })?;
+    Ok(report)
+}
+
+/// What happened at leaf `a` (whose event `ea` does not hash as archived), seen from the
+/// next leaf `b` and event `eb`.
+fn classify(a: &Leaf, ea: &StoredEvent, b: &Leaf, eb: &StoredEvent) -> Finding {
+    let holds =
+        |leaf: &Leaf, e: &StoredEvent| event_leaf_hash(leaf.seq, &e.source, e.event.raw.as_bytes()) == leaf.hash;
+    match (holds(a, eb), holds(b, ea)) {
+        (true, true) => finding(
+            FindingKind::Reordered,
+            Some(ea),
+            None,
+            format!(
+                "events {} (seq {}) and {} (seq {}) swapped places in the archive",
+                ea.event.id, ea.seq, eb.event.id, eb.seq
+            ),
+        ),
+        (true, false) => finding(
+            FindingKind::Inserted,
+            Some(ea),
+            None,
+            format!(
+                "event {} (seq {}) was inserted after the fact, and the events after it renumbered",
+                ea.event.id, ea.seq
+            ),
+        ),
+        (false, true) => finding(
+            FindingKind::Deleted,
+            None,
+            Some(a.seq),
+            format!(
+                "the event archived at seq {} (entry {} of the tree) was deleted, and the events after it renumbered",
+                a.seq, a.index
+            ),
+        ),
+        (false, false) => changed_finding(a, ea),
+    }
+}
+
+fn changed_finding(leaf: &Leaf, e: &StoredEvent) -> Finding {
+    finding(
+        FindingKind::Changed,
+        Some(e),
+        None,
+        format!(
+            "event {} (seq {}, entry {} of the tree) differs from what was archived: its bytes or its organization were changed",
+            e.event.id, e.seq, leaf.index
+        ),
+    )
+}
+
+fn check_checkpoint(
+    cp: &ParsedCheckpoint,
+    what: &str,
+    origin: Option<&str>,
+    key: Option<&NoteVerifier>,
+    report: &mut Report,
+    first: &mut Option<Finding>,
+) {
+    if let Some(o) = origin
+        && cp.origin != o
+    {
+        first.get_or_insert_with(|| {
+            finding(
+                FindingKind::Checkpoint,
+                None,
+                None,
+                format!("{what} is of another archive ({:?}, this one is {o:?})", cp.origin),
+            )
+        });
+        return;
+    }
+    if cp.note.signatures.is_empty() {
+        report.unsigned_checkpoints += 1;
+    }
+    if let Some(k) = key {
+        report.signatures_checked += 1;
+        if !cp.note.signed_by(k) {
+            first.get_or_insert_with(|| {
+                finding(
+                    FindingKind::Checkpoint,
+                    None,
+                    None,
+                    format!("{what} is not signed by {}: it was replaced, or made without the signing key", k.encode()),
+                )
+            });
+        }
+    }
+}

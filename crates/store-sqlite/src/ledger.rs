@@ -1,0 +1,210 @@
+//! The ledger (see `tfaudit_store::Ledger`): the Merkle tree's rows, checkpoints and
+//! verifications.
+
+use jiff::Timestamp;
+use rusqlite::{OptionalExtension, params};
+use tfaudit_store::ledger::{frontier_bytes, frontier_from_bytes, hash_from_bytes};
+use tfaudit_store::{
+    Checkpoint, CommitOutcome, Hash, Leaf, Ledger, Result, StoreError, TreeHead, TreeNode, Verification,
+};
+
+use crate::{SqliteStore, ms, ts};
+
+fn big(n: u64) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
+}
+
+fn count(n: i64) -> u64 {
+    u64::try_from(n).unwrap_or(0)
+}
+
+fn damaged(what: &str) -> rusqlite::Error {
+    rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Blob, format!("{what} is not a hash").into())
+}
+
+fn hash(bytes: &[u8], what: &str) -> rusqlite::Result<Hash> {
+    hash_from_bytes(bytes).ok_or_else(|| damaged(what))
+}
+
+fn read_checkpoint(r: &rusqlite::Row<'_>) -> rusqlite::Result<Checkpoint> {
+    Ok(Checkpoint {
+        id: r.get(0)?,
+        size: count(r.get(1)?),
+        root: hash(&r.get::<_, Vec<u8>>(2)?, "a checkpoint's root")?,
+        note: r.get(3)?,
+        signed_by: r.get(4)?,
+        made_at: ts(r.get(5)?),
+    })
+}
+
+const CHECKPOINT: &str = "SELECT id, size, root, note, signed_by, made_ms FROM checkpoints";
+
+fn read_verification(r: &rusqlite::Row<'_>) -> rusqlite::Result<Verification> {
+    Ok(Verification {
+        at: ts(r.get(0)?),
+        size: count(r.get(1)?),
+        last_seq: r.get(2)?,
+        frontier: frontier_from_bytes(&r.get::<_, Vec<u8>>(3)?).ok_or_else(|| damaged("a verification's frontier"))?,
+        finding: r.get(4)?,
+        checkpoint_size: r.get::<_, Option<i64>>(5)?.map(count),
+    })
+}
+
+impl Ledger for SqliteStore {
+    fn tree_head(&self) -> Result<Option<TreeHead>> {
+        let conn = self.read()?;
+        conn.query_row("SELECT origin, size, last_seq, frontier FROM tree_head WHERE id = 1", [], |r| {
+            Ok(TreeHead {
+                origin: r.get(0)?,
+                size: count(r.get(1)?),
+                last_seq: r.get(2)?,
+                frontier: frontier_from_bytes(&r.get::<_, Vec<u8>>(3)?)
+                    .ok_or_else(|| damaged("the tree's frontier"))?,
+            })
+        })
+        .optional()
+        .map_err(|e| self.db(e))
+    }
+
+    fn append_tree(
+        &self,
+        old_size: Option<u64>,
+        head: &TreeHead,
+        leaves: &[Leaf],
+        nodes: &[TreeNode],
+    ) -> Result<CommitOutcome> {
+        let mut conn = self.lock();
+        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate).map_err(|e| self.db(e))?;
+        let current: Option<i64> = tx
+            .query_row("SELECT size FROM tree_head WHERE id = 1", [], |r| r.get(0))
+            .optional()
+            .map_err(|e| self.db(e))?;
+        if current.map(count) != old_size {
+            return Ok(CommitOutcome::Conflict);
+        }
+        {
+            let mut leaf = tx
+                .prepare_cached("INSERT INTO tree_leaves (idx, seq, hash) VALUES (?1, ?2, ?3)")
+                .map_err(|e| self.db(e))?;
+            for l in leaves {
+                leaf.execute(params![big(l.index), l.seq, &l.hash[..]]).map_err(|e| self.db(e))?;
+            }
+            let mut node = tx
+                .prepare_cached("INSERT OR REPLACE INTO tree_nodes (level, idx, hash) VALUES (?1, ?2, ?3)")
+                .map_err(|e| self.db(e))?;
+            for n in nodes {
+                node.execute(params![n.level, big(n.index), &n.hash[..]]).map_err(|e| self.db(e))?;
+            }
+        }
+        tx.execute(
+            "INSERT INTO tree_head (id, origin, size, last_seq, frontier, updated_ms) VALUES (1, ?1, ?2, ?3, ?4, ?5)
+             ON CONFLICT (id) DO UPDATE SET origin = excluded.origin, size = excluded.size, last_seq = excluded.last_seq,
+                 frontier = excluded.frontier, updated_ms = excluded.updated_ms",
+            params![head.origin, big(head.size), head.last_seq, frontier_bytes(&head.frontier), ms(Timestamp::now())],
+        )
+        .map_err(|e| self.db(e))?;
+        tx.commit().map_err(|e| self.db(e))?;
+        Ok(CommitOutcome::Committed { new_alerts: 0 })
+    }
+
+    fn leaves(&self, from: u64, limit: u64) -> Result<Vec<Leaf>> {
+        let conn = self.read()?;
+        let mut stmt = conn
+            .prepare_cached("SELECT idx, seq, hash FROM tree_leaves WHERE idx >= ?1 ORDER BY idx LIMIT ?2")
+            .map_err(|e| self.db(e))?;
+        stmt.query_map(params![big(from), big(limit)], |r| {
+            Ok(Leaf { index: count(r.get(0)?), seq: r.get(1)?, hash: hash(&r.get::<_, Vec<u8>>(2)?, "a leaf")? })
+        })
+        .map_err(|e| self.db(e))?
+        .collect::<rusqlite::Result<_>>()
+        .map_err(|e| self.db(e))
+    }
+
+    fn tree_nodes(&self, level: u32, from: u64, limit: u64) -> Result<Vec<TreeNode>> {
+        let conn = self.read()?;
+        let mut stmt = conn
+            .prepare_cached("SELECT idx, hash FROM tree_nodes WHERE level = ?1 AND idx >= ?2 ORDER BY idx LIMIT ?3")
+            .map_err(|e| self.db(e))?;
+        stmt.query_map(params![level, big(from), big(limit)], |r| {
+            Ok(TreeNode { level, index: count(r.get(0)?), hash: hash(&r.get::<_, Vec<u8>>(1)?, "a tree node")? })
+        })
+        .map_err(|e| self.db(e))?
+        .collect::<rusqlite::Result<_>>()
+        .map_err(|e| self.db(e))
+    }
+
+    fn add_checkpoint(
+        &self,
+        size: u64,
+        root: &Hash,
+        note: &str,
+        signed_by: Option<&str>,
+        made_at: Timestamp,
+    ) -> Result<Checkpoint> {
+        let conn = self.lock();
+        conn.execute(
+            "INSERT INTO checkpoints (size, root, note, signed_by, made_ms) VALUES (?1, ?2, ?3, ?4, ?5)",
+            params![big(size), &root[..], note, signed_by, ms(made_at)],
+        )
+        .map_err(|e| self.db(e))?;
+        let id = conn.last_insert_rowid();
+        Ok(Checkpoint {
+            id,
+            size,
+            root: *root,
+            note: note.to_owned(),
+            signed_by: signed_by.map(str::to_owned),
+            made_at: ts(ms(made_at)),
+        })
+    }
+
+    fn checkpoints(&self, after: i64, limit: u64) -> Result<Vec<Checkpoint>> {
+        let conn = self.read()?;
+        let mut stmt =
+            conn.prepare_cached(&format!("{CHECKPOINT} WHERE id > ?1 ORDER BY id LIMIT ?2")).map_err(|e| self.db(e))?;
+        stmt.query_map(params![after, big(limit)], read_checkpoint)
+            .map_err(|e| self.db(e))?
+            .collect::<rusqlite::Result<_>>()
+            .map_err(|e| self.db(e))
+    }
+
+    fn latest_checkpoint(&self) -> Result<Option<Checkpoint>> {
+        let conn = self.read()?;
+        conn.query_row(&format!("{CHECKPOINT} ORDER BY id DESC LIMIT 1"), [], read_checkpoint)
+            .optional()
+            .map_err(|e| self.db(e))
+    }
+
+    fn record_verification(&self, v: &Verification) -> Result<()> {
+        self.lock()
+            .execute(
+                "INSERT INTO verifications (at_ms, size, last_seq, frontier, finding, checkpoint_size)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                params![
+                    ms(v.at),
+                    big(v.size),
+                    v.last_seq,
+                    frontier_bytes(&v.frontier),
+                    v.finding,
+                    v.checkpoint_size.map(big)
+                ],
+            )
+            .map(drop)
+            .map_err(|e| self.db(e))
+    }
+
+    fn latest_verification(&self, clean: bool) -> Result<Option<Verification>> {
+        let conn = self.read()?;
+        let filter = if clean { "WHERE finding IS NULL" } else { "" };
+        conn.query_row(
+            &format!(
+                "SELECT at_ms, size, last_seq, frontier, finding, checkpoint_size FROM verifications {filter}
+                 ORDER BY id DESC LIMIT 1"
+            ),
+            [],
+            read_verification,
+        )
+        .optional()
+        .map_err(|e: rusqlite::Error| -> StoreError { self.db(e) })
+    }
+}
