@@ -483,6 +483,13 @@ pub fn checkpointer(config: Option<&(PathBuf, ConfigFile)>) -> Result<tfaudit_in
             .as_ref()
             .map(|s| {
                 s.register_inline();
+                // A key file is relative to the config file, as the archive's path is.
+                let s = match s {
+                    tfaudit_config::SecretSource::File { file } => {
+                        tfaudit_config::SecretSource::File { file: base.join(file) }
+                    }
+                    other => other.clone(),
+                };
                 s.resolve("[integrity] signing_key").map(|k| (k, "[integrity] signing_key"))
             })
             .transpose()

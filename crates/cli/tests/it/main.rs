@@ -20,6 +20,7 @@ mod dashboard;
 mod demo;
 mod faults;
 mod forward;
+mod integrity;
 mod migrate;
 mod outage;
 mod output;
