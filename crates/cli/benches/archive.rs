@@ -50,7 +50,7 @@ fn sizes() -> Sizes {
             "--bench" => {}
             "--help" => {
                 println!(
-                    "cargo bench -p tfaudit --bench archive -- [--backfill N] [--runs N] [--stored N] [--only backfill|incremental|archive] [--postgres ADMIN_URL]"
+                    "cargo bench -p tfaudit --bench archive -- [--backfill N] [--runs N] [--stored N] [--only backfill|incremental|archive|integrity] [--postgres ADMIN_URL]"
                 );
                 std::process::exit(0);
             }
@@ -257,6 +257,48 @@ fn queries(n: u64, dir: &Path, postgres: Option<&str>) {
     row("  `tfaudit status` (whole process)", format!("{:.2} ms", t.as_secs_f64() * 1e3), "");
 }
 
+/// 4. integrity over an archive of `n` events: the first checkpoint (hashing every event
+///    into the tree), then `tfaudit verify` recomputing it — whole processes, on a copy
+///    of the kept archive so that the kept one stays without a tree.
+fn integrity(n: u64, dir: &Path) {
+    let kept = archive(n, dir);
+    let db = dir.join(format!("integrity-{n}.db"));
+    for suffix in ["", "-wal", "-shm"] {
+        let _ = std::fs::remove_file(format!("{}{suffix}", db.display()));
+    }
+    std::fs::copy(&kept, &db).unwrap();
+    let home = tempfile::tempdir().unwrap();
+    let run = |args: &[&str]| {
+        let started = Instant::now();
+        let out =
+            Command::new(BIN).args(args).env_clear().env("HOME", home.path()).env("TFAUDIT_DB", &db).output().unwrap();
+        assert!(out.status.success(), "tfaudit {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        started.elapsed()
+    };
+    println!("\nintegrity over {n} events (SQLite)");
+    let t = run(&["checkpoint", "--quiet"]);
+    row(
+        "  first checkpoint: every event into the tree",
+        format!("{:.0} events/s ({:.1} s)", n as f64 / t.as_secs_f64(), t.as_secs_f64()),
+        "",
+    );
+    let times: Vec<Duration> = (0..3).map(|_| run(&["verify", "--quiet"])).collect();
+    let t = median(times.clone());
+    let (lo, hi) = (times.iter().min().unwrap(), times.iter().max().unwrap());
+    row(
+        "  `tfaudit verify` (whole process), median of 3",
+        format!(
+            "{:.0} events/s ({:.0}–{:.0})",
+            n as f64 / t.as_secs_f64(),
+            n as f64 / hi.as_secs_f64(),
+            n as f64 / lo.as_secs_f64()
+        ),
+        ">= 500,000 events/s",
+    );
+    let t = run(&["verify", "--quick", "--quiet"]);
+    row("  `tfaudit verify --quick`, nothing new (whole process)", format!("{:.2} ms", t.as_secs_f64() * 1e3), "");
+}
+
 fn main() {
     let sizes = sizes();
     let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("tfaudit-bench");
@@ -268,5 +310,8 @@ fn main() {
     }
     if sizes.only.as_deref().is_none_or(|o| o == "archive") {
         queries(sizes.stored, &dir, sizes.postgres.as_deref());
+    }
+    if sizes.only.as_deref().is_none_or(|o| o == "integrity") && sizes.postgres.is_none() {
+        integrity(sizes.stored, &dir);
     }
 }

@@ -122,9 +122,10 @@ async fn summary(State(state): State<AppState>, QueryParams(params): QueryParams
 }
 
 async fn status(State(state): State<AppState>) -> Response {
-    match blocking(&state.store, move |store| Ok((store.status()?, store.alert_status(10)?))).await {
-        Ok((organizations, alerts)) => {
-            axum::Json(json!({"organizations": organizations, "alerts": alerts})).into_response()
+    match blocking(&state.store, move |store| Ok((store.status()?, store.alert_status(10)?, integrity(store)?))).await {
+        Ok((organizations, alerts, integrity)) => {
+            axum::Json(json!({"organizations": organizations, "alerts": alerts, "integrity": integrity}))
+                .into_response()
         }
         Err(r) => r,
     }
@@ -207,4 +208,14 @@ pub(crate) async fn errors_as_json(request: axum::extract::Request, next: axum::
 
 async fn openapi() -> Response {
     ([(header::CONTENT_TYPE, "application/json")], OPENAPI).into_response()
+}
+
+/// The archive's tree size, newest checkpoint and newest verification (what `status`
+/// shows under "integrity").
+pub(crate) fn integrity(store: &dyn tfaudit_store::Store) -> Result<serde_json::Value, tfaudit_store::StoreError> {
+    Ok(json!({
+        "tree_size": store.tree_head()?.map_or(0, |h| h.size),
+        "latest_checkpoint": store.latest_checkpoint()?,
+        "last_verification": store.latest_verification(false)?,
+    }))
 }

@@ -324,11 +324,22 @@ async fn alerts(State(state): State<AppState>, QueryParams(params): QueryParams<
 }
 
 async fn status(State(state): State<AppState>) -> Response {
-    let (sources, alert_status) =
-        match blocking(&state.store, move |store| Ok((store.status()?, store.alert_status(0)?))).await {
-            Ok(x) => x,
-            Err(r) => return r,
-        };
+    let (sources, alert_status, checkpoint, verification) = match blocking(&state.store, move |store| {
+        Ok((store.status()?, store.alert_status(0)?, store.latest_checkpoint()?, store.latest_verification(false)?))
+    })
+    .await
+    {
+        Ok(x) => x,
+        Err(r) => return r,
+    };
+    let integrity = context! {
+        checkpoint => checkpoint.map(|c| context! {
+            size => c.size, made => time(c.made_at), signed_by => c.signed_by.as_deref().map(shown), note => shown(&c.note),
+        }),
+        verification => verification.map(|v| context! {
+            at => time(v.at), size => v.size, finding => v.finding.as_deref().map(shown),
+        }),
+    };
     let assessments = state.health.assess(&sources);
     let organizations: Vec<minijinja::Value> = sources
         .iter()
@@ -364,7 +375,7 @@ async fn status(State(state): State<AppState>) -> Response {
         &state,
         StatusCode::OK,
         "status.html",
-        context! { page => "status", organizations => organizations, alert_status => alert_status, engine => engine },
+        context! { page => "status", organizations => organizations, alert_status => alert_status, engine => engine, integrity => integrity },
     )
 }
 

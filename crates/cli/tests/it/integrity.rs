@@ -342,3 +342,47 @@ async fn tampering_with_a_sqlite_archive_is_found_and_named() {
 async fn tampering_with_a_postgres_archive_is_found_and_named() {
     tamper_with_every_kind(|_| Db::Postgres(TestDb::new())).await;
 }
+
+/// `serve` checkpoints after its syncs (signed, with a copy in the checkpoint folder),
+/// and the dashboard's status page and `/api/status` show the checkpoint and the last
+/// verification.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_checkpoints_after_syncs_and_shows_integrity() {
+    use crate::serve::{Server, config, wait_for};
+    let sim = start(SimConfig { events: 500, ..SimConfig::default() }).await;
+    let env = Env::new();
+    env.ok(None, &["keygen", "--name", "ops", "--out", env.path("k.key").to_str().unwrap()]).await;
+    let cfg = config(
+        &env,
+        &[("acme", &sim)],
+        "[integrity]\nsigning_key = { file = \"k.key\" }\ncheckpoint_dir = \"copies\"\n",
+    );
+    let server = Server::start(&env, &cfg, &[("TOKEN_ACME", sim.token())]).await;
+    let latest = env.path("copies/latest.checkpoint");
+    wait_for("the first checkpoint", async || {
+        std::fs::read_to_string(&latest).is_ok_and(|t| t.lines().nth(1) == Some("500"))
+    })
+    .await;
+    let status = server.json("/api/status").await;
+    assert_eq!(status["integrity"]["tree_size"], 500, "{status:#}");
+    assert_eq!(status["integrity"]["latest_checkpoint"]["signed_by"], "ops");
+    assert!(status["integrity"]["last_verification"].is_null());
+    // New events: checkpointed after the sync that stores them.
+    let now = jiff::Timestamp::now().as_second();
+    sim.add_event(now - 5);
+    wait_for("a checkpoint of the new event", async || {
+        std::fs::read_to_string(&latest).is_ok_and(|t| t.lines().nth(1) == Some("501"))
+    })
+    .await;
+    assert!(env.path("copies/500.checkpoint").exists() && env.path("copies/501.checkpoint").exists());
+    // A verification while serving, then the page says so.
+    let key = env.path("k.key.pub");
+    let out = env.ok(None, &["--config", cfg.to_str().unwrap(), "verify", "--key", key.to_str().unwrap()]).await;
+    assert!(out.contains("verified"), "{out}");
+    let page = server.get("/status").await.text().await.unwrap();
+    assert!(
+        page.contains("Integrity") && page.contains("signed by ops") && page.contains("verified</span> 501 events"),
+        "{page}"
+    );
+    assert!(server.stop().await.success());
+}
