@@ -69,8 +69,10 @@ pub enum CheckpointMade {
 }
 
 /// Extends the tree and checkpoints it: a new checkpoint when the tree grew since the
-/// latest one, or when that one is older than `every` (an hourly checkpoint shows that
-/// the archive was there and unchanged). Signed when `signer` is given.
+/// latest one, when that one is older than `every` (an hourly checkpoint shows that
+/// the archive was there and unchanged), or when `signer` is given and the latest is
+/// not signed by it. Signed when `signer` is given; a process without the key (a
+/// `sync` run by hand) never adds an unsigned checkpoint beside a current signed one.
 ///
 /// # Errors
 /// On a database failure.
@@ -86,7 +88,7 @@ pub fn checkpoint<S: Archive + Ledger + ?Sized>(
     if let Some(l) = latest
         && l.size == head.size
         && now.duration_since(l.made_at).unsigned_abs() < every
-        && signer.map(NoteSigner::name) == l.signed_by.as_deref()
+        && (signer.is_none() || signer.map(NoteSigner::name) == l.signed_by.as_deref())
     {
         return Ok(CheckpointMade::Current(l));
     }

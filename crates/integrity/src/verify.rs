@@ -69,7 +69,7 @@ pub struct Report {
     pub external_checkpoints: u64,
     /// Checkpoints whose signature was checked against the key.
     pub signatures_checked: u64,
-    /// Kept checkpoints that carry no signature.
+    /// Checkpoints that carry no signature (made without a key): compared, but not signed.
     pub unsigned_checkpoints: u64,
     /// The newest checkpoint's size and when it was made.
     pub latest_checkpoint: Option<(u64, Timestamp)>,
@@ -138,6 +138,16 @@ pub fn verify<S: Archive + Ledger + ?Sized>(
                     continue;
                 }
             };
+            if cp.signed_by.is_some() && parsed.note.signatures.is_empty() {
+                first.get_or_insert_with(|| {
+                    finding(
+                        FindingKind::Checkpoint,
+                        None,
+                        None,
+                        format!("{what} was signed and its signature was removed"),
+                    )
+                });
+            }
             check_checkpoint(&parsed, &what, origin.as_deref(), options.key, &mut report, &mut first);
             targets.entry(cp.size).or_default().push(Target { what, root: cp.root });
         }
@@ -412,8 +422,11 @@ fn check_checkpoint(
         });
         return;
     }
+    // A checkpoint made without a key is counted, not a finding: it proves less, and
+    // the report says how many there are.
     if cp.note.signatures.is_empty() {
         report.unsigned_checkpoints += 1;
+        return;
     }
     if let Some(k) = key {
         report.signatures_checked += 1;

@@ -95,7 +95,10 @@ pub fn checkpoint(cli: &Cli, args: &CheckpointArgs) -> Result<(), Failure> {
     if args.json {
         writeln!(out, "{}", serde_json::to_string(&cp).map_err(|e| Failure::Internal(e.to_string()))?)?;
     } else if !cli.quiet {
-        write!(out, "{}", terminal_safe(&cp.note))?;
+        // Line by line: the lines are shown escaped, the newlines between them kept.
+        for line in cp.note.split_terminator('\n') {
+            writeln!(out, "{}", terminal_safe(line))?;
+        }
         if cp.signed_by.is_none() {
             writeln!(out, "(unsigned: set [integrity] signing_key or TFAUDIT_SIGNING_KEY to sign checkpoints)")?;
         }
@@ -185,17 +188,14 @@ pub fn verify(cli: &Cli, args: &VerifyArgs) -> Result<(), Failure> {
             report.checkpoints_checked,
             report.external_checkpoints
         )?;
+        let unsigned = if report.unsigned_checkpoints > 0 {
+            format!("; {} checkpoints are unsigned (made without a signing key)", report.unsigned_checkpoints)
+        } else {
+            String::new()
+        };
         match (&key, report.signatures_checked) {
-            (Some(k), n) => writeln!(out, "signatures: {n} checked against {}", k.encode())?,
-            (None, _) => writeln!(
-                out,
-                "signatures: not checked (give --key with the archive's public key){}",
-                if report.unsigned_checkpoints > 0 {
-                    format!("; {} checkpoints are unsigned", report.unsigned_checkpoints)
-                } else {
-                    String::new()
-                }
-            )?,
+            (Some(k), n) => writeln!(out, "signatures: {n} checked against {}{unsigned}", k.encode())?,
+            (None, _) => writeln!(out, "signatures: not checked (give --key with the archive's public key){unsigned}")?,
         }
         if report.pending_events > 0 {
             writeln!(out, "{} events stored since the last checkpoint are not in the tree yet", report.pending_events)?;

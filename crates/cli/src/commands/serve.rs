@@ -57,6 +57,7 @@ pub fn check(cli: &Cli) -> Result<(), Failure> {
     let alerts = settings::alerts(Some(&(path.clone(), file.clone())), None)?;
     settings::serve(None, None, Some(&(path.clone(), file.clone())))?;
     settings::cluster(None, None, Some(&(path.clone(), file.clone())))?;
+    let checkpoints = settings::checkpointer(Some(&(path.clone(), file.clone())))?;
     // Building a sink checks its own keys and reads its secrets.
     let base = path.parent().unwrap_or(std::path::Path::new("."));
     for sink in &file.sinks {
@@ -66,14 +67,15 @@ pub fn check(cli: &Cli) -> Result<(), Failure> {
     use std::io::Write;
     writeln!(
         crate::output::Stdout::new(),
-        "{}: ok — {} organizations ({}), {} destinations, {} rules ({} off), {} sinks",
+        "{}: ok — {} organizations ({}), {} destinations, {} rules ({} off), {} sinks, checkpoints {}",
         path.display(),
         organizations.len(),
         organizations.iter().map(|o| o.name.as_str()).collect::<Vec<_>>().join(", "),
         alerts.destinations.len(),
         alerts.rules.rules.len(),
         alerts.rules.rules.len() - on,
-        file.sinks.len()
+        file.sinks.len(),
+        checkpoints.signer.as_ref().map_or_else(|| "unsigned".to_owned(), |s| format!("signed by {}", s.name()))
     )?;
     Ok(())
 }

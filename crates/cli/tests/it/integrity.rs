@@ -237,6 +237,11 @@ async fn tamper_with_every_kind(backend: fn(&Env) -> Db) {
     assert!(status["integrity"]["last_verification"]["finding"].is_null());
     let text_status = env.ok(None, &["--db", &location, "status"]).await;
     assert!(text_status.contains("signed by auditor-test") && text_status.contains("nothing changed"), "{text_status}");
+    let shown = env.ok(None, &["--db", &location, "checkpoint"]).await;
+    assert!(
+        shown.starts_with("tfaudit.test/archive\n3025\n") && shown.contains("\n\n\u{2014} auditor-test "),
+        "{shown}"
+    );
     // A quick verification checks nothing again.
     let out = verifies(&env, &db, &["--quick"]).await;
     assert!(out.contains("0 events checked"), "{out}");
@@ -326,6 +331,8 @@ async fn tamper_with_every_kind(backend: fn(&Env) -> Db) {
     let text_part = &note[..note.find("\n\n").unwrap() + 1];
     replaced.set_checkpoint_note(cp, &forger.sign(text_part).unwrap());
     finds(&env, &replaced, &[], &["checkpoint", "not signed by"]).await;
+    replaced.set_checkpoint_note(cp, text_part);
+    finds(&env, &replaced, &[], &["checkpoint", "signature was removed"]).await;
     let edited = db.copy(env.dir.path(), "edited");
     let (cp, note) = edited.latest_checkpoint();
     edited.set_checkpoint_note(cp, &note.replacen("\n3025\n", "\n3024\n", 1));
@@ -385,4 +392,53 @@ async fn serve_checkpoints_after_syncs_and_shows_integrity() {
         "{page}"
     );
     assert!(server.stop().await.success());
+}
+
+/// A signing key that is not one, a public key given as the signing key, or a key file
+/// that is missing: one line naming the setting, exit 2, and never the key's text.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bad_signing_key_is_a_config_error_that_names_the_setting() {
+    let env = Env::new();
+    env.ok(None, &["keygen", "--out", env.path("k.key").to_str().unwrap()]).await;
+    let public = std::fs::read_to_string(env.path("k.key.pub")).unwrap();
+    let private = std::fs::read_to_string(env.path("k.key")).unwrap();
+    for (key, wanted) in [
+        ("\"not a key\"".to_owned(), "not a signing key"),
+        (format!("\"{}\"", public.trim()), "not a signing key"),
+        ("{ file = \"missing.key\" }".to_owned(), "cannot read"),
+    ] {
+        let cfg = env.path("tfaudit.toml");
+        std::fs::write(
+            &cfg,
+            format!("[[organization]]\nname = \"a\"\ntoken_env = \"T\"\n\n[integrity]\nsigning_key = {key}\n"),
+        )
+        .unwrap();
+        let out = env
+            .command(None, &["--config", cfg.to_str().unwrap(), "config", "check"])
+            .env("T", "t")
+            .output()
+            .await
+            .unwrap();
+        let err = text(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{err}");
+        assert!(err.contains("[integrity] signing_key") && err.contains(wanted), "{err}");
+        assert_eq!(err.trim().lines().count(), 1, "{err}");
+    }
+    // A good key: checked and named; a verify key that is the private one is refused.
+    let cfg = env.path("tfaudit.toml");
+    std::fs::write(
+        &cfg,
+        "[[organization]]\nname = \"a\"\ntoken_env = \"T\"\n\n[integrity]\nsigning_key = { file = \"k.key\" }\n",
+    )
+    .unwrap();
+    let out = env
+        .command(None, &["--config", cfg.to_str().unwrap(), "config", "check"])
+        .env("T", "t")
+        .output()
+        .await
+        .unwrap();
+    assert!(text(&out.stdout).contains("checkpoints signed by tfaudit"), "{}", text(&out.stderr));
+    let out = env.run(None, &["verify-proof", "nothing.json", "--key", private.trim()]).await;
+    assert_eq!(out.status.code(), Some(2));
+    assert!(!text(&out.stderr).contains(private.trim()), "the private key is never shown");
 }
