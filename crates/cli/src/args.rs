@@ -90,6 +90,14 @@ pub enum Command {
     /// arguments, or a target holding another archive; 5: an archive cannot be read or
     /// written). Stop anything that writes to the source (sync, watch, serve) first.
     Migrate(MigrateArgs),
+    /// Compress the events an archive still keeps uncompressed (from before its first
+    /// dictionary, or from an older tfaudit), in batches; resumable
+    ///
+    /// SQLite archives keep each event's bytes compressed with a dictionary trained on
+    /// their own events. Stopped part way, the same command goes on; `--vacuum` then
+    /// gives the space freed back to the file system (it rewrites the file, and needs as
+    /// much free space as the archive). PostgreSQL archives have nothing to compact.
+    Compact(CompactArgs),
     /// Write an Ed25519 key pair for signing checkpoints ([integrity] signing_key)
     ///
     /// Writes the private key (mode 0600) to --out and the public key to --out.pub, both
@@ -439,6 +447,17 @@ pub struct ExportArgs {
     /// with `tfaudit verify-proof FILE.proof.json` (jsonl with --output only)
     #[arg(long, requires = "output")]
     pub with_proof: bool,
+}
+
+/// `tfaudit compact`.
+#[derive(Debug, Args, Clone)]
+pub struct CompactArgs {
+    /// Events per transaction
+    #[arg(long, default_value_t = 5_000, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    pub batch: u64,
+    /// Rewrite the file afterwards so that the space freed is returned (SQLite VACUUM)
+    #[arg(long)]
+    pub vacuum: bool,
 }
 
 /// `tfaudit keygen`.

@@ -61,6 +61,7 @@ fn run(cli: &Cli) -> Result<(), Failure> {
         Command::Forward(a) => runtime()?.block_on(commands::forward::forward(cli, a)),
         Command::Sinks(c) => runtime()?.block_on(commands::forward::sinks(cli, c)),
         Command::Migrate(a) => commands::migrate::migrate(cli, a),
+        Command::Compact(a) => commands::migrate::compact(cli, a),
         Command::Keygen(a) => commands::integrity::keygen(cli, a),
         Command::Checkpoint(a) => commands::integrity::checkpoint(cli, a),
         Command::Verify(a) => commands::integrity::verify(cli, a),

@@ -6,6 +6,7 @@
 //! events it stands for.
 
 mod alerts;
+mod compress;
 mod dead_letters;
 mod glob;
 mod leases;
@@ -55,6 +56,8 @@ pub struct SqliteStore {
     /// that opened it.
     reader_target: (String, rusqlite::OpenFlags),
     checkpointer: Option<Checkpointer>,
+    /// The compression dictionaries, shared by every connection's `tfaudit_raw`.
+    codec: std::sync::Arc<compress::Codec>,
 }
 
 /// Read connections at most: each keeps its page cache warm, and with two cores more
@@ -210,6 +213,7 @@ impl SqliteStore {
             path: path.to_owned(),
             reader_target,
             checkpointer: None,
+            codec: std::sync::Arc::default(),
         };
         // Processes starting together on a new archive (several `watch` instances) race
         // to set it up; SQLite answers some of those races (switching to WAL, upgrading
@@ -306,6 +310,7 @@ impl SqliteStore {
             path: path.to_owned(),
             reader_target: (uri, flags),
             checkpointer: None,
+            codec: std::sync::Arc::default(),
         })
     }
 
@@ -320,6 +325,7 @@ impl SqliteStore {
         let shown = self.path.display().to_string();
         conn.busy_timeout(std::time::Duration::from_secs(30)).map_err(|e| classify(&shown, e))?;
         glob::register(&conn).map_err(|e| classify(&shown, e))?;
+        compress::register(&conn, self.codec.clone()).map_err(|e| classify(&shown, e))?;
         // Before the first table exists, so that it applies: larger pages mean fewer
         // B-tree splits and WAL frames per event.
         conn.execute_batch("PRAGMA page_size = 16384;").map_err(|e| classify(&shown, e))?;
@@ -407,6 +413,7 @@ impl SqliteStore {
         }
         c.busy_timeout(std::time::Duration::from_secs(30)).map_err(|e| self.db(e))?;
         glob::register(&c).map_err(|e| self.db(e))?;
+        compress::register(&c, self.codec.clone()).map_err(|e| self.db(e))?;
         // Small caches: eight readers must fit the service's memory budget.
         c.execute_batch("PRAGMA cache_size = -4000; PRAGMA temp_store = MEMORY;").map_err(|e| self.db(e))?;
         Ok(c)
@@ -466,6 +473,12 @@ fn classify(path: &str, e: rusqlite::Error) -> StoreError {
 }
 
 /// A write named a source id that [`Store::source`] never returned.
+/// How many events the archive holds, from the sources' counters (no count of rows).
+pub(crate) fn archived(conn: &Connection) -> rusqlite::Result<u64> {
+    let n: i64 = conn.query_row("SELECT coalesce(sum(event_count), 0) FROM sources", [], |r| r.get(0))?;
+    Ok(u64::try_from(n).unwrap_or(0))
+}
+
 fn unknown_source(id: i64) -> StoreError {
     StoreError::Database(format!("no source with id {id} in the archive"))
 }
@@ -501,7 +514,7 @@ const WALK_COLUMNS: &str =
     "walk_started_ms, walk_since_ms, walk_next_page, walk_page_size, walk_newest_ms, walk_oldest_ms, walk_gap_from_ms";
 
 const EVENT_COLUMNS: &str = "e.seq, e.id, s.name, e.ts_ms, e.organization_id, e.auth_type, e.accessor_id, \
-     e.auth_description, e.impersonator_id, e.request_id, e.resource_id, e.resource_type, e.resource_action, e.raw, e.ingested_ms";
+     e.auth_description, e.impersonator_id, e.request_id, e.resource_id, e.resource_type, e.resource_action, tfaudit_raw(e.raw, e.dict), e.ingested_ms";
 
 fn read_event(r: &rusqlite::Row<'_>) -> rusqlite::Result<StoredEvent> {
     Ok(StoredEvent {
@@ -603,7 +616,7 @@ fn where_clause(
         }
     }
     if let Some(text) = &filter.text {
-        w.and("tfaudit_contains(?, e.raw)", vec![Box::new(text.clone())]);
+        w.and("tfaudit_contains(?, tfaudit_raw(e.raw, e.dict))", vec![Box::new(text.clone())]);
     }
     if let Some((t, seq)) = filter.before {
         // `ts_ms <= ?` first, so that the time index bounds the scan.
@@ -702,11 +715,13 @@ impl Archive for SqliteStore {
         let mut rollups = tfaudit_store::rollup::Rollups::default();
         let (mut oldest, mut newest): (Option<i64>, Option<i64>) = (None, None);
         let mut organization: Option<&str> = None;
+        self.codec.prepare_writes(&tx, archived(&tx).map_err(|e| self.db(e))?).map_err(|e| self.db(e))?;
         {
             let mut insert = tx.prepare_cached(rollup::EVENT_INSERT_NEW).map_err(|e| self.db(e))?;
             for e in page.events {
                 let t = ms(e.timestamp);
-                let changed = rollup::insert_event(&mut insert, e, page.source_id, now).map_err(|e| self.db(e))?;
+                let changed =
+                    rollup::insert_event(&mut insert, &self.codec, e, page.source_id, now).map_err(|e| self.db(e))?;
                 if changed == 0 {
                     outcome.duplicates += 1;
                     continue;
@@ -1169,6 +1184,19 @@ impl Archive for SqliteStore {
 
     fn seen_values_up_to(&self, seq: i64) -> Result<SeenValues> {
         alerts::seen_values_up_to(&*self.read()?, seq).map_err(|e| self.db(e))
+    }
+
+    fn compact(&self, batch: u64) -> Result<(u64, u64)> {
+        let mut conn = self.lock();
+        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate).map_err(|e| self.db(e))?;
+        let done = compress::compact(&tx, &self.codec, archived(&tx).map_err(|e| self.db(e))?, batch)
+            .map_err(|e| self.db(e))?;
+        tx.commit().map_err(|e| self.db(e))?;
+        Ok(done)
+    }
+
+    fn reclaim_space(&self) -> Result<()> {
+        self.lock().execute_batch("VACUUM").map_err(|e| self.db(e))
     }
 }
 

@@ -12,10 +12,12 @@ use crate::ms;
 /// conflict clause); the number of rows inserted.
 pub(crate) fn insert_event(
     insert: &mut CachedStatement<'_>,
+    codec: &crate::compress::Codec,
     e: &AuditEvent,
     source: i64,
     ingested_ms: i64,
 ) -> rusqlite::Result<usize> {
+    let (raw, dict) = codec.compress(&e.raw)?;
     insert.execute(params![
         e.id,
         source,
@@ -29,8 +31,9 @@ pub(crate) fn insert_event(
         e.resource_id,
         e.resource_type,
         e.resource_action,
-        e.raw,
-        ingested_ms
+        raw,
+        ingested_ms,
+        dict
     ])
 }
 
@@ -39,8 +42,8 @@ pub(crate) fn insert_event(
 macro_rules! event_insert {
     () => {
         "INSERT INTO events (id, source_id, organization_id, ts_ms, auth_type, accessor_id, auth_description,
-            impersonator_id, request_id, resource_id, resource_type, resource_action, raw, ingested_ms)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)"
+            impersonator_id, request_id, resource_id, resource_type, resource_action, raw, ingested_ms, dict)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)"
     };
 }
 

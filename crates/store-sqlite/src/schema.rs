@@ -283,4 +283,17 @@ CREATE TABLE verifications (
     checkpoint_size INTEGER
 );
 ",
+    // 9: events' bytes compressed with zstd and a dictionary trained on the archive's
+    // own events (see compress.rs): `dict` names the dictionary of a row whose `raw`
+    // is a compressed frame; NULL keeps `raw` as the JSON text.
+    r"
+CREATE TABLE dictionaries (
+    id         INTEGER PRIMARY KEY,
+    trained_ms INTEGER NOT NULL,
+    trained_at INTEGER NOT NULL,
+    samples    INTEGER NOT NULL,
+    bytes      BLOB NOT NULL
+);
+ALTER TABLE events ADD COLUMN dict INTEGER;
+",
 ];

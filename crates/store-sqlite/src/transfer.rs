@@ -190,13 +190,15 @@ impl Transfer for SqliteStore {
         let mut rollups = tfaudit_store::rollup::Rollups::default();
         // Per source: count, oldest, newest, first organization.
         let mut counters: HashMap<i64, (i64, i64, i64, Option<&str>)> = HashMap::new();
+        self.codec.prepare_writes(&tx, crate::archived(&tx).map_err(|e| self.db(e))?).map_err(|e| self.db(e))?;
         {
             let mut insert = tx.prepare_cached(rollup::EVENT_INSERT).map_err(|e| self.db(e))?;
             for stored in events {
                 let source = *ids.get(&stored.source).ok_or_else(|| unknown(&stored.source))?;
                 let e = &stored.event;
                 let t = ms(e.timestamp);
-                rollup::insert_event(&mut insert, e, source, ms(stored.ingested_at)).map_err(|e| self.db(e))?;
+                rollup::insert_event(&mut insert, &self.codec, e, source, ms(stored.ingested_at))
+                    .map_err(|e| self.db(e))?;
                 let c = counters.entry(source).or_insert((0, t, t, None));
                 c.0 += 1;
                 c.1 = c.1.min(t);

@@ -430,6 +430,27 @@ pub trait Archive: Send + Sync {
     /// # Errors
     /// On a database failure.
     fn seen_values(&self, before: Option<Timestamp>) -> Result<SeenValues>;
+
+    /// Compresses up to `batch` events still kept uncompressed (written before the
+    /// archive had a dictionary, or by an older tfaudit), in one transaction; says how
+    /// many it compressed and how many are left. A backend that does not compress
+    /// (PostgreSQL, whose large values TOAST already compresses) has none.
+    ///
+    /// # Errors
+    /// On a database failure; then nothing of the batch was written.
+    fn compact(&self, batch: u64) -> Result<(u64, u64)> {
+        let _ = batch;
+        Ok((0, 0))
+    }
+
+    /// Gives the space freed inside the archive back to the file system (SQLite's
+    /// VACUUM; nothing for a server database, which does that itself).
+    ///
+    /// # Errors
+    /// On a database failure (the archive is unchanged).
+    fn reclaim_space(&self) -> Result<()> {
+        Ok(())
+    }
 }
 
 /// The consumers role: durable *named* cursors over the ingest sequence (`seq`), each

@@ -147,3 +147,33 @@ impl MigrateProgress for Bar {
         }
     }
 }
+
+/// `tfaudit compact`: every event still kept uncompressed, compressed in batches.
+pub fn compact(cli: &Cli, args: &crate::args::CompactArgs) -> Result<(), Failure> {
+    let config = crate::settings::config(cli)?;
+    let store = crate::settings::open_archive(cli, config.as_ref(), Mode::MustExist)?;
+    // Each batch is its own transaction: stopped by a signal, the batch in flight is
+    // rolled back and the next run goes on from there.
+    let mut total = 0;
+    loop {
+        let (done, left) = store.compact(args.batch)?;
+        total += done;
+        if !cli.quiet && std::io::stderr().is_terminal() && left > 0 {
+            let _ = write!(std::io::stderr(), "\rcompressed {total} events, {left} left ");
+        }
+        if done == 0 || left == 0 {
+            break;
+        }
+    }
+    let mut out = output::Stdout::new();
+    if !cli.quiet {
+        writeln!(out, "compressed {total} events")?;
+    }
+    if args.vacuum {
+        store.reclaim_space()?;
+        if !cli.quiet {
+            writeln!(out, "space given back to the file system")?;
+        }
+    }
+    Ok(())
+}
