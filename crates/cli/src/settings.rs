@@ -508,6 +508,18 @@ pub fn checkpointer(config: Option<&(PathBuf, ConfigFile)>) -> Result<tfaudit_in
         c.every = every.0;
     }
     c.dir = section.checkpoint_dir.map(|d| base.join(d));
+    if let Some(url) = &section.checkpoint_webhook {
+        url.register_inline();
+        let url = url.resolve("[integrity] checkpoint_webhook").map_err(Failure::Usage)?;
+        let parsed = reqwest::Url::parse(url.expose()).map_err(|_| {
+            Failure::Usage("[integrity] checkpoint_webhook is not a URL: give an http:// or https:// address".into())
+        })?;
+        if !matches!(parsed.scheme(), "http" | "https") {
+            return Err(Failure::Usage("[integrity] checkpoint_webhook must be an http:// or https:// address".into()));
+        }
+        tfaudit_api::redact::register(url.expose());
+        c.webhook = Some(url);
+    }
     Ok(c)
 }
 

@@ -89,6 +89,9 @@ pub struct IntegritySection {
     pub checkpoint_every: Option<crate::Duration>,
     /// A directory every checkpoint is also written to, outside the archive's reach.
     pub checkpoint_dir: Option<PathBuf>,
+    /// A URL every new checkpoint is also POSTed to (text/plain), outside the archive's
+    /// reach: `"https://…"`, `{ env = "NAME" }` or `{ file = "path" }`.
+    pub checkpoint_webhook: Option<crate::SecretSource>,
 }
 
 /// What kind of sink.

@@ -172,11 +172,13 @@ pub struct Checkpointer {
     pub origin: Option<String>,
     pub every: Duration,
     pub dir: Option<std::path::PathBuf>,
+    /// Where each new checkpoint is also POSTed (by the caller, which has a client).
+    pub webhook: Option<tfaudit_model::Secret>,
 }
 
 impl Default for Checkpointer {
     fn default() -> Self {
-        Self { signer: None, origin: None, every: Duration::from_secs(3600), dir: None }
+        Self { signer: None, origin: None, every: Duration::from_secs(3600), dir: None, webhook: None }
     }
 }
 

@@ -19,12 +19,19 @@ pub async fn checkpoint_forever(
     cancel: CancellationToken,
 ) {
     let mut retry = Retry::new(std::time::Duration::from_secs(1));
+    let client = copy_client();
     loop {
         let c = checkpointer.clone();
         let made = tfaudit_store::blocking(&store, move |s| c.run(s, Timestamp::now()).map_err(Failed)).await;
         let pause = match made {
             Ok(CheckpointMade::New(cp)) => {
                 tracing::info!(size = cp.size, signed = cp.signed_by.is_some(), "checkpoint made");
+                if let Some(url) = &checkpointer.webhook
+                    && let Err(e) = send_copy(&client, url, &cp.note).await
+                {
+                    // The next checkpoint is sent too, and it covers this one's events.
+                    tracing::error!("cannot send the checkpoint to [integrity] checkpoint_webhook: {e}");
+                }
                 retry.succeeded();
                 checkpointer.every
             }
@@ -53,4 +60,32 @@ impl From<tfaudit_store::StoreError> for Failed {
     fn from(e: tfaudit_store::StoreError) -> Self {
         Self(e.into())
     }
+}
+
+/// The client checkpoint copies are sent with: no redirects followed (the URL may carry
+/// a secret), bounded in time.
+#[must_use]
+pub fn copy_client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .user_agent(tfaudit_api::USER_AGENT)
+        .redirect(reqwest::redirect::Policy::none())
+        .timeout(std::time::Duration::from_secs(30))
+        .build()
+        .unwrap_or_default()
+}
+
+/// POSTs a checkpoint (its signed-note text) to `url`: a copy kept outside the
+/// archive's reach.
+///
+/// # Errors
+/// The reason, with the URL redacted, when it was not answered with a 2xx.
+pub async fn send_copy(client: &reqwest::Client, url: &tfaudit_model::Secret, note: &str) -> Result<(), String> {
+    let answer = client
+        .post(url.expose())
+        .header(reqwest::header::CONTENT_TYPE, "text/plain; charset=utf-8")
+        .body(note.to_owned())
+        .send()
+        .await
+        .map_err(|e| tfaudit_api::redact::redact(&tfaudit_api::client::error_chain(&e)).into_owned())?;
+    if answer.status().is_success() { Ok(()) } else { Err(format!("the receiver answered {}", answer.status())) }
 }

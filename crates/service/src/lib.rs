@@ -12,7 +12,7 @@
 //! through [`Report`], so that the CLI words its own lines.
 
 mod alerts;
-mod checkpoints;
+pub mod checkpoints;
 pub mod cluster;
 mod organizations;
 mod retry;

@@ -82,6 +82,12 @@ pub fn checkpoint(cli: &Cli, args: &CheckpointArgs) -> Result<(), Failure> {
     let checkpointer = settings::checkpointer(config.as_ref())?;
     let store = settings::open_archive(cli, config.as_ref(), Mode::MustExist)?;
     let made = checkpointer.run(&*store, Timestamp::now())?;
+    if let (CheckpointMade::New(cp), Some(url)) = (&made, &checkpointer.webhook) {
+        let client = tfaudit_service::checkpoints::copy_client();
+        crate::runtime()?.block_on(tfaudit_service::checkpoints::send_copy(&client, url, &cp.note)).map_err(|e| {
+            Failure::Api(format!("the checkpoint was made but not sent to [integrity] checkpoint_webhook: {e}"))
+        })?;
+    }
     let mut out = crate::output::Stdout::new();
     let cp = match made {
         CheckpointMade::Empty => {

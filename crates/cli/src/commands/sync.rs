@@ -104,12 +104,26 @@ pub async fn sync(cli: &Cli, args: &SyncArgs) -> Result<(), Failure> {
     // What was stored is checkpointed even when a later organization failed.
     if stored > 0 {
         let checkpointer = settings::checkpointer(config.as_ref())?;
+        let webhook = checkpointer.webhook.clone();
         let made = tfaudit_store::blocking(&store, move |s| {
             checkpointer.run(s, jiff::Timestamp::now()).map_err(crate::commands::integrity::IntegrityFailure)
         })
         .await;
-        if let Err(e) = made {
-            failure.get_or_insert(e.into());
+        match made {
+            Ok(tfaudit_integrity::CheckpointMade::New(cp)) => {
+                if let Some(url) = webhook {
+                    let client = tfaudit_service::checkpoints::copy_client();
+                    if let Err(e) = tfaudit_service::checkpoints::send_copy(&client, &url, &cp.note).await {
+                        failure.get_or_insert(Failure::Api(format!(
+                            "the checkpoint was made but not sent to [integrity] checkpoint_webhook: {e}"
+                        )));
+                    }
+                }
+            }
+            Ok(_) => {}
+            Err(e) => {
+                failure.get_or_insert(e.into());
+            }
         }
     }
     match failure {

@@ -359,10 +359,25 @@ async fn serve_checkpoints_after_syncs_and_shows_integrity() {
     let sim = start(SimConfig { events: 500, ..SimConfig::default() }).await;
     let env = Env::new();
     env.ok(None, &["keygen", "--name", "ops", "--out", env.path("k.key").to_str().unwrap()]).await;
+    // A receiver of the checkpoints' copies, as a webhook outside the archive's reach.
+    let received = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let inbox = received.clone();
+    let app = axum::Router::new().route(
+        "/checkpoints",
+        axum::routing::post(move |body: String| {
+            let inbox = inbox.clone();
+            async move { inbox.lock().unwrap().push(body) }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let hook = format!("http://{}/checkpoints", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
     let cfg = config(
         &env,
         &[("acme", &sim)],
-        "[integrity]\nsigning_key = { file = \"k.key\" }\ncheckpoint_dir = \"copies\"\n",
+        &format!(
+            "[integrity]\nsigning_key = {{ file = \"k.key\" }}\ncheckpoint_dir = \"copies\"\ncheckpoint_webhook = \"{hook}\"\n"
+        ),
     );
     let server = Server::start(&env, &cfg, &[("TOKEN_ACME", sim.token())]).await;
     let latest = env.path("copies/latest.checkpoint");
@@ -382,6 +397,10 @@ async fn serve_checkpoints_after_syncs_and_shows_integrity() {
     })
     .await;
     assert!(env.path("copies/500.checkpoint").exists() && env.path("copies/501.checkpoint").exists());
+    wait_for("the copies sent to the webhook", async || received.lock().unwrap().len() >= 2).await;
+    let sent = received.lock().unwrap().clone();
+    assert_eq!(sent.last().unwrap(), &std::fs::read_to_string(&latest).unwrap(), "the same signed note");
+    assert!(sent[0].lines().nth(1) == Some("500") && sent[0].contains("\u{2014} ops "), "{sent:?}");
     // A verification while serving, then the page says so.
     let key = env.path("k.key.pub");
     let out = env.ok(None, &["--config", cfg.to_str().unwrap(), "verify", "--key", key.to_str().unwrap()]).await;
