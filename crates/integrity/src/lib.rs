@@ -13,7 +13,7 @@
 //! checkpoint; [`prove`] gives an event's inclusion proof, which [`check_proof`]
 //! checks with nothing but the proof and the public key.
 
-pub mod merkle;
+pub use tfaudit_store::merkle;
 pub mod note;
 mod proof;
 mod tree;
@@ -24,7 +24,6 @@ use base64::engine::general_purpose::STANDARD as B64;
 pub use merkle::Hash;
 pub use note::{Note, NoteError, NoteSigner, NoteVerifier};
 pub use proof::{ExportProof, InclusionProof, ProofCheck, check_export_proof, check_proof, prove, prove_export};
-use sha2::{Digest, Sha256};
 pub use tree::{CheckpointMade, Checkpointer, checkpoint, extend_tree};
 pub use verify::{Finding, Report, VerifyOptions, verify};
 
@@ -45,25 +44,7 @@ pub enum IntegrityError {
 
 pub type Result<T, E = IntegrityError> = std::result::Result<T, E>;
 
-/// The tag that begins every leaf's data: a leaf of another kind of log never hashes
-/// like an event of this one.
-const LEAF_TAG: &[u8] = b"tfaudit event v1\0";
-
-/// The leaf hash of an event: `SHA-256(0x00 ‖ "tfaudit event v1\0" ‖ seq as 8 bytes
-/// big-endian ‖ length of the organization as 4 bytes big-endian ‖ organization ‖
-/// the event's original bytes)`. Documented in the README so that anyone can
-/// recompute it.
-#[must_use]
-pub fn event_leaf_hash(seq: i64, organization: &str, raw: &[u8]) -> Hash {
-    let mut h = Sha256::new();
-    h.update([0u8]);
-    h.update(LEAF_TAG);
-    h.update(seq.to_be_bytes());
-    h.update(u32::try_from(organization.len()).unwrap_or(u32::MAX).to_be_bytes());
-    h.update(organization.as_bytes());
-    h.update(raw);
-    h.finalize().into()
-}
+pub use merkle::{event_leaf_hash, new_origin};
 
 /// A checkpoint's body as C2SP `tlog-checkpoint` has it: origin, size, base64 root.
 #[must_use]
@@ -100,32 +81,9 @@ impl ParsedCheckpoint {
     }
 }
 
-/// A new archive's origin: unique, so that checkpoints of two archives never pass for
-/// each other.
-#[must_use]
-pub fn new_origin() -> String {
-    format!("tfaudit.archive/{}", hex::encode(rand::random::<[u8; 8]>()))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn a_leaf_binds_bytes_organization_and_seq() {
-        let a = event_leaf_hash(1, "acme", br#"{"id":"x"}"#);
-        assert_ne!(a, event_leaf_hash(2, "acme", br#"{"id":"x"}"#));
-        assert_ne!(a, event_leaf_hash(1, "acme2", br#"{"id":"x"}"#));
-        assert_ne!(a, event_leaf_hash(1, "acme", br#"{"id": "x"}"#));
-        // The length prefix keeps the organization and the bytes apart.
-        assert_ne!(event_leaf_hash(1, "ab", b"c"), event_leaf_hash(1, "a", b"bc"));
-        let mut data = LEAF_TAG.to_vec();
-        data.extend_from_slice(&1i64.to_be_bytes());
-        data.extend_from_slice(&4u32.to_be_bytes());
-        data.extend_from_slice(b"acme");
-        data.extend_from_slice(br#"{"id":"x"}"#);
-        assert_eq!(a, merkle::leaf_hash(&data));
-    }
 
     #[test]
     fn checkpoints_read_back() {

@@ -83,8 +83,17 @@ pub fn checkpoint<S: Archive + Ledger + ?Sized>(
     every: Duration,
     now: Timestamp,
 ) -> Result<CheckpointMade> {
-    let Some(head) = extend_tree(store, origin)? else { return Ok(CheckpointMade::Empty) };
+    let Some(mut head) = extend_tree(store, origin)? else { return Ok(CheckpointMade::Empty) };
     let latest = store.latest_checkpoint()?;
+    // The archive may have begun its tree while storing events, with a name of its
+    // own: the configured one replaces it until the first checkpoint fixes it.
+    if let Some(o) = origin
+        && latest.is_none()
+        && head.origin != o
+        && store.set_tree_origin(o)?
+    {
+        head.origin = o.to_owned();
+    }
     if let Some(l) = latest
         && l.size == head.size
         && now.duration_since(l.made_at).unsigned_abs() < every

@@ -46,6 +46,12 @@ pub fn the_tree_grows_by_compare_and_set(fresh: Fresh<'_>) {
     assert_eq!(a.leaves(0, 1).unwrap(), vec![leaf(0, 3)]);
     assert_eq!(a.tree_nodes(8, 0, 10).unwrap(), vec![node]);
     assert_eq!(a.tree_nodes(16, 0, 10).unwrap(), vec![]);
+    // The origin can be renamed until the first checkpoint, not after.
+    assert!(a.set_tree_origin("tfaudit.example/renamed").unwrap());
+    assert_eq!(a.tree_head().unwrap().unwrap().origin, "tfaudit.example/renamed");
+    a.add_checkpoint(3, &[0; 32], "tfaudit.example/renamed\n3\nx\n", None, at("2024-06-01T00:00:00Z")).unwrap();
+    assert!(!a.set_tree_origin("tfaudit.example/again").unwrap());
+    assert_eq!(a.tree_head().unwrap().unwrap().origin, "tfaudit.example/renamed");
 }
 
 /// Checkpoints are listed oldest first after an id, and the newest is the last added;

@@ -105,6 +105,18 @@ impl Ledger for PostgresStore {
         Ok(CommitOutcome::Committed { new_alerts: 0 })
     }
 
+    fn set_tree_origin(&self, origin: &str) -> Result<bool> {
+        let mut conn = self.conn()?;
+        let n = conn
+            .client
+            .execute(
+                "UPDATE tree_head SET origin = $1 WHERE id = 1 AND NOT EXISTS (SELECT 1 FROM checkpoints)",
+                &[&nul_free(origin)],
+            )
+            .map_err(|e| self.db(&e))?;
+        Ok(n == 1)
+    }
+
     fn leaves(&self, from: u64, limit: u64) -> Result<Vec<Leaf>> {
         let mut conn = self.conn()?;
         let stmt = conn

@@ -10,6 +10,57 @@ use tfaudit_store::{
 
 use crate::{SqliteStore, ms, ts};
 
+/// Grows the tree in the transaction that stored a page: the leaves of its new events
+/// (`inserted`: seq and original bytes, in seq order), so that a checkpoint after a
+/// backfill reads nothing again. Only when the tree has every event stored before the
+/// page (`stored_before`: the newest seq then), or the archive was empty; otherwise
+/// the next checkpoint's `extend_tree` catches up first.
+pub(crate) fn grow(
+    tx: &rusqlite::Connection,
+    source_id: i64,
+    stored_before: i64,
+    inserted: &[(i64, &str)],
+) -> rusqlite::Result<()> {
+    use tfaudit_store::merkle::{Frontier, event_leaf_hash, new_origin};
+    if inserted.is_empty() {
+        return Ok(());
+    }
+    let head: Option<(String, i64, i64, Vec<u8>)> = tx
+        .query_row("SELECT origin, size, last_seq, frontier FROM tree_head WHERE id = 1", [], |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
+        })
+        .optional()?;
+    let (origin, size, last_seq, frontier) = head.unwrap_or_else(|| (new_origin(), 0, 0, Vec::new()));
+    let Some(mut frontier) = frontier_from_bytes(&frontier).and_then(|f| Frontier::from_parts(count(size), f)) else {
+        return Ok(());
+    };
+    if last_seq != stored_before {
+        return Ok(());
+    }
+    let name: String = tx.query_row("SELECT name FROM sources WHERE id = ?1", [source_id], |r| r.get(0))?;
+    let mut completed = Vec::new();
+    {
+        let mut leaf = tx.prepare_cached("INSERT INTO tree_leaves (idx, seq, hash) VALUES (?1, ?2, ?3)")?;
+        for (seq, raw) in inserted {
+            let hash = event_leaf_hash(*seq, &name, raw.as_bytes());
+            leaf.execute(params![big(frontier.size()), seq, &hash[..]])?;
+            frontier.push(hash, &mut completed);
+        }
+        let mut node = tx.prepare_cached("INSERT OR REPLACE INTO tree_nodes (level, idx, hash) VALUES (?1, ?2, ?3)")?;
+        for c in &completed {
+            node.execute(params![c.level, big(c.index), &c.hash[..]])?;
+        }
+    }
+    let last = inserted.last().map_or(last_seq, |(seq, _)| *seq);
+    tx.execute(
+        "INSERT INTO tree_head (id, origin, size, last_seq, frontier, updated_ms) VALUES (1, ?1, ?2, ?3, ?4, ?5)
+         ON CONFLICT (id) DO UPDATE SET size = excluded.size, last_seq = excluded.last_seq,
+             frontier = excluded.frontier, updated_ms = excluded.updated_ms",
+        params![origin, big(frontier.size()), last, frontier_bytes(frontier.hashes()), ms(Timestamp::now())],
+    )?;
+    Ok(())
+}
+
 fn big(n: u64) -> i64 {
     i64::try_from(n).unwrap_or(i64::MAX)
 }
@@ -105,6 +156,17 @@ impl Ledger for SqliteStore {
         .map_err(|e| self.db(e))?;
         tx.commit().map_err(|e| self.db(e))?;
         Ok(CommitOutcome::Committed { new_alerts: 0 })
+    }
+
+    fn set_tree_origin(&self, origin: &str) -> Result<bool> {
+        let n = self
+            .lock()
+            .execute(
+                "UPDATE tree_head SET origin = ?1 WHERE id = 1 AND NOT EXISTS (SELECT 1 FROM checkpoints)",
+                [origin],
+            )
+            .map_err(|e| self.db(e))?;
+        Ok(n == 1)
     }
 
     fn leaves(&self, from: u64, limit: u64) -> Result<Vec<Leaf>> {

@@ -716,6 +716,9 @@ impl Archive for SqliteStore {
         let (mut oldest, mut newest): (Option<i64>, Option<i64>) = (None, None);
         let mut organization: Option<&str> = None;
         self.codec.prepare_writes(&tx, archived(&tx).map_err(|e| self.db(e))?).map_err(|e| self.db(e))?;
+        let stored_before: i64 =
+            tx.query_row("SELECT coalesce(max(seq), 0) FROM events", [], |r| r.get(0)).map_err(|e| self.db(e))?;
+        let mut inserted: Vec<(i64, &str)> = Vec::with_capacity(page.events.len());
         {
             let mut insert = tx.prepare_cached(rollup::EVENT_INSERT_NEW).map_err(|e| self.db(e))?;
             for e in page.events {
@@ -726,6 +729,7 @@ impl Archive for SqliteStore {
                     outcome.duplicates += 1;
                     continue;
                 }
+                inserted.push((tx.last_insert_rowid(), e.raw.as_str()));
                 outcome.inserted += 1;
                 oldest = Some(oldest.map_or(t, |o| o.min(t)));
                 newest = Some(newest.map_or(t, |n| n.max(t)));
@@ -736,6 +740,7 @@ impl Archive for SqliteStore {
             }
         }
         rollup::write(&rollups, &tx).map_err(|e| self.db(e))?;
+        ledger::grow(&tx, page.source_id, stored_before, &inserted).map_err(|e| self.db(e))?;
         for reject in page.rejects {
             let seen: Option<i64> = tx
                 .query_row(

@@ -191,6 +191,7 @@ use crate::{Checkpoint, Hash, Leaf, Ledger, TreeHead, TreeNode, Verification};
 guarded! { Ledger {
     fn tree_head(&self) -> Result<Option<TreeHead>>;
     fn append_tree(&self, old_size: Option<u64>, head: &TreeHead, leaves: &[Leaf], nodes: &[TreeNode]) -> Result<CommitOutcome>;
+    fn set_tree_origin(&self, origin: &str) -> Result<bool>;
     fn leaves(&self, from: u64, limit: u64) -> Result<Vec<Leaf>>;
     fn tree_nodes(&self, level: u32, from: u64, limit: u64) -> Result<Vec<TreeNode>>;
     fn add_checkpoint(&self, size: u64, root: &Hash, note: &str, signed_by: Option<&str>, made_at: Timestamp) -> Result<Checkpoint>;

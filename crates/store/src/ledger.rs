@@ -127,6 +127,14 @@ pub trait Ledger: Send + Sync {
         nodes: &[TreeNode],
     ) -> Result<CommitOutcome>;
 
+    /// Renames the tree's log (the first line of its checkpoints): only while it has
+    /// no checkpoint, so that every checkpoint of an archive names the same origin.
+    /// Says whether it was renamed.
+    ///
+    /// # Errors
+    /// On a database failure.
+    fn set_tree_origin(&self, origin: &str) -> Result<bool>;
+
     /// Leaves with index `from..`, in index order, at most `limit`.
     ///
     /// # Errors

@@ -23,6 +23,7 @@ pub mod blocking;
 mod filter;
 mod leases;
 pub mod ledger;
+pub mod merkle;
 pub mod migrate;
 pub mod rollup;
 mod transfer;

@@ -1,5 +1,7 @@
 //! The Merkle tree of RFC 6962 (and RFC 9162 §2.1): its hashing, its growth one leaf at
-//! a time, and inclusion and consistency proofs with their verification.
+//! a time, and inclusion and consistency proofs with their verification. Here, beside
+//! the storage interface, so that a backend can grow the tree in the transaction that
+//! stores the events; `tfaudit-integrity` checkpoints, verifies and proves with it.
 //!
 //! The tree is never held whole. Growing it needs only the *frontier* (the roots of the
 //! perfect subtrees that make up its size, at most 64 hashes); a proof needs the roots of
@@ -110,6 +112,40 @@ pub trait Nodes {
     /// # Errors
     /// When the source cannot read it.
     fn perfect(&mut self, level: u32, index: u64) -> Result<Hash, Self::Error>;
+}
+
+/// The tag that begins every leaf's data: a leaf of another kind of log never hashes
+/// like an event of this one.
+const LEAF_TAG: &[u8] = b"tfaudit event v1\0";
+
+/// The leaf hash of an event: `SHA-256(0x00 ‖ "tfaudit event v1\0" ‖ seq as 8 bytes
+/// big-endian ‖ length of the organization as 4 bytes big-endian ‖ organization ‖
+/// the event's original bytes)`. Documented in the README so that anyone can
+/// recompute it.
+#[must_use]
+pub fn event_leaf_hash(seq: i64, organization: &str, raw: &[u8]) -> Hash {
+    let mut h = Sha256::new();
+    h.update([0u8]);
+    h.update(LEAF_TAG);
+    h.update(seq.to_be_bytes());
+    h.update(u32::try_from(organization.len()).unwrap_or(u32::MAX).to_be_bytes());
+    h.update(organization.as_bytes());
+    h.update(raw);
+    h.finalize().into()
+}
+
+/// A new archive's origin: unique, so that checkpoints of two archives never pass for
+/// each other.
+#[must_use]
+pub fn new_origin() -> String {
+    let mut bytes = [0u8; 8];
+    let t = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos());
+    let mut h = Sha256::new();
+    h.update(t.to_be_bytes());
+    h.update(std::process::id().to_be_bytes());
+    h.update(std::thread::current().name().unwrap_or_default().as_bytes());
+    bytes.copy_from_slice(&h.finalize()[..8]);
+    format!("tfaudit.archive/{}", hex::encode(bytes))
 }
 
 /// Leaf hashes held in memory (tests, and small trees).
@@ -318,6 +354,23 @@ mod tests {
 
     fn h(s: &str) -> Hash {
         hex::decode(s).unwrap().try_into().unwrap()
+    }
+
+    #[test]
+    fn a_leaf_binds_bytes_organization_and_seq() {
+        let a = event_leaf_hash(1, "acme", br#"{"id":"x"}"#);
+        assert_ne!(a, event_leaf_hash(2, "acme", br#"{"id":"x"}"#));
+        assert_ne!(a, event_leaf_hash(1, "acme2", br#"{"id":"x"}"#));
+        assert_ne!(a, event_leaf_hash(1, "acme", br#"{"id": "x"}"#));
+        // The length prefix keeps the organization and the bytes apart.
+        assert_ne!(event_leaf_hash(1, "ab", b"c"), event_leaf_hash(1, "a", b"bc"));
+        let mut data = LEAF_TAG.to_vec();
+        data.extend_from_slice(&1i64.to_be_bytes());
+        data.extend_from_slice(&4u32.to_be_bytes());
+        data.extend_from_slice(b"acme");
+        data.extend_from_slice(br#"{"id":"x"}"#);
+        assert_eq!(a, leaf_hash(&data));
+        assert_ne!(new_origin(), new_origin());
     }
 
     #[test]
