@@ -67,6 +67,55 @@ fn children_peak_rss_mib() -> f64 {
     usage.ru_maxrss as f64 / 1024.0
 }
 
+/// CPU (user + system) of the children waited for so far.
+fn children_cpu() -> Duration {
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    unsafe { libc::getrusage(libc::RUSAGE_CHILDREN, &mut usage) };
+    let tv = |t: libc::timeval| Duration::from_secs(t.tv_sec as u64) + Duration::from_micros(t.tv_usec as u64);
+    tv(usage.ru_utime) + tv(usage.ru_stime)
+}
+
+/// The baseline the backfill's CPU is held against: a plain poller that walks every
+/// page (1,000 events each) and appends each page's events to a JSONL file, nothing
+/// more. Run as a child process of this benchmark (`--poller URL TOKEN FILE`), so that
+/// its CPU is counted as tfaudit's is.
+fn poller(url: &str, token: &str, file: &str) {
+    use std::io::Write;
+    #[derive(serde::Deserialize)]
+    struct Pagination {
+        next_page: Option<u64>,
+    }
+    #[derive(serde::Deserialize)]
+    struct Page {
+        data: Vec<Box<serde_json::value::RawValue>>,
+        pagination: Pagination,
+    }
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let client = reqwest::Client::new();
+    let mut out = std::io::BufWriter::new(std::fs::File::create(file).unwrap());
+    let mut page = Some(1u64);
+    while let Some(n) = page {
+        let body = rt
+            .block_on(async {
+                client
+                    .get(format!("{url}/api/v2/organization/audit-trail?page[number]={n}&page[size]=1000"))
+                    .bearer_auth(token)
+                    .send()
+                    .await?
+                    .bytes()
+                    .await
+            })
+            .unwrap();
+        let parsed: Page = serde_json::from_slice(&body).unwrap();
+        for e in &parsed.data {
+            out.write_all(e.get().as_bytes()).unwrap();
+            out.write_all(b"\n").unwrap();
+        }
+        page = parsed.pagination.next_page;
+    }
+    out.flush().unwrap();
+}
+
 fn row(what: &str, value: String, target: &str) {
     println!("{what:<58} {value:>16}   {target}");
 }
@@ -102,6 +151,7 @@ fn backfill_and_incremental(
     // Each run backfills a new archive; the last one is kept for the incremental step.
     let runs = if only.as_deref() == Some("incremental") { 1 } else { runs };
     let mut rates = Vec::with_capacity(runs);
+    let (mut cpus, mut poller_cpus) = (Vec::with_capacity(runs), Vec::with_capacity(runs));
     let mut requests = 0;
     for _ in 0..runs {
         match postgres {
@@ -113,12 +163,26 @@ fn backfill_and_incremental(
             }
         }
         let before = sim.stats().requests;
+        let cpu_before = children_cpu();
         let started = Instant::now();
         let out = tfaudit(&db, dir, &sim, &["sync", "--rate-limit", "0"]);
         let elapsed = started.elapsed();
         assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        cpus.push(children_cpu() - cpu_before);
         requests = sim.stats().requests - before;
         rates.push(n as f64 / elapsed.as_secs_f64());
+        // The plain poller over the same server, in turn with each tfaudit run.
+        if postgres.is_none() {
+            let jsonl = dir.join("poller.jsonl");
+            let cpu_before = children_cpu();
+            let status = Command::new(std::env::current_exe().unwrap())
+                .args(["--poller", &sim.url(), sim.token(), jsonl.to_str().unwrap()])
+                .status()
+                .unwrap();
+            assert!(status.success());
+            poller_cpus.push(children_cpu() - cpu_before);
+            let _ = std::fs::remove_file(&jsonl);
+        }
     }
     if only.as_deref().is_none_or(|o| o == "backfill") {
         rates.sort_by(f64::total_cmp);
@@ -140,6 +204,17 @@ fn backfill_and_incremental(
         );
         row("  API requests per backfill", format!("{requests}"), &format!("ceil(N / 1000) = {}", n.div_ceil(1000)));
         if postgres.is_none() {
+            let (ours, theirs) = (median(cpus.clone()), median(poller_cpus.clone()));
+            row(
+                "  CPU (user + system) of the sync process, median; the plain poller's",
+                format!(
+                    "{:.2} s; {:.2} s: {:.2}x",
+                    ours.as_secs_f64(),
+                    theirs.as_secs_f64(),
+                    ours.as_secs_f64() / theirs.as_secs_f64()
+                ),
+                "target <= 0.75x",
+            );
             // The archive beside the events as JSON lines, one original event a line.
             let jsonl = dir.join("backfill.jsonl");
             let out = tfaudit(&db, dir, &sim, &["export", "-o", jsonl.to_str().unwrap()]);
@@ -323,6 +398,11 @@ fn integrity(n: u64, dir: &Path) {
 }
 
 fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    if let Some(i) = args.iter().position(|a| a == "--poller") {
+        poller(&args[i + 1], &args[i + 2], &args[i + 3]);
+        return;
+    }
     let sizes = sizes();
     let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("tfaudit-bench");
     std::fs::create_dir_all(&dir).unwrap();
