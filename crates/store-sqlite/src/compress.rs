@@ -25,9 +25,9 @@ pub const TRAIN_AT: u64 = 2_000;
 /// are learnt, and dictionaries stay few.
 const RETRAIN_FACTOR: u64 = 16;
 /// Events a dictionary is trained on: the newest.
-const SAMPLES: u32 = 20_000;
-const DICT_BYTES: usize = 64 * 1024;
-const LEVEL: i32 = 3;
+const SAMPLES: u32 = 8_000;
+const DICT_BYTES: usize = 32 * 1024;
+const LEVEL: i32 = 1;
 
 /// The archive's dictionaries, shared by its connections.
 #[derive(Default)]
