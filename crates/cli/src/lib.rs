@@ -61,6 +61,7 @@ fn run(cli: &Cli) -> Result<(), Failure> {
         Command::Forward(a) => runtime()?.block_on(commands::forward::forward(cli, a)),
         Command::Sinks(c) => runtime()?.block_on(commands::forward::sinks(cli, c)),
         Command::Migrate(a) => commands::migrate::migrate(cli, a),
+        Command::Archive(args::ArchiveCommand::Push(a)) => runtime()?.block_on(commands::archive::push(cli, a)),
         Command::Sim(a) => runtime()?.block_on(commands::sim::sim(a)),
         Command::Demo(a) => runtime()?.block_on(commands::demo::demo(a)),
     }
@@ -89,6 +90,7 @@ fn init_logging(cli: &Cli) {
         "tfaudit_server",
         "tfaudit_service",
         "tfaudit_forward",
+        "tfaudit_cold",
     ];
     let long_running = matches!(
         cli.command,

@@ -85,6 +85,54 @@ pub fn open_archive(cli: &Cli, config: Option<&(PathBuf, ConfigFile)>, mode: Mod
     Ok(location.open(mode)?)
 }
 
+/// Where `archive push` writes: `--to` / `TFAUDIT_ARCHIVE_TO`, else `[archive]
+/// location` (a relative directory there is relative to the config file), with the
+/// S3 settings of `[archive]` and their secrets read.
+///
+/// # Errors
+/// No location, or one that cannot be read (exit 2).
+pub fn cold_location(
+    to: Option<&str>,
+    config: Option<&(PathBuf, ConfigFile)>,
+) -> Result<(tfaudit_cold::Location, tfaudit_cold::S3Settings), Failure> {
+    let section = config.map(|(_, f)| f.archive.clone()).unwrap_or_default();
+    let location = match (to, &section.location, config) {
+        (Some(to), _, _) => tfaudit_cold::Location::parse(to)?,
+        (None, Some(text), Some((path, _))) => {
+            tfaudit_cold::Location::parse(text)?.relative_to(path.parent().unwrap_or(Path::new(".")))
+        }
+        _ => {
+            return Err(Failure::Usage(
+                "no archive location: give --to LOCATION, set TFAUDIT_ARCHIVE_TO, or add [archive] location to the config (a directory, s3://bucket/prefix, gs://bucket/prefix or az://container/prefix)".into(),
+            ));
+        }
+    };
+    let what = |key: &str| match config {
+        Some((path, _)) => format!("{}: [archive] {key}", path.display()),
+        None => format!("[archive] {key}"),
+    };
+    let secret = |s: &Option<tfaudit_config::SecretSource>, key: &str| {
+        s.as_ref().map(|s| s.resolve(&what(key))).transpose().map_err(Failure::Usage)
+    };
+    // The standard variables' secrets are hidden from every log line and error too.
+    for name in ["AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN"] {
+        if let Ok(v) = std::env::var(name)
+            && !v.trim().is_empty()
+        {
+            tfaudit_api::redact::register(v.trim());
+        }
+    }
+    let s3 = tfaudit_cold::S3Settings {
+        endpoint: section.endpoint.clone(),
+        region: section.region.clone(),
+        allow_http: section.allow_http,
+        access_key_id: secret(&section.access_key_id, "access_key_id")?,
+        secret_access_key: secret(&section.secret_access_key, "secret_access_key")?,
+        session_token: secret(&section.session_token, "session_token")?,
+    };
+    Ok((location, s3))
+}
+
 fn flag_layer(args: &SyncArgs, interval: Option<tfaudit_config::Duration>) -> SyncSection {
     SyncSection {
         interval,
