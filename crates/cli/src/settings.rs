@@ -133,6 +133,27 @@ pub fn cold_location(
     Ok((location, s3))
 }
 
+/// `watch` and `serve`'s scheduled push: `[archive] push_every` with its location.
+///
+/// # Errors
+/// A `push_every` under a second or without a location, or a location that cannot be
+/// used (exit 2).
+pub fn scheduled_push(
+    config: Option<&(PathBuf, ConfigFile)>,
+) -> Result<Option<tfaudit_service::ScheduledPush>, Failure> {
+    let Some(every) = config.and_then(|(_, f)| f.archive.push_every) else { return Ok(None) };
+    if every.0 < std::time::Duration::from_secs(1) {
+        return Err(Failure::Usage("[archive] push_every must be at least 1s (such as \"1h\")".into()));
+    }
+    if config.is_some_and(|(_, f)| f.archive.location.is_none()) {
+        return Err(Failure::Usage(
+            "[archive] push_every needs [archive] location: a directory, s3://bucket/prefix, gs://bucket/prefix or az://container/prefix".into(),
+        ));
+    }
+    let (location, s3) = cold_location(None, config)?;
+    Ok(Some(tfaudit_service::ScheduledPush { target: Arc::new(location.open(&s3)?), every: every.0 }))
+}
+
 fn flag_layer(args: &SyncArgs, interval: Option<tfaudit_config::Duration>) -> SyncSection {
     SyncSection {
         interval,

@@ -94,6 +94,8 @@ pub struct ArchiveSection {
     pub access_key_id: Option<crate::SecretSource>,
     pub secret_access_key: Option<crate::SecretSource>,
     pub session_token: Option<crate::SecretSource>,
+    /// `watch` and `serve` push every this long (none: only `tfaudit archive push`).
+    pub push_every: Option<Duration>,
 }
 
 /// What kind of sink.

@@ -13,6 +13,7 @@
 
 mod alerts;
 pub mod cluster;
+mod cold;
 mod organizations;
 mod retry;
 mod sinks;
@@ -31,6 +32,7 @@ use tokio_util::sync::CancellationToken;
 
 pub use alerts::run_alerts;
 pub use cluster::{Cluster, DEFAULT_LEASE, default_instance};
+pub use cold::{PUSH_LEASE, ScheduledPush};
 pub use organizations::Organization;
 
 /// Everything the service runs, resolved and checked by the caller.
@@ -50,6 +52,9 @@ pub struct ServiceConfig {
     pub cluster: Cluster,
     /// Each forwarded in its own task, while this instance holds its lease.
     pub sinks: Vec<tfaudit_forward::Configured>,
+    /// Finished days pushed to cold storage every so often (`[archive] push_every`),
+    /// while this instance holds the lease `archive-push`.
+    pub archive_push: Option<ScheduledPush>,
 }
 
 impl ServiceConfig {
@@ -63,6 +68,7 @@ impl ServiceConfig {
             alert_poll: Duration::from_secs(1),
             cluster: Cluster::default(),
             sinks: Vec::new(),
+            archive_push: None,
         }
     }
 }
@@ -220,6 +226,10 @@ impl Service {
                 cancel.clone(),
             ));
         }
+        let push_task = config.archive_push.map(|push| {
+            tracing::info!(location = %push.target.shown(), every = %tfaudit_config::Duration(push.every), "pushing finished days to cold storage");
+            tokio::spawn(cold::push_forever(store.clone(), push, config.cluster.clone(), cancel.clone()))
+        });
         let lease_metrics = metrics.clone();
         let stopped_by_report = Arc::new(AtomicBool::new(false));
         let on_sync: organizations::OnSync = {
@@ -265,6 +275,9 @@ impl Service {
             let _ = task.await;
         }
         while sink_tasks.join_next().await.is_some() {}
+        if let Some(task) = push_task {
+            let _ = task.await;
+        }
         if let Some(task) = server_task {
             let _ = task.await;
         }

@@ -515,3 +515,49 @@ async fn a_postgresql_archive_pushes_the_same_days_as_its_sqlite_original() {
     }
     assert_eq!(pushed, expected.len() as u64);
 }
+
+/// `watch` with `[archive] push_every` pushes the finished days by itself, beside its
+/// syncs, and again on its schedule.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn watch_pushes_finished_days_on_its_schedule() {
+    let sim = start(SimConfig { events: 600, seed: 33, ..SimConfig::default() }).await;
+    let env = Env::new();
+    let cold = env.path("cold");
+    let config = env.path("tfaudit.toml");
+    std::fs::write(&config, format!("[archive]\nlocation = \"{}\"\npush_every = \"1s\"\n", cold.display())).unwrap();
+    let mut watch = env
+        .command(Some(&sim), &["--config", config.to_str().unwrap(), "watch", "--no-alerts", "--rate-limit", "0"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    // The first push may come before the first sync has moved the cursor: it then
+    // finds nothing finished, and a later turn pushes the days.
+    let (files, manifest, expected) = loop {
+        if let Ok(text) = std::fs::read_to_string(cold.join("manifest.json")) {
+            let manifest = json(&text);
+            let expected = finished(&env.db);
+            let pushed: u64 = manifest["organizations"]
+                .as_object()
+                .unwrap()
+                .values()
+                .flat_map(|days| days.as_object().unwrap().values().map(|d| d["events"].as_u64().unwrap()))
+                .sum();
+            if !expected.is_empty() && pushed == expected.len() as u64 {
+                break (read_dir_files(&cold), manifest, expected);
+            }
+        }
+        assert!(Instant::now() < deadline, "watch pushed nothing in time");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_pushed_equals_archive(&files, &manifest, &expected);
+    // Nothing new: the next turns skip every day and leave the files alone.
+    let before = mtimes(&cold);
+    tokio::time::sleep(Duration::from_millis(2_500)).await;
+    assert_eq!(mtimes(&cold), before);
+    watch.start_kill().unwrap();
+    let out = watch.wait_with_output().await.unwrap();
+    let log = text(&out.stderr);
+    assert!(log.contains("pushed a day to cold storage") && log.contains("archive push done"), "{log}");
+}
