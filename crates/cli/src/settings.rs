@@ -133,14 +133,15 @@ pub fn cold_location(
     Ok((location, s3))
 }
 
-/// `watch` and `serve`'s scheduled push: `[archive] push_every` with its location.
+/// `watch` and `serve`'s scheduled push: `[archive] push_every` with its location,
+/// checked but not connected (`config check` runs this too).
 ///
 /// # Errors
 /// A `push_every` under a second or without a location, or a location that cannot be
-/// used (exit 2).
-pub fn scheduled_push(
+/// read (exit 2).
+pub fn push_schedule(
     config: Option<&(PathBuf, ConfigFile)>,
-) -> Result<Option<tfaudit_service::ScheduledPush>, Failure> {
+) -> Result<Option<(tfaudit_cold::Location, tfaudit_cold::S3Settings, std::time::Duration)>, Failure> {
     let Some(every) = config.and_then(|(_, f)| f.archive.push_every) else { return Ok(None) };
     if every.0 < std::time::Duration::from_secs(1) {
         return Err(Failure::Usage("[archive] push_every must be at least 1s (such as \"1h\")".into()));
@@ -151,7 +152,18 @@ pub fn scheduled_push(
         ));
     }
     let (location, s3) = cold_location(None, config)?;
-    Ok(Some(tfaudit_service::ScheduledPush { target: Arc::new(location.open(&s3)?), every: every.0 }))
+    Ok(Some((location, s3, every.0)))
+}
+
+/// [`push_schedule`], connected: what the service runs.
+///
+/// # Errors
+/// As [`push_schedule`], or a directory that cannot be made (exit 2).
+pub fn scheduled_push(
+    config: Option<&(PathBuf, ConfigFile)>,
+) -> Result<Option<tfaudit_service::ScheduledPush>, Failure> {
+    let Some((location, s3, every)) = push_schedule(config)? else { return Ok(None) };
+    Ok(Some(tfaudit_service::ScheduledPush { target: Arc::new(location.open(&s3)?), every }))
 }
 
 fn flag_layer(args: &SyncArgs, interval: Option<tfaudit_config::Duration>) -> SyncSection {

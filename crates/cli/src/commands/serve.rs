@@ -66,6 +66,7 @@ pub fn check(cli: &Cli) -> Result<(), Failure> {
     if file.archive.location.is_some() {
         settings::cold_location(None, Some(&(path.clone(), file.clone())))?;
     }
+    settings::push_schedule(Some(&(path.clone(), file.clone())))?;
     let on = alerts.rules.enabled().count();
     use std::io::Write;
     writeln!(

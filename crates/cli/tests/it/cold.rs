@@ -260,7 +260,7 @@ async fn push_to_a_directory_writes_each_finished_event_once_skips_the_second_ti
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn push_options_and_mistakes() {
-    let (_acme, _beta, env) = two_organizations().await;
+    let (acme, _beta, env) = two_organizations().await;
     let cold = env.path("cold");
     // One organization, the location from the environment.
     let out = env
@@ -291,6 +291,14 @@ async fn push_options_and_mistakes() {
         assert_eq!(out.status.code(), Some(code), "{args:?}: {err}");
         assert!(err.contains(says) && err.lines().count() == 1, "{args:?}: {err}");
     }
+    // A schedule without a place, refused before watch starts (and by config check).
+    std::fs::write(&config, "[archive]\npush_every = \"1h\"\n").unwrap();
+    let out = env.run(Some(&acme), &["--config", config.to_str().unwrap(), "watch", "--name", "acme"]).await;
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+    assert!(text(&out.stderr).contains("push_every needs [archive] location"), "{}", text(&out.stderr));
+    let out = env.run(Some(&acme), &["--config", config.to_str().unwrap(), "config", "check"]).await;
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+    assert!(text(&out.stderr).contains("push_every needs [archive] location"), "{}", text(&out.stderr));
     // A manifest tfaudit did not write is left alone.
     let other = env.path("other");
     std::fs::create_dir_all(&other).unwrap();
