@@ -120,6 +120,9 @@ pub enum Command {
     /// Needs no archive: only the proof, the public key and, for an export, the exported
     /// file. Exit codes: 0 the proof holds, 1 it does not, 2 bad arguments.
     VerifyProof(VerifyProofArgs),
+    /// Cold storage: push finished days to a directory or object storage as Parquet
+    #[command(subcommand)]
+    Archive(ArchiveCommand),
     /// Serve a local imitation of the audit trail API
     Sim(SimArgs),
     /// Try tfaudit with no token and no network: simulator, sync, queries
@@ -343,6 +346,37 @@ pub enum SinksCommand {
     /// Runs each sink's health check (a file sink's folder writable, an HTTP collector
     /// answering) and prints one line per sink; exit 0 when every sink passes, 4 when one fails
     Check,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ArchiveCommand {
+    /// Write each finished UTC day of each organization as one Parquet file, with a manifest
+    ///
+    /// Layout: LOCATION/organization=NAME/date=YYYY-MM-DD/events.parquet and
+    /// LOCATION/manifest.json. A day is finished when it is before today (UTC) and the
+    /// organization's cursor is at or past its end. A day already pushed with the same
+    /// events is skipped; a day that gained a late event is written again and the
+    /// manifest keeps its earlier entry under `versions`. Reads the archive only
+    /// (SQLite or PostgreSQL). S3 credentials come from the AWS_* environment variables
+    /// or [archive] in the config. Exit codes: 0 pushed (or nothing to push), 2 a bad
+    /// location or setting, 3 the object store refused the credentials, 4 it could not
+    /// be reached or failed, 5 the archive could not be read.
+    Push(PushArgs),
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct PushArgs {
+    /// Where to: a directory, file:///path, s3://bucket/prefix, gs://bucket/prefix or az://container/prefix [default: [archive] location]
+    #[arg(long, env = "TFAUDIT_ARCHIVE_TO", value_name = "LOCATION")]
+    pub to: Option<String>,
+
+    /// Only the organization with this name in the archive
+    #[arg(long, value_name = "NAME")]
+    pub org: Option<String>,
+
+    /// Print the report as one JSON object
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// What every `--limit N` means: at most N, and 0 for no limit.

@@ -121,6 +121,21 @@ impl From<SyncError> for Failure {
     }
 }
 
+impl From<tfaudit_cold::ColdError> for Failure {
+    fn from(e: tfaudit_cold::ColdError) -> Self {
+        use tfaudit_cold::ColdError;
+        match e {
+            ColdError::Location(_) | ColdError::UnknownOrganization { .. } | ColdError::Manifest { .. } => {
+                Self::Usage(e.to_string())
+            }
+            ColdError::Denied { .. } => Self::Credentials(e.to_string()),
+            ColdError::Storage { .. } => Self::Api(e.to_string()),
+            ColdError::Encode(m) => Self::Internal(m),
+            ColdError::Store(s) => s.into(),
+        }
+    }
+}
+
 impl From<std::io::Error> for Failure {
     fn from(e: std::io::Error) -> Self {
         if e.kind() == std::io::ErrorKind::BrokenPipe {

@@ -67,6 +67,7 @@ fn run(cli: &Cli) -> Result<(), Failure> {
         Command::Verify(a) => commands::integrity::verify(cli, a),
         Command::Prove(a) => commands::integrity::prove(cli, a),
         Command::VerifyProof(a) => commands::integrity::verify_proof(cli, a),
+        Command::Archive(args::ArchiveCommand::Push(a)) => runtime()?.block_on(commands::archive::push(cli, a)),
         Command::Sim(a) => runtime()?.block_on(commands::sim::sim(a)),
         Command::Demo(a) => runtime()?.block_on(commands::demo::demo(a)),
     }
@@ -96,6 +97,7 @@ fn init_logging(cli: &Cli) {
         "tfaudit_service",
         "tfaudit_forward",
         "tfaudit_integrity",
+        "tfaudit_cold",
     ];
     let long_running = matches!(
         cli.command,

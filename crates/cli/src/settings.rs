@@ -85,6 +85,87 @@ pub fn open_archive(cli: &Cli, config: Option<&(PathBuf, ConfigFile)>, mode: Mod
     Ok(location.open(mode)?)
 }
 
+/// Where `archive push` writes: `--to` / `TFAUDIT_ARCHIVE_TO`, else `[archive]
+/// location` (a relative directory there is relative to the config file), with the
+/// S3 settings of `[archive]` and their secrets read.
+///
+/// # Errors
+/// No location, or one that cannot be read (exit 2).
+pub fn cold_location(
+    to: Option<&str>,
+    config: Option<&(PathBuf, ConfigFile)>,
+) -> Result<(tfaudit_cold::Location, tfaudit_cold::S3Settings), Failure> {
+    let section = config.map(|(_, f)| f.archive.clone()).unwrap_or_default();
+    let location = match (to, &section.location, config) {
+        (Some(to), _, _) => tfaudit_cold::Location::parse(to)?,
+        (None, Some(text), Some((path, _))) => {
+            tfaudit_cold::Location::parse(text)?.relative_to(path.parent().unwrap_or(Path::new(".")))
+        }
+        _ => {
+            return Err(Failure::Usage(
+                "no archive location: give --to LOCATION, set TFAUDIT_ARCHIVE_TO, or add [archive] location to the config (a directory, s3://bucket/prefix, gs://bucket/prefix or az://container/prefix)".into(),
+            ));
+        }
+    };
+    let what = |key: &str| match config {
+        Some((path, _)) => format!("{}: [archive] {key}", path.display()),
+        None => format!("[archive] {key}"),
+    };
+    let secret = |s: &Option<tfaudit_config::SecretSource>, key: &str| {
+        s.as_ref().map(|s| s.resolve(&what(key))).transpose().map_err(Failure::Usage)
+    };
+    // The standard variables' secrets are hidden from every log line and error too.
+    for name in ["AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN"] {
+        if let Ok(v) = std::env::var(name)
+            && !v.trim().is_empty()
+        {
+            tfaudit_api::redact::register(v.trim());
+        }
+    }
+    let s3 = tfaudit_cold::S3Settings {
+        endpoint: section.endpoint.clone(),
+        region: section.region.clone(),
+        allow_http: section.allow_http,
+        access_key_id: secret(&section.access_key_id, "access_key_id")?,
+        secret_access_key: secret(&section.secret_access_key, "secret_access_key")?,
+        session_token: secret(&section.session_token, "session_token")?,
+    };
+    Ok((location, s3))
+}
+
+/// `watch` and `serve`'s scheduled push: `[archive] push_every` with its location,
+/// checked but not connected (`config check` runs this too).
+///
+/// # Errors
+/// A `push_every` under a second or without a location, or a location that cannot be
+/// read (exit 2).
+pub fn push_schedule(
+    config: Option<&(PathBuf, ConfigFile)>,
+) -> Result<Option<(tfaudit_cold::Location, tfaudit_cold::S3Settings, std::time::Duration)>, Failure> {
+    let Some(every) = config.and_then(|(_, f)| f.archive.push_every) else { return Ok(None) };
+    if every.0 < std::time::Duration::from_secs(1) {
+        return Err(Failure::Usage("[archive] push_every must be at least 1s (such as \"1h\")".into()));
+    }
+    if config.is_some_and(|(_, f)| f.archive.location.is_none()) {
+        return Err(Failure::Usage(
+            "[archive] push_every needs [archive] location: a directory, s3://bucket/prefix, gs://bucket/prefix or az://container/prefix".into(),
+        ));
+    }
+    let (location, s3) = cold_location(None, config)?;
+    Ok(Some((location, s3, every.0)))
+}
+
+/// [`push_schedule`], connected: what the service runs.
+///
+/// # Errors
+/// As [`push_schedule`], or a directory that cannot be made (exit 2).
+pub fn scheduled_push(
+    config: Option<&(PathBuf, ConfigFile)>,
+) -> Result<Option<tfaudit_service::ScheduledPush>, Failure> {
+    let Some((location, s3, every)) = push_schedule(config)? else { return Ok(None) };
+    Ok(Some(tfaudit_service::ScheduledPush { target: Arc::new(location.open(&s3)?), every }))
+}
+
 fn flag_layer(args: &SyncArgs, interval: Option<tfaudit_config::Duration>) -> SyncSection {
     SyncSection {
         interval,

@@ -73,6 +73,9 @@ pub struct ConfigFile {
     /// Checkpoints of the archive's Merkle tree: the signing key, and copies elsewhere.
     #[serde(default)]
     pub integrity: IntegritySection,
+    /// Cold storage: where `tfaudit archive push` writes finished days as Parquet.
+    #[serde(default)]
+    pub archive: ArchiveSection,
 }
 
 /// `[integrity]`: how checkpoints are signed and where copies of them go.
@@ -92,6 +95,29 @@ pub struct IntegritySection {
     /// A URL every new checkpoint is also POSTed to (text/plain), outside the archive's
     /// reach: `"https://…"`, `{ env = "NAME" }` or `{ file = "path" }`.
     pub checkpoint_webhook: Option<crate::SecretSource>,
+}
+
+/// `[archive]`: cold storage for `tfaudit archive push`. The S3 keys add to (and
+/// override) the standard `AWS_*` environment variables.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ArchiveSection {
+    /// A directory (relative to this file), `file:///path`, `s3://bucket/prefix`,
+    /// `gs://bucket/prefix` or `az://container/prefix`.
+    pub location: Option<String>,
+    /// S3: an S3-compatible server's address (else `AWS_ENDPOINT_URL`).
+    pub endpoint: Option<String>,
+    /// S3: the bucket's region (else `AWS_REGION`, else us-east-1).
+    pub region: Option<String>,
+    /// S3: allow a plain `http://` endpoint (a local S3-compatible server).
+    pub allow_http: Option<bool>,
+    /// S3: credentials (else `AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`,
+    /// `AWS_SESSION_TOKEN`), as secrets: inline, `{ env = "NAME" }` or `{ file = "path" }`.
+    pub access_key_id: Option<crate::SecretSource>,
+    pub secret_access_key: Option<crate::SecretSource>,
+    pub session_token: Option<crate::SecretSource>,
+    /// `watch` and `serve` push every this long (none: only `tfaudit archive push`).
+    pub push_every: Option<Duration>,
 }
 
 /// What kind of sink.
@@ -570,7 +596,12 @@ impl ConfigFile {
             }
             d.headers.values().for_each(crate::SecretSource::register_inline);
         }
-        for s in [&self.serve.access_token, &self.db_password].into_iter().flatten() {
+        let archive = &self.archive;
+        for s in [&self.serve.access_token, &self.db_password, &archive.access_key_id, &archive.secret_access_key]
+            .into_iter()
+            .chain([&archive.session_token])
+            .flatten()
+        {
             s.register_inline();
         }
         for k in &self.sinks {
@@ -928,6 +959,20 @@ interval = "5m"
             let e = parse(text).unwrap_err().to_string();
             assert!(e.starts_with(&format!("t.toml:{line}:")) && e.contains(what), "{text}: {e}");
         }
+    }
+
+    #[test]
+    fn the_archive_section_takes_s3_settings_and_secrets() {
+        let f = parse(
+            "[archive]\nlocation = \"s3://audit/tfaudit\"\nendpoint = \"http://127.0.0.1:9000\"\nallow_http = true\nregion = \"eu-west-1\"\naccess_key_id = { env = \"KEY_ID\" }\nsecret_access_key = \"ARCHIVE-INLINE-SECRET-1\"\n",
+        )
+        .unwrap();
+        assert_eq!(f.archive.location.as_deref(), Some("s3://audit/tfaudit"));
+        assert_eq!(f.archive.allow_http, Some(true));
+        assert!(!format!("{f:?}").contains("ARCHIVE-INLINE-SECRET-1"));
+        assert_eq!(tfaudit_api::redact::redact("x ARCHIVE-INLINE-SECRET-1"), "x <redacted>");
+        let e = parse("[archive]\nlocation = \"/x\"\nbucket = \"b\"\n").unwrap_err().to_string();
+        assert!(e.starts_with("t.toml:3:") && e.contains("bucket"), "{e}");
     }
 
     #[test]

@@ -11,9 +11,9 @@ pub mod when;
 pub use credentials::{CredentialsError, Env, Explicit, FoundToken, ProcessEnv, TokenSource, find_token};
 pub use duration::{Duration, parse_duration};
 pub use file::{
-    AlertsSection, ArchiveLocation, ClusterSection, ConfigError, ConfigFile, DestinationKind, DestinationSection,
-    IntegritySection, OrganizationSection, SINK_FORMATS, ServeSection, SinkKind, SinkSection, SyncSection,
-    SyncSettings,
+    AlertsSection, ArchiveLocation, ArchiveSection, ClusterSection, ConfigError, ConfigFile, DestinationKind,
+    DestinationSection, IntegritySection, OrganizationSection, SINK_FORMATS, ServeSection, SinkKind, SinkSection,
+    SyncSection, SyncSettings,
 };
 pub use secret::{Secret, SecretSource};
 pub use size::ByteSize;

@@ -14,6 +14,7 @@
 mod alerts;
 pub mod checkpoints;
 pub mod cluster;
+mod cold;
 mod organizations;
 mod retry;
 mod sinks;
@@ -32,6 +33,7 @@ use tokio_util::sync::CancellationToken;
 
 pub use alerts::run_alerts;
 pub use cluster::{Cluster, DEFAULT_LEASE, default_instance};
+pub use cold::{PUSH_LEASE, ScheduledPush};
 pub use organizations::Organization;
 
 /// Everything the service runs, resolved and checked by the caller.
@@ -54,6 +56,9 @@ pub struct ServiceConfig {
     /// Checkpoints of the archive's tree, after each sync that stored events and at
     /// least every `every`; `None`: none made.
     pub checkpoints: Option<tfaudit_integrity::Checkpointer>,
+    /// Finished days pushed to cold storage every so often (`[archive] push_every`),
+    /// while this instance holds the lease `archive-push`.
+    pub archive_push: Option<ScheduledPush>,
 }
 
 impl ServiceConfig {
@@ -68,6 +73,7 @@ impl ServiceConfig {
             cluster: Cluster::default(),
             sinks: Vec::new(),
             checkpoints: None,
+            archive_push: None,
         }
     }
 }
@@ -229,6 +235,10 @@ impl Service {
         let checkpoint_task = config.checkpoints.map(|c| {
             tokio::spawn(checkpoints::checkpoint_forever(store.clone(), c, checkpoint_wake.clone(), cancel.clone()))
         });
+        let push_task = config.archive_push.map(|push| {
+            tracing::info!(location = %push.target.shown(), every = %tfaudit_config::Duration(push.every), "pushing finished days to cold storage");
+            tokio::spawn(cold::push_forever(store.clone(), push, config.cluster.clone(), cancel.clone()))
+        });
         let lease_metrics = metrics.clone();
         let stopped_by_report = Arc::new(AtomicBool::new(false));
         let on_sync: organizations::OnSync = {
@@ -276,6 +286,9 @@ impl Service {
         }
         while sink_tasks.join_next().await.is_some() {}
         if let Some(task) = checkpoint_task {
+            let _ = task.await;
+        }
+        if let Some(task) = push_task {
             let _ = task.await;
         }
         if let Some(task) = server_task {

@@ -1,4 +1,5 @@
 pub mod alerts;
+pub mod archive;
 pub mod demo;
 pub mod forward;
 pub mod integrity;

@@ -63,6 +63,11 @@ pub fn check(cli: &Cli) -> Result<(), Failure> {
     for sink in &file.sinks {
         tfaudit_forward::build(sink, base).map_err(Failure::Usage)?;
     }
+    // The cold storage location and its secrets, without connecting.
+    if file.archive.location.is_some() {
+        settings::cold_location(None, Some(&(path.clone(), file.clone())))?;
+    }
+    settings::push_schedule(Some(&(path.clone(), file.clone())))?;
     let on = alerts.rules.enabled().count();
     use std::io::Write;
     writeln!(

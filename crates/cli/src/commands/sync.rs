@@ -251,8 +251,10 @@ pub async fn watch(cli: &Cli, args: &WatchArgs, server: Option<tfaudit_server::O
         }
         None => Vec::new(),
     };
+    let archive_push = settings::scheduled_push(config.as_ref())?;
     let mut service = ServiceConfig::new(organizations);
     service.sinks = sinks;
+    service.archive_push = archive_push;
     service.cluster = cluster;
     service.alerts = alert_settings;
     service.serve = server;

@@ -14,6 +14,7 @@ mod alerts;
 mod auth;
 mod client;
 mod cluster;
+mod cold;
 mod config;
 mod crash;
 mod dashboard;
