@@ -49,7 +49,9 @@ pub struct DayObject {
     pub sha256: String,
     pub bytes: u64,
     pub pushed_at: Timestamp,
-    /// The signed checkpoint covering the day's events (none yet).
+    /// The archive's newest checkpoint when the day was pushed, when it covers all of
+    /// the day's events (the day's events are in its tree): `tfaudit verify --from` and
+    /// `tfaudit prove` take it.
     pub checkpoint: Option<String>,
 }
 

@@ -7,7 +7,7 @@ use bytes::Bytes;
 use jiff::Timestamp;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
-use tfaudit_store::{Archive, EventFilter, Order, Pattern, StoredEvent, blocking_on};
+use tfaudit_store::{EventFilter, Order, Pattern, Store, StoredEvent, blocking_on};
 
 use crate::layout::{MANIFEST, day_key, day_path};
 use crate::{ColdError, DayObject, Decision, Manifest, Target, days};
@@ -67,7 +67,7 @@ pub struct PushReport {
 /// The archive's error, the target's ([`ColdError::Denied`], [`ColdError::Storage`]),
 /// an unreadable manifest, or an unknown `options.organization`.
 pub async fn push(
-    archive: &Arc<dyn Archive>,
+    archive: &Arc<dyn Store>,
     target: &Target,
     options: &PushOptions,
     each: &mut (dyn FnMut(&DayPushed) + Send),
@@ -88,11 +88,13 @@ pub async fn push(
         }
         sources.retain(|s| &s.name == name);
     }
+    let covered = covering_checkpoint(archive).await?;
     let mut report = PushReport { location: target.shown().to_owned(), ..PushReport::default() };
     let mut unsaved = 0;
     for source in &sources {
         for day in days::finished_days(source.oldest, source.cursor, options.now) {
-            let result = push_day(archive, target, &mut manifest, &source.name, day, &mut report, each).await;
+            let result =
+                push_day(archive, target, &mut manifest, &source.name, day, covered.as_ref(), &mut report, each).await;
             match result {
                 Ok(true) => unsaved += 1,
                 Ok(false) => {}
@@ -116,13 +118,26 @@ pub async fn push(
     Ok(report)
 }
 
+/// The archive's newest checkpoint and the `seq` of the last event it covers: a day
+/// whose events are all at or before it is vouched for by it.
+async fn covering_checkpoint(archive: &Arc<dyn Store>) -> Result<Option<(String, i64)>, ColdError> {
+    Ok(blocking_on(archive, |s| {
+        let Some(c) = s.latest_checkpoint()? else { return Ok(None) };
+        let last = c.size.checked_sub(1).map(|i| s.leaves(i, 1)).transpose()?.and_then(|l| l.first().map(|l| l.seq));
+        Ok::<_, tfaudit_store::StoreError>(last.map(|seq| (c.note, seq)))
+    })
+    .await?)
+}
+
 /// Pushes one day if it is new or changed; whether it wrote anything.
+#[allow(clippy::too_many_arguments)]
 async fn push_day(
-    archive: &Arc<dyn Archive>,
+    archive: &Arc<dyn Store>,
     target: &Target,
     manifest: &mut Manifest,
     organization: &str,
     day: jiff::civil::Date,
+    covered: Option<&(String, i64)>,
     report: &mut PushReport,
     each: &mut (dyn FnMut(&DayPushed) + Send),
 ) -> Result<bool, ColdError> {
@@ -166,7 +181,7 @@ async fn push_day(
             sha256,
             bytes: size,
             pushed_at: Timestamp::now(),
-            checkpoint: None,
+            checkpoint: covered.filter(|(_, seq)| max_seq <= *seq).map(|(note, _)| note.clone()),
         },
     );
     let pushed = DayPushed {
@@ -188,7 +203,7 @@ async fn push_day(
 /// organization filter is a case-insensitive glob over names and organization ids, so
 /// only the events of exactly this source are kept.
 async fn day_events(
-    archive: &Arc<dyn Archive>,
+    archive: &Arc<dyn Store>,
     organization: &str,
     day: jiff::civil::Date,
 ) -> Result<Vec<StoredEvent>, ColdError> {

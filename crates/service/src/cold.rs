@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tfaudit_cold::{DayPushed, PushOptions, Target};
-use tfaudit_store::{Archive, Store};
+use tfaudit_store::Store;
 use tokio_util::sync::CancellationToken;
 
 use crate::cluster::{self, Cluster};
@@ -33,7 +33,7 @@ pub(crate) async fn push_forever(
     cluster: Cluster,
     cancel: CancellationToken,
 ) {
-    let archive: Arc<dyn Archive> = store.clone();
+    let archive = store.clone();
     let location = push.target.shown().to_owned();
     while !cancel.is_cancelled() {
         let Some(lease) = cluster::acquire(&store, &cluster, PUSH_LEASE).await else {

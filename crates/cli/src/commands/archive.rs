@@ -2,10 +2,8 @@
 //! (`tfaudit_cold`), with a line per day written and a summary.
 
 use std::io::Write;
-use std::sync::Arc;
 
 use tfaudit_backend::Mode;
-use tfaudit_store::Archive;
 
 use crate::args::{Cli, PushArgs};
 use crate::failure::Failure;
@@ -16,7 +14,7 @@ pub async fn push(cli: &Cli, args: &PushArgs) -> Result<(), Failure> {
     // The location first: a mistake there is found before the archive is opened.
     let (location, s3) = settings::cold_location(args.to.as_deref(), config.as_ref())?;
     let store = settings::open_archive(cli, config.as_ref(), Mode::ReadOnly)?;
-    let archive: Arc<dyn Archive> = store;
+    let archive = store;
     let target = location.open(&s3)?;
     let options = tfaudit_cold::PushOptions { organization: args.org.clone(), now: jiff::Timestamp::now() };
     let lines = !cli.quiet && !args.json;
