@@ -165,7 +165,7 @@ pub fn verify<S: Archive + Ledger + ?Sized>(
     }
 
     // Where to begin.
-    let (mut frontier, mut after_seq) = match (options.quick, store.latest_verification(true)?) {
+    let (mut frontier, after_seq) = match (options.quick, store.latest_verification(true)?) {
         (true, Some(v)) => (
             Frontier::from_parts(v.size, v.frontier.clone()).ok_or_else(|| {
                 IntegrityError::Invalid("the last verification's record is damaged; verify without --quick".into())
@@ -185,36 +185,60 @@ pub fn verify<S: Archive + Ledger + ?Sized>(
     let mut sink = Vec::new();
     let mut done = false;
     let mut last_checked_seq = after_seq;
-    while !done && first.is_none() {
-        let mut events = Vec::with_capacity(BATCH as usize);
-        store.events_after(after_seq, BATCH, &mut |e| {
-            events.push(e);
-            Ok(())
-        })?;
-        let Some(last) = events.last() else { break };
-        after_seq = last.seq;
-        for e in events {
-            if leaves.is_empty() && !leaves_done {
-                leaves.extend(store.leaves(frontier.size(), BATCH)?);
-                leaves_done = leaves.is_empty();
-            }
-            let Some(leaf) = leaves.front().copied() else {
-                if e.seq <= tree_last_seq && first.is_none() && changed.is_none() {
-                    first = Some(finding(
-                        FindingKind::Inserted,
-                        Some(&e),
-                        None,
-                        format!(
-                            "event {} (seq {}) is in the archive but not in its tree: it was inserted after the fact",
-                            e.event.id, e.seq
-                        ),
-                    ));
+    // One thread reads the events (the database and decompression) while this one
+    // hashes and compares: two cores verify about twice as fast as one.
+    std::thread::scope(|scope| -> Result<()> {
+        let (batches, received) = std::sync::mpsc::sync_channel::<Result<Vec<StoredEvent>>>(2);
+        let start = after_seq;
+        scope.spawn(move || {
+            let mut after = start;
+            loop {
+                let mut events = Vec::with_capacity(BATCH as usize);
+                if let Err(e) = store.events_after(after, BATCH, &mut |e| {
+                    events.push(e);
+                    Ok(())
+                }) {
+                    let _ = batches.send(Err(e.into()));
+                    return;
                 }
-                report.pending_events += 1;
-                continue;
-            };
-            if leaf.seq < e.seq {
-                first.get_or_insert_with(|| {
+                let end = events.is_empty();
+                if let Some(last) = events.last() {
+                    after = last.seq;
+                }
+                // The reader stops when this side has what it needs (it drops `received`).
+                if batches.send(Ok(events)).is_err() || end {
+                    return;
+                }
+            }
+        });
+        while !done && first.is_none() {
+            let Ok(events) = received.recv() else { break };
+            let events = events?;
+            if events.is_empty() {
+                break;
+            }
+            for e in events {
+                if leaves.is_empty() && !leaves_done {
+                    leaves.extend(store.leaves(frontier.size(), BATCH)?);
+                    leaves_done = leaves.is_empty();
+                }
+                let Some(leaf) = leaves.front().copied() else {
+                    if e.seq <= tree_last_seq && first.is_none() && changed.is_none() {
+                        first = Some(finding(
+                            FindingKind::Inserted,
+                            Some(&e),
+                            None,
+                            format!(
+                                "event {} (seq {}) is in the archive but not in its tree: it was inserted after the fact",
+                                e.event.id, e.seq
+                            ),
+                        ));
+                    }
+                    report.pending_events += 1;
+                    continue;
+                };
+                if leaf.seq < e.seq {
+                    first.get_or_insert_with(|| {
                     finding(
                         FindingKind::Deleted,
                         None,
@@ -225,11 +249,11 @@ pub fn verify<S: Archive + Ledger + ?Sized>(
                         ),
                     )
                 });
-                done = true;
-                break;
-            }
-            if leaf.seq > e.seq {
-                first.get_or_insert_with(|| {
+                    done = true;
+                    break;
+                }
+                if leaf.seq > e.seq {
+                    first.get_or_insert_with(|| {
                     finding(
                         FindingKind::Inserted,
                         Some(&e),
@@ -240,51 +264,54 @@ pub fn verify<S: Archive + Ledger + ?Sized>(
                         ),
                     )
                 });
-                done = true;
-                break;
-            }
-            leaves.pop_front();
-            let hash = event_leaf_hash(e.seq, &e.source, e.event.raw.as_bytes());
-            // A changed event is told apart from one inserted, deleted or swapped (with
-            // the seqs after it renumbered to hide it) by the next event and leaf.
-            if let Some((a, ea)) = changed.take() {
-                first = Some(classify(&a, &ea, &leaf, &e));
-                done = true;
-                break;
-            }
-            if hash != leaf.hash {
-                changed = Some((leaf, e.clone()));
-            }
-            frontier.push(hash, &mut sink);
-            sink.clear();
-            report.events_checked += 1;
-            last_checked_seq = e.seq;
-            if report.events_checked.is_multiple_of(65_536) {
-                progress(report.events_checked, total);
-            }
-            if changed.is_none()
-                && let Some(ts) = targets.get(&frontier.size())
-            {
-                let root = frontier.root();
-                if let Some(t) = ts.iter().find(|t| t.root != root) {
-                    first = Some(finding(
-                        FindingKind::Changed,
-                        None,
-                        None,
-                        format!(
-                            "{} does not match the archive: an event at or before entry {} of the tree (seq {}) was changed, or the tree was rewritten",
-                            t.what,
-                            frontier.size() - 1,
-                            e.seq
-                        ),
-                    ));
                     done = true;
                     break;
                 }
-                report.checkpoints_checked += ts.len() as u64;
+                leaves.pop_front();
+                let hash = event_leaf_hash(e.seq, &e.source, e.event.raw.as_bytes());
+                // A changed event is told apart from one inserted, deleted or swapped (with
+                // the seqs after it renumbered to hide it) by the next event and leaf.
+                if let Some((a, ea)) = changed.take() {
+                    first = Some(classify(&a, &ea, &leaf, &e));
+                    done = true;
+                    break;
+                }
+                if hash != leaf.hash {
+                    changed = Some((leaf, e.clone()));
+                }
+                frontier.push(hash, &mut sink);
+                sink.clear();
+                report.events_checked += 1;
+                last_checked_seq = e.seq;
+                if report.events_checked.is_multiple_of(65_536) {
+                    progress(report.events_checked, total);
+                }
+                if changed.is_none()
+                    && let Some(ts) = targets.get(&frontier.size())
+                {
+                    let root = frontier.root();
+                    if let Some(t) = ts.iter().find(|t| t.root != root) {
+                        first = Some(finding(
+                            FindingKind::Changed,
+                            None,
+                            None,
+                            format!(
+                                "{} does not match the archive: an event at or before entry {} of the tree (seq {}) was changed, or the tree was rewritten",
+                                t.what,
+                                frontier.size() - 1,
+                                e.seq
+                            ),
+                        ));
+                        done = true;
+                        break;
+                    }
+                    report.checkpoints_checked += ts.len() as u64;
+                }
             }
         }
-    }
+        drop(received);
+        Ok(())
+    })?;
     if first.is_none()
         && let Some((a, ea)) = changed.take()
     {
