@@ -181,21 +181,23 @@ pub fn verify<S: Archive + Ledger + ?Sized>(
     let mut leaves: VecDeque<Leaf> = VecDeque::new();
     let mut leaves_done = false;
     // A first changed event, held back to see whether a second one shows it swapped.
-    let mut changed: Option<(Leaf, StoredEvent)> = None;
+    let mut changed: Option<(Leaf, i64)> = None;
     let mut sink = Vec::new();
     let mut done = false;
     let mut last_checked_seq = after_seq;
     // One thread reads the events (the database and decompression) while this one
     // hashes and compares: two cores verify about twice as fast as one.
     std::thread::scope(|scope| -> Result<()> {
-        let (batches, received) = std::sync::mpsc::sync_channel::<Result<Vec<StoredEvent>>>(2);
+        // Only (seq, leaf hash) cross to this thread: each event is freed by the thread
+        // that read it (freeing across threads contends on the allocator's locks).
+        let (batches, received) = std::sync::mpsc::sync_channel::<Result<Vec<Seen>>>(2);
         let start = after_seq;
         scope.spawn(move || {
             let mut after = start;
             loop {
                 let mut events = Vec::with_capacity(BATCH as usize);
                 if let Err(e) = store.events_after(after, BATCH, &mut |e| {
-                    events.push(e);
+                    events.push(Seen { seq: e.seq, hash: event_leaf_hash(e.seq, &e.source, e.event.raw.as_bytes()) });
                     Ok(())
                 }) {
                     let _ = batches.send(Err(e.into()));
@@ -224,6 +226,7 @@ pub fn verify<S: Archive + Ledger + ?Sized>(
                 }
                 let Some(leaf) = leaves.front().copied() else {
                     if e.seq <= tree_last_seq && first.is_none() && changed.is_none() {
+                        let e = event_at(store, e.seq)?;
                         first = Some(finding(
                             FindingKind::Inserted,
                             Some(&e),
@@ -253,6 +256,7 @@ pub fn verify<S: Archive + Ledger + ?Sized>(
                     break;
                 }
                 if leaf.seq > e.seq {
+                    let e = event_at(store, e.seq)?;
                     first.get_or_insert_with(|| {
                     finding(
                         FindingKind::Inserted,
@@ -268,16 +272,16 @@ pub fn verify<S: Archive + Ledger + ?Sized>(
                     break;
                 }
                 leaves.pop_front();
-                let hash = event_leaf_hash(e.seq, &e.source, e.event.raw.as_bytes());
+                let hash = e.hash;
                 // A changed event is told apart from one inserted, deleted or swapped (with
                 // the seqs after it renumbered to hide it) by the next event and leaf.
                 if let Some((a, ea)) = changed.take() {
-                    first = Some(classify(&a, &ea, &leaf, &e));
+                    first = Some(classify(&a, &event_at(store, ea)?, &leaf, &event_at(store, e.seq)?));
                     done = true;
                     break;
                 }
                 if hash != leaf.hash {
-                    changed = Some((leaf, e.clone()));
+                    changed = Some((leaf, e.seq));
                 }
                 frontier.push(hash, &mut sink);
                 sink.clear();
@@ -315,7 +319,7 @@ pub fn verify<S: Archive + Ledger + ?Sized>(
     if first.is_none()
         && let Some((a, ea)) = changed.take()
     {
-        first = Some(changed_finding(&a, &ea));
+        first = Some(changed_finding(&a, &event_at(store, ea)?));
     }
     if first.is_none() {
         // Leaves with no event left after the last event: the tail was removed.
@@ -414,6 +418,24 @@ fn classify(a: &Leaf, ea: &StoredEvent, b: &Leaf, eb: &StoredEvent) -> Finding {
         ),
         (false, false) => changed_finding(a, ea),
     }
+}
+
+/// An event read back and its leaf hash, as the reading thread hands them over.
+struct Seen {
+    seq: i64,
+    hash: Hash,
+}
+
+/// The event with this `seq`, read again to name it in a finding.
+fn event_at<S: Archive + ?Sized>(store: &S, seq: i64) -> Result<StoredEvent> {
+    let mut found = None;
+    store.events_after(seq - 1, 1, &mut |e| {
+        found = Some(e);
+        Ok(())
+    })?;
+    found
+        .filter(|e| e.seq == seq)
+        .ok_or_else(|| IntegrityError::Invalid(format!("event {seq} vanished while it was verified")))
 }
 
 fn changed_finding(leaf: &Leaf, e: &StoredEvent) -> Finding {
