@@ -37,11 +37,11 @@ pub fn extend_tree<S: Archive + Ledger + ?Sized>(store: &S, origin: Option<&str>
         let mut leaves = Vec::new();
         let mut completed = Vec::new();
         let mut last_seq = after;
-        store.events_after(after, BATCH, &mut |e| {
-            let hash = event_leaf_hash(e.seq, &e.source, e.event.raw.as_bytes());
-            leaves.push(Leaf { index: frontier.size(), seq: e.seq, hash });
+        store.event_bytes_after(after, BATCH, &mut |seq, source, raw| {
+            let hash = event_leaf_hash(seq, source, raw.as_bytes());
+            leaves.push(Leaf { index: frontier.size(), seq, hash });
             frontier.push(hash, &mut completed);
-            last_seq = e.seq;
+            last_seq = seq;
             Ok(())
         })?;
         if leaves.is_empty() {

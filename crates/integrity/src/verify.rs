@@ -196,8 +196,8 @@ pub fn verify<S: Archive + Ledger + ?Sized>(
             let mut after = start;
             loop {
                 let mut events = Vec::with_capacity(BATCH as usize);
-                if let Err(e) = store.events_after(after, BATCH, &mut |e| {
-                    events.push(Seen { seq: e.seq, hash: event_leaf_hash(e.seq, &e.source, e.event.raw.as_bytes()) });
+                if let Err(e) = store.event_bytes_after(after, BATCH, &mut |seq, source, raw| {
+                    events.push(Seen { seq, hash: event_leaf_hash(seq, source, raw.as_bytes()) });
                     Ok(())
                 }) {
                     let _ = batches.send(Err(e.into()));

@@ -279,6 +279,29 @@ pub fn events_after_read_in_seq_order(fresh: Fresh<'_>) {
     assert_eq!(after(all[0].0, 100), all[1..].to_vec(), "after is exclusive");
     assert_eq!(after(0, 2), all[..2].to_vec());
     assert_eq!(after(all[2].0, 100), vec![], "nothing after the newest");
+    // The same events' bytes alone, with their source's name, as the integrity tree reads them.
+    let other = source(&*a, "beta");
+    other.page(&[ev("d", "2024-01-03T00:00:00Z").note("ünïcode ✓")]);
+    let bytes = |seq: i64, limit: u64| {
+        let mut out = Vec::new();
+        let n = a
+            .event_bytes_after(seq, limit, &mut |seq, source, raw| {
+                out.push((seq, source.to_owned(), raw.to_owned()));
+                Ok(())
+            })
+            .unwrap();
+        assert_eq!(n, out.len() as u64);
+        out
+    };
+    let mut whole = Vec::new();
+    a.events_after(0, 100, &mut |e| {
+        whole.push((e.seq, e.source, e.event.raw));
+        Ok(())
+    })
+    .unwrap();
+    assert_eq!(whole.len(), 4);
+    assert_eq!(bytes(0, 100), whole);
+    assert_eq!(bytes(whole[0].0, 2), whole[1..3].to_vec());
 }
 
 /// A summary equals counting the same events one by one: over all time, over ranges

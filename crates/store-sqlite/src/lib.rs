@@ -1175,6 +1175,35 @@ impl Archive for SqliteStore {
         Ok(n)
     }
 
+    fn event_bytes_after(
+        &self,
+        after: i64,
+        limit: u64,
+        each: &mut dyn FnMut(i64, &str, &str) -> io::Result<()>,
+    ) -> Result<u64> {
+        let conn = self.read()?;
+        let names: HashMap<i64, String> = conn
+            .prepare_cached("SELECT id, name FROM sources")
+            .and_then(|mut s| s.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?.collect())
+            .map_err(|e| self.db(e))?;
+        let mut stmt = conn
+            .prepare_cached(
+                "SELECT seq, source_id, tfaudit_raw(raw, dict) FROM events WHERE seq > ?1 ORDER BY seq LIMIT ?2",
+            )
+            .map_err(|e| self.db(e))?;
+        let mut rows = stmt.query(params![after, i64::try_from(limit).unwrap_or(i64::MAX)]).map_err(|e| self.db(e))?;
+        let mut n = 0;
+        while let Some(row) = rows.next().map_err(|e| self.db(e))? {
+            let seq: i64 = row.get(0).map_err(|e| self.db(e))?;
+            let source: i64 = row.get(1).map_err(|e| self.db(e))?;
+            let raw = row.get_ref(2).and_then(|v| Ok(v.as_str()?)).map_err(|e| self.db(e))?;
+            let name = names.get(&source).ok_or_else(|| unknown_source(source))?;
+            each(seq, name, raw)?;
+            n += 1;
+        }
+        Ok(n)
+    }
+
     fn count_events_after(&self, after: i64) -> Result<u64> {
         dead_letters::count_events_after(&*self.read()?, after).map_err(|e| self.db(e))
     }

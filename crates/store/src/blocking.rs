@@ -146,6 +146,7 @@ guarded! { Archive {
     fn rejects(&self, limit: u64) -> Result<Vec<Reject>>;
     fn newest_seq(&self) -> Result<i64>;
     fn events_after(&self, after: i64, limit: u64, each: &mut dyn FnMut(StoredEvent) -> std::io::Result<()>) -> Result<u64>;
+    fn event_bytes_after(&self, after: i64, limit: u64, each: &mut dyn FnMut(i64, &str, &str) -> std::io::Result<()>) -> Result<u64>;
     fn count_events_after(&self, after: i64) -> Result<u64>;
     fn alert_start_points(&self) -> Result<Vec<(String, Option<i64>)>>;
     fn seen_values_up_to(&self, seq: i64) -> Result<SeenValues>;

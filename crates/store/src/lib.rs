@@ -403,6 +403,21 @@ pub trait Archive: Send + Sync {
     /// On a database failure, or the first error `each` returns.
     fn events_after(&self, after: i64, limit: u64, each: &mut dyn FnMut(StoredEvent) -> io::Result<()>) -> Result<u64>;
 
+    /// For events with `seq > after`, in `seq` order, at most `limit`: calls `each` with
+    /// the event's seq, its source's name and its original bytes — what the integrity
+    /// tree hashes — without building whole events. Returns how many were read.
+    ///
+    /// # Errors
+    /// On a database failure, or the first error `each` returns.
+    fn event_bytes_after(
+        &self,
+        after: i64,
+        limit: u64,
+        each: &mut dyn FnMut(i64, &str, &str) -> io::Result<()>,
+    ) -> Result<u64> {
+        self.events_after(after, limit, &mut |e| each(e.seq, &e.source, &e.event.raw))
+    }
+
     /// How many events have a `seq` after `after`: a consumer's lag.
     ///
     /// # Errors
