@@ -227,15 +227,7 @@ pub fn verify<S: Archive + Ledger + ?Sized>(
                 let Some(leaf) = leaves.front().copied() else {
                     if e.seq <= tree_last_seq && first.is_none() && changed.is_none() {
                         let e = event_at(store, e.seq)?;
-                        first = Some(finding(
-                            FindingKind::Inserted,
-                            Some(&e),
-                            None,
-                            format!(
-                                "event {} (seq {}) is in the archive but not in its tree: it was inserted after the fact",
-                                e.event.id, e.seq
-                            ),
-                        ));
+                        first = Some(inserted(&e));
                     }
                     report.pending_events += 1;
                     continue;
@@ -257,17 +249,7 @@ pub fn verify<S: Archive + Ledger + ?Sized>(
                 }
                 if leaf.seq > e.seq {
                     let e = event_at(store, e.seq)?;
-                    first.get_or_insert_with(|| {
-                    finding(
-                        FindingKind::Inserted,
-                        Some(&e),
-                        None,
-                        format!(
-                            "event {} (seq {}) is in the archive but not in its tree: it was inserted after the fact",
-                            e.event.id, e.seq
-                        ),
-                    )
-                });
+                    first.get_or_insert_with(|| inserted(&e));
                     done = true;
                     break;
                 }
@@ -436,6 +418,18 @@ fn event_at<S: Archive + ?Sized>(store: &S, seq: i64) -> Result<StoredEvent> {
     found
         .filter(|e| e.seq == seq)
         .ok_or_else(|| IntegrityError::Invalid(format!("event {seq} vanished while it was verified")))
+}
+
+fn inserted(e: &StoredEvent) -> Finding {
+    finding(
+        FindingKind::Inserted,
+        Some(e),
+        None,
+        format!(
+            "event {} (seq {}) is in the archive but not in its tree: it was inserted after the fact",
+            e.event.id, e.seq
+        ),
+    )
 }
 
 fn changed_finding(leaf: &Leaf, e: &StoredEvent) -> Finding {

@@ -172,6 +172,42 @@ async fn run(args: &DemoArgs, db: &std::path::Path) -> Result<(), Failure> {
         }
     }
 
+    heading(&mut out, "7. Tamper evidence: a signed checkpoint, then verify")?;
+    writeln!(out, "$ tfaudit keygen --name demo-key --out demo.key")?;
+    writeln!(out, "$ TFAUDIT_SIGNING_KEY=\"$(cat demo.key)\" tfaudit --db {} checkpoint", db.display())?;
+    // A key for the demo only: made here and forgotten when it ends.
+    let signer = tfaudit_integrity::NoteSigner::generate("demo-key").map_err(|e| Failure::Internal(e.to_string()))?;
+    let checkpointer = tfaudit_integrity::Checkpointer { signer: Some(signer.clone()), ..Default::default() };
+    let made = tfaudit_store::blocking(&store, move |s| {
+        checkpointer.run(s, Timestamp::now()).map_err(super::integrity::IntegrityFailure)
+    })
+    .await?;
+    if let tfaudit_integrity::CheckpointMade::New(cp) | tfaudit_integrity::CheckpointMade::Current(cp) = made {
+        for line in cp.note.split_terminator('\n') {
+            writeln!(out, "  {}", output::terminal_safe(line))?;
+        }
+    }
+    writeln!(out, "$ tfaudit --db {} verify --key demo.key.pub", db.display())?;
+    let key = signer.verifier();
+    let report = tfaudit_store::blocking(&store, move |s| {
+        let options = tfaudit_integrity::VerifyOptions { key: Some(&key), ..Default::default() };
+        tfaudit_integrity::verify(s, &options, &mut |_, _| {}).map_err(super::integrity::IntegrityFailure)
+    })
+    .await?;
+    match &report.finding {
+        None => writeln!(
+            out,
+            "  {} events checked against {} signed checkpoint(s): nothing was changed, deleted, inserted or reordered",
+            report.events_checked, report.signatures_checked
+        )?,
+        Some(f) => writeln!(out, "  finding: {}", output::terminal_safe(&f.message))?,
+    }
+    writeln!(
+        out,
+        "(change one byte of one event in the archive and verify names it; `tfaudit prove EVENT_ID` gives an\n \
+         auditor a proof to check with the public key alone: see the README's Tamper evidence)"
+    )?;
+
     heading(&mut out, "Next")?;
     writeln!(
         out,

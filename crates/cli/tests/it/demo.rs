@@ -47,6 +47,15 @@ async fn demo_runs_to_completion_prints_status_summary_and_queries_and_leaves_no
     }
     let backtest = section(&stdout, "== 6. What the built-in alert rules would have raised");
     assert!(backtest.contains("new-event-kind"), "{backtest}");
+    let integrity = section(&stdout, "== 7. Tamper evidence");
+    assert!(
+        integrity.contains("\n  502\n") && integrity.contains("\u{2014} demo-key "),
+        "a signed checkpoint: {integrity}"
+    );
+    assert!(
+        integrity.contains("502 events checked against 1 signed checkpoint(s): nothing was changed"),
+        "{integrity}"
+    );
     assert!(section(&stdout, "== Next ==").contains("tfaudit demo --keep"));
 
     let left: Vec<_> = std::fs::read_dir(&tmp).unwrap().map(|e| e.unwrap().path()).collect();
