@@ -215,6 +215,15 @@ async fn push_to_a_directory_writes_each_finished_event_once_skips_the_second_ti
     assert_eq!(organizations, BTreeSet::from(["acme", "beta:eu"]));
     assert!(files.keys().any(|p| p.starts_with("organization=beta%3Aeu/date=")), "{:?}", files.keys());
     assert!(files.len() >= 20, "two organizations over about two weeks: {}", files.len());
+    // The syncs checkpointed the archive, and that checkpoint covers every pushed day.
+    let with_checkpoint = manifest["organizations"]
+        .as_object()
+        .unwrap()
+        .values()
+        .flat_map(|days| days.as_object().unwrap().values())
+        .filter(|day| day["checkpoint"].is_string())
+        .count();
+    assert_eq!(with_checkpoint, files.len(), "every pushed day names the checkpoint covering it");
 
     // Again: nothing to write, nothing written.
     let before = mtimes(&cold);
