@@ -357,6 +357,15 @@ impl Archive for PostgresStore {
         self.query_events_after(after, limit, each)
     }
 
+    fn event_bytes_after(
+        &self,
+        after: i64,
+        limit: u64,
+        each: &mut dyn FnMut(i64, &str, &str) -> io::Result<()>,
+    ) -> Result<u64> {
+        self.query_event_bytes_after(after, limit, each)
+    }
+
     fn count_events_after(&self, after: i64) -> Result<u64> {
         self.query_count_events_after(after)
     }
