@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use jiff::Timestamp;
-use tfaudit_store::{Archive, Checkpoint, CommitOutcome, Leaf, Ledger, TreeHead, TreeNode};
+use tfaudit_store::{Archive, Checkpoint, CommitOutcome, Leaf, Ledger, TreeHead};
 
 use crate::merkle::{self, Frontier, Hash, KEPT_LEVELS, Nodes};
 use crate::{IntegrityError, NoteSigner, Result, checkpoint_text, event_leaf_hash, new_origin};
@@ -21,17 +21,7 @@ pub fn extend_tree<S: Archive + Ledger + ?Sized>(store: &S, origin: Option<&str>
     loop {
         let head = store.tree_head()?;
         let (old_size, mut frontier, origin, after) = match &head {
-            Some(h) => (
-                Some(h.size),
-                Frontier::from_parts(h.size, h.frontier.clone()).ok_or_else(|| {
-                    IntegrityError::Invalid(
-                        "the archive's tree head is damaged (its frontier does not fit its size); run `tfaudit verify`"
-                            .into(),
-                    )
-                })?,
-                h.origin.clone(),
-                h.last_seq,
-            ),
+            Some(h) => (Some(h.size), frontier_of(h)?, h.origin.clone(), h.last_seq),
             None => (None, Frontier::default(), origin.map_or_else(new_origin, str::to_owned), 0),
         };
         let mut leaves = Vec::new();
@@ -47,14 +37,21 @@ pub fn extend_tree<S: Archive + Ledger + ?Sized>(store: &S, origin: Option<&str>
         if leaves.is_empty() {
             return Ok(head);
         }
-        let nodes: Vec<TreeNode> =
-            completed.iter().map(|c| TreeNode { level: c.level, index: c.index, hash: c.hash }).collect();
         let new = TreeHead { origin, size: frontier.size(), last_seq, frontier: frontier.hashes().to_vec() };
-        match store.append_tree(old_size, &new, &leaves, &nodes)? {
+        match store.append_tree(old_size, &new, &leaves, &completed)? {
             CommitOutcome::Committed { .. } if (leaves.len() as u64) < BATCH => return Ok(Some(new)),
             CommitOutcome::Committed { .. } | CommitOutcome::Conflict => {}
         }
     }
+}
+
+/// The tree's right edge as its head keeps it.
+fn frontier_of(head: &TreeHead) -> Result<Frontier> {
+    Frontier::from_parts(head.size, head.frontier.clone()).ok_or_else(|| {
+        IntegrityError::Invalid(
+            "the archive's tree head is damaged (its frontier does not fit its size); run `tfaudit verify`".into(),
+        )
+    })
 }
 
 /// What [`checkpoint`] did.
@@ -101,9 +98,7 @@ pub fn checkpoint<S: Archive + Ledger + ?Sized>(
     {
         return Ok(CheckpointMade::Current(l));
     }
-    let root = Frontier::from_parts(head.size, head.frontier.clone())
-        .ok_or_else(|| IntegrityError::Invalid("the archive's tree head is damaged; run `tfaudit verify`".into()))?
-        .root();
+    let root = frontier_of(&head)?.root();
     let text = checkpoint_text(&head.origin, head.size, &root);
     let (note, by) = match signer {
         Some(s) => (s.sign(&text)?, Some(s.name())),
@@ -140,14 +135,6 @@ impl<S: Ledger + ?Sized> StoreNodes<'_, S> {
         }
         Ok(got)
     }
-
-    fn fold(hashes: &[Hash]) -> Hash {
-        let mut level: Vec<Hash> = hashes.to_vec();
-        while level.len() > 1 {
-            level = level.chunks(2).map(|p| merkle::node_hash(&p[0], &p[1])).collect();
-        }
-        level[0]
-    }
 }
 
 impl<S: Ledger + ?Sized> Nodes for StoreNodes<'_, S> {
@@ -166,10 +153,10 @@ impl<S: Ledger + ?Sized> Nodes for StoreNodes<'_, S> {
             }
             let below = level - KEPT_LEVELS;
             let n = 1u64 << KEPT_LEVELS;
-            return Ok(Self::fold(&self.row(below, index * n, n)?));
+            return Ok(merkle::range_root(&self.row(below, index * n, n)?));
         }
         let n = 1u64 << (level - kept);
-        Ok(Self::fold(&self.row(kept, index * n, n)?))
+        Ok(merkle::range_root(&self.row(kept, index * n, n)?))
     }
 }
 

@@ -54,7 +54,7 @@ pub struct VerifyOptions<'a> {
 }
 
 /// What a verification did and found.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct Report {
     pub origin: Option<String>,
     /// Events recomputed.
@@ -99,19 +99,7 @@ pub fn verify<S: Archive + Ledger + ?Sized>(
 ) -> Result<Report> {
     let head = store.tree_head()?;
     let origin = head.as_ref().map(|h| h.origin.clone());
-    let mut report = Report {
-        origin: origin.clone(),
-        events_checked: 0,
-        from_size: 0,
-        tree_size: 0,
-        checkpoints_checked: 0,
-        external_checkpoints: 0,
-        signatures_checked: 0,
-        unsigned_checkpoints: 0,
-        latest_checkpoint: None,
-        pending_events: 0,
-        finding: None,
-    };
+    let mut report = Report { origin: origin.clone(), ..Report::default() };
     let mut first: Option<Finding> = None;
 
     // Every checkpoint, kept and given, by tree size.

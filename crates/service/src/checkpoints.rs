@@ -5,7 +5,7 @@
 use std::sync::Arc;
 
 use jiff::Timestamp;
-use tfaudit_integrity::{CheckpointMade, Checkpointer, IntegrityError};
+use tfaudit_integrity::{CheckpointMade, Checkpointer};
 use tfaudit_store::Store;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
@@ -22,24 +22,20 @@ pub async fn checkpoint_forever(
     let client = copy_client();
     loop {
         let c = checkpointer.clone();
-        let made = tfaudit_store::blocking(&store, move |s| c.run(s, Timestamp::now()).map_err(Failed)).await;
+        let made = tfaudit_store::blocking(&store, move |s| c.run(s, Timestamp::now())).await;
         let pause = match made {
-            Ok(CheckpointMade::New(cp)) => {
-                tracing::info!(size = cp.size, signed = cp.signed_by.is_some(), "checkpoint made");
-                if let Some(url) = &checkpointer.webhook
-                    && let Err(e) = send_copy(&client, url, &cp.note).await
-                {
+            Ok(made) => {
+                if let CheckpointMade::New(cp) = &made {
+                    tracing::info!(size = cp.size, signed = cp.signed_by.is_some(), "checkpoint made");
+                }
+                if let Err(e) = send_new(&client, &checkpointer, &made).await {
                     // The next checkpoint is sent too, and it covers this one's events.
-                    tracing::error!("cannot send the checkpoint to [integrity] checkpoint_webhook: {e}");
+                    tracing::error!("{e}");
                 }
                 retry.succeeded();
                 checkpointer.every
             }
-            Ok(_) => {
-                retry.succeeded();
-                checkpointer.every
-            }
-            Err(Failed(e)) => {
+            Err(e) => {
                 let pause = retry.failed();
                 tracing::error!("cannot make a checkpoint: {e}; trying again in {}", Shown(pause));
                 pause
@@ -53,15 +49,6 @@ pub async fn checkpoint_forever(
     }
 }
 
-/// An [`IntegrityError`] that a store failure converts into, for `blocking`.
-struct Failed(IntegrityError);
-
-impl From<tfaudit_store::StoreError> for Failed {
-    fn from(e: tfaudit_store::StoreError) -> Self {
-        Self(e.into())
-    }
-}
-
 /// The client checkpoint copies are sent with: no redirects followed (the URL may carry
 /// a secret), bounded in time.
 #[must_use]
@@ -72,6 +59,24 @@ pub fn copy_client() -> reqwest::Client {
         .timeout(std::time::Duration::from_secs(30))
         .build()
         .unwrap_or_default()
+}
+
+/// Sends a checkpoint just made to the checkpointer's `webhook`, if it has one; a
+/// checkpoint that was already current is not sent again.
+///
+/// # Errors
+/// What went wrong, naming the setting, the URL redacted.
+pub async fn send_new(
+    client: &reqwest::Client,
+    checkpointer: &Checkpointer,
+    made: &CheckpointMade,
+) -> Result<(), String> {
+    match (made, &checkpointer.webhook) {
+        (CheckpointMade::New(cp), Some(url)) => send_copy(client, url, &cp.note)
+            .await
+            .map_err(|e| format!("the checkpoint was made but not sent to [integrity] checkpoint_webhook: {e}")),
+        _ => Ok(()),
+    }
 }
 
 /// POSTs a checkpoint (its signed-note text) to `url`: a copy kept outside the

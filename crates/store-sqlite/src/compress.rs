@@ -160,17 +160,17 @@ impl Codec {
     }
 }
 
-/// Compresses up to `batch` rows still kept as text, oldest first (in `conn`'s
-/// transaction): (compressed, left). Nothing to do while the archive is too small
-/// for a dictionary.
-pub fn compact(conn: &Connection, codec: &Codec, events: u64, batch: u64) -> rusqlite::Result<(u64, u64)> {
+/// Compresses up to `batch` rows still kept as text with `seq` after `after`, oldest
+/// first (in `conn`'s transaction): how many, and the last `seq` reached. Nothing to do
+/// while the archive is too small for a dictionary.
+pub fn compact(conn: &Connection, codec: &Codec, events: u64, after: i64, batch: u64) -> rusqlite::Result<(u64, i64)> {
     codec.prepare_writes(conn, events)?;
     if codec.writer.lock().unwrap_or_else(std::sync::PoisonError::into_inner).is_none() {
-        return Ok((0, 0));
+        return Ok((0, after));
     }
     let rows: Vec<(i64, String)> = conn
-        .prepare_cached("SELECT seq, raw FROM events WHERE dict IS NULL ORDER BY seq LIMIT ?1")?
-        .query_map([i64::try_from(batch).unwrap_or(i64::MAX)], |r| Ok((r.get(0)?, r.get(1)?)))?
+        .prepare_cached("SELECT seq, raw FROM events WHERE seq > ?1 AND dict IS NULL ORDER BY seq LIMIT ?2")?
+        .query_map(params![after, i64::try_from(batch).unwrap_or(i64::MAX)], |r| Ok((r.get(0)?, r.get(1)?)))?
         .collect::<rusqlite::Result<_>>()?;
     {
         let mut update = conn.prepare_cached("UPDATE events SET raw = ?1, dict = ?2 WHERE seq = ?3")?;
@@ -179,8 +179,7 @@ pub fn compact(conn: &Connection, codec: &Codec, events: u64, batch: u64) -> rus
             update.execute(params![value, dict, seq])?;
         }
     }
-    let left: i64 = conn.query_row("SELECT count(*) FROM events WHERE dict IS NULL", [], |r| r.get(0))?;
-    Ok((rows.len() as u64, u64::try_from(left).unwrap_or(0)))
+    Ok((rows.len() as u64, rows.last().map_or(after, |(seq, _)| *seq)))
 }
 
 fn io_err(e: std::io::Error) -> rusqlite::Error {

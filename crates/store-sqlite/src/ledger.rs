@@ -39,24 +39,33 @@ pub(crate) fn grow(
     }
     let name: String = tx.query_row("SELECT name FROM sources WHERE id = ?1", [source_id], |r| r.get(0))?;
     let mut completed = Vec::new();
-    {
-        let mut leaf = tx.prepare_cached("INSERT INTO tree_leaves (idx, seq, hash) VALUES (?1, ?2, ?3)")?;
-        for (seq, raw) in inserted {
-            let hash = event_leaf_hash(*seq, &name, raw.as_bytes());
-            leaf.execute(params![big(frontier.size()), seq, &hash[..]])?;
-            frontier.push(hash, &mut completed);
-        }
-        let mut node = tx.prepare_cached("INSERT OR REPLACE INTO tree_nodes (level, idx, hash) VALUES (?1, ?2, ?3)")?;
-        for c in &completed {
-            node.execute(params![c.level, big(c.index), &c.hash[..]])?;
-        }
+    let mut leaves = Vec::with_capacity(inserted.len());
+    for (seq, raw) in inserted {
+        let hash = event_leaf_hash(*seq, &name, raw.as_bytes());
+        leaves.push(Leaf { index: frontier.size(), seq: *seq, hash });
+        frontier.push(hash, &mut completed);
     }
     let last = inserted.last().map_or(last_seq, |(seq, _)| *seq);
+    let head = TreeHead { origin, size: frontier.size(), last_seq: last, frontier: frontier.hashes().to_vec() };
+    write_tree(tx, &head, &leaves, &completed)
+}
+
+/// Adds leaves and kept nodes and moves the head, in the caller's transaction: what
+/// both a page's write and [`Ledger::append_tree`] do.
+fn write_tree(tx: &rusqlite::Connection, head: &TreeHead, leaves: &[Leaf], nodes: &[TreeNode]) -> rusqlite::Result<()> {
+    let mut leaf = tx.prepare_cached("INSERT INTO tree_leaves (idx, seq, hash) VALUES (?1, ?2, ?3)")?;
+    for l in leaves {
+        leaf.execute(params![big(l.index), l.seq, &l.hash[..]])?;
+    }
+    let mut node = tx.prepare_cached("INSERT OR REPLACE INTO tree_nodes (level, idx, hash) VALUES (?1, ?2, ?3)")?;
+    for n in nodes {
+        node.execute(params![n.level, big(n.index), &n.hash[..]])?;
+    }
     tx.execute(
         "INSERT INTO tree_head (id, origin, size, last_seq, frontier, updated_ms) VALUES (1, ?1, ?2, ?3, ?4, ?5)
-         ON CONFLICT (id) DO UPDATE SET size = excluded.size, last_seq = excluded.last_seq,
+         ON CONFLICT (id) DO UPDATE SET origin = excluded.origin, size = excluded.size, last_seq = excluded.last_seq,
              frontier = excluded.frontier, updated_ms = excluded.updated_ms",
-        params![origin, big(frontier.size()), last, frontier_bytes(frontier.hashes()), ms(Timestamp::now())],
+        params![head.origin, big(head.size), head.last_seq, frontier_bytes(&head.frontier), ms(Timestamp::now())],
     )?;
     Ok(())
 }
@@ -133,27 +142,7 @@ impl Ledger for SqliteStore {
         if current.map(count) != old_size {
             return Ok(CommitOutcome::Conflict);
         }
-        {
-            let mut leaf = tx
-                .prepare_cached("INSERT INTO tree_leaves (idx, seq, hash) VALUES (?1, ?2, ?3)")
-                .map_err(|e| self.db(e))?;
-            for l in leaves {
-                leaf.execute(params![big(l.index), l.seq, &l.hash[..]]).map_err(|e| self.db(e))?;
-            }
-            let mut node = tx
-                .prepare_cached("INSERT OR REPLACE INTO tree_nodes (level, idx, hash) VALUES (?1, ?2, ?3)")
-                .map_err(|e| self.db(e))?;
-            for n in nodes {
-                node.execute(params![n.level, big(n.index), &n.hash[..]]).map_err(|e| self.db(e))?;
-            }
-        }
-        tx.execute(
-            "INSERT INTO tree_head (id, origin, size, last_seq, frontier, updated_ms) VALUES (1, ?1, ?2, ?3, ?4, ?5)
-             ON CONFLICT (id) DO UPDATE SET origin = excluded.origin, size = excluded.size, last_seq = excluded.last_seq,
-                 frontier = excluded.frontier, updated_ms = excluded.updated_ms",
-            params![head.origin, big(head.size), head.last_seq, frontier_bytes(&head.frontier), ms(Timestamp::now())],
-        )
-        .map_err(|e| self.db(e))?;
+        write_tree(&tx, head, leaves, nodes).map_err(|e| self.db(e))?;
         tx.commit().map_err(|e| self.db(e))?;
         Ok(CommitOutcome::Committed { new_alerts: 0 })
     }

@@ -1220,10 +1220,10 @@ impl Archive for SqliteStore {
         alerts::seen_values_up_to(&*self.read()?, seq).map_err(|e| self.db(e))
     }
 
-    fn compact(&self, batch: u64) -> Result<(u64, u64)> {
+    fn compact(&self, after: i64, batch: u64) -> Result<(u64, i64)> {
         let mut conn = self.lock();
         let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate).map_err(|e| self.db(e))?;
-        let done = compress::compact(&tx, &self.codec, archived(&tx).map_err(|e| self.db(e))?, batch)
+        let done = compress::compact(&tx, &self.codec, archived(&tx).map_err(|e| self.db(e))?, after, batch)
             .map_err(|e| self.db(e))?;
         tx.commit().map_err(|e| self.db(e))?;
         Ok(done)

@@ -151,7 +151,7 @@ guarded! { Archive {
     fn alert_start_points(&self) -> Result<Vec<(String, Option<i64>)>>;
     fn seen_values_up_to(&self, seq: i64) -> Result<SeenValues>;
     fn seen_values(&self, before: Option<Timestamp>) -> Result<SeenValues>;
-    fn compact(&self, batch: u64) -> Result<(u64, u64)>;
+    fn compact(&self, after: i64, batch: u64) -> Result<(u64, i64)>;
     fn reclaim_space(&self) -> Result<()>;
 } }
 

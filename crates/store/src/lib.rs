@@ -448,15 +448,17 @@ pub trait Archive: Send + Sync {
     fn seen_values(&self, before: Option<Timestamp>) -> Result<SeenValues>;
 
     /// Compresses up to `batch` events still kept uncompressed (written before the
-    /// archive had a dictionary, or by an older tfaudit), in one transaction; says how
-    /// many it compressed and how many are left. A backend that does not compress
+    /// archive had a dictionary, or by an older tfaudit) with `seq` after `after`, in
+    /// one transaction; says how many it compressed and the last `seq` it reached, where
+    /// the next call goes on (so that no call reads the archive from its start again).
+    /// None compressed: nothing is left after `after`. A backend that does not compress
     /// (PostgreSQL, whose large values TOAST already compresses) has none.
     ///
     /// # Errors
     /// On a database failure; then nothing of the batch was written.
-    fn compact(&self, batch: u64) -> Result<(u64, u64)> {
+    fn compact(&self, after: i64, batch: u64) -> Result<(u64, i64)> {
         let _ = batch;
-        Ok((0, 0))
+        Ok((0, after))
     }
 
     /// Gives the space freed inside the archive back to the file system (SQLite's

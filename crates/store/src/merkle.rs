@@ -10,6 +10,9 @@
 
 use sha2::{Digest, Sha256};
 
+/// A perfect subtree an append completed, at a level the archive keeps.
+pub use crate::ledger::TreeNode;
+
 /// A SHA-256 hash: a leaf, a node or a root.
 pub type Hash = [u8; 32];
 
@@ -43,16 +46,6 @@ pub fn node_hash(left: &Hash, right: &Hash) -> Hash {
 /// is combined from at most 128 kept hashes.
 pub const KEPT_LEVELS: u32 = 8;
 
-/// A perfect subtree completed by an append, at a level the archive keeps.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Completed {
-    pub level: u32,
-    /// Its position among the subtrees of its level (it covers leaves
-    /// `index << level .. (index + 1) << level`).
-    pub index: u64,
-    pub hash: Hash,
-}
-
 /// The right edge of a tree: the roots of its perfect subtrees, largest (leftmost) first.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Frontier {
@@ -78,7 +71,7 @@ impl Frontier {
     }
 
     /// Appends a leaf hash; says which kept-level subtrees it completed.
-    pub fn push(&mut self, leaf: Hash, completed: &mut Vec<Completed>) {
+    pub fn push(&mut self, leaf: Hash, completed: &mut Vec<TreeNode>) {
         let index = self.size;
         let mut hash = leaf;
         let mut level: u32 = 0;
@@ -87,7 +80,7 @@ impl Frontier {
             hash = node_hash(&left, &hash);
             level += 1;
             if level.is_multiple_of(KEPT_LEVELS) {
-                completed.push(Completed { level, index: index >> level, hash });
+                completed.push(TreeNode { level, index: index >> level, hash });
             }
         }
         self.hashes.push(hash);
@@ -158,7 +151,9 @@ impl Nodes for &[Hash] {
     }
 }
 
-fn range_root(leaves: &[Hash]) -> Hash {
+/// The root of the tree of these leaf (or subtree) hashes, in order.
+#[must_use]
+pub fn range_root(leaves: &[Hash]) -> Hash {
     let mut f = Frontier::default();
     let mut sink = Vec::new();
     for l in leaves {

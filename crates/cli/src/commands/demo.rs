@@ -178,10 +178,7 @@ async fn run(args: &DemoArgs, db: &std::path::Path) -> Result<(), Failure> {
     // A key for the demo only: made here and forgotten when it ends.
     let signer = tfaudit_integrity::NoteSigner::generate("demo-key").map_err(|e| Failure::Internal(e.to_string()))?;
     let checkpointer = tfaudit_integrity::Checkpointer { signer: Some(signer.clone()), ..Default::default() };
-    let made = tfaudit_store::blocking(&store, move |s| {
-        checkpointer.run(s, Timestamp::now()).map_err(super::integrity::IntegrityFailure)
-    })
-    .await?;
+    let made = tfaudit_store::blocking(&store, move |s| checkpointer.run(s, Timestamp::now())).await?;
     if let tfaudit_integrity::CheckpointMade::New(cp) | tfaudit_integrity::CheckpointMade::Current(cp) = made {
         for line in cp.note.split_terminator('\n') {
             writeln!(out, "  {}", output::terminal_safe(line))?;
@@ -191,7 +188,7 @@ async fn run(args: &DemoArgs, db: &std::path::Path) -> Result<(), Failure> {
     let key = signer.verifier();
     let report = tfaudit_store::blocking(&store, move |s| {
         let options = tfaudit_integrity::VerifyOptions { key: Some(&key), ..Default::default() };
-        tfaudit_integrity::verify(s, &options, &mut |_, _| {}).map_err(super::integrity::IntegrityFailure)
+        tfaudit_integrity::verify(s, &options, &mut |_, _| {})
     })
     .await?;
     match &report.finding {

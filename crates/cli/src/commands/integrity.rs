@@ -12,21 +12,6 @@ use crate::failure::Failure;
 use crate::output::terminal_safe;
 use crate::settings;
 
-/// An [`IntegrityError`] on its way to a [`Failure`] (through `blocking`).
-pub struct IntegrityFailure(pub IntegrityError);
-
-impl From<tfaudit_store::StoreError> for IntegrityFailure {
-    fn from(e: tfaudit_store::StoreError) -> Self {
-        Self(e.into())
-    }
-}
-
-impl From<IntegrityFailure> for Failure {
-    fn from(e: IntegrityFailure) -> Self {
-        e.0.into()
-    }
-}
-
 impl From<IntegrityError> for Failure {
     fn from(e: IntegrityError) -> Self {
         match e {
@@ -82,11 +67,11 @@ pub fn checkpoint(cli: &Cli, args: &CheckpointArgs) -> Result<(), Failure> {
     let checkpointer = settings::checkpointer(config.as_ref())?;
     let store = settings::open_archive(cli, config.as_ref(), Mode::MustExist)?;
     let made = checkpointer.run(&*store, Timestamp::now())?;
-    if let (CheckpointMade::New(cp), Some(url)) = (&made, &checkpointer.webhook) {
+    if checkpointer.webhook.is_some() {
         let client = tfaudit_service::checkpoints::copy_client();
-        crate::runtime()?.block_on(tfaudit_service::checkpoints::send_copy(&client, url, &cp.note)).map_err(|e| {
-            Failure::Api(format!("the checkpoint was made but not sent to [integrity] checkpoint_webhook: {e}"))
-        })?;
+        crate::runtime()?
+            .block_on(tfaudit_service::checkpoints::send_new(&client, &checkpointer, &made))
+            .map_err(Failure::Api)?;
     }
     let mut out = crate::output::Stdout::new();
     let cp = match made {

@@ -154,15 +154,16 @@ pub fn compact(cli: &Cli, args: &crate::args::CompactArgs) -> Result<(), Failure
     let store = crate::settings::open_archive(cli, config.as_ref(), Mode::MustExist)?;
     // Each batch is its own transaction: stopped by a signal, the batch in flight is
     // rolled back and the next run goes on from there.
-    let mut total = 0;
+    let (mut total, mut after) = (0, 0);
     loop {
-        let (done, left) = store.compact(args.batch)?;
-        total += done;
-        if !cli.quiet && std::io::stderr().is_terminal() && left > 0 {
-            let _ = write!(std::io::stderr(), "\rcompressed {total} events, {left} left ");
-        }
-        if done == 0 || left == 0 {
+        let (done, reached) = store.compact(after, args.batch)?;
+        if done == 0 {
             break;
+        }
+        total += done;
+        after = reached;
+        if !cli.quiet && std::io::stderr().is_terminal() {
+            let _ = write!(std::io::stderr(), "\rcompressed {total} events ");
         }
     }
     let mut out = output::Stdout::new();

@@ -104,23 +104,14 @@ pub async fn sync(cli: &Cli, args: &SyncArgs) -> Result<(), Failure> {
     // What was stored is checkpointed even when a later organization failed.
     if stored > 0 {
         let checkpointer = settings::checkpointer(config.as_ref())?;
-        let webhook = checkpointer.webhook.clone();
-        let made = tfaudit_store::blocking(&store, move |s| {
-            checkpointer.run(s, jiff::Timestamp::now()).map_err(crate::commands::integrity::IntegrityFailure)
-        })
-        .await;
-        match made {
-            Ok(tfaudit_integrity::CheckpointMade::New(cp)) => {
-                if let Some(url) = webhook {
-                    let client = tfaudit_service::checkpoints::copy_client();
-                    if let Err(e) = tfaudit_service::checkpoints::send_copy(&client, &url, &cp.note).await {
-                        failure.get_or_insert(Failure::Api(format!(
-                            "the checkpoint was made but not sent to [integrity] checkpoint_webhook: {e}"
-                        )));
-                    }
+        let c = checkpointer.clone();
+        match tfaudit_store::blocking(&store, move |s| c.run(s, jiff::Timestamp::now())).await {
+            Ok(made) => {
+                let client = tfaudit_service::checkpoints::copy_client();
+                if let Err(e) = tfaudit_service::checkpoints::send_new(&client, &checkpointer, &made).await {
+                    failure.get_or_insert(Failure::Api(e));
                 }
             }
-            Ok(_) => {}
             Err(e) => {
                 failure.get_or_insert(e.into());
             }
