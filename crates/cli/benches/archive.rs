@@ -116,6 +116,26 @@ fn poller(url: &str, token: &str, file: &str) {
     out.flush().unwrap();
 }
 
+/// The second baseline: the polling script people write, in Python with only its
+/// standard library: each page fetched with urllib, parsed with `json`, and each event
+/// written back out as a JSON line.
+const POLLING_SCRIPT: &str = r#"
+import json, sys, urllib.request
+url, token, out = sys.argv[1:4]
+page = 1
+with open(out, "w") as f:
+    while page:
+        req = urllib.request.Request(
+            url + "/api/v2/organization/audit-trail?page[number]=%d&page[size]=1000" % page,
+            headers={"Authorization": "Bearer " + token},
+        )
+        with urllib.request.urlopen(req) as r:
+            body = json.load(r)
+        for event in body["data"]:
+            f.write(json.dumps(event) + "\n")
+        page = body["pagination"]["next_page"]
+"#;
+
 fn row(what: &str, value: String, target: &str) {
     println!("{what:<58} {value:>16}   {target}");
 }
@@ -151,7 +171,11 @@ fn backfill_and_incremental(
     // Each run backfills a new archive; the last one is kept for the incremental step.
     let runs = if only.as_deref() == Some("incremental") { 1 } else { runs };
     let mut rates = Vec::with_capacity(runs);
-    let (mut cpus, mut poller_cpus) = (Vec::with_capacity(runs), Vec::with_capacity(runs));
+    let (mut cpus, mut poller_cpus, mut script_cpus) =
+        (Vec::with_capacity(runs), Vec::with_capacity(runs), Vec::with_capacity(runs));
+    let script = dir.join("poller.py");
+    std::fs::write(&script, POLLING_SCRIPT).unwrap();
+    let python = Command::new("python3").arg("--version").output().is_ok_and(|o| o.status.success());
     let mut requests = 0;
     for _ in 0..runs {
         match postgres {
@@ -182,6 +206,17 @@ fn backfill_and_incremental(
             assert!(status.success());
             poller_cpus.push(children_cpu() - cpu_before);
             let _ = std::fs::remove_file(&jsonl);
+            if python {
+                let cpu_before = children_cpu();
+                let status = Command::new("python3")
+                    .arg(&script)
+                    .args([&sim.url(), sim.token(), jsonl.to_str().unwrap()])
+                    .status()
+                    .unwrap();
+                assert!(status.success());
+                script_cpus.push(children_cpu() - cpu_before);
+                let _ = std::fs::remove_file(&jsonl);
+            }
         }
     }
     if only.as_deref().is_none_or(|o| o == "backfill") {
@@ -215,6 +250,21 @@ fn backfill_and_incremental(
                 ),
                 "target <= 0.75x",
             );
+            if !script_cpus.is_empty() {
+                let script = median(script_cpus.clone());
+                row(
+                    "  CPU of the sync process; a Python polling script's",
+                    format!(
+                        "{:.2} s; {:.2} s: {:.2}x",
+                        ours.as_secs_f64(),
+                        script.as_secs_f64(),
+                        ours.as_secs_f64() / script.as_secs_f64()
+                    ),
+                    "(urllib + json, stdlib only)",
+                );
+            } else {
+                println!("  (no python3: the polling script's baseline was not run)");
+            }
             // The archive beside the events as JSON lines, one original event a line.
             let jsonl = dir.join("backfill.jsonl");
             let out = tfaudit(&db, dir, &sim, &["export", "-o", jsonl.to_str().unwrap()]);

@@ -361,7 +361,48 @@ pub enum ArchiveCommand {
     /// or [archive] in the config. Exit codes: 0 pushed (or nothing to push), 2 a bad
     /// location or setting, 3 the object store refused the credentials, 4 it could not
     /// be reached or failed, 5 the archive could not be read.
+    ///
+    /// With [retention] keep_local in the config, days that ended longer ago than that are
+    /// then removed from the local archive, each only once the manifest holds it with
+    /// exactly the archive's events and its object reads back with the recorded SHA-256.
+    /// The Merkle tree keeps their leaves, so `tfaudit verify` still checks the whole
+    /// history (reading their Parquet copies); `tfaudit archive pull` brings them back.
     Push(PushArgs),
+    /// Bring days removed by [retention] keep_local back into the local archive, from cold storage
+    ///
+    /// Each day's Parquet file is checked against the SHA-256 recorded when the day was
+    /// removed, and its events go back with their own seqs and ingest times, so exports,
+    /// proofs and `tfaudit verify` see the archive as it was. A day pulled back stays
+    /// local for 7 days, then retention removes it again (it is already pushed). Exit
+    /// codes as for push; 1 when a copy is missing or was altered.
+    Pull(PullArgs),
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct PullArgs {
+    /// The first day to bring back (UTC), YYYY-MM-DD
+    #[arg(long, value_name = "DATE", value_parser = parse_day)]
+    pub since: jiff::civil::Date,
+
+    /// The last day to bring back (UTC), YYYY-MM-DD [default: every day since]
+    #[arg(long, value_name = "DATE", value_parser = parse_day)]
+    pub until: Option<jiff::civil::Date>,
+
+    /// Where the copies are: a directory, file:///path, s3://bucket/prefix, gs://bucket/prefix or az://container/prefix [default: [archive] location, else where each day was pushed]
+    #[arg(long, env = "TFAUDIT_ARCHIVE_TO", value_name = "LOCATION")]
+    pub from: Option<String>,
+
+    /// Only the organization with this name in the archive
+    #[arg(long, value_name = "NAME")]
+    pub org: Option<String>,
+
+    /// Print the report as one JSON object
+    #[arg(long)]
+    pub json: bool,
+}
+
+fn parse_day(text: &str) -> Result<jiff::civil::Date, String> {
+    text.trim().parse().map_err(|_| format!("{text:?} is not a date; write it as YYYY-MM-DD, such as 2025-11-05"))
 }
 
 #[derive(Debug, Args, Clone)]
@@ -527,6 +568,13 @@ pub struct VerifyArgs {
     /// Check only what was added since the last verification that found nothing
     #[arg(long)]
     pub quick: bool,
+    /// Where the copies of days removed by [retention] keep_local are: a directory or s3://, gs://, az:// location [default: [archive] location, else where each day was pushed]
+    #[arg(long, value_name = "LOCATION", conflicts_with = "no_cold")]
+    pub cold: Option<String>,
+    /// Do not read the copies of days removed by retention: their events are then vouched
+    /// for by their archived leaves and the checkpoints over them only
+    #[arg(long)]
+    pub no_cold: bool,
     /// Print the report as JSON
     #[arg(long)]
     pub json: bool,

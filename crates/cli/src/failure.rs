@@ -34,7 +34,8 @@ pub enum Failure {
     /// A bug: exit 1.
     #[error("{0}")]
     Internal(String),
-    /// A copy that does not equal its original (`migrate`): exit 1.
+    /// A copy that does not equal its original (`migrate`, a pruned day's copy in cold
+    /// storage): exit 1.
     #[error("{0}")]
     Mismatch(String),
 }
@@ -131,6 +132,7 @@ impl From<tfaudit_cold::ColdError> for Failure {
             ColdError::Denied { .. } => Self::Credentials(e.to_string()),
             ColdError::Storage { .. } => Self::Api(e.to_string()),
             ColdError::Encode(m) => Self::Internal(m),
+            ColdError::Copy(m) => Self::Mismatch(m),
             ColdError::Store(s) => s.into(),
         }
     }

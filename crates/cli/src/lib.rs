@@ -68,6 +68,7 @@ fn run(cli: &Cli) -> Result<(), Failure> {
         Command::Prove(a) => commands::integrity::prove(cli, a),
         Command::VerifyProof(a) => commands::integrity::verify_proof(cli, a),
         Command::Archive(args::ArchiveCommand::Push(a)) => runtime()?.block_on(commands::archive::push(cli, a)),
+        Command::Archive(args::ArchiveCommand::Pull(a)) => runtime()?.block_on(commands::archive::pull(cli, a)),
         Command::Sim(a) => runtime()?.block_on(commands::sim::sim(a)),
         Command::Demo(a) => runtime()?.block_on(commands::demo::demo(a)),
     }

@@ -155,6 +155,28 @@ pub fn push_schedule(
     Ok(Some((location, s3, every.0)))
 }
 
+/// `[retention] keep_local`: checked (at least a day, and a location to confirm days
+/// are pushed) but not applied.
+///
+/// # Errors
+/// A `keep_local` under a day, or without `[archive] location` (exit 2).
+pub fn keep_local(config: Option<&(PathBuf, ConfigFile)>) -> Result<Option<std::time::Duration>, Failure> {
+    let Some((_, file)) = config else { return Ok(None) };
+    let Some(keep) = file.retention.keep_local else { return Ok(None) };
+    if keep.0 < std::time::Duration::from_secs(24 * 3600) {
+        return Err(Failure::Usage(
+            "[retention] keep_local must be at least 1d (such as \"400d\"): only whole finished days are removed"
+                .into(),
+        ));
+    }
+    if file.archive.location.is_none() {
+        return Err(Failure::Usage(
+            "[retention] keep_local needs [archive] location, where the days removed locally are kept: a directory, s3://bucket/prefix, gs://bucket/prefix or az://container/prefix".into(),
+        ));
+    }
+    Ok(Some(keep.0))
+}
+
 /// [`push_schedule`], connected: what the service runs.
 ///
 /// # Errors
@@ -163,7 +185,8 @@ pub fn scheduled_push(
     config: Option<&(PathBuf, ConfigFile)>,
 ) -> Result<Option<tfaudit_service::ScheduledPush>, Failure> {
     let Some((location, s3, every)) = push_schedule(config)? else { return Ok(None) };
-    Ok(Some(tfaudit_service::ScheduledPush { target: Arc::new(location.open(&s3)?), every }))
+    let keep_local = keep_local(config)?;
+    Ok(Some(tfaudit_service::ScheduledPush { target: Arc::new(location.open(&s3)?), every, keep_local }))
 }
 
 fn flag_layer(args: &SyncArgs, interval: Option<tfaudit_config::Duration>) -> SyncSection {

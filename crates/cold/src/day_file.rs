@@ -131,6 +131,52 @@ pub fn encode_day(organization: &str, events: &mut [StoredEvent]) -> Result<Vec<
     Ok(out)
 }
 
+/// Reads a day's Parquet file back into events: each with its seq, organization (the
+/// source name) and ingest time, and the event parsed again from its original bytes,
+/// as a sync parses it.
+///
+/// # Errors
+/// [`ColdError::Copy`] when the file is not one [`encode_day`] wrote or an event in it
+/// does not parse.
+pub fn decode_day(bytes: bytes::Bytes) -> Result<Vec<StoredEvent>, ColdError> {
+    use arrow_array::cast::AsArray;
+    use arrow_array::types::{Int64Type, TimestampMillisecondType};
+    use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+    let bad = |why: String| ColdError::Copy(format!("not a day file tfaudit wrote: {why}"));
+    let reader = ParquetRecordBatchReaderBuilder::try_new(bytes).map_err(|e| bad(e.to_string()))?;
+    let names: Vec<String> = reader.schema().fields().iter().map(|f| f.name().clone()).collect();
+    if names != COLUMNS {
+        return Err(bad(format!("its columns are {}", names.join(", "))));
+    }
+    let column = |name: &str| COLUMNS.iter().position(|c| *c == name).unwrap_or(0);
+    let (seq, org, ingested, raw) = (column("seq"), column("organization"), column("ingested_at"), column("raw"));
+    let mut events = Vec::new();
+    for batch in reader.build().map_err(|e| bad(e.to_string()))? {
+        let batch = batch.map_err(|e| bad(e.to_string()))?;
+        let seqs = batch.column(seq).as_primitive_opt::<Int64Type>().ok_or_else(|| bad("seq".into()))?;
+        let orgs = batch.column(org).as_string_opt::<i32>().ok_or_else(|| bad("organization".into()))?;
+        let times = batch
+            .column(ingested)
+            .as_primitive_opt::<TimestampMillisecondType>()
+            .ok_or_else(|| bad("ingested_at".into()))?;
+        let raws = batch.column(raw).as_string_opt::<i32>().ok_or_else(|| bad("raw".into()))?;
+        for row in 0..batch.num_rows() {
+            let text = raws.value(row);
+            let value = serde_json::value::RawValue::from_string(text.to_owned())
+                .map_err(|e| bad(format!("the event at seq {} is not JSON: {e}", seqs.value(row))))?;
+            let event = tfaudit_model::AuditEvent::parse(&value)
+                .map_err(|r| bad(format!("the event at seq {}: {}", seqs.value(row), r.reason)))?;
+            events.push(StoredEvent {
+                seq: seqs.value(row),
+                source: orgs.value(row).to_owned(),
+                ingested_at: jiff::Timestamp::from_millisecond(times.value(row)).map_err(|e| bad(e.to_string()))?,
+                event,
+            });
+        }
+    }
+    Ok(events)
+}
+
 #[cfg(test)]
 mod tests {
     use arrow_array::Array;
@@ -193,5 +239,26 @@ mod tests {
         assert_eq!(accessor.value(0), "user-1");
         assert!(accessor.is_null(1), "an absent field is null");
         assert_eq!(batch.column(1).as_string::<i32>().value(2), "acme");
+    }
+
+    #[test]
+    fn a_day_decodes_back_to_the_same_events() {
+        let raw_a = r#"{"id":"a","timestamp":"2026-11-05T09:00:00Z","auth":{"accessor_id":"user-1","type":"Client"},"resource":{"type":"workspace","action":"create"}}"#;
+        let raw_b = "{\"id\":\"b\",\"timestamp\":\"2026-11-05T10:00:00Z\",\"x\":\"é\\u0000 \\n\",  \"version\":\"0\"}";
+        let parsed = |seq: i64, raw: &str| {
+            let value = serde_json::value::RawValue::from_string(raw.to_owned()).unwrap();
+            StoredEvent {
+                seq,
+                source: "acme".into(),
+                ingested_at: "2026-12-02T10:00:00.123Z".parse().unwrap(),
+                event: tfaudit_model::AuditEvent::parse(&value).unwrap(),
+            }
+        };
+        let mut events = vec![parsed(9, raw_b), parsed(20, raw_a)];
+        let bytes = encode_day("acme", &mut events).unwrap();
+        let back = decode_day(bytes::Bytes::from(bytes)).unwrap();
+        assert_eq!(back, events, "sorted by time, every field as archived");
+        let e = decode_day(bytes::Bytes::from_static(b"PAR1 not parquet")).unwrap_err().to_string();
+        assert!(e.contains("not a day file tfaudit wrote"), "{e}");
     }
 }

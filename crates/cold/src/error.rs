@@ -25,6 +25,9 @@ pub enum ColdError {
     /// The object store could not be reached or failed.
     #[error("cannot write to {location}: {cause}; check the location, the endpoint and that the bucket exists")]
     Storage { location: String, cause: String },
+    /// A pruned day's copy is missing, altered or unreadable.
+    #[error("{0}")]
+    Copy(String),
     /// A day could not be written as Parquet (a bug).
     #[error("cannot write a day as Parquet: {0}")]
     Encode(String),

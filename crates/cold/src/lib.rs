@@ -24,9 +24,13 @@ pub mod layout;
 mod location;
 mod manifest;
 mod push;
+pub mod retention;
 
-pub use day_file::{COLUMNS, encode_day};
+pub use day_file::{COLUMNS, decode_day, encode_day};
 pub use error::ColdError;
 pub use location::{Location, S3Settings, Target};
 pub use manifest::{DayEntry, DayObject, Decision, MANIFEST_FORMAT, Manifest};
 pub use push::{DayPushed, PushOptions, PushReport, push};
+pub use retention::{
+    DayHeld, DayPruned, DayPulled, PruneOptions, PruneReport, PullOptions, PullReport, prune, pull, read_copy,
+};

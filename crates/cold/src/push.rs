@@ -202,7 +202,7 @@ async fn push_day(
 /// One organization's events of one UTC day, through the archive's filter: the
 /// organization filter is a case-insensitive glob over names and organization ids, so
 /// only the events of exactly this source are kept.
-async fn day_events(
+pub(crate) async fn day_events(
     archive: &Arc<dyn Store>,
     organization: &str,
     day: jiff::civil::Date,
@@ -227,7 +227,7 @@ async fn day_events(
     .await
 }
 
-fn seq_range(events: &[StoredEvent]) -> Option<(i64, i64)> {
+pub(crate) fn seq_range(events: &[StoredEvent]) -> Option<(i64, i64)> {
     let min = events.iter().map(|e| e.seq).min()?;
     let max = events.iter().map(|e| e.seq).max()?;
     Some((min, max))

@@ -76,6 +76,19 @@ pub struct ConfigFile {
     /// Cold storage: where `tfaudit archive push` writes finished days as Parquet.
     #[serde(default)]
     pub archive: ArchiveSection,
+    /// How long events stay in the local archive once cold storage holds them.
+    #[serde(default)]
+    pub retention: RetentionSection,
+}
+
+/// `[retention]`: events of days that ended more than `keep_local` ago are removed from
+/// the local archive, once `[archive] location` holds those days (checked, not
+/// assumed); `tfaudit archive pull` brings them back.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RetentionSection {
+    /// Such as "400d" (none: everything stays).
+    pub keep_local: Option<Duration>,
 }
 
 /// `[integrity]`: how checkpoints are signed and where copies of them go.

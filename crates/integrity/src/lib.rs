@@ -25,7 +25,7 @@ pub use merkle::Hash;
 pub use note::{Note, NoteError, NoteSigner, NoteVerifier};
 pub use proof::{ExportProof, InclusionProof, ProofCheck, check_export_proof, check_proof, prove, prove_export};
 pub use tree::{CheckpointMade, Checkpointer, checkpoint, extend_tree};
-pub use verify::{Finding, Report, VerifyOptions, verify};
+pub use verify::{CopyReader, Finding, FindingKind, Report, VerifyOptions, verify};
 
 /// What can go wrong here.
 #[derive(Debug, thiserror::Error)]

@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, VecDeque};
 
 use jiff::Timestamp;
 use serde::Serialize;
-use tfaudit_store::{Archive, Leaf, Ledger, StoredEvent, Verification};
+use tfaudit_store::{Archive, Leaf, Ledger, PrunedDay, Retention, StoredEvent, TreeNode, Verification};
 
 use crate::merkle::{Frontier, Hash};
 use crate::{IntegrityError, NoteVerifier, ParsedCheckpoint, Result, event_leaf_hash};
@@ -29,6 +29,9 @@ pub enum FindingKind {
     RolledBack,
     /// A checkpoint was altered, is not signed by the key, or is of another archive.
     Checkpoint,
+    /// The copy of a day removed by retention is missing from cold storage, or differs
+    /// from what was archived.
+    Copy,
 }
 
 /// The first thing found wrong.
@@ -41,8 +44,11 @@ pub struct Finding {
     pub message: String,
 }
 
+/// Reads a pruned day's copy: each event's seq and leaf hash, or why it cannot.
+pub type CopyReader<'a> = dyn Fn(&PrunedDay) -> std::result::Result<Vec<(i64, Hash)>, String> + 'a;
+
 /// How to verify.
-#[derive(Debug, Default)]
+#[derive(Default)]
 pub struct VerifyOptions<'a> {
     /// The public key checkpoints must be signed with; without one, signatures are not
     /// checked (and the report says so).
@@ -51,6 +57,22 @@ pub struct VerifyOptions<'a> {
     pub external: Vec<(String, String)>,
     /// Only what was added since the last clean verification.
     pub quick: bool,
+    /// Reads the copy of a day removed by retention (`[retention] keep_local`): each
+    /// event's seq and leaf hash, or why the copy cannot be read. Without it, pruned
+    /// events are vouched for by their archived leaves (and the checkpoints over them)
+    /// only.
+    pub copies: Option<&'a CopyReader<'a>>,
+}
+
+impl std::fmt::Debug for VerifyOptions<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("VerifyOptions")
+            .field("key", &self.key)
+            .field("external", &self.external.len())
+            .field("quick", &self.quick)
+            .field("copies", &self.copies.is_some())
+            .finish()
+    }
 }
 
 /// What a verification did and found.
@@ -75,6 +97,12 @@ pub struct Report {
     pub latest_checkpoint: Option<(u64, Timestamp)>,
     /// Events stored after the tree's end (checkpointed at the next sync).
     pub pending_events: u64,
+    /// Events removed by retention, whose archived leaves stood in for them.
+    pub pruned_events: u64,
+    /// Days removed by retention whose copy in cold storage was read and matched.
+    pub copies_checked: u64,
+    /// Days removed by retention whose copy was not read (no cold storage given).
+    pub copies_unchecked: u64,
     /// The first finding; `None` when the archive verified.
     pub finding: Option<Finding>,
 }
@@ -92,7 +120,7 @@ fn finding(kind: FindingKind, e: Option<&StoredEvent>, seq: Option<i64>, message
 ///
 /// # Errors
 /// On a database failure (a finding is not an error: it is in the report).
-pub fn verify<S: Archive + Ledger + ?Sized>(
+pub fn verify<S: Archive + Ledger + Retention + ?Sized>(
     store: &S,
     options: &VerifyOptions<'_>,
     progress: &mut dyn FnMut(u64, u64),
@@ -153,7 +181,7 @@ pub fn verify<S: Archive + Ledger + ?Sized>(
     }
 
     // Where to begin.
-    let (mut frontier, after_seq) = match (options.quick, store.latest_verification(true)?) {
+    let (frontier, after_seq) = match (options.quick, store.latest_verification(true)?) {
         (true, Some(v)) => (
             Frontier::from_parts(v.size, v.frontier.clone()).ok_or_else(|| {
                 IntegrityError::Invalid("the last verification's record is damaged; verify without --quick".into())
@@ -165,12 +193,22 @@ pub fn verify<S: Archive + Ledger + ?Sized>(
     report.from_size = frontier.size();
     let total = head.as_ref().map_or(0, |h| h.size.saturating_sub(frontier.size()));
     let tree_last_seq = head.as_ref().map_or(0, |h| h.last_seq);
+    let pruned_days: Vec<PrunedDay> = store.pruned_days()?.into_iter().filter(|d| d.restored_at.is_none()).collect();
+    let mut pruned: Vec<i64> =
+        pruned_days.iter().flat_map(|d| d.seqs.iter().copied()).filter(|&s| s > after_seq).collect();
+    pruned.sort_unstable();
+    let mut tree = Rebuild {
+        store,
+        frontier,
+        leaves: VecDeque::new(),
+        leaves_done: false,
+        pruned,
+        pruned_next: 0,
+        sink: Vec::new(),
+    };
 
-    let mut leaves: VecDeque<Leaf> = VecDeque::new();
-    let mut leaves_done = false;
     // A first changed event, held back to see whether a second one shows it swapped.
     let mut changed: Option<(Leaf, i64)> = None;
-    let mut sink = Vec::new();
     let mut done = false;
     let mut last_checked_seq = after_seq;
     // One thread reads the events (the database and decompression) while this one
@@ -201,18 +239,31 @@ pub fn verify<S: Archive + Ledger + ?Sized>(
                 }
             }
         });
-        while !done && first.is_none() {
+        'batches: while !done && first.is_none() {
             let Ok(events) = received.recv() else { break };
             let events = events?;
             if events.is_empty() {
                 break;
             }
             for e in events {
-                if leaves.is_empty() && !leaves_done {
-                    leaves.extend(store.leaves(frontier.size(), BATCH)?);
-                    leaves_done = leaves.is_empty();
+                // Events removed by retention before this one: their archived leaves
+                // stand in for them.
+                while let Some(leaf) = tree.front()?
+                    && leaf.seq < e.seq
+                    && tree.is_pruned(leaf.seq)
+                {
+                    if let Some((a, ea)) = changed.take() {
+                        first = Some(changed_finding(&a, &event_at(store, ea)?));
+                        break 'batches;
+                    }
+                    tree.take(leaf.hash);
+                    report.pruned_events += 1;
+                    if let Some(f) = tree.check(&targets, leaf.seq, &mut report) {
+                        first = Some(f);
+                        break 'batches;
+                    }
                 }
-                let Some(leaf) = leaves.front().copied() else {
+                let Some(leaf) = tree.front()? else {
                     if e.seq <= tree_last_seq && first.is_none() && changed.is_none() {
                         let e = event_at(store, e.seq)?;
                         first = Some(inserted(&e));
@@ -222,16 +273,16 @@ pub fn verify<S: Archive + Ledger + ?Sized>(
                 };
                 if leaf.seq < e.seq {
                     first.get_or_insert_with(|| {
-                    finding(
-                        FindingKind::Deleted,
-                        None,
-                        Some(leaf.seq),
-                        format!(
-                            "the event at seq {} (entry {} of the tree) is no longer in the archive: it was deleted",
-                            leaf.seq, leaf.index
-                        ),
-                    )
-                });
+                        finding(
+                            FindingKind::Deleted,
+                            None,
+                            Some(leaf.seq),
+                            format!(
+                                "the event at seq {} (entry {} of the tree) is no longer in the archive: it was deleted",
+                                leaf.seq, leaf.index
+                            ),
+                        )
+                    });
                     done = true;
                     break;
                 }
@@ -241,7 +292,7 @@ pub fn verify<S: Archive + Ledger + ?Sized>(
                     done = true;
                     break;
                 }
-                leaves.pop_front();
+                tree.leaves.pop_front();
                 let hash = e.hash;
                 // A changed event is told apart from one inserted, deleted or swapped (with
                 // the seqs after it renumbered to hide it) by the next event and leaf.
@@ -253,33 +304,18 @@ pub fn verify<S: Archive + Ledger + ?Sized>(
                 if hash != leaf.hash {
                     changed = Some((leaf, e.seq));
                 }
-                frontier.push(hash, &mut sink);
-                sink.clear();
+                tree.take(hash);
                 report.events_checked += 1;
                 last_checked_seq = e.seq;
                 if report.events_checked.is_multiple_of(65_536) {
-                    progress(report.events_checked, total);
+                    progress(report.events_checked + report.pruned_events, total);
                 }
                 if changed.is_none()
-                    && let Some(ts) = targets.get(&frontier.size())
+                    && let Some(f) = tree.check(&targets, e.seq, &mut report)
                 {
-                    let root = frontier.root();
-                    if let Some(t) = ts.iter().find(|t| t.root != root) {
-                        first = Some(finding(
-                            FindingKind::Changed,
-                            None,
-                            None,
-                            format!(
-                                "{} does not match the archive: an event at or before entry {} of the tree (seq {}) was changed, or the tree was rewritten",
-                                t.what,
-                                frontier.size() - 1,
-                                e.seq
-                            ),
-                        ));
-                        done = true;
-                        break;
-                    }
-                    report.checkpoints_checked += ts.len() as u64;
+                    first = Some(f);
+                    done = true;
+                    break;
                 }
             }
         }
@@ -291,12 +327,19 @@ pub fn verify<S: Archive + Ledger + ?Sized>(
     {
         first = Some(changed_finding(&a, &event_at(store, ea)?));
     }
+    // Pruned events after the last event left.
+    while first.is_none()
+        && let Some(leaf) = tree.front()?
+        && tree.is_pruned(leaf.seq)
+    {
+        tree.take(leaf.hash);
+        report.pruned_events += 1;
+        last_checked_seq = last_checked_seq.max(leaf.seq);
+        first = tree.check(&targets, leaf.seq, &mut report);
+    }
     if first.is_none() {
         // Leaves with no event left after the last event: the tail was removed.
-        if leaves.is_empty() && !leaves_done {
-            leaves.extend(store.leaves(frontier.size(), 1)?);
-        }
-        if let Some(leaf) = leaves.front() {
+        if let Some(leaf) = tree.front()? {
             first = Some(finding(
                 FindingKind::RolledBack,
                 None,
@@ -308,6 +351,7 @@ pub fn verify<S: Archive + Ledger + ?Sized>(
             ));
         }
     }
+    let frontier = &tree.frontier;
     if first.is_none()
         && let Some((size, ts)) = targets.range(frontier.size() + 1..).next()
     {
@@ -339,7 +383,19 @@ pub fn verify<S: Archive + Ledger + ?Sized>(
             ),
         ));
     }
-    progress(report.events_checked, total);
+    // The copies of pruned days, against the leaves archived for them.
+    for day in &pruned_days {
+        if first.is_some() {
+            break;
+        }
+        let Some(read) = options.copies else {
+            report.copies_unchecked += 1;
+            continue;
+        };
+        first = check_copy(store, day, read(day))?;
+        report.copies_checked += u64::from(first.is_none());
+    }
+    progress(report.events_checked + report.pruned_events, total);
     report.tree_size = frontier.size();
     report.finding = first;
     store.record_verification(&Verification {
@@ -351,6 +407,148 @@ pub fn verify<S: Archive + Ledger + ?Sized>(
         checkpoint_size: targets.range(..=frontier.size()).next_back().map(|(s, _)| *s),
     })?;
     Ok(report)
+}
+
+/// The tree as verification rebuilds it, beside the leaves archived at ingest.
+struct Rebuild<'s, S: ?Sized> {
+    store: &'s S,
+    frontier: Frontier,
+    /// Archived leaves from `frontier.size()` on, read a batch at a time.
+    leaves: VecDeque<Leaf>,
+    leaves_done: bool,
+    /// Seqs removed by retention, ascending, and how far the walk has come through them.
+    pruned: Vec<i64>,
+    pruned_next: usize,
+    sink: Vec<TreeNode>,
+}
+
+impl<S: Ledger + ?Sized> Rebuild<'_, S> {
+    /// The next archived leaf, not taken.
+    fn front(&mut self) -> Result<Option<Leaf>> {
+        if self.leaves.is_empty() && !self.leaves_done {
+            self.leaves.extend(self.store.leaves(self.frontier.size(), BATCH)?);
+            self.leaves_done = self.leaves.is_empty();
+        }
+        Ok(self.leaves.front().copied())
+    }
+
+    /// Whether the event with this seq was removed by retention; asked in seq order.
+    fn is_pruned(&mut self, seq: i64) -> bool {
+        while self.pruned.get(self.pruned_next).is_some_and(|&p| p < seq) {
+            self.pruned_next += 1;
+        }
+        self.pruned.get(self.pruned_next) == Some(&seq)
+    }
+
+    /// Adds the next leaf's hash to the rebuilt tree (and drops the archived leaf it
+    /// stands for when that is still waiting).
+    fn take(&mut self, hash: Hash) {
+        if self.leaves.front().is_some_and(|l| l.index == self.frontier.size()) {
+            self.leaves.pop_front();
+        }
+        self.frontier.push(hash, &mut self.sink);
+        self.sink.clear();
+    }
+
+    /// The checkpoints of the rebuilt tree's size, compared with its root.
+    fn check(&self, targets: &BTreeMap<u64, Vec<Target>>, seq: i64, report: &mut Report) -> Option<Finding> {
+        let ts = targets.get(&self.frontier.size())?;
+        let root = self.frontier.root();
+        if let Some(t) = ts.iter().find(|t| t.root != root) {
+            return Some(finding(
+                FindingKind::Changed,
+                None,
+                None,
+                format!(
+                    "{} does not match the archive: an event at or before entry {} of the tree (seq {seq}) was changed, or the tree was rewritten",
+                    t.what,
+                    self.frontier.size() - 1,
+                ),
+            ));
+        }
+        report.checkpoints_checked += ts.len() as u64;
+        None
+    }
+}
+
+/// A pruned day's copy (as `read` gave it) against the leaves archived for its seqs.
+fn check_copy<S: Ledger + ?Sized>(
+    store: &S,
+    day: &PrunedDay,
+    read: std::result::Result<Vec<(i64, Hash)>, String>,
+) -> Result<Option<Finding>> {
+    let what = format!("the copy of {} {} ({})", day.source, day.day, day.path);
+    let copy_finding = |seq: Option<i64>, message: String| Some(finding(FindingKind::Copy, None, seq, message));
+    let mut copy = match read {
+        Ok(copy) => copy,
+        Err(why) => return Ok(copy_finding(None, format!("{what} cannot be checked: {why}"))),
+    };
+    copy.sort_unstable_by_key(|(seq, _)| *seq);
+    let seqs: Vec<i64> = copy.iter().map(|(seq, _)| *seq).collect();
+    if seqs != day.seqs {
+        return Ok(copy_finding(
+            None,
+            format!(
+                "{what} holds {} events where {} were removed from the archive: it is not the day that was pruned",
+                seqs.len(),
+                day.seqs.len()
+            ),
+        ));
+    }
+    let leaves = leaves_for_seqs(store, &day.seqs)?;
+    for (seq, hash) in &copy {
+        match leaves.binary_search_by_key(seq, |l| l.seq) {
+            Ok(i) if leaves[i].hash == *hash => {}
+            Ok(i) => {
+                return Ok(copy_finding(
+                    Some(*seq),
+                    format!(
+                        "{what} differs from what was archived at seq {seq} (entry {} of the tree): the copy was changed",
+                        leaves[i].index
+                    ),
+                ));
+            }
+            Err(_) => {
+                return Ok(copy_finding(
+                    Some(*seq),
+                    format!("{what} holds seq {seq}, which the archive's tree does not have"),
+                ));
+            }
+        }
+    }
+    Ok(None)
+}
+
+/// The archived leaves with these seqs (ascending), found by binary search over the
+/// tree's entries: entries are in seq order.
+fn leaves_for_seqs<S: Ledger + ?Sized>(store: &S, seqs: &[i64]) -> Result<Vec<Leaf>> {
+    let (Some(&first), Some(&last)) = (seqs.first(), seqs.last()) else { return Ok(Vec::new()) };
+    let size = store.tree_head()?.map_or(0, |h| h.size);
+    // The first entry whose seq is at least `first`.
+    let (mut lo, mut hi) = (0u64, size);
+    while lo < hi {
+        let mid = lo + (hi - lo) / 2;
+        match store.leaves(mid, 1)?.first() {
+            Some(l) if l.seq < first => lo = mid + 1,
+            _ => hi = mid,
+        }
+    }
+    let mut found = Vec::with_capacity(seqs.len());
+    let mut from = lo;
+    'read: loop {
+        let batch = store.leaves(from, BATCH)?;
+        let Some(end) = batch.last() else { break };
+        from = end.index + 1;
+        for leaf in batch {
+            if leaf.seq > last {
+                break 'read;
+            }
+            if seqs.binary_search(&leaf.seq).is_ok() {
+                found.push(leaf);
+            }
+        }
+    }
+    Ok(found)
 }
 
 /// What happened at leaf `a` (whose event `ea` does not hash as archived), seen from the

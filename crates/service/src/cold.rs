@@ -2,12 +2,13 @@
 //! storage every so often, beside the syncs. It runs under the lease `archive-push`,
 //! so that one instance at a time pushes: two pushes to one location would each
 //! replace the other's manifest (the days one of them wrote would then be written again
-//! by the next push, which is harmless but wasted).
+//! by the next push, which is harmless but wasted). With `[retention] keep_local`, each
+//! push is followed, under the same lease, by removing the days it confirms are held.
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use tfaudit_cold::{DayPushed, PushOptions, Target};
+use tfaudit_cold::{DayPruned, DayPushed, PruneOptions, PushOptions, Target};
 use tfaudit_store::Store;
 use tokio_util::sync::CancellationToken;
 
@@ -22,6 +23,9 @@ pub struct ScheduledPush {
     pub target: Arc<Target>,
     /// Time from the end of one push to the start of the next.
     pub every: Duration,
+    /// `[retention] keep_local`: after each push, days that ended longer ago than this
+    /// and that cold storage holds are removed from the local archive.
+    pub keep_local: Option<Duration>,
 }
 
 /// Pushes now and then every `push.every` until `cancel`. A failed push is logged and
@@ -56,8 +60,24 @@ pub(crate) async fn push_forever(
                 "pushed a day to cold storage"
             );
         };
+        let work = async {
+            let pushed = tfaudit_cold::push(&archive, &push.target, &options, &mut each).await?;
+            if let Some(keep_local) = push.keep_local {
+                let options = PruneOptions { keep_local, now: options.now, organization: None };
+                let mut each = |day: &DayPruned| {
+                    tracing::info!(
+                        organization = %day.organization,
+                        date = %day.date,
+                        events = day.events,
+                        "removed a day from the local archive (kept in cold storage)"
+                    );
+                };
+                tfaudit_cold::prune(&archive, &push.target, &options, &mut each).await?;
+            }
+            Ok::<_, tfaudit_cold::ColdError>(pushed)
+        };
         let result = tokio::select! {
-            r = tfaudit_cold::push(&archive, &push.target, &options, &mut each) => Some(r),
+            r = work => Some(r),
             () = lost.cancelled() => None,
         };
         stop.cancel();

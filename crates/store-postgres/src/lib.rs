@@ -28,6 +28,7 @@ mod consumers;
 mod dead_letters;
 mod leases;
 mod ledger;
+mod retention;
 mod rollup;
 mod schema;
 mod transfer;

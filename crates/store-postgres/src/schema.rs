@@ -284,4 +284,21 @@ CREATE TABLE verifications (
     checkpoint_size bigint
 );
 "#,
+    // 5: days removed from the local archive once cold storage holds them (see the
+    // SQLite schema's migration 10).
+    r#"
+CREATE TABLE pruned_days (
+    source_id   bigint NOT NULL,
+    day         text COLLATE "C" NOT NULL,
+    events      bigint NOT NULL,
+    -- Ascending seqs, LEB128 varints of their differences.
+    seqs        bytea NOT NULL,
+    location    text NOT NULL,
+    path        text NOT NULL,
+    sha256      text NOT NULL,
+    pruned_ms   bigint NOT NULL,
+    restored_ms bigint,
+    PRIMARY KEY (source_id, day)
+);
+"#,
 ];

@@ -26,6 +26,57 @@ fn nul_free_opt(s: &Option<String>) -> Option<Cow<'_, str>> {
 }
 
 /// A reject's text (`bytea`, so that an element holding a NUL keeps its bytes).
+/// Inserts copied events (`sources`: each one's source id) in the order given: each
+/// with the next seq, or with `keep_seq` its own (`archive pull` putting back a pruned
+/// day). Counters and rollups are the caller's.
+pub(crate) fn insert_events(
+    tx: &mut Transaction<'_>,
+    events: &[StoredEvent],
+    sources: &[i64],
+    keep_seq: bool,
+) -> std::result::Result<u64, postgres::Error> {
+    let ev: Vec<&tfaudit_model::AuditEvent> = events.iter().map(|e| &e.event).collect();
+    let text = |f: fn(&tfaudit_model::AuditEvent) -> &Option<String>| -> Vec<Option<Cow<'_, str>>> {
+        ev.iter().map(|e| nul_free_opt(f(e))).collect()
+    };
+    let id: Vec<Cow<'_, str>> = ev.iter().map(|e| nul_free(&e.id)).collect();
+    let times: Vec<i64> = ev.iter().map(|e| ms(e.timestamp)).collect();
+    let ingested: Vec<i64> = events.iter().map(|e| ms(e.ingested_at)).collect();
+    let raw: Vec<&[u8]> = ev.iter().map(|e| e.raw.as_bytes()).collect();
+    let seqs: Vec<i64> = events.iter().map(|e| e.seq).collect();
+    let (seq_column, overriding, seq_value) =
+        if keep_seq { ("seq, ", "OVERRIDING SYSTEM VALUE", "u.seq, ") } else { ("", "", "") };
+    tx.execute(
+        &format!(
+            "INSERT INTO events ({seq_column}id, source_id, organization_id, ts_ms, auth_type, accessor_id, auth_description,
+                                 impersonator_id, request_id, resource_id, resource_type, resource_action, raw, ingested_ms)
+             {overriding}
+             SELECT {seq_value}u.id, u.src, u.org, u.ts, u.auth, u.acc, u.descr, u.imp, u.req, u.rid, u.rtype, u.ract, u.raw, u.ing
+             FROM unnest($1::text[], $2::int8[], $3::text[], $4::int8[], $5::text[], $6::text[], $7::text[], $8::text[],
+                         $9::text[], $10::text[], $11::text[], $12::text[], $13::bytea[], $14::int8[], $15::int8[])
+                  WITH ORDINALITY AS u(id, src, org, ts, auth, acc, descr, imp, req, rid, rtype, ract, raw, ing, seq, ord)
+             ORDER BY u.ord"
+        ),
+        &[
+            &id,
+            &sources,
+            &text(|e| &e.organization_id),
+            &times,
+            &text(|e| &e.auth_type),
+            &text(|e| &e.accessor_id),
+            &text(|e| &e.auth_description),
+            &text(|e| &e.impersonator_id),
+            &text(|e| &e.request_id),
+            &text(|e| &e.resource_id),
+            &text(|e| &e.resource_type),
+            &text(|e| &e.resource_action),
+            &raw,
+            &ingested,
+            &seqs,
+        ],
+    )
+}
+
 fn reject_raw(r: &postgres::Row, at: usize) -> String {
     String::from_utf8_lossy(r.get::<_, &[u8]>(at)).into_owned()
 }
@@ -222,40 +273,8 @@ impl Transfer for PostgresStore {
         }
         // See lib.rs: seqs must become visible in the order they are handed out.
         tx.execute("SELECT pg_advisory_xact_lock($1)", &[&SEQ_LOCK]).map_err(db)?;
+        insert_events(&mut tx, events, &sources, false).map_err(db)?;
         let ev: Vec<&tfaudit_model::AuditEvent> = events.iter().map(|e| &e.event).collect();
-        let text = |f: fn(&tfaudit_model::AuditEvent) -> &Option<String>| -> Vec<Option<Cow<'_, str>>> {
-            ev.iter().map(|e| nul_free_opt(f(e))).collect()
-        };
-        let id: Vec<Cow<'_, str>> = ev.iter().map(|e| nul_free(&e.id)).collect();
-        let times: Vec<i64> = ev.iter().map(|e| ms(e.timestamp)).collect();
-        let ingested: Vec<i64> = events.iter().map(|e| ms(e.ingested_at)).collect();
-        let raw: Vec<&[u8]> = ev.iter().map(|e| e.raw.as_bytes()).collect();
-        tx.execute(
-            "INSERT INTO events (id, source_id, organization_id, ts_ms, auth_type, accessor_id, auth_description,
-                                 impersonator_id, request_id, resource_id, resource_type, resource_action, raw, ingested_ms)
-             SELECT u.id, u.src, u.org, u.ts, u.auth, u.acc, u.descr, u.imp, u.req, u.rid, u.rtype, u.ract, u.raw, u.ing
-             FROM unnest($1::text[], $2::int8[], $3::text[], $4::int8[], $5::text[], $6::text[], $7::text[], $8::text[],
-                         $9::text[], $10::text[], $11::text[], $12::text[], $13::bytea[], $14::int8[])
-                  WITH ORDINALITY AS u(id, src, org, ts, auth, acc, descr, imp, req, rid, rtype, ract, raw, ing, ord)
-             ORDER BY u.ord",
-            &[
-                &id,
-                &sources,
-                &text(|e| &e.organization_id),
-                &times,
-                &text(|e| &e.auth_type),
-                &text(|e| &e.accessor_id),
-                &text(|e| &e.auth_description),
-                &text(|e| &e.impersonator_id),
-                &text(|e| &e.request_id),
-                &text(|e| &e.resource_id),
-                &text(|e| &e.resource_type),
-                &text(|e| &e.resource_action),
-                &raw,
-                &ingested,
-            ],
-        )
-        .map_err(db)?;
         let mut rollups = Rollups::default();
         let mut counters: BTreeMap<i64, (i64, i64, i64, Option<&str>)> = BTreeMap::new();
         let clean: Vec<tfaudit_model::AuditEvent> = ev

@@ -12,6 +12,7 @@ mod glob;
 mod leases;
 mod ledger;
 mod plan;
+mod retention;
 mod rollup;
 mod schema;
 mod transfer;

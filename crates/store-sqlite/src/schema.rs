@@ -296,4 +296,23 @@ CREATE TABLE dictionaries (
 );
 ALTER TABLE events ADD COLUMN dict INTEGER;
 ",
+    // 10: days removed from the local archive once cold storage holds them
+    // (`[retention] keep_local`): exactly which seqs, and where their copy is, so that
+    // `verify` tells a pruned event from a deleted one and `archive pull` can put the
+    // day back.
+    r"
+CREATE TABLE pruned_days (
+    source_id   INTEGER NOT NULL,
+    day         TEXT NOT NULL,
+    events      INTEGER NOT NULL,
+    -- Ascending seqs, LEB128 varints of their differences.
+    seqs        BLOB NOT NULL,
+    location    TEXT NOT NULL,
+    path        TEXT NOT NULL,
+    sha256      TEXT NOT NULL,
+    pruned_ms   INTEGER NOT NULL,
+    restored_ms INTEGER,
+    PRIMARY KEY (source_id, day)
+) WITHOUT ROWID;
+",
 ];

@@ -201,3 +201,11 @@ guarded! { Ledger {
     fn record_verification(&self, v: &Verification) -> Result<()>;
     fn latest_verification(&self, clean: bool) -> Result<Option<Verification>>;
 } }
+
+use crate::{PruneOutcome, PruneRequest, PrunedDay, Retention};
+
+guarded! { Retention {
+    fn prune_day(&self, request: &PruneRequest<'_>) -> Result<PruneOutcome>;
+    fn pruned_days(&self) -> Result<Vec<PrunedDay>>;
+    fn restore_day(&self, source: &str, day: &str, events: &[StoredEvent]) -> Result<u64>;
+} }

@@ -25,6 +25,7 @@ mod leases;
 pub mod ledger;
 pub mod merkle;
 pub mod migrate;
+pub mod retention;
 pub mod rollup;
 mod transfer;
 pub use alerts::{
@@ -35,6 +36,7 @@ pub use blocking::{Guarded, blocking, blocking_on};
 pub use filter::{EventFilter, Pattern};
 pub use leases::{ALERTS_LEASE, Fence, Lease, LeaseHolder, Leases, ttl_ms};
 pub use ledger::{Checkpoint, Hash, Leaf, Ledger, TreeHead, TreeNode, Verification};
+pub use retention::{PruneOutcome, PruneRequest, PrunedDay, Retention};
 pub use transfer::{
     AlertState, ArchiveState, ConsumerState, DeliveryCopy, DestinationState, GapState, RejectState, RunState,
     SourceState, Transfer,
@@ -620,6 +622,6 @@ pub struct DeadLetter {
 
 /// A whole backend: every role. Code that holds an `Arc<dyn Store>` calls any;
 /// code that needs one role takes that role.
-pub trait Store: Archive + Consumers + Transfer + Leases + Ledger {}
+pub trait Store: Archive + Consumers + Transfer + Leases + Ledger + Retention {}
 
-impl<T: Archive + Consumers + Transfer + Leases + Ledger + ?Sized> Store for T {}
+impl<T: Archive + Consumers + Transfer + Leases + Ledger + Retention + ?Sized> Store for T {}

@@ -5,7 +5,7 @@ use std::io::Write;
 
 use tfaudit_backend::Mode;
 
-use crate::args::{Cli, PushArgs};
+use crate::args::{Cli, PullArgs, PushArgs};
 use crate::failure::Failure;
 use crate::{output, settings};
 
@@ -13,8 +13,10 @@ pub async fn push(cli: &Cli, args: &PushArgs) -> Result<(), Failure> {
     let config = settings::config(cli)?;
     // The location first: a mistake there is found before the archive is opened.
     let (location, s3) = settings::cold_location(args.to.as_deref(), config.as_ref())?;
-    let store = settings::open_archive(cli, config.as_ref(), Mode::ReadOnly)?;
-    let archive = store;
+    let keep_local = settings::keep_local(config.as_ref())?;
+    // Removing days writes: the archive is opened for writing only then.
+    let mode = if keep_local.is_some() { Mode::MustExist } else { Mode::ReadOnly };
+    let archive = settings::open_archive(cli, config.as_ref(), mode)?;
     let target = location.open(&s3)?;
     let options = tfaudit_cold::PushOptions { organization: args.org.clone(), now: jiff::Timestamp::now() };
     let lines = !cli.quiet && !args.json;
@@ -42,9 +44,7 @@ pub async fn push(cli: &Cli, args: &PushArgs) -> Result<(), Failure> {
     if let Some(e) = failed_output {
         return Err(e.into());
     }
-    if args.json {
-        out.json(&report)?;
-    } else if !cli.quiet {
+    if !args.json && !cli.quiet {
         let kept = if report.kept > 0 {
             format!("; kept {} whose pushed object holds more events than the archive", report.kept)
         } else {
@@ -58,6 +58,118 @@ pub async fn push(cli: &Cli, args: &PushArgs) -> Result<(), Failure> {
             output::count(report.events),
             output::count(report.skipped),
             output::terminal_safe(&report.location),
+        )?;
+    }
+    let Some(keep_local) = keep_local else {
+        if args.json {
+            out.json(&report)?;
+        }
+        return Ok(());
+    };
+    let options = tfaudit_cold::PruneOptions { keep_local, now: options.now, organization: args.org.clone() };
+    let mut failed_output = None;
+    let mut each = |day: &tfaudit_cold::DayPruned| {
+        if !lines || failed_output.is_some() {
+            return;
+        }
+        let line = format!(
+            "removed {} {}: {} events from the local archive (kept in cold storage)",
+            output::terminal_safe(&day.organization),
+            day.date,
+            output::count(day.events)
+        );
+        if let Err(e) = writeln!(out, "{line}") {
+            failed_output = Some(e);
+        }
+    };
+    let pruned = tfaudit_cold::prune(&archive, &target, &options, &mut each).await?;
+    if let Some(e) = failed_output {
+        return Err(e.into());
+    }
+    if args.json {
+        // One object: the push's report, with what retention removed under `retention`.
+        let mut json = serde_json::to_value(&report).map_err(|e| Failure::Internal(e.to_string()))?;
+        json["retention"] = serde_json::to_value(&pruned).map_err(|e| Failure::Internal(e.to_string()))?;
+        out.json(&json)?;
+    } else if !cli.quiet {
+        writeln!(
+            out,
+            "removed {} days, {} events older than [retention] keep_local from the local archive; {} held",
+            output::count(pruned.pruned.len() as u64),
+            output::count(pruned.events),
+            output::count(pruned.held.len() as u64),
+        )?;
+        for held in &pruned.held {
+            writeln!(
+                out,
+                "  held {} {}: {}",
+                output::terminal_safe(&held.organization),
+                held.date,
+                output::terminal_safe(&held.reason)
+            )?;
+        }
+    }
+    Ok(())
+}
+
+pub async fn pull(cli: &Cli, args: &PullArgs) -> Result<(), Failure> {
+    let config = settings::config(cli)?;
+    if let Some(until) = args.until
+        && until < args.since
+    {
+        return Err(Failure::Usage(format!("--until {until} is before --since {}; swap them", args.since)));
+    }
+    let archive = settings::open_archive(cli, config.as_ref(), Mode::MustExist)?;
+    let configured = args.from.is_some() || config.as_ref().is_some_and(|(_, f)| f.archive.location.is_some());
+    let (location, s3) = if configured {
+        settings::cold_location(args.from.as_deref(), config.as_ref())?
+    } else {
+        // Where the days were pushed, as recorded when they were removed.
+        let days = tfaudit_store::blocking_on(&archive, |a| a.pruned_days()).await?;
+        let Some(recorded) = days.first().map(|d| d.location.clone()) else {
+            return Err(Failure::Usage(
+                "this archive has no days removed by [retention] keep_local; nothing to pull".into(),
+            ));
+        };
+        settings::cold_location(Some(&recorded), config.as_ref())?
+    };
+    let target = location.open(&s3)?;
+    let options = tfaudit_cold::PullOptions { since: args.since, until: args.until, organization: args.org.clone() };
+    let lines = !cli.quiet && !args.json;
+    let mut out = output::Stdout::new();
+    let mut failed_output = None;
+    let mut each = |day: &tfaudit_cold::DayPulled| {
+        if !lines || failed_output.is_some() {
+            return;
+        }
+        let line = format!(
+            "pulled {} {}: {} events",
+            output::terminal_safe(&day.organization),
+            day.date,
+            output::count(day.events)
+        );
+        if let Err(e) = writeln!(out, "{line}") {
+            failed_output = Some(e);
+        }
+    };
+    let report = tfaudit_cold::pull(&archive, &target, &options, &mut each).await?;
+    if let Some(e) = failed_output {
+        return Err(e.into());
+    }
+    if args.json {
+        out.json(&report)?;
+    } else if !cli.quiet {
+        writeln!(
+            out,
+            "pulled {} days, {} events back into the local archive from {}{}",
+            output::count(report.pulled.len() as u64),
+            output::count(report.events),
+            output::terminal_safe(&report.location),
+            if report.already_local > 0 {
+                format!("; {} already local", output::count(report.already_local))
+            } else {
+                String::new()
+            }
         )?;
     }
     Ok(())

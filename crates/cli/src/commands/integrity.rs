@@ -154,7 +154,34 @@ pub fn verify(cli: &Cli, args: &VerifyArgs) -> Result<(), Failure> {
         );
         bar
     });
-    let options = VerifyOptions { key: key.as_ref(), external, quick: args.quick };
+    // The copies of days removed by retention, read from cold storage as they come up.
+    let configured = args.cold.is_some() || config.as_ref().is_some_and(|(_, f)| f.archive.location.is_some());
+    let fixed = if configured && !args.no_cold {
+        let (location, s3) = settings::cold_location(args.cold.as_deref(), config.as_ref())?;
+        Some(location.open(&s3)?)
+    } else {
+        None
+    };
+    let runtime = crate::runtime()?;
+    let read_copy = |day: &tfaudit_store::PrunedDay| -> Result<Vec<(i64, tfaudit_integrity::Hash)>, String> {
+        let opened;
+        let target = match &fixed {
+            Some(t) => t,
+            None => {
+                let (location, s3) =
+                    settings::cold_location(Some(&day.location), config.as_ref()).map_err(|e| e.to_string())?;
+                opened = location.open(&s3).map_err(|e| e.to_string())?;
+                &opened
+            }
+        };
+        let events = runtime.block_on(tfaudit_cold::read_copy(target, day)).map_err(|e| e.to_string())?;
+        Ok(events
+            .iter()
+            .map(|e| (e.seq, tfaudit_integrity::event_leaf_hash(e.seq, &e.source, e.event.raw.as_bytes())))
+            .collect())
+    };
+    let copies: Option<&tfaudit_integrity::CopyReader<'_>> = (!args.no_cold).then_some(&read_copy);
+    let options = VerifyOptions { key: key.as_ref(), external, quick: args.quick, copies };
     let report = tfaudit_integrity::verify(&*store, &options, &mut |done, total| {
         if let Some(b) = &bar {
             b.set_length(total.max(done));
@@ -187,6 +214,21 @@ pub fn verify(cli: &Cli, args: &VerifyArgs) -> Result<(), Failure> {
         match (&key, report.signatures_checked) {
             (Some(k), n) => writeln!(out, "signatures: {n} checked against {}{unsigned}", k.encode())?,
             (None, _) => writeln!(out, "signatures: not checked (give --key with the archive's public key){unsigned}")?,
+        }
+        if report.pruned_events > 0 {
+            let copies = if report.copies_unchecked > 0 {
+                format!(
+                    "their copies in cold storage were not read ({} days; drop --no-cold to read them)",
+                    report.copies_unchecked
+                )
+            } else {
+                format!("the copies of {} days in cold storage read and matched", report.copies_checked)
+            };
+            writeln!(
+                out,
+                "{} events removed by [retention] keep_local checked by their archived leaves; {copies}",
+                report.pruned_events
+            )?;
         }
         if report.pending_events > 0 {
             writeln!(out, "{} events stored since the last checkpoint are not in the tree yet", report.pending_events)?;

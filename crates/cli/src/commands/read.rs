@@ -206,7 +206,8 @@ pub fn status(cli: &Cli, args: &StatusArgs) -> Result<(), Failure> {
             let alerts = store.alert_status(10)?;
             let dead: std::collections::BTreeMap<String, u64> = dead_letters(&*store)?.into_iter().collect();
             let integrity = tfaudit_integrity::status(&*store)?;
-            let value = serde_json::json!({"archive": location.to_string(), "organizations": sources, "rejects": rejects, "alerts": alerts, "dead_letters": dead, "integrity": integrity});
+            let removed = Removed::of(&*store)?;
+            let value = serde_json::json!({"archive": location.to_string(), "organizations": sources, "rejects": rejects, "alerts": alerts, "dead_letters": dead, "integrity": integrity, "retention": removed});
             out.json(&value)?;
         }
         ReportFormat::Text => {
@@ -214,6 +215,18 @@ pub fn status(cli: &Cli, args: &StatusArgs) -> Result<(), Failure> {
             output::status_text(&sources, &mut out)?;
             alerts_text(&store.alert_status(5)?, &mut out)?;
             integrity_text(&tfaudit_integrity::status(&*store)?, &mut out)?;
+            let removed = Removed::of(&*store)?;
+            if removed.days > 0 {
+                writeln!(
+                    out,
+                    "\nretention\n  removed     {} days, {} events, {} to {}, kept in cold storage ({}); `tfaudit archive pull --since DATE` brings them back",
+                    output::count(removed.days),
+                    output::count(removed.events),
+                    removed.oldest_day.as_deref().unwrap_or(""),
+                    removed.newest_day.as_deref().unwrap_or(""),
+                    output::terminal_safe(removed.location.as_deref().unwrap_or(""))
+                )?;
+            }
             let dead = dead_letters(&*store)?;
             if !dead.is_empty() {
                 writeln!(out, "\ndead letters (events a sink's target refused as invalid)")?;
@@ -243,6 +256,35 @@ pub fn status(cli: &Cli, args: &StatusArgs) -> Result<(), Failure> {
         }
     }
     Ok(())
+}
+
+/// The days `[retention] keep_local` removed from the local archive (not pulled back).
+#[derive(Debug, Default, serde::Serialize)]
+struct Removed {
+    days: u64,
+    events: u64,
+    oldest_day: Option<String>,
+    newest_day: Option<String>,
+    /// Where the newest removed day's copy is.
+    location: Option<String>,
+}
+
+impl Removed {
+    fn of(store: &dyn tfaudit_store::Store) -> Result<Self, Failure> {
+        let mut removed = Self::default();
+        for day in store.pruned_days()?.into_iter().filter(|d| d.restored_at.is_none()) {
+            removed.days += 1;
+            removed.events += day.events;
+            if removed.oldest_day.as_ref().is_none_or(|o| &day.day < o) {
+                removed.oldest_day = Some(day.day.clone());
+            }
+            if removed.newest_day.as_ref().is_none_or(|n| &day.day > n) {
+                removed.newest_day = Some(day.day.clone());
+                removed.location = Some(day.location.clone());
+            }
+        }
+        Ok(removed)
+    }
 }
 
 /// Each sink's dead letters, by sink name (other consumers have none).

@@ -68,6 +68,7 @@ pub fn check(cli: &Cli) -> Result<(), Failure> {
         settings::cold_location(None, Some(&(path.clone(), file.clone())))?;
     }
     settings::push_schedule(Some(&(path.clone(), file.clone())))?;
+    settings::keep_local(Some(&(path.clone(), file.clone())))?;
     let on = alerts.rules.enabled().count();
     use std::io::Write;
     writeln!(

@@ -58,7 +58,11 @@ fn read_day(bytes: bytes::Bytes) -> Vec<Row> {
 
 /// The archive's events, by id: (source, seq, timestamp in ms, raw).
 fn archived(db: &Path) -> BTreeMap<String, (String, i64, i64, String)> {
-    let store = tfaudit_backend::Location::Sqlite(db.to_owned()).open(tfaudit_backend::Mode::MustExist).unwrap();
+    archived_in(tfaudit_backend::Location::Sqlite(db.to_owned()))
+}
+
+fn archived_in(location: tfaudit_backend::Location) -> BTreeMap<String, (String, i64, i64, String)> {
+    let store = location.open(tfaudit_backend::Mode::MustExist).unwrap();
     let mut events = BTreeMap::new();
     store
         .events_after(0, u64::MAX, &mut |e| {
@@ -584,4 +588,244 @@ async fn watch_pushes_finished_days_on_its_schedule() {
     let out = watch.wait_with_output().await.unwrap();
     let log = text(&out.stderr);
     assert!(log.contains("pushed a day to cold storage") && log.contains("archive push done"), "{log}");
+}
+
+/// The events of days that ended `keep` days or more before today, by id.
+fn older_than(
+    events: &BTreeMap<String, (String, i64, i64, String)>,
+    keep_days: i64,
+) -> BTreeMap<String, (String, i64, i64, String)> {
+    let now = jiff::Timestamp::now();
+    let cutoff = now.checked_sub(jiff::SignedDuration::from_hours(24 * keep_days)).unwrap();
+    events
+        .iter()
+        .filter(|(_, (_, _, ts, _))| {
+            let day = tfaudit_cold::days::day_of(jiff::Timestamp::from_millisecond(*ts).unwrap());
+            tfaudit_cold::days::end_of(day) <= cutoff
+        })
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect()
+}
+
+/// `[retention] keep_local`: after a push, the days it confirms are held go from the
+/// local archive (and only those); `verify` still checks the whole history, reading
+/// their copies, and finds a copy altered; `archive pull` puts them back exactly, seqs
+/// and all; a day pulled back stays for a while.
+async fn keep_local_round_trip(
+    env: &Env,
+    db: Option<&str>,
+    archived: &dyn Fn() -> BTreeMap<String, (String, i64, i64, String)>,
+) {
+    let cold = env.path(if db.is_some() { "cold-pg" } else { "cold" });
+    let config = env.path("retention.toml");
+    std::fs::write(
+        &config,
+        format!("[archive]\nlocation = \"{}\"\n[retention]\nkeep_local = \"5d\"\n", cold.display()),
+    )
+    .unwrap();
+    let config = config.to_str().unwrap();
+    let with = |args: &[&str]| -> Vec<String> {
+        let mut all: Vec<String> = ["--config", config].iter().map(|s| (*s).to_owned()).collect();
+        if let Some(db) = db {
+            all.extend(["--db".to_owned(), db.to_owned()]);
+        }
+        all.extend(args.iter().map(|s| (*s).to_owned()));
+        all
+    };
+    let run = |args: &[&str]| {
+        let args = with(args);
+        async move {
+            let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+            env.run(None, &refs).await
+        }
+    };
+    let ok = |args: &[&str]| {
+        let args = with(args);
+        async move {
+            let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+            env.ok(None, &refs).await
+        }
+    };
+    let before = archived();
+    let exported_before = ok(&["export", "--format", "jsonl"]).await;
+    let expected_gone = older_than(&before, 5);
+    assert!(
+        expected_gone.len() > 100 && expected_gone.len() < before.len(),
+        "{} of {}",
+        expected_gone.len(),
+        before.len()
+    );
+
+    let report = json(&ok(&["archive", "push", "--json"]).await);
+    let retention = &report["retention"];
+    assert_eq!(retention["events"], expected_gone.len() as u64, "{report}");
+    assert_eq!(retention["held"], serde_json::json!([]), "{report}");
+    let after = archived();
+    let kept: BTreeMap<_, _> =
+        before.iter().filter(|(id, _)| !expected_gone.contains_key(*id)).map(|(k, v)| (k.clone(), v.clone())).collect();
+    assert_eq!(after, kept, "exactly the old days' events went, the rest untouched");
+    let status = json(&ok(&["status", "--format", "json"]).await);
+    assert_eq!(status["retention"]["events"], expected_gone.len() as u64, "{status}");
+    assert_eq!(status["retention"]["days"], retention["pruned"].as_array().unwrap().len() as u64, "{status}");
+    assert!(ok(&["status"]).await.contains("kept in cold storage"));
+
+    // The whole history still verifies: the pruned events by their archived leaves and
+    // their copies read back.
+    let out = ok(&["verify"]).await;
+    assert!(
+        out.contains(&format!("{} events removed by [retention] keep_local checked", expected_gone.len())),
+        "{out}"
+    );
+    assert!(out.contains("read and matched") && out.contains("verified:"), "{out}");
+    let out = ok(&["verify", "--no-cold"]).await;
+    assert!(out.contains("were not read"), "{out}");
+    if db.is_none() {
+        // With days pruned, an event deleted behind tfaudit's back is still a deletion:
+        // only the seqs recorded as pruned stand in for missing events.
+        let c = rusqlite::Connection::open(&env.db).unwrap();
+        let victim: i64 = c
+            .query_row("SELECT max(seq) FROM events WHERE seq < (SELECT max(seq) FROM events)", [], |r| r.get(0))
+            .unwrap();
+        c.execute_batch(&format!(
+            "CREATE TABLE saved_row AS SELECT * FROM events WHERE seq = {victim}; DELETE FROM events WHERE seq = {victim};"
+        ))
+        .unwrap();
+        let out = run(&["verify"]).await;
+        assert_eq!(out.status.code(), Some(1));
+        let err = text(&out.stderr);
+        assert!(err.contains(&format!("deleted: the event at seq {victim} ")), "{err}");
+        c.execute_batch("INSERT INTO events SELECT * FROM saved_row; DROP TABLE saved_row;").unwrap();
+        ok(&["verify"]).await;
+    }
+
+    // A copy altered in cold storage is found and named.
+    let first_day =
+        expected_gone.values().map(|(source, _, ts, _)| (source.clone(), *ts)).min_by_key(|(_, ts)| *ts).unwrap();
+    let day = tfaudit_cold::days::day_of(jiff::Timestamp::from_millisecond(first_day.1).unwrap());
+    let copy = cold.join(tfaudit_cold::layout::day_path(&first_day.0, day));
+    let original = std::fs::read(&copy).unwrap();
+    let mut altered = original.clone();
+    let at = altered.len() / 2;
+    altered[at] ^= 0x20;
+    std::fs::write(&copy, &altered).unwrap();
+    let out = run(&["verify"]).await;
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stdout));
+    let err = text(&out.stderr);
+    assert!(err.contains("copy:") && err.contains("was altered"), "{err}");
+    // Pulling an altered copy refuses it and writes nothing.
+    let out = run(&["archive", "pull", "--since", "2000-01-01"]).await;
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out.stderr).contains("was altered"), "{}", text(&out.stderr));
+    assert_eq!(archived(), kept);
+    std::fs::write(&copy, &original).unwrap();
+
+    // Back: every event with its own seq, and exports as before, byte for byte.
+    let out = ok(&["archive", "pull", "--since", "2000-01-01", "--json"]).await;
+    let pulled = json(&out);
+    assert_eq!(pulled["events"], expected_gone.len() as u64, "{pulled}");
+    assert_eq!(archived(), before, "every event back, with its seq");
+    assert_eq!(ok(&["export", "--format", "jsonl"]).await, exported_before);
+    let out = ok(&["verify"]).await;
+    assert!(out.contains("verified:") && !out.contains("removed by"), "{out}");
+    let again = json(&ok(&["archive", "pull", "--since", "2000-01-01", "--json"]).await);
+    assert_eq!(
+        (again["events"].as_u64(), again["already_local"].as_u64()),
+        (Some(0), pulled["pulled"].as_array().map(|a| a.len() as u64))
+    );
+
+    // A day pulled back is not removed again at once.
+    let report = json(&ok(&["archive", "push", "--json"]).await);
+    assert_eq!(report["retention"]["events"], 0, "{report}");
+    let held = report["retention"]["held"].as_array().unwrap();
+    assert!(!held.is_empty() && held.iter().all(|h| h["reason"].as_str().unwrap().contains("pulled back")), "{report}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keep_local_removes_only_pushed_days_and_pull_brings_them_back() {
+    let (_acme, _beta, env) = two_organizations().await;
+    let db = env.db.clone();
+    keep_local_round_trip(&env, None, &|| archived(&db)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keep_local_and_pull_on_a_postgresql_archive() {
+    let (_acme, _beta, env) = two_organizations().await;
+    let pg = crate::cluster::TestDb::new();
+    let sqlite = env.db.to_str().unwrap().to_owned();
+    env.ok(None, &["migrate", "--from", &sqlite, "--to", &pg.url]).await;
+    env.ok(None, &["--db", &pg.url, "checkpoint"]).await;
+    let url = pg.url.clone();
+    // The PostgreSQL client blocks: off the test's async worker.
+    keep_local_round_trip(&env, Some(&pg.url), &|| {
+        tokio::task::block_in_place(|| archived_in(tfaudit_backend::Location::parse(&url).unwrap()))
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retention_settings_and_pull_mistakes() {
+    let sim = start(SimConfig { events: 100, seed: 34, ..SimConfig::default() }).await;
+    let env = Env::new();
+    assert!(env.sync(&sim, &[]).await.status.success());
+    let config = env.path("tfaudit.toml");
+    for (text, says) in [
+        ("[retention]\nkeep_local = \"12h\"\n[archive]\nlocation = \"cold\"\n", "must be at least 1d"),
+        ("[retention]\nkeep_local = \"400d\"\n", "needs [archive] location"),
+        ("[retention]\nkeep_local = \"soon\"\n", "not a duration"),
+        ("[retention]\nkeep = \"400d\"\n", "keep"),
+    ] {
+        std::fs::write(&config, text).unwrap();
+        let out = env.run(Some(&sim), &["--config", config.to_str().unwrap(), "config", "check"]).await;
+        assert_eq!(out.status.code(), Some(2), "{text}: {}", crate::harness::text(&out.stdout));
+        let err = crate::harness::text(&out.stderr);
+        assert!(err.contains(says) && err.trim().lines().count() == 1, "{text}: {err}");
+    }
+    let out = env.run(None, &["archive", "pull", "--since", "yesterday"]).await;
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out.stderr).contains("write it as YYYY-MM-DD"), "{}", text(&out.stderr));
+    let out = env.run(None, &["archive", "pull", "--since", "2026-11-05", "--until", "2026-11-01"]).await;
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out.stderr).contains("swap them"), "{}", text(&out.stderr));
+    let out = env.run(None, &["archive", "pull", "--since", "2026-11-05"]).await;
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out.stderr).contains("nothing to pull"), "{}", text(&out.stderr));
+}
+
+/// `watch` with `push_every` and `[retention] keep_local` removes the old days it
+/// pushed, by itself.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn watch_removes_old_days_after_its_scheduled_push() {
+    let sim = start(SimConfig { events: 600, seed: 35, ..SimConfig::default() }).await;
+    let env = Env::new();
+    assert!(env.sync(&sim, &[]).await.status.success());
+    let before = archived(&env.db);
+    let gone = older_than(&before, 5);
+    assert!(!gone.is_empty() && gone.len() < before.len());
+    let kept: BTreeMap<_, _> =
+        before.iter().filter(|(id, _)| !gone.contains_key(*id)).map(|(k, v)| (k.clone(), v.clone())).collect();
+    let cold = env.path("cold");
+    let config = env.path("tfaudit.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[archive]\nlocation = \"{}\"\npush_every = \"1s\"\n[retention]\nkeep_local = \"5d\"\n",
+            cold.display()
+        ),
+    )
+    .unwrap();
+    let mut watch = env
+        .command(Some(&sim), &["--config", config.to_str().unwrap(), "watch", "--no-alerts", "--rate-limit", "0"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while archived(&env.db) != kept {
+        assert!(Instant::now() < deadline, "watch removed nothing in time");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    watch.start_kill().unwrap();
+    let out = watch.wait_with_output().await.unwrap();
+    let log = text(&out.stderr);
+    assert!(log.contains("removed a day from the local archive"), "{log}");
 }

@@ -1,0 +1,205 @@
+//! The retention role (see `tfaudit_store::retention`): pruned days and their return.
+
+use jiff::Timestamp;
+use rusqlite::{OptionalExtension, Transaction, TransactionBehavior, params};
+use tfaudit_store::retention::{check_restore, decode_seqs, encode_seqs};
+use tfaudit_store::{PruneOutcome, PruneRequest, PrunedDay, Result, Retention, StoreError, StoredEvent};
+
+use crate::{SqliteStore, ms, rollup, ts};
+
+fn source_id(tx: &Transaction<'_>, name: &str) -> Result<Option<i64>, rusqlite::Error> {
+    tx.query_row("SELECT id FROM sources WHERE name = ?1", [name], |r| r.get(0)).optional()
+}
+
+/// What still needs events with these seqs locally, if anything: a consumer that has
+/// not read up to the last of them, or a dead letter among them.
+fn holder(tx: &Transaction<'_>, seqs: &[i64]) -> rusqlite::Result<Option<String>> {
+    let (Some(&first), Some(&last)) = (seqs.first(), seqs.last()) else { return Ok(None) };
+    let behind: Option<(String, i64)> = tx
+        .query_row("SELECT name, position FROM consumers WHERE position < ?1 ORDER BY position LIMIT 1", [last], |r| {
+            Ok((r.get(0)?, r.get(1)?))
+        })
+        .optional()?;
+    if let Some((name, position)) = behind {
+        return Ok(Some(format!("the consumer {name} has read only up to seq {position}")));
+    }
+    let mut stmt = tx.prepare("SELECT consumer, seq FROM dead_letters WHERE seq BETWEEN ?1 AND ?2")?;
+    let letters = stmt.query_map([first, last], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))?;
+    for letter in letters {
+        let (consumer, seq) = letter?;
+        if seqs.binary_search(&seq).is_ok() {
+            return Ok(Some(format!("the event at seq {seq} is a dead letter of {consumer}")));
+        }
+    }
+    Ok(None)
+}
+
+/// The source's oldest and newest remaining events, after some were removed.
+fn recount_range(tx: &Transaction<'_>, source: i64) -> rusqlite::Result<()> {
+    tx.execute(
+        "UPDATE sources SET
+            oldest_ms = (SELECT min(ts_ms) FROM events WHERE source_id = ?1),
+            newest_ms = coalesce((SELECT max(ts_ms) FROM events WHERE source_id = ?1), newest_ms)
+         WHERE id = ?1",
+        [source],
+    )?;
+    Ok(())
+}
+
+impl Retention for SqliteStore {
+    fn prune_day(&self, request: &PruneRequest<'_>) -> Result<PruneOutcome> {
+        let mut conn = self.lock();
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(|e| self.db(e))?;
+        let db = |e| self.db(e);
+        let source = source_id(&tx, request.source).map_err(db)?.ok_or_else(|| {
+            StoreError::Database(format!("no organization named {:?} in the archive", request.source))
+        })?;
+        let seqs: Vec<i64> = tx
+            .prepare(
+                "SELECT seq FROM events INDEXED BY events_by_time
+                 WHERE ts_ms >= ?1 AND ts_ms < ?2 AND source_id = ?3 ORDER BY seq",
+            )
+            .and_then(|mut stmt| {
+                stmt.query_map(params![ms(request.from), ms(request.until), source], |r| r.get(0))?.collect()
+            })
+            .map_err(db)?;
+        if seqs.len() as u64 != request.events
+            || seqs.first() != Some(&request.min_seq)
+            || seqs.last() != Some(&request.max_seq)
+        {
+            return Ok(PruneOutcome::Changed);
+        }
+        if let Some(why) = holder(&tx, &seqs).map_err(db)? {
+            return Ok(PruneOutcome::Held(why));
+        }
+        {
+            let mut delete = tx.prepare_cached("DELETE FROM events WHERE seq = ?1").map_err(db)?;
+            for seq in &seqs {
+                delete.execute([seq]).map_err(db)?;
+            }
+        }
+        let removed = seqs.len() as i64;
+        tx.execute("UPDATE sources SET event_count = max(event_count - ?2, 0) WHERE id = ?1", params![source, removed])
+            .map_err(db)?;
+        recount_range(&tx, source).map_err(db)?;
+        tx.execute(
+            "INSERT OR REPLACE INTO pruned_days
+                (source_id, day, events, seqs, location, path, sha256, pruned_ms, restored_ms)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, NULL)",
+            params![
+                source,
+                request.day,
+                removed,
+                encode_seqs(&seqs),
+                request.location,
+                request.path,
+                request.sha256,
+                ms(Timestamp::now())
+            ],
+        )
+        .map_err(db)?;
+        tx.commit().map_err(db)?;
+        Ok(PruneOutcome::Pruned(removed as u64))
+    }
+
+    fn pruned_days(&self) -> Result<Vec<PrunedDay>> {
+        let conn = self.read()?;
+        let mut stmt = conn
+            .prepare(
+                "SELECT s.name, p.day, p.events, p.seqs, p.location, p.path, p.sha256, p.pruned_ms, p.restored_ms
+                 FROM pruned_days p JOIN sources s ON s.id = p.source_id ORDER BY s.name, p.day",
+            )
+            .map_err(|e| self.db(e))?;
+        let rows = stmt
+            .query_map([], |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, i64>(2)?,
+                    r.get::<_, Vec<u8>>(3)?,
+                    r.get::<_, String>(4)?,
+                    r.get::<_, String>(5)?,
+                    r.get::<_, String>(6)?,
+                    r.get::<_, i64>(7)?,
+                    r.get::<_, Option<i64>>(8)?,
+                ))
+            })
+            .map_err(|e| self.db(e))?;
+        let mut days = Vec::new();
+        for row in rows {
+            let (source, day, events, seqs, location, path, sha256, pruned, restored) = row.map_err(|e| self.db(e))?;
+            let seqs = decode_seqs(&seqs).ok_or_else(|| StoreError::Corrupt {
+                path: self.path.display().to_string(),
+                cause: format!("the record of the pruned day {day} of {source} is damaged"),
+            })?;
+            days.push(PrunedDay {
+                source,
+                day,
+                seqs,
+                events: u64::try_from(events).unwrap_or(0),
+                location,
+                path,
+                sha256,
+                pruned_at: ts(pruned),
+                restored_at: restored.map(ts),
+            });
+        }
+        Ok(days)
+    }
+
+    fn restore_day(&self, source: &str, day: &str, events: &[StoredEvent]) -> Result<u64> {
+        let mut conn = self.lock();
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(|e| self.db(e))?;
+        let db = |e| self.db(e);
+        let unknown = || StoreError::Database(format!("the archive has no pruned day {day} of {source:?} to put back"));
+        let id = source_id(&tx, source).map_err(db)?.ok_or_else(unknown)?;
+        let (seqs, restored): (Vec<u8>, Option<i64>) = tx
+            .query_row(
+                "SELECT seqs, restored_ms FROM pruned_days WHERE source_id = ?1 AND day = ?2",
+                params![id, day],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .optional()
+            .map_err(db)?
+            .ok_or_else(unknown)?;
+        if restored.is_some() {
+            return Err(StoreError::Database(format!("the day {day} of {source:?} was already put back")));
+        }
+        let record = PrunedDay {
+            source: source.to_owned(),
+            day: day.to_owned(),
+            seqs: decode_seqs(&seqs).unwrap_or_default(),
+            events: 0,
+            location: String::new(),
+            path: String::new(),
+            sha256: String::new(),
+            pruned_at: Timestamp::UNIX_EPOCH,
+            restored_at: None,
+        };
+        check_restore(&record, events)
+            .map_err(|why| StoreError::Database(format!("cannot put back the day {day} of {source:?}: {why}")))?;
+        self.codec.prepare_writes(&tx, crate::archived(&tx).map_err(db)?).map_err(db)?;
+        {
+            let mut insert = tx.prepare_cached(rollup::EVENT_INSERT).map_err(db)?;
+            // Inserted with the next free number, then moved to its own: the write path
+            // stays the one every insert takes. The number used in between is never
+            // handed out again (AUTOINCREMENT).
+            let mut renumber = tx.prepare_cached("UPDATE events SET seq = ?1 WHERE seq = ?2").map_err(db)?;
+            for stored in events {
+                rollup::insert_event(&mut insert, &self.codec, &stored.event, id, ms(stored.ingested_at))
+                    .map_err(db)?;
+                renumber.execute(params![stored.seq, tx.last_insert_rowid()]).map_err(db)?;
+            }
+        }
+        let n = events.len() as i64;
+        tx.execute("UPDATE sources SET event_count = event_count + ?2 WHERE id = ?1", params![id, n]).map_err(db)?;
+        recount_range(&tx, id).map_err(db)?;
+        tx.execute(
+            "UPDATE pruned_days SET restored_ms = ?3 WHERE source_id = ?1 AND day = ?2",
+            params![id, day, ms(Timestamp::now())],
+        )
+        .map_err(db)?;
+        tx.commit().map_err(db)?;
+        Ok(n as u64)
+    }
+}
