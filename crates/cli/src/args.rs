@@ -120,13 +120,45 @@ pub enum Command {
     /// Needs no archive: only the proof, the public key and, for an export, the exported
     /// file. Exit codes: 0 the proof holds, 1 it does not, 2 bad arguments.
     VerifyProof(VerifyProofArgs),
-    /// Cold storage: push finished days to a directory or object storage as Parquet
+    /// Cold storage: push finished days to a directory or object storage as Parquet, pull removed days back
     #[command(subcommand)]
     Archive(ArchiveCommand),
+    /// Print a shell's completion script for tfaudit
+    ///
+    /// bash: `tfaudit completions bash > ~/.local/share/bash-completion/completions/tfaudit`;
+    /// zsh: `tfaudit completions zsh > "${fpath[1]}/_tfaudit"`;
+    /// fish: `tfaudit completions fish > ~/.config/fish/completions/tfaudit.fish`.
+    Completions(CompletionsArgs),
+    /// Write the manual pages (roff), generated from this very command line
+    ///
+    /// Without --out-dir, prints tfaudit(1) to standard output (`tfaudit man | man -l -`);
+    /// with it, writes tfaudit.1 and a page per command (tfaudit-sync.1, …) there.
+    Man(ManArgs),
     /// Serve a local imitation of the audit trail API
     Sim(SimArgs),
     /// Try tfaudit with no token and no network: simulator, sync, queries
     Demo(DemoArgs),
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct CompletionsArgs {
+    /// The shell
+    #[arg(value_enum)]
+    pub shell: Shell,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Shell {
+    Bash,
+    Zsh,
+    Fish,
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct ManArgs {
+    /// Write tfaudit.1 and one page per command into this directory
+    #[arg(long, value_name = "DIR")]
+    pub out_dir: Option<PathBuf>,
 }
 
 /// Where and how to sync.

@@ -69,6 +69,8 @@ fn run(cli: &Cli) -> Result<(), Failure> {
         Command::VerifyProof(a) => commands::integrity::verify_proof(cli, a),
         Command::Archive(args::ArchiveCommand::Push(a)) => runtime()?.block_on(commands::archive::push(cli, a)),
         Command::Archive(args::ArchiveCommand::Pull(a)) => runtime()?.block_on(commands::archive::pull(cli, a)),
+        Command::Completions(a) => commands::manual::completions(a),
+        Command::Man(a) => commands::manual::man(a),
         Command::Sim(a) => runtime()?.block_on(commands::sim::sim(a)),
         Command::Demo(a) => runtime()?.block_on(commands::demo::demo(a)),
     }

@@ -14,6 +14,12 @@ fn source_id(tx: &mut Transaction<'_>, name: &str) -> std::result::Result<Option
 /// What still needs events with these seqs locally, if anything (see the SQLite twin).
 fn holder(tx: &mut Transaction<'_>, seqs: &[i64]) -> std::result::Result<Option<String>, postgres::Error> {
     let (Some(&first), Some(&last)) = (seqs.first(), seqs.last()) else { return Ok(None) };
+    let tree: Option<i64> = tx.query_opt("SELECT last_seq FROM tree_head WHERE id = 1", &[])?.map(|r| r.get(0));
+    if tree.is_none_or(|t| t < last) {
+        return Ok(Some(
+            "its events are not all in the tamper-evident tree yet (the next checkpoint adds them)".into(),
+        ));
+    }
     if let Some(r) =
         tx.query_opt("SELECT name, position FROM consumers WHERE position < $1 ORDER BY position LIMIT 1", &[&last])?
     {

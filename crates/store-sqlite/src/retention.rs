@@ -11,10 +11,17 @@ fn source_id(tx: &Transaction<'_>, name: &str) -> Result<Option<i64>, rusqlite::
     tx.query_row("SELECT id FROM sources WHERE name = ?1", [name], |r| r.get(0)).optional()
 }
 
-/// What still needs events with these seqs locally, if anything: a consumer that has
-/// not read up to the last of them, or a dead letter among them.
+/// What still needs events with these seqs locally, if anything: the Merkle tree, when
+/// it does not hold them all yet (a removed event must keep its leaf); a consumer that
+/// has not read up to the last of them; or a dead letter among them.
 fn holder(tx: &Transaction<'_>, seqs: &[i64]) -> rusqlite::Result<Option<String>> {
     let (Some(&first), Some(&last)) = (seqs.first(), seqs.last()) else { return Ok(None) };
+    let tree: Option<i64> = tx.query_row("SELECT last_seq FROM tree_head WHERE id = 1", [], |r| r.get(0)).optional()?;
+    if tree.is_none_or(|t| t < last) {
+        return Ok(Some(
+            "its events are not all in the tamper-evident tree yet (the next checkpoint adds them)".into(),
+        ));
+    }
     let behind: Option<(String, i64)> = tx
         .query_row("SELECT name, position FROM consumers WHERE position < ?1 ORDER BY position LIMIT 1", [last], |r| {
             Ok((r.get(0)?, r.get(1)?))

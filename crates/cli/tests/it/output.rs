@@ -270,3 +270,31 @@ async fn limit_zero_means_no_limit_for_query() {
     assert_eq!(lines(env.ok(None, &["query", "--format", "jsonl", "--limit", "7"]).await), 7);
     assert_eq!(lines(env.ok(None, &["query", "--format", "jsonl"]).await), 100, "the default");
 }
+
+/// Completion scripts and manual pages come from the command line's own definition:
+/// every command and flag is in them, for each shell.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn completions_and_manual_pages_cover_every_command() {
+    let env = Env::new();
+    for (shell, marker) in [("bash", "_tfaudit()"), ("zsh", "#compdef tfaudit"), ("fish", "complete -c tfaudit")] {
+        let script = env.ok(None, &["completions", shell]).await;
+        assert!(script.contains(marker), "{shell}: {}", &script[..script.len().min(300)]);
+        for word in ["verify-proof", "archive", "pull", "since", "no-cold", "completions"] {
+            assert!(script.contains(word), "{shell} lacks {word}");
+        }
+    }
+    let out = env.run(None, &["completions", "powershell"]).await;
+    assert_eq!(out.status.code(), Some(2));
+
+    let page = env.ok(None, &["man"]).await;
+    assert!(page.starts_with(".ie") || page.contains(".TH tfaudit 1"), "{}", &page[..page.len().min(300)]);
+    assert!(page.contains("verify\\-proof") || page.contains("verify-proof"), "every command is listed");
+    let dir = env.path("man");
+    let said = env.ok(None, &["man", "--out-dir", dir.to_str().unwrap()]).await;
+    let pull = std::fs::read_to_string(dir.join("tfaudit-archive-pull.1")).unwrap();
+    assert!(pull.contains(".TH tfaudit\\-archive\\-pull 1") || pull.contains("tfaudit\\-archive\\-pull"), "{pull}");
+    assert!(pull.contains("\\-\\-since"), "{pull}");
+    let pages = std::fs::read_dir(&dir).unwrap().count();
+    assert!(pages > 30, "a page per command and subcommand: {pages}");
+    assert!(said.contains(&format!("wrote {pages} manual pages")), "{said}");
+}
