@@ -35,6 +35,11 @@ pub struct Cli {
     #[arg(long, global = true, value_enum, env = "TFAUDIT_LOG_FORMAT", default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
 
+    /// The time zone times are shown in, and dates in --since/--until are read in: an IANA
+    /// name (Europe/Berlin), UTC or local [default: [display] timezone, else UTC]
+    #[arg(long, global = true, env = "TFAUDIT_TZ", value_name = "ZONE")]
+    pub tz: Option<String>,
+
     #[command(subcommand)]
     pub command: Command,
 }

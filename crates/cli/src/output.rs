@@ -97,7 +97,26 @@ pub fn count(n: u64) -> String {
 }
 
 pub fn time(t: jiff::Timestamp) -> String {
-    t.strftime("%Y-%m-%dT%H:%M:%SZ").to_string()
+    match ZONE.get() {
+        Some(zone) if zone.iana_name() != Some("UTC") => {
+            t.to_zoned_datetime(zone.clone()).strftime("%Y-%m-%dT%H:%M:%S%:z").to_string()
+        }
+        _ => t.strftime("%Y-%m-%dT%H:%M:%SZ").to_string(),
+    }
+}
+
+/// The zone people read times in (`--tz`, `[display] timezone`); UTC until set.
+static ZONE: std::sync::OnceLock<jiff::tz::TimeZone> = std::sync::OnceLock::new();
+
+/// Sets the zone times are shown in, once, before any output.
+pub fn set_zone(zone: jiff::tz::TimeZone) {
+    let _ = ZONE.set(zone);
+}
+
+/// The zone times are shown in, and dates without an offset are read in.
+#[must_use]
+pub fn zone() -> jiff::tz::TimeZone {
+    ZONE.get().cloned().unwrap_or(jiff::tz::TimeZone::UTC)
 }
 
 fn time_opt(t: Option<jiff::Timestamp>) -> String {

@@ -155,6 +155,33 @@ pub fn push_schedule(
     Ok(Some((location, s3, every.0)))
 }
 
+/// The zone times are shown in: `--tz` / `TFAUDIT_TZ`, else `[display] timezone`, else
+/// UTC. `local` is the system's zone.
+///
+/// # Errors
+/// A name that is not a time zone (exit 2).
+pub fn display_zone(cli: &Cli, config: Option<&(PathBuf, ConfigFile)>) -> Result<jiff::tz::TimeZone, Failure> {
+    let (name, from) = match (&cli.tz, config.and_then(|(p, f)| f.display.timezone.as_ref().map(|z| (z, p)))) {
+        (Some(z), _) => (z.trim().to_owned(), "--tz".to_owned()),
+        (None, Some((z, path))) => (z.trim().to_owned(), format!("{}: [display] timezone", path.display())),
+        (None, None) => return Ok(jiff::tz::TimeZone::UTC),
+    };
+    if name.eq_ignore_ascii_case("local") {
+        return jiff::tz::TimeZone::try_system().map_err(|_| {
+            Failure::Usage(format!("{from}: the system's time zone cannot be found; name one, such as Europe/Berlin"))
+        });
+    }
+    if name.eq_ignore_ascii_case("utc") || name == "Z" {
+        return Ok(jiff::tz::TimeZone::UTC);
+    }
+    jiff::tz::TimeZone::get(&name).map_err(|_| {
+        let shown: String = name.chars().take(60).collect();
+        Failure::Usage(format!(
+            "{from}: {shown:?} is not a time zone; write an IANA name such as Europe/Berlin or America/New_York, UTC, or local"
+        ))
+    })
+}
+
 /// `[retention] keep_local`: checked (at least a day, and a location to confirm days
 /// are pushed) but not applied.
 ///

@@ -79,6 +79,19 @@ pub struct ConfigFile {
     /// How long events stay in the local archive once cold storage holds them.
     #[serde(default)]
     pub retention: RetentionSection,
+    /// How the command line shows things.
+    #[serde(default)]
+    pub display: DisplaySection,
+}
+
+/// `[display]`: how the command line shows things to people (machine outputs —
+/// `--format json`, `export` — keep the events' own UTC times).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct DisplaySection {
+    /// The time zone times are shown in and `--since`/`--until` dates are read in: an
+    /// IANA name such as "Europe/Berlin", "UTC" (the default) or "local" (the system's).
+    pub timezone: Option<String>,
 }
 
 /// `[retention]`: events of days that ended more than `keep_local` ago are removed from

@@ -17,7 +17,7 @@ pub use file::{
 };
 pub use secret::{Secret, SecretSource};
 pub use size::ByteSize;
-pub use when::parse_when;
+pub use when::{parse_when, parse_when_in};
 
 use std::path::PathBuf;
 

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use jiff::Timestamp;
 use tfaudit_backend::Mode;
-use tfaudit_config::parse_when;
+use tfaudit_config::parse_when_in;
 use tfaudit_store::{EventFilter, Order, Pattern, Store};
 
 use crate::args::{
@@ -24,7 +24,10 @@ pub fn open_for_reading(cli: &Cli) -> Result<Arc<dyn Store>, Failure> {
 /// Checks filter flags once, so that the store only ever sees valid filters.
 pub fn filter(args: &FilterArgs, now: Timestamp) -> Result<EventFilter, Failure> {
     let when = |flag: &str, v: &Option<String>| -> Result<Option<Timestamp>, Failure> {
-        v.as_deref().map(|t| parse_when(t, now).map_err(|e| Failure::Usage(format!("--{flag}: {e}")))).transpose()
+        let zone = output::zone();
+        v.as_deref()
+            .map(|t| parse_when_in(t, now, &zone).map_err(|e| Failure::Usage(format!("--{flag}: {e}"))))
+            .transpose()
     };
     let pattern = |v: &Option<String>| v.as_ref().map(Pattern::new);
     let f = EventFilter {

@@ -298,3 +298,50 @@ async fn completions_and_manual_pages_cover_every_command() {
     assert!(pages > 30, "a page per command and subcommand: {pages}");
     assert!(said.contains(&format!("wrote {pages} manual pages")), "{said}");
 }
+
+/// `--tz` and `[display] timezone`: times shown in that zone with their offset, dates
+/// in `--since` read there; machine output keeps the events' own UTC times.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn times_are_shown_and_read_in_the_chosen_zone() {
+    let sim = start(SimConfig { events: 300, ..SimConfig::default() }).await;
+    let env = Env::new();
+    assert!(env.sync(&sim, &[]).await.status.success());
+    let utc = env.ok(None, &["query", "--format", "table", "--limit", "5"]).await;
+    let tokyo = env.ok(None, &["--tz", "Asia/Tokyo", "query", "--format", "table", "--limit", "5"]).await;
+    assert!(utc.contains("Z ") && !utc.contains("+09:00"), "{utc}");
+    assert!(tokyo.contains("+09:00") && !tokyo.contains("Z "), "{tokyo}");
+    // The same instants: each UTC time, nine hours on, is the Tokyo one.
+    let first_time = |table: &str| {
+        table.lines().nth(1).unwrap().split_whitespace().next().unwrap().parse::<jiff::Timestamp>().unwrap()
+    };
+    assert_eq!(first_time(&utc), first_time(&tokyo));
+    let json = env.ok(None, &["query", "--format", "json", "--limit", "5"]).await;
+    assert_eq!(env.ok(None, &["--tz", "Asia/Tokyo", "query", "--format", "json", "--limit", "5"]).await, json);
+
+    // A date is midnight in the zone: Tokyo's day starts nine hours before UTC's.
+    let day = jiff::Timestamp::now().checked_sub(jiff::SignedDuration::from_hours(72)).unwrap();
+    let day = tfaudit_cold::layout::day_key(tfaudit_cold::days::day_of(day));
+    let in_utc = lines(&env, &["query", "--since", &day, "--format", "jsonl", "--limit", "0"]).await;
+    let in_tokyo =
+        lines(&env, &["--tz", "Asia/Tokyo", "query", "--since", &day, "--format", "jsonl", "--limit", "0"]).await;
+    let since = format!("{day}T00:00:00+09:00");
+    let nine_hours = lines(&env, &["query", "--since", &since, "--format", "jsonl", "--limit", "0"]).await;
+    assert_eq!(in_tokyo, nine_hours);
+    assert!(in_tokyo >= in_utc);
+
+    let config = env.path("tfaudit.toml");
+    std::fs::write(&config, "[display]\ntimezone = \"Asia/Tokyo\"\n").unwrap();
+    let from_config =
+        env.ok(None, &["--config", config.to_str().unwrap(), "query", "--format", "table", "--limit", "5"]).await;
+    assert_eq!(from_config, tokyo);
+    for bad in ["Mars/Olympus", "+25:00"] {
+        let out = env.run(None, &["--tz", bad, "status"]).await;
+        assert_eq!(out.status.code(), Some(2), "{bad}");
+        let err = text(&out.stderr);
+        assert!(err.contains("is not a time zone") && err.trim().lines().count() == 1, "{err}");
+    }
+}
+
+async fn lines(env: &Env, args: &[&str]) -> usize {
+    env.ok(None, args).await.lines().count()
+}
