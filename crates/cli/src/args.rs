@@ -539,6 +539,15 @@ pub struct QueryArgs {
     /// Output format [default: table on a terminal, jsonl otherwise]
     #[arg(long, value_enum)]
     pub format: Option<QueryFormat>,
+
+    /// What the same actor did in the same organization around this event (its id),
+    /// oldest first, within --window before and after it
+    #[arg(long, value_name = "EVENT_ID", conflicts_with_all = ["since", "until", "actor", "org"])]
+    pub around: Option<String>,
+
+    /// How far before and after the --around event to look
+    #[arg(long, value_name = "DURATION", default_value = "10m", requires = "around")]
+    pub window: Duration,
 }
 
 #[derive(Debug, Args, Clone)]

@@ -55,6 +55,15 @@ pub fn filter(args: &FilterArgs, now: Timestamp) -> Result<EventFilter, Failure>
 
 /// Writes events in a query format; shared by `query`, `export` and the demo.
 /// `terminal`: `out` is a terminal, so every format escapes what it would obey.
+fn event_writer<W: Write>(format: QueryFormat, out: W, terminal: bool) -> Result<EventWriter<W>, Failure> {
+    Ok(match format {
+        QueryFormat::Table => EventWriter::table(out),
+        QueryFormat::Json => EventWriter::json(out, terminal),
+        QueryFormat::Jsonl => EventWriter::jsonl(out, terminal),
+        QueryFormat::Csv => EventWriter::csv(out, terminal)?,
+    })
+}
+
 pub fn write_events(
     store: &dyn Store,
     filter: &EventFilter,
@@ -64,12 +73,7 @@ pub fn write_events(
     out: &mut dyn Write,
     terminal: bool,
 ) -> Result<u64, Failure> {
-    let mut writer = match format {
-        QueryFormat::Table => EventWriter::table(&mut *out),
-        QueryFormat::Json => EventWriter::json(&mut *out, terminal),
-        QueryFormat::Jsonl => EventWriter::jsonl(&mut *out, terminal),
-        QueryFormat::Csv => EventWriter::csv(&mut *out, terminal)?,
-    };
+    let mut writer = event_writer(format, &mut *out, terminal)?;
     let n = store.events(filter, order, limit, &mut |e| writer.write(&e))?;
     writer.finish()?;
     Ok(n)
@@ -82,6 +86,20 @@ pub fn query(cli: &Cli, args: &QueryArgs) -> Result<(), Failure> {
     let terminal = stdout.terminal;
     let format = args.format.unwrap_or(if terminal { QueryFormat::Table } else { QueryFormat::Jsonl });
     let mut out = BufWriter::new(stdout);
+    if let Some(id) = &args.around {
+        around(
+            &*store,
+            id,
+            args.window,
+            filter,
+            crate::args::no_limit_if_zero(args.limit),
+            format,
+            &mut out,
+            terminal,
+        )?;
+        out.flush()?;
+        return Ok(());
+    }
     write_events(
         &*store,
         &filter,
@@ -92,6 +110,52 @@ pub fn query(cli: &Cli, args: &QueryArgs) -> Result<(), Failure> {
         terminal,
     )?;
     out.flush()?;
+    Ok(())
+}
+
+/// `query --around ID`: the events of the same actor (accessor id, exactly) in the same
+/// organization within `window` of the event, oldest first, the event among them.
+#[allow(clippy::too_many_arguments)]
+fn around(
+    store: &dyn Store,
+    id: &str,
+    window: tfaudit_config::Duration,
+    mut filter: EventFilter,
+    limit: Option<u64>,
+    format: QueryFormat,
+    out: &mut dyn Write,
+    terminal: bool,
+) -> Result<(), Failure> {
+    let Some(anchor) = store.event(id)? else {
+        let shown: String = id.chars().take(80).collect();
+        return Err(Failure::Usage(format!(
+            "no event {:?} in the archive; give the id of an archived event (see `tfaudit query`)",
+            output::terminal_safe(&shown)
+        )));
+    };
+    let window = jiff::SignedDuration::try_from(window.0)
+        .map_err(|_| Failure::Usage("--window is too long; use days, such as 7d".into()))?;
+    let at = anchor.event.timestamp;
+    filter.since = Some(at.checked_sub(window).unwrap_or(Timestamp::MIN));
+    // `until` is exclusive: one millisecond on keeps an event exactly `window` after.
+    filter.until = Some(
+        at.checked_add(window)
+            .and_then(|t| t.checked_add(jiff::SignedDuration::from_millis(1)))
+            .unwrap_or(Timestamp::MAX),
+    );
+    let mut writer = event_writer(format, &mut *out, terminal)?;
+    let mut written = 0u64;
+    store.events(&filter, Order::OldestFirst, None, &mut |e| {
+        let same = e.source == anchor.source
+            && e.event.accessor_id == anchor.event.accessor_id
+            && (anchor.event.accessor_id.is_some() || e.event.auth_description == anchor.event.auth_description);
+        if same && limit.is_none_or(|l| written < l) {
+            written += 1;
+            writer.write(&e)?;
+        }
+        Ok(())
+    })?;
+    writer.finish()?;
     Ok(())
 }
 

@@ -345,3 +345,45 @@ async fn times_are_shown_and_read_in_the_chosen_zone() {
 async fn lines(env: &Env, args: &[&str]) -> usize {
     env.ok(None, args).await.lines().count()
 }
+
+/// `query --around ID`: every event of the same actor within the window, oldest first,
+/// the event itself among them, and nothing else.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn around_an_event_finds_what_the_same_actor_did_then() {
+    let sim = start(SimConfig { events: 2_000, ..SimConfig::default() }).await;
+    let env = Env::new();
+    assert!(env.sync(&sim, &[]).await.status.success());
+    let all: Vec<serde_json::Value> = env
+        .ok(None, &["export", "--format", "jsonl"])
+        .await
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let time = |e: &serde_json::Value| e["timestamp"].as_str().unwrap().parse::<jiff::Timestamp>().unwrap();
+    let accessor = |e: &serde_json::Value| e["auth"]["accessor_id"].as_str().map(str::to_owned);
+    // An event whose actor did several things within the hour around it.
+    let window = jiff::SignedDuration::from_hours(1);
+    let near = |a: &serde_json::Value| -> Vec<String> {
+        all.iter()
+            .filter(|e| accessor(e) == accessor(a) && (time(e) - time(a)).abs() <= window)
+            .map(|e| e["id"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    let anchor = all.iter().filter(|e| accessor(e).is_some()).max_by_key(|e| near(e).len()).unwrap();
+    let mut expected = near(anchor);
+    assert!(expected.len() > 1, "{expected:?}");
+    let id = anchor["id"].as_str().unwrap();
+    let out = env.ok(None, &["query", "--around", id, "--window", "1h", "--format", "jsonl", "--limit", "0"]).await;
+    let found: Vec<serde_json::Value> = out.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let times: Vec<jiff::Timestamp> = found.iter().map(time).collect();
+    assert!(times.windows(2).all(|w| w[0] <= w[1]), "oldest first");
+    let mut ids: Vec<String> = found.iter().map(|e| e["id"].as_str().unwrap().to_owned()).collect();
+    ids.sort();
+    expected.sort();
+    assert_eq!(ids, expected);
+    let out = env.run(None, &["query", "--around", "no-such-event"]).await;
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out.stderr).contains("no event \"no-such-event\" in the archive"), "{}", text(&out.stderr));
+    let out = env.run(None, &["query", "--around", id, "--actor", "x"]).await;
+    assert_eq!(out.status.code(), Some(2), "--around sets the actor itself");
+}
