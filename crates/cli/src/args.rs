@@ -63,6 +63,13 @@ pub enum Command {
     Export(ExportArgs),
     /// Counts by type and action, top actors, events per day
     Summary(SummaryArgs),
+    /// The life of one resource: every event about it or mentioning it, oldest first
+    ///
+    /// A workspace's history holds its own events and those of its runs, variables and
+    /// team access that name it; a team's, its membership changes and the workspaces it
+    /// was given. Matches the id exactly, anywhere in the event (it reads every event in
+    /// the time range: narrow it with --since/--until on a large archive).
+    History(HistoryArgs),
     /// Per organization: events stored, cursor, last sync, gaps, rejects
     Status(StatusArgs),
     /// Check and list alert rules
@@ -647,6 +654,28 @@ pub struct VerifyProofArgs {
     /// The exported file an export proof covers [default: the proof's path without .proof.json]
     #[arg(long, value_name = "FILE")]
     pub export: Option<PathBuf>,
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct HistoryArgs {
+    /// The resource's id (ws-…, team-…, at-…, run-…, or any other)
+    pub id: String,
+
+    /// Events at or after: RFC 3339, a date, or an age such as 90m, 24h, 7d
+    #[arg(long, value_name = "WHEN")]
+    pub since: Option<String>,
+
+    /// Events before: RFC 3339, a date, or an age
+    #[arg(long, value_name = "WHEN")]
+    pub until: Option<String>,
+
+    /// At most this many events, oldest first; 0 for all
+    #[arg(long, default_value_t = 0, value_name = "N")]
+    pub limit: u64,
+
+    /// Output format [default: table on a terminal, jsonl otherwise]
+    #[arg(long, value_enum)]
+    pub format: Option<QueryFormat>,
 }
 
 #[derive(Debug, Args, Clone)]

@@ -54,6 +54,7 @@ fn run(cli: &Cli) -> Result<(), Failure> {
         Command::Query(a) => commands::read::query(cli, a),
         Command::Export(a) => commands::read::export(cli, a),
         Command::Summary(a) => commands::read::summary(cli, a),
+        Command::History(a) => commands::read::history(cli, a),
         Command::Status(a) => commands::read::status(cli, a),
         Command::Sync(a) => runtime()?.block_on(commands::sync::sync(cli, a)),
         Command::Watch(a) => runtime()?.block_on(commands::sync::watch(cli, a, None)),

@@ -10,7 +10,8 @@ use tfaudit_config::parse_when_in;
 use tfaudit_store::{EventFilter, Order, Pattern, Store};
 
 use crate::args::{
-    Cli, ExportArgs, ExportFormat, FilterArgs, QueryArgs, QueryFormat, ReportFormat, StatusArgs, SummaryArgs,
+    Cli, ExportArgs, ExportFormat, FilterArgs, HistoryArgs, QueryArgs, QueryFormat, ReportFormat, StatusArgs,
+    SummaryArgs,
 };
 use crate::failure::Failure;
 use crate::output::{self, EventWriter};
@@ -157,6 +158,49 @@ fn around(
     })?;
     writer.finish()?;
     Ok(())
+}
+
+/// `tfaudit history ID`: every event about the resource or mentioning it, oldest first.
+pub fn history(cli: &Cli, args: &HistoryArgs) -> Result<(), Failure> {
+    let id = args.id.trim();
+    if id.is_empty() {
+        return Err(Failure::Usage("history needs a resource id, such as ws-… or team-…".into()));
+    }
+    let range = FilterArgs { since: args.since.clone(), until: args.until.clone(), ..FilterArgs::default() };
+    let mut filter = filter(&range, Timestamp::now())?;
+    // The store's text match finds every event naming the id (case-insensitively);
+    // only those naming it exactly are kept.
+    filter.text = Some(id.to_owned());
+    let store = open_for_reading(cli)?;
+    let stdout = output::Stdout::new();
+    let terminal = stdout.terminal;
+    let format = args.format.unwrap_or(if terminal { QueryFormat::Table } else { QueryFormat::Jsonl });
+    let mut out = BufWriter::new(stdout);
+    let limit = crate::args::no_limit_if_zero(args.limit);
+    let mut writer = event_writer(format, &mut out, terminal)?;
+    let mut written = 0u64;
+    store.events(&filter, Order::OldestFirst, None, &mut |e| {
+        if names_id(&e.event.raw, id) && limit.is_none_or(|l| written < l) {
+            written += 1;
+            writer.write(&e)?;
+        }
+        Ok(())
+    })?;
+    writer.finish()?;
+    out.flush()?;
+    if written == 0 && !cli.quiet {
+        let shown: String = id.chars().take(80).collect();
+        writeln!(io::stderr(), "no event names {:?}", output::terminal_safe(&shown))?;
+    }
+    Ok(())
+}
+
+/// Whether `raw` holds `id` as a whole id: not as a part of a longer one
+/// (`ws-abc` is not named by `ws-abcd`).
+fn names_id(raw: &str, id: &str) -> bool {
+    let part = |c: Option<char>| c.is_some_and(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
+    raw.match_indices(id)
+        .any(|(at, _)| !part(raw[..at].chars().next_back()) && !part(raw[at + id.len()..].chars().next()))
 }
 
 pub fn export(cli: &Cli, args: &ExportArgs) -> Result<(), Failure> {
@@ -431,4 +475,17 @@ fn alerts_text(s: &tfaudit_store::AlertStatus, out: &mut dyn Write) -> io::Resul
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn an_id_is_named_whole() {
+        use super::names_id;
+        assert!(names_id(r#"{"resource":{"id":"ws-abc"}}"#, "ws-abc"));
+        assert!(names_id(r#"{"meta":{"workspace":{"id":"ws-abc","name":"x"}}}"#, "ws-abc"));
+        assert!(!names_id(r#"{"resource":{"id":"ws-abcd"}}"#, "ws-abc"));
+        assert!(!names_id(r#"{"resource":{"id":"xws-abc"}}"#, "ws-abc"));
+        assert!(names_id(r#"{"a":"ws-abcd","b":"ws-abc"}"#, "ws-abc"), "a later whole match counts");
+    }
 }

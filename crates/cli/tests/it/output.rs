@@ -387,3 +387,55 @@ async fn around_an_event_finds_what_the_same_actor_did_then() {
     let out = env.run(None, &["query", "--around", id, "--actor", "x"]).await;
     assert_eq!(out.status.code(), Some(2), "--around sets the actor itself");
 }
+
+/// `tfaudit history ID`: a scripted workspace's life — created, a variable, a team
+/// given access, a run applied — oldest first, and nothing that only names a longer id.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn history_follows_one_resource_oldest_first() {
+    let sim = start(SimConfig { events: 500, ..SimConfig::default() }).await;
+    let now = jiff::Timestamp::now().as_second();
+    let event = |n: i64, rtype: &str, action: &str, rid: &str, meta: serde_json::Value| {
+        serde_json::json!({
+            "id": format!("0000000{n}-story-4000-8000-000000000000"), "version": "0", "type": "Resource",
+            "timestamp": jiff::Timestamp::from_second(now - 3600 + n * 60).unwrap().strftime("%Y-%m-%dT%H:%M:%S.000Z").to_string(),
+            "auth": {"accessor_id": "user-StoryAlice0001", "description": "alice", "type": "Client", "impersonator_id": null, "organization_id": "org-x"},
+            "request": {"id": null},
+            "resource": {"id": rid, "type": rtype, "action": action, "meta": meta}
+        })
+    };
+    let ws = serde_json::json!({"id": "ws-StoryNetwork001", "name": "prod-network"});
+    let story = [
+        event(1, "workspace", "create", "ws-StoryNetwork001", serde_json::Value::Null),
+        event(2, "var", "create", "var-Story0001", serde_json::json!({"workspace": ws, "key": "AWS_REGION"})),
+        event(
+            3,
+            "workspace",
+            "add_team",
+            "ws-StoryNetwork001",
+            serde_json::json!({"team": {"id": "team-StoryOwners01"}, "workspace": ws}),
+        ),
+        event(4, "workspace", "update", "ws-StoryNetwork0010", serde_json::Value::Null),
+        event(5, "run", "apply", "run-Story0001", serde_json::json!({"run": {"id": "run-Story0001"}, "workspace": ws})),
+    ];
+    let mut ids = Vec::new();
+    for (n, e) in story.iter().enumerate() {
+        ids.push(sim.add_event_json(now - 3600 + (n as i64 + 1) * 60, e));
+    }
+    let env = Env::new();
+    assert!(env.sync(&sim, &[]).await.status.success());
+    let out = env.ok(None, &["history", "ws-StoryNetwork001", "--format", "jsonl"]).await;
+    let found: Vec<String> = out
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["id"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(
+        found,
+        [ids[0].clone(), ids[1].clone(), ids[2].clone(), ids[4].clone()],
+        "oldest first, not the longer id's event"
+    );
+    let team = env.ok(None, &["history", "team-StoryOwners01", "--format", "jsonl"]).await;
+    assert_eq!(team.lines().count(), 1);
+    let none = env.run(None, &["history", "ws-NoSuchThing0000"]).await;
+    assert!(none.status.success() && none.stdout.is_empty());
+    assert!(text(&none.stderr).contains("no event names"));
+}
