@@ -70,6 +70,13 @@ pub enum Command {
     /// was given. Matches the id exactly, anywhere in the event (it reads every event in
     /// the time range: narrow it with --since/--until on a large archive).
     History(HistoryArgs),
+    /// Everything one accessor (a user, team or token id) did, and what the tokens it created did after
+    ///
+    /// First and last seen, its events counted by type and action, the events in which it
+    /// impersonated someone, and each token it created (resource type *token*, action
+    /// create) with what that token then did as an accessor, followed from token to token.
+    /// Reads every event in the time range: narrow it with --since/--until.
+    Who(WhoArgs),
     /// Per organization: events stored, cursor, last sync, gaps, rejects
     Status(StatusArgs),
     /// Check and list alert rules
@@ -654,6 +661,23 @@ pub struct VerifyProofArgs {
     /// The exported file an export proof covers [default: the proof's path without .proof.json]
     #[arg(long, value_name = "FILE")]
     pub export: Option<PathBuf>,
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct WhoArgs {
+    /// The accessor's id (user-…, team-…, at-…)
+    pub id: String,
+
+    /// Events at or after: RFC 3339, a date, or an age such as 90m, 24h, 7d
+    #[arg(long, value_name = "WHEN")]
+    pub since: Option<String>,
+
+    /// Events before: RFC 3339, a date, or an age
+    #[arg(long, value_name = "WHEN")]
+    pub until: Option<String>,
+
+    #[arg(long, value_enum, default_value_t = ReportFormat::Text)]
+    pub format: ReportFormat,
 }
 
 #[derive(Debug, Args, Clone)]

@@ -3,6 +3,7 @@ pub mod archive;
 pub mod demo;
 pub mod forward;
 pub mod integrity;
+pub mod investigate;
 pub mod manual;
 pub mod migrate;
 pub mod read;

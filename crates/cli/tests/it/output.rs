@@ -439,3 +439,57 @@ async fn history_follows_one_resource_oldest_first() {
     assert!(none.status.success() && none.stdout.is_empty());
     assert!(text(&none.stderr).contains("no event names"));
 }
+
+/// `tfaudit who ID` on a scripted story: alice creates a team token; the token adds a
+/// member to owners and creates a second token; that one applies a run. Every step is
+/// found and attributed, and alice's impersonation of bob is listed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn who_follows_an_accessor_through_the_tokens_it_created() {
+    let sim = start(SimConfig { events: 500, ..SimConfig::default() }).await;
+    let now = jiff::Timestamp::now().as_second();
+    let event = |n: i64, accessor: &str, impersonator: Option<&str>, rtype: &str, action: &str, rid: &str| {
+        serde_json::json!({
+            "id": format!("0000000{n}-whos-4000-8000-000000000000"), "version": "0", "type": "Resource",
+            "timestamp": jiff::Timestamp::from_second(now - 3600 + n * 60).unwrap().strftime("%Y-%m-%dT%H:%M:%S.000Z").to_string(),
+            "auth": {"accessor_id": accessor, "description": if accessor.starts_with("user-") { "alice" } else { "owners" },
+                     "type": if impersonator.is_some() { "Impersonated" } else { "Client" },
+                     "impersonator_id": impersonator, "organization_id": "org-x"},
+            "request": {"id": null},
+            "resource": {"id": rid, "type": rtype, "action": action, "meta": {"token_type": "team"}}
+        })
+    };
+    let alice = "user-StoryAlice0001";
+    let story = [
+        event(1, alice, None, "authentication_token", "create", "at-StoryTeamToken1"),
+        event(2, "at-StoryTeamToken1", None, "team", "add_member", "team-StoryOwners01"),
+        event(3, "at-StoryTeamToken1", None, "authentication_token", "create", "at-StoryToken0002"),
+        event(4, "at-StoryToken0002", None, "run", "apply", "run-Story0001"),
+        event(5, "user-StoryBob00001", Some(alice), "workspace", "update", "ws-Story0001"),
+        event(6, alice, None, "workspace", "read", "ws-Story0001"),
+    ];
+    for (n, e) in story.iter().enumerate() {
+        sim.add_event_json(now - 3600 + (n as i64 + 1) * 60, e);
+    }
+    let env = Env::new();
+    assert!(env.sync(&sim, &[]).await.status.success());
+    let who: serde_json::Value =
+        serde_json::from_str(&env.ok(None, &["who", alice, "--format", "json"]).await).unwrap();
+    assert_eq!(who["id"], alice);
+    assert_eq!(who["events"], 2, "{who}");
+    assert_eq!(who["names"], serde_json::json!(["alice"]));
+    assert_eq!(who["impersonations"].as_array().unwrap().len(), 1, "{who}");
+    assert_eq!(who["impersonations"][0]["as_accessor"], "user-StoryBob00001");
+    let tokens = who["tokens"].as_array().unwrap();
+    let chain: Vec<(&str, &str, u64)> = tokens
+        .iter()
+        .map(|t| (t["id"].as_str().unwrap(), t["created_by"].as_str().unwrap(), t["trail"]["events"].as_u64().unwrap()))
+        .collect();
+    assert_eq!(chain, [("at-StoryTeamToken1", alice, 2), ("at-StoryToken0002", "at-StoryTeamToken1", 1)]);
+    assert_eq!(tokens[0]["trail"]["actions"][0]["resource_type"], "authentication_token");
+    assert_eq!(tokens[1]["trail"]["actions"][0]["action"], "apply");
+    let text = env.ok(None, &["who", alice]).await;
+    assert!(
+        text.starts_with("user-StoryAlice0001 (alice)") && text.contains("token at-StoryToken0002 created"),
+        "{text}"
+    );
+}
