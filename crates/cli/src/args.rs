@@ -527,6 +527,9 @@ pub enum QueryFormat {
     Json,
     Jsonl,
     Csv,
+    /// `query --explain`: a line of plain words per event.
+    #[value(skip)]
+    Explain,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -553,6 +556,11 @@ pub struct QueryArgs {
     /// Output format [default: table on a terminal, jsonl otherwise]
     #[arg(long, value_enum)]
     pub format: Option<QueryFormat>,
+
+    /// One line per event in plain words ("alice created a team API token at-…"), with its
+    /// time and organization
+    #[arg(long, conflicts_with = "format")]
+    pub explain: bool,
 
     /// What the same actor did in the same organization around this event (its id),
     /// oldest first, within --window before and after it

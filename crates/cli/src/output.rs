@@ -138,10 +138,30 @@ fn actor(e: &AuditEvent) -> String {
 /// Writes events in one of the query/export formats. On a terminal every format shows
 /// untrusted strings escaped; to a pipe or a file, json, jsonl and csv are exact.
 pub enum EventWriter<W: Write> {
-    Table { out: W, table: Table, rows: u64 },
-    Json { out: W, first: bool, terminal: bool },
-    Jsonl { out: W, terminal: bool },
-    Csv { out: csv::Writer<W>, terminal: bool },
+    Table {
+        out: W,
+        table: Table,
+        rows: u64,
+    },
+    Json {
+        out: W,
+        first: bool,
+        terminal: bool,
+    },
+    Jsonl {
+        out: W,
+        terminal: bool,
+    },
+    Csv {
+        out: csv::Writer<W>,
+        terminal: bool,
+    },
+    /// A line of plain words per event: time, explanation, organization; always
+    /// escaped (it is text for people).
+    Explain {
+        out: W,
+        rows: u64,
+    },
 }
 
 const CSV_HEADER: [&str; 13] = [
@@ -164,8 +184,20 @@ impl<W: Write> EventWriter<W> {
     pub fn table(out: W) -> Self {
         let mut table = Table::new();
         table.load_style(presets::NOTHING).set_content_arrangement(ContentArrangement::Dynamic);
-        table.set_header(["TIME (UTC)", "ACTOR", "TYPE", "ACTION", "RESOURCE", "ORG"]);
+        let zone = zone();
+        table.set_header([
+            format!("TIME ({})", zone.iana_name().unwrap_or("local")),
+            "ACTOR".into(),
+            "TYPE".into(),
+            "ACTION".into(),
+            "RESOURCE".into(),
+            "ORG".into(),
+        ]);
         Self::Table { out, table, rows: 0 }
+    }
+
+    pub fn explain(out: W) -> Self {
+        Self::Explain { out, rows: 0 }
     }
 
     pub fn json(out: W, terminal: bool) -> Self {
@@ -197,6 +229,16 @@ impl<W: Write> EventWriter<W> {
                 ]);
                 *rows += 1;
                 Ok(())
+            }
+            Self::Explain { out, rows } => {
+                *rows += 1;
+                writeln!(
+                    out,
+                    "{}  {}  [{}]",
+                    time(e.timestamp),
+                    terminal_safe(&tfaudit_model::explain(e)),
+                    terminal_safe(&stored.source)
+                )
             }
             Self::Json { out, first, terminal } => {
                 out.write_all(if *first { b"[\n" } else { b",\n" })?;
@@ -253,6 +295,12 @@ impl<W: Write> EventWriter<W> {
             }
             Self::Jsonl { mut out, .. } => out.flush(),
             Self::Csv { mut out, .. } => out.flush(),
+            Self::Explain { mut out, rows } => {
+                if rows == 0 {
+                    writeln!(out, "no matching events")?;
+                }
+                out.flush()
+            }
         }
     }
 }

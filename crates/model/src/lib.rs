@@ -9,6 +9,7 @@
 //! - [`time`]: timestamps as the API writes and reads them.
 
 pub mod event;
+mod explain;
 pub mod redact;
 mod secret;
 mod severity;
@@ -16,6 +17,7 @@ mod stored;
 pub mod time;
 
 pub use event::{AuditEvent, RejectedEvent};
+pub use explain::explain;
 pub use secret::Secret;
 pub use severity::Severity;
 pub use stored::StoredEvent;

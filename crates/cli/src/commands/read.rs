@@ -62,6 +62,7 @@ fn event_writer<W: Write>(format: QueryFormat, out: W, terminal: bool) -> Result
         QueryFormat::Json => EventWriter::json(out, terminal),
         QueryFormat::Jsonl => EventWriter::jsonl(out, terminal),
         QueryFormat::Csv => EventWriter::csv(out, terminal)?,
+        QueryFormat::Explain => EventWriter::explain(out),
     })
 }
 
@@ -85,7 +86,12 @@ pub fn query(cli: &Cli, args: &QueryArgs) -> Result<(), Failure> {
     let store = open_for_reading(cli)?;
     let stdout = output::Stdout::new();
     let terminal = stdout.terminal;
-    let format = args.format.unwrap_or(if terminal { QueryFormat::Table } else { QueryFormat::Jsonl });
+    let format = match args.format {
+        _ if args.explain => QueryFormat::Explain,
+        Some(f) => f,
+        None if terminal => QueryFormat::Table,
+        None => QueryFormat::Jsonl,
+    };
     let mut out = BufWriter::new(stdout);
     if let Some(id) = &args.around {
         around(

@@ -492,4 +492,17 @@ async fn who_follows_an_accessor_through_the_tokens_it_created() {
         text.starts_with("user-StoryAlice0001 (alice)") && text.contains("token at-StoryToken0002 created"),
         "{text}"
     );
+    // The same story in plain words, one line an event.
+    let words = env.ok(None, &["query", "--explain", "--text", "whos-4000", "--limit", "0"]).await;
+    for line in [
+        "alice created a team API token at-StoryTeamToken1",
+        "owners added a user to team team-StoryOwners01",
+        "owners applied run run-Story0001",
+        "user-StoryAlice0001 (as alice) updated workspace ws-Story0001",
+    ] {
+        assert!(words.contains(line), "{line:?} in {words}");
+    }
+    assert_eq!(words.lines().count(), 6, "{words}");
+    let out = env.run(None, &["query", "--explain", "--format", "json"]).await;
+    assert_eq!(out.status.code(), Some(2), "--explain is its own format");
 }
