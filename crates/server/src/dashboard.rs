@@ -285,6 +285,7 @@ async fn event(State(state): State<AppState>, Path(id): Path<String>) -> Respons
             accessor_link => ev.accessor_id, resource_link => ev.resource_id,
             auth_type => shown_opt(&ev.auth_type), request_id => shown_opt(&ev.request_id),
             ingested => time(e.ingested_at), seq => e.seq, pretty => pretty,
+            explain => shown(&tfaudit_model::explain(ev)),
         },
     };
     render(&state, StatusCode::OK, "event.html", ctx)

@@ -217,6 +217,8 @@ async fn event_id_is_escaped_on_the_event_page() {
     .await;
     let (status, page) = event_page(&server, id).await;
     assert_eq!(status, 200, "{page}");
+    let explanation = page.split("id=\"explanation\">").nth(1).unwrap().split("</p>").next().unwrap();
+    assert!(!explanation.is_empty(), "the event in plain words");
     for raw_char in ['\u{1b}', '\u{202e}'] {
         assert!(!page.contains(raw_char), "{raw_char:?} shown raw on the event page");
     }
