@@ -440,6 +440,7 @@ impl Engine {
                 organization_id: ev.organization_id.clone(),
                 request_id: ev.request_id.clone(),
                 meta,
+                explanation: tfaudit_model::explain(ev),
             },
             count,
             window: window.map(|(s, end)| WindowContext { start: format_time(time(s)), end: format_time(time(end)) }),

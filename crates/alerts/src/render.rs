@@ -10,9 +10,7 @@ pub const DEFAULT_TITLE: &str = "[{{ severity | upper }}] {{ rule.description }}
 
 /// The default text.
 pub const DEFAULT_TEXT: &str = "\
-{{ event.actor }}{% if event.impersonator_id %} (impersonated by {{ event.impersonator_id }}){% endif %} \
-{{ event.action }} {{ event.type }}{% if event.resource_id %} {{ event.resource_id }}{% endif %} \
-in {{ event.organization }} at {{ event.time }}.
+{{ event.explanation }} in {{ event.organization }} at {{ event.time }}.
 {% if count > 1 %}{{ count }} matching events between {{ window.start }} and {{ window.end }}{% if group %} for {{ group }}{% endif %}.
 {% endif %}{% if first_seen %}Seen for the first time: {{ first_seen }}.
 {% endif %}{% if workspace %}Workspace: {{ workspace }}
@@ -63,6 +61,8 @@ pub struct EventContext {
     pub organization_id: Option<String>,
     pub request_id: Option<String>,
     pub meta: serde_json::Value,
+    /// The event in one line of plain words ("alice created a team API token at-…").
+    pub explanation: String,
 }
 
 #[derive(Debug, Clone, Serialize)]

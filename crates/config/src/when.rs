@@ -32,11 +32,14 @@ pub fn parse_when_in(text: &str, now: Timestamp, zone: &TimeZone) -> Result<Time
     if let Ok(t) = s.parse::<Timestamp>() {
         return Ok(t);
     }
+    // A time of day first: a date's parser would take `2026-11-01T09:00` as its date.
+    if s.contains(['T', 't', ' '])
+        && let Ok(civil) = s.parse::<jiff::civil::DateTime>()
+    {
+        return civil.to_zoned_datetime(zone.clone()).map(|z| z.timestamp()).map_err(|_| err());
+    }
     if let Ok(d) = s.parse::<Date>() {
         return d.to_zoned_datetime(zone.clone()).map(|z| z.timestamp()).map_err(|_| err());
-    }
-    if let Ok(civil) = s.parse::<jiff::civil::DateTime>() {
-        return civil.to_zoned_datetime(zone.clone()).map(|z| z.timestamp()).map_err(|_| err());
     }
     let age = crate::duration::parse_duration(s).map_err(|_| err())?;
     let age = jiff::SignedDuration::try_from(age).map_err(|_| err())?;

@@ -48,7 +48,11 @@ fn a_matching_event_raises_one_alert_with_its_details() {
     assert_eq!(a.severity, Severity::High);
     assert_eq!(a.link.as_deref(), Some("https://app.terraform.io/app/acme/workspaces/prod%20net/runs/run-9"));
     assert_eq!(a.title, "[HIGH] A policy check or run task was overridden");
-    assert!(a.text.contains("name-user-a override policy_check res-e1 in acme at"), "{}", a.text);
+    assert!(
+        a.text.contains("name-user-a overrode a failed policy check res-e1 in workspace prod net in acme at"),
+        "{}",
+        a.text
+    );
     assert!(a.text.contains("Workspace: prod net"), "{}", a.text);
     assert_eq!(a.event["id"], "e1");
 }
