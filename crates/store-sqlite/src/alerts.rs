@@ -125,7 +125,8 @@ pub fn seen_values(conn: &Connection, before: Option<Timestamp>) -> rusqlite::Re
     let accessors =
         strings("SELECT DISTINCT accessor_id FROM actors WHERE accessor_id != '' AND first_seen_ms < ?1", before)?;
     let impersonators = strings(
-        "SELECT DISTINCT impersonator_id FROM events WHERE impersonator_id IS NOT NULL AND ts_ms < ?1",
+        "SELECT value FROM names WHERE id IN
+           (SELECT DISTINCT impersonator_id FROM events WHERE impersonator_id IS NOT NULL AND ts_ms < ?1)",
         before,
     )?;
     // Whole hours from the hourly counts; the hour `before` falls in, from the events.
@@ -137,8 +138,10 @@ pub fn seen_values(conn: &Connection, before: Option<Timestamp>) -> rusqlite::Re
         .collect::<rusqlite::Result<_>>()?;
     let partial: Vec<(String, String)> = conn
         .prepare(
-            "SELECT DISTINCT resource_type, coalesce(resource_action, '') FROM events
-             WHERE ts_ms >= ?1 AND ts_ms < ?2 AND resource_type IS NOT NULL",
+            "SELECT t.value, coalesce(a.value, '')
+             FROM (SELECT DISTINCT resource_type, resource_action FROM events
+                   WHERE ts_ms >= ?1 AND ts_ms < ?2 AND resource_type IS NOT NULL) k
+             JOIN names t ON t.id = k.resource_type LEFT JOIN names a ON a.id = k.resource_action",
         )?
         .query_map([hour.saturating_mul(crate::HOUR_MS), before], |r| Ok((r.get(0)?, r.get(1)?)))?
         .collect::<rusqlite::Result<_>>()?;
@@ -259,13 +262,17 @@ pub fn alert_start_points(conn: &Connection) -> rusqlite::Result<Vec<(String, Op
 pub fn seen_values_up_to(conn: &Connection, seq: i64) -> rusqlite::Result<SeenValues> {
     let mut all = seen_values(conn, None)?;
     let later = |column: &str| -> rusqlite::Result<Vec<String>> {
-        conn.prepare(&format!("SELECT DISTINCT {column} FROM events WHERE seq > ?1 AND {column} IS NOT NULL"))?
-            .query_map([seq], |r| r.get(0))?
-            .collect()
+        conn.prepare(&format!(
+            "SELECT value FROM names WHERE id IN (SELECT {column} FROM events WHERE seq > ?1 AND {column} IS NOT NULL)"
+        ))?
+        .query_map([seq], |r| r.get(0))?
+        .collect()
     };
     let seen_before = |column: &str, value: &str| -> rusqlite::Result<bool> {
-        conn.prepare_cached(&format!("SELECT 1 FROM events WHERE {column} = ?1 AND seq <= ?2 LIMIT 1"))?
-            .exists(params![value, seq])
+        conn.prepare_cached(&format!(
+            "SELECT 1 FROM events WHERE {column} = (SELECT id FROM names WHERE value = ?1) AND seq <= ?2 LIMIT 1"
+        ))?
+        .exists(params![value, seq])
     };
     for a in later("accessor_id")? {
         if !seen_before("accessor_id", &a)? {
@@ -279,13 +286,16 @@ pub fn seen_values_up_to(conn: &Connection, seq: i64) -> rusqlite::Result<SeenVa
     }
     let later_kinds: Vec<(String, String)> = conn
         .prepare(
-            "SELECT DISTINCT resource_type, coalesce(resource_action, '') FROM events
-             WHERE seq > ?1 AND resource_type IS NOT NULL",
+            "SELECT t.value, coalesce(a.value, '')
+             FROM (SELECT DISTINCT resource_type, resource_action FROM events WHERE seq > ?1 AND resource_type IS NOT NULL) k
+             JOIN names t ON t.id = k.resource_type LEFT JOIN names a ON a.id = k.resource_action",
         )?
         .query_map([seq], |r| Ok((r.get(0)?, r.get(1)?)))?
         .collect::<rusqlite::Result<_>>()?;
     let mut kind_before = conn.prepare(
-        "SELECT 1 FROM events WHERE resource_type = ?1 AND coalesce(resource_action, '') = ?2 AND seq <= ?3 LIMIT 1",
+        "SELECT 1 FROM events e LEFT JOIN names a ON a.id = e.resource_action
+         WHERE e.resource_type = (SELECT id FROM names WHERE value = ?1) AND coalesce(a.value, '') = ?2 AND e.seq <= ?3
+         LIMIT 1",
     )?;
     for (t, a) in later_kinds {
         if !kind_before.exists(params![t, a, seq])? {

@@ -11,6 +11,7 @@ mod dead_letters;
 mod glob;
 mod leases;
 mod ledger;
+mod names;
 mod plan;
 mod retention;
 mod rollup;
@@ -59,6 +60,8 @@ pub struct SqliteStore {
     checkpointer: Option<Checkpointer>,
     /// The compression dictionaries, shared by every connection's `tfaudit_raw`.
     codec: std::sync::Arc<compress::Codec>,
+    /// The keys of `names` the writer has learnt.
+    names: names::Cache,
 }
 
 /// Read connections at most: each keeps its page cache warm, and with two cores more
@@ -215,6 +218,7 @@ impl SqliteStore {
             reader_target,
             checkpointer: None,
             codec: std::sync::Arc::default(),
+            names: names::Cache::default(),
         };
         // Processes starting together on a new archive (several `watch` instances) race
         // to set it up; SQLite answers some of those races (switching to WAL, upgrading
@@ -312,6 +316,7 @@ impl SqliteStore {
             reader_target: (uri, flags),
             checkpointer: None,
             codec: std::sync::Arc::default(),
+            names: names::Cache::default(),
         })
     }
 
@@ -327,6 +332,7 @@ impl SqliteStore {
         conn.busy_timeout(std::time::Duration::from_secs(30)).map_err(|e| classify(&shown, e))?;
         glob::register(&conn).map_err(|e| classify(&shown, e))?;
         compress::register(&conn, self.codec.clone()).map_err(|e| classify(&shown, e))?;
+        names::register(&conn).map_err(|e| classify(&shown, e))?;
         // Before the first table exists, so that it applies: larger pages mean fewer
         // B-tree splits and WAL frames per event.
         conn.execute_batch("PRAGMA page_size = 16384;").map_err(|e| classify(&shown, e))?;
@@ -336,8 +342,11 @@ impl SqliteStore {
         if !mode.eq_ignore_ascii_case("wal") {
             tracing::warn!(mode, "the archive could not switch to WAL; writes will be slower");
         }
+        // journal_size_limit: a write-ahead log that grew during a backfill is cut back
+        // when next reset, rather than keeping its largest size on disk for good.
         conn.execute_batch(
-            "PRAGMA synchronous = NORMAL; PRAGMA temp_store = MEMORY; PRAGMA cache_size = -8000; PRAGMA foreign_keys = OFF; PRAGMA wal_autocheckpoint = 8000;",
+            "PRAGMA synchronous = NORMAL; PRAGMA temp_store = MEMORY; PRAGMA cache_size = -8000; PRAGMA foreign_keys = OFF; PRAGMA wal_autocheckpoint = 8000; \
+             PRAGMA journal_size_limit = 33554432;",
         )
         .map_err(|e| classify(&shown, e))?;
         let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0)).map_err(|e| classify(&shown, e))?;
@@ -430,6 +439,11 @@ impl Drop for SqliteStore {
         drop(self.checkpointer.take());
         // Keeps the query planner's statistics fresh; cheap when nothing changed.
         let _ = self.lock().execute_batch("PRAGMA optimize;");
+        // The read connections close before the writer, so that the writer is the
+        // archive's last connection: only then does SQLite copy the write-ahead log
+        // into the file and delete it. Closed last, a read-only connection cannot,
+        // and the log (up to `wal_autocheckpoint` pages) stayed beside the archive.
+        self.readers.lock().unwrap_or_else(std::sync::PoisonError::into_inner).free.clear();
     }
 }
 
@@ -517,23 +531,25 @@ const WALK_COLUMNS: &str =
 const EVENT_COLUMNS: &str = "e.seq, e.id, s.name, e.ts_ms, e.organization_id, e.auth_type, e.accessor_id, \
      e.auth_description, e.impersonator_id, e.request_id, e.resource_id, e.resource_type, e.resource_action, tfaudit_raw(e.raw, e.dict), e.ingested_ms";
 
-fn read_event(r: &rusqlite::Row<'_>) -> rusqlite::Result<StoredEvent> {
+/// An event's row (selected as [`EVENT_COLUMNS`]), its keys resolved with `names`
+/// on `conn`.
+fn read_event(conn: &Connection, names: &mut names::Resolver, r: &rusqlite::Row<'_>) -> rusqlite::Result<StoredEvent> {
     Ok(StoredEvent {
         seq: r.get(0)?,
         source: r.get(2)?,
         ingested_at: ts(r.get(14)?),
         event: AuditEvent {
-            id: r.get(1)?,
+            id: names::id_at(r, 1)?.unwrap_or_default(),
             timestamp: ts(r.get(3)?),
-            organization_id: r.get(4)?,
-            auth_type: r.get(5)?,
-            accessor_id: r.get(6)?,
-            auth_description: r.get(7)?,
-            impersonator_id: r.get(8)?,
-            request_id: r.get(9)?,
+            organization_id: names.at(conn, r, 4)?,
+            auth_type: names.at(conn, r, 5)?,
+            accessor_id: names.at(conn, r, 6)?,
+            auth_description: names.at(conn, r, 7)?,
+            impersonator_id: names.at(conn, r, 8)?,
+            request_id: names::id_at(r, 9)?,
             resource_id: r.get(10)?,
-            resource_type: r.get(11)?,
-            resource_action: r.get(12)?,
+            resource_type: names.at(conn, r, 11)?,
+            resource_action: names.at(conn, r, 12)?,
             raw: r.get(13)?,
         },
     })
@@ -596,7 +612,12 @@ fn where_clause(
         let (id, mut values) = glob::clause("accessor_id", actor, true);
         let (name, more) = glob::clause("description", actor, true);
         values.extend(more);
-        w.and(&format!("e.accessor_id IN (SELECT accessor_id FROM actors WHERE {id} OR {name})"), values);
+        w.and(
+            &format!(
+                "e.accessor_id IN (SELECT n.id FROM names n WHERE n.value IN (SELECT accessor_id FROM actors WHERE {id} OR {name}))"
+            ),
+            values,
+        );
     }
     if let Some(p) = &filter.resource_id {
         match hours {
@@ -612,8 +633,8 @@ fn where_clause(
     }
     for (column, pattern) in [("e.resource_type", &filter.resource_type), ("e.resource_action", &filter.action)] {
         if let Some(p) = pattern {
-            let (sql, values) = glob::clause(column, p, false);
-            w.and(&sql, values);
+            let (sql, values) = glob::clause("n.value", p, false);
+            w.and(&format!("{column} IN (SELECT n.id FROM names n WHERE {sql})"), values);
         }
     }
     if let Some(text) = &filter.text {
@@ -625,9 +646,12 @@ fn where_clause(
     }
     if let Some(org) = &filter.org {
         let (sources, mut values) = org_sources(org);
-        let (id, more) = glob::clause("e.organization_id", org, true);
+        let (id, more) = glob::clause("n.value", org, true);
         values.extend(more);
-        w.and(&format!("(e.source_id IN ({sources}) OR {id})"), values);
+        w.and(
+            &format!("(e.source_id IN ({sources}) OR e.organization_id IN (SELECT n.id FROM names n WHERE {id}))"),
+            values,
+        );
     }
     w
 }
@@ -720,12 +744,13 @@ impl Archive for SqliteStore {
         let stored_before: i64 =
             tx.query_row("SELECT coalesce(max(seq), 0) FROM events", [], |r| r.get(0)).map_err(|e| self.db(e))?;
         let mut inserted: Vec<(i64, &str)> = Vec::with_capacity(page.events.len());
+        let mut names = names::Interner::new(&self.names);
         {
             let mut insert = tx.prepare_cached(rollup::EVENT_INSERT_NEW).map_err(|e| self.db(e))?;
             for e in page.events {
                 let t = ms(e.timestamp);
-                let changed =
-                    rollup::insert_event(&mut insert, &self.codec, e, page.source_id, now).map_err(|e| self.db(e))?;
+                let changed = rollup::insert_event(&mut insert, &tx, &self.codec, &mut names, e, page.source_id, now)
+                    .map_err(|e| self.db(e))?;
                 if changed == 0 {
                     outcome.duplicates += 1;
                     continue;
@@ -809,6 +834,7 @@ impl Archive for SqliteStore {
         )
         .map_err(|e| self.db(e))?;
         tx.commit().map_err(|e| self.db(e))?;
+        names.committed();
         Ok(outcome)
     }
 
@@ -898,9 +924,10 @@ impl Archive for SqliteStore {
         );
         let mut stmt = conn.prepare_cached(&sql).map_err(|e| self.db(e))?;
         let mut rows = stmt.query(&*w.refs()).map_err(|e| self.db(e))?;
+        let mut names = names::Resolver::default();
         let mut n = 0;
         while let Some(row) = rows.next().map_err(|e| self.db(e))? {
-            each(read_event(row).map_err(|e| self.db(e))?)?;
+            each(read_event(&conn, &mut names, row).map_err(|e| self.db(e))?)?;
             n += 1;
         }
         Ok(n)
@@ -913,8 +940,8 @@ impl Archive for SqliteStore {
         };
         conn.query_row(
             &format!("SELECT {EVENT_COLUMNS} FROM events e JOIN sources s ON s.id = e.source_id WHERE {HOUR_PROBE} AND e.id = ? LIMIT 1"),
-            params![from, to, id],
-            read_event,
+            params![from, to, names::pack_id(id)],
+            |r| read_event(&conn, &mut names::Resolver::default(), r),
         )
         .optional()
         .map_err(|e| self.db(e))
@@ -925,20 +952,21 @@ impl Archive for SqliteStore {
         let since = filter.since.map(ms);
         let until = filter.until.map(ms);
         let mut tally = Tally::default();
-        let scan = |from: Option<i64>, to: Option<i64>, tally: &mut Tally| -> Result<()> {
+        let mut names = names::Resolver::default();
+        let mut scan = |from: Option<i64>, to: Option<i64>, tally: &mut Tally| -> Result<()> {
             let hours = hours(&conn, from, to).map_err(|e| self.db(e))?;
             let w = where_clause(filter, from, to, hours);
             let sql = format!(
-                "SELECT e.ts_ms, coalesce(e.resource_type, ''), coalesce(e.resource_action, ''), coalesce(e.accessor_id, '')
-                 FROM events e WHERE {}",
+                "SELECT e.ts_ms, e.resource_type, e.resource_action, e.accessor_id FROM events e WHERE {}",
                 w.sql
             );
             let mut stmt = conn.prepare_cached(&sql).map_err(|e| self.db(e))?;
             let mut rows = stmt.query(&*w.refs()).map_err(|e| self.db(e))?;
             while let Some(r) = rows.next().map_err(|e| self.db(e))? {
                 let t: i64 = r.get(0).map_err(|e| self.db(e))?;
-                let kind = (r.get(1).map_err(|e| self.db(e))?, r.get(2).map_err(|e| self.db(e))?);
-                tally.add(t.div_euclid(HOUR_MS), kind, r.get(3).map_err(|e| self.db(e))?, 1);
+                let mut text = |at| names.at(&conn, r, at).map(Option::unwrap_or_default).map_err(|e| self.db(e));
+                let kind = (text(1)?, text(2)?);
+                tally.add(t.div_euclid(HOUR_MS), kind, text(3)?, 1);
             }
             Ok(())
         };
@@ -1168,9 +1196,10 @@ impl Archive for SqliteStore {
             ))
             .map_err(|e| self.db(e))?;
         let mut rows = stmt.query(params![after, i64::try_from(limit).unwrap_or(i64::MAX)]).map_err(|e| self.db(e))?;
+        let mut names = names::Resolver::default();
         let mut n = 0;
         while let Some(row) = rows.next().map_err(|e| self.db(e))? {
-            each(read_event(row).map_err(|e| self.db(e))?)?;
+            each(read_event(&conn, &mut names, row).map_err(|e| self.db(e))?)?;
             n += 1;
         }
         Ok(n)

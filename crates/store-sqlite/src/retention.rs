@@ -186,6 +186,7 @@ impl Retention for SqliteStore {
         check_restore(&record, events)
             .map_err(|why| StoreError::Database(format!("cannot put back the day {day} of {source:?}: {why}")))?;
         self.codec.prepare_writes(&tx, crate::archived(&tx).map_err(db)?).map_err(db)?;
+        let mut names = crate::names::Interner::new(&self.names);
         {
             let mut insert = tx.prepare_cached(rollup::EVENT_INSERT).map_err(db)?;
             // Inserted with the next free number, then moved to its own: the write path
@@ -193,8 +194,16 @@ impl Retention for SqliteStore {
             // handed out again (AUTOINCREMENT).
             let mut renumber = tx.prepare_cached("UPDATE events SET seq = ?1 WHERE seq = ?2").map_err(db)?;
             for stored in events {
-                rollup::insert_event(&mut insert, &self.codec, &stored.event, id, ms(stored.ingested_at))
-                    .map_err(db)?;
+                rollup::insert_event(
+                    &mut insert,
+                    &tx,
+                    &self.codec,
+                    &mut names,
+                    &stored.event,
+                    id,
+                    ms(stored.ingested_at),
+                )
+                .map_err(db)?;
                 renumber.execute(params![stored.seq, tx.last_insert_rowid()]).map_err(db)?;
             }
         }
@@ -207,6 +216,7 @@ impl Retention for SqliteStore {
         )
         .map_err(db)?;
         tx.commit().map_err(db)?;
+        names.committed();
         Ok(n as u64)
     }
 }

@@ -9,31 +9,44 @@ use tfaudit_store::rollup::Rollups;
 use crate::ms;
 
 /// Inserts one event's row with `insert` (the `events` insert, with or without its
-/// conflict clause); the number of rows inserted.
+/// conflict clause), its shared strings as keys from `names`; the number of rows
+/// inserted.
 pub(crate) fn insert_event(
     insert: &mut CachedStatement<'_>,
+    tx: &Transaction<'_>,
     codec: &crate::compress::Codec,
+    names: &mut crate::names::Interner<'_>,
     e: &AuditEvent,
     source: i64,
     ingested_ms: i64,
 ) -> rusqlite::Result<usize> {
     let (raw, dict) = codec.compress(&e.raw)?;
+    let mut key = |v: &Option<String>| names.key(tx, v.as_deref());
+    let keys = [
+        key(&e.organization_id)?,
+        key(&e.auth_type)?,
+        key(&e.accessor_id)?,
+        key(&e.auth_description)?,
+        key(&e.impersonator_id)?,
+        key(&e.resource_type)?,
+        key(&e.resource_action)?,
+    ];
     insert.execute(params![
-        e.id,
+        crate::names::pack_id(&e.id),
         source,
-        e.organization_id,
         ms(e.timestamp),
-        e.auth_type,
-        e.accessor_id,
-        e.auth_description,
-        e.impersonator_id,
-        e.request_id,
+        keys[0],
+        keys[1],
+        keys[2],
+        keys[3],
+        keys[4],
+        keys[5],
+        keys[6],
+        e.request_id.as_deref().map(crate::names::pack_id),
         e.resource_id,
-        e.resource_type,
-        e.resource_action,
-        raw,
         ingested_ms,
-        dict
+        dict,
+        raw,
     ])
 }
 
@@ -41,8 +54,8 @@ pub(crate) fn insert_event(
 /// both spellings below are constants, not built per page).
 macro_rules! event_insert {
     () => {
-        "INSERT INTO events (id, source_id, organization_id, ts_ms, auth_type, accessor_id, auth_description,
-            impersonator_id, request_id, resource_id, resource_type, resource_action, raw, ingested_ms, dict)
+        "INSERT INTO events (id, source_id, ts_ms, organization_id, auth_type, accessor_id, auth_description,
+            impersonator_id, resource_type, resource_action, request_id, resource_id, ingested_ms, dict, raw)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)"
     };
 }

@@ -651,3 +651,303 @@ fn compressed_events_come_back_byte_for_byte_and_are_found() {
     let filter = EventFilter { text: Some("zoË ✓".into()), ..EventFilter::default() };
     assert_eq!(all_ids(&s, &filter).len(), 1_000, "text search reads the compressed rows too");
 }
+
+/// Events whose strings and ids take every form the archive must keep exactly:
+/// canonical UUIDs (stored packed), UUIDs in other spellings and ids that are not
+/// UUIDs at all (stored as text, distinct from the packed one), hostile text in every
+/// shared field, absent fields.
+fn varied_events() -> Vec<AuditEvent> {
+    let hostile = [
+        "ann",
+        "bob \u{1b}[31m",
+        "zoë ✓",
+        "nul\u{0}x",
+        "'; DROP TABLE events; --",
+        "glob*?[x]",
+        "%_",
+        "",
+        "UPPER case",
+    ];
+    let ids = [
+        "0f8fad5b-d9cb-469f-a165-70867728950e".to_owned(),
+        "0F8FAD5B-D9CB-469F-A165-70867728950E".to_owned(),
+        "0f8fad5bd9cb469fa16570867728950e".to_owned(),
+        "{0f8fad5b-d9cb-469f-a165-70867728950e}".to_owned(),
+        "e1".to_owned(),
+        "'; DROP TABLE names; --".to_owned(),
+        "42".to_owned(),
+    ];
+    let mut out = Vec::new();
+    for i in 0..120usize {
+        let id = if i < ids.len() { ids[i].clone() } else { format!("{:08x}-0000-4000-8000-{:012x}", i, i * 7) };
+        let actor = hostile[i % hostile.len()];
+        let description = hostile[(i / 3) % hostile.len()];
+        let system = i % 11 == 5;
+        let auth = if system {
+            serde_json::json!({"accessor_id": null, "description": null, "type": "System", "organization_id": "org-1"})
+        } else {
+            serde_json::json!({
+                "accessor_id": format!("user-{actor}"),
+                "description": description,
+                "type": if i % 4 == 0 { "Impersonated" } else { "Client" },
+                "impersonator_id": if i % 4 == 0 { serde_json::json!(format!("admin-{}", hostile[i % 3])) } else { serde_json::Value::Null },
+                "organization_id": if i % 9 == 0 { "org-2" } else { "org-1" },
+            })
+        };
+        let request = match i % 5 {
+            0 => serde_json::Value::Null,
+            1 => serde_json::json!("not-a-uuid"),
+            _ => serde_json::json!(format!("{:08x}-1111-4000-8000-{:012x}", i, i)),
+        };
+        let kinds = [("run", "apply"), ("var", "update"), ("run", "cancel"), ("workspace", "")];
+        let (rtype, action) = kinds[i % kinds.len()];
+        let resource = if action.is_empty() {
+            serde_json::json!({"id": format!("ws-{}", hostile[i % hostile.len()]), "type": rtype, "action": null})
+        } else {
+            serde_json::json!({"id": format!("res-{i}"), "type": rtype, "action": action})
+        };
+        let t = Timestamp::from_second(1_704_067_200 + (i as i64) * 1_811).unwrap();
+        let text = serde_json::json!({
+            "id": id, "version": "0", "type": "Resource", "timestamp": t.to_string(),
+            "auth": auth, "request": {"id": request}, "resource": resource,
+        })
+        .to_string();
+        out.push(AuditEvent::parse(&RawValue::from_string(text).unwrap()).unwrap());
+    }
+    out
+}
+
+/// The filters whose answers must not depend on the layout.
+fn varied_filters() -> Vec<EventFilter> {
+    let p = |s: &str| Some(Pattern::new(s));
+    let since = Some(Timestamp::from_second(1_704_067_200 + 30 * 1_811).unwrap());
+    let until = Some(Timestamp::from_second(1_704_067_200 + 90 * 1_811 + 7).unwrap());
+    let mut filters = vec![EventFilter::default(), EventFilter { since, until, ..EventFilter::default() }];
+    for actor in ["user-ann", "USER-ANN", "user-*", "*ë*", "zoë ✓", "*\u{1b}*", "glob[*]*", "*[?]*", "%_", "nobody"]
+    {
+        filters.push(EventFilter { actor: p(actor), ..EventFilter::default() });
+        filters.push(EventFilter { actor: p(actor), since, until, ..EventFilter::default() });
+    }
+    for (t, a) in [("run", "*"), ("run", "apply"), ("r*", "c*"), ("workspace", "*"), ("var", "update"), ("x*", "*")] {
+        filters.push(EventFilter { resource_type: p(t), action: p(a), ..EventFilter::default() });
+    }
+    filters.push(EventFilter { resource_type: p("run"), ..EventFilter::default() });
+    filters.push(EventFilter { action: p("c*"), since, ..EventFilter::default() });
+    for r in ["res-17", "ws-zoë ✓", "ws-*", "res-1*", "ws-glob[*]?[[]x]"] {
+        filters.push(EventFilter { resource_id: p(r), ..EventFilter::default() });
+    }
+    for o in ["org-2", "ORG-*", "acme", "other"] {
+        filters.push(EventFilter { org: p(o), ..EventFilter::default() });
+    }
+    for t in ["zoË", "nul\\u0000", "DROP TABLE", "0f8fad5b"] {
+        filters.push(EventFilter { text: Some(t.to_owned()), ..EventFilter::default() });
+    }
+    filters
+}
+
+/// Everything a store answers about `events`, as text: every filter's events (both
+/// orders, and the newest few), each event by id, summaries, seen values, lag.
+fn answers(s: &SqliteStore, events: &[AuditEvent]) -> Vec<String> {
+    let mut out = Vec::new();
+    for filter in varied_filters() {
+        for (order, limit) in [(Order::OldestFirst, None), (Order::NewestFirst, Some(3))] {
+            let mut got = Vec::new();
+            s.events(&filter, order, limit, &mut |e| {
+                got.push(format!("{} {:?} {}", e.seq, e.event, e.source));
+                Ok(())
+            })
+            .unwrap();
+            out.push(format!("{filter:?} {order:?} {limit:?}: {got:?}"));
+        }
+        out.push(format!("summary {filter:?}: {:?}", s.summary(&filter, 100).unwrap()));
+    }
+    for e in events {
+        let found = s.event(&e.id).unwrap().map(|x| (x.seq, x.event));
+        assert_eq!(found.as_ref().map(|f| &f.1), Some(e), "by id {:?}", e.id);
+        out.push(format!("event {:?}: {found:?}", e.id));
+    }
+    out.push(format!("seen {:?}", s.seen_values(None).unwrap()));
+    out.push(format!("seen before {:?}", s.seen_values(Some(events[60].timestamp)).unwrap()));
+    for seq in [0, 1, 50, 119, 120] {
+        out.push(format!("seen up to {seq} {:?}", s.seen_values_up_to(seq).unwrap()));
+        out.push(format!("after {seq}: {}", s.count_events_after(seq).unwrap()));
+    }
+    let mut after = Vec::new();
+    s.events_after(10, 1000, &mut |e| {
+        after.push(format!("{} {:?}", e.seq, e.event));
+        Ok(())
+    })
+    .unwrap();
+    out.push(format!("events after 10: {after:?}"));
+    out
+}
+
+/// Hostile strings and ids of every form go in and come back exactly, and every
+/// filter finds them as their text says.
+#[test]
+fn hostile_strings_and_ids_of_any_form_come_back_and_filter_alike() {
+    let (_d, s) = open();
+    let src = s.source("acme", "x").unwrap();
+    let run = s.start_run(src.id, Timestamp::now()).unwrap();
+    let events = varied_events();
+    let outcome = store(&s, &src, run, &events);
+    assert_eq!(outcome.inserted, 120, "ids that differ only in spelling are different events");
+    assert_eq!(store(&s, &src, run, &events[..7]).duplicates, 7, "and each is found again as itself");
+    let answers = answers(&s, &events);
+    let ids = |filter: EventFilter| all_ids(&s, &filter).len();
+    let p = |x: &str| Some(Pattern::new(x));
+    // An actor pattern matches an accessor by its id, or by any description it was seen with.
+    let by_description = |d: &str| {
+        let accessors: Vec<_> =
+            events.iter().filter(|e| e.auth_description.as_deref() == Some(d)).map(|e| e.accessor_id.clone()).collect();
+        events.iter().filter(|e| e.accessor_id.is_some() && accessors.contains(&e.accessor_id)).count()
+    };
+    let by_accessor = |a: &str| events.iter().filter(|e| e.accessor_id.as_deref() == Some(a)).count();
+    assert_eq!(ids(EventFilter { actor: p("user-zoë ✓"), ..EventFilter::default() }), by_accessor("user-zoë ✓"));
+    assert_eq!(ids(EventFilter { actor: p("ZOË ✓"), ..EventFilter::default() }), by_description("zoë ✓"));
+    assert!(by_description("zoë ✓") > 0);
+    assert_eq!(ids(EventFilter { actor: p("user-glob*"), ..EventFilter::default() }), by_accessor("user-glob*?[x]"));
+    assert!(by_accessor("user-glob*?[x]") > 0);
+    assert_eq!(ids(EventFilter { actor: p("user-%_"), ..EventFilter::default() }), by_accessor("user-%_"));
+    // The source took the first event's organization (org-2): org-1 is found by the
+    // events' own column.
+    assert_eq!(ids(EventFilter { org: p("org-2"), ..EventFilter::default() }), 120);
+    assert_eq!(
+        ids(EventFilter { org: p("ORG-1"), ..EventFilter::default() }),
+        events.iter().filter(|e| e.organization_id.as_deref() == Some("org-1")).count()
+    );
+    assert_eq!(ids(EventFilter { resource_type: p("workspace"), ..EventFilter::default() }), 30);
+    assert_eq!(
+        ids(EventFilter { resource_type: p("workspace"), action: p("*"), ..EventFilter::default() }),
+        0,
+        "no action"
+    );
+    assert!(s.event("0F8FAD5B-D9CB-469F-A165-70867728950E").unwrap().is_some());
+    assert!(s.event("0f8fad5b-d9cb-469f-a165-70867728950f").unwrap().is_none());
+    assert!(answers.iter().any(|a| a.contains("\\u{1b}[31m")));
+    let seen = s.seen_values(None).unwrap();
+    assert_eq!(seen.impersonators.len(), 3);
+    assert!(seen.kinds.contains(&("workspace".to_owned(), String::new())));
+}
+
+/// An archive of schema 10 (the layout before `names`) holding `events` as that
+/// layout's write path stored them, with their rollups; the last seq taken by an event
+/// since deleted, so that AUTOINCREMENT's memory is part of what must survive.
+fn archive_at_schema_10(path: &std::path::Path, events: &[AuditEvent]) {
+    let mut conn = rusqlite::Connection::open(path).unwrap();
+    for sql in &crate::schema::MIGRATIONS[..10] {
+        conn.execute_batch(sql).unwrap();
+    }
+    conn.pragma_update(None, "user_version", 10).unwrap();
+    let tx = conn.transaction().unwrap();
+    tx.execute("INSERT INTO sources (id, name, address, created_ms) VALUES (1, 'acme', 'x', 0)", []).unwrap();
+    let mut rollups = tfaudit_store::rollup::Rollups::default();
+    for e in events {
+        tx.execute(
+            "INSERT INTO events (id, source_id, organization_id, ts_ms, auth_type, accessor_id, auth_description,
+                impersonator_id, request_id, resource_id, resource_type, resource_action, raw, ingested_ms, dict)
+             VALUES (?1, 1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, 7, NULL)",
+            rusqlite::params![
+                e.id,
+                e.organization_id,
+                ms(e.timestamp),
+                e.auth_type,
+                e.accessor_id,
+                e.auth_description,
+                e.impersonator_id,
+                e.request_id,
+                e.resource_id,
+                e.resource_type,
+                e.resource_action,
+                e.raw
+            ],
+        )
+        .unwrap();
+        rollups.add(1, e);
+    }
+    crate::rollup::write(&rollups, &tx).unwrap();
+    let (oldest, newest) = (events.iter().map(|e| ms(e.timestamp)).min(), events.iter().map(|e| ms(e.timestamp)).max());
+    tx.execute(
+        "UPDATE sources SET event_count = ?1, oldest_ms = ?2, newest_ms = ?3, organization_id = ?4 WHERE id = 1",
+        rusqlite::params![events.len() as i64, oldest, newest, events.first().and_then(|e| e.organization_id.clone())],
+    )
+    .unwrap();
+    tx.execute_batch(
+        "INSERT INTO events (seq, id, source_id, ts_ms, raw, ingested_ms) VALUES (500, 'gone', 1, 0, '{}', 0);
+         DELETE FROM events WHERE seq = 500;",
+    )
+    .unwrap();
+    tx.commit().unwrap();
+}
+
+/// Opening an archive of the old layout moves it to the compact one in place: every
+/// answer is the one a new archive holding the same events gives, ids of every form
+/// included, and no seq is ever reused.
+#[test]
+fn an_archive_in_the_old_layout_migrates_with_every_answer_unchanged() {
+    let dir = tempfile::tempdir().unwrap();
+    let events = varied_events();
+    let old = dir.path().join("nine.db");
+    archive_at_schema_10(&old, &events);
+    let migrated = SqliteStore::open(&old, OpenMode::MustExist).unwrap();
+    let (_d, fresh) = open();
+    let src = fresh.source("acme", "x").unwrap();
+    let run = fresh.start_run(src.id, Timestamp::now()).unwrap();
+    store(&fresh, &src, run, &events);
+    let (a, b) = (answers(&migrated, &events), answers(&fresh, &events));
+    assert_eq!(a.len(), b.len());
+    for (a, b) in a.iter().zip(&b) {
+        if a != b {
+            let at = a.chars().zip(b.chars()).take_while(|(x, y)| x == y).count();
+            let around = |s: &str| s.chars().skip(at.saturating_sub(300)).take(600).collect::<String>();
+            panic!("answers differ at {at}:\n{}\n---\n{}", around(a), around(b));
+        }
+    }
+    let conn = migrated.read().unwrap();
+    let (packed, text): (i64, i64) = conn
+        .query_row("SELECT sum(typeof(id) = 'blob'), sum(typeof(id) = 'text') FROM events", [], |r| {
+            Ok((r.get(0)?, r.get(1)?))
+        })
+        .unwrap();
+    assert_eq!((packed, text), (114, 6), "canonical UUIDs packed, every other id kept as text");
+    let indexes: Vec<String> = conn
+        .prepare("SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = 'events' ORDER BY name")
+        .unwrap()
+        .query_map([], |r| r.get(0))
+        .unwrap()
+        .collect::<rusqlite::Result<_>>()
+        .unwrap();
+    assert_eq!(
+        indexes,
+        [
+            "events_by_actor",
+            "events_by_hour_id",
+            "events_by_hour_resource",
+            "events_by_impersonator",
+            "events_by_kind",
+            "events_by_seq",
+            "events_by_time"
+        ]
+    );
+    drop(conn);
+    let run = migrated.start_run(1, Timestamp::now()).unwrap();
+    let later = event("later", "2024-03-01T00:00:00Z", "user-ann", "ann", "run", "apply");
+    let source = migrated.source("acme", "x").unwrap();
+    assert_eq!(store(&migrated, &source, run, std::slice::from_ref(&later)).inserted, 1);
+    assert_eq!(migrated.event("later").unwrap().unwrap().seq, 501, "seq 500 was taken before the migration");
+    assert_eq!(store(&migrated, &source, run, &events[..3]).duplicates, 3, "migrated ids are found as duplicates");
+}
+
+/// An old-layout archive whose every event is gone still never hands out a seq it
+/// gave before.
+#[test]
+fn migrating_an_archive_emptied_of_events_keeps_its_seqs_used() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("emptied.db");
+    archive_at_schema_10(&path, &[]);
+    let s = SqliteStore::open(&path, OpenMode::MustExist).unwrap();
+    let source = s.source("acme", "x").unwrap();
+    let run = s.start_run(source.id, Timestamp::now()).unwrap();
+    store(&s, &source, run, &[event("first", "2024-03-01T00:00:00Z", "user-ann", "ann", "run", "apply")]);
+    assert_eq!(s.event("first").unwrap().unwrap().seq, 501);
+}

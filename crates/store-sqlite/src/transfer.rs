@@ -191,13 +191,14 @@ impl Transfer for SqliteStore {
         // Per source: count, oldest, newest, first organization.
         let mut counters: HashMap<i64, (i64, i64, i64, Option<&str>)> = HashMap::new();
         self.codec.prepare_writes(&tx, crate::archived(&tx).map_err(|e| self.db(e))?).map_err(|e| self.db(e))?;
+        let mut names = crate::names::Interner::new(&self.names);
         {
             let mut insert = tx.prepare_cached(rollup::EVENT_INSERT).map_err(|e| self.db(e))?;
             for stored in events {
                 let source = *ids.get(&stored.source).ok_or_else(|| unknown(&stored.source))?;
                 let e = &stored.event;
                 let t = ms(e.timestamp);
-                rollup::insert_event(&mut insert, &self.codec, e, source, ms(stored.ingested_at))
+                rollup::insert_event(&mut insert, &tx, &self.codec, &mut names, e, source, ms(stored.ingested_at))
                     .map_err(|e| self.db(e))?;
                 let c = counters.entry(source).or_insert((0, t, t, None));
                 c.0 += 1;
@@ -223,7 +224,9 @@ impl Transfer for SqliteStore {
                 stmt.execute(params![source, n, oldest, newest, org]).map_err(|e| self.db(e))?;
             }
         }
-        tx.commit().map_err(|e| self.db(e))
+        tx.commit().map_err(|e| self.db(e))?;
+        names.committed();
+        Ok(())
     }
 
     fn load_state(&self, state: &ArchiveState) -> Result<()> {
