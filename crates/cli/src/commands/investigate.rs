@@ -29,6 +29,9 @@ struct Trail {
     actions: Vec<ActionCount>,
     /// Events in which it acted as someone else (it was the impersonator).
     impersonations: Vec<Impersonation>,
+    /// The ids of its events, to find the alerts they raised.
+    #[serde(skip)]
+    event_ids: BTreeSet<String>,
 }
 
 #[derive(Debug, Serialize)]
@@ -55,12 +58,27 @@ struct Token {
     trail: Trail,
 }
 
+/// An alert raised by one of its events or its tokens' events.
+#[derive(Debug, Serialize)]
+struct RaisedAlert {
+    id: i64,
+    rule: String,
+    severity: String,
+    title: String,
+    event_id: String,
+    raised_at: Timestamp,
+    /// Who made the event: the accessor or one of its tokens.
+    by: String,
+}
+
 #[derive(Debug, Serialize)]
 struct Who {
     #[serde(flatten)]
     trail: Trail,
     /// Tokens it created and the tokens those created, in the order found.
     tokens: Vec<Token>,
+    /// Alerts raised by its events and its tokens' events, oldest first.
+    alerts: Vec<RaisedAlert>,
     /// Whether the chain of tokens was cut at [`MAX_TOKENS`].
     truncated: bool,
 }
@@ -88,6 +106,7 @@ fn trail(store: &dyn Store, id: &str, range: &EventFilter) -> Result<(Trail, Vec
             return Ok(());
         }
         trail.events += 1;
+        trail.event_ids.insert(ev.id.clone());
         trail.first_seen.get_or_insert(ev.timestamp);
         trail.last_seen = Some(ev.timestamp);
         if let Some(name) = &ev.auth_description {
@@ -141,13 +160,44 @@ pub fn who(cli: &Cli, args: &WhoArgs) -> Result<(), Failure> {
         queue.extend(created.into_iter().map(|(t, at, ev)| (t, at, ev, token.clone())));
         tokens.push(Token { id: token, created_at, created_by, event_id, trail });
     }
-    let who = Who { trail, tokens, truncated };
+    let alerts = raised_alerts(&*store, &range, &trail, &tokens)?;
+    let who = Who { trail, tokens, alerts, truncated };
     let mut out = output::Stdout::new();
     match args.format {
         ReportFormat::Json => out.json(&who)?,
         ReportFormat::Text => text(&who, &mut out)?,
     }
     Ok(())
+}
+
+/// The alerts whose event is one of the accessor's or its tokens'.
+fn raised_alerts(
+    store: &dyn Store,
+    range: &EventFilter,
+    trail: &Trail,
+    tokens: &[Token],
+) -> Result<Vec<RaisedAlert>, Failure> {
+    let filter = tfaudit_store::AlertFilter { since: range.since, ..tfaudit_store::AlertFilter::default() };
+    let mut found = Vec::new();
+    for record in store.alerts(&filter, u64::MAX)? {
+        let by = std::iter::once(trail)
+            .chain(tokens.iter().map(|t| &t.trail))
+            .find(|t| t.event_ids.contains(&record.event_id))
+            .map(|t| t.id.clone());
+        if let Some(by) = by {
+            found.push(RaisedAlert {
+                id: record.id,
+                rule: record.rule.clone(),
+                severity: record.severity.clone(),
+                title: record.title.clone(),
+                event_id: record.event_id.clone(),
+                raised_at: record.raised_at,
+                by,
+            });
+        }
+    }
+    found.sort_by_key(|a| (a.raised_at, a.id));
+    Ok(found)
 }
 
 fn safe(s: &str) -> std::borrow::Cow<'_, str> {
@@ -200,6 +250,23 @@ fn text(who: &Who, out: &mut dyn Write) -> std::io::Result<()> {
             safe(&t.event_id)
         )?;
         trail_text(&t.trail, "    ", out)?;
+    }
+    if who.alerts.is_empty() {
+        writeln!(out, "  alerts raised: none")?;
+    } else {
+        writeln!(out, "  alerts raised ({}):", who.alerts.len())?;
+    }
+    for a in &who.alerts {
+        writeln!(
+            out,
+            "    #{} {} [{}] {} — event {} by {}",
+            a.id,
+            output::time(a.raised_at),
+            safe(&a.severity),
+            safe(&a.title),
+            safe(&a.event_id),
+            safe(&a.by)
+        )?;
     }
     if who.truncated {
         writeln!(out, "  (more tokens: only the first {MAX_TOKENS} were followed)")?;

@@ -505,4 +505,19 @@ async fn who_follows_an_accessor_through_the_tokens_it_created() {
     assert_eq!(words.lines().count(), 6, "{words}");
     let out = env.run(None, &["query", "--explain", "--format", "json"]).await;
     assert_eq!(out.status.code(), Some(2), "--explain is its own format");
+    assert_eq!(who["alerts"], serde_json::json!([]), "history is not alerted on");
+
+    // After the first sync, the second token creates a third: the built-in rule raises an
+    // alert, and `who` lists it as raised by that token.
+    let late = event(60, "at-StoryToken0002", None, "authentication_token", "create", "at-StoryToken0003");
+    sim.add_event_json(now, &late);
+    assert!(env.sync(&sim, &[]).await.status.success());
+    let config = env.path("alerts.toml");
+    std::fs::write(&config, "[alerts]\nenabled = true\n").unwrap();
+    env.ok(None, &["--config", config.to_str().unwrap(), "alerts", "run", "--once"]).await;
+    let who: serde_json::Value =
+        serde_json::from_str(&env.ok(None, &["who", alice, "--format", "json"]).await).unwrap();
+    let alerts = who["alerts"].as_array().unwrap();
+    assert!(alerts.iter().any(|a| a["rule"] == "token-created" && a["by"] == "at-StoryToken0002"), "{who}");
+    assert_eq!(who["tokens"].as_array().unwrap().len(), 3, "{who}");
 }
