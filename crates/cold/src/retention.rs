@@ -244,7 +244,7 @@ pub async fn pull(
             continue;
         }
         let events = read_copy(target, &day).await?;
-        if let Err(why) = tfaudit_store::retention::check_restore(&day, &events) {
+        if let Err(why) = tfaudit_store::retention::check_restore(&day.source, &day.seqs, &events) {
             return Err(ColdError::Copy(format!(
                 "the copy of {} {} at {}/{} is not the day that was pruned: {why}",
                 day.source,

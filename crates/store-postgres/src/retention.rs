@@ -2,7 +2,7 @@
 
 use jiff::Timestamp;
 use postgres::Transaction;
-use tfaudit_store::retention::{check_restore, decode_seqs, encode_seqs};
+use tfaudit_store::retention::{check_record, decode_seqs, encode_seqs};
 use tfaudit_store::{PruneOutcome, PruneRequest, PrunedDay, Result, Retention, StoreError, StoredEvent};
 
 use crate::{PostgresStore, count, ms, ts};
@@ -149,22 +149,7 @@ impl Retention for PostgresStore {
             )
             .map_err(db)?
             .ok_or_else(unknown)?;
-        if row.get::<_, Option<i64>>(1).is_some() {
-            return Err(StoreError::Database(format!("the day {day} of {source:?} was already put back")));
-        }
-        let record = PrunedDay {
-            source: source.to_owned(),
-            day: day.to_owned(),
-            seqs: decode_seqs(row.get(0)).unwrap_or_default(),
-            events: 0,
-            location: String::new(),
-            path: String::new(),
-            sha256: String::new(),
-            pruned_at: Timestamp::UNIX_EPOCH,
-            restored_at: None,
-        };
-        check_restore(&record, events)
-            .map_err(|why| StoreError::Database(format!("cannot put back the day {day} of {source:?}: {why}")))?;
+        check_record(source, day, row.get(0), row.get::<_, Option<i64>>(1).is_some(), events)?;
         let sources = vec![id; events.len()];
         let n = crate::transfer::insert_events(&mut tx, events, &sources, true).map_err(db)?;
         let n = i64::try_from(n).unwrap_or(i64::MAX);

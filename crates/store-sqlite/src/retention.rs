@@ -2,7 +2,7 @@
 
 use jiff::Timestamp;
 use rusqlite::{OptionalExtension, Transaction, TransactionBehavior, params};
-use tfaudit_store::retention::{check_restore, decode_seqs, encode_seqs};
+use tfaudit_store::retention::{check_record, decode_seqs, encode_seqs};
 use tfaudit_store::{PruneOutcome, PruneRequest, PrunedDay, Result, Retention, StoreError, StoredEvent};
 
 use crate::{SqliteStore, ms, rollup, ts};
@@ -169,22 +169,7 @@ impl Retention for SqliteStore {
             .optional()
             .map_err(db)?
             .ok_or_else(unknown)?;
-        if restored.is_some() {
-            return Err(StoreError::Database(format!("the day {day} of {source:?} was already put back")));
-        }
-        let record = PrunedDay {
-            source: source.to_owned(),
-            day: day.to_owned(),
-            seqs: decode_seqs(&seqs).unwrap_or_default(),
-            events: 0,
-            location: String::new(),
-            path: String::new(),
-            sha256: String::new(),
-            pruned_at: Timestamp::UNIX_EPOCH,
-            restored_at: None,
-        };
-        check_restore(&record, events)
-            .map_err(|why| StoreError::Database(format!("cannot put back the day {day} of {source:?}: {why}")))?;
+        check_record(source, day, &seqs, restored.is_some(), events)?;
         self.codec.prepare_writes(&tx, crate::archived(&tx).map_err(db)?).map_err(db)?;
         let mut names = crate::names::Interner::new(&self.names);
         {

@@ -13,7 +13,7 @@
 use jiff::Timestamp;
 use serde::Serialize;
 
-use crate::{Result, StoredEvent};
+use crate::{Result, StoreError, StoredEvent};
 
 /// One organization's UTC day, removed from the local archive.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -135,25 +135,39 @@ pub fn decode_seqs(bytes: &[u8]) -> Option<Vec<i64>> {
     (shift == 0).then_some(seqs)
 }
 
-/// Checks that `events` are exactly a pruned day's seqs, all of `source`: what
-/// [`Retention::restore_day`] must refuse otherwise.
+/// Checks that `events` are exactly the seqs `seqs` (ascending) removed from `source`:
+/// what a copy must hold to be put back.
 ///
 /// # Errors
 /// A message saying what differs.
-pub fn check_restore(day: &PrunedDay, events: &[StoredEvent]) -> std::result::Result<(), String> {
-    if let Some(e) = events.iter().find(|e| e.source != day.source) {
-        return Err(format!("event {} is of {:?}, not of {:?}", e.event.id, e.source, day.source));
+pub fn check_restore(source: &str, seqs: &[i64], events: &[StoredEvent]) -> std::result::Result<(), String> {
+    if let Some(e) = events.iter().find(|e| e.source != source) {
+        return Err(format!("event {} is of {:?}, not of {source:?}", e.event.id, e.source));
     }
-    let mut seqs: Vec<i64> = events.iter().map(|e| e.seq).collect();
-    seqs.sort_unstable();
-    if seqs != day.seqs {
+    let mut found: Vec<i64> = events.iter().map(|e| e.seq).collect();
+    found.sort_unstable();
+    if found != seqs {
         return Err(format!(
             "the copy holds {} events, the day had {} removed, and their seqs differ",
-            seqs.len(),
-            day.seqs.len()
+            found.len(),
+            seqs.len()
         ));
     }
     Ok(())
+}
+
+/// What every backend's [`Retention::restore_day`] checks of the day's stored record
+/// (`seqs` as stored, whether it was put back already) before writing `events`.
+///
+/// # Errors
+/// The day was put back already, its record is damaged, or `events` are not its seqs.
+pub fn check_record(source: &str, day: &str, seqs: &[u8], restored: bool, events: &[StoredEvent]) -> Result<()> {
+    let refuse = |why: &str| StoreError::Database(format!("cannot put back the day {day} of {source:?}: {why}"));
+    if restored {
+        return Err(refuse("it was already put back"));
+    }
+    let seqs = decode_seqs(seqs).ok_or_else(|| refuse("its record in the archive is damaged"))?;
+    check_restore(source, &seqs, events).map_err(|why| refuse(&why))
 }
 
 #[cfg(test)]
@@ -169,5 +183,37 @@ mod tests {
         assert_eq!(encode_seqs(&[5, 6, 7]), [5, 1, 1]);
         assert!(decode_seqs(&[0x80]).is_none(), "an unfinished varint");
         assert!(decode_seqs(&[0xff; 11]).is_none(), "too long");
+    }
+
+    #[test]
+    fn a_day_is_put_back_only_whole_once_and_from_an_intact_record() {
+        let event = |seq: i64, source: &str| StoredEvent {
+            seq,
+            source: source.into(),
+            ingested_at: Timestamp::UNIX_EPOCH,
+            event: crate::AuditEvent {
+                id: format!("e{seq}"),
+                timestamp: Timestamp::UNIX_EPOCH,
+                organization_id: None,
+                auth_type: None,
+                accessor_id: None,
+                auth_description: None,
+                impersonator_id: None,
+                request_id: None,
+                resource_id: None,
+                resource_type: None,
+                resource_action: None,
+                raw: "{}".into(),
+            },
+        };
+        let seqs = encode_seqs(&[3, 7]);
+        let day = [event(7, "acme"), event(3, "acme")];
+        assert!(check_record("acme", "2026-11-05", &seqs, false, &day).is_ok(), "any order");
+        let refused = |r: Result<()>| r.unwrap_err().to_string();
+        assert!(refused(check_record("acme", "2026-11-05", &seqs, true, &day)).contains("already put back"));
+        assert!(refused(check_record("acme", "2026-11-05", &[0x80], false, &day)).contains("damaged"));
+        assert!(refused(check_record("acme", "2026-11-05", &seqs, false, &day[..1])).contains("seqs differ"));
+        let other = [event(3, "acme"), event(7, "beta")];
+        assert!(refused(check_record("acme", "2026-11-05", &seqs, false, &other)).contains("not of \"acme\""));
     }
 }
