@@ -72,11 +72,7 @@ pub async fn push(
     options: &PushOptions,
     each: &mut (dyn FnMut(&DayPushed) + Send),
 ) -> Result<PushReport, ColdError> {
-    let mut manifest = match target.get(MANIFEST).await? {
-        Some(bytes) => Manifest::parse(&bytes)
-            .map_err(|cause| ColdError::Manifest { location: target.shown().to_owned(), cause })?,
-        None => Manifest::default(),
-    };
+    let mut manifest = read_manifest(target).await?.unwrap_or_default();
     let mut sources = blocking_on(archive, |a| a.status()).await?;
     if let Some(name) = &options.organization {
         if !sources.iter().any(|s| &s.name == name) {
@@ -231,6 +227,16 @@ pub(crate) fn seq_range(events: &[StoredEvent]) -> Option<(i64, i64)> {
     let min = events.iter().map(|e| e.seq).min()?;
     let max = events.iter().map(|e| e.seq).max()?;
     Some((min, max))
+}
+
+/// The manifest at `target`, if there is one yet.
+pub(crate) async fn read_manifest(target: &Target) -> Result<Option<Manifest>, ColdError> {
+    match target.get(MANIFEST).await? {
+        Some(bytes) => Manifest::parse(&bytes)
+            .map(Some)
+            .map_err(|cause| ColdError::Manifest { location: target.shown().to_owned(), cause }),
+        None => Ok(None),
+    }
 }
 
 /// Writes the manifest in one put (atomic on every object store): readers see the

@@ -17,8 +17,8 @@ use serde::Serialize;
 use sha2::{Digest, Sha256};
 use tfaudit_store::{PruneOutcome, PruneRequest, PrunedDay, Store, StoredEvent, blocking_on};
 
-use crate::layout::{MANIFEST, day_key};
-use crate::push::{day_events, seq_range};
+use crate::layout::day_key;
+use crate::push::{day_events, read_manifest, seq_range};
 use crate::{ColdError, Decision, Manifest, Target, days};
 
 /// A day put back by `archive pull` stays local this long before retention may remove
@@ -180,15 +180,6 @@ async fn prune_day(
         }
         PruneOutcome::Held(why) => Pruned::Held(why),
     })
-}
-
-async fn read_manifest(target: &Target) -> Result<Option<Manifest>, ColdError> {
-    match target.get(MANIFEST).await? {
-        Some(bytes) => Manifest::parse(&bytes)
-            .map(Some)
-            .map_err(|cause| ColdError::Manifest { location: target.shown().to_owned(), cause }),
-        None => Ok(None),
-    }
 }
 
 /// Which pruned days to bring back.

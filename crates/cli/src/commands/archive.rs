@@ -19,13 +19,9 @@ pub async fn push(cli: &Cli, args: &PushArgs) -> Result<(), Failure> {
     let archive = settings::open_archive(cli, config.as_ref(), mode)?;
     let target = location.open(&s3)?;
     let options = tfaudit_cold::PushOptions { organization: args.org.clone(), now: jiff::Timestamp::now() };
-    let lines = !cli.quiet && !args.json;
     let mut out = output::Stdout::new();
-    let mut failed_output = None;
+    let mut lines = DayLines::new(&mut out, !cli.quiet && !args.json);
     let mut each = |day: &tfaudit_cold::DayPushed| {
-        if !lines || failed_output.is_some() {
-            return;
-        }
         let what = match day.previous_events {
             Some(before) => format!(
                 "rewrote {} {}: {} events (was {})",
@@ -36,14 +32,10 @@ pub async fn push(cli: &Cli, args: &PushArgs) -> Result<(), Failure> {
             ),
             None => format!("pushed  {} {}: {} events", org(day), day.date, output::count(day.events)),
         };
-        if let Err(e) = writeln!(out, "{what}, {} → {}", size(day.bytes), output::terminal_safe(&day.path)) {
-            failed_output = Some(e);
-        }
+        lines.say(format_args!("{what}, {} → {}", size(day.bytes), output::terminal_safe(&day.path)));
     };
     let report = tfaudit_cold::push(&archive, &target, &options, &mut each).await?;
-    if let Some(e) = failed_output {
-        return Err(e.into());
-    }
+    lines.done()?;
     if !args.json && !cli.quiet {
         let kept = if report.kept > 0 {
             format!("; kept {} whose pushed object holds more events than the archive", report.kept)
@@ -67,25 +59,17 @@ pub async fn push(cli: &Cli, args: &PushArgs) -> Result<(), Failure> {
         return Ok(());
     };
     let options = tfaudit_cold::PruneOptions { keep_local, now: options.now, organization: args.org.clone() };
-    let mut failed_output = None;
+    let mut lines = DayLines::new(&mut out, !cli.quiet && !args.json);
     let mut each = |day: &tfaudit_cold::DayPruned| {
-        if !lines || failed_output.is_some() {
-            return;
-        }
-        let line = format!(
+        lines.say(format_args!(
             "removed {} {}: {} events from the local archive (kept in cold storage)",
             output::terminal_safe(&day.organization),
             day.date,
             output::count(day.events)
-        );
-        if let Err(e) = writeln!(out, "{line}") {
-            failed_output = Some(e);
-        }
+        ));
     };
     let pruned = tfaudit_cold::prune(&archive, &target, &options, &mut each).await?;
-    if let Some(e) = failed_output {
-        return Err(e.into());
-    }
+    lines.done()?;
     if args.json {
         // One object: the push's report, with what retention removed under `retention`.
         let mut json = serde_json::to_value(&report).map_err(|e| Failure::Internal(e.to_string()))?;
@@ -135,27 +119,18 @@ pub async fn pull(cli: &Cli, args: &PullArgs) -> Result<(), Failure> {
     };
     let target = location.open(&s3)?;
     let options = tfaudit_cold::PullOptions { since: args.since, until: args.until, organization: args.org.clone() };
-    let lines = !cli.quiet && !args.json;
     let mut out = output::Stdout::new();
-    let mut failed_output = None;
+    let mut lines = DayLines::new(&mut out, !cli.quiet && !args.json);
     let mut each = |day: &tfaudit_cold::DayPulled| {
-        if !lines || failed_output.is_some() {
-            return;
-        }
-        let line = format!(
+        lines.say(format_args!(
             "pulled {} {}: {} events",
             output::terminal_safe(&day.organization),
             day.date,
             output::count(day.events)
-        );
-        if let Err(e) = writeln!(out, "{line}") {
-            failed_output = Some(e);
-        }
+        ));
     };
     let report = tfaudit_cold::pull(&archive, &target, &options, &mut each).await?;
-    if let Some(e) = failed_output {
-        return Err(e.into());
-    }
+    lines.done()?;
     if args.json {
         out.json(&report)?;
     } else if !cli.quiet {
@@ -173,6 +148,34 @@ pub async fn pull(cli: &Cli, args: &PullArgs) -> Result<(), Failure> {
         )?;
     }
     Ok(())
+}
+
+/// A line for each day as the work reaches it (when `on`). The work's callbacks cannot
+/// fail, so the first write error is kept and returned by [`DayLines::done`], after the
+/// work, and nothing more is written.
+struct DayLines<'a> {
+    out: &'a mut output::Stdout,
+    on: bool,
+    failed: Option<std::io::Error>,
+}
+
+impl<'a> DayLines<'a> {
+    fn new(out: &'a mut output::Stdout, on: bool) -> Self {
+        Self { out, on, failed: None }
+    }
+
+    fn say(&mut self, line: std::fmt::Arguments<'_>) {
+        if self.on
+            && self.failed.is_none()
+            && let Err(e) = writeln!(self.out, "{line}")
+        {
+            self.failed = Some(e);
+        }
+    }
+
+    fn done(self) -> std::io::Result<()> {
+        self.failed.map_or(Ok(()), Err)
+    }
 }
 
 fn org(day: &tfaudit_cold::DayPushed) -> std::borrow::Cow<'_, str> {
