@@ -7,7 +7,7 @@ use std::sync::Arc;
 use jiff::Timestamp;
 use tfaudit_backend::Mode;
 use tfaudit_config::parse_when_in;
-use tfaudit_store::{EventFilter, Order, Pattern, Store};
+use tfaudit_store::{EventFilter, Order, Pattern, Store, StoredEvent};
 
 use crate::args::{
     Cli, ExportArgs, ExportFormat, FilterArgs, HistoryArgs, QueryArgs, QueryFormat, ReportFormat, StatusArgs,
@@ -93,46 +93,34 @@ pub fn query(cli: &Cli, args: &QueryArgs) -> Result<(), Failure> {
         None => QueryFormat::Jsonl,
     };
     let mut out = BufWriter::new(stdout);
-    if let Some(id) = &args.around {
-        around(
-            &*store,
-            id,
-            args.window,
-            filter,
-            crate::args::no_limit_if_zero(args.limit),
-            format,
-            &mut out,
-            terminal,
-        )?;
-        out.flush()?;
-        return Ok(());
+    let limit = crate::args::no_limit_if_zero(args.limit);
+    match &args.around {
+        Some(id) => {
+            let (filter, anchor) = around(&*store, id, args.window, filter)?;
+            let same_actor = |e: &StoredEvent| {
+                e.source == anchor.source
+                    && e.event.accessor_id == anchor.event.accessor_id
+                    && (anchor.event.accessor_id.is_some() || e.event.auth_description == anchor.event.auth_description)
+            };
+            write_kept(&*store, &filter, Order::OldestFirst, limit, format, &mut out, terminal, &same_actor)?;
+        }
+        None => {
+            write_events(&*store, &filter, Order::NewestFirst, limit, format, &mut out, terminal)?;
+        }
     }
-    write_events(
-        &*store,
-        &filter,
-        Order::NewestFirst,
-        crate::args::no_limit_if_zero(args.limit),
-        format,
-        &mut out,
-        terminal,
-    )?;
     out.flush()?;
     Ok(())
 }
 
-/// `query --around ID`: the events of the same actor (accessor id, exactly) in the same
-/// organization within `window` of the event, oldest first, the event among them.
-#[allow(clippy::too_many_arguments)]
+/// `query --around ID`: the event, and `filter` narrowed to `window` before and after
+/// it; the caller keeps the events of the same actor (accessor id, exactly) in the same
+/// organization, oldest first.
 fn around(
     store: &dyn Store,
     id: &str,
     window: tfaudit_config::Duration,
     mut filter: EventFilter,
-    limit: Option<u64>,
-    format: QueryFormat,
-    out: &mut dyn Write,
-    terminal: bool,
-) -> Result<(), Failure> {
+) -> Result<(EventFilter, StoredEvent), Failure> {
     let Some(anchor) = store.event(id)? else {
         let shown: String = id.chars().take(80).collect();
         return Err(Failure::Usage(format!(
@@ -150,20 +138,34 @@ fn around(
             .and_then(|t| t.checked_add(jiff::SignedDuration::from_millis(1)))
             .unwrap_or(Timestamp::MAX),
     );
-    let mut writer = event_writer(format, &mut *out, terminal)?;
+    Ok((filter, anchor))
+}
+
+/// Writes the events `filter` finds that `keep` accepts, at most `limit` of them: for
+/// matches the store's filter cannot say exactly (an exact actor, a whole id). How many
+/// were written.
+#[allow(clippy::too_many_arguments)]
+fn write_kept(
+    store: &dyn Store,
+    filter: &EventFilter,
+    order: Order,
+    limit: Option<u64>,
+    format: QueryFormat,
+    out: &mut dyn Write,
+    terminal: bool,
+    keep: &dyn Fn(&StoredEvent) -> bool,
+) -> Result<u64, Failure> {
+    let mut writer = event_writer(format, out, terminal)?;
     let mut written = 0u64;
-    store.events(&filter, Order::OldestFirst, None, &mut |e| {
-        let same = e.source == anchor.source
-            && e.event.accessor_id == anchor.event.accessor_id
-            && (anchor.event.accessor_id.is_some() || e.event.auth_description == anchor.event.auth_description);
-        if same && limit.is_none_or(|l| written < l) {
+    store.events(filter, order, None, &mut |e| {
+        if limit.is_none_or(|l| written < l) && keep(&e) {
             written += 1;
             writer.write(&e)?;
         }
         Ok(())
     })?;
     writer.finish()?;
-    Ok(())
+    Ok(written)
 }
 
 /// `tfaudit history ID`: every event about the resource or mentioning it, oldest first.
@@ -183,16 +185,8 @@ pub fn history(cli: &Cli, args: &HistoryArgs) -> Result<(), Failure> {
     let format = args.format.unwrap_or(if terminal { QueryFormat::Table } else { QueryFormat::Jsonl });
     let mut out = BufWriter::new(stdout);
     let limit = crate::args::no_limit_if_zero(args.limit);
-    let mut writer = event_writer(format, &mut out, terminal)?;
-    let mut written = 0u64;
-    store.events(&filter, Order::OldestFirst, None, &mut |e| {
-        if names_id(&e.event.raw, id) && limit.is_none_or(|l| written < l) {
-            written += 1;
-            writer.write(&e)?;
-        }
-        Ok(())
-    })?;
-    writer.finish()?;
+    let names = |e: &StoredEvent| names_id(&e.event.raw, id);
+    let written = write_kept(&*store, &filter, Order::OldestFirst, limit, format, &mut out, terminal, &names)?;
     out.flush()?;
     if written == 0 && !cli.quiet {
         let shown: String = id.chars().take(80).collect();
