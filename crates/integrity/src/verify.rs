@@ -292,7 +292,6 @@ pub fn verify<S: Archive + Ledger + Retention + ?Sized>(
                     done = true;
                     break;
                 }
-                tree.leaves.pop_front();
                 let hash = e.hash;
                 // A changed event is told apart from one inserted, deleted or swapped (with
                 // the seqs after it renumbered to hide it) by the next event and leaf.
@@ -440,12 +439,10 @@ impl<S: Ledger + ?Sized> Rebuild<'_, S> {
         self.pruned.get(self.pruned_next) == Some(&seq)
     }
 
-    /// Adds the next leaf's hash to the rebuilt tree (and drops the archived leaf it
-    /// stands for when that is still waiting).
+    /// Takes the next archived leaf (the front one) into the rebuilt tree as `hash`:
+    /// the recomputed hash of its event, or the archived hash itself for a pruned one.
     fn take(&mut self, hash: Hash) {
-        if self.leaves.front().is_some_and(|l| l.index == self.frontier.size()) {
-            self.leaves.pop_front();
-        }
+        self.leaves.pop_front();
         self.frontier.push(hash, &mut self.sink);
         self.sink.clear();
     }
