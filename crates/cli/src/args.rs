@@ -671,11 +671,9 @@ pub struct VerifyProofArgs {
     pub export: Option<PathBuf>,
 }
 
-#[derive(Debug, Args, Clone)]
-pub struct WhoArgs {
-    /// The accessor's id (user-…, team-…, at-…)
-    pub id: String,
-
+/// A time range alone, for the commands that take no other filter.
+#[derive(Debug, Args, Clone, Default)]
+pub struct RangeArgs {
     /// Events at or after: RFC 3339, a date, or an age such as 90m, 24h, 7d
     #[arg(long, value_name = "WHEN")]
     pub since: Option<String>,
@@ -683,6 +681,23 @@ pub struct WhoArgs {
     /// Events before: RFC 3339, a date, or an age
     #[arg(long, value_name = "WHEN")]
     pub until: Option<String>,
+}
+
+impl RangeArgs {
+    /// As the other commands' filters take it.
+    #[must_use]
+    pub fn filter(&self) -> FilterArgs {
+        FilterArgs { since: self.since.clone(), until: self.until.clone(), ..FilterArgs::default() }
+    }
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct WhoArgs {
+    /// The accessor's id (user-…, team-…, at-…)
+    pub id: String,
+
+    #[command(flatten)]
+    pub range: RangeArgs,
 
     #[arg(long, value_enum, default_value_t = ReportFormat::Text)]
     pub format: ReportFormat,
@@ -693,13 +708,8 @@ pub struct HistoryArgs {
     /// The resource's id (ws-…, team-…, at-…, run-…, or any other)
     pub id: String,
 
-    /// Events at or after: RFC 3339, a date, or an age such as 90m, 24h, 7d
-    #[arg(long, value_name = "WHEN")]
-    pub since: Option<String>,
-
-    /// Events before: RFC 3339, a date, or an age
-    #[arg(long, value_name = "WHEN")]
-    pub until: Option<String>,
+    #[command(flatten)]
+    pub range: RangeArgs,
 
     /// At most this many events, oldest first; 0 for all
     #[arg(long, default_value_t = 0, value_name = "N")]

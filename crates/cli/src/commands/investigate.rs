@@ -8,7 +8,7 @@ use jiff::Timestamp;
 use serde::Serialize;
 use tfaudit_store::{EventFilter, Order, Store};
 
-use crate::args::{Cli, FilterArgs, ReportFormat, WhoArgs};
+use crate::args::{Cli, ReportFormat, WhoArgs};
 use crate::failure::Failure;
 use crate::output;
 
@@ -139,8 +139,7 @@ pub fn who(cli: &Cli, args: &WhoArgs) -> Result<(), Failure> {
     if id.is_empty() {
         return Err(Failure::Usage("who needs an accessor id, such as user-…, team-… or at-…".into()));
     }
-    let range = FilterArgs { since: args.since.clone(), until: args.until.clone(), ..FilterArgs::default() };
-    let range = super::read::filter(&range, Timestamp::now())?;
+    let range = super::read::filter(&args.range.filter(), Timestamp::now())?;
     let store = super::read::open_for_reading(cli)?;
     let (trail, created) = trail(&*store, id, &range)?;
     let mut tokens = Vec::new();

@@ -174,8 +174,7 @@ pub fn history(cli: &Cli, args: &HistoryArgs) -> Result<(), Failure> {
     if id.is_empty() {
         return Err(Failure::Usage("history needs a resource id, such as ws-… or team-…".into()));
     }
-    let range = FilterArgs { since: args.since.clone(), until: args.until.clone(), ..FilterArgs::default() };
-    let mut filter = filter(&range, Timestamp::now())?;
+    let mut filter = filter(&args.range.filter(), Timestamp::now())?;
     // The store's text match finds every event naming the id (case-insensitively);
     // only those naming it exactly are kept.
     filter.text = Some(id.to_owned());
