@@ -48,7 +48,7 @@ pub fn main() -> ExitCode {
 fn run(cli: &Cli) -> Result<(), Failure> {
     // The zone first: every time shown and every date read depends on it. A config file
     // that cannot be read is the command's to report; with --tz it is not needed here.
-    let config = if cli.tz.is_some() { None } else { settings::config(cli).ok().flatten() };
+    let config = if settings::tz_flag(cli).is_some() { None } else { settings::config(cli).ok().flatten() };
     output::set_zone(settings::display_zone(cli, config.as_ref())?);
     match &cli.command {
         Command::Query(a) => commands::read::query(cli, a),

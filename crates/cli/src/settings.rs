@@ -155,14 +155,21 @@ pub fn push_schedule(
     Ok(Some((location, s3, every.0)))
 }
 
+/// `--tz` / `TFAUDIT_TZ`, when it names something: an empty variable (`TFAUDIT_TZ=` in
+/// an environment file) is no setting, as for the project's other variables.
+#[must_use]
+pub fn tz_flag(cli: &Cli) -> Option<&str> {
+    cli.tz.as_deref().map(str::trim).filter(|z| !z.is_empty())
+}
+
 /// The zone times are shown in: `--tz` / `TFAUDIT_TZ`, else `[display] timezone`, else
 /// UTC. `local` is the system's zone.
 ///
 /// # Errors
 /// A name that is not a time zone (exit 2).
 pub fn display_zone(cli: &Cli, config: Option<&(PathBuf, ConfigFile)>) -> Result<jiff::tz::TimeZone, Failure> {
-    let (name, from) = match (&cli.tz, config.and_then(|(p, f)| f.display.timezone.as_ref().map(|z| (z, p)))) {
-        (Some(z), _) => (z.trim().to_owned(), "--tz".to_owned()),
+    let (name, from) = match (tz_flag(cli), config.and_then(|(p, f)| f.display.timezone.as_ref().map(|z| (z, p)))) {
+        (Some(z), _) => (z.to_owned(), "--tz".to_owned()),
         (None, Some((z, path))) => (z.trim().to_owned(), format!("{}: [display] timezone", path.display())),
         (None, None) => return Ok(jiff::tz::TimeZone::UTC),
     };

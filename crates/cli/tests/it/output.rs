@@ -334,6 +334,15 @@ async fn times_are_shown_and_read_in_the_chosen_zone() {
     let from_config =
         env.ok(None, &["--config", config.to_str().unwrap(), "query", "--format", "table", "--limit", "5"]).await;
     assert_eq!(from_config, tokyo);
+    // An empty TFAUDIT_TZ (as an environment file leaves it) is no setting: the config's zone.
+    let out = env
+        .command(None, &["--config", config.to_str().unwrap(), "query", "--format", "table", "--limit", "5"])
+        .env("TFAUDIT_TZ", "")
+        .output()
+        .await
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout), tokyo);
     for bad in ["Mars/Olympus", "+25:00"] {
         let out = env.run(None, &["--tz", bad, "status"]).await;
         assert_eq!(out.status.code(), Some(2), "{bad}");
