@@ -74,7 +74,8 @@ pub enum Command {
     ///
     /// First and last seen, its events counted by type and action, the events in which it
     /// impersonated someone, and each token it created (resource type *token*, action
-    /// create) with what that token then did as an accessor, followed from token to token.
+    /// create) with what that token then did as an accessor, followed from token to token,
+    /// and the alerts all those events raised.
     /// Reads every event in the time range: narrow it with --since/--until.
     Who(WhoArgs),
     /// Per organization: events stored, cursor, last sync, gaps, rejects
