@@ -544,6 +544,15 @@ async fn a_postgresql_archive_pushes_the_same_days_as_its_sqlite_original() {
     assert_eq!(pushed, expected.len() as u64);
 }
 
+/// `watch` with this config over `sim`, its log kept.
+fn watch_with(env: &Env, sim: &Sim, config: &Path) -> tokio::process::Child {
+    env.command(Some(sim), &["--config", config.to_str().unwrap(), "watch", "--no-alerts", "--rate-limit", "0"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
 /// `watch` with `[archive] push_every` pushes the finished days by itself, beside its
 /// syncs, and again on its schedule.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -553,12 +562,7 @@ async fn watch_pushes_finished_days_on_its_schedule() {
     let cold = env.path("cold");
     let config = env.path("tfaudit.toml");
     std::fs::write(&config, format!("[archive]\nlocation = \"{}\"\npush_every = \"1s\"\n", cold.display())).unwrap();
-    let mut watch = env
-        .command(Some(&sim), &["--config", config.to_str().unwrap(), "watch", "--no-alerts", "--rate-limit", "0"])
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut watch = watch_with(&env, &sim, &config);
     let deadline = Instant::now() + Duration::from_secs(60);
     // The first push may come before the first sync has moved the cursor: it then
     // finds nothing finished, and a later turn pushes the days.
@@ -813,12 +817,7 @@ async fn watch_removes_old_days_after_its_scheduled_push() {
         ),
     )
     .unwrap();
-    let mut watch = env
-        .command(Some(&sim), &["--config", config.to_str().unwrap(), "watch", "--no-alerts", "--rate-limit", "0"])
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut watch = watch_with(&env, &sim, &config);
     let deadline = Instant::now() + Duration::from_secs(60);
     while archived(&env.db) != kept {
         assert!(Instant::now() < deadline, "watch removed nothing in time");
