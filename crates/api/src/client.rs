@@ -260,7 +260,43 @@ impl Client {
     /// # Errors
     /// See [`ApiError`]; each variant's message says what to do.
     pub async fn fetch_page(&self, request: &PageRequest) -> Result<Page, ApiError> {
-        let url = self.page_url(request);
+        let url = &self.page_url(request);
+        let label = format!("page {}", request.page);
+        self.retrying(&label, move || async move {
+            let body = self.attempt(url).await?;
+            let page =
+                Page::parse(request.page, &body).map_err(|e| Attempt::Retry { why: e.to_string(), wait: None })?;
+            if let Some(got) = page.mismatched_page_number() {
+                return Err(Attempt::Fail(ApiError::PageMismatch {
+                    address: self.address.clone(),
+                    asked: request.page,
+                    got,
+                }));
+            }
+            Ok(page)
+        })
+        .await
+    }
+
+    /// GETs `path_and_query` under the address and returns the body, retried like a
+    /// page (a 404 is [`ApiError::NotEntitled`]; the caller words it for its request).
+    ///
+    /// # Errors
+    /// See [`ApiError`].
+    pub async fn get_body(&self, path_and_query: &str, label: &str) -> Result<bytes::Bytes, ApiError> {
+        let url = Url::parse(&format!("{}{path_and_query}", self.address))
+            .map_err(|e| ApiError::InvalidAddress { address: self.address.clone(), reason: e.to_string() })?;
+        let url = &url;
+        self.retrying(label, move || self.attempt(url)).await
+    }
+
+    /// Runs `once` until it succeeds, fails for good, or the retries are spent:
+    /// exponential backoff with jitter, or what the server asks.
+    async fn retrying<T, F: Future<Output = Result<T, Attempt>>>(
+        &self,
+        label: &str,
+        mut once: impl FnMut() -> F,
+    ) -> Result<T, ApiError> {
         let mut backoff = backon::ExponentialBuilder::default()
             .with_min_delay(self.retry.min_delay)
             .with_max_delay(self.retry.max_delay)
@@ -270,8 +306,8 @@ impl Client {
             .build();
         let mut retries = 0u32;
         loop {
-            match self.attempt(&url, request.page).await {
-                Ok(page) => return Ok(page),
+            match once().await {
+                Ok(done) => return Ok(done),
                 Err(Attempt::Fail(e)) => return Err(e),
                 Err(Attempt::Retry { why, wait }) => {
                     if retries >= self.retry.max_retries {
@@ -283,8 +319,7 @@ impl Client {
                     retries += 1;
                     self.stats.retries.fetch_add(1, Ordering::Relaxed);
                     tracing::warn!(
-                        page = request.page,
-                        "{why}; retry {retries} of {} in {:.1}s",
+                        "{label}: {why}; retry {retries} of {} in {:.1}s",
                         self.retry.max_retries,
                         wait.as_secs_f64()
                     );
@@ -294,7 +329,8 @@ impl Client {
         }
     }
 
-    async fn attempt(&self, url: &Url, number: u64) -> Result<Page, Attempt> {
+    /// One GET: its body when the answer is 2xx.
+    async fn attempt(&self, url: &Url) -> Result<bytes::Bytes, Attempt> {
         if let Some(limiter) = &self.limiter {
             limiter.until_ready().await;
         }
@@ -318,27 +354,22 @@ impl Client {
         self.stats.status(status.as_u16());
         let server_wait = server_delay(response.headers());
         let elapsed_ms = started.elapsed().as_millis() as u64;
-        tracing::debug!(%url, status = status.as_u16(), elapsed_ms, "GET audit trail page");
+        tracing::debug!(%url, status = status.as_u16(), elapsed_ms, "GET");
         if !status.is_success() {
             return Err(self.refusal(status, server_wait, response).await);
         }
         // Streamed against the cap: a server that declares or sends an endless body
         // costs at most the cap in memory, and a retry would only meet it again.
-        let body = match crate::body::read_capped(response, self.max_page_bytes).await {
-            Ok(b) => b,
+        match crate::body::read_capped(response, self.max_page_bytes).await {
+            Ok(b) => Ok(b),
             Err(crate::body::BodyError::TooLarge { cap, declared }) => {
-                return Err(Attempt::Fail(ApiError::PageTooLarge { address: self.address.clone(), cap, declared }));
+                Err(Attempt::Fail(ApiError::PageTooLarge { address: self.address.clone(), cap, declared }))
             }
             Err(e @ crate::body::BodyError::Transport(_)) => {
                 self.stats.transport_errors.fetch_add(1, Ordering::Relaxed);
-                return Err(Attempt::Retry { why: e.to_string(), wait: None });
+                Err(Attempt::Retry { why: e.to_string(), wait: None })
             }
-        };
-        let page = Page::parse(number, &body).map_err(|e| Attempt::Retry { why: e.to_string(), wait: None })?;
-        if let Some(got) = page.mismatched_page_number() {
-            return Err(Attempt::Fail(ApiError::PageMismatch { address: self.address.clone(), asked: number, got }));
         }
-        Ok(page)
     }
 
     /// What an answer other than 2xx means. Only the start of its body is read: it is

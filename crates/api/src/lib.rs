@@ -6,9 +6,11 @@
 //!   client-side limiter.
 //! - [`token`]: the bearer token, kept out of every `Debug`, log line and error.
 //! - [`redact`]: every secret tfaudit knows, hidden from errors, logs and stored text (from `tfaudit-model`).
+//! - [`catalogue`]: an organization's listings (workspaces, teams, members…), for names.
 //! - [`body`]: response bodies read with a cap, whatever size the server claims.
 
 pub mod body;
+pub mod catalogue;
 pub mod client;
 pub mod page;
 pub mod token;

@@ -78,6 +78,14 @@ pub enum Command {
     /// and the alerts all those events raised.
     /// Reads every event in the time range: narrow it with --since/--until.
     Who(WhoArgs),
+    /// Names for ids: what an id is called (and was), or read the organizations' listings now
+    ///
+    /// Names come from events (a user's or team's description, names inside meta) and,
+    /// for organizations with an enrich_token, from their listings of workspaces,
+    /// projects, teams, members, agent pools, policy sets and variable sets, read every
+    /// enrich_every (default 1h) by sync, watch and serve.
+    #[command(subcommand)]
+    Names(NamesCommand),
     /// Per organization: events stored, cursor, last sync, gaps, rejects
     Status(StatusArgs),
     /// Check and list alert rules
@@ -509,8 +517,8 @@ pub struct FilterArgs {
     #[arg(long, value_name = "GLOB")]
     pub action: Option<String>,
 
-    /// Resource id (resource.id), such as ws-abc123; glob
-    #[arg(long, value_name = "GLOB")]
+    /// Resource id (resource.id), such as ws-abc123, or a name the catalogue knows, such as prod-network; glob
+    #[arg(long, visible_alias = "resource", value_name = "GLOB")]
     pub resource_id: Option<String>,
 
     /// Organization: its name in the archive or its id (org-...); glob
@@ -692,9 +700,37 @@ impl RangeArgs {
     }
 }
 
+#[derive(Debug, Subcommand, Clone)]
+pub enum NamesCommand {
+    /// Every name an id has had, with when it was seen (an id, or a name to look up)
+    Show(NamesShowArgs),
+    /// Read the listings of every organization with an enrich_token now
+    Refresh(NamesRefreshArgs),
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct NamesShowArgs {
+    /// An id (ws-…, team-…, user-…) or a name
+    pub id: String,
+
+    #[arg(long, value_enum, default_value_t = ReportFormat::Text)]
+    pub format: ReportFormat,
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct NamesRefreshArgs {
+    /// Only the configured organization with this name
+    #[arg(long, value_name = "NAME")]
+    pub org: Option<String>,
+
+    /// Print one JSON object per organization
+    #[arg(long)]
+    pub json: bool,
+}
+
 #[derive(Debug, Args, Clone)]
 pub struct WhoArgs {
-    /// The accessor's id (user-…, team-…, at-…)
+    /// The accessor's id (user-…, team-…, at-…) or name
     pub id: String,
 
     #[command(flatten)]
@@ -706,7 +742,7 @@ pub struct WhoArgs {
 
 #[derive(Debug, Args, Clone)]
 pub struct HistoryArgs {
-    /// The resource's id (ws-…, team-…, at-…, run-…, or any other)
+    /// The resource's id (ws-…, team-…, at-…, run-…, or any other) or name
     pub id: String,
 
     #[command(flatten)]
@@ -779,6 +815,11 @@ pub struct SimArgs {
     /// A token answered with 404, as a valid token without audit logging would be
     #[arg(long, value_name = "TOKEN")]
     pub forbidden_token: Option<String>,
+
+    /// The organization token that reads the workspace, team and member listings
+    /// (default: the working token reads them too)
+    #[arg(long, value_name = "TOKEN")]
+    pub enrich_token: Option<String>,
 
     /// Events of history to serve
     #[arg(long, default_value_t = 5000, value_name = "N")]

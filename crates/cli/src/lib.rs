@@ -56,6 +56,7 @@ fn run(cli: &Cli) -> Result<(), Failure> {
         Command::Summary(a) => commands::read::summary(cli, a),
         Command::History(a) => commands::read::history(cli, a),
         Command::Who(a) => commands::investigate::who(cli, a),
+        Command::Names(c) => runtime()?.block_on(commands::names::names(cli, c)),
         Command::Status(a) => commands::read::status(cli, a),
         Command::Sync(a) => runtime()?.block_on(commands::sync::sync(cli, a)),
         Command::Watch(a) => runtime()?.block_on(commands::sync::watch(cli, a, None)),

@@ -11,7 +11,7 @@ use std::io::{self, IsTerminal, Write};
 
 use comfy_table::{ContentArrangement, Table, presets};
 use tfaudit_api::AuditEvent;
-use tfaudit_store::{SourceStatus, StoredEvent, Summary};
+use tfaudit_store::{NameBook, SourceStatus, StoredEvent, Summary};
 
 use crate::failure::Failure;
 
@@ -123,16 +123,36 @@ fn time_opt(t: Option<jiff::Timestamp>) -> String {
     t.map_or_else(|| "-".to_owned(), time)
 }
 
-/// Who did it, for a table: the name, else the id; impersonation shown.
-fn actor(e: &AuditEvent) -> String {
-    let who = e.auth_description.as_deref().or(e.accessor_id.as_deref()).unwrap_or(match e.auth_type.as_deref() {
-        Some("System") => "(system)",
-        _ => "(unknown)",
-    });
+/// Who did it, for a table: `name (id)` (the catalogue's name, else the event's
+/// description), else what is known; impersonation shown.
+fn actor(e: &AuditEvent, book: &NameBook) -> String {
+    let who = match e.accessor_id.as_deref() {
+        Some(id) => tfaudit_model::name_and_id(book.name(id).or(e.auth_description.as_deref()), id),
+        None => e
+            .auth_description
+            .as_deref()
+            .unwrap_or(match e.auth_type.as_deref() {
+                Some("System") => "(system)",
+                _ => "(unknown)",
+            })
+            .to_owned(),
+    };
     match &e.impersonator_id {
-        Some(by) => format!("{who} (impersonated by {by})"),
-        None => who.to_owned(),
+        Some(by) => format!("{who} (impersonated by {})", book.show(by)),
+        None => who,
     }
+}
+
+/// The event's original JSON, compacted, with the names of the ids it refers to
+/// after its own fields as `"names":{id:name}`: the event's fields stay exactly as
+/// the server sent them.
+fn with_names(compact: &str, names: &[(&str, &str)]) -> String {
+    let body = compact.trim_end();
+    let Some(open) = body.strip_suffix('}') else { return compact.to_owned() };
+    let map: serde_json::Map<String, serde_json::Value> =
+        names.iter().map(|(id, name)| ((*id).to_owned(), serde_json::Value::String((*name).to_owned()))).collect();
+    let comma = if open.trim_end().ends_with('{') { "" } else { "," };
+    format!("{open}{comma}\"names\":{}}}", serde_json::Value::Object(map))
 }
 
 /// Writes events in one of the query/export formats. On a terminal every format shows
@@ -142,11 +162,15 @@ pub enum EventWriter<W: Write> {
         out: W,
         table: Table,
         rows: u64,
+        book: NameBook,
     },
+    /// A JSON array of the original events, each with the names of the ids it refers
+    /// to under `names` (when any are known).
     Json {
         out: W,
         first: bool,
         terminal: bool,
+        book: NameBook,
     },
     Jsonl {
         out: W,
@@ -181,7 +205,7 @@ const CSV_HEADER: [&str; 13] = [
 ];
 
 impl<W: Write> EventWriter<W> {
-    pub fn table(out: W) -> Self {
+    pub fn table(out: W, book: NameBook) -> Self {
         let mut table = Table::new();
         table.load_style(presets::NOTHING).set_content_arrangement(ContentArrangement::Dynamic);
         let zone = zone();
@@ -193,15 +217,15 @@ impl<W: Write> EventWriter<W> {
             "RESOURCE".into(),
             "ORG".into(),
         ]);
-        Self::Table { out, table, rows: 0 }
+        Self::Table { out, table, rows: 0, book }
     }
 
     pub fn explain(out: W) -> Self {
         Self::Explain { out, rows: 0 }
     }
 
-    pub fn json(out: W, terminal: bool) -> Self {
-        Self::Json { out, first: true, terminal }
+    pub fn json(out: W, terminal: bool, book: NameBook) -> Self {
+        Self::Json { out, first: true, terminal, book }
     }
 
     pub fn jsonl(out: W, terminal: bool) -> Self {
@@ -217,14 +241,14 @@ impl<W: Write> EventWriter<W> {
     pub fn write(&mut self, stored: &StoredEvent) -> io::Result<()> {
         let e = &stored.event;
         match self {
-            Self::Table { table, rows, .. } => {
+            Self::Table { table, rows, book, .. } => {
                 let safe = |s: Option<&str>| terminal_safe(s.unwrap_or("-")).into_owned();
                 table.add_row([
                     time(e.timestamp),
-                    terminal_safe(&actor(e)).into_owned(),
+                    terminal_safe(&actor(e, book)).into_owned(),
                     safe(e.resource_type.as_deref()),
                     safe(e.resource_action.as_deref()),
-                    safe(e.resource_id.as_deref()),
+                    safe(e.resource_id.as_deref().map(|id| book.show(id)).as_deref()),
                     terminal_safe(&stored.source).into_owned(),
                 ]);
                 *rows += 1;
@@ -240,10 +264,13 @@ impl<W: Write> EventWriter<W> {
                     terminal_safe(&stored.source)
                 )
             }
-            Self::Json { out, first, terminal } => {
+            Self::Json { out, first, terminal, book } => {
                 out.write_all(if *first { b"[\n" } else { b",\n" })?;
                 *first = false;
-                out.write_all(on_screen(&tfaudit_api::event::compact_json(&e.raw), *terminal, false).as_bytes())
+                let compact = tfaudit_api::event::compact_json(&e.raw);
+                let names = book.of_event(e);
+                let text = if names.is_empty() { compact } else { Cow::Owned(with_names(&compact, &names)) };
+                out.write_all(on_screen(&text, *terminal, false).as_bytes())
             }
             Self::Jsonl { out, terminal } => {
                 out.write_all(on_screen(&tfaudit_api::event::compact_json(&e.raw), *terminal, false).as_bytes())?;
@@ -282,7 +309,7 @@ impl<W: Write> EventWriter<W> {
 
     pub fn finish(self) -> io::Result<()> {
         match self {
-            Self::Table { mut out, table, rows } => {
+            Self::Table { mut out, table, rows, .. } => {
                 if rows == 0 {
                     writeln!(out, "no matching events")
                 } else {

@@ -21,6 +21,8 @@ pub struct Organization {
     pub name: String,
     pub client: Client,
     pub sync: SyncSettings,
+    /// Names from its listings, when it has an `enrich_token`.
+    pub enrich: Option<tfaudit_sync::Enrichment>,
 }
 
 impl Organization {
@@ -303,7 +305,7 @@ pub fn organizations(
         tracing::debug!(source = %found.source, "token found");
         let name = args.name.clone().unwrap_or(host);
         check_name(&name)?;
-        return Ok(vec![Organization { name, client: client(&address, found.token, &sync)?, sync }]);
+        return Ok(vec![Organization { name, client: client(&address, found.token, &sync)?, sync, enrich: None }]);
     }
     if args.address.is_some() || args.token_file.is_some() || args.name.is_some() {
         return Err(Failure::Usage(
@@ -330,7 +332,21 @@ pub fn organizations(
         };
         let found = find_token(&host_only, explicit, &ProcessEnv)
             .map_err(|e| Failure::Credentials(format!("organization {:?}: {e}", org.name)))?;
-        out.push(Organization { name: org.name.clone(), client: client(&address, found.token, &sync)?, sync });
+        let enrich = match &org.enrich_token {
+            None => None,
+            Some(secret) => {
+                let what = format!("organization {:?}: enrich_token", org.name);
+                let token = secret.resolve(&what).map_err(Failure::Credentials)?;
+                let token = tfaudit_api::Token::new(token.expose())
+                    .map_err(|e| Failure::Credentials(format!("{what}: {e}")))?;
+                Some(tfaudit_sync::Enrichment {
+                    client: client(&address, token, &sync)?,
+                    organization: org.enrich_organization.clone().unwrap_or_else(|| org.name.clone()),
+                    every: org.enrich_every.map_or(std::time::Duration::from_secs(3600), |d| d.0),
+                })
+            }
+        };
+        out.push(Organization { name: org.name.clone(), client: client(&address, found.token, &sync)?, sync, enrich });
     }
     if out.is_empty() {
         return Err(Failure::Usage(format!(

@@ -200,6 +200,7 @@ mod tests {
             resource_type: None,
             resource_action: None,
             raw: raw.into(),
+            named: Default::default(),
         };
         StoredEvent { seq, source: "acme".into(), ingested_at: "2026-12-02T10:00:00.123Z".parse().unwrap(), event }
     }

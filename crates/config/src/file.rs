@@ -479,6 +479,14 @@ pub struct OrganizationSection {
     pub token_env: Option<String>,
     /// Overrides of `[sync]` for this organization.
     pub sync: Option<SyncSection>,
+    /// An organization token (audit trail tokens read only the audit trail) that reads
+    /// the organization's workspaces, teams, members… for names: `"value"`,
+    /// `{ env = "NAME" }` or `{ file = "path" }`. None: names come only from events.
+    pub enrich_token: Option<crate::SecretSource>,
+    /// How often the listings are read again (default 1h, at least 1m).
+    pub enrich_every: Option<Duration>,
+    /// The organization's name in HCP Terraform, when `name` is not it.
+    pub enrich_organization: Option<String>,
 }
 
 /// Sync settings after merging and checking.
@@ -630,6 +638,11 @@ impl ConfigFile {
         {
             s.register_inline();
         }
+        for o in &self.organizations {
+            if let Some(s) = &o.enrich_token {
+                s.register_inline();
+            }
+        }
         for k in &self.sinks {
             for s in [&k.url, &k.secret].into_iter().flatten() {
                 s.register_inline();
@@ -684,6 +697,20 @@ impl ConfigFile {
                 return Err(invalid(
                     "token_env",
                     format!("organization {name:?} sets both token_file and token_env; keep one"),
+                ));
+            }
+            if org.enrich_every.is_some_and(|d| d.0 < std::time::Duration::from_secs(60)) {
+                return Err(invalid(
+                    "enrich_every",
+                    format!("organization {name:?}: enrich_every must be at least 1m (such as \"1h\")"),
+                ));
+            }
+            if (org.enrich_every.is_some() || org.enrich_organization.is_some()) && org.enrich_token.is_none() {
+                return Err(invalid(
+                    "enrich_",
+                    format!(
+                        "organization {name:?} sets enrich_every or enrich_organization without enrich_token; add the organization token that reads its listings"
+                    ),
                 ));
             }
             let context = format!("{}: organization {name:?}", path.display());

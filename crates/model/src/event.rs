@@ -15,6 +15,8 @@ use serde::de::{self, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
+use crate::names::{NameKind, Sighting};
+
 /// A parsed audit event: the indexed fields, and the original JSON.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct AuditEvent {
@@ -31,6 +33,32 @@ pub struct AuditEvent {
     pub resource_action: Option<String>,
     /// The event exactly as the server sent it.
     pub raw: String,
+    /// Names the event gives ids (its accessor's, and those inside `resource.meta`), as
+    /// parsed from the server's page; not kept as such, so empty for an event read back
+    /// from the archive (its raw bytes say the same).
+    #[serde(skip)]
+    pub named: Sightings,
+}
+
+/// The names an event gives, as parsed from its page. Its raw text says the same, so
+/// they never decide whether two events are equal (an event read back from the
+/// archive has none parsed).
+#[derive(Debug, Clone, Default)]
+pub struct Sightings(pub Vec<Sighting>);
+
+impl PartialEq for Sightings {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
+}
+
+impl Eq for Sightings {}
+
+impl std::ops::Deref for Sightings {
+    type Target = [Sighting];
+    fn deref(&self) -> &[Sighting] {
+        &self.0
+    }
 }
 
 /// An element of a page's `data` array that cannot be stored as an event.
@@ -78,6 +106,7 @@ impl AuditEvent {
         let auth = head.auth.0.unwrap_or_default();
         let resource = head.resource.0.unwrap_or_default();
         let request = head.request.0.unwrap_or_default();
+        let named = Sightings(sightings(&auth, resource.meta.0.as_ref()));
         Ok(Self {
             id,
             timestamp,
@@ -91,8 +120,44 @@ impl AuditEvent {
             resource_type: resource.r#type.owned(),
             resource_action: resource.action.owned(),
             raw: text.to_owned(),
+            named,
         })
     }
+}
+
+/// What an event says about names: who its accessor is (a user's or team's
+/// `auth.description`), and the named objects inside `resource.meta`.
+fn sightings(auth: &Auth<'_>, meta: Option<&Meta<'_>>) -> Vec<Sighting> {
+    let mut out = Vec::new();
+    if let (Some(id), Some(name)) = (auth.accessor_id.0.as_deref(), auth.description.0.as_deref())
+        && let Some(kind @ (NameKind::User | NameKind::Team)) = NameKind::of_id(id)
+        && let Some(s) = Sighting::new(id, kind, name, None)
+    {
+        out.push(s);
+    }
+    let Some(meta) = meta else { return out };
+    let objects = [
+        (&meta.workspace, NameKind::Workspace),
+        (&meta.project, NameKind::Project),
+        (&meta.team, NameKind::Team),
+        (&meta.user, NameKind::User),
+        (&meta.stack, NameKind::Stack),
+        (&meta.policy_set, NameKind::PolicySet),
+        (&meta.agent_pool, NameKind::AgentPool),
+        (&meta.varset, NameKind::VariableSet),
+    ];
+    for (object, kind) in objects {
+        let Some(o) = &object.0 else { continue };
+        let Some(id) = o.id.0.as_deref() else { continue };
+        // A user is named by its username; everything else by its name.
+        let name = o.username.0.as_deref().or(o.name.0.as_deref());
+        if let Some(name) = name
+            && let Some(s) = Sighting::new(id, kind, name, o.email.0.as_deref())
+        {
+            out.push(s);
+        }
+    }
+    out
 }
 
 #[derive(Deserialize)]
@@ -137,6 +202,41 @@ struct Resource<'a> {
     r#type: Text<'a>,
     #[serde(borrow, default)]
     action: Text<'a>,
+    #[serde(borrow, default)]
+    meta: Section<Meta<'a>>,
+}
+
+/// The named objects `resource.meta` may carry; everything else in it is skipped.
+#[derive(Deserialize, Default)]
+struct Meta<'a> {
+    #[serde(borrow, default)]
+    workspace: Section<Named<'a>>,
+    #[serde(borrow, default)]
+    project: Section<Named<'a>>,
+    #[serde(borrow, default)]
+    team: Section<Named<'a>>,
+    #[serde(borrow, default)]
+    user: Section<Named<'a>>,
+    #[serde(borrow, default)]
+    stack: Section<Named<'a>>,
+    #[serde(borrow, default)]
+    policy_set: Section<Named<'a>>,
+    #[serde(borrow, default)]
+    agent_pool: Section<Named<'a>>,
+    #[serde(borrow, default)]
+    varset: Section<Named<'a>>,
+}
+
+#[derive(Deserialize, Default)]
+struct Named<'a> {
+    #[serde(borrow, default)]
+    id: Text<'a>,
+    #[serde(borrow, default)]
+    name: Text<'a>,
+    #[serde(borrow, default)]
+    username: Text<'a>,
+    #[serde(borrow, default)]
+    email: Text<'a>,
 }
 
 /// A field read as text whatever its JSON type: strings as they are, numbers and
@@ -465,6 +565,35 @@ mod tests {
         assert_eq!(e.resource_type.as_deref(), Some("authentication_token"));
         assert_eq!(e.resource_action.as_deref(), Some("create"));
         assert_eq!(e.raw, DOCUMENTED_SAMPLE, "the original text is kept byte for byte");
+        let user = Sighting::new("user-MaPuLxAXvtq2PWTH", NameKind::User, "pveverka", None).unwrap();
+        assert_eq!(e.named.0, vec![user], "the accessor's description names it");
+    }
+
+    #[test]
+    fn names_inside_meta_are_sightings_and_odd_ones_are_skipped() {
+        let text = r#"{"id":"x1","timestamp":"2024-01-01T00:00:00Z",
+            "auth":{"accessor_id":"at-1","description":"a token"},
+            "resource":{"id":"ws-1","type":"workspace","action":"add_team","meta":{
+                "workspace":{"id":"ws-1","name":"prod-network"},
+                "team":{"id":"team-1","name":"<b>owners</b>"},
+                "user":{"id":"user-1","username":"alice","email":"alice@example.com"},
+                "project":{"id":"prj-1","name":""},
+                "stack":{"id":42,"name":"core"},
+                "policy_set":"not an object",
+                "permissions":{"runs":"apply"}}}}"#;
+        let e = AuditEvent::parse(&raw(text)).unwrap();
+        let names: Vec<_> =
+            e.named.iter().map(|s| (s.id.as_str(), s.kind, s.name.as_str(), s.email.as_deref())).collect();
+        assert_eq!(
+            names,
+            [
+                ("ws-1", NameKind::Workspace, "prod-network", None),
+                ("team-1", NameKind::Team, "<b>owners</b>", None),
+                ("user-1", NameKind::User, "alice", Some("alice@example.com")),
+                ("42", NameKind::Stack, "core", None),
+            ],
+            "a token accessor is not named by its description; an empty name is no name"
+        );
     }
 
     #[test]

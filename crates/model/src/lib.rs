@@ -10,6 +10,7 @@
 
 pub mod event;
 mod explain;
+pub mod names;
 pub mod redact;
 mod secret;
 mod severity;
@@ -18,6 +19,7 @@ pub mod time;
 
 pub use event::{AuditEvent, RejectedEvent};
 pub use explain::explain;
+pub use names::{NameKind, Sighting, name_and_id};
 pub use secret::Secret;
 pub use severity::Severity;
 pub use stored::StoredEvent;

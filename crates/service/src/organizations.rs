@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use tfaudit_api::Client;
 use tfaudit_store::{Store, StoreError};
-use tfaudit_sync::{NoProgress, SyncError, SyncReport, WalkOptions, sync_fenced};
+use tfaudit_sync::{Enrichment, NoProgress, SyncError, SyncReport, WalkOptions, refresh_names, sync_fenced};
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
@@ -21,6 +21,8 @@ pub struct Organization {
     pub client: Client,
     pub walk: WalkOptions,
     pub interval: Duration,
+    /// Names from the organization's listings, when it has an `enrich_token`.
+    pub enrich: Option<Enrichment>,
 }
 
 /// Syncs running at once in one instance; the others wait their turn, in order, with
@@ -171,6 +173,23 @@ async fn keep_in_sync(
                 && held.is_some()
             {
                 on_sync(&org.name, result, started.elapsed());
+            }
+            // Names are read under the lease too (one instance reads them), when due;
+            // a failure costs only names, so it is a warning and the next round retries.
+            if let (Some(enrich), true, Some(Ok(_))) = (&org.enrich, held.is_some(), &result) {
+                match refresh_names(store.clone(), &org.name, enrich, false).await {
+                    Ok(Some(r)) => {
+                        tracing::info!(
+                            organization = %org.name, listed = r.listed, new = r.changes.new,
+                            renamed = r.changes.renamed, gone = r.changes.gone, "read the organization's names"
+                        );
+                        for why in &r.skipped {
+                            tracing::warn!(organization = %org.name, "names: {why}");
+                        }
+                    }
+                    Ok(None) => {}
+                    Err(e) => tracing::warn!(organization = %org.name, "{e}; names stay as they were"),
+                }
             }
             next_sync = Instant::now() + org.interval;
         }

@@ -41,6 +41,7 @@ fn organization(sim: &Sim, name: &str) -> Organization {
         client: Client::new(options).unwrap(),
         walk: WalkOptions::default(),
         interval: Duration::from_secs(3600),
+        enrich: None,
     }
 }
 

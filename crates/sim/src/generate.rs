@@ -115,6 +115,60 @@ fn short_id(rng: &mut SmallRng, prefix: &str) -> String {
     format!("{prefix}-{s}")
 }
 
+/// `id`, after drawing the random id it replaces: the rest of the stream stays as it was.
+fn kept_id(rng: &mut SmallRng, prefix: &str, id: &str) -> String {
+    let _ = short_id(rng, prefix);
+    id.to_owned()
+}
+
+/// The id of the user named `name`, as its events' accessor id.
+fn user_id(name: &str) -> String {
+    let i = USERS.iter().position(|u| *u == name).unwrap_or(0);
+    format!("user-{}{}", ["MaPuLxAXvtq2PW", "Qx7bN2kLmR4sTu", "Hp3vW8cJd5eFgA", "Zr6tY1nBq9wKxL"][i % 4], i)
+}
+
+/// The id of the workspace named `name` (each name is one workspace).
+fn workspace_id(name: &str) -> String {
+    let i = WORKSPACES.iter().position(|w| *w == name).unwrap_or(0);
+    format!("ws-Sim{i:02}{}", name.chars().filter(char::is_ascii_alphanumeric).take(10).collect::<String>())
+}
+
+/// One entry of an organization's listings, as the simulator serves them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CatalogueEntry {
+    /// The listing's path segment (`workspaces`, `teams`, `organization-memberships`…).
+    pub listing: &'static str,
+    pub id: String,
+    pub name: String,
+    /// For a membership: the user's email.
+    pub email: Option<String>,
+}
+
+/// What the generated history names: its workspaces, users and teams, and one each of
+/// the other kinds.
+#[must_use]
+pub fn default_catalogue() -> Vec<CatalogueEntry> {
+    let entry = |listing, id: String, name: &str, email: Option<String>| CatalogueEntry {
+        listing,
+        id,
+        name: name.to_owned(),
+        email,
+    };
+    let mut out: Vec<CatalogueEntry> =
+        WORKSPACES.iter().map(|w| entry("workspaces", workspace_id(w), w, None)).collect();
+    for user in USERS {
+        out.push(entry("organization-memberships", user_id(user), user, Some(format!("{user}@example.com"))));
+    }
+    for (i, team) in ["ci-pipeline", "owners", "platform"].iter().enumerate() {
+        out.push(entry("teams", format!("team-Ci{i}Pipeline000{i}"), team, None));
+    }
+    out.push(entry("projects", "prj-SimDefault000001".into(), "Default Project", None));
+    out.push(entry("agent-pools", "apool-SimPool0000001".into(), "on-prem-runners", None));
+    out.push(entry("policy-sets", "polset-SimPolicies001".into(), "networking-guardrails", None));
+    out.push(entry("varsets", "varset-SimAwsCreds001".into(), "aws-credentials", None));
+    out
+}
+
 /// What varies between simulated organizations.
 #[derive(Debug, Clone)]
 pub struct Style {
@@ -168,7 +222,10 @@ fn full_event(seed: u64, stream: u64, index: u64, timestamp_secs: i64, style: &S
                "impersonator_id": null, "organization_id": style.organization_id})
     };
     let workspace_name = WORKSPACES[rng.random_range(0..WORKSPACES.len())];
-    let workspace = json!({"id": short_id(&mut rng, "ws"), "name": text(&mut rng, workspace_name)});
+    // A workspace keeps its id (the draw is kept so that the rest of the stream does not
+    // change with this).
+    let _ = short_id(&mut rng, "ws");
+    let workspace = json!({"id": workspace_id(workspace_name), "name": text(&mut rng, workspace_name)});
     let other_user = USERS[rng.random_range(0..USERS.len())];
     let resource_id = match rtype {
         "run" => short_id(&mut rng, "run"),
@@ -176,7 +233,11 @@ fn full_event(seed: u64, stream: u64, index: u64, timestamp_secs: i64, style: &S
         "authentication_token" => short_id(&mut rng, "at"),
         "var" => short_id(&mut rng, "var"),
         "state_version" => short_id(&mut rng, "sv"),
-        "team" => short_id(&mut rng, "team"),
+        // The owners team, always: teams keep their ids (the draw is kept, as above).
+        "team" => {
+            let _ = short_id(&mut rng, "team");
+            "team-Ci1Pipeline0001".to_owned()
+        }
         "policy_check" => short_id(&mut rng, "polchk"),
         "organization_user" => short_id(&mut rng, "ou"),
         _ => short_id(&mut rng, "res"),
@@ -193,12 +254,12 @@ fn full_event(seed: u64, stream: u64, index: u64, timestamp_secs: i64, style: &S
             json!({"run": {"id": resource_id, "message": text(&mut rng, "Queued manually using Terraform"), "is_destroy": rng.random_bool(0.05)}, "workspace": workspace})
         }
         ("workspace", "add_team" | "remove_team" | "update_team_permissions") => json!({
-            "team": {"id": short_id(&mut rng, "team"), "name": text(&mut rng, "platform")},
+            "team": {"id": kept_id(&mut rng, "team", "team-Ci2Pipeline0002"), "name": text(&mut rng, "platform")},
             "permissions": {"runs": "apply", "variables": "write", "state-versions": "read-outputs", "sentinel-mocks": "none", "workspace-locking": true},
             "workspace": workspace
         }),
         ("team", _) => json!({"team": {"id": resource_id, "name": text(&mut rng, "owners")},
-                              "user": {"id": short_id(&mut rng, "user"), "username": text(&mut rng, other_user)}}),
+                              "user": {"id": kept_id(&mut rng, "user", &user_id(other_user)), "username": text(&mut rng, other_user)}}),
         ("organization_user", _) => {
             json!({"user": {"id": short_id(&mut rng, "user"), "username": text(&mut rng, "newhire"), "email": "newhire@example.com"}})
         }

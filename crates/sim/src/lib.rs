@@ -18,7 +18,7 @@ mod listing;
 mod server;
 
 pub use generate::Style;
-pub use generate::{HOSTILE, uuid};
+pub use generate::{CatalogueEntry, HOSTILE, default_catalogue, uuid};
 pub use listing::{ListedEvent, Listing};
 pub use server::{RequestRecord, Sim, SimStats};
 
@@ -75,6 +75,9 @@ pub struct SimConfig {
     pub token: String,
     /// A token that is valid but not entitled (answered 404).
     pub forbidden_token: Option<String>,
+    /// The organization token that reads the catalogue listings (workspaces, teams…);
+    /// `None`: `token` reads them too.
+    pub enrich_token: Option<String>,
     pub organization_id: String,
     /// Live events per second (0 for none).
     pub live_rate: f64,
@@ -102,6 +105,7 @@ impl Default for SimConfig {
             since_mode: SinceMode::Exclusive,
             token: "sim-token".into(),
             forbidden_token: None,
+            enrich_token: None,
             organization_id: "org-SimuLat0r000001".into(),
             live_rate: 0.0,
             late_fraction: 0.2,

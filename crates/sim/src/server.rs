@@ -2,13 +2,13 @@
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum::Router;
 use axum::body::Body;
-use axum::extract::{Query, State};
+use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -18,6 +18,7 @@ use rand::{Rng, SeedableRng};
 use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 
+use crate::generate::{CatalogueEntry, default_catalogue};
 use crate::listing::{ListedEvent, Listing};
 use crate::{Faults, SimConfig};
 
@@ -54,6 +55,11 @@ struct Shared {
     stats: Mutex<(SimStats, VecDeque<RequestRecord>)>,
     live_on: AtomicBool,
     window: Mutex<(i64, u32)>,
+    /// The organization's listings (workspaces, teams, memberships…).
+    catalogue: Mutex<Vec<CatalogueEntry>>,
+    /// Catalogue requests still to be answered 429.
+    catalogue_throttle: AtomicU32,
+    catalogue_requests: AtomicU64,
 }
 
 /// A running simulator.
@@ -89,12 +95,16 @@ impl Sim {
             stats: Mutex::new((SimStats::default(), VecDeque::new())),
             live_on: AtomicBool::new(config.live_rate > 0.0),
             window: Mutex::new((0, 0)),
+            catalogue: Mutex::new(default_catalogue()),
+            catalogue_throttle: AtomicU32::new(0),
+            catalogue_requests: AtomicU64::new(0),
             config,
         });
         let cancel = CancellationToken::new();
         let app = Router::new()
             .route("/api/v2/organization/audit-trail", get(audit_trail))
             .route("/api/v2/ping", get(|| async { ([("x-ratelimit-limit", "30")], StatusCode::NO_CONTENT) }))
+            .route("/api/v2/organizations/{organization}/{listing}", get(catalogue))
             .route("/_sim/events", get(sim_events))
             .route("/_sim/stats", get(sim_stats))
             .with_state(shared.clone());
@@ -171,6 +181,35 @@ impl Sim {
             json,
         );
         self.shared.stats.lock().unwrap_or_else(std::sync::PoisonError::into_inner).0.live_events += 1;
+    }
+
+    /// Sets the name (and email) of the listed object `id`, adding it to `listing`
+    /// (`workspaces`, `teams`, `organization-memberships`, `projects`, `agent-pools`,
+    /// `policy-sets`, `varsets`) when new: a rename, or a new object.
+    pub fn set_listed(&self, listing: &'static str, id: &str, name: &str, email: Option<&str>) {
+        let mut all = self.shared.catalogue.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let entry =
+            CatalogueEntry { listing, id: id.to_owned(), name: name.to_owned(), email: email.map(str::to_owned) };
+        match all.iter_mut().find(|e| e.id == id) {
+            Some(e) => *e = entry,
+            None => all.push(entry),
+        }
+    }
+
+    /// Removes the listed object `id` (deleted in the organization).
+    pub fn remove_listed(&self, id: &str) {
+        self.shared.catalogue.lock().unwrap_or_else(std::sync::PoisonError::into_inner).retain(|e| e.id != id);
+    }
+
+    /// Answers the next `n` catalogue requests with 429.
+    pub fn throttle_catalogue(&self, n: u32) {
+        self.shared.catalogue_throttle.store(n, Ordering::SeqCst);
+    }
+
+    /// How many catalogue requests were answered (any status).
+    #[must_use]
+    pub fn catalogue_requests(&self) -> u64 {
+        self.shared.catalogue_requests.load(Ordering::SeqCst)
     }
 
     /// Starts or stops live arrivals.
@@ -411,6 +450,80 @@ fn throttled(reset_secs: f64) -> Response {
         r.headers_mut().insert("x-ratelimit-reset", v);
     }
     r
+}
+
+/// An organization's listing, JSON:API style, paged by `page[number]`/`page[size]`
+/// (20 by default, 100 at most) with `meta.pagination`; memberships include their users.
+async fn catalogue(
+    State(shared): State<Arc<Shared>>,
+    Path((_organization, listing)): Path<(String, String)>,
+    headers: HeaderMap,
+    Query(query): Query<Vec<(String, String)>>,
+) -> Response {
+    shared.catalogue_requests.fetch_add(1, Ordering::SeqCst);
+    let token = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or("");
+    // An audit trail token reads only the audit trail; an organization token is needed.
+    let wanted = shared.config.enrich_token.as_deref().unwrap_or(&shared.config.token);
+    if token != wanted {
+        return json_api_error(StatusCode::UNAUTHORIZED, "unauthorized", "");
+    }
+    if shared.catalogue_throttle.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1)).is_ok() {
+        return throttled(0.05);
+    }
+    let kind = match listing.as_str() {
+        "workspaces"
+        | "teams"
+        | "projects"
+        | "agent-pools"
+        | "policy-sets"
+        | "varsets"
+        | "organization-memberships" => listing.as_str(),
+        _ => return json_api_error(StatusCode::NOT_FOUND, "not found", ""),
+    };
+    let get = |k: &str| query.iter().find(|(key, _)| key == k).and_then(|(_, v)| v.parse::<u64>().ok());
+    let size = get("page[size]").filter(|&n| n > 0).unwrap_or(20).min(100);
+    let page = get("page[number]").filter(|&n| n > 0).unwrap_or(1);
+    let all: Vec<CatalogueEntry> = shared
+        .catalogue
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .iter()
+        .filter(|e| e.listing == kind)
+        .cloned()
+        .collect();
+    let total = all.len() as u64;
+    let items: Vec<&CatalogueEntry> =
+        all.iter().skip(((page - 1) * size).try_into().unwrap_or(usize::MAX)).take(size as usize).collect();
+    let mut data = Vec::new();
+    let mut included = Vec::new();
+    for (i, e) in items.iter().enumerate() {
+        if kind == "organization-memberships" {
+            data.push(serde_json::json!({
+                "id": format!("ou-Sim{page}x{i}"), "type": "organization-memberships",
+                "attributes": {"status": "active", "email": e.email},
+                "relationships": {"user": {"data": {"id": e.id, "type": "users"}}}
+            }));
+            included.push(serde_json::json!({"id": e.id, "type": "users", "attributes": {"username": e.name}}));
+        } else {
+            data.push(serde_json::json!({"id": e.id, "type": kind, "attributes": {"name": e.name}}));
+        }
+    }
+    let total_pages = total.div_ceil(size).max(1);
+    let mut body = serde_json::json!({
+        "data": data,
+        "meta": {"pagination": {
+            "current-page": page, "page-size": size, "total-pages": total_pages, "total-count": total,
+            "prev-page": (page > 1).then(|| page - 1), "next-page": (page < total_pages).then(|| page + 1)
+        }}
+    });
+    if kind == "organization-memberships" {
+        body["included"] = serde_json::Value::Array(included);
+    }
+    (StatusCode::OK, [(header::CONTENT_TYPE, "application/vnd.api+json")], body.to_string()).into_response()
 }
 
 async fn sim_events(State(shared): State<Arc<Shared>>) -> Response {

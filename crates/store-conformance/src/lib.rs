@@ -66,6 +66,7 @@ use tfaudit_model::AuditEvent;
 use tfaudit_store::Store;
 
 mod alerts;
+mod catalogue;
 mod dead_letters;
 mod events;
 mod leases;
@@ -74,6 +75,7 @@ mod sync;
 mod transfer;
 
 pub use alerts::*;
+pub use catalogue::*;
 pub use dead_letters::*;
 pub use events::*;
 pub use leases::*;
@@ -159,6 +161,7 @@ macro_rules! suite {
             the_tree_grows_by_compare_and_set,
             checkpoints_and_verifications_are_kept,
             the_archive_tree_verifies_and_proves_every_event,
+            names_have_history_renames_and_gone_ids,
         );
     };
     (@checks $fresh:expr; $($check:ident),* $(,)?) => {

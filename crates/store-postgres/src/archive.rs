@@ -61,6 +61,7 @@ fn read_event(r: &postgres::Row, names: &HashMap<i64, String>) -> Result<StoredE
             resource_type: r.get(11),
             resource_action: r.get(12),
             raw,
+            named: Default::default(),
         },
     };
     if indexed_fields(&stored.event).any(|c| c.contains('\u{FFFD}')) {
@@ -118,6 +119,7 @@ fn without_nul(e: &AuditEvent) -> AuditEvent {
         resource_type: clean(&e.resource_type),
         resource_action: clean(&e.resource_action),
         raw: e.raw.clone(),
+        named: Default::default(),
     }
 }
 
@@ -363,6 +365,7 @@ impl PostgresStore {
                 rollups.add(page.source_id, e);
             }
             rollup::write(rollups, self, &mut tx, &rollup_statements)?;
+            crate::catalogue::write_page_names(&mut tx, page.source_id, page.events).map_err(|e| self.db(&e))?;
         }
         for reject in page.rejects {
             let hash = sha2::Sha256::digest(reject.raw.as_bytes()).to_vec();

@@ -23,6 +23,7 @@
 //! raw event. Case-sensitive globs become `LIKE` on `COLLATE "C"` columns.
 
 mod archive;
+mod catalogue;
 mod connect;
 mod consumers;
 mod dead_letters;

@@ -301,4 +301,25 @@ CREATE TABLE pruned_days (
     PRIMARY KEY (source_id, day)
 );
 "#,
+    // 6: names for ids, with history (see the SQLite schema's migration 12).
+    r#"
+CREATE TABLE catalogue (
+    id            text NOT NULL,
+    name          text NOT NULL,
+    kind          text NOT NULL,
+    email         text,
+    source_id     bigint NOT NULL,
+    first_seen_ms bigint NOT NULL,
+    last_seen_ms  bigint NOT NULL,
+    gone_ms       bigint,
+    listed        boolean NOT NULL DEFAULT false,
+    PRIMARY KEY (id, name)
+);
+CREATE INDEX catalogue_by_name ON catalogue (lower(name));
+CREATE INDEX catalogue_by_kind ON catalogue (source_id, kind);
+CREATE TABLE catalogue_listings (
+    source_id bigint PRIMARY KEY,
+    listed_ms bigint NOT NULL
+);
+"#,
 ];

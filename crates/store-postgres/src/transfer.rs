@@ -292,6 +292,7 @@ impl Transfer for PostgresStore {
                 resource_type: nul_free_opt(&e.resource_type).map(Cow::into_owned),
                 resource_action: nul_free_opt(&e.resource_action).map(Cow::into_owned),
                 raw: String::new(),
+                named: Default::default(),
             })
             .collect();
         for (e, &source) in clean.iter().zip(&sources) {

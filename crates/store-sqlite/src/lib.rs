@@ -6,6 +6,7 @@
 //! events it stands for.
 
 mod alerts;
+mod catalogue;
 mod compress;
 mod dead_letters;
 mod glob;
@@ -551,6 +552,7 @@ fn read_event(conn: &Connection, names: &mut names::Resolver, r: &rusqlite::Row<
             resource_type: names.at(conn, r, 11)?,
             resource_action: names.at(conn, r, 12)?,
             raw: r.get(13)?,
+            named: Default::default(),
         },
     })
 }
@@ -766,6 +768,7 @@ impl Archive for SqliteStore {
             }
         }
         rollup::write(&rollups, &tx).map_err(|e| self.db(e))?;
+        catalogue::write_page_names(&tx, page.source_id, page.events).map_err(|e| self.db(e))?;
         ledger::grow(&tx, page.source_id, stored_before, &inserted).map_err(|e| self.db(e))?;
         for reject in page.rejects {
             let seen: Option<i64> = tx

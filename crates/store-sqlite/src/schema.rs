@@ -386,4 +386,26 @@ CREATE INDEX events_by_hour_resource    ON events (ts_ms / 3600000, resource_id)
 CREATE INDEX events_by_impersonator     ON events (impersonator_id) WHERE impersonator_id IS NOT NULL;
 CREATE INDEX events_by_seq              ON events (seq);
 ",
+    // 12: names for ids, with history (the catalogue), and when each organization's
+    // listings were last fetched.
+    r"
+CREATE TABLE catalogue (
+    id            TEXT NOT NULL,
+    name          TEXT NOT NULL,
+    kind          TEXT NOT NULL,
+    email         TEXT,
+    source_id     INTEGER NOT NULL REFERENCES sources (id),
+    first_seen_ms INTEGER NOT NULL,
+    last_seen_ms  INTEGER NOT NULL,
+    gone_ms       INTEGER,
+    listed        INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY (id, name)
+) WITHOUT ROWID;
+CREATE INDEX catalogue_by_name ON catalogue (name COLLATE NOCASE);
+CREATE INDEX catalogue_by_kind ON catalogue (source_id, kind);
+CREATE TABLE catalogue_listings (
+    source_id INTEGER PRIMARY KEY REFERENCES sources (id),
+    listed_ms INTEGER NOT NULL
+);
+",
 ];

@@ -209,3 +209,14 @@ guarded! { Retention {
     fn pruned_days(&self) -> Result<Vec<PrunedDay>>;
     fn restore_day(&self, source: &str, day: &str, events: &[StoredEvent]) -> Result<u64>;
 } }
+
+use crate::{Catalogue, Listing, ListingOutcome, NameBook, NameRecord};
+
+guarded! { Catalogue {
+    fn record_listing(&self, listing: &Listing<'_>) -> Result<ListingOutcome>;
+    fn listed_at(&self, source: &str) -> Result<Option<Timestamp>>;
+    fn current_names(&self, ids: &[&str]) -> Result<std::collections::HashMap<String, NameRecord>>;
+    fn name_history(&self, id: &str) -> Result<Vec<NameRecord>>;
+    fn ids_named(&self, name: &str) -> Result<Vec<NameRecord>>;
+    fn all_names(&self) -> Result<NameBook>;
+} }

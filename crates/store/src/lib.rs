@@ -20,6 +20,7 @@ use tfaudit_model::{AuditEvent, RejectedEvent};
 
 mod alerts;
 pub mod blocking;
+pub mod catalogue;
 mod filter;
 mod leases;
 pub mod ledger;
@@ -33,6 +34,7 @@ pub use alerts::{
     DeliveryJob, DeliveryOutcome, DeliveryRecord, DeliveryState, DestinationHealth, SeenValues,
 };
 pub use blocking::{Guarded, blocking, blocking_on};
+pub use catalogue::{Catalogue, Listing, ListingOutcome, NameBook, NameRecord};
 pub use filter::{EventFilter, Pattern};
 pub use leases::{ALERTS_LEASE, Fence, Lease, LeaseHolder, Leases, ttl_ms};
 pub use ledger::{Checkpoint, Hash, Leaf, Ledger, TreeHead, TreeNode, Verification};
@@ -622,6 +624,6 @@ pub struct DeadLetter {
 
 /// A whole backend: every role. Code that holds an `Arc<dyn Store>` calls any;
 /// code that needs one role takes that role.
-pub trait Store: Archive + Consumers + Transfer + Leases + Ledger + Retention {}
+pub trait Store: Archive + Consumers + Transfer + Leases + Ledger + Retention + Catalogue {}
 
-impl<T: Archive + Consumers + Transfer + Leases + Ledger + Retention + ?Sized> Store for T {}
+impl<T: Archive + Consumers + Transfer + Leases + Ledger + Retention + Catalogue + ?Sized> Store for T {}

@@ -204,6 +204,7 @@ mod tests {
                 resource_type: None,
                 resource_action: None,
                 raw: "{}".into(),
+                named: Default::default(),
             },
         };
         let seqs = encode_seqs(&[3, 7]);

@@ -31,6 +31,8 @@ use tfaudit_store::{
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
+mod enrich;
+pub use enrich::{EnrichError, Enrichment, Refreshed, refresh_names};
 #[cfg(test)]
 mod tests;
 

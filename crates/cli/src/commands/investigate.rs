@@ -141,6 +141,7 @@ pub fn who(cli: &Cli, args: &WhoArgs) -> Result<(), Failure> {
     }
     let range = super::read::filter(&args.range.filter(), Timestamp::now())?;
     let store = super::read::open_for_reading(cli)?;
+    let id = &super::read::resolve_id(&*store, id)?;
     let (trail, created) = trail(&*store, id, &range)?;
     let mut tokens = Vec::new();
     let mut seen: BTreeSet<String> = BTreeSet::from([id.to_owned()]);

@@ -6,6 +6,7 @@ pub mod integrity;
 pub mod investigate;
 pub mod manual;
 pub mod migrate;
+pub mod names;
 pub mod read;
 pub mod serve;
 pub mod sim;

@@ -56,10 +56,17 @@ pub fn filter(args: &FilterArgs, now: Timestamp) -> Result<EventFilter, Failure>
 
 /// Writes events in a query format; shared by `query`, `export` and the demo.
 /// `terminal`: `out` is a terminal, so every format escapes what it would obey.
-fn event_writer<W: Write>(format: QueryFormat, out: W, terminal: bool) -> Result<EventWriter<W>, Failure> {
+/// The writer of `format`; the formats for people (and `json`'s `names` key) show
+/// names from the catalogue, loaded once here.
+fn event_writer<W: Write>(
+    store: &dyn Store,
+    format: QueryFormat,
+    out: W,
+    terminal: bool,
+) -> Result<EventWriter<W>, Failure> {
     Ok(match format {
-        QueryFormat::Table => EventWriter::table(out),
-        QueryFormat::Json => EventWriter::json(out, terminal),
+        QueryFormat::Table => EventWriter::table(out, store.all_names()?),
+        QueryFormat::Json => EventWriter::json(out, terminal, store.all_names()?),
         QueryFormat::Jsonl => EventWriter::jsonl(out, terminal),
         QueryFormat::Csv => EventWriter::csv(out, terminal)?,
         QueryFormat::Explain => EventWriter::explain(out),
@@ -75,15 +82,21 @@ pub fn write_events(
     out: &mut dyn Write,
     terminal: bool,
 ) -> Result<u64, Failure> {
-    let mut writer = event_writer(format, &mut *out, terminal)?;
+    let mut writer = event_writer(store, format, &mut *out, terminal)?;
     let n = store.events(filter, order, limit, &mut |e| writer.write(&e))?;
     writer.finish()?;
     Ok(n)
 }
 
 pub fn query(cli: &Cli, args: &QueryArgs) -> Result<(), Failure> {
-    let filter = filter(&args.filter, Timestamp::now())?;
+    let mut filter = filter(&args.filter, Timestamp::now())?;
     let store = open_for_reading(cli)?;
+    // A resource given by name: the id the catalogue names so.
+    if let Some(p) = &filter.resource_id
+        && !p.is_glob()
+    {
+        filter.resource_id = Some(tfaudit_store::Pattern::new(resolve_id(&*store, p.as_str())?));
+    }
     let stdout = output::Stdout::new();
     let terminal = stdout.terminal;
     let format = match args.format {
@@ -155,7 +168,7 @@ fn write_kept(
     terminal: bool,
     keep: &dyn Fn(&StoredEvent) -> bool,
 ) -> Result<u64, Failure> {
-    let mut writer = event_writer(format, out, terminal)?;
+    let mut writer = event_writer(store, format, out, terminal)?;
     let mut written = 0u64;
     store.events(filter, order, None, &mut |e| {
         if limit.is_none_or(|l| written < l) && keep(&e) {
@@ -175,10 +188,11 @@ pub fn history(cli: &Cli, args: &HistoryArgs) -> Result<(), Failure> {
         return Err(Failure::Usage("history needs a resource id, such as ws-… or team-…".into()));
     }
     let mut filter = filter(&args.range.filter(), Timestamp::now())?;
+    let store = open_for_reading(cli)?;
+    let id = &resolve_id(&*store, id)?;
     // The store's text match finds every event naming the id (case-insensitively);
     // only those naming it exactly are kept.
     filter.text = Some(id.to_owned());
-    let store = open_for_reading(cli)?;
     let stdout = output::Stdout::new();
     let terminal = stdout.terminal;
     let format = args.format.unwrap_or(if terminal { QueryFormat::Table } else { QueryFormat::Jsonl });
@@ -192,6 +206,38 @@ pub fn history(cli: &Cli, args: &HistoryArgs) -> Result<(), Failure> {
         writeln!(io::stderr(), "no event names {:?}", output::terminal_safe(&shown))?;
     }
     Ok(())
+}
+
+/// The id `text` stands for: itself when the catalogue knows it as an id or knows no
+/// such name; else the one id named so (any time, case-insensitively).
+///
+/// # Errors
+/// When several ids have (or had) that name: the message lists them, to pick one.
+pub fn resolve_id(store: &dyn Store, text: &str) -> Result<String, Failure> {
+    if !store.name_history(text)?.is_empty() {
+        return Ok(text.to_owned());
+    }
+    let named = store.ids_named(text)?;
+    // The organization's own listing is the authority: when it holds one id of that
+    // name now, that is the one meant.
+    let mut listed: Vec<&str> = named.iter().filter(|r| r.listed && r.gone.is_none()).map(|r| r.id.as_str()).collect();
+    listed.sort_unstable();
+    listed.dedup();
+    if let [one] = listed[..] {
+        return Ok(one.to_owned());
+    }
+    let mut ids: Vec<String> = named.iter().map(|r| r.id.clone()).collect();
+    ids.sort();
+    ids.dedup();
+    match ids.len() {
+        0 => Ok(text.to_owned()),
+        1 => Ok(ids.remove(0)),
+        n => Err(Failure::Usage(format!(
+            "{n} ids are named {:?}: {}; give the id",
+            output::terminal_safe(text),
+            ids.iter().take(10).map(|id| output::terminal_safe(id).into_owned()).collect::<Vec<_>>().join(", ")
+        ))),
+    }
 }
 
 /// Whether `raw` holds `id` as a whole id: not as a part of a longer one

@@ -42,6 +42,7 @@ pub fn config(a: &SimArgs) -> Result<SimConfig, Failure> {
         },
         token: a.token.clone(),
         forbidden_token: a.forbidden_token.clone(),
+        enrich_token: a.enrich_token.clone(),
         live_rate: a.live_rate,
         late_fraction: a.late_fraction,
         max_lateness: a.max_lateness.0,

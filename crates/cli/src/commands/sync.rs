@@ -158,11 +158,41 @@ async fn sync_under_lease(
     let result =
         tfaudit_sync::sync_fenced(store.clone(), &org.client, &org.name, org.walk_options(), bar, &lost, Some(fence))
             .await;
+    // Names are read under the same lease, when due; a failure costs only names.
+    if let (Ok(_), Some(enrich)) = (&result, &org.enrich) {
+        names_warnings(&org.name, tfaudit_sync::refresh_names(store.clone(), &org.name, enrich, false).await);
+    }
     stop.cancel();
     if let Ok(Some(lease)) = renewer.await {
         let _ = tfaudit_store::blocking(store, move |s| s.release_lease(&lease)).await;
     }
     Ok(result?)
+}
+
+/// Says on stderr what a names refresh could not do (names are a convenience: the
+/// sync itself succeeded).
+pub(crate) fn names_warnings(
+    organization: &str,
+    result: Result<Option<tfaudit_sync::Refreshed>, tfaudit_sync::EnrichError>,
+) {
+    let org = terminal_safe(organization);
+    match result {
+        Ok(Some(r)) => {
+            for why in r.skipped {
+                let _ = writeln!(std::io::stderr(), "warning: {org}: names: {}", terminal_safe(&why));
+            }
+        }
+        Ok(None) => {}
+        Err(e) => {
+            let error = e.to_string();
+            let text = tfaudit_api::redact::redact(&error);
+            let _ = writeln!(
+                std::io::stderr(),
+                "warning: {}; names stay as they were (check enrich_token: an organization token)",
+                terminal_safe(&text)
+            );
+        }
+    }
 }
 
 /// The longest lease a one-shot command (`sync`, `forward --once`) takes: it renews it
@@ -230,6 +260,7 @@ pub async fn watch(cli: &Cli, args: &WatchArgs, server: Option<tfaudit_server::O
             interval: o.sync.interval,
             name: o.name,
             client: o.client,
+            enrich: o.enrich,
         })
         .collect::<Vec<_>>();
     let sinks = match &config {

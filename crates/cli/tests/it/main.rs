@@ -23,6 +23,7 @@ mod faults;
 mod forward;
 mod integrity;
 mod migrate;
+mod names;
 mod outage;
 mod output;
 mod serve;
