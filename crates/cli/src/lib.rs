@@ -56,6 +56,7 @@ fn run(cli: &Cli) -> Result<(), Failure> {
         Command::Summary(a) => commands::read::summary(cli, a),
         Command::History(a) => commands::read::history(cli, a),
         Command::Who(a) => commands::investigate::who(cli, a),
+        Command::Report(a) => commands::report::report(cli, a),
         Command::Status(a) => commands::read::status(cli, a),
         Command::Sync(a) => runtime()?.block_on(commands::sync::sync(cli, a)),
         Command::Watch(a) => runtime()?.block_on(commands::sync::watch(cli, a, None)),
@@ -107,6 +108,7 @@ fn init_logging(cli: &Cli) {
         "tfaudit_forward",
         "tfaudit_integrity",
         "tfaudit_cold",
+        "tfaudit_report",
     ];
     let long_running = matches!(
         cli.command,

@@ -7,6 +7,7 @@ pub mod investigate;
 pub mod manual;
 pub mod migrate;
 pub mod read;
+pub mod report;
 pub mod serve;
 pub mod sim;
 pub mod sync;
