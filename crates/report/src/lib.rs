@@ -113,7 +113,7 @@ pub struct Coverage {
     pub syncs_interrupted: u64,
     /// The newest failed syncs of the period.
     pub failures: Vec<SyncFailure>,
-    /// The latest successful sync that ended before the period's end.
+    /// The latest successful sync (after the period too: it vouches for the period).
     pub last_successful_sync: Option<Timestamp>,
     /// How far the record stops short of the period's end (or now), in seconds.
     pub behind_seconds: Option<i64>,
@@ -654,7 +654,8 @@ fn coverage(store: &dyn Store, request: &Request, org: Option<&Pattern>) -> Resu
             .total;
         // Complete from the oldest event collected (the first backfill reached back that
         // far at least) to where the last successful sync left the record.
-        let reached = match (totals.last_ok, s.cursor) {
+        // A sync that succeeded after the period still vouches for all of it.
+        let reached = match (s.last_success, s.cursor) {
             (Some(ok), Some(c)) => Some(ok.max(c)),
             (ok, c) => ok.or(c),
         };
@@ -693,7 +694,7 @@ fn coverage(store: &dyn Store, request: &Request, org: Option<&Pattern>) -> Resu
                     },
                 })
                 .collect(),
-            last_successful_sync: totals.last_ok,
+            last_successful_sync: s.last_success,
             behind_seconds,
             gaps,
             complete_from,

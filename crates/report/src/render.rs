@@ -119,9 +119,10 @@ pub fn html(s: &str) -> String {
     out
 }
 
-/// Text for Markdown, in a table cell or a paragraph: HTML's three characters as
-/// entities, every punctuation mark Markdown acts on behind a backslash (CommonMark
-/// allows that before any ASCII punctuation), line breaks shown as `\u{a}`.
+/// Text for Markdown, in a table cell or a paragraph (never at a line's start): HTML's
+/// three characters as entities, every punctuation mark Markdown acts on within a line
+/// behind a backslash (emphasis, code, links and images, tables, strikethrough), line
+/// breaks shown as `\u{a}`.
 #[must_use]
 pub fn markdown(s: &str) -> String {
     let mut out = String::with_capacity(s.len() + 8);
@@ -130,8 +131,7 @@ pub fn markdown(s: &str) -> String {
             '&' => out.push_str("&amp;"),
             '<' => out.push_str("&lt;"),
             '>' => out.push_str("&gt;"),
-            '\\' | '`' | '*' | '_' | '[' | ']' | '(' | ')' | '{' | '}' | '|' | '#' | '!' | '~' | '+' | '-' | '='
-            | ':' | '"' | '\'' | '$' | '^' => {
+            '\\' | '`' | '*' | '_' | '[' | ']' | '(' | ')' | '|' | '#' | '!' | '~' => {
                 out.push('\\');
                 out.push(c);
             }
@@ -164,6 +164,7 @@ fn section_summary(section: &Section, noun: &str) -> Option<String> {
         return None;
     }
     let kinds: Vec<String> = section.by_kind.iter().map(|(k, n)| format!("{k}: {}", count(*n))).collect();
+    let noun = if section.total == 1 { noun.strip_suffix('s').unwrap_or(noun) } else { noun };
     let mut s = format!("{} {noun} ({}).", count(section.total), kinds.join(", "));
     if (section.items.len() as u64) < section.total {
         s.push_str(&format!(" The first {} are listed.", section.items.len()));
@@ -213,8 +214,9 @@ fn alerts_summary(a: &Alerts) -> Option<String> {
     let rules: Vec<String> = a.by_rule.iter().map(|(r, n)| format!("{r}: {}", count(*n))).collect();
     let states: Vec<String> = a.deliveries.iter().map(|(s, n)| format!("{s}: {}", count(*n))).collect();
     let mut s = format!(
-        "{} alerts about this period's events ({}). Deliveries: {}.",
+        "{} alert{} about this period's events ({}). Deliveries: {}.",
         count(a.total),
+        if a.total == 1 { "" } else { "s" },
         rules.join(", "),
         if states.is_empty() { "none".to_owned() } else { states.join(", ") }
     );
@@ -343,8 +345,9 @@ impl Markdown<'_> {
                     let _ = writeln!(o, "{NONE}\n");
                 } else {
                     let mut s = format!(
-                        "{} tokens created before the period's end with no deletion seen.",
-                        count(r.tokens.alive_total)
+                        "{} token{} created before the period's end with no deletion seen.",
+                        count(r.tokens.alive_total),
+                        if r.tokens.alive_total == 1 { "" } else { "s" }
                     );
                     if (r.tokens.alive.len() as u64) < r.tokens.alive_total {
                         s.push_str(&format!(" The first {} are listed.", r.tokens.alive.len()));
@@ -556,8 +559,9 @@ impl Html<'_> {
                     none(&mut o);
                 } else {
                     let mut s = format!(
-                        "{} tokens created before the period's end with no deletion seen.",
-                        count(r.tokens.alive_total)
+                        "{} token{} created before the period's end with no deletion seen.",
+                        count(r.tokens.alive_total),
+                        if r.tokens.alive_total == 1 { "" } else { "s" }
                     );
                     if (r.tokens.alive.len() as u64) < r.tokens.alive_total {
                         s.push_str(&format!(" The first {} are listed.", r.tokens.alive.len()));
@@ -705,7 +709,7 @@ mod tests {
         assert!(!m.contains('\n') && !m.contains('<'), "{m}");
         assert!(!m.replace("\\|", "").contains('|'), "every pipe escaped: {m}");
         assert!(!m.replace("\\`", "").contains('`'), "{m}");
-        assert!(m.contains("\\[a\\]\\(http\\://e\\)"), "{m}");
+        assert!(m.contains("\\[a\\]\\(http://e\\)"), "{m}");
     }
 
     #[test]

@@ -25,5 +25,6 @@ mod integrity;
 mod migrate;
 mod outage;
 mod output;
+mod report;
 mod serve;
 mod sync;
