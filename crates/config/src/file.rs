@@ -758,7 +758,12 @@ impl ConfigFile {
         }
         if let Some(url) = &file.serve.public_url {
             let rest = url.strip_prefix("https://").or_else(|| url.strip_prefix("http://"));
-            if rest.is_none_or(|r| r.is_empty() || r.contains(|c: char| c.is_whitespace() || c.is_control() || matches!(c, '"' | '<' | '>' | '?' | '#'))) {
+            if rest.is_none_or(|r| {
+                r.is_empty()
+                    || r.contains(|c: char| {
+                        c.is_whitespace() || c.is_control() || matches!(c, '"' | '<' | '>' | '?' | '#')
+                    })
+            }) {
                 return Err(invalid(
                     "public_url",
                     "[serve] public_url must be the dashboard's http:// or https:// address, such as https://tfaudit.example.com (no query or fragment)".to_owned(),

@@ -304,9 +304,7 @@ pub fn gather(store: &dyn Store, request: &Request, names: &dyn NameOf) -> Resul
         summary.by_kind.iter().map(|k| (k.resource_type.clone(), k.action.clone(), k.count)).collect();
     let reader = Reader { store, request, names, base: &base };
 
-    let privileged_access = reader.section(&kinds, privileged, |e| {
-        owners(e).then(|| "owners team".to_owned())
-    })?;
+    let privileged_access = reader.section(&kinds, privileged, |e| owners(e).then(|| "owners team".to_owned()))?;
     let tokens = reader.tokens(&kinds)?;
     let sso_and_settings = reader.section(&kinds, settings, |_| None)?;
     let policy_overrides = reader.section(&kinds, policy_override, |_| None)?;
@@ -377,12 +375,17 @@ struct Reader<'a> {
 impl Reader<'_> {
     fn item(&self, e: &StoredEvent, note: Option<String>) -> Item {
         let ev = &e.event;
-        let actor_name = ev.auth_description.clone().or_else(|| ev.accessor_id.as_deref().and_then(|id| self.names.name_of(id)));
+        let actor_name =
+            ev.auth_description.clone().or_else(|| ev.accessor_id.as_deref().and_then(|id| self.names.name_of(id)));
         Item {
             time: ev.timestamp,
             organization: e.source.clone(),
             event_id: ev.id.clone(),
-            kind: format!("{} {}", ev.resource_type.as_deref().unwrap_or("?"), ev.resource_action.as_deref().unwrap_or("?")),
+            kind: format!(
+                "{} {}",
+                ev.resource_type.as_deref().unwrap_or("?"),
+                ev.resource_action.as_deref().unwrap_or("?")
+            ),
             actor_id: ev.accessor_id.clone(),
             actor_name,
             impersonator_id: ev.impersonator_id.clone(),
@@ -395,7 +398,10 @@ impl Reader<'_> {
     }
 
     fn link(&self, id: &str) -> Option<String> {
-        self.request.public_url.as_deref().map(|base| format!("{}/events/{}", base.trim_end_matches('/'), path_segment(id)))
+        self.request
+            .public_url
+            .as_deref()
+            .map(|base| format!("{}/events/{}", base.trim_end_matches('/'), path_segment(id)))
     }
 
     /// The events matching `filter`, oldest first, at most the report's limit.
@@ -432,7 +438,7 @@ impl Reader<'_> {
     }
 
     fn listed(&self, mut events: Vec<StoredEvent>, note: impl Fn(&StoredEvent) -> Option<String>) -> Vec<Item> {
-        events.sort_by(|a, b| (a.event.timestamp, a.seq).cmp(&(b.event.timestamp, b.seq)));
+        events.sort_by_key(|e| (e.event.timestamp, e.seq));
         events.truncate(self.request.limit);
         events.iter().map(|e| self.item(e, note(e))).collect()
     }
@@ -447,7 +453,8 @@ impl Reader<'_> {
         let token_types: Vec<String> = {
             // Token kinds ever seen are few; the period's and the built-in one suffice
             // to find creations that may predate the period.
-            let mut t: Vec<String> = kinds.iter().filter(|(t, _, _)| t.contains("token")).map(|(t, _, _)| t.clone()).collect();
+            let mut t: Vec<String> =
+                kinds.iter().filter(|(t, _, _)| t.contains("token")).map(|(t, _, _)| t.clone()).collect();
             t.push("authentication_token".into());
             t.sort();
             t.dedup();
@@ -466,7 +473,11 @@ impl Reader<'_> {
         }
         let mut alive_total = 0;
         for t in &token_types {
-            let f = EventFilter { resource_type: Some(Pattern::new(t.as_str())), action: Some(Pattern::new("create")), ..before_end.clone() };
+            let f = EventFilter {
+                resource_type: Some(Pattern::new(t.as_str())),
+                action: Some(Pattern::new("create")),
+                ..before_end.clone()
+            };
             self.store.events(&f, Order::OldestFirst, None, &mut |e| {
                 if e.event.resource_id.as_ref().is_some_and(|id| !deleted.contains(id)) {
                     alive_total += 1;
@@ -504,7 +515,7 @@ impl Reader<'_> {
                 section.by_kind.push(("run apply (destroy)".into(), count));
                 section.by_kind.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
                 section.items.extend(self.listed(runs, |_| Some("destroy run".into())));
-                section.items.sort_by(|a, b| a.time.cmp(&b.time));
+                section.items.sort_by_key(|i| i.time);
                 section.items.truncate(self.request.limit);
             }
         }
@@ -536,7 +547,7 @@ impl Reader<'_> {
             .filter(|a| a.event_time >= since && a.event_time < until)
             .filter(|a| org.as_ref().is_none_or(|o| o.matches(&a.source, true)))
             .collect();
-        records.sort_by(|a, b| (a.event_time, a.id).cmp(&(b.event_time, b.id)));
+        records.sort_by_key(|a| (a.event_time, a.id));
         for a in &records {
             out.total += 1;
             *rules.entry(a.rule.clone()).or_default() += 1;
@@ -595,7 +606,8 @@ fn activity(summary: &tfaudit_store::Summary, request: &Request, names: &dyn Nam
     let mut days: BTreeMap<jiff::civil::Date, u64> = BTreeMap::new();
     // Every day of the period, so that quiet days show as such.
     let first = request.period.since.to_zoned_datetime(zone.clone()).date();
-    let last_instant = request.period.until.checked_sub(jiff::SignedDuration::from_millis(1)).unwrap_or(request.period.until);
+    let last_instant =
+        request.period.until.checked_sub(jiff::SignedDuration::from_millis(1)).unwrap_or(request.period.until);
     let last = last_instant.to_zoned_datetime(zone.clone()).date();
     let mut d = first;
     while d <= last && days.len() < 3700 {
@@ -623,7 +635,12 @@ fn activity(summary: &tfaudit_store::Summary, request: &Request, names: &dyn Nam
                 events: a.count,
             })
             .collect(),
-        top_kinds: summary.by_kind.iter().take(TOP).map(|k| (format!("{} {}", k.resource_type, k.action), k.count)).collect(),
+        top_kinds: summary
+            .by_kind
+            .iter()
+            .take(TOP)
+            .map(|k| (format!("{} {}", k.resource_type, k.action), k.count))
+            .collect(),
         per_day: days.into_iter().map(|(d, n)| (d.to_string(), n)).collect(),
     }
 }
@@ -671,9 +688,9 @@ fn coverage(store: &dyn Store, request: &Request, org: Option<&Pattern>) -> Resu
             .filter(|g| g.from < end && g.to > since)
             .map(|g| GapItem { from: g.from, to: g.to, detected_at: g.detected_at })
             .collect();
-        let behind_seconds = complete_to.map(|t| (end.as_second() - t.as_second()).max(0)).or_else(|| {
-            (end > since).then(|| end.as_second() - since.as_second())
-        });
+        let behind_seconds = complete_to
+            .map(|t| (end.as_second() - t.as_second()).max(0))
+            .or_else(|| (end > since).then(|| end.as_second() - since.as_second()));
         let statement = statement(complete_from, complete_to, &gaps, since, end, &TimeZone::UTC);
         out.push(Coverage {
             organization: s.name.clone(),

@@ -23,9 +23,11 @@ impl Period {
     /// # Errors
     /// [`ReportError::Period`] when `text` is neither, saying how to write one.
     pub fn parse(text: &str, zone: &TimeZone) -> Result<Self, ReportError> {
-        let bad = || ReportError::Period(format!(
-            "{text:?} is not a period: write a quarter as 2026-Q3 or a month as 2026-11 (or give --since and --until instead)"
-        ));
+        let bad = || {
+            ReportError::Period(format!(
+                "{text:?} is not a period: write a quarter as 2026-Q3 or a month as 2026-11 (or give --since and --until instead)"
+            ))
+        };
         let (year, rest) = text.trim().split_once('-').ok_or_else(bad)?;
         if year.len() != 4 || !year.bytes().all(|b| b.is_ascii_digit()) {
             return Err(bad());
@@ -50,14 +52,22 @@ impl Period {
         let start = Date::new(year, first_month, 1).map_err(|_| bad())?;
         let end = start.checked_add(jiff::Span::new().months(months)).map_err(|_| bad())?;
         let at = |d: Date| d.to_zoned_datetime(zone.clone()).map(|z| z.timestamp()).map_err(|_| bad());
-        let label = if months == 3 { format!("{year}-Q{}", (first_month - 1) / 3 + 1) } else { format!("{year}-{first_month:02}") };
+        let label = if months == 3 {
+            format!("{year}-Q{}", (first_month - 1) / 3 + 1)
+        } else {
+            format!("{year}-{first_month:02}")
+        };
         Ok(Self { label, since: at(start)?, until: at(end)? })
     }
 
     /// Any range, named by its ends as shown in `zone`.
     #[must_use]
     pub fn range(since: Timestamp, until: Timestamp, zone: &TimeZone) -> Self {
-        Self { label: format!("{} to {}", crate::render::shown(since, zone), crate::render::shown(until, zone)), since, until }
+        Self {
+            label: format!("{} to {}", crate::render::shown(since, zone), crate::render::shown(until, zone)),
+            since,
+            until,
+        }
     }
 }
 
@@ -73,7 +83,10 @@ mod tests {
     fn quarters_and_months_are_whole_calendar_periods_in_the_zone() {
         let utc = TimeZone::UTC;
         let q = Period::parse("2026-Q3", &utc).unwrap();
-        assert_eq!((q.label.as_str(), q.since, q.until), ("2026-Q3", at("2026-07-01T00:00:00Z"), at("2026-10-01T00:00:00Z")));
+        assert_eq!(
+            (q.label.as_str(), q.since, q.until),
+            ("2026-Q3", at("2026-07-01T00:00:00Z"), at("2026-10-01T00:00:00Z"))
+        );
         let q4 = Period::parse("2026-q4", &utc).unwrap();
         assert_eq!((q4.label.as_str(), q4.until), ("2026-Q4", at("2027-01-01T00:00:00Z")));
         let m = Period::parse("2026-11", &utc).unwrap();

@@ -92,7 +92,8 @@ fn duration(seconds: i64) -> String {
 pub fn visible(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     for c in s.chars() {
-        let bidi = matches!(c, '\u{200e}' | '\u{200f}' | '\u{061c}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}');
+        let bidi =
+            matches!(c, '\u{200e}' | '\u{200f}' | '\u{061c}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}');
         if c.is_control() || bidi {
             let _ = write!(out, "\\u{{{:x}}}", c as u32);
         } else {
@@ -391,7 +392,12 @@ impl Markdown<'_> {
             let _ = writeln!(o, "{} events.\n", count(r.activity.total));
             o.push_str("Top actors:\n\n| Actor | Events |\n| --- | ---: |\n");
             for a in &r.activity.top_actors {
-                let _ = writeln!(o, "| {} | {} |", markdown(&named(a.name.as_deref(), Some(&a.accessor_id))), count(a.events));
+                let _ = writeln!(
+                    o,
+                    "| {} | {} |",
+                    markdown(&named(a.name.as_deref(), Some(&a.accessor_id))),
+                    count(a.events)
+                );
             }
             o.push_str("\nTop kinds:\n\n| Type and action | Events |\n| --- | ---: |\n");
             for (k, n) in &r.activity.top_kinds {
@@ -451,7 +457,7 @@ h3 { font-size: 1.05rem; }
 .statement.broken { border-left-color: #cf222e; }
 table { border-collapse: collapse; width: 100%; margin: .5rem 0 1rem; table-layout: auto; }
 th, td { border: 1px solid #d0d7de; padding: .25rem .45rem; text-align: left; vertical-align: top; overflow-wrap: anywhere; word-break: break-word; }
-th { background: #f6f8fa; }
+th { background: #f6f8fa; overflow-wrap: normal; word-break: normal; }
 td.n, th.n { text-align: right; white-space: nowrap; }
 td.t { white-space: nowrap; font-variant-numeric: tabular-nums; }
 code, .id { font-family: ui-monospace, SFMono-Regular, Menlo, monospace; font-size: .9em; }
@@ -543,7 +549,8 @@ impl Html<'_> {
             let _ = writeln!(o, "<li>{}</li>", html(&line));
         }
         o.push_str("</ul>\n</section>\n");
-        let ids = ["privileged-access", "tokens", "sso-and-settings", "policy-overrides", "destruction", "impersonations"];
+        let ids =
+            ["privileged-access", "tokens", "sso-and-settings", "policy-overrides", "destruction", "impersonations"];
         for ((heading, section, noun), id) in event_sections(r).into_iter().zip(ids) {
             self.open(&mut o, id, heading);
             match section_summary(section, noun) {
@@ -689,7 +696,13 @@ fn day_chart(days: &[(String, u64)]) -> String {
     }
     if let (Some(first), Some(last)) = (days.first(), days.last()) {
         let _ = writeln!(o, "<text x=\"{left}\" y=\"{}\">{}</text>", height - 10.0, html(&first.0));
-        let _ = writeln!(o, "<text x=\"{}\" y=\"{}\" text-anchor=\"end\">{}</text>", width - 8.0, height - 10.0, html(&last.0));
+        let _ = writeln!(
+            o,
+            "<text x=\"{}\" y=\"{}\" text-anchor=\"end\">{}</text>",
+            width - 8.0,
+            height - 10.0,
+            html(&last.0)
+        );
     }
     o.push_str("</svg>\n");
     o

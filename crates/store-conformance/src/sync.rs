@@ -174,14 +174,10 @@ pub fn runs_are_counted_per_source_over_a_range(fresh: Fresh<'_>) {
         (acme_totals.runs, acme_totals.ok, acme_totals.failed, acme_totals.interrupted, acme_totals.unfinished),
         (5, 1, 2, 1, 1)
     );
-    let failed: Vec<(i64, Option<RunResult>)> =
-        acme_totals.failures.iter().map(|r| (r.id, r.result.clone())).collect();
+    let failed: Vec<(i64, Option<RunResult>)> = acme_totals.failures.iter().map(|r| (r.id, r.result.clone())).collect();
     assert_eq!(
         failed,
-        [
-            (second, Some(RunResult::Failed("timeout".into()))),
-            (first, Some(RunResult::Failed("HTTP 500 <x>".into())))
-        ]
+        [(second, Some(RunResult::Failed("timeout".into()))), (first, Some(RunResult::Failed("HTTP 500 <x>".into())))]
     );
     assert_eq!(acme_totals.failures[0].started_at, at("2024-06-05T00:00:00Z"));
     assert_eq!(acme_totals.failures[0].tally.requests, 3);

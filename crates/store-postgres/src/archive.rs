@@ -9,7 +9,8 @@ use sha2::Digest;
 use tfaudit_model::AuditEvent;
 use tfaudit_store::{
     ActorCount, DayCount, EventFilter, Gap, KindCount, Order, PageOutcome, PageWrite, Pattern, Reject, Result, Run,
-    RunCounts, RunResult, RunTally, RunTotals, SeenValues, Source, SourceStatus, StoreError, StoredEvent, Summary, Walk,
+    RunCounts, RunResult, RunTally, RunTotals, SeenValues, Source, SourceStatus, StoreError, StoredEvent, Summary,
+    Walk,
 };
 
 use crate::rollup;

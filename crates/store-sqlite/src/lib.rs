@@ -29,8 +29,8 @@ use tfaudit_model::AuditEvent;
 use tfaudit_store::{
     ActorCount, AlertFilter, AlertRecord, AlertStatus, AlertWrite, Archive, CommitOutcome, ConsumerPosition, Consumers,
     DayCount, DeadLetter, DeliveryJob, DeliveryOutcome, EventFilter, Fence, Gap, KindCount, Leases, Order, PageOutcome,
-    PageWrite, Reject, Result, Run, RunCounts, RunResult, RunTally, RunTotals, SeenValues, Source, SourceStatus, StoreError,
-    StoredEvent, Summary, Walk,
+    PageWrite, Reject, Result, Run, RunCounts, RunResult, RunTally, RunTotals, SeenValues, Source, SourceStatus,
+    StoreError, StoredEvent, Summary, Walk,
 };
 
 use tfaudit_store::rollup::HOUR_MS;

@@ -129,7 +129,8 @@ macro_rules! guarded {
 use crate::{
     AlertFilter, AlertRecord, AlertStatus, AlertWrite, Archive, CommitOutcome, ConsumerPosition, Consumers, DeadLetter,
     DeliveryJob, DeliveryOutcome, EventFilter, Fence, Gap, Lease, Leases, Order, PageOutcome, PageWrite, Reject,
-    RunCounts, RunResult, RunTotals, SeenValues, Source, SourceStatus, StoredEvent, Summary, Transfer, transfer::ArchiveState,
+    RunCounts, RunResult, RunTotals, SeenValues, Source, SourceStatus, StoredEvent, Summary, Transfer,
+    transfer::ArchiveState,
 };
 use jiff::Timestamp;
 

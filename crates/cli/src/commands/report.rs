@@ -44,9 +44,7 @@ pub fn report(cli: &Cli, args: &ReportArgs) -> Result<(), Failure> {
 }
 
 fn period(args: &ReportArgs, now: Timestamp, zone: &jiff::tz::TimeZone) -> Result<Period, Failure> {
-    let when = |flag: &str, v: &str| {
-        parse_when_in(v, now, zone).map_err(|e| Failure::Usage(format!("--{flag}: {e}")))
-    };
+    let when = |flag: &str, v: &str| parse_when_in(v, now, zone).map_err(|e| Failure::Usage(format!("--{flag}: {e}")));
     match (&args.period, &args.since, &args.until) {
         (Some(_), Some(_), _) | (Some(_), _, Some(_)) => Err(Failure::Usage(
             "--period and --since/--until each name the time the report covers: give one of them".into(),

@@ -26,7 +26,8 @@ const HEADINGS: [&str; 10] = [
 
 /// What a user of the organization may have typed: markup, a script that would retitle
 /// the page, Markdown table and link syntax, backticks and a line break.
-const HOSTILE: &str = "<script>document.title='pwned'</script> | `rm -rf` [click](http://evil.example) **x**\n# heading";
+const HOSTILE: &str =
+    "<script>document.title='pwned'</script> | `rm -rf` [click](http://evil.example) **x**\n# heading";
 
 /// A simulator serving only the story (no generated history), for as long back as
 /// the story needs.
@@ -198,7 +199,17 @@ async fn the_report_lists_every_kind_of_change_with_hostile_strings_escaped() {
     let env = Env::new();
     let config = config(&env);
     // The first sync is history, never alerted on: one early event, then the story.
-    add(&sim, &[event("00000000-report-4000-8000-000000000000", "2026-11-01T08:00:00.000Z", ("user-StoryAlice0001", "alice"), ("run", "create"), "run-StoryFirst001", Value::Null)]);
+    add(
+        &sim,
+        &[event(
+            "00000000-report-4000-8000-000000000000",
+            "2026-11-01T08:00:00.000Z",
+            ("user-StoryAlice0001", "alice"),
+            ("run", "create"),
+            "run-StoryFirst001",
+            Value::Null,
+        )],
+    );
     assert!(env.sync(&sim, &["--retention", "36500d", "--name", "story"]).await.status.success());
     let ids = add(&sim, &story());
     assert!(env.sync(&sim, &["--retention", "36500d", "--name", "story"]).await.status.success());
@@ -211,7 +222,13 @@ async fn the_report_lists_every_kind_of_change_with_hostile_strings_escaped() {
     let coverage = &report["coverage"][0];
     assert_eq!(coverage["events"], 15, "{coverage}");
     assert_eq!(coverage["gaps"], json!([]));
-    assert!(coverage["statement"].as_str().unwrap().starts_with("The record is complete from 2026-11-01T08:00:00Z to 2026-12-01T00:00:00Z"), "{coverage}");
+    assert!(
+        coverage["statement"]
+            .as_str()
+            .unwrap()
+            .starts_with("The record is complete from 2026-11-01T08:00:00Z to 2026-12-01T00:00:00Z"),
+        "{coverage}"
+    );
     assert_eq!(listed(&report, "privileged_access"), [ids[0].as_str(), ids[1].as_str(), ids[2].as_str()]);
     assert_eq!(report["privileged_access"]["items"][0]["note"], "owners team");
     assert_eq!(
@@ -223,12 +240,24 @@ async fn the_report_lists_every_kind_of_change_with_hostile_strings_escaped() {
     assert_eq!(report["tokens"]["alive"][0]["resource_id"], "at-StoryToken0001");
     assert_eq!(listed(&report, "sso_and_settings"), [ids[6].as_str(), ids[7].as_str()]);
     assert_eq!(listed(&report, "policy_overrides"), [ids[8].as_str()]);
-    assert_eq!(listed(&report, "destruction"), [ids[9].as_str(), ids[11].as_str()], "the destroy run and the deleted workspace only");
+    assert_eq!(
+        listed(&report, "destruction"),
+        [ids[9].as_str(), ids[11].as_str()],
+        "the destroy run and the deleted workspace only"
+    );
     assert_eq!(listed(&report, "impersonations"), [ids[10].as_str()]);
     assert_eq!(report["impersonations"]["items"][0]["impersonator_id"], "user-SupportAdmin01");
     let rules: Vec<&str> =
         report["alerts"]["items"].as_array().unwrap().iter().map(|a| a["rule"].as_str().unwrap()).collect();
-    for rule in ["owner-added", "token-created", "sso-changed", "policy-override", "destroy-run", "workspace-destroyed", "impersonation"] {
+    for rule in [
+        "owner-added",
+        "token-created",
+        "sso-changed",
+        "policy-override",
+        "destroy-run",
+        "workspace-destroyed",
+        "impersonation",
+    ] {
         assert!(rules.contains(&rule), "{rule} in {rules:?}");
     }
     assert!(report["alerts"]["deliveries"]["delivered"].as_u64().unwrap() >= 7, "{}", report["alerts"]);
@@ -246,7 +275,9 @@ async fn the_report_lists_every_kind_of_change_with_hostile_strings_escaped() {
         assert!(md.contains(id.as_str()), "{id} in the Markdown");
         assert!(html.contains(id.as_str()), "{id} in the HTML");
     }
-    assert!(html.contains("<a href=\"https://tfaudit.example.com/audit/events/00000001-report-4000-8000-000000000000\">"));
+    assert!(
+        html.contains("<a href=\"https://tfaudit.example.com/audit/events/00000001-report-4000-8000-000000000000\">")
+    );
     assert!(md.contains("(<https://tfaudit.example.com/audit/events/00000001-report-4000-8000-000000000000>)"));
     // Hostile strings: no markup, no script, in the HTML; in the Markdown no raw markup,
     // no unescaped pipe or backtick, no line break inside a table row.
