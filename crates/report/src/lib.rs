@@ -405,13 +405,26 @@ impl Reader<'_> {
     }
 
     /// The events matching `filter`, oldest first, at most the report's limit.
+    ///
+    /// Read without a limit and stopped once enough arrived: with a limit the SQLite
+    /// backend may walk the time index of the whole period for a rare kind, where the
+    /// kind's own index holds its events in time order.
     fn read(&self, filter: &EventFilter) -> Result<Vec<StoredEvent>, ReportError> {
         let mut out = Vec::new();
-        let limit = u64::try_from(self.request.limit).unwrap_or(u64::MAX);
-        self.store.events(filter, Order::OldestFirst, Some(limit), &mut |e| {
+        let limit = self.request.limit;
+        if limit == 0 {
+            return Ok(out);
+        }
+        let read = self.store.events(filter, Order::OldestFirst, None, &mut |e| {
             out.push(e);
-            Ok(())
-        })?;
+            if out.len() >= limit { Err(std::io::Error::other(Enough)) } else { Ok(()) }
+        });
+        match read {
+            Err(StoreError::Output(e)) if e.get_ref().is_some_and(|inner| inner.is::<Enough>()) => {}
+            other => {
+                other?;
+            }
+        }
         Ok(out)
     }
 
@@ -585,6 +598,18 @@ impl Reader<'_> {
         Ok(out)
     }
 }
+
+/// Stops a read once a listing is full.
+#[derive(Debug)]
+struct Enough;
+
+impl std::fmt::Display for Enough {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("the listing is full")
+    }
+}
+
+impl std::error::Error for Enough {}
 
 /// An id as one URL path segment: everything but unreserved characters percent-encoded,
 /// so that an event id from the API cannot leave the link's path.
