@@ -86,6 +86,17 @@ pub enum Command {
     /// enrich_every (default 1h) by sync, watch and serve.
     #[command(subcommand)]
     Names(NamesCommand),
+    /// The compliance report of a period: coverage, integrity and the changes an auditor asks for
+    ///
+    /// Coverage (each organization's syncs, gaps and whether the record is complete),
+    /// integrity (the latest checkpoint and verification), privileged access changes,
+    /// token lifecycle, SSO and organization settings changes, policy overrides, destroy
+    /// runs and workspace deletions, impersonations, alerts and their delivery, and
+    /// activity by actor and by day. Every event listed with its time, actor, resource,
+    /// a plain-words line and, when [serve] public_url is set, a link to its dashboard
+    /// page. HTML is one self-contained page (no script, no external resource) that
+    /// prints to PDF; Markdown is plain tables; JSON has the same sections.
+    Report(ReportArgs),
     /// Per organization: events stored, cursor, last sync, gaps, rejects
     Status(StatusArgs),
     /// Check and list alert rules
@@ -545,6 +556,46 @@ pub enum QueryFormat {
 pub enum ExportFormat {
     Jsonl,
     Csv,
+}
+
+/// `tfaudit report`.
+#[derive(Debug, Args, Clone)]
+pub struct ReportArgs {
+    /// The period: a quarter (2026-Q3) or a month (2026-11), whole calendar periods in the
+    /// display zone (--tz, [display] timezone; UTC by default)
+    #[arg(long, value_name = "PERIOD")]
+    pub period: Option<String>,
+
+    /// Instead of --period: from this time (RFC 3339, a date, or an age such as 30d)
+    #[arg(long, value_name = "WHEN")]
+    pub since: Option<String>,
+
+    /// With --since: up to this time, excluded [default: now]
+    #[arg(long, value_name = "WHEN")]
+    pub until: Option<String>,
+
+    /// Only organizations whose name in tfaudit or org-… id matches (glob, case-insensitive)
+    #[arg(long, value_name = "NAME")]
+    pub org: Option<String>,
+
+    /// html, md or json [default: the -o file's extension, else md]
+    #[arg(long, value_enum)]
+    pub format: Option<ReportFileFormat>,
+
+    /// Write the report to this file (whole or not at all, mode 0600) instead of standard output
+    #[arg(long, short, value_name = "FILE")]
+    pub output: Option<PathBuf>,
+
+    /// At most this many events listed per section, oldest first (all are counted); 0 for all
+    #[arg(long, default_value_t = 500, value_name = "N")]
+    pub limit: usize,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ReportFileFormat {
+    Html,
+    Md,
+    Json,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

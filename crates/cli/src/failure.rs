@@ -138,6 +138,15 @@ impl From<tfaudit_cold::ColdError> for Failure {
     }
 }
 
+impl From<tfaudit_report::ReportError> for Failure {
+    fn from(e: tfaudit_report::ReportError) -> Self {
+        match e {
+            tfaudit_report::ReportError::Period(m) => Self::Usage(format!("--period: {m}")),
+            tfaudit_report::ReportError::Store(s) => s.into(),
+        }
+    }
+}
+
 impl From<std::io::Error> for Failure {
     fn from(e: std::io::Error) -> Self {
         if e.kind() == std::io::ErrorKind::BrokenPipe {

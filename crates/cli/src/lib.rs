@@ -57,6 +57,7 @@ fn run(cli: &Cli) -> Result<(), Failure> {
         Command::History(a) => commands::read::history(cli, a),
         Command::Who(a) => commands::investigate::who(cli, a),
         Command::Names(c) => runtime()?.block_on(commands::names::names(cli, c)),
+        Command::Report(a) => commands::report::report(cli, a),
         Command::Status(a) => commands::read::status(cli, a),
         Command::Sync(a) => runtime()?.block_on(commands::sync::sync(cli, a)),
         Command::Watch(a) => runtime()?.block_on(commands::sync::watch(cli, a, None)),
@@ -108,6 +109,7 @@ fn init_logging(cli: &Cli) {
         "tfaudit_forward",
         "tfaudit_integrity",
         "tfaudit_cold",
+        "tfaudit_report",
     ];
     let long_running = matches!(
         cli.command,

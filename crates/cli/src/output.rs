@@ -123,11 +123,13 @@ fn time_opt(t: Option<jiff::Timestamp>) -> String {
     t.map_or_else(|| "-".to_owned(), time)
 }
 
-/// Who did it, for a table: `name (id)` (the catalogue's name, else the event's
-/// description), else what is known; impersonation shown.
+/// Who did it, for a table: `name (id)` (the event's description, else the
+/// catalogue's name), else what is known; impersonation shown.
 fn actor(e: &AuditEvent, book: &NameBook) -> String {
     let who = match e.accessor_id.as_deref() {
-        Some(id) => tfaudit_model::name_and_id(book.name(id).or(e.auth_description.as_deref()), id),
+        // The event's own description is what the actor was called then; the
+        // catalogue's name serves when the event has none.
+        Some(id) => tfaudit_model::name_and_id(e.auth_description.as_deref().or(book.name(id)), id),
         None => e
             .auth_description
             .as_deref()

@@ -355,6 +355,9 @@ pub struct ServeSection {
     pub idle_timeout: Option<Duration>,
     /// Connections open at once, per listener (default 128).
     pub max_connections: Option<usize>,
+    /// The dashboard's address as its readers reach it (`https://tfaudit.example.com`,
+    /// behind a proxy perhaps): reports link each event to its page there.
+    pub public_url: Option<String>,
 }
 
 /// `[alerts]`.
@@ -780,6 +783,20 @@ impl ConfigFile {
                 format!("unknown time zone {tz:?}; use an IANA name such as Europe/Berlin or UTC"),
             ));
         }
+        if let Some(url) = &file.serve.public_url {
+            let rest = url.strip_prefix("https://").or_else(|| url.strip_prefix("http://"));
+            if rest.is_none_or(|r| {
+                r.is_empty()
+                    || r.contains(|c: char| {
+                        c.is_whitespace() || c.is_control() || matches!(c, '"' | '<' | '>' | '?' | '#')
+                    })
+            }) {
+                return Err(invalid(
+                    "public_url",
+                    "[serve] public_url must be the dashboard's http:// or https:// address, such as https://tfaudit.example.com (no query or fragment)".to_owned(),
+                ));
+            }
+        }
         check_sinks(&file.sinks, path, text)?;
         Ok(file)
     }
@@ -937,6 +954,9 @@ interval = "5m"
         assert!(e.starts_with("t.toml:3:") && e.contains("fax"), "{e}");
         let e = parse("[alerts]\ndestinations = [\"nowhere\"]\n").unwrap_err().to_string();
         assert!(e.contains("nowhere") && e.starts_with("t.toml:2:"), "{e}");
+        let e = parse("[serve]\npublic_url = \"ftp://x\"\n").unwrap_err().to_string();
+        assert!(e.contains("public_url must be") && e.starts_with("t.toml:2:"), "{e}");
+        assert!(parse("[serve]\npublic_url = \"https://tfaudit.example.com/base/\"\n").is_ok());
         let e = parse("[alerts]\ntimezone = \"Mars/Base\"\n").unwrap_err().to_string();
         assert!(e.contains("unknown time zone"), "{e}");
         let e = parse(

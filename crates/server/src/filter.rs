@@ -191,6 +191,7 @@ impl Params {
                 org: pattern(&self.org),
                 text: present(&self.text).map(str::to_owned),
                 before,
+                impersonated: false,
             },
             limit,
         })

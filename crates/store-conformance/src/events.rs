@@ -434,3 +434,19 @@ pub fn nul_and_control_characters_in_fields_are_kept_and_found(fresh: Fresh<'_>)
     assert_eq!(summary.total, 2);
     assert_eq!(summary.top_actors.len(), 2, "{:?}", summary.top_actors);
 }
+
+/// `impersonated` keeps only events with an impersonator, with the other filters.
+pub fn impersonated_events_are_found_by_their_impersonator(fresh: Fresh<'_>) {
+    let a = fresh();
+    let s = source(&*a, "acme");
+    s.page(&[
+        ev("1", "2024-01-01T00:00:00Z"),
+        ev("2", "2024-01-01T00:00:01Z").impersonator("user-admin"),
+        ev("3", "2024-01-01T00:00:02Z").impersonator("user-admin").kind("team", "add_member"),
+        ev("4", "2024-01-01T00:00:03Z"),
+    ]);
+    assert_eq!(find(&*a, |f| f.impersonated = true), ["2", "3"]);
+    assert_eq!(find(&*a, |f| (f.impersonated, f.resource_type) = (true, p("team"))), ["3"]);
+    let summary = a.summary(&EventFilter { impersonated: true, ..EventFilter::default() }, 10).unwrap();
+    assert_eq!(summary.total, 2, "a summary counts only them too");
+}

@@ -135,6 +135,8 @@ macro_rules! suite {
             a_write_for_an_unknown_source_fails_and_stores_nothing,
             finishing_a_walk_never_moves_the_cursor_backwards,
             gaps_are_recorded_and_listed,
+            runs_are_counted_per_source_over_a_range,
+            impersonated_events_are_found_by_their_impersonator,
             rejects_are_kept_once_by_text_and_listed_newest_first,
             alert_start_point_is_fixed_by_the_first_complete_walk,
             values_seen_before_a_time_and_up_to_a_seq,

@@ -1,7 +1,7 @@
 //! What a sync writes: pages with the walk's progress, completed walks, gaps, rejects.
 
 use tfaudit_model::RejectedEvent;
-use tfaudit_store::{EventFilter, Gap, PageOutcome, Walk};
+use tfaudit_store::{EventFilter, Gap, PageOutcome, RunCounts, RunResult, Walk};
 
 use crate::{Fresh, at, ev, ids, source, walk};
 
@@ -144,4 +144,50 @@ pub fn a_write_for_an_unknown_source_fails_and_stores_nothing(fresh: Fresh<'_>) 
     assert_eq!(status[0].last_run.as_ref().map(|r| r.tally.pages), Some(1), "the run counts only the stored page");
     // The event can still be stored by its own source: the failed page left no trace.
     assert_eq!(s.page(&[ev("2", "2024-01-01T00:00:01Z")]).inserted, 1);
+}
+
+/// `run_totals` lists every source by name with its runs started in `[since, until)`
+/// counted by how they ended (unfinished ones too), its latest successful run that
+/// ended before `until`, and the range's failed runs newest first, at most as many as
+/// asked for with their errors. (Runs end at the time `finish_run` is called.)
+pub fn runs_are_counted_per_source_over_a_range(fresh: Fresh<'_>) {
+    let a = fresh();
+    let acme = source(&*a, "acme"); // one run started 2024-06-01, never finished
+    let quiet = source(&*a, "quiet");
+    a.finish_run(quiet.run, &RunResult::Ok, RunCounts::default()).unwrap();
+    let run = |started: &str, result: RunResult| {
+        let id = a.start_run(acme.source.id, at(started)).unwrap();
+        a.finish_run(id, &result, RunCounts { requests: 3, retries: 1 }).unwrap();
+        id
+    };
+    run("2024-05-31T23:59:59.999Z", RunResult::Failed("before the range".into()));
+    run("2024-06-02T00:00:00Z", RunResult::Ok);
+    let first = run("2024-06-03T00:00:00Z", RunResult::Failed("HTTP 500 <x>".into()));
+    run("2024-06-04T00:00:00Z", RunResult::Interrupted);
+    let second = run("2024-06-05T00:00:00Z", RunResult::Failed("timeout".into()));
+    run("2024-06-06T00:00:00Z", RunResult::Failed("after the range".into()));
+    let totals = a.run_totals(Some(at("2024-06-01T00:00:00Z")), Some(at("2024-06-06T00:00:00Z")), 10).unwrap();
+    let names: Vec<&str> = totals.iter().map(|t| t.source.as_str()).collect();
+    assert_eq!(names, ["acme", "quiet"]);
+    let acme_totals = &totals[0];
+    assert_eq!(
+        (acme_totals.runs, acme_totals.ok, acme_totals.failed, acme_totals.interrupted, acme_totals.unfinished),
+        (5, 1, 2, 1, 1)
+    );
+    let failed: Vec<(i64, Option<RunResult>)> = acme_totals.failures.iter().map(|r| (r.id, r.result.clone())).collect();
+    assert_eq!(
+        failed,
+        [(second, Some(RunResult::Failed("timeout".into()))), (first, Some(RunResult::Failed("HTTP 500 <x>".into())))]
+    );
+    assert_eq!(acme_totals.failures[0].started_at, at("2024-06-05T00:00:00Z"));
+    assert_eq!(acme_totals.failures[0].tally.requests, 3);
+    // Every run here ended now: none ended before a range ending in 2024, all before one
+    // with no end.
+    assert_eq!(acme_totals.last_ok, None);
+    assert_eq!((totals[1].runs, totals[1].ok), (1, 1), "quiet's one run started at the range's start: counted");
+    let open = a.run_totals(None, None, 1).unwrap();
+    assert_eq!(open[0].runs, 7);
+    assert_eq!(open[0].failures.len(), 1, "at most as many failures as asked for");
+    assert!(open[0].last_ok.is_some() && open[1].last_ok.is_some());
+    assert_eq!(open[1].ok, 1);
 }

@@ -9,7 +9,8 @@ use sha2::Digest;
 use tfaudit_model::AuditEvent;
 use tfaudit_store::{
     ActorCount, DayCount, EventFilter, Gap, KindCount, Order, PageOutcome, PageWrite, Pattern, Reject, Result, Run,
-    RunCounts, RunResult, RunTally, SeenValues, Source, SourceStatus, StoreError, StoredEvent, Summary, Walk,
+    RunCounts, RunResult, RunTally, RunTotals, SeenValues, Source, SourceStatus, StoreError, StoredEvent, Summary,
+    Walk,
 };
 
 use crate::rollup;
@@ -560,6 +561,9 @@ impl PostgresStore {
                 w.glob(column, p);
             }
         }
+        if filter.impersonated {
+            w.and("e.impersonator_id IS NOT NULL");
+        }
         if let Some((t, seq)) = filter.before {
             let (a, b) = (w.arg(ms(t)), w.arg(seq));
             w.and(&format!("(e.ts_ms, e.seq) < ({a}, {b})"));
@@ -901,6 +905,75 @@ impl PostgresStore {
                 gaps,
                 name,
                 lease: None,
+            });
+        }
+        Ok(out)
+    }
+
+    pub(crate) fn query_run_totals(
+        &self,
+        since: Option<Timestamp>,
+        until: Option<Timestamp>,
+        failures: u64,
+    ) -> Result<Vec<RunTotals>> {
+        let mut conn = self.conn()?;
+        let (from, to) = (since.map_or(i64::MIN, ms), until.map_or(i64::MAX, ms));
+        let totals = conn
+            .prepare(
+                "SELECT s.name,
+                        (SELECT count(*) FROM runs r WHERE r.source_id = s.id AND r.started_ms >= $1 AND r.started_ms < $2),
+                        (SELECT count(*) FROM runs r WHERE r.source_id = s.id AND r.started_ms >= $1 AND r.started_ms < $2 AND r.result = 'ok'),
+                        (SELECT count(*) FROM runs r WHERE r.source_id = s.id AND r.started_ms >= $1 AND r.started_ms < $2 AND r.result = 'failed'),
+                        (SELECT count(*) FROM runs r WHERE r.source_id = s.id AND r.started_ms >= $1 AND r.started_ms < $2 AND r.result = 'interrupted'),
+                        (SELECT count(*) FROM runs r WHERE r.source_id = s.id AND r.started_ms >= $1 AND r.started_ms < $2 AND r.result IS NULL),
+                        (SELECT max(r.finished_ms) FROM runs r WHERE r.source_id = s.id AND r.result = 'ok' AND r.finished_ms < $2),
+                        s.id
+                 FROM sources s ORDER BY s.name",
+            )
+            .map_err(|e| self.db(&e))?;
+        let rows = conn.client.query(&totals, &[&from, &to]).map_err(|e| self.db(&e))?;
+        let failed = conn
+            .prepare(
+                "SELECT id, started_ms, finished_ms, result, error, pages, requests, retries, new_events, duplicates, rejects
+                 FROM runs WHERE source_id = $1 AND result = 'failed' AND started_ms >= $2 AND started_ms < $3
+                 ORDER BY id DESC LIMIT $4",
+            )
+            .map_err(|e| self.db(&e))?;
+        let mut out = Vec::with_capacity(rows.len());
+        for r in rows {
+            let id: i64 = r.get(7);
+            let failures = conn
+                .client
+                .query(&failed, &[&id, &from, &to, &big(failures)])
+                .map_err(|e| self.db(&e))?
+                .iter()
+                .map(|f| {
+                    let error: Option<String> = f.get(4);
+                    Run {
+                        id: f.get(0),
+                        started_at: ts(f.get(1)),
+                        finished_at: ts_opt(f.get(2)),
+                        result: Some(RunResult::Failed(error.unwrap_or_default())),
+                        tally: RunTally {
+                            pages: count(f.get(5)),
+                            requests: count(f.get(6)),
+                            retries: count(f.get(7)),
+                            new_events: count(f.get(8)),
+                            duplicates: count(f.get(9)),
+                            rejects: count(f.get(10)),
+                        },
+                    }
+                })
+                .collect();
+            out.push(RunTotals {
+                source: r.get(0),
+                runs: count(r.get(1)),
+                ok: count(r.get(2)),
+                failed: count(r.get(3)),
+                interrupted: count(r.get(4)),
+                unfinished: count(r.get(5)),
+                last_ok: ts_opt(r.get(6)),
+                failures,
             });
         }
         Ok(out)

@@ -41,7 +41,7 @@ use jiff::Timestamp;
 use tfaudit_store::{
     AlertFilter, AlertRecord, AlertStatus, AlertWrite, Archive, CommitOutcome, ConsumerPosition, Consumers, DeadLetter,
     DeliveryJob, DeliveryOutcome, EventFilter, Fence, Gap, Leases, Order, PageOutcome, PageWrite, Reject, Result,
-    RunCounts, RunResult, SeenValues, Source, SourceStatus, StoreError, StoredEvent, Summary,
+    RunCounts, RunResult, RunTotals, SeenValues, Source, SourceStatus, StoreError, StoredEvent, Summary,
 };
 
 pub use connect::TlsMode;
@@ -345,6 +345,10 @@ impl Archive for PostgresStore {
         let mut status = self.query_status()?;
         SourceStatus::attach_leases(&mut status, &self.leases()?);
         Ok(status)
+    }
+
+    fn run_totals(&self, since: Option<Timestamp>, until: Option<Timestamp>, failures: u64) -> Result<Vec<RunTotals>> {
+        self.query_run_totals(since, until, failures)
     }
 
     fn rejects(&self, limit: u64) -> Result<Vec<Reject>> {

@@ -30,8 +30,8 @@ use tfaudit_model::AuditEvent;
 use tfaudit_store::{
     ActorCount, AlertFilter, AlertRecord, AlertStatus, AlertWrite, Archive, CommitOutcome, ConsumerPosition, Consumers,
     DayCount, DeadLetter, DeliveryJob, DeliveryOutcome, EventFilter, Fence, Gap, KindCount, Leases, Order, PageOutcome,
-    PageWrite, Reject, Result, Run, RunCounts, RunResult, RunTally, SeenValues, Source, SourceStatus, StoreError,
-    StoredEvent, Summary, Walk,
+    PageWrite, Reject, Result, Run, RunCounts, RunResult, RunTally, RunTotals, SeenValues, Source, SourceStatus,
+    StoreError, StoredEvent, Summary, Walk,
 };
 
 use tfaudit_store::rollup::HOUR_MS;
@@ -591,6 +591,32 @@ fn hours(conn: &Connection, since_ms: Option<i64>, until_ms: Option<i64>) -> rus
     Ok((from <= to).then_some((from, to)))
 }
 
+/// A `runs` row, from its columns `id, started_ms, finished_ms, result, error, pages,
+/// requests, retries, new_events, duplicates, rejects`.
+fn read_run(r: &rusqlite::Row<'_>) -> rusqlite::Result<Run> {
+    let result: Option<String> = r.get(3)?;
+    let error: Option<String> = r.get(4)?;
+    let n = |i| r.get::<_, i64>(i).map(|n| n.max(0) as u64);
+    Ok(Run {
+        id: r.get(0)?,
+        started_at: ts(r.get(1)?),
+        finished_at: ts_opt(r.get(2)?),
+        result: result.map(|label| match label.as_str() {
+            "ok" => RunResult::Ok,
+            "interrupted" => RunResult::Interrupted,
+            _ => RunResult::Failed(error.unwrap_or_default()),
+        }),
+        tally: RunTally {
+            pages: n(5)?,
+            requests: n(6)?,
+            retries: n(7)?,
+            new_events: n(8)?,
+            duplicates: n(9)?,
+            rejects: n(10)?,
+        },
+    })
+}
+
 /// `IN (every hour from ? to ?)`, for probing an hour-led index.
 const HOUR_PROBE: &str = "e.ts_ms / 3600000 IN (WITH RECURSIVE h(x) AS (SELECT ? UNION ALL SELECT x + 1 FROM h WHERE x < ?) SELECT x FROM h)";
 
@@ -638,6 +664,9 @@ fn where_clause(
             let (sql, values) = glob::clause("n.value", p, false);
             w.and(&format!("{column} IN (SELECT n.id FROM names n WHERE {sql})"), values);
         }
+    }
+    if filter.impersonated {
+        w.and("e.impersonator_id IS NOT NULL", vec![]);
     }
     if let Some(text) = &filter.text {
         w.and("tfaudit_contains(?, tfaudit_raw(e.raw, e.dict))", vec![Box::new(text.clone())]);
@@ -1110,28 +1139,7 @@ impl Archive for SqliteStore {
                     "SELECT id, started_ms, finished_ms, result, error, pages, requests, retries, new_events, duplicates, rejects
                      FROM runs WHERE source_id = ?1 ORDER BY id DESC LIMIT 1",
                     [id],
-                    |r| {
-                        let result: Option<String> = r.get(3)?;
-                        let error: Option<String> = r.get(4)?;
-                        Ok(Run {
-                            id: r.get(0)?,
-                            started_at: ts(r.get(1)?),
-                            finished_at: ts_opt(r.get(2)?),
-                            result: result.map(|label| match label.as_str() {
-                                "ok" => RunResult::Ok,
-                                "interrupted" => RunResult::Interrupted,
-                                _ => RunResult::Failed(error.unwrap_or_default()),
-                            }),
-                            tally: RunTally {
-                                pages: r.get::<_, i64>(5)? as u64,
-                                requests: r.get::<_, i64>(6)? as u64,
-                                retries: r.get::<_, i64>(7)? as u64,
-                                new_events: r.get::<_, i64>(8)? as u64,
-                                duplicates: r.get::<_, i64>(9)? as u64,
-                                rejects: r.get::<_, i64>(10)? as u64,
-                            },
-                        })
-                    },
+                    read_run,
                 )
                 .optional()
                 .map_err(|e| self.db(e))?;
@@ -1162,6 +1170,62 @@ impl Archive for SqliteStore {
             out.push(status);
         }
         SourceStatus::attach_leases(&mut out, &self.leases()?);
+        Ok(out)
+    }
+
+    fn run_totals(&self, since: Option<Timestamp>, until: Option<Timestamp>, failures: u64) -> Result<Vec<RunTotals>> {
+        let conn = self.read()?;
+        let (from, to) = (since.map_or(i64::MIN, ms), until.map_or(i64::MAX, ms));
+        let sources = conn
+            .prepare("SELECT id, name FROM sources ORDER BY name")
+            .and_then(|mut s| s.query_map([], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?)))?.collect())
+            .map_err(|e| self.db(e))?;
+        let sources: Vec<(i64, String)> = sources;
+        let mut out = Vec::with_capacity(sources.len());
+        for (id, source) in sources {
+            let mut totals = conn
+                .query_row(
+                    "SELECT count(*), coalesce(sum(result = 'ok'), 0), coalesce(sum(result = 'failed'), 0),
+                            coalesce(sum(result = 'interrupted'), 0), coalesce(sum(result IS NULL), 0)
+                     FROM runs WHERE source_id = ?1 AND started_ms >= ?2 AND started_ms < ?3",
+                    params![id, from, to],
+                    |r| {
+                        let n = |i| r.get::<_, i64>(i).map(|n| n.max(0) as u64);
+                        Ok(RunTotals {
+                            source: source.clone(),
+                            runs: n(0)?,
+                            ok: n(1)?,
+                            failed: n(2)?,
+                            interrupted: n(3)?,
+                            unfinished: n(4)?,
+                            last_ok: None,
+                            failures: Vec::new(),
+                        })
+                    },
+                )
+                .map_err(|e| self.db(e))?;
+            totals.last_ok = conn
+                .query_row(
+                    "SELECT max(finished_ms) FROM runs WHERE source_id = ?1 AND result = 'ok' AND finished_ms < ?2",
+                    params![id, to],
+                    |r| r.get::<_, Option<i64>>(0),
+                )
+                .map_err(|e| self.db(e))?
+                .map(ts);
+            let mut stmt = conn
+                .prepare_cached(
+                    "SELECT id, started_ms, finished_ms, result, error, pages, requests, retries, new_events, duplicates, rejects
+                     FROM runs WHERE source_id = ?1 AND result = 'failed' AND started_ms >= ?2 AND started_ms < ?3
+                     ORDER BY id DESC LIMIT ?4",
+                )
+                .map_err(|e| self.db(e))?;
+            totals.failures = stmt
+                .query_map(params![id, from, to, i64::try_from(failures).unwrap_or(i64::MAX)], read_run)
+                .map_err(|e| self.db(e))?
+                .collect::<rusqlite::Result<_>>()
+                .map_err(|e| self.db(e))?;
+            out.push(totals);
+        }
         Ok(out)
     }
 

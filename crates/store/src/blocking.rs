@@ -129,7 +129,8 @@ macro_rules! guarded {
 use crate::{
     AlertFilter, AlertRecord, AlertStatus, AlertWrite, Archive, CommitOutcome, ConsumerPosition, Consumers, DeadLetter,
     DeliveryJob, DeliveryOutcome, EventFilter, Fence, Gap, Lease, Leases, Order, PageOutcome, PageWrite, Reject,
-    RunCounts, RunResult, SeenValues, Source, SourceStatus, StoredEvent, Summary, Transfer, transfer::ArchiveState,
+    RunCounts, RunResult, RunTotals, SeenValues, Source, SourceStatus, StoredEvent, Summary, Transfer,
+    transfer::ArchiveState,
 };
 use jiff::Timestamp;
 
@@ -143,6 +144,7 @@ guarded! { Archive {
     fn event(&self, id: &str) -> Result<Option<StoredEvent>>;
     fn summary(&self, filter: &EventFilter, top: usize) -> Result<Summary>;
     fn status(&self) -> Result<Vec<SourceStatus>>;
+    fn run_totals(&self, since: Option<Timestamp>, until: Option<Timestamp>, failures: u64) -> Result<Vec<RunTotals>>;
     fn rejects(&self, limit: u64) -> Result<Vec<Reject>>;
     fn newest_seq(&self) -> Result<i64>;
     fn events_after(&self, after: i64, limit: u64, each: &mut dyn FnMut(StoredEvent) -> std::io::Result<()>) -> Result<u64>;

@@ -106,6 +106,10 @@ pub struct EventFilter {
     /// Keyset paging, newest first: only events strictly before this (timestamp,
     /// ingest sequence) position. Stable while events are added.
     pub before: Option<(jiff::Timestamp, i64)>,
+    /// Only events made by someone impersonating the accessor (`auth.impersonator_id`
+    /// set), found through the backends' index of impersonators rather than by reading
+    /// every event: the compliance report lists them.
+    pub impersonated: bool,
 }
 
 impl EventFilter {
@@ -119,6 +123,7 @@ impl EventFilter {
             && self.resource_id.is_none()
             && self.text.is_none()
             && self.before.is_none()
+            && !self.impersonated
     }
 }
 

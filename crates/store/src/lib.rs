@@ -196,6 +196,25 @@ pub struct Run {
     pub tally: RunTally,
 }
 
+/// One source's syncs over a time range, counted: what the compliance report says of
+/// how its collection went.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct RunTotals {
+    pub source: String,
+    /// Runs started in the range.
+    pub runs: u64,
+    pub ok: u64,
+    pub failed: u64,
+    pub interrupted: u64,
+    /// Runs with no recorded end: still running, or their process died.
+    pub unfinished: u64,
+    /// When the latest successful run that ended before the range's end ended (it may
+    /// be before the range's start).
+    pub last_ok: Option<Timestamp>,
+    /// The range's failed runs, newest first, at most as many as asked for.
+    pub failures: Vec<Run>,
+}
+
 /// Request/retry counts a run reports when it ends.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct RunCounts {
@@ -388,6 +407,14 @@ pub trait Archive: Send + Sync {
     /// # Errors
     /// On a database failure.
     fn status(&self) -> Result<Vec<SourceStatus>>;
+
+    /// Per source, by name: its runs started in `[since, until)` counted by how they
+    /// ended, its latest successful run before `until`, and the newest `failures` of the
+    /// range's failed runs. Every source is listed, with no runs too.
+    ///
+    /// # Errors
+    /// On a database failure.
+    fn run_totals(&self, since: Option<Timestamp>, until: Option<Timestamp>, failures: u64) -> Result<Vec<RunTotals>>;
 
     /// The most recent rejected elements.
     ///

@@ -8,6 +8,7 @@ pub mod manual;
 pub mod migrate;
 pub mod names;
 pub mod read;
+pub mod report;
 pub mod serve;
 pub mod sim;
 pub mod sync;

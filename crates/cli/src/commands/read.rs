@@ -41,6 +41,7 @@ pub fn filter(args: &FilterArgs, now: Timestamp) -> Result<EventFilter, Failure>
         org: pattern(&args.org),
         text: args.text.clone().filter(|t| !t.is_empty()),
         before: None,
+        impersonated: false,
     };
     if let (Some(s), Some(u)) = (f.since, f.until)
         && s >= u

@@ -18,7 +18,7 @@ fn artifacts() -> std::path::PathBuf {
     dir
 }
 
-fn find_program(name: &str) -> String {
+pub(crate) fn find_program(name: &str) -> String {
     let found = std::env::var_os("PATH")
         .and_then(|paths| std::env::split_paths(&paths).map(|p| p.join(name)).find(|p| p.is_file()));
     found.map(|p| p.display().to_string()).unwrap_or_else(|| {

@@ -26,5 +26,6 @@ mod migrate;
 mod names;
 mod outage;
 mod output;
+mod report;
 mod serve;
 mod sync;
