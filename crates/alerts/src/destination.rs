@@ -130,21 +130,52 @@ fn event(alert: &AlertRecord) -> Value {
     serde_json::from_str(&alert.event).unwrap_or(Value::Null)
 }
 
-fn who(e: &Value) -> String {
+/// The catalogue's names of an alert's event's accessor, impersonator and resource
+/// ids, read when it is delivered: Slack and PagerDuty show `name (id)`.
+pub type Names = std::collections::BTreeMap<String, String>;
+
+/// The names [`Names`] holds for `alert`.
+///
+/// # Errors
+/// The store's.
+pub fn names_for(store: &dyn tfaudit_store::Store, alert: &AlertRecord) -> Result<Names, tfaudit_store::StoreError> {
+    let e = event(alert);
+    let ids: Vec<&str> =
+        [e.pointer("/auth/accessor_id"), e.pointer("/auth/impersonator_id"), e.pointer("/resource/id")]
+            .into_iter()
+            .flatten()
+            .filter_map(Value::as_str)
+            .filter(|id| !id.is_empty())
+            .collect();
+    if ids.is_empty() {
+        return Ok(Names::new());
+    }
+    Ok(store.current_names(&ids)?.into_iter().map(|(id, r)| (id, r.name)).collect())
+}
+
+fn named(id: &str, names: &Names) -> String {
+    tfaudit_model::name_and_id(names.get(id).map(String::as_str), id)
+}
+
+fn who(e: &Value, names: &Names) -> String {
     let auth = &e["auth"];
-    let name = auth["description"].as_str().or(auth["accessor_id"].as_str()).unwrap_or("(system)");
+    let name = match (auth["description"].as_str(), auth["accessor_id"].as_str()) {
+        (description, Some(id)) => tfaudit_model::name_and_id(description.or(names.get(id).map(String::as_str)), id),
+        (Some(description), None) => description.to_owned(),
+        (None, None) => "(system)".to_owned(),
+    };
     match auth["impersonator_id"].as_str() {
-        Some(by) => format!("{name} (impersonated by {by})"),
-        None => name.to_owned(),
+        Some(by) => format!("{name} (impersonated by {})", named(by, names)),
+        None => name,
     }
 }
 
-fn what(e: &Value) -> String {
+fn what(e: &Value, names: &Names) -> String {
     let r = &e["resource"];
     let mut s = format!("{}.{}", r["type"].as_str().unwrap_or("?"), r["action"].as_str().unwrap_or("?"));
     if let Some(id) = r["id"].as_str() {
         s.push(' ');
-        s.push_str(id);
+        s.push_str(&named(id, names));
     }
     s
 }
@@ -171,15 +202,15 @@ fn cut(s: &str, max: usize) -> String {
 
 /// A Slack Block Kit message.
 #[must_use]
-pub fn slack_payload(alert: &AlertRecord) -> Value {
+pub fn slack_payload(alert: &AlertRecord, names: &Names) -> Value {
     let e = event(alert);
     let field = |label: &str, value: &str| json!({"type": "mrkdwn", "text": format!("*{label}*\n{}", cut(&slack_escape(value), 1900))});
     let mut blocks = vec![
         json!({"type": "header", "text": {"type": "plain_text", "text": cut(&alert.title, 150), "emoji": false}}),
         json!({"type": "section", "text": {"type": "mrkdwn", "text": cut(&slack_escape(&alert.text), 2900)}}),
         json!({"type": "section", "fields": [
-            field("Who", &who(&e)),
-            field("What", &what(&e)),
+            field("Who", &who(&e, names)),
+            field("What", &what(&e, names)),
             field("When", &when(alert)),
             field("Organization", &alert.source),
         ]}),
@@ -206,7 +237,7 @@ fn pagerduty_severity(severity: &str) -> &'static str {
 
 /// A PagerDuty Events API v2 trigger.
 #[must_use]
-pub fn pagerduty_payload(alert: &AlertRecord, routing_key: &str) -> Value {
+pub fn pagerduty_payload(alert: &AlertRecord, routing_key: &str, names: &Names) -> Value {
     let e = event(alert);
     let mut body = json!({
         "routing_key": routing_key,
@@ -222,10 +253,11 @@ pub fn pagerduty_payload(alert: &AlertRecord, routing_key: &str) -> Value {
             "class": alert.rule,
             "custom_details": {
                 "text": alert.text,
-                "who": who(&e),
-                "what": what(&e),
+                "who": who(&e, names),
+                "what": what(&e, names),
                 "count": alert.count,
                 "event": e,
+                "names": names,
             },
         },
         "client": "tfaudit",
@@ -269,13 +301,13 @@ pub fn webhook_signature(secret: &str, timestamp: i64, body: &[u8]) -> String {
 
 /// The plain-text email body.
 #[must_use]
-pub fn email_body(alert: &AlertRecord) -> String {
+pub fn email_body(alert: &AlertRecord, names: &Names) -> String {
     let e = event(alert);
     let mut body = format!(
         "{}\n\nWho: {}\nWhat: {}\nWhen: {}\nOrganization: {}\n",
         alert.text,
-        who(&e),
-        what(&e),
+        who(&e, names),
+        what(&e, names),
         when(alert),
         alert.source
     );
@@ -346,7 +378,7 @@ impl Sender {
     }
 
     /// Sends one alert to one destination.
-    pub async fn send(&self, destination: &Destination, alert: &AlertRecord) -> Sent {
+    pub async fn send(&self, destination: &Destination, alert: &AlertRecord, names: &Names) -> Sent {
         match &destination.kind {
             Kind::Log => {
                 tracing::warn!(target: "tfaudit::alert", alert = alert.id, rule = %alert.rule, severity = %alert.severity, "{}", alert.title);
@@ -361,9 +393,9 @@ impl Sender {
                     Err(e) => Sent::Retry { error: format!("standard output: {e}"), after: None },
                 }
             }
-            Kind::Slack { url } => self.post(destination, url.expose(), &slack_payload(alert), &[]).await,
+            Kind::Slack { url } => self.post(destination, url.expose(), &slack_payload(alert, names), &[]).await,
             Kind::PagerDuty { url, routing_key } => {
-                self.post(destination, url, &pagerduty_payload(alert, routing_key.expose()), &[]).await
+                self.post(destination, url, &pagerduty_payload(alert, routing_key.expose(), names), &[]).await
             }
             Kind::Webhook { url, secret, headers } => {
                 let body = webhook_body(alert);
@@ -378,7 +410,7 @@ impl Sender {
                 }
                 self.post_bytes(destination, url.expose(), bytes, &extra).await
             }
-            Kind::Email(email) => send_email(email, destination.timeout, alert).await,
+            Kind::Email(email) => send_email(email, destination.timeout, alert, names).await,
         }
     }
 
@@ -411,7 +443,7 @@ impl Sender {
     }
 }
 
-async fn send_email(email: &Email, timeout: Duration, alert: &AlertRecord) -> Sent {
+async fn send_email(email: &Email, timeout: Duration, alert: &AlertRecord, names: &Names) -> Sent {
     use lettre::message::{Mailbox, header::ContentType};
     use lettre::transport::smtp::authentication::Credentials;
     use lettre::transport::smtp::client::{Certificate, Tls, TlsParameters};
@@ -435,7 +467,7 @@ async fn send_email(email: &Email, timeout: Duration, alert: &AlertRecord) -> Se
             Err(s) => return s,
         }
     }
-    let message = match builder.body(email_body(alert)) {
+    let message = match builder.body(email_body(alert, names)) {
         Ok(m) => m,
         Err(e) => return Sent::Permanent { error: format!("cannot build the message: {e}") },
     };

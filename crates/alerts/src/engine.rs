@@ -147,6 +147,9 @@ pub struct Engine {
     pub state: EngineState,
     presentation: Presentation,
     templates: Templates,
+    /// The catalogue's names of the ids of the events being evaluated (set per batch
+    /// with [`Engine::set_names`]): alert texts show `name (id)`.
+    names: HashMap<String, String>,
 }
 
 /// An event and, parsed on first use, its `resource.meta`.
@@ -255,9 +258,30 @@ impl Engine {
             presentation.title.as_deref(),
             presentation.text.as_deref(),
         );
-        let mut engine = Self { rules, state, presentation, templates };
+        let mut engine = Self { rules, state, presentation, templates, names: HashMap::new() };
         engine.forget_removed_rules();
         engine
+    }
+
+    /// The catalogue's names of the ids in the events about to be evaluated.
+    pub fn set_names(&mut self, names: HashMap<String, String>) {
+        self.names = names;
+    }
+
+    /// The ids whose names alert texts show: each event's accessor, impersonator and
+    /// resource.
+    #[must_use]
+    pub fn ids_to_name(events: &[StoredEvent]) -> Vec<&str> {
+        let mut ids: Vec<&str> = events
+            .iter()
+            .flat_map(|e| [&e.event.accessor_id, &e.event.impersonator_id, &e.event.resource_id])
+            .flatten()
+            .map(String::as_str)
+            .filter(|id| !id.is_empty())
+            .collect();
+        ids.sort_unstable();
+        ids.dedup();
+        ids
     }
 
     /// The rules being evaluated.
@@ -415,6 +439,14 @@ impl Engine {
                 None => format!("{base}/workspaces/{ws}"),
             })
         });
+        let name_of = |id: &str| self.names.get(id).cloned();
+        let named = |id: &str| tfaudit_model::name_and_id(self.names.get(id).map(String::as_str), id);
+        let mut names: BTreeMap<String, String> = BTreeMap::new();
+        for id in [&ev.accessor_id, &ev.impersonator_id, &ev.resource_id].into_iter().flatten() {
+            if let Some(name) = self.names.get(id) {
+                names.insert(id.clone(), name.clone());
+            }
+        }
         let context = Context {
             rule: RuleContext {
                 name: rule.name.clone(),
@@ -431,8 +463,19 @@ impl Engine {
                 actor: ev
                     .auth_description
                     .clone()
+                    .or_else(|| ev.accessor_id.as_deref().and_then(name_of))
                     .or_else(|| ev.accessor_id.clone())
                     .unwrap_or_else(|| "(system)".to_owned()),
+                who: match ev.accessor_id.as_deref() {
+                    Some(id) => tfaudit_model::name_and_id(
+                        ev.auth_description.as_deref().or(self.names.get(id).map(String::as_str)),
+                        id,
+                    ),
+                    None => ev.auth_description.clone().unwrap_or_else(|| "(system)".to_owned()),
+                },
+                resource: ev.resource_id.as_deref().map(named),
+                impersonator: ev.impersonator_id.as_deref().map(named),
+                names,
                 accessor_id: ev.accessor_id.clone(),
                 auth_type: ev.auth_type.clone(),
                 impersonator_id: ev.impersonator_id.clone(),
@@ -440,7 +483,7 @@ impl Engine {
                 organization_id: ev.organization_id.clone(),
                 request_id: ev.request_id.clone(),
                 meta,
-                explanation: tfaudit_model::explain(ev),
+                explanation: tfaudit_model::explain_with(ev, &name_of),
             },
             count,
             window: window.map(|(s, end)| WindowContext { start: format_time(time(s)), end: format_time(time(end)) }),

@@ -11,6 +11,7 @@ pub const DEFAULT_TITLE: &str = "[{{ severity | upper }}] {{ rule.description }}
 /// The default text.
 pub const DEFAULT_TEXT: &str = "\
 {{ event.explanation }} in {{ event.organization }} at {{ event.time }}.
+By {{ event.who }}{% if event.impersonator %}, impersonated by {{ event.impersonator }}{% endif %}{% if event.resource %}; resource {{ event.resource }}{% endif %}.
 {% if count > 1 %}{{ count }} matching events between {{ window.start }} and {{ window.end }}{% if group %} for {{ group }}{% endif %}.
 {% endif %}{% if first_seen %}Seen for the first time: {{ first_seen }}.
 {% endif %}{% if workspace %}Workspace: {{ workspace }}
@@ -51,8 +52,17 @@ pub struct EventContext {
     pub resource_type: String,
     pub action: String,
     pub resource_id: Option<String>,
-    /// The name, else the accessor id, else "(system)".
+    /// The name (the event's description, else the catalogue's), else the accessor
+    /// id, else "(system)".
     pub actor: String,
+    /// The actor as `name (id)` where a name is known.
+    pub who: String,
+    /// The resource id as `name (id)` where a name is known.
+    pub resource: Option<String>,
+    /// The impersonator as `name (id)` where a name is known.
+    pub impersonator: Option<String>,
+    /// The catalogue's names of the event's accessor, impersonator and resource ids.
+    pub names: std::collections::BTreeMap<String, String>,
     pub accessor_id: Option<String>,
     pub auth_type: Option<String>,
     pub impersonator_id: Option<String>,

@@ -200,7 +200,7 @@ impl Runner {
         loop {
             self.load().await?;
             let cursor = self.loaded.as_ref().map_or(0, |(_, c)| *c);
-            let (batch, starts) = blocking(&self.store, move |store| {
+            let (batch, starts, names) = blocking(&self.store, move |store| {
                 let mut events: Vec<StoredEvent> = Vec::new();
                 store.events_after(cursor, BATCH, &mut |e| {
                     events.push(e);
@@ -209,11 +209,17 @@ impl Runner {
                 // Read after the events: an organization without a start point now
                 // had none when any of them was stored, so they are its history.
                 let starts: HashMap<String, Option<i64>> = store.alert_start_points()?.into_iter().collect();
-                Ok::<_, StoreError>((events, starts))
+                let names: HashMap<String, String> = store
+                    .current_names(&Engine::ids_to_name(&events))?
+                    .into_iter()
+                    .map(|(id, r)| (id, r.name))
+                    .collect();
+                Ok::<_, StoreError>((events, starts, names))
             })
             .await?;
             let Some(last) = batch.last().map(|e| e.seq) else { return Ok(report) };
             let (engine, _) = self.loaded.as_mut().ok_or_else(|| AlertError::Internal("engine not loaded".into()))?;
+            engine.set_names(names);
             let mut raised = Vec::new();
             let mut evaluated = 0;
             for e in &batch {
@@ -330,10 +336,16 @@ pub async fn drain(
         let now = Timestamp::now();
         let due_by = if probe { Timestamp::MAX } else { now };
         probe = false;
-        let Some(job) = blocking(store, move |store| store.claim_delivery(&name, now, due_by, lease)).await? else {
+        let claimed = blocking(store, move |store| {
+            let Some(job) = store.claim_delivery(&name, now, due_by, lease)? else { return Ok(None) };
+            let names = crate::destination::names_for(store, &job.alert)?;
+            Ok::<_, StoreError>(Some((job, names)))
+        })
+        .await?;
+        let Some((job, names)) = claimed else {
             return Ok((report, false));
         };
-        let outcome = courier.attempt(&job).await;
+        let outcome = courier.attempt(&job, &names).await;
         let alert = job.alert.id;
         let misconfigured = matches!(outcome, DeliveryOutcome::Misconfigured { .. });
         match &outcome {
@@ -409,7 +421,7 @@ impl Courier {
 
     /// Attempts one delivery. Every error text is redacted of every known secret and
     /// bounded: a receiver may echo the request (its URL, its headers) back.
-    pub async fn attempt(&self, job: &DeliveryJob) -> DeliveryOutcome {
+    pub async fn attempt(&self, job: &DeliveryJob, names: &crate::destination::Names) -> DeliveryOutcome {
         let safe = |e: String| tfaudit_api::redact::redact_bounded(&e, ERROR_CAP);
         let age = Timestamp::now().duration_since(job.alert.raised_at);
         let too_old =
@@ -422,7 +434,7 @@ impl Courier {
                 DeliveryOutcome::Failed { error, retry_at: self.retry_at(job.attempts, None) }
             };
         };
-        match self.sender.send(destination, &job.alert).await {
+        match self.sender.send(destination, &job.alert, names).await {
             Sent::Delivered => DeliveryOutcome::Delivered,
             Sent::Permanent { error } => DeliveryOutcome::Abandoned { error: safe(error) },
             // Kept whatever its age: the alerts are the user's once the destination is fixed.

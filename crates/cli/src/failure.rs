@@ -147,6 +147,27 @@ impl From<tfaudit_report::ReportError> for Failure {
     }
 }
 
+impl From<tfaudit_investigate::InvestigateError> for Failure {
+    fn from(e: tfaudit_investigate::InvestigateError) -> Self {
+        use crate::output::terminal_safe;
+        use tfaudit_investigate::InvestigateError;
+        match e {
+            InvestigateError::Ambiguous { name, ids } => Self::Usage(format!(
+                "{} ids are named {:?}: {}; give the id",
+                ids.len(),
+                terminal_safe(&name),
+                ids.iter().take(10).map(|id| terminal_safe(id).into_owned()).collect::<Vec<_>>().join(", ")
+            )),
+            InvestigateError::NoEvent(id) => Self::Usage(format!(
+                "no event {:?} in the archive; give the id of an archived event (see `tfaudit query`)",
+                terminal_safe(&id)
+            )),
+            InvestigateError::Window => Self::Usage("--window is too long; use days, such as 7d".into()),
+            InvestigateError::Store(s) => s.into(),
+        }
+    }
+}
+
 impl From<std::io::Error> for Failure {
     fn from(e: std::io::Error) -> Self {
         if e.kind() == std::io::ErrorKind::BrokenPipe {

@@ -187,6 +187,7 @@ pub enum EventWriter<W: Write> {
     Explain {
         out: W,
         rows: u64,
+        book: NameBook,
     },
 }
 
@@ -222,8 +223,8 @@ impl<W: Write> EventWriter<W> {
         Self::Table { out, table, rows: 0, book }
     }
 
-    pub fn explain(out: W) -> Self {
-        Self::Explain { out, rows: 0 }
+    pub fn explain(out: W, book: NameBook) -> Self {
+        Self::Explain { out, rows: 0, book }
     }
 
     pub fn json(out: W, terminal: bool, book: NameBook) -> Self {
@@ -256,13 +257,14 @@ impl<W: Write> EventWriter<W> {
                 *rows += 1;
                 Ok(())
             }
-            Self::Explain { out, rows } => {
+            Self::Explain { out, rows, book } => {
                 *rows += 1;
+                let names = |id: &str| book.name(id).map(str::to_owned);
                 writeln!(
                     out,
                     "{}  {}  [{}]",
                     time(e.timestamp),
-                    terminal_safe(&tfaudit_model::explain(e)),
+                    terminal_safe(&tfaudit_model::explain_with(e, &names)),
                     terminal_safe(&stored.source)
                 )
             }
@@ -324,7 +326,7 @@ impl<W: Write> EventWriter<W> {
             }
             Self::Jsonl { mut out, .. } => out.flush(),
             Self::Csv { mut out, .. } => out.flush(),
-            Self::Explain { mut out, rows } => {
+            Self::Explain { mut out, rows, .. } => {
                 if rows == 0 {
                     writeln!(out, "no matching events")?;
                 }
@@ -343,7 +345,12 @@ fn csv_io(e: csv::Error) -> io::Error {
 }
 
 /// The summary as text; `chart` draws bars (on a terminal).
-pub fn summary_text(s: &Summary, chart: bool, out: &mut dyn Write) -> io::Result<()> {
+pub fn summary_text(
+    s: &Summary,
+    names: &std::collections::BTreeMap<String, String>,
+    chart: bool,
+    out: &mut dyn Write,
+) -> io::Result<()> {
     let range = match (s.since, s.until) {
         (Some(a), Some(b)) => format!("{} to {}", time(a), time(b)),
         (Some(a), None) => format!("since {}", time(a)),
@@ -362,10 +369,9 @@ pub fn summary_text(s: &Summary, chart: bool, out: &mut dyn Write) -> io::Result
     }
     writeln!(out, "\nTop actors")?;
     for a in &s.top_actors {
-        let name = match (&a.description, a.accessor_id.as_str()) {
-            (_, "") => "(system)".to_owned(),
-            (Some(d), id) => format!("{d} ({id})"),
-            (None, id) => id.to_owned(),
+        let name = match a.accessor_id.as_str() {
+            "" => "(system)".to_owned(),
+            id => tfaudit_model::name_and_id(a.description.as_deref().or(names.get(id).map(String::as_str)), id),
         };
         writeln!(out, "  {:<48}  {:>10}", terminal_safe(&name), count(a.count))?;
     }
@@ -383,7 +389,12 @@ pub fn summary_text(s: &Summary, chart: bool, out: &mut dyn Write) -> io::Result
 }
 
 /// `tfaudit status` as text.
-pub fn status_text(sources: &[SourceStatus], out: &mut dyn Write) -> io::Result<()> {
+/// `listed`: when each organization's listings were last read (`enrich_token`).
+pub fn status_text(
+    sources: &[SourceStatus],
+    listed: &std::collections::BTreeMap<String, jiff::Timestamp>,
+    out: &mut dyn Write,
+) -> io::Result<()> {
     if sources.is_empty() {
         return writeln!(out, "the archive is empty; run `tfaudit sync`");
     }
@@ -448,6 +459,10 @@ pub fn status_text(sources: &[SourceStatus], out: &mut dyn Write) -> io::Result<
                     time(g.detected_at)
                 )?;
             }
+        }
+        match listed.get(&s.name) {
+            Some(t) => writeln!(out, "  names       listings read {} (enrich_token)", time(*t))?,
+            None => writeln!(out, "  names       from events only (no listing read; see enrich_token)")?,
         }
         if s.rejects > 0 {
             writeln!(

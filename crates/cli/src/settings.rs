@@ -399,6 +399,7 @@ pub fn serve(
             idle_timeout: section.idle_timeout.map_or(defaults.idle_timeout, |d| d.0),
             max_connections: section.max_connections.unwrap_or(defaults.max_connections),
         },
+        zone: crate::output::zone(),
     };
     options.check().map_err(|e| Failure::Usage(e.to_string()))?;
     Ok(options)

@@ -9,17 +9,25 @@ use serde_json::Value;
 
 use crate::AuditEvent;
 
+/// The name of an id, where one is known (the catalogue's).
+pub type NameOf<'a> = &'a dyn Fn(&str) -> Option<String>;
+
+/// An id as the line shows it: `name (id)` where a name is known.
+fn named(id: &str, names: NameOf<'_>) -> String {
+    crate::name_and_id(names(id).as_deref(), id)
+}
+
 /// Who did it: the name, else the id; "the system"; with the impersonator.
-fn actor(e: &AuditEvent) -> String {
+fn actor(e: &AuditEvent, names: NameOf<'_>) -> String {
     let who = match (e.auth_description.as_deref(), e.accessor_id.as_deref(), e.auth_type.as_deref()) {
         (Some(name), Some(id), _) if id.starts_with("team-") => format!("{name} (team)"),
         (Some(name), _, _) => name.to_owned(),
-        (None, Some(id), _) => id.to_owned(),
+        (None, Some(id), _) => named(id, names),
         (None, None, Some("System")) => "the system".to_owned(),
         (None, None, _) => "someone".to_owned(),
     };
     match &e.impersonator_id {
-        Some(by) => format!("{by} (as {who})"),
+        Some(by) => format!("{} (as {who})", named(by, names)),
         None => who,
     }
 }
@@ -53,15 +61,30 @@ fn past(action: &str) -> String {
 /// The event in one line of plain words.
 #[must_use]
 pub fn explain(e: &AuditEvent) -> String {
+    explain_with(e, &|_| None)
+}
+
+/// The event in one line of plain words, with the ids it would show as they are
+/// shown as `name (id)` where `names` knows them.
+#[must_use]
+pub fn explain_with(e: &AuditEvent, names: NameOf<'_>) -> String {
     let root: Value = serde_json::from_str(&e.raw).unwrap_or(Value::Null);
-    let who = actor(e);
+    let who = actor(e, names);
     let kind = e.resource_type.as_deref().unwrap_or("");
     let action = e.resource_action.as_deref().unwrap_or("");
-    let id = e.resource_id.as_deref().unwrap_or("");
-    let workspace = meta(&root, &["workspace", "name"]).or_else(|| meta(&root, &["workspace", "id"]));
+    let id = &e.resource_id.as_deref().map(|id| named(id, names)).unwrap_or_default();
+    // A name the event carries is what it was called then; the catalogue names an
+    // id the event gives alone.
+    let or_named = |name: Option<&str>, id: Option<&str>| -> Option<String> {
+        name.map(str::to_owned).or_else(|| id.map(|id| named(id, names)))
+    };
+    let workspace = or_named(meta(&root, &["workspace", "name"]), meta(&root, &["workspace", "id"]));
+    let workspace = workspace.as_deref();
     let in_workspace = workspace.map(|w| format!(" in workspace {w}")).unwrap_or_default();
-    let team = meta(&root, &["team", "name"]).or_else(|| meta(&root, &["team", "id"]));
-    let user = meta(&root, &["user", "username"]).or_else(|| meta(&root, &["user", "id"]));
+    let team = or_named(meta(&root, &["team", "name"]), meta(&root, &["team", "id"]));
+    let team = team.as_deref();
+    let user = or_named(meta(&root, &["user", "username"]), meta(&root, &["user", "id"]));
+    let user = user.as_deref();
     match (kind, action) {
         ("authentication_token", "create") => {
             let token = meta(&root, &["token_type"]).map(|t| format!("{} ", t.replace('_', " "))).unwrap_or_default();
@@ -76,27 +99,37 @@ pub fn explain(e: &AuditEvent) -> String {
         }
         ("run", a) => format!("{who} {} run {id}{in_workspace}", past(a)),
         ("workspace", "add_team") => {
-            format!("{who} gave team {} access to workspace {}", team.unwrap_or("?"), workspace.unwrap_or(id))
+            format!("{who} gave team {} access to workspace {}", team.unwrap_or("?"), workspace.unwrap_or(id.as_str()))
         }
         ("workspace", "remove_team") => {
-            format!("{who} removed team {}'s access to workspace {}", team.unwrap_or("?"), workspace.unwrap_or(id))
+            format!(
+                "{who} removed team {}'s access to workspace {}",
+                team.unwrap_or("?"),
+                workspace.unwrap_or(id.as_str())
+            )
         }
         ("workspace", "update_team_permissions") => {
-            format!("{who} changed team {}'s permissions on workspace {}", team.unwrap_or("?"), workspace.unwrap_or(id))
+            format!(
+                "{who} changed team {}'s permissions on workspace {}",
+                team.unwrap_or("?"),
+                workspace.unwrap_or(id.as_str())
+            )
         }
-        ("workspace", a) => format!("{who} {} workspace {}", past(a), workspace.unwrap_or(id)),
+        ("workspace", a) => format!("{who} {} workspace {}", past(a), workspace.unwrap_or(id.as_str())),
         ("team", "add_member") => {
-            format!("{who} added {} to team {}", user.unwrap_or("a user"), team.unwrap_or(id))
+            format!("{who} added {} to team {}", user.unwrap_or("a user"), team.unwrap_or(id.as_str()))
         }
         ("team", "remove_member") => {
-            format!("{who} removed {} from team {}", user.unwrap_or("a user"), team.unwrap_or(id))
+            format!("{who} removed {} from team {}", user.unwrap_or("a user"), team.unwrap_or(id.as_str()))
         }
-        ("team", a) => format!("{who} {} team {}", past(a), team.unwrap_or(id)),
+        ("team", a) => format!("{who} {} team {}", past(a), team.unwrap_or(id.as_str())),
         ("organization_user", "create") => {
-            format!("{who} invited {} to the organization", user.unwrap_or(id))
+            format!("{who} invited {} to the organization", user.unwrap_or(id.as_str()))
         }
-        ("organization_user", "destroy") => format!("{who} removed {} from the organization", user.unwrap_or(id)),
-        ("organization_user", a) => format!("{who} {} the membership of {}", past(a), user.unwrap_or(id)),
+        ("organization_user", "destroy") => {
+            format!("{who} removed {} from the organization", user.unwrap_or(id.as_str()))
+        }
+        ("organization_user", a) => format!("{who} {} the membership of {}", past(a), user.unwrap_or(id.as_str())),
         ("policy_check", "override") => format!("{who} overrode a failed policy check {id}{in_workspace}"),
         ("task_stage", "override") => format!("{who} overrode a failed run task stage {id}"),
         ("saml_configuration", a) => format!("{who} {} the organization's SAML single sign-on", past(a)),
@@ -143,5 +176,28 @@ mod tests {
         assert_eq!(explain(&system), "the system advance stacks deployment step x-1");
         let bare = event(r#"{"id":"e5","timestamp":"2026-11-05T10:00:00Z"}"#);
         assert_eq!(explain(&bare), "someone did something (no resource type or action given)");
+    }
+
+    #[test]
+    fn known_names_show_beside_the_ids_the_event_gives_alone() {
+        let names = |id: &str| match id {
+            "user-admin" => Some("admin".to_owned()),
+            "ws-1" => Some("prod-network".to_owned()),
+            "at-1" => Some("deploy".to_owned()),
+            _ => None,
+        };
+        let member = event(
+            r#"{"id":"e3","timestamp":"2026-11-05T10:00:00Z","auth":{"accessor_id":"user-1","description":"alice","type":"Impersonated","impersonator_id":"user-admin"},"resource":{"id":"team-1","type":"team","action":"add_member","meta":{"team":{"id":"team-1","name":"owners"},"user":{"id":"user-2","username":"bob"}}}}"#,
+        );
+        assert_eq!(explain_with(&member, &names), "admin (user-admin) (as alice) added bob to team owners");
+        // The event's own workspace name wins over the catalogue's (what it was called then).
+        let run = event(
+            r#"{"id":"e2","timestamp":"2026-11-05T10:00:00Z","auth":{"accessor_id":"team-9","description":"ci","type":"Client"},"resource":{"id":"run-1","type":"run","action":"apply","meta":{"workspace":{"id":"ws-1","name":"old-name"}}}}"#,
+        );
+        assert_eq!(explain_with(&run, &names), "ci (team) applied run run-1 in workspace old-name");
+        let bare_ws = event(
+            r#"{"id":"e6","timestamp":"2026-11-05T10:00:00Z","auth":{"accessor_id":"at-1","type":"Client"},"resource":{"id":"ws-1","type":"workspace","action":"lock"}}"#,
+        );
+        assert_eq!(explain_with(&bare_ws, &names), "deploy (at-1) lock workspace prod-network (ws-1)");
     }
 }

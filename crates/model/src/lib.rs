@@ -18,7 +18,7 @@ mod stored;
 pub mod time;
 
 pub use event::{AuditEvent, RejectedEvent};
-pub use explain::explain;
+pub use explain::{NameOf as ExplainNames, explain, explain_with};
 pub use names::{NameKind, Sighting, name_and_id};
 pub use secret::Secret;
 pub use severity::Severity;

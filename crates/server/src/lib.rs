@@ -41,6 +41,8 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
     /// Required of every request but the health checks, when set.
     pub access_token: Option<Secret>,
+    /// The zone the dashboard shows times in (`[display] timezone`); UTC by default.
+    pub zone: jiff::tz::TimeZone,
     templates: Arc<minijinja::Environment<'static>>,
 }
 
@@ -52,7 +54,20 @@ impl AppState {
         metrics: Arc<Metrics>,
         access_token: Option<Secret>,
     ) -> Self {
-        Self { store, health, metrics, access_token, templates: Arc::new(dashboard::templates()) }
+        Self {
+            store,
+            health,
+            metrics,
+            access_token,
+            zone: jiff::tz::TimeZone::UTC,
+            templates: Arc::new(dashboard::templates()),
+        }
+    }
+
+    /// Times on the dashboard shown in `zone`.
+    #[must_use]
+    pub fn with_zone(self, zone: jiff::tz::TimeZone) -> Self {
+        Self { zone, ..self }
     }
 }
 
@@ -110,6 +125,8 @@ pub struct Options {
     pub metrics_listen: Option<SocketAddr>,
     pub access_token: Option<Secret>,
     pub limits: Limits,
+    /// The zone the dashboard shows times in (`[display] timezone`, `--tz`).
+    pub zone: jiff::tz::TimeZone,
 }
 
 impl Options {
@@ -296,6 +313,10 @@ mod tests {
             (&app, "/api/alerts", StatusCode::OK),
             (&app, "/", StatusCode::OK),
             (&app, "/events/e1", StatusCode::NOT_FOUND),
+            (&app, "/events/e1/around", StatusCode::NOT_FOUND),
+            (&app, "/actors/user-1", StatusCode::OK),
+            (&app, "/resources/ws-1", StatusCode::OK),
+            (&app, "/?actor=alice&resource_id=prod", StatusCode::OK),
             (&app, "/alerts", StatusCode::OK),
             (&app, "/status", StatusCode::OK),
             (&app, "/readyz", StatusCode::OK),

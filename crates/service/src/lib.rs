@@ -178,7 +178,8 @@ impl Service {
                     health.clone(),
                     metrics.clone(),
                     options.access_token.clone(),
-                );
+                )
+                .with_zone(options.zone.clone());
                 let (addr, metrics_addr, task) = tfaudit_server::serve(state, &options, cancel.clone()).await?;
                 tracing::info!("dashboard and API at http://{addr}/");
                 if let Some(m) = metrics_addr {

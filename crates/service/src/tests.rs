@@ -69,6 +69,7 @@ fn serve_on_any_port() -> tfaudit_server::Options {
         metrics_listen: Some("127.0.0.1:0".parse().unwrap()),
         access_token: None,
         limits: tfaudit_server::Limits::default(),
+        zone: jiff::tz::TimeZone::UTC,
     }
 }
 

@@ -7,8 +7,8 @@ use std::collections::{BTreeMap, HashMap};
 use postgres::{IsolationLevel, Transaction};
 use sha2::Digest;
 use tfaudit_store::{
-    AlertState, ArchiveState, ConsumerState, DeliveryCopy, DeliveryState, DestinationState, GapState, RejectState,
-    Result, RunState, RunTally, SourceState, StoreError, StoredEvent, Transfer, Walk,
+    AlertState, ArchiveState, ConsumerState, DeliveryCopy, DeliveryState, DestinationState, GapState, NameState,
+    RejectState, Result, RunState, RunTally, SourceState, StoreError, StoredEvent, Transfer, Walk,
 };
 
 use crate::consumers::{ALERT_COLUMNS, read_alert};
@@ -241,7 +241,49 @@ impl PostgresStore {
             .iter()
             .map(dead_letters::read)
             .collect();
-        Ok(ArchiveState { sources, runs, gaps, rejects, consumers, alerts, destinations, dead_letters })
+        let names = tx
+            .query(
+                "SELECT c.id, c.name, c.kind, c.email, s.name, c.first_seen_ms, c.last_seen_ms, c.gone_ms, c.listed
+                 FROM catalogue c JOIN sources s ON s.id = c.source_id ORDER BY c.id, c.name",
+                &[],
+            )
+            .map_err(db)?
+            .iter()
+            .map(|r| NameState {
+                source: r.get(4),
+                record: tfaudit_store::NameRecord {
+                    id: r.get(0),
+                    name: r.get(1),
+                    kind: r.get::<_, String>(2).parse().unwrap_or(tfaudit_model::NameKind::User),
+                    email: r.get(3),
+                    first_seen: ts(r.get(5)),
+                    last_seen: ts(r.get(6)),
+                    gone: ts_opt(r.get(7)),
+                    listed: r.get(8),
+                },
+            })
+            .collect();
+        let listings = tx
+            .query(
+                "SELECT s.name, l.listed_ms FROM catalogue_listings l JOIN sources s ON s.id = l.source_id ORDER BY s.name",
+                &[],
+            )
+            .map_err(db)?
+            .iter()
+            .map(|r| (r.get(0), ts(r.get(1))))
+            .collect();
+        Ok(ArchiveState {
+            sources,
+            runs,
+            gaps,
+            rejects,
+            consumers,
+            alerts,
+            destinations,
+            dead_letters,
+            names,
+            listings,
+        })
     }
 }
 
@@ -361,7 +403,8 @@ impl Transfer for PostgresStore {
         let id = |name: &str| ids.get(name).copied().ok_or_else(|| unknown(name));
         tx.batch_execute(
             "DELETE FROM runs; DELETE FROM gaps; DELETE FROM rejects; DELETE FROM consumers;
-             DELETE FROM deliveries; DELETE FROM alerts; DELETE FROM destinations; DELETE FROM dead_letters;",
+             DELETE FROM deliveries; DELETE FROM alerts; DELETE FROM destinations; DELETE FROM dead_letters;
+             DELETE FROM catalogue; DELETE FROM catalogue_listings;",
         )
         .map_err(db)?;
         for r in &state.runs {
@@ -484,6 +527,32 @@ impl Transfer for PostgresStore {
             tx.execute(
                 "INSERT INTO dead_letters (consumer, seq, event_id, reason, at_ms, attempts) VALUES ($1, $2, $3, $4, $5, $6)",
                 &[&nul_free(&d.consumer), &d.seq, &nul_free(&d.event_id), &nul_free(&d.reason), &ms(d.at), &big(d.attempts)],
+            )
+            .map_err(db)?;
+        }
+        for n in &state.names {
+            let r = &n.record;
+            tx.execute(
+                "INSERT INTO catalogue (id, name, kind, email, source_id, first_seen_ms, last_seen_ms, gone_ms, listed)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+                &[
+                    &nul_free(&r.id),
+                    &nul_free(&r.name),
+                    &r.kind.as_str(),
+                    &nul_free_opt(&r.email),
+                    &id(&n.source)?,
+                    &ms(r.first_seen),
+                    &ms(r.last_seen),
+                    &r.gone.map(ms),
+                    &r.listed,
+                ],
+            )
+            .map_err(db)?;
+        }
+        for (source, at) in &state.listings {
+            tx.execute(
+                "INSERT INTO catalogue_listings (source_id, listed_ms) VALUES ($1, $2)",
+                &[&id(source)?, &ms(*at)],
             )
             .map_err(db)?;
         }

@@ -5,8 +5,8 @@ use std::collections::HashMap;
 
 use rusqlite::{Connection, params};
 use tfaudit_store::{
-    AlertState, ArchiveState, ConsumerState, DeliveryCopy, DeliveryState, DestinationState, GapState, RejectState,
-    Result, RunState, RunTally, SourceState, StoreError, StoredEvent, Transfer, Walk,
+    AlertState, ArchiveState, ConsumerState, DeliveryCopy, DeliveryState, DestinationState, GapState, NameState,
+    RejectState, Result, RunState, RunTally, SourceState, StoreError, StoredEvent, Transfer, Walk,
 };
 
 use crate::alerts::{ALERT_COLUMNS, read_alert};
@@ -170,7 +170,35 @@ fn read_state(conn: &Connection) -> rusqlite::Result<ArchiveState> {
         .prepare(&format!("SELECT {} FROM dead_letters ORDER BY consumer, seq", dead_letters::COLUMNS))?
         .query_map([], dead_letters::read)?
         .collect::<rusqlite::Result<_>>()?;
-    Ok(ArchiveState { sources, runs, gaps, rejects, consumers, alerts, destinations, dead_letters })
+    let names = conn
+        .prepare(
+            "SELECT c.id, c.name, c.kind, c.email, s.name, c.first_seen_ms, c.last_seen_ms, c.gone_ms, c.listed
+             FROM catalogue c JOIN sources s ON s.id = c.source_id ORDER BY c.id, c.name",
+        )?
+        .query_map([], |r| {
+            let kind: String = r.get(2)?;
+            Ok(NameState {
+                source: r.get(4)?,
+                record: tfaudit_store::NameRecord {
+                    id: r.get(0)?,
+                    name: r.get(1)?,
+                    kind: kind.parse().unwrap_or(tfaudit_model::NameKind::User),
+                    email: r.get(3)?,
+                    first_seen: ts(r.get(5)?),
+                    last_seen: ts(r.get(6)?),
+                    gone: ts_opt(r.get(7)?),
+                    listed: r.get(8)?,
+                },
+            })
+        })?
+        .collect::<rusqlite::Result<_>>()?;
+    let listings = conn
+        .prepare(
+            "SELECT s.name, l.listed_ms FROM catalogue_listings l JOIN sources s ON s.id = l.source_id ORDER BY s.name",
+        )?
+        .query_map([], |r| Ok((r.get(0)?, ts(r.get(1)?))))?
+        .collect::<rusqlite::Result<_>>()?;
+    Ok(ArchiveState { sources, runs, gaps, rejects, consumers, alerts, destinations, dead_letters, names, listings })
 }
 
 impl Transfer for SqliteStore {
@@ -270,7 +298,8 @@ impl Transfer for SqliteStore {
         let id = |name: &str| ids.get(name).copied().ok_or_else(|| unknown(name));
         tx.execute_batch(
             "DELETE FROM runs; DELETE FROM gaps; DELETE FROM rejects; DELETE FROM consumers;
-             DELETE FROM deliveries; DELETE FROM alerts; DELETE FROM destinations; DELETE FROM dead_letters;",
+             DELETE FROM deliveries; DELETE FROM alerts; DELETE FROM destinations; DELETE FROM dead_letters;
+             DELETE FROM catalogue; DELETE FROM catalogue_listings;",
         )
         .map_err(db)?;
         for r in &state.runs {
@@ -382,6 +411,32 @@ impl Transfer for SqliteStore {
             tx.execute(
                 "INSERT INTO dead_letters (consumer, seq, event_id, reason, at_ms, attempts) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
                 params![d.consumer, d.seq, d.event_id, d.reason, ms(d.at), big(d.attempts)],
+            )
+            .map_err(db)?;
+        }
+        for n in &state.names {
+            let r = &n.record;
+            tx.execute(
+                "INSERT INTO catalogue (id, name, kind, email, source_id, first_seen_ms, last_seen_ms, gone_ms, listed)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+                params![
+                    r.id,
+                    r.name,
+                    r.kind.as_str(),
+                    r.email,
+                    id(&n.source)?,
+                    ms(r.first_seen),
+                    ms(r.last_seen),
+                    r.gone.map(ms),
+                    r.listed
+                ],
+            )
+            .map_err(db)?;
+        }
+        for (source, at) in &state.listings {
+            tx.execute(
+                "INSERT INTO catalogue_listings (source_id, listed_ms) VALUES (?1, ?2)",
+                params![id(source)?, ms(*at)],
             )
             .map_err(db)?;
         }

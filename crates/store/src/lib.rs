@@ -40,8 +40,8 @@ pub use leases::{ALERTS_LEASE, Fence, Lease, LeaseHolder, Leases, ttl_ms};
 pub use ledger::{Checkpoint, Hash, Leaf, Ledger, TreeHead, TreeNode, Verification};
 pub use retention::{PruneOutcome, PruneRequest, PrunedDay, Retention};
 pub use transfer::{
-    AlertState, ArchiveState, ConsumerState, DeliveryCopy, DestinationState, GapState, RejectState, RunState,
-    SourceState, Transfer,
+    AlertState, ArchiveState, ConsumerState, DeliveryCopy, DestinationState, GapState, NameState, RejectState,
+    RunState, SourceState, Transfer,
 };
 
 /// Errors of an archive backend.

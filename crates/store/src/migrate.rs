@@ -192,6 +192,8 @@ pub fn migrate(
             ("alerts", s.alerts.len()),
             ("deliveries", s.deliveries()),
             ("dead letters", s.dead_letters.len()),
+            ("names", s.names.len()),
+            ("name listings", s.listings.len()),
         ]
     };
     for ((what, a), (_, b)) in figures(&state).into_iter().zip(figures(&copy)) {

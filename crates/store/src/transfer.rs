@@ -29,6 +29,17 @@ pub struct ArchiveState {
     pub destinations: Vec<DestinationState>,
     /// By consumer, then seq; each `seq` is a seq of the archive it was read from.
     pub dead_letters: Vec<DeadLetter>,
+    /// Names for ids (the catalogue), with their history: by id, then name.
+    pub names: Vec<NameState>,
+    /// When each source's listings were last read (`enrich_token`), by source.
+    pub listings: Vec<(String, Timestamp)>,
+}
+
+/// One name an id has had, and the source that saw it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NameState {
+    pub source: String,
+    pub record: crate::NameRecord,
 }
 
 /// A source's own state; its event counters follow from the events copied.

@@ -37,17 +37,38 @@ fn alert() -> AlertRecord {
     }
 }
 
+/// The catalogue's names, one of them hostile.
+fn names() -> Names {
+    Names::from([
+        ("user-Support".to_owned(), "<!here> support".to_owned()),
+        ("polchk-abc".to_owned(), "sentinel".to_owned()),
+    ])
+}
+
 #[test]
 fn slack_block_kit() {
-    let p = slack_payload(&alert());
+    let p = slack_payload(&alert(), &names());
     insta::assert_json_snapshot!(p);
     let text = p.to_string();
     assert!(!text.contains("<!channel>") && text.contains("&lt;!channel&gt;"), "mentions are escaped");
+    assert!(
+        !text.contains("<!here>") && text.contains("&lt;!here&gt; support (user-Support)"),
+        "names are escaped too"
+    );
+    assert!(text.contains("policy_check.override sentinel (polchk-abc)"), "the resource is named: {text}");
+}
+
+#[test]
+fn slack_without_names_shows_the_ids() {
+    let text = slack_payload(&alert(), &Names::new()).to_string();
+    assert!(text.contains("(impersonated by user-Support)") && text.contains("policy_check.override polchk-abc"));
 }
 
 #[test]
 fn pagerduty_events_v2() {
-    insta::assert_json_snapshot!(pagerduty_payload(&alert(), "R0UTINGKEY"));
+    let p = pagerduty_payload(&alert(), "R0UTINGKEY", &names());
+    assert_eq!(p["payload"]["custom_details"]["names"]["polchk-abc"], "sentinel");
+    insta::assert_json_snapshot!(p);
 }
 
 #[test]
@@ -57,7 +78,7 @@ fn webhook_json() {
 
 #[test]
 fn email_text() {
-    insta::assert_snapshot!(email_body(&alert()));
+    insta::assert_snapshot!(email_body(&alert(), &names()));
 }
 
 #[test]
@@ -124,7 +145,7 @@ fn email_shows_a_deeply_nested_event_as_sent_and_bounded() {
         "[".repeat(depth),
         "]".repeat(depth)
     );
-    let body = email_body(&a);
+    let body = email_body(&a, &Names::new());
     // serde gives up past 128 levels and would print `null`; the event is shown, and
     // its indentation stays within a small multiple of its size.
     assert!(body.contains(&format!("{}1{}", "[".repeat(100), "]".repeat(100))), "the deep part is shown");

@@ -84,14 +84,24 @@ async fn run(args: &DemoArgs, db: &std::path::Path) -> Result<(), Failure> {
 
     heading(&mut out, "3. Status")?;
     writeln!(out, "$ tfaudit --db {} status", db.display())?;
-    output::status_text(&tfaudit_store::blocking(&store, |store| store.status()).await?, &mut out)?;
+    let (sources, listed) = tfaudit_store::blocking(&store, |store| {
+        let sources = store.status()?;
+        let listed = super::read::names_listed(store, &sources)?;
+        Ok::<_, tfaudit_store::StoreError>((sources, listed))
+    })
+    .await?;
+    output::status_text(&sources, &listed, &mut out)?;
 
     heading(&mut out, "4. Summary of the last 14 days")?;
     writeln!(out, "$ tfaudit --db {} summary --since 14d --top 5", db.display())?;
     let since = tfaudit_config::parse_when("14d", Timestamp::now()).map_err(|e| Failure::Internal(e.to_string()))?;
     let filter = EventFilter { since: Some(since), ..EventFilter::default() };
     let summary = tfaudit_store::blocking(&store, move |store| store.summary(&filter, 5)).await?;
-    output::summary_text(&summary, true, &mut out)?;
+    let names = {
+        let summary = summary.clone();
+        tfaudit_store::blocking(&store, move |store| super::read::actor_names(store, &summary)).await?
+    };
+    output::summary_text(&summary, &names, true, &mut out)?;
 
     heading(&mut out, "5. Questions the archive answers")?;
     let examples: [(&str, &str, EventFilter); 4] = [

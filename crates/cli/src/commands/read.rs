@@ -70,7 +70,7 @@ fn event_writer<W: Write>(
         QueryFormat::Json => EventWriter::json(out, terminal, store.all_names()?),
         QueryFormat::Jsonl => EventWriter::jsonl(out, terminal),
         QueryFormat::Csv => EventWriter::csv(out, terminal)?,
-        QueryFormat::Explain => EventWriter::explain(out),
+        QueryFormat::Explain => EventWriter::explain(out, store.all_names()?),
     })
 }
 
@@ -110,12 +110,8 @@ pub fn query(cli: &Cli, args: &QueryArgs) -> Result<(), Failure> {
     let limit = crate::args::no_limit_if_zero(args.limit);
     match &args.around {
         Some(id) => {
-            let (filter, anchor) = around(&*store, id, args.window, filter)?;
-            let same_actor = |e: &StoredEvent| {
-                e.source == anchor.source
-                    && e.event.accessor_id == anchor.event.accessor_id
-                    && (anchor.event.accessor_id.is_some() || e.event.auth_description == anchor.event.auth_description)
-            };
+            let (filter, anchor) = tfaudit_investigate::around(&*store, id, args.window.0, filter)?;
+            let same_actor = |e: &StoredEvent| tfaudit_investigate::same_actor(&anchor, e);
             write_kept(&*store, &filter, Order::OldestFirst, limit, format, &mut out, terminal, &same_actor)?;
         }
         None => {
@@ -124,35 +120,6 @@ pub fn query(cli: &Cli, args: &QueryArgs) -> Result<(), Failure> {
     }
     out.flush()?;
     Ok(())
-}
-
-/// `query --around ID`: the event, and `filter` narrowed to `window` before and after
-/// it; the caller keeps the events of the same actor (accessor id, exactly) in the same
-/// organization, oldest first.
-fn around(
-    store: &dyn Store,
-    id: &str,
-    window: tfaudit_config::Duration,
-    mut filter: EventFilter,
-) -> Result<(EventFilter, StoredEvent), Failure> {
-    let Some(anchor) = store.event(id)? else {
-        let shown: String = id.chars().take(80).collect();
-        return Err(Failure::Usage(format!(
-            "no event {:?} in the archive; give the id of an archived event (see `tfaudit query`)",
-            output::terminal_safe(&shown)
-        )));
-    };
-    let window = jiff::SignedDuration::try_from(window.0)
-        .map_err(|_| Failure::Usage("--window is too long; use days, such as 7d".into()))?;
-    let at = anchor.event.timestamp;
-    filter.since = Some(at.checked_sub(window).unwrap_or(Timestamp::MIN));
-    // `until` is exclusive: one millisecond on keeps an event exactly `window` after.
-    filter.until = Some(
-        at.checked_add(window)
-            .and_then(|t| t.checked_add(jiff::SignedDuration::from_millis(1)))
-            .unwrap_or(Timestamp::MAX),
-    );
-    Ok((filter, anchor))
 }
 
 /// Writes the events `filter` finds that `keep` accepts, at most `limit` of them: for
@@ -199,7 +166,7 @@ pub fn history(cli: &Cli, args: &HistoryArgs) -> Result<(), Failure> {
     let format = args.format.unwrap_or(if terminal { QueryFormat::Table } else { QueryFormat::Jsonl });
     let mut out = BufWriter::new(stdout);
     let limit = crate::args::no_limit_if_zero(args.limit);
-    let names = |e: &StoredEvent| names_id(&e.event.raw, id);
+    let names = |e: &StoredEvent| tfaudit_investigate::names_id(&e.event.raw, id);
     let written = write_kept(&*store, &filter, Order::OldestFirst, limit, format, &mut out, terminal, &names)?;
     out.flush()?;
     if written == 0 && !cli.quiet {
@@ -209,44 +176,12 @@ pub fn history(cli: &Cli, args: &HistoryArgs) -> Result<(), Failure> {
     Ok(())
 }
 
-/// The id `text` stands for: itself when the catalogue knows it as an id or knows no
-/// such name; else the one id named so (any time, case-insensitively).
+/// The id `text` stands for (see [`tfaudit_investigate::resolve_id`]).
 ///
 /// # Errors
 /// When several ids have (or had) that name: the message lists them, to pick one.
 pub fn resolve_id(store: &dyn Store, text: &str) -> Result<String, Failure> {
-    if !store.name_history(text)?.is_empty() {
-        return Ok(text.to_owned());
-    }
-    let named = store.ids_named(text)?;
-    // The organization's own listing is the authority: when it holds one id of that
-    // name now, that is the one meant.
-    let mut listed: Vec<&str> = named.iter().filter(|r| r.listed && r.gone.is_none()).map(|r| r.id.as_str()).collect();
-    listed.sort_unstable();
-    listed.dedup();
-    if let [one] = listed[..] {
-        return Ok(one.to_owned());
-    }
-    let mut ids: Vec<String> = named.iter().map(|r| r.id.clone()).collect();
-    ids.sort();
-    ids.dedup();
-    match ids.len() {
-        0 => Ok(text.to_owned()),
-        1 => Ok(ids.remove(0)),
-        n => Err(Failure::Usage(format!(
-            "{n} ids are named {:?}: {}; give the id",
-            output::terminal_safe(text),
-            ids.iter().take(10).map(|id| output::terminal_safe(id).into_owned()).collect::<Vec<_>>().join(", ")
-        ))),
-    }
-}
-
-/// Whether `raw` holds `id` as a whole id: not as a part of a longer one
-/// (`ws-abc` is not named by `ws-abcd`).
-fn names_id(raw: &str, id: &str) -> bool {
-    let part = |c: Option<char>| c.is_some_and(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
-    raw.match_indices(id)
-        .any(|(at, _)| !part(raw[..at].chars().next_back()) && !part(raw[at + id.len()..].chars().next()))
+    Ok(tfaudit_investigate::resolve_id(store, text)?)
 }
 
 pub fn export(cli: &Cli, args: &ExportArgs) -> Result<(), Failure> {
@@ -331,6 +266,31 @@ fn create_private(path: &Path) -> io::Result<std::fs::File> {
     std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(path)
 }
 
+/// When each organization's listings were last read (`enrich_token`), for those
+/// read at all.
+pub fn names_listed(
+    store: &dyn Store,
+    sources: &[tfaudit_store::SourceStatus],
+) -> Result<std::collections::BTreeMap<String, Timestamp>, tfaudit_store::StoreError> {
+    let mut listed = std::collections::BTreeMap::new();
+    for s in sources {
+        if let Some(t) = store.listed_at(&s.name)? {
+            listed.insert(s.name.clone(), t);
+        }
+    }
+    Ok(listed)
+}
+
+/// The catalogue's names of a summary's top actors.
+pub fn actor_names(
+    store: &dyn Store,
+    summary: &tfaudit_store::Summary,
+) -> Result<std::collections::BTreeMap<String, String>, tfaudit_store::StoreError> {
+    let ids: Vec<&str> =
+        summary.top_actors.iter().map(|a| a.accessor_id.as_str()).filter(|id| !id.is_empty()).collect();
+    Ok(store.current_names(&ids)?.into_iter().map(|(id, r)| (id, r.name)).collect())
+}
+
 pub fn summary(cli: &Cli, args: &SummaryArgs) -> Result<(), Failure> {
     let now = Timestamp::now();
     let mut filter_args = args.filter.clone();
@@ -340,12 +300,23 @@ pub fn summary(cli: &Cli, args: &SummaryArgs) -> Result<(), Failure> {
     let filter = filter(&filter_args, now)?;
     let store = open_for_reading(cli)?;
     let summary = store.summary(&filter, args.top)?;
+    // Text shows `name (id)`; JSON adds the names under `names` beside the summary's
+    // own fields.
+    let names = actor_names(&*store, &summary)?;
     let mut out = output::Stdout::new();
     match args.format {
-        ReportFormat::Json => out.json(&summary)?,
+        ReportFormat::Json => {
+            #[derive(serde::Serialize)]
+            struct Named<'a> {
+                #[serde(flatten)]
+                summary: &'a tfaudit_store::Summary,
+                names: &'a std::collections::BTreeMap<String, String>,
+            }
+            out.json(&Named { summary: &summary, names: &names })?;
+        }
         ReportFormat::Text => {
             let chart = out.terminal;
-            output::summary_text(&summary, chart, &mut out)?;
+            output::summary_text(&summary, &names, chart, &mut out)?;
         }
     }
     Ok(())
@@ -356,6 +327,7 @@ pub fn status(cli: &Cli, args: &StatusArgs) -> Result<(), Failure> {
     let location = settings::db_location(cli, config.as_ref())?;
     let store = location.open(Mode::ReadOnly)?;
     let sources = store.status()?;
+    let listed = names_listed(&*store, &sources)?;
     let mut out = output::Stdout::new();
     match args.format {
         ReportFormat::Json => {
@@ -364,12 +336,12 @@ pub fn status(cli: &Cli, args: &StatusArgs) -> Result<(), Failure> {
             let dead: std::collections::BTreeMap<String, u64> = dead_letters(&*store)?.into_iter().collect();
             let integrity = tfaudit_integrity::status(&*store)?;
             let removed = Removed::of(&*store)?;
-            let value = serde_json::json!({"archive": location.to_string(), "organizations": sources, "rejects": rejects, "alerts": alerts, "dead_letters": dead, "integrity": integrity, "retention": removed});
+            let value = serde_json::json!({"archive": location.to_string(), "organizations": sources, "rejects": rejects, "alerts": alerts, "dead_letters": dead, "integrity": integrity, "retention": removed, "names_listed_at": listed});
             out.json(&value)?;
         }
         ReportFormat::Text => {
             writeln!(out, "archive {}\n", output::terminal_safe(&location.to_string()))?;
-            output::status_text(&sources, &mut out)?;
+            output::status_text(&sources, &listed, &mut out)?;
             alerts_text(&store.alert_status(5)?, &mut out)?;
             integrity_text(&tfaudit_integrity::status(&*store)?, &mut out)?;
             let removed = Removed::of(&*store)?;
@@ -521,17 +493,4 @@ fn alerts_text(s: &tfaudit_store::AlertStatus, out: &mut dyn Write) -> io::Resul
         }
     }
     Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn an_id_is_named_whole() {
-        use super::names_id;
-        assert!(names_id(r#"{"resource":{"id":"ws-abc"}}"#, "ws-abc"));
-        assert!(names_id(r#"{"meta":{"workspace":{"id":"ws-abc","name":"x"}}}"#, "ws-abc"));
-        assert!(!names_id(r#"{"resource":{"id":"ws-abcd"}}"#, "ws-abc"));
-        assert!(!names_id(r#"{"resource":{"id":"xws-abc"}}"#, "ws-abc"));
-        assert!(names_id(r#"{"a":"ws-abcd","b":"ws-abc"}"#, "ws-abc"), "a later whole match counts");
-    }
 }

@@ -123,6 +123,8 @@ async fn the_dashboard_in_chromium_filters_opens_an_event_and_shows_hostile_name
     assert!(href.ends_with(&id), "{href} / {id}");
     let raw = browser.find(Locator::Id("raw")).await.unwrap().text().await.unwrap();
     let original: serde_json::Value = serde_json::from_str(&served(&sim)[&id]).unwrap();
+    // The page shows invisible and bidi characters as `\u{…}`: put them back to compare.
+    let raw = unescape_invisible(&raw);
     let shown: serde_json::Value =
         serde_json::from_str(&raw).unwrap_or_else(|e| panic!("the event page's JSON does not parse ({e}): {raw}"));
     assert_eq!(shown, original, "the event page shows the original event");
@@ -141,6 +143,31 @@ async fn the_dashboard_in_chromium_filters_opens_an_event_and_shows_hostile_name
 }
 
 /// An event of `sim`'s organization with this id and `meta`, stamped now.
+/// The text with each `\u{hex}` the page wrote for an invisible character (one not
+/// itself escaped by a backslash) turned back into the character.
+fn unescape_invisible(shown: &str) -> String {
+    let mut out = String::with_capacity(shown.len());
+    let mut rest = shown;
+    while let Some(at) = rest.find("\\u{") {
+        let backslashes = rest[..at].chars().rev().take_while(|c| *c == '\\').count();
+        let end = rest[at..].find('}').map(|e| at + e);
+        let decoded = end.and_then(|end| u32::from_str_radix(&rest[at + 3..end], 16).ok()).and_then(char::from_u32);
+        match (backslashes % 2, decoded, end) {
+            (0, Some(c), Some(end)) => {
+                out.push_str(&rest[..at]);
+                out.push(c);
+                rest = &rest[end + 1..];
+            }
+            _ => {
+                out.push_str(&rest[..at + 3]);
+                rest = &rest[at + 3..];
+            }
+        }
+    }
+    out.push_str(rest);
+    out
+}
+
 fn event_text(id: &str, meta: &str) -> (i64, String) {
     let now = jiff::Timestamp::now();
     let head = serde_json::json!({

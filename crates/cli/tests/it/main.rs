@@ -22,6 +22,7 @@ mod demo;
 mod faults;
 mod forward;
 mod integrity;
+mod investigate;
 mod migrate;
 mod names;
 mod outage;

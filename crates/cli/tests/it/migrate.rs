@@ -68,6 +68,19 @@ async fn an_archive_goes_to_postgresql_and_back_unchanged() {
     assert_eq!(organizations(&env, back).await, status);
     assert_eq!(alerts(&env, cfg, &pg.url).await, raised, "same alerts, ids and deliveries");
     assert_eq!(alerts(&env, cfg, back).await, raised);
+    // The catalogue goes along, each name with its history.
+    assert!(there.contains("names"), "{there}");
+    let names = |db: String| {
+        let env = &env;
+        async move { env.ok(None, &["--db", &db, "names", "show", "dmitri", "--format", "json"]).await }
+    };
+    let named = names(sqlite.clone()).await;
+    assert!(named.contains("\"name\": \"dmitri\"") || named.contains("\"name\":\"dmitri\""), "{named}");
+    // PostgreSQL text holds no NUL: a name with one keeps U+FFFD in its place, as
+    // every string column there does.
+    let without_nul = named.replace("\\u0000", "\u{fffd}");
+    assert_eq!(names(pg.url.clone()).await, without_nul, "PostgreSQL names the same");
+    assert_eq!(names(back.to_owned()).await, without_nul, "and SQLite again");
 
     // The copy carries on where the original stood: the alert engine has nothing new
     // to evaluate, so it raises nothing twice.

@@ -512,7 +512,8 @@ async fn who_follows_an_accessor_through_the_tokens_it_created() {
         "alice created a team API token at-StoryTeamToken1",
         "owners added a user to team team-StoryOwners01",
         "owners applied run run-Story0001",
-        "user-StoryAlice0001 (as alice) updated workspace ws-Story0001",
+        // The impersonator named from the catalogue (its events call it alice).
+        "alice (user-StoryAlice0001) (as alice) updated workspace ws-Story0001",
     ] {
         assert!(words.contains(line), "{line:?} in {words}");
     }
