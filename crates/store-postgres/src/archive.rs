@@ -642,8 +642,10 @@ impl PostgresStore {
             Order::OldestFirst => "ASC",
             Order::NewestFirst => "DESC",
         };
-        // The body only for free text, which only Rust matches.
-        let raw = if text.is_some() { "e.raw" } else { "NULL::bytea" };
+        // The body only for free text, which only Rust matches, and where the resource
+        // id column may stand for a NUL (see `nul_free`): the raw text has the truth.
+        let raw =
+            if text.is_some() { "e.raw" } else { "CASE WHEN strpos(e.resource_id, chr(65533)) > 0 THEN e.raw END" };
         let sql = format!(
             "SELECT e.seq, e.ts_ms, e.resource_id, {raw} FROM events e WHERE {}
              ORDER BY e.ts_ms {direction}, e.seq {direction}",
@@ -659,7 +661,16 @@ impl PostgresStore {
                     continue;
                 }
             }
-            each(EventKey { seq: r.get(0), timestamp: ts(r.get(1)), resource_id: r.get(2) })?;
+            let mut resource_id: Option<String> = r.get(2);
+            if resource_id.as_deref().is_some_and(|id| id.contains('\u{FFFD}'))
+                && let Some(raw) = r.get::<_, Option<&[u8]>>(3)
+            {
+                let raw = serde_json::value::RawValue::from_string(String::from_utf8_lossy(raw).into_owned());
+                if let Some(event) = raw.ok().and_then(|raw| AuditEvent::parse(&raw).ok()) {
+                    resource_id = event.resource_id;
+                }
+            }
+            each(EventKey { seq: r.get(0), timestamp: ts(r.get(1)), resource_id })?;
             n += 1;
         }
         Ok(n)
