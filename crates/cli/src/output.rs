@@ -82,19 +82,8 @@ pub fn csv_safe(s: &str) -> Cow<'_, str> {
     }
 }
 
-/// `1234567` as `1,234,567`.
-#[must_use]
-pub fn count(n: u64) -> String {
-    let digits = n.to_string();
-    let mut out = String::with_capacity(digits.len() + digits.len() / 3);
-    for (i, c) in digits.chars().enumerate() {
-        if i > 0 && (digits.len() - i).is_multiple_of(3) {
-            out.push(',');
-        }
-        out.push(c);
-    }
-    out
-}
+/// `1234567` as `1,234,567`, as every output writes counts.
+pub use tfaudit_model::count;
 
 pub fn time(t: jiff::Timestamp) -> String {
     match ZONE.get() {
@@ -497,13 +486,5 @@ mod tests {
         }
         assert_eq!(csv_safe("alice"), "alice");
         assert_eq!(csv_safe("2026-01-01T00:00:00Z"), "2026-01-01T00:00:00Z");
-    }
-
-    #[test]
-    fn counts() {
-        assert_eq!(count(0), "0");
-        assert_eq!(count(999), "999");
-        assert_eq!(count(1000), "1,000");
-        assert_eq!(count(1_234_567), "1,234,567");
     }
 }

@@ -82,6 +82,12 @@ impl RejectedEvent {
 }
 
 impl AuditEvent {
+    /// Whether the event is about a run that destroys (see [`is_destroy_run`]).
+    #[must_use]
+    pub fn is_destroy_run(&self) -> bool {
+        is_destroy_run(&self.raw)
+    }
+
     /// Parses one element of a page's `data` array.
     ///
     /// # Errors
@@ -122,6 +128,78 @@ impl AuditEvent {
             raw: text.to_owned(),
             named,
         })
+    }
+}
+
+/// Whether an event (its JSON text) is about a run that destroys: its
+/// `resource.meta.run.is_destroy` is the JSON `true`. Where a key repeats, the last one
+/// counts, as for a reader that keeps one value per key. Only text that holds the key
+/// `"is_destroy"` as written is read at all, so ingest hardly feels it; an event whose
+/// text is no JSON object says no.
+#[must_use]
+pub fn is_destroy_run(raw: &str) -> bool {
+    const PATH: [&str; 4] = ["resource", "meta", "run", "is_destroy"];
+    if !raw.contains("\"is_destroy\"") {
+        return false;
+    }
+    let mut de = serde_json::Deserializer::from_str(raw);
+    de::DeserializeSeed::deserialize(Pointer(&PATH), &mut de).is_ok_and(|found| found) && de.end().is_ok()
+}
+
+/// Follows object keys down a path and says whether the value there is `true`;
+/// everything else in the text is skipped, not built.
+struct Pointer<'p>(&'p [&'p str]);
+
+impl<'de> de::DeserializeSeed<'de> for Pointer<'_> {
+    type Value = bool;
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<bool, D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for Pointer<'_> {
+    type Value = bool;
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("any JSON value")
+    }
+    fn visit_bool<E: de::Error>(self, v: bool) -> Result<bool, E> {
+        Ok(v && self.0.is_empty())
+    }
+    fn visit_i64<E: de::Error>(self, _: i64) -> Result<bool, E> {
+        Ok(false)
+    }
+    fn visit_u64<E: de::Error>(self, _: u64) -> Result<bool, E> {
+        Ok(false)
+    }
+    fn visit_f64<E: de::Error>(self, _: f64) -> Result<bool, E> {
+        Ok(false)
+    }
+    fn visit_str<E: de::Error>(self, _: &str) -> Result<bool, E> {
+        Ok(false)
+    }
+    fn visit_unit<E: de::Error>(self) -> Result<bool, E> {
+        Ok(false)
+    }
+    fn visit_none<E: de::Error>(self) -> Result<bool, E> {
+        Ok(false)
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<bool, A::Error> {
+        while seq.next_element::<IgnoredAny>()?.is_some() {}
+        Ok(false)
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<bool, A::Error> {
+        let mut found = false;
+        while let Some(key) = map.next_key::<Text<'de>>()? {
+            match self.0.split_first() {
+                Some((first, rest)) if key.0.as_deref() == Some(*first) => {
+                    found = map.next_value_seed(Pointer(rest))?
+                }
+                _ => {
+                    map.next_value::<IgnoredAny>()?;
+                }
+            }
+        }
+        Ok(found)
     }
 }
 
@@ -645,5 +723,37 @@ mod tests {
         let b: serde_json::Value = serde_json::from_str(&c).unwrap();
         assert_eq!(a, b);
         assert!(matches!(compact_json(r#"{"a":1}"#), Cow::Borrowed(_)));
+    }
+
+    #[test]
+    fn destroy_runs_are_told_as_a_json_reader_tells_them() {
+        let cases = [
+            (r#"{"resource":{"meta":{"run":{"is_destroy":true}}}}"#, true),
+            (r#"{"resource":{"meta":{"run":{"is_destroy":false}}}}"#, false),
+            (r#"{"resource":{"meta":{"run":{"is_destroy":"true"}}}}"#, false),
+            (r#"{"resource":{"meta":{"run":{"is_destroy":1}}}}"#, false),
+            (r#"{"resource":{"meta":{"run":{"id":"run-1","is_destroy" : true,"x":[{"is_destroy":false}]}}}}"#, true),
+            (r#"{"resource":{"meta":{"run":{"is_destroy":true,"is_destroy":false}}}}"#, false),
+            (r#"{"resource":{"meta":{"run":{"is_destroy":false,"is_destroy":true}}}}"#, true),
+            (r#"{"resource":{"meta":{"run":{"is_destroy":true}},"meta":null}}"#, false),
+            (r#"{"resource":{"meta":{"workspace":{"is_destroy":true}}}}"#, false),
+            (r#"{"resource":{"meta":{"run":[{"is_destroy":true}]}}}"#, false),
+            (r#"{"is_destroy":true,"resource":{"meta":{"run":null}}}"#, false),
+            (r#"{"resource":{"meta":{"run":{"is_destroy":true}}}} trailing"#, false),
+            (r#"{"resource":{"meta":{"run":{"is_destroy":true}}"#, false),
+            (r#"{"resource":{"meta":{"run":{"message":"\"is_destroy\"","is_destroy":true}}}}"#, true),
+            (r#"{"resource":{"meta":{"run":{"message":"\"is_destroy\": true"}}}}"#, false),
+            (r#"{"resource":{"id":"run-1","meta":{"run":{"is_destroy":true}}}}"#, true),
+        ];
+        for (raw, expected) in cases {
+            let reader = serde_json::from_str::<serde_json::Value>(raw)
+                .ok()
+                .and_then(|v| v.pointer("/resource/meta/run/is_destroy").and_then(serde_json::Value::as_bool))
+                == Some(true);
+            assert_eq!(reader, expected, "the reference for {raw}");
+            assert_eq!(is_destroy_run(raw), expected, "{raw}");
+        }
+        let deep = format!(r#"{{"is_destroy":true,"x":{}1{}}}"#, "[".repeat(10_000), "]".repeat(10_000));
+        assert!(!is_destroy_run(&deep), "too deep to read: no");
     }
 }

@@ -7,9 +7,11 @@
 //! - [`Severity`]: how serious an alert is.
 //! - [`Secret`] and [`redact`]: secrets, hidden from every error, log line and stored text.
 //! - [`time`]: timestamps as the API writes and reads them.
+//! - [`count`]: numbers as every output writes them (`1,234,567`).
 
 pub mod event;
 mod explain;
+mod figures;
 pub mod names;
 pub mod redact;
 mod secret;
@@ -19,6 +21,7 @@ pub mod time;
 
 pub use event::{AuditEvent, RejectedEvent};
 pub use explain::{NameOf as ExplainNames, explain, explain_with};
+pub use figures::count;
 pub use names::{NameKind, Sighting, name_and_id};
 pub use secret::Secret;
 pub use severity::Severity;

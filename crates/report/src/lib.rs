@@ -365,13 +365,6 @@ fn meta_str(e: &StoredEvent, pointer: &str) -> Option<String> {
     v.pointer(pointer).and_then(serde_json::Value::as_str).map(str::to_owned)
 }
 
-fn is_destroy_run(e: &StoredEvent) -> bool {
-    serde_json::from_str::<serde_json::Value>(&e.event.raw)
-        .ok()
-        .and_then(|v| v.pointer("/resource/meta/run/is_destroy").and_then(serde_json::Value::as_bool))
-        == Some(true)
-}
-
 struct Reader<'a> {
     store: &'a dyn Store,
     request: &'a Request,
@@ -466,10 +459,8 @@ impl Reader<'_> {
     fn tokens(&self, kinds: &[(String, String, u64)]) -> Result<Tokens, ReportError> {
         let changes = self.section(kinds, token_change, |_| None)?;
         // Alive at the period's end: every creation the archive holds before the end,
-        // less the tokens deleted before it. Only the ids are kept while reading.
-        let mut created: Vec<StoredEvent> = Vec::new();
-        let mut deleted: HashSet<String> = HashSet::new();
-        let before_end = EventFilter { since: None, ..self.base.clone() };
+        // less the tokens deleted before it. Counted from the events' keys (no event
+        // is read whole for it); only the listed creations are read whole, at the end.
         let token_types: Vec<String> = {
             // Token kinds ever seen are few; the period's and the built-in one suffice
             // to find creations that may predate the period.
@@ -480,57 +471,59 @@ impl Reader<'_> {
             t.dedup();
             t
         };
+        let before_end = |t: &str, action: &str| EventFilter { since: None, ..self.kind_filter(t, action) };
+        let mut deleted: HashSet<String> = HashSet::new();
         for t in &token_types {
             for action in ["destroy", "delete"] {
-                let f = EventFilter { since: None, ..self.kind_filter(t, action) };
-                self.store.events(&f, Order::OldestFirst, None, &mut |e| {
-                    if let Some(id) = e.event.resource_id {
+                self.store.event_keys(&before_end(t, action), Order::OldestFirst, &mut |k| {
+                    if let Some(id) = k.resource_id {
                         deleted.insert(id);
                     }
                     Ok(())
                 })?;
             }
         }
-        let mut alive_total = 0;
+        let mut alive: Vec<(Timestamp, i64)> = Vec::new();
         for t in &token_types {
-            let f = EventFilter {
-                resource_type: Some(Pattern::new(t.as_str())),
-                action: Some(Pattern::new("create")),
-                ..before_end.clone()
-            };
-            self.store.events(&f, Order::OldestFirst, None, &mut |e| {
-                if e.event.resource_id.as_ref().is_some_and(|id| !deleted.contains(id)) {
-                    alive_total += 1;
-                    if created.len() < self.request.limit {
-                        created.push(e);
-                    }
+            self.store.event_keys(&before_end(t, "create"), Order::OldestFirst, &mut |k| {
+                if k.resource_id.as_ref().is_some_and(|id| !deleted.contains(id)) {
+                    alive.push((k.timestamp, k.seq));
                 }
                 Ok(())
             })?;
         }
-        let alive = self.listed(created, |_| None);
-        Ok(Tokens { changes, alive_total, alive })
+        let alive_total = alive.len() as u64;
+        alive.sort_unstable();
+        alive.truncate(self.request.limit);
+        let created = self.creations(&alive)?;
+        Ok(Tokens { changes, alive_total, alive: self.listed(created, |_| None) })
     }
 
-    /// Workspaces deleted (counted from the rollups) and runs applied that destroy
-    /// (read: only the event says whether a run destroys).
-    fn destruction(&self, kinds: &[(String, String, u64)]) -> Result<Section, ReportError> {
-        let mut section = self.section(kinds, deletion, |_| Some("workspace deleted".into()))?;
-        if kinds.iter().any(|(t, a, _)| t == "run" && a == "apply") {
-            // The text narrows the scan to runs that may destroy; the event decides.
-            let f = EventFilter { text: Some("\"is_destroy\"".into()), ..self.kind_filter("run", "apply") };
-            let mut runs = Vec::new();
-            let mut count = 0;
-            self.store.events(&f, Order::OldestFirst, None, &mut |e| {
-                if is_destroy_run(&e) {
-                    count += 1;
-                    if runs.len() < self.request.limit {
-                        runs.push(e);
-                    }
+    /// The events `keys` names (time, seq), read whole one by one by their seq: a
+    /// listing's worth of row lookups, where a read by type and time would read every
+    /// creation in between, the deleted ones too.
+    fn creations(&self, keys: &[(Timestamp, i64)]) -> Result<Vec<StoredEvent>, ReportError> {
+        let mut out = Vec::with_capacity(keys.len());
+        for &(_, seq) in keys {
+            self.store.events_after(seq - 1, 1, &mut |e| {
+                if e.seq == seq {
+                    out.push(e);
                 }
                 Ok(())
             })?;
+        }
+        Ok(out)
+    }
+
+    /// Workspaces deleted (counted from the rollups) and runs applied that destroy
+    /// (counted and found through the archive's index of destroy runs).
+    fn destruction(&self, kinds: &[(String, String, u64)]) -> Result<Section, ReportError> {
+        let mut section = self.section(kinds, deletion, |_| Some("workspace deleted".into()))?;
+        if kinds.iter().any(|(t, a, _)| t == "run" && a == "apply") {
+            let f = EventFilter { destroy_run: true, ..self.kind_filter("run", "apply") };
+            let count = self.store.event_keys(&f, Order::OldestFirst, &mut |_| Ok(()))?;
             if count > 0 {
+                let runs = self.read(&f)?;
                 section.total += count;
                 section.by_kind.push(("run apply (destroy)".into(), count));
                 section.by_kind.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));

@@ -4,13 +4,16 @@
 //! Event strings are untrusted (an organization's users write names, messages and
 //! descriptions): in HTML every one is escaped as text; in Markdown every character a
 //! renderer could act on is escaped and line breaks are shown, never kept, so that no
-//! value leaves its table cell. Control and bidirectional-override characters are
-//! shown as `\u{…}` in both.
+//! value leaves its table cell. Control, zero-width and bidirectional characters are
+//! shown as escapes in both (`\n`, `\t`, `\r`, else `\u{…}`), as everywhere tfaudit
+//! shows an event's strings ([`escape_invisible`]).
 
 use std::fmt::Write as _;
 
 use jiff::Timestamp;
 use jiff::tz::TimeZone;
+use tfaudit_model::count;
+use tfaudit_model::event::escape_invisible;
 
 use crate::{AlertItem, Alerts, Coverage, Item, Report, Section};
 
@@ -63,19 +66,6 @@ pub fn shown(t: Timestamp, zone: &TimeZone) -> String {
     }
 }
 
-/// `1234567` as `1,234,567`.
-fn count(n: u64) -> String {
-    let digits = n.to_string();
-    let mut out = String::with_capacity(digits.len() + digits.len() / 3);
-    for (i, c) in digits.chars().enumerate() {
-        if i > 0 && (digits.len() - i).is_multiple_of(3) {
-            out.push(',');
-        }
-        out.push(c);
-    }
-    out
-}
-
 fn duration(seconds: i64) -> String {
     let s = seconds.max(0);
     match s {
@@ -86,28 +76,11 @@ fn duration(seconds: i64) -> String {
     }
 }
 
-/// Control characters (line breaks too) and bidirectional overrides as `\u{…}`, so that
-/// what a string holds is shown rather than obeyed.
-#[must_use]
-pub fn visible(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for c in s.chars() {
-        let bidi =
-            matches!(c, '\u{200e}' | '\u{200f}' | '\u{061c}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}');
-        if c.is_control() || bidi {
-            let _ = write!(out, "\\u{{{:x}}}", c as u32);
-        } else {
-            out.push(c);
-        }
-    }
-    out
-}
-
 /// Text for HTML: escaped as text and as an attribute value alike.
 #[must_use]
 pub fn html(s: &str) -> String {
     let mut out = String::with_capacity(s.len() + 8);
-    for c in visible(s).chars() {
+    for c in escape_invisible(s, false).chars() {
         match c {
             '&' => out.push_str("&amp;"),
             '<' => out.push_str("&lt;"),
@@ -123,11 +96,11 @@ pub fn html(s: &str) -> String {
 /// Text for Markdown, in a table cell or a paragraph (never at a line's start): HTML's
 /// three characters as entities, every punctuation mark Markdown acts on within a line
 /// behind a backslash (emphasis, code, links and images, tables, strikethrough), line
-/// breaks shown as `\u{a}`.
+/// breaks shown as `\n`.
 #[must_use]
 pub fn markdown(s: &str) -> String {
     let mut out = String::with_capacity(s.len() + 8);
-    for c in visible(s).chars() {
+    for c in escape_invisible(s, false).chars() {
         match c {
             '&' => out.push_str("&amp;"),
             '<' => out.push_str("&lt;"),
@@ -717,7 +690,8 @@ mod tests {
         let s = "<script>alert(1)</script> | `x` [a](http://e) \n# h\u{202e}";
         let h = html(s);
         assert!(!h.contains('<') && !h.contains('>'), "{h}");
-        assert!(h.contains("\\u{a}") && h.contains("\\u{202e}"), "{h}");
+        assert!(h.contains("\\n") && h.contains("\\u{202e}") && !h.contains('\n'), "{h}");
+        assert!(html("a\u{200b}b").contains("\\u{200b}"), "zero-width characters are shown too");
         let m = markdown(s);
         assert!(!m.contains('\n') && !m.contains('<'), "{m}");
         assert!(!m.replace("\\|", "").contains('|'), "every pipe escaped: {m}");

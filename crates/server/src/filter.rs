@@ -192,6 +192,7 @@ impl Params {
                 text: present(&self.text).map(str::to_owned),
                 before,
                 impersonated: false,
+                destroy_run: false,
             },
             limit,
         })

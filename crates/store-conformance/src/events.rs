@@ -2,7 +2,8 @@
 
 use std::collections::BTreeMap;
 
-use tfaudit_store::{EventFilter, Order, PageOutcome, Pattern};
+use serde_json::json;
+use tfaudit_store::{EventFilter, EventKey, Order, PageOutcome, Pattern};
 
 use crate::{Fresh, at, ev, ids, read, source};
 
@@ -449,4 +450,76 @@ pub fn impersonated_events_are_found_by_their_impersonator(fresh: Fresh<'_>) {
     assert_eq!(find(&*a, |f| (f.impersonated, f.resource_type) = (true, p("team"))), ["3"]);
     let summary = a.summary(&EventFilter { impersonated: true, ..EventFilter::default() }, 10).unwrap();
     assert_eq!(summary.total, 2, "a summary counts only them too");
+}
+
+/// `destroy_run` keeps only events whose run destroys (`resource.meta.run.is_destroy`
+/// is `true`, as stored), with the other filters; text that only mentions it is not one.
+pub fn destroy_runs_are_found_as_their_json_says(fresh: Fresh<'_>) {
+    let a = fresh();
+    let s = source(&*a, "acme");
+    s.page(&[
+        ev("1", "2024-01-01T00:00:00Z").destroy(json!(true)),
+        ev("2", "2024-01-01T00:00:01Z").destroy(json!(false)),
+        ev("3", "2024-01-01T00:00:02Z"),
+        ev("4", "2024-01-01T00:00:03Z").destroy(json!(true)).kind("run", "create"),
+        ev("5", "2024-01-01T00:00:04Z").note("\"is_destroy\": true"),
+        ev("6", "2024-01-01T00:00:05Z").destroy(json!("true")),
+        ev("7", "2024-01-02T00:00:00Z").destroy(json!(true)).org("org-2"),
+    ]);
+    assert_eq!(find(&*a, |f| f.destroy_run = true), ["1", "4", "7"]);
+    assert_eq!(find(&*a, |f| (f.destroy_run, f.action) = (true, p("apply"))), ["1", "7"]);
+    assert_eq!(find(&*a, |f| (f.destroy_run, f.org) = (true, p("org-2"))), ["7"]);
+    assert_eq!(find(&*a, |f| (f.destroy_run, f.until) = (true, Some(at("2024-01-02T00:00:00Z")))), ["1", "4"]);
+    let summary = a.summary(&EventFilter { destroy_run: true, ..EventFilter::default() }, 10).unwrap();
+    assert_eq!(summary.total, 3, "a summary counts only them too");
+    let mut keys = Vec::new();
+    let n = a
+        .event_keys(&EventFilter { destroy_run: true, ..EventFilter::default() }, Order::NewestFirst, &mut |k| {
+            keys.push(k.resource_id.unwrap_or_default());
+            Ok(())
+        })
+        .unwrap();
+    assert_eq!((n, keys), (3, vec!["ws-7".to_owned(), "ws-4".to_owned(), "ws-1".to_owned()]));
+}
+
+/// `event_keys` gives, for any filter and in either order, the seq, time and resource
+/// id of exactly the events `events` reads.
+pub fn event_keys_are_those_of_the_events_read(fresh: Fresh<'_>) {
+    let a = fresh();
+    let s = source(&*a, "acme");
+    s.page(&[
+        ev("1", "2024-01-01T00:00:00Z").kind("authentication_token", "create").resource("at-1"),
+        ev("2", "2024-01-01T00:00:00Z").kind("authentication_token", "create").resource("at-2"),
+        ev("3", "2024-01-01T00:00:01Z").kind("authentication_token", "destroy").resource("at-1"),
+        ev("4", "2024-01-01T00:00:02.500Z").note("Needle").org("org-2"),
+        ev("5", "2024-01-03T00:00:00Z").kind("authentication_token", "create").resource("at-\0\u{1b}"),
+        ev("6", "2024-01-03T00:00:01Z").destroy(json!(true)).impersonator("user-admin"),
+    ]);
+    let filters = [
+        EventFilter::default(),
+        EventFilter { resource_type: p("authentication_token"), action: p("create"), ..EventFilter::default() },
+        EventFilter { until: Some(at("2024-01-02T00:00:00Z")), ..EventFilter::default() },
+        EventFilter { since: Some(at("2024-01-01T00:00:01Z")), org: p("org-2"), ..EventFilter::default() },
+        EventFilter { text: Some("needle".into()), ..EventFilter::default() },
+        EventFilter { impersonated: true, ..EventFilter::default() },
+        EventFilter { destroy_run: true, ..EventFilter::default() },
+    ];
+    for filter in &filters {
+        for order in [Order::OldestFirst, Order::NewestFirst] {
+            let expected: Vec<EventKey> = read(&*a, filter, order, None)
+                .into_iter()
+                .map(|e| EventKey { seq: e.seq, timestamp: e.event.timestamp, resource_id: e.event.resource_id })
+                .collect();
+            let mut keys = Vec::new();
+            let n = a
+                .event_keys(filter, order, &mut |k| {
+                    keys.push(k);
+                    Ok(())
+                })
+                .unwrap();
+            assert!(!expected.is_empty(), "each filter finds something: {filter:?}");
+            assert_eq!(keys, expected, "{filter:?} {order:?}");
+            assert_eq!(n, keys.len() as u64);
+        }
+    }
 }

@@ -137,6 +137,8 @@ macro_rules! suite {
             gaps_are_recorded_and_listed,
             runs_are_counted_per_source_over_a_range,
             impersonated_events_are_found_by_their_impersonator,
+            destroy_runs_are_found_as_their_json_says,
+            event_keys_are_those_of_the_events_read,
             rejects_are_kept_once_by_text_and_listed_newest_first,
             alert_start_point_is_fixed_by_the_first_complete_walk,
             values_seen_before_a_time_and_up_to_a_seq,
@@ -189,6 +191,7 @@ pub struct Ev {
     resource_id: String,
     impersonator: Option<String>,
     note: String,
+    destroy: Option<serde_json::Value>,
 }
 
 /// An event `id` at `time` (RFC 3339, whole milliseconds), by `user-1` ("ann") in
@@ -206,6 +209,7 @@ pub fn ev(id: &str, time: &str) -> Ev {
         resource_id: format!("ws-{id}"),
         impersonator: None,
         note: String::new(),
+        destroy: None,
     }
 }
 
@@ -243,13 +247,20 @@ impl Ev {
         self.note = note.into();
         self
     }
+    /// The run it is about says whether it destroys (`resource.meta.run.is_destroy`):
+    /// `true`, `false`, or a value of another type.
+    #[must_use]
+    pub fn destroy(mut self, is_destroy: serde_json::Value) -> Self {
+        self.destroy = Some(is_destroy);
+        self
+    }
     /// The event as the API would send it, parsed as a sync parses it.
     ///
     /// # Panics
     /// When the event does not parse (a mistake in the test).
     #[must_use]
     pub fn build(&self) -> AuditEvent {
-        let json = serde_json::json!({
+        let mut json = serde_json::json!({
             "id": self.id,
             "version": "0",
             "type": "Resource",
@@ -269,6 +280,9 @@ impl Ev {
                 "meta": { "note": self.note },
             },
         });
+        if let Some(d) = &self.destroy {
+            json["resource"]["meta"]["run"] = serde_json::json!({ "id": "run-1", "is_destroy": d });
+        }
         let raw = serde_json::value::RawValue::from_string(json.to_string()).expect("JSON");
         AuditEvent::parse(&raw).expect("a valid event")
     }

@@ -8,9 +8,9 @@ use postgres::types::ToSql;
 use sha2::Digest;
 use tfaudit_model::AuditEvent;
 use tfaudit_store::{
-    ActorCount, DayCount, EventFilter, Gap, KindCount, Order, PageOutcome, PageWrite, Pattern, Reject, Result, Run,
-    RunCounts, RunResult, RunTally, RunTotals, SeenValues, Source, SourceStatus, StoreError, StoredEvent, Summary,
-    Walk,
+    ActorCount, DayCount, EventFilter, EventKey, Gap, KindCount, Order, PageOutcome, PageWrite, Pattern, Reject,
+    Result, Run, RunCounts, RunResult, RunTally, RunTotals, SeenValues, Source, SourceStatus, StoreError, StoredEvent,
+    Summary, Walk,
 };
 
 use crate::rollup;
@@ -262,11 +262,12 @@ impl PostgresStore {
             "SELECT pg_advisory_xact_lock($1)",
             // 1
             "INSERT INTO events (id, source_id, organization_id, ts_ms, auth_type, accessor_id, auth_description,
-                                 impersonator_id, request_id, resource_id, resource_type, resource_action, raw, ingested_ms)
-             SELECT u.id, $1, u.org, u.ts, u.auth, u.acc, u.descr, u.imp, u.req, u.rid, u.rtype, u.ract, u.raw, $2
+                                 impersonator_id, request_id, resource_id, resource_type, resource_action, raw, ingested_ms,
+                                 destroy_run)
+             SELECT u.id, $1, u.org, u.ts, u.auth, u.acc, u.descr, u.imp, u.req, u.rid, u.rtype, u.ract, u.raw, $2, u.destroy
              FROM unnest($3::text[], $4::text[], $5::int8[], $6::text[], $7::text[], $8::text[], $9::text[], $10::text[],
-                         $11::text[], $12::text[], $13::text[], $14::bytea[])
-                  WITH ORDINALITY AS u(id, org, ts, auth, acc, descr, imp, req, rid, rtype, ract, raw, ord)
+                         $11::text[], $12::text[], $13::text[], $14::bytea[], $15::bool[])
+                  WITH ORDINALITY AS u(id, org, ts, auth, acc, descr, imp, req, rid, rtype, ract, raw, destroy, ord)
              ORDER BY u.ord
              ON CONFLICT (id) DO NOTHING
              RETURNING id",
@@ -327,6 +328,7 @@ impl PostgresStore {
             let rtype: Vec<Option<&str>> = ev.iter().map(|e| e.resource_type.as_deref()).collect();
             let ract: Vec<Option<&str>> = ev.iter().map(|e| e.resource_action.as_deref()).collect();
             let raw: Vec<&[u8]> = ev.iter().map(|e| e.raw.as_bytes()).collect();
+            let destroy: Vec<bool> = ev.iter().map(AuditEvent::is_destroy_run).collect();
             let rows = tx
                 .query(
                     &prepared[1],
@@ -345,6 +347,7 @@ impl PostgresStore {
                         &rtype,
                         &ract,
                         &raw,
+                        &destroy,
                     ],
                 )
                 .map_err(|e| self.db(&e))?;
@@ -564,6 +567,10 @@ impl PostgresStore {
         if filter.impersonated {
             w.and("e.impersonator_id IS NOT NULL");
         }
+        if filter.destroy_run {
+            // As the partial index states it, so that the index can answer.
+            w.and("e.destroy_run");
+        }
         if let Some((t, seq)) = filter.before {
             let (a, b) = (w.arg(ms(t)), w.arg(seq));
             w.and(&format!("(e.ts_ms, e.seq) < ({a}, {b})"));
@@ -616,6 +623,54 @@ impl PostgresStore {
                 continue;
             }
             each(event)?;
+            n += 1;
+        }
+        Ok(n)
+    }
+
+    pub(crate) fn query_event_keys(
+        &self,
+        filter: &EventFilter,
+        order: Order,
+        each: &mut dyn FnMut(EventKey) -> io::Result<()>,
+    ) -> Result<u64> {
+        let mut conn = self.conn()?;
+        let resolved = self.resolve(&mut conn, filter)?;
+        let w = Self::where_clause(filter, &resolved, filter.since.map(ms), filter.until.map(ms))?;
+        let text = filter.text.as_deref().map(text_matcher).transpose()?;
+        let direction = match order {
+            Order::OldestFirst => "ASC",
+            Order::NewestFirst => "DESC",
+        };
+        // The body only for free text, which only Rust matches, and where the resource
+        // id column may stand for a NUL (see `nul_free`): the raw text has the truth.
+        let raw =
+            if text.is_some() { "e.raw" } else { "CASE WHEN strpos(e.resource_id, chr(65533)) > 0 THEN e.raw END" };
+        let sql = format!(
+            "SELECT e.seq, e.ts_ms, e.resource_id, {raw} FROM events e WHERE {}
+             ORDER BY e.ts_ms {direction}, e.seq {direction}",
+            w.sql
+        );
+        let stmt = conn.prepare(&sql).map_err(|e| self.db(&e))?;
+        let mut rows = conn.client.query_raw(&stmt, w.refs()).map_err(|e| self.db(&e))?;
+        let mut n = 0;
+        while let Some(r) = postgres::fallible_iterator::FallibleIterator::next(&mut rows).map_err(|e| self.db(&e))? {
+            if let Some(re) = &text {
+                let raw: &[u8] = r.get(3);
+                if !re.is_match(&String::from_utf8_lossy(raw)) {
+                    continue;
+                }
+            }
+            let mut resource_id: Option<String> = r.get(2);
+            if resource_id.as_deref().is_some_and(|id| id.contains('\u{FFFD}'))
+                && let Some(raw) = r.get::<_, Option<&[u8]>>(3)
+            {
+                let raw = serde_json::value::RawValue::from_string(String::from_utf8_lossy(raw).into_owned());
+                if let Some(event) = raw.ok().and_then(|raw| AuditEvent::parse(&raw).ok()) {
+                    resource_id = event.resource_id;
+                }
+            }
+            each(EventKey { seq: r.get(0), timestamp: ts(r.get(1)), resource_id })?;
             n += 1;
         }
         Ok(n)

@@ -40,8 +40,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use jiff::Timestamp;
 use tfaudit_store::{
     AlertFilter, AlertRecord, AlertStatus, AlertWrite, Archive, CommitOutcome, ConsumerPosition, Consumers, DeadLetter,
-    DeliveryJob, DeliveryOutcome, EventFilter, Fence, Gap, Leases, Order, PageOutcome, PageWrite, Reject, Result,
-    RunCounts, RunResult, RunTotals, SeenValues, Source, SourceStatus, StoreError, StoredEvent, Summary,
+    DeliveryJob, DeliveryOutcome, EventFilter, EventKey, Fence, Gap, Leases, Order, PageOutcome, PageWrite, Reject,
+    Result, RunCounts, RunResult, RunTotals, SeenValues, Source, SourceStatus, StoreError, StoredEvent, Summary,
 };
 
 pub use connect::TlsMode;
@@ -331,6 +331,15 @@ impl Archive for PostgresStore {
         each: &mut dyn FnMut(StoredEvent) -> io::Result<()>,
     ) -> Result<u64> {
         self.query_events(filter, order, limit, each)
+    }
+
+    fn event_keys(
+        &self,
+        filter: &EventFilter,
+        order: Order,
+        each: &mut dyn FnMut(EventKey) -> io::Result<()>,
+    ) -> Result<u64> {
+        self.query_event_keys(filter, order, each)
     }
 
     fn event(&self, id: &str) -> Result<Option<StoredEvent>> {

@@ -322,4 +322,27 @@ CREATE TABLE catalogue_listings (
     listed_ms bigint NOT NULL
 );
 "#,
+    // 7: events about a run that destroys marked as they are stored, with a partial
+    // index of them (see the SQLite schema's migration 13). The events already archived
+    // are read once here, those whose text holds the key at all: where the key is
+    // written as `"is_destroy"`, as the Rust check reads it. JSON the server cannot
+    // read (only text Rust reads differently, which ingest never let in) says no rather
+    // than stopping the migration.
+    r#"
+ALTER TABLE events ADD COLUMN destroy_run boolean NOT NULL DEFAULT false;
+CREATE FUNCTION pg_temp.tfaudit_destroy_run(raw bytea) RETURNS boolean LANGUAGE plpgsql AS $$
+DECLARE
+    v json;
+BEGIN
+    -- `json`, not `jsonb`: it keeps every key, and its operators take the last of
+    -- repeated ones, as the Rust check does.
+    v := convert_from(raw, 'UTF8')::json #> '{resource,meta,run,is_destroy}';
+    RETURN v IS NOT NULL AND json_typeof(v) = 'boolean' AND v::text = 'true';
+EXCEPTION WHEN others THEN
+    RETURN false;
+END $$;
+UPDATE events SET destroy_run = true
+    WHERE position('"is_destroy"'::bytea IN raw) > 0 AND pg_temp.tfaudit_destroy_run(raw);
+CREATE INDEX events_by_destroy_run ON events (ts_ms, seq) WHERE destroy_run;
+"#,
 ];

@@ -240,3 +240,76 @@ fn a_holder_frozen_inside_a_fenced_write_does_not_block_a_takeover() {
     assert!(started.elapsed() < std::time::Duration::from_secs(10), "took {:?}", started.elapsed());
     assert!(tx.commit().is_err(), "the frozen transaction was ended by the server");
 }
+
+/// An archive from before destroy runs were marked (schema 6) gets the mark on every
+/// event it already holds when opened, repeated keys read as the Rust check reads them,
+/// and text the server's JSON reader refuses does not stop the migration.
+#[test]
+fn an_archive_from_before_the_destroy_mark_gets_it_for_every_event() {
+    use serde_json::value::RawValue;
+    let db = TestDb::new();
+    let store = PostgresStore::open(db.url(), false).expect("open");
+    let source = store.source("acme", "https://app.terraform.io").unwrap();
+    let run = store.start_run(source.id, jiff::Timestamp::now()).unwrap();
+    let raw = |id: &str, run_meta: &str| {
+        let text = format!(
+            r#"{{"id":"{id}","timestamp":"2024-01-01T00:00:00Z","resource":{{"type":"run","action":"apply","meta":{{"run":{run_meta}}}}}}}"#
+        );
+        tfaudit_model::AuditEvent::parse(&RawValue::from_string(text).unwrap()).unwrap()
+    };
+    let events = vec![
+        ev("plain", "2024-01-01T00:00:00Z").build(),
+        ev("yes", "2024-01-01T00:00:01Z").destroy(serde_json::json!(true)).build(),
+        ev("no", "2024-01-01T00:00:02Z").destroy(serde_json::json!(false)).build(),
+        raw("last-wins-yes", r#"{"is_destroy":false,"is_destroy":true}"#),
+        raw("last-wins-no", r#"{"is_destroy":true,"is_destroy":false}"#),
+        raw("string", r#"{"is_destroy":"true"}"#),
+        raw("nul-key", r#"{"is_destroy":true,"k\u0000":1}"#),
+    ];
+    let walk = tfaudit_store::Walk {
+        since: None,
+        next_page: 2,
+        page_size: 100,
+        newest: None,
+        oldest: None,
+        gap_from: None,
+        started_at: jiff::Timestamp::now(),
+    };
+    store
+        .store_page(&tfaudit_store::PageWrite {
+            source_id: source.id,
+            run_id: run,
+            pages: 1,
+            events: &events,
+            rejects: &[],
+            walk: &walk,
+        })
+        .unwrap();
+    let marked = |store: &PostgresStore| {
+        let mut ids = Vec::new();
+        let filter = tfaudit_store::EventFilter { destroy_run: true, ..Default::default() };
+        store
+            .events(&filter, tfaudit_store::Order::OldestFirst, None, &mut |e| {
+                ids.push(e.event.id);
+                Ok(())
+            })
+            .unwrap();
+        ids.sort();
+        ids
+    };
+    assert_eq!(marked(&store), ["last-wins-yes", "nul-key", "yes"], "marked as stored");
+    drop(store);
+    let mut admin = postgres::Client::connect(db.url(), postgres::NoTls).expect("connect");
+    admin
+        .batch_execute(
+            "DROP INDEX events_by_destroy_run; ALTER TABLE events DROP COLUMN destroy_run;
+             DELETE FROM schema_migrations WHERE version = 7;",
+        )
+        .unwrap();
+    let store = PostgresStore::open(db.url(), false).expect("reopen and migrate");
+    let migrated = marked(&store);
+    assert!(
+        migrated == ["last-wins-yes", "nul-key", "yes"] || migrated == ["last-wins-yes", "yes"],
+        "as the Rust check, but for what the server cannot read: {migrated:?}"
+    );
+}

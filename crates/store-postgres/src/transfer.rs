@@ -43,18 +43,21 @@ pub(crate) fn insert_events(
     let times: Vec<i64> = ev.iter().map(|e| ms(e.timestamp)).collect();
     let ingested: Vec<i64> = events.iter().map(|e| ms(e.ingested_at)).collect();
     let raw: Vec<&[u8]> = ev.iter().map(|e| e.raw.as_bytes()).collect();
+    let destroy: Vec<bool> = ev.iter().map(|e| e.is_destroy_run()).collect();
     let seqs: Vec<i64> = events.iter().map(|e| e.seq).collect();
     let (seq_column, overriding, seq_value) =
         if keep_seq { ("seq, ", "OVERRIDING SYSTEM VALUE", "u.seq, ") } else { ("", "", "") };
     tx.execute(
         &format!(
             "INSERT INTO events ({seq_column}id, source_id, organization_id, ts_ms, auth_type, accessor_id, auth_description,
-                                 impersonator_id, request_id, resource_id, resource_type, resource_action, raw, ingested_ms)
+                                 impersonator_id, request_id, resource_id, resource_type, resource_action, raw, ingested_ms,
+                                 destroy_run)
              {overriding}
-             SELECT {seq_value}u.id, u.src, u.org, u.ts, u.auth, u.acc, u.descr, u.imp, u.req, u.rid, u.rtype, u.ract, u.raw, u.ing
+             SELECT {seq_value}u.id, u.src, u.org, u.ts, u.auth, u.acc, u.descr, u.imp, u.req, u.rid, u.rtype, u.ract, u.raw, u.ing,
+                    u.destroy
              FROM unnest($1::text[], $2::int8[], $3::text[], $4::int8[], $5::text[], $6::text[], $7::text[], $8::text[],
-                         $9::text[], $10::text[], $11::text[], $12::text[], $13::bytea[], $14::int8[], $15::int8[])
-                  WITH ORDINALITY AS u(id, src, org, ts, auth, acc, descr, imp, req, rid, rtype, ract, raw, ing, seq, ord)
+                         $9::text[], $10::text[], $11::text[], $12::text[], $13::bytea[], $14::int8[], $15::int8[], $16::bool[])
+                  WITH ORDINALITY AS u(id, src, org, ts, auth, acc, descr, imp, req, rid, rtype, ract, raw, ing, seq, destroy, ord)
              ORDER BY u.ord"
         ),
         &[
@@ -73,6 +76,7 @@ pub(crate) fn insert_events(
             &raw,
             &ingested,
             &seqs,
+            &destroy,
         ],
     )
 }

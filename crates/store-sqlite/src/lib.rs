@@ -29,9 +29,9 @@ use rusqlite::{Connection, ErrorCode, OptionalExtension, ToSql, params};
 use tfaudit_model::AuditEvent;
 use tfaudit_store::{
     ActorCount, AlertFilter, AlertRecord, AlertStatus, AlertWrite, Archive, CommitOutcome, ConsumerPosition, Consumers,
-    DayCount, DeadLetter, DeliveryJob, DeliveryOutcome, EventFilter, Fence, Gap, KindCount, Leases, Order, PageOutcome,
-    PageWrite, Reject, Result, Run, RunCounts, RunResult, RunTally, RunTotals, SeenValues, Source, SourceStatus,
-    StoreError, StoredEvent, Summary, Walk,
+    DayCount, DeadLetter, DeliveryJob, DeliveryOutcome, EventFilter, EventKey, Fence, Gap, KindCount, Leases, Order,
+    PageOutcome, PageWrite, Reject, Result, Run, RunCounts, RunResult, RunTally, RunTotals, SeenValues, Source,
+    SourceStatus, StoreError, StoredEvent, Summary, Walk,
 };
 
 use tfaudit_store::rollup::HOUR_MS;
@@ -334,6 +334,7 @@ impl SqliteStore {
         glob::register(&conn).map_err(|e| classify(&shown, e))?;
         compress::register(&conn, self.codec.clone()).map_err(|e| classify(&shown, e))?;
         names::register(&conn).map_err(|e| classify(&shown, e))?;
+        rollup::register(&conn).map_err(|e| classify(&shown, e))?;
         // Before the first table exists, so that it applies: larger pages mean fewer
         // B-tree splits and WAL frames per event.
         conn.execute_batch("PRAGMA page_size = 16384;").map_err(|e| classify(&shown, e))?;
@@ -668,6 +669,10 @@ fn where_clause(
     if filter.impersonated {
         w.and("e.impersonator_id IS NOT NULL", vec![]);
     }
+    if filter.destroy_run {
+        // As the partial index states it, so that the index can answer.
+        w.and("e.destroy_run = 1", vec![]);
+    }
     if let Some(text) = &filter.text {
         w.and("tfaudit_contains(?, tfaudit_raw(e.raw, e.dict))", vec![Box::new(text.clone())]);
     }
@@ -693,6 +698,12 @@ fn org_sources(org: &tfaudit_store::Pattern) -> (String, Vec<Box<dyn ToSql>>) {
     let (id, more) = glob::clause("organization_id", org, true);
     values.extend(more);
     (format!("SELECT id FROM sources WHERE {name} OR {id}"), values)
+}
+
+/// The index to read a filter's events through where the planner would not pick it:
+/// destroy runs are few, and their partial index holds only them.
+fn index_hint(filter: &EventFilter) -> &'static str {
+    if filter.destroy_run { "INDEXED BY events_by_destroy_run" } else { "" }
 }
 
 /// Sources matching an organization pattern, for the precomputed counts.
@@ -943,7 +954,9 @@ impl Archive for SqliteStore {
             Order::OldestFirst => "ASC",
             Order::NewestFirst => "DESC",
         };
-        let index = if plan::prefer_time_index(&conn, filter, limit, hours).map_err(|e| self.db(e))? {
+        let index = if filter.destroy_run {
+            index_hint(filter)
+        } else if plan::prefer_time_index(&conn, filter, limit, hours).map_err(|e| self.db(e))? {
             "INDEXED BY events_by_time"
         } else {
             ""
@@ -960,6 +973,46 @@ impl Archive for SqliteStore {
         let mut n = 0;
         while let Some(row) = rows.next().map_err(|e| self.db(e))? {
             each(read_event(&conn, &mut names, row).map_err(|e| self.db(e))?)?;
+            n += 1;
+        }
+        Ok(n)
+    }
+
+    fn event_keys(
+        &self,
+        filter: &EventFilter,
+        order: Order,
+        each: &mut dyn FnMut(EventKey) -> io::Result<()>,
+    ) -> Result<u64> {
+        let conn = self.read()?;
+        let hours = hours(&conn, filter.since.map(ms), filter.until.map(ms)).map_err(|e| self.db(e))?;
+        let w = where_clause(filter, filter.since.map(ms), filter.until.map(ms), hours);
+        let direction = match order {
+            Order::OldestFirst => "ASC",
+            Order::NewestFirst => "DESC",
+        };
+        // Every match is read, so a type's own index (then sorting the keys, which are
+        // small) beats walking the time index over the whole range, which the planner
+        // prefers for the order.
+        let index = if filter.destroy_run || filter.resource_type.is_none() {
+            index_hint(filter)
+        } else {
+            "INDEXED BY events_by_kind"
+        };
+        let sql = format!(
+            "SELECT e.seq, e.ts_ms, e.resource_id FROM events e {index} WHERE {} ORDER BY e.ts_ms {direction}, e.seq {direction}",
+            w.sql
+        );
+        let mut stmt = conn.prepare_cached(&sql).map_err(|e| self.db(e))?;
+        let mut rows = stmt.query(&*w.refs()).map_err(|e| self.db(e))?;
+        let mut n = 0;
+        while let Some(r) = rows.next().map_err(|e| self.db(e))? {
+            let key = EventKey {
+                seq: r.get(0).map_err(|e| self.db(e))?,
+                timestamp: ts(r.get(1).map_err(|e| self.db(e))?),
+                resource_id: r.get(2).map_err(|e| self.db(e))?,
+            };
+            each(key)?;
             n += 1;
         }
         Ok(n)
@@ -989,7 +1042,8 @@ impl Archive for SqliteStore {
             let hours = hours(&conn, from, to).map_err(|e| self.db(e))?;
             let w = where_clause(filter, from, to, hours);
             let sql = format!(
-                "SELECT e.ts_ms, e.resource_type, e.resource_action, e.accessor_id FROM events e WHERE {}",
+                "SELECT e.ts_ms, e.resource_type, e.resource_action, e.accessor_id FROM events e {} WHERE {}",
+                index_hint(filter),
                 w.sql
             );
             let mut stmt = conn.prepare_cached(&sql).map_err(|e| self.db(e))?;

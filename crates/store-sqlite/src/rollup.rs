@@ -47,7 +47,23 @@ pub(crate) fn insert_event(
         ingested_ms,
         dict,
         raw,
+        e.is_destroy_run(),
     ])
+}
+
+/// Adds `tfaudit_destroy_run(text)`: whether an event's JSON is about a run that
+/// destroys, as told when it is stored (migration 13 uses it).
+pub fn register(conn: &rusqlite::Connection) -> rusqlite::Result<()> {
+    use rusqlite::functions::FunctionFlags;
+    let flags = FunctionFlags::SQLITE_UTF8 | FunctionFlags::SQLITE_DETERMINISTIC | FunctionFlags::SQLITE_INNOCUOUS;
+    conn.create_scalar_function("tfaudit_destroy_run", 1, flags, |ctx| {
+        Ok(match ctx.get_raw(0) {
+            rusqlite::types::ValueRef::Text(t) => {
+                std::str::from_utf8(t).is_ok_and(tfaudit_model::event::is_destroy_run)
+            }
+            _ => false,
+        })
+    })
 }
 
 /// The `events` insert, its columns in [`insert_event`]'s order (a macro, so that
@@ -55,8 +71,8 @@ pub(crate) fn insert_event(
 macro_rules! event_insert {
     () => {
         "INSERT INTO events (id, source_id, ts_ms, organization_id, auth_type, accessor_id, auth_description,
-            impersonator_id, resource_type, resource_action, request_id, resource_id, ingested_ms, dict, raw)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)"
+            impersonator_id, resource_type, resource_action, request_id, resource_id, ingested_ms, dict, raw, destroy_run)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)"
     };
 }
 

@@ -408,4 +408,14 @@ CREATE TABLE catalogue_listings (
     listed_ms INTEGER NOT NULL
 );
 ",
+    // 13: events about a run that destroys (`resource.meta.run.is_destroy` true) marked
+    // as they are stored, with a partial index of them, so that the compliance report
+    // counts and lists destroy runs without reading every run. The events already
+    // archived are read once here: it needs `tfaudit_raw` and `tfaudit_destroy_run`,
+    // registered on every writing connection.
+    r"
+ALTER TABLE events ADD COLUMN destroy_run INTEGER NOT NULL DEFAULT 0;
+UPDATE events SET destroy_run = 1 WHERE tfaudit_destroy_run(tfaudit_raw(raw, dict));
+CREATE INDEX events_by_destroy_run ON events (ts_ms) WHERE destroy_run = 1;
+",
 ];

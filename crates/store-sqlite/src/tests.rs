@@ -921,6 +921,7 @@ fn an_archive_in_the_old_layout_migrates_with_every_answer_unchanged() {
         indexes,
         [
             "events_by_actor",
+            "events_by_destroy_run",
             "events_by_hour_id",
             "events_by_hour_resource",
             "events_by_impersonator",
@@ -950,4 +951,60 @@ fn migrating_an_archive_emptied_of_events_keeps_its_seqs_used() {
     let run = s.start_run(source.id, Timestamp::now()).unwrap();
     store(&s, &source, run, &[event("first", "2024-03-01T00:00:00Z", "user-ann", "ann", "run", "apply")]);
     assert_eq!(s.event("first").unwrap().unwrap().seq, 501);
+}
+
+/// An archive from before destroy runs were marked (schema 12) gets the mark on every
+/// event it already holds when opened, compressed ones too, as if each had been stored
+/// with it; events stored after are marked as they are stored.
+#[test]
+fn an_archive_from_before_the_destroy_mark_gets_it_for_every_event() {
+    let (dir, s) = open();
+    let source = s.source("acme", "https://app.terraform.io").unwrap();
+    let run = s.start_run(source.id, Timestamp::now()).unwrap();
+    let destroys = |n: usize| n % 7 == 3;
+    let run_event = |n: usize, is_destroy: &str| {
+        let text = format!(
+            r#"{{"id":"e{n:05}","timestamp":"2024-05-01T{:02}:{:02}:{:02}.000Z","auth":{{"accessor_id":"user-1"}},"resource":{{"id":"run-{n}","type":"run","action":"apply","meta":{{"run":{{"id":"run-{n}","is_destroy":{is_destroy}}}}}}}}}"#,
+            n / 3600,
+            (n / 60) % 60,
+            n % 60
+        );
+        AuditEvent::parse(&RawValue::from_string(text).unwrap()).unwrap()
+    };
+    for page in 0..3 {
+        let events: Vec<AuditEvent> = (page * 1000..(page + 1) * 1000)
+            .map(|n| {
+                run_event(
+                    n,
+                    if destroys(n) {
+                        "true"
+                    } else if n % 2 == 0 {
+                        "false"
+                    } else {
+                        "\"true\""
+                    },
+                )
+            })
+            .collect();
+        store(&s, &source, run, &events);
+    }
+    let expected: Vec<String> = (0..3000).filter(|&n| destroys(n)).map(|n| format!("e{n:05}")).collect();
+    let destroy_runs = EventFilter { destroy_run: true, ..EventFilter::default() };
+    assert_eq!(all_ids(&s, &destroy_runs), expected, "marked as stored");
+    drop(s);
+    let path = dir.path().join("sub/archive.db");
+    let conn = rusqlite::Connection::open(&path).unwrap();
+    let compressed: i64 =
+        conn.query_row("SELECT count(*) FROM events WHERE dict IS NOT NULL", [], |r| r.get(0)).unwrap();
+    assert_eq!(compressed, 1000, "the last page is compressed");
+    conn.execute_batch(
+        "DROP INDEX events_by_destroy_run; ALTER TABLE events DROP COLUMN destroy_run; PRAGMA user_version = 12;",
+    )
+    .unwrap();
+    drop(conn);
+    let s = SqliteStore::open(&path, OpenMode::MustExist).unwrap();
+    assert_eq!(all_ids(&s, &destroy_runs), expected, "marked by the migration");
+    let later = run_event(5000, "true");
+    assert_eq!(store(&s, &source, run, std::slice::from_ref(&later)).inserted, 1);
+    assert_eq!(all_ids(&s, &destroy_runs).last().map(String::as_str), Some("e05000"));
 }

@@ -128,8 +128,8 @@ macro_rules! guarded {
 
 use crate::{
     AlertFilter, AlertRecord, AlertStatus, AlertWrite, Archive, CommitOutcome, ConsumerPosition, Consumers, DeadLetter,
-    DeliveryJob, DeliveryOutcome, EventFilter, Fence, Gap, Lease, Leases, Order, PageOutcome, PageWrite, Reject,
-    RunCounts, RunResult, RunTotals, SeenValues, Source, SourceStatus, StoredEvent, Summary, Transfer,
+    DeliveryJob, DeliveryOutcome, EventFilter, EventKey, Fence, Gap, Lease, Leases, Order, PageOutcome, PageWrite,
+    Reject, RunCounts, RunResult, RunTotals, SeenValues, Source, SourceStatus, StoredEvent, Summary, Transfer,
     transfer::ArchiveState,
 };
 use jiff::Timestamp;
@@ -141,6 +141,7 @@ guarded! { Archive {
     fn finish_walk_fenced(&self, source_id: i64, cursor: Option<Timestamp>, gap: Option<&Gap>, reconciled: Option<Timestamp>, fence: Option<&Fence>) -> Result<()>;
     fn finish_run(&self, run_id: i64, result: &RunResult, counts: RunCounts) -> Result<()>;
     fn events(&self, filter: &EventFilter, order: Order, limit: Option<u64>, each: &mut dyn FnMut(StoredEvent) -> std::io::Result<()>) -> Result<u64>;
+    fn event_keys(&self, filter: &EventFilter, order: Order, each: &mut dyn FnMut(EventKey) -> std::io::Result<()>) -> Result<u64>;
     fn event(&self, id: &str) -> Result<Option<StoredEvent>>;
     fn summary(&self, filter: &EventFilter, top: usize) -> Result<Summary>;
     fn status(&self) -> Result<Vec<SourceStatus>>;

@@ -110,6 +110,11 @@ pub struct EventFilter {
     /// set), found through the backends' index of impersonators rather than by reading
     /// every event: the compliance report lists them.
     pub impersonated: bool,
+    /// Only events about a run that destroys (`resource.meta.run.is_destroy` is true,
+    /// see [`tfaudit_model::event::is_destroy_run`]), told at ingest and found through the
+    /// backends' index of them rather than by reading every run: the compliance report
+    /// lists them.
+    pub destroy_run: bool,
 }
 
 impl EventFilter {
@@ -124,6 +129,7 @@ impl EventFilter {
             && self.text.is_none()
             && self.before.is_none()
             && !self.impersonated
+            && !self.destroy_run
     }
 }
 

@@ -222,6 +222,14 @@ pub struct RunCounts {
     pub retries: u64,
 }
 
+/// What [`Archive::event_keys`] gives of an event.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EventKey {
+    pub seq: i64,
+    pub timestamp: Timestamp,
+    pub resource_id: Option<String>,
+}
+
 /// The order events are read in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Order {
@@ -388,6 +396,20 @@ pub trait Archive: Send + Sync {
         order: Order,
         limit: Option<u64>,
         each: &mut dyn FnMut(StoredEvent) -> io::Result<()>,
+    ) -> Result<u64>;
+
+    /// For every event matching `filter`, in `order`: its seq, time and resource id,
+    /// read from its row without reading or decoding its body — for counting and
+    /// matching many events of which few are shown (the compliance report's tokens).
+    /// Returns how many were read.
+    ///
+    /// # Errors
+    /// On a database failure, or the first error `each` returns.
+    fn event_keys(
+        &self,
+        filter: &EventFilter,
+        order: Order,
+        each: &mut dyn FnMut(EventKey) -> io::Result<()>,
     ) -> Result<u64>;
 
     /// One event by id.

@@ -42,6 +42,7 @@ pub fn filter(args: &FilterArgs, now: Timestamp) -> Result<EventFilter, Failure>
         text: args.text.clone().filter(|t| !t.is_empty()),
         before: None,
         impersonated: false,
+        destroy_run: false,
     };
     if let (Some(s), Some(u)) = (f.since, f.until)
         && s >= u
