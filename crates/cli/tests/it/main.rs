@@ -27,5 +27,6 @@ mod names;
 mod outage;
 mod output;
 mod report;
+mod scheduled;
 mod serve;
 mod sync;
