@@ -447,8 +447,8 @@ pub async fn send_email_with_attachment(
     let subject: String = subject.chars().map(|c| if c.is_control() { ' ' } else { c }).collect();
     // Base64 whatever the content: a report's long lines and non-ASCII names pass every
     // relay unchanged, and the file comes out byte for byte.
-    let body = Body::new_with_encoding(attachment.content.clone(), ContentTransferEncoding::Base64)
-        .unwrap_or_else(|content| Body::new(content));
+    let body =
+        Body::new_with_encoding(attachment.content.clone(), ContentTransferEncoding::Base64).unwrap_or_else(Body::new);
     let parts = MultiPart::mixed()
         .singlepart(SinglePart::plain(text.to_owned()))
         .singlepart(lettre::message::Attachment::new(attachment.file_name.clone()).body(body, kind));
