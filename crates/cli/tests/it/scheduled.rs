@@ -52,17 +52,31 @@ to = ["auditors@example.com"]
 
 /// The reports the archive holds, with their deliveries.
 fn stored_reports(env: &Env) -> Vec<tfaudit_store::ReportRecord> {
-    tfaudit_backend::Location::Sqlite(env.db.clone())
-        .open(tfaudit_backend::Mode::MustExist)
-        .ok()
-        .and_then(|s| s.reports(10).ok())
-        .unwrap_or_default()
+    reports_at(&env.db.display().to_string())
+}
+
+/// The reports of the archive at `location`, read on a thread of its own: the
+/// PostgreSQL client blocks, and may not run on a thread that drives async tasks.
+fn reports_at(location: &str) -> Vec<tfaudit_store::ReportRecord> {
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            tfaudit_backend::open(location, tfaudit_backend::Mode::MustExist)
+                .ok()
+                .and_then(|s| s.reports(10).ok())
+                .unwrap_or_default()
+        })
+        .join()
+        .unwrap()
+    })
+}
+
+fn delivered(reports: &[tfaudit_store::ReportRecord]) -> bool {
+    !reports.is_empty()
+        && reports.iter().all(|r| r.deliveries.iter().all(|d| d.state == tfaudit_store::DeliveryState::Delivered))
 }
 
 fn all_delivered(env: &Env) -> bool {
-    let reports = stored_reports(env);
-    !reports.is_empty()
-        && reports.iter().all(|r| r.deliveries.iter().all(|d| d.state == tfaudit_store::DeliveryState::Delivered))
+    delivered(&stored_reports(env))
 }
 
 /// Successful syncs recorded so far.
@@ -234,4 +248,44 @@ async fn bad_report_tables_are_one_line_errors() {
         .unwrap();
     let ok = text(&out.stdout);
     assert!(out.status.success() && ok.contains("1 reports"), "{ok}{}", text(&out.stderr));
+}
+
+/// Two instances on one PostgreSQL archive, both with the report: one report, one
+/// file, one email.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_instances_on_postgresql_make_and_send_the_report_once() {
+    let db = tokio::task::spawn_blocking(crate::cluster::TestDb::new).await.unwrap();
+    let sim = start(SimConfig { events: 300, hostile: 0.0, ..SimConfig::default() }).await;
+    let smtp = Smtp::start().await;
+    let env = Env::new();
+    let cfg = config(
+        &env,
+        &sim,
+        &smtp,
+        "[[report]]\nname = \"monthly\"\nperiod = \"monthly\"\nformat = \"md\"\nsend_to = [\"mail\"]\nwrite_to = \"reports\"\n",
+    );
+    let cfg = cfg.to_str().unwrap().to_owned();
+    let mut instances = crate::cluster::Instances::new(&env, |name| {
+        let mut cmd = env.command(None, &["--config", &cfg, "watch", "--instance", name, "--lease", "3s"]);
+        cmd.env("SIM_TOKEN", sim.token()).env("TFAUDIT_DB", &db.url);
+        cmd
+    });
+    instances.start("a");
+    instances.start("b");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !delivered(&reports_at(&db.url)) {
+        assert!(Instant::now() < deadline, "timed out waiting for the report: {}", instances.logs());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // Both keep syncing a while longer: neither makes or sends it again.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    instances.stop().await;
+    let reports = reports_at(&db.url);
+    assert_eq!(reports.len(), 1, "{reports:#?}");
+    assert!(reports[0].deliveries.iter().all(|d| d.attempts == 1), "{reports:#?}");
+    assert_eq!(smtp.messages.lock().unwrap().len(), 1, "one email");
+    let files: Vec<_> = std::fs::read_dir(env.path("reports")).unwrap().map(|e| e.unwrap().file_name()).collect();
+    assert_eq!(files, [std::ffi::OsString::from(format!("monthly-{}.md", reports[0].report.period))]);
+    let logs = instances.logs();
+    assert_eq!(logs.matches("report made").count(), 1, "{logs}");
 }
