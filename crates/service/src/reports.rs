@@ -454,6 +454,48 @@ mod tests {
     }
 
     #[test]
+    fn a_period_waits_for_a_successful_sync_started_after_its_end_or_a_day() {
+        use tfaudit_store::{Archive, RunCounts, RunResult};
+        let dir = tempfile::tempdir().unwrap();
+        let store = tfaudit_store_sqlite::SqliteStore::open(
+            &dir.path().join("archive.db"),
+            tfaudit_store_sqlite::OpenMode::CreateIfMissing,
+        )
+        .unwrap();
+        let schedule = ReportSchedule {
+            name: "r".into(),
+            cadence: Cadence::Monthly,
+            format: Format::Markdown,
+            org: None,
+            send_to: Vec::new(),
+            write_to: None,
+        };
+        let orgs = ["acme".to_owned(), "beta".to_owned()];
+        let end = at("2026-12-01T00:00:00Z");
+        let now = at("2026-12-01T06:00:00Z");
+        let run = |name: &str, started: &str, result: RunResult| {
+            let source = store.source(name, "https://app.terraform.io").unwrap();
+            let id = store.start_run(source.id, at(started)).unwrap();
+            store.finish_run(id, &result, RunCounts::default()).unwrap();
+        };
+        let ready = |due, now| synced_past(&store, &schedule, &orgs, end, due, now).unwrap();
+        // acme synced before the end and after it; beta only failed after it.
+        run("acme", "2026-11-30T23:59:00Z", RunResult::Ok);
+        run("acme", "2026-12-01T00:01:00Z", RunResult::Ok);
+        run("beta", "2026-11-30T23:59:30Z", RunResult::Ok);
+        run("beta", "2026-12-01T00:02:00Z", RunResult::Failed("down".into()));
+        assert!(!ready(end, now), "beta has not synced past the end");
+        // Only the organizations the report covers count.
+        let acme_only = ReportSchedule { org: Some("ACME".into()), ..schedule.clone() };
+        assert!(synced_past(&store, &acme_only, &orgs, end, end, now).unwrap());
+        // A day after it was due it goes ahead; a schedule first seen later waits a day from then.
+        assert!(ready(end, at("2026-12-02T00:00:00Z")));
+        assert!(!ready(at("2026-12-01T12:00:00Z"), at("2026-12-02T00:00:00Z")));
+        run("beta", "2026-12-01T00:03:00Z", RunResult::Ok);
+        assert!(ready(end, now));
+    }
+
+    #[test]
     fn a_file_is_written_whole_with_mode_0600() {
         use std::os::unix::fs::PermissionsExt;
         let dir = tempfile::tempdir().unwrap();
