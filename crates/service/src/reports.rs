@@ -308,8 +308,16 @@ async fn deliver_forever(
 ) {
     let mut retry = Retry::new(settings.poll);
     let poll = settings.poll.min(Duration::from_secs(1));
+    // Only what this instance can deliver: another with other settings leaves the rest.
+    let mut targets: Vec<String> = settings.reports.iter().flat_map(ScheduledReports::targets).collect();
+    targets.retain(|t| t.strip_prefix("email:").is_none_or(|d| settings.email.contains_key(d)));
+    targets.sort_unstable();
+    targets.dedup();
+    let targets = Arc::new(targets);
     loop {
-        let claimed = tfaudit_store::blocking(&store, |s| s.claim_report_delivery(Timestamp::now(), CLAIM)).await;
+        let mine = targets.clone();
+        let claimed =
+            tfaudit_store::blocking(&store, move |s| s.claim_report_delivery(&mine, Timestamp::now(), CLAIM)).await;
         let pause = match claimed {
             Ok(Some(job)) => {
                 retry.succeeded();

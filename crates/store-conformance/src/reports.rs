@@ -49,27 +49,31 @@ pub fn a_scheduled_report_is_made_once_and_each_delivery_succeeds_once(fresh: Fr
 
     let now = at("2026-12-01T02:00:00Z");
     let lease = Duration::from_secs(60);
-    let j1 = a.claim_report_delivery(now, lease).unwrap().expect("a due delivery");
+    // A process that delivers to neither target claims nothing.
+    let elsewhere = ["email:other".to_owned()];
+    assert!(a.claim_report_delivery(&elsewhere, now, lease).unwrap().is_none());
+    assert!(a.claim_report_delivery(&[], now, lease).unwrap().is_none());
+    let j1 = a.claim_report_delivery(&targets, now, lease).unwrap().expect("a due delivery");
     assert_eq!(j1.report.report.content, made("audit", "2026-11").content, "the first report's bytes, exactly");
-    let j2 = a.claim_report_delivery(now, lease).unwrap().expect("the other delivery");
+    let j2 = a.claim_report_delivery(&targets, now, lease).unwrap().expect("the other delivery");
     assert_ne!(j1.target, j2.target);
-    assert!(a.claim_report_delivery(now, lease).unwrap().is_none(), "both are claimed");
+    assert!(a.claim_report_delivery(&targets, now, lease).unwrap().is_none(), "both are claimed");
 
     // j1 fails and is due again later; j2 is delivered.
     let retry_at = at("2026-12-01T03:00:00Z");
     assert!(a.finish_report_delivery(&j1, &DeliveryOutcome::Failed { error: "down".into(), retry_at }).unwrap());
     assert!(a.finish_report_delivery(&j2, &DeliveryOutcome::Delivered).unwrap());
     assert!(!a.finish_report_delivery(&j2, &DeliveryOutcome::Delivered).unwrap(), "finished once");
-    assert!(a.claim_report_delivery(now, lease).unwrap().is_none(), "the failure is not due yet");
+    assert!(a.claim_report_delivery(&targets, now, lease).unwrap().is_none(), "the failure is not due yet");
     let later = at("2026-12-01T03:00:01Z");
-    let j3 = a.claim_report_delivery(later, lease).unwrap().expect("the failed one, due again");
+    let j3 = a.claim_report_delivery(&targets, later, lease).unwrap().expect("the failed one, due again");
     assert_eq!((j3.target.as_str(), j3.attempts), (j1.target.as_str(), 1));
     // Its claim runs out and another process takes it over: the first claim's outcome
     // does not count.
-    let taken = a.claim_report_delivery(at("2026-12-01T03:02:00Z"), lease).unwrap().expect("taken over");
+    let taken = a.claim_report_delivery(&targets, at("2026-12-01T03:02:00Z"), lease).unwrap().expect("taken over");
     assert!(!a.finish_report_delivery(&j3, &DeliveryOutcome::Delivered).unwrap());
     assert!(a.finish_report_delivery(&taken, &DeliveryOutcome::Delivered).unwrap());
-    assert!(a.claim_report_delivery(at("2027-01-01T00:00:00Z"), lease).unwrap().is_none(), "all delivered");
+    assert!(a.claim_report_delivery(&targets, at("2027-01-01T00:00:00Z"), lease).unwrap().is_none(), "all delivered");
 
     let listed = a.reports(10).unwrap();
     let states: Vec<(String, DeliveryState, u64)> =

@@ -111,7 +111,12 @@ impl Reports for PostgresStore {
         Ok(true)
     }
 
-    fn claim_report_delivery(&self, now: Timestamp, lease: std::time::Duration) -> Result<Option<ReportJob>> {
+    fn claim_report_delivery(
+        &self,
+        targets: &[ReportTarget],
+        now: Timestamp,
+        lease: std::time::Duration,
+    ) -> Result<Option<ReportJob>> {
         let mut conn = self.conn()?;
         let db = |e: postgres::Error| self.db(&e);
         let now_ms = ms(now);
@@ -123,10 +128,11 @@ impl Reports for PostgresStore {
                  WHERE id = (SELECT id FROM report_deliveries
                              WHERE state IN ('pending', 'failing') AND next_attempt_ms <= $1
                                AND (lease_until_ms IS NULL OR lease_until_ms < $1)
+                               AND target = ANY($3)
                              ORDER BY next_attempt_ms, id LIMIT 1
                              FOR UPDATE SKIP LOCKED)
                  RETURNING id, report_id, target, attempts",
-                &[&now_ms, &until],
+                &[&now_ms, &until, &targets.iter().map(|t| nul_free(t).into_owned()).collect::<Vec<String>>()],
             )
             .map_err(db)?
         else {

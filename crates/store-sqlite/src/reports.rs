@@ -124,20 +124,34 @@ impl Reports for SqliteStore {
         Ok(true)
     }
 
-    fn claim_report_delivery(&self, now: Timestamp, lease: std::time::Duration) -> Result<Option<ReportJob>> {
+    fn claim_report_delivery(
+        &self,
+        targets: &[ReportTarget],
+        now: Timestamp,
+        lease: std::time::Duration,
+    ) -> Result<Option<ReportJob>> {
         let mut conn = self.lock();
         let db = |e| self.db(e);
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(db)?;
         let now_ms = ms(now);
+        if targets.is_empty() {
+            return Ok(None);
+        }
+        let listed = vec!["?"; targets.len()].join(", ");
+        let sql = format!(
+            "SELECT id, report_id, target, attempts FROM report_deliveries
+             WHERE state IN ('pending', 'failing') AND next_attempt_ms <= ?
+               AND (lease_until_ms IS NULL OR lease_until_ms < ?)
+               AND target IN ({listed})
+             ORDER BY next_attempt_ms, id LIMIT 1"
+        );
+        let args: Vec<rusqlite::types::Value> = [now_ms, now_ms]
+            .into_iter()
+            .map(rusqlite::types::Value::Integer)
+            .chain(targets.iter().map(|t| rusqlite::types::Value::Text(t.clone())))
+            .collect();
         let due: Option<(i64, i64, String, i64)> = tx
-            .query_row(
-                "SELECT id, report_id, target, attempts FROM report_deliveries
-                 WHERE state IN ('pending', 'failing') AND next_attempt_ms <= ?1
-                   AND (lease_until_ms IS NULL OR lease_until_ms < ?1)
-                 ORDER BY next_attempt_ms, id LIMIT 1",
-                [now_ms],
-                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
-            )
+            .query_row(&sql, rusqlite::params_from_iter(args), |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
             .optional()
             .map_err(db)?;
         let Some((id, report_id, target, attempts)) = due else { return Ok(None) };

@@ -76,12 +76,18 @@ pub trait Reports: Send + Sync {
     /// On a database failure; then nothing was written.
     fn add_report(&self, report: &MadeReport, targets: &[ReportTarget]) -> Result<bool>;
 
-    /// Claims the report delivery that is due first by `now`, until `now + lease`, as
+    /// Claims the report delivery to one of `targets` (those this process can deliver
+    /// to) that is due first by `now`, until `now + lease`, as
     /// [`crate::Consumers::claim_delivery`] does for alerts.
     ///
     /// # Errors
     /// On a database failure.
-    fn claim_report_delivery(&self, now: Timestamp, lease: std::time::Duration) -> Result<Option<ReportJob>>;
+    fn claim_report_delivery(
+        &self,
+        targets: &[ReportTarget],
+        now: Timestamp,
+        lease: std::time::Duration,
+    ) -> Result<Option<ReportJob>>;
 
     /// Records how the attempt of `job` ended. Nothing is recorded, and `false`
     /// returned, when the delivery was claimed again since.
