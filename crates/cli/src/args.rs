@@ -561,8 +561,9 @@ pub enum ExportFormat {
 /// `tfaudit report`.
 #[derive(Debug, Args, Clone)]
 pub struct ReportArgs {
-    /// The period: a quarter (2026-Q3) or a month (2026-11), whole calendar periods in the
-    /// display zone (--tz, [display] timezone; UTC by default)
+    /// The period: a quarter (2026-Q3), a month (2026-11) or an ISO week (2026-W48, Monday
+    /// to Sunday), whole calendar periods in the display zone (--tz, [display] timezone;
+    /// UTC by default)
     #[arg(long, value_name = "PERIOD")]
     pub period: Option<String>,
 

@@ -457,10 +457,8 @@ pub fn alerts(
     config: Option<&(PathBuf, ConfigFile)>,
     rules_file: Option<&Path>,
 ) -> Result<tfaudit_alerts::runner::Settings, Failure> {
-    use std::collections::HashMap;
-    use tfaudit_alerts::destination::{Destination, Email, EmailTls, Kind, PAGERDUTY_URL};
+    use tfaudit_alerts::destination::{Destination, Kind};
     use tfaudit_alerts::rules::{RuleSet, Severity};
-    use tfaudit_config::DestinationKind;
 
     let file = config.map(|(_, f)| f.clone()).unwrap_or_default();
     let base = config.and_then(|(p, _)| p.parent()).unwrap_or(Path::new("."));
@@ -488,6 +486,66 @@ pub fn alerts(
             unknown.join(", ")
         )));
     }
+
+    let mut destinations = destinations(&file)?;
+    let configured: Vec<String> = file.destinations.iter().map(|d| d.name.clone()).collect();
+    destinations.entry("log".to_owned()).or_insert_with(|| Destination {
+        name: "log".into(),
+        kind: Kind::Log,
+        min_severity: Severity::Info,
+        timeout: std::time::Duration::from_secs(5),
+    });
+    let default_destinations = match &section.destinations {
+        Some(list) => list.clone(),
+        None if configured.is_empty() => vec!["log".to_owned()],
+        None => configured,
+    };
+    for rule in rules.enabled() {
+        for d in rule.destinations.iter().flatten() {
+            if !destinations.contains_key(d) {
+                return Err(Failure::Usage(format!(
+                    "rule {:?} sends to {d:?}, which no [[destination]] defines",
+                    rule.name
+                )));
+            }
+        }
+    }
+    for (name, template) in [("title", &section.title), ("text", &section.text)] {
+        if let Some(t) = template {
+            tfaudit_alerts::render::check_template(t).map_err(|e| Failure::Usage(format!("[alerts] {name}: {e}")))?;
+        }
+    }
+    let mut links = tfaudit_alerts::engine::Presentation {
+        title: section.title.clone(),
+        text: section.text.clone(),
+        ..tfaudit_alerts::engine::Presentation::default()
+    };
+    for org in &file.organizations {
+        let address = org.address.clone().unwrap_or_else(|| tfaudit_api::DEFAULT_ADDRESS.to_owned());
+        links.bases.insert(org.name.clone(), format!("{}/app/{}", address.trim_end_matches('/'), org.name));
+    }
+    Ok(tfaudit_alerts::runner::Settings {
+        rules,
+        presentation: links,
+        destinations,
+        default_destinations,
+        max_delivery_age: section.max_delivery_age.map_or(std::time::Duration::from_secs(7 * 86_400), |d| d.0),
+        retry_delay: section.retry_delay.map_or(std::time::Duration::from_secs(5), |d| d.0),
+        retry_cap: std::time::Duration::from_secs(600),
+    })
+}
+
+/// Every `[[destination]]`, its secrets read and its settings checked.
+///
+/// # Errors
+/// A secret that cannot be read, an address that is not one (exit 2).
+pub fn destinations(
+    file: &ConfigFile,
+) -> Result<std::collections::HashMap<String, tfaudit_alerts::destination::Destination>, Failure> {
+    use std::collections::HashMap;
+    use tfaudit_alerts::destination::{Destination, Email, EmailTls, Kind, PAGERDUTY_URL};
+    use tfaudit_alerts::rules::Severity;
+    use tfaudit_config::DestinationKind;
 
     let mut destinations = HashMap::new();
     for d in &file.destinations {
@@ -572,51 +630,66 @@ pub fn alerts(
         let timeout = d.timeout.map_or(std::time::Duration::from_secs(30), |t| t.0);
         destinations.insert(d.name.clone(), Destination { name: d.name.clone(), kind, min_severity, timeout });
     }
-    let configured: Vec<String> = file.destinations.iter().map(|d| d.name.clone()).collect();
-    destinations.entry("log".to_owned()).or_insert_with(|| Destination {
-        name: "log".into(),
-        kind: Kind::Log,
-        min_severity: Severity::Info,
-        timeout: std::time::Duration::from_secs(5),
-    });
-    let default_destinations = match &section.destinations {
-        Some(list) => list.clone(),
-        None if configured.is_empty() => vec!["log".to_owned()],
-        None => configured,
-    };
-    for rule in rules.enabled() {
-        for d in rule.destinations.iter().flatten() {
-            if !destinations.contains_key(d) {
-                return Err(Failure::Usage(format!(
-                    "rule {:?} sends to {d:?}, which no [[destination]] defines",
-                    rule.name
-                )));
+    Ok(destinations)
+}
+
+/// `[[report]]`, resolved for the service: the display zone (`--tz`, `[display]
+/// timezone`) for weeks and months, the email destinations it sends to, `write_to`
+/// relative to the config file, and the alert outbox's retry settings. `None`: no
+/// reports configured.
+///
+/// # Errors
+/// A destination or zone that cannot be used (exit 2).
+pub fn scheduled_reports(
+    cli: &Cli,
+    config: Option<&(PathBuf, ConfigFile)>,
+) -> Result<Option<Arc<tfaudit_service::ScheduledReports>>, Failure> {
+    use tfaudit_alerts::destination::Kind;
+    let Some((path, file)) = config else { return Ok(None) };
+    if file.reports.is_empty() {
+        return Ok(None);
+    }
+    let base = path.parent().unwrap_or(Path::new("."));
+    let zone = display_zone(cli, config)?;
+    let mut email = std::collections::HashMap::new();
+    for (name, d) in destinations(file)? {
+        if let Kind::Email(e) = d.kind {
+            email.insert(name, (e, d.timeout));
+        }
+    }
+    let mut reports = Vec::new();
+    for r in &file.reports {
+        let cadence = tfaudit_report::Cadence::parse(&r.period)
+            .ok_or_else(|| Failure::Usage(format!("report {:?}: period must be \"weekly\" or \"monthly\"", r.name)))?;
+        let format = match r.format.as_deref() {
+            None | Some("html") => tfaudit_report::Format::Html,
+            Some("md") => tfaudit_report::Format::Markdown,
+            Some("json") => tfaudit_report::Format::Json,
+            Some(other) => {
+                return Err(Failure::Usage(format!("report {:?}: format {other:?} is not html, md or json", r.name)));
             }
-        }
+        };
+        let write_to = r.write_to.as_ref().map(|d| if d.is_relative() { base.join(d) } else { d.clone() });
+        reports.push(tfaudit_service::ReportSchedule {
+            name: r.name.clone(),
+            cadence,
+            format,
+            org: r.org.clone(),
+            send_to: r.send_to.clone(),
+            write_to,
+        });
     }
-    for (name, template) in [("title", &section.title), ("text", &section.text)] {
-        if let Some(t) = template {
-            tfaudit_alerts::render::check_template(t).map_err(|e| Failure::Usage(format!("[alerts] {name}: {e}")))?;
-        }
-    }
-    let mut links = tfaudit_alerts::engine::Presentation {
-        title: section.title.clone(),
-        text: section.text.clone(),
-        ..tfaudit_alerts::engine::Presentation::default()
-    };
-    for org in &file.organizations {
-        let address = org.address.clone().unwrap_or_else(|| tfaudit_api::DEFAULT_ADDRESS.to_owned());
-        links.bases.insert(org.name.clone(), format!("{}/app/{}", address.trim_end_matches('/'), org.name));
-    }
-    Ok(tfaudit_alerts::runner::Settings {
-        rules,
-        presentation: links,
-        destinations,
-        default_destinations,
-        max_delivery_age: section.max_delivery_age.map_or(std::time::Duration::from_secs(7 * 86_400), |d| d.0),
-        retry_delay: section.retry_delay.map_or(std::time::Duration::from_secs(5), |d| d.0),
+    let alerts = &file.alerts;
+    Ok(Some(Arc::new(tfaudit_service::ScheduledReports {
+        reports,
+        zone,
+        public_url: file.serve.public_url.clone(),
+        email,
+        retry_delay: alerts.retry_delay.map_or(std::time::Duration::from_secs(5), |d| d.0),
         retry_cap: std::time::Duration::from_secs(600),
-    })
+        max_age: alerts.max_delivery_age.map_or(std::time::Duration::from_secs(7 * 86_400), |d| d.0),
+        poll: std::time::Duration::from_secs(60),
+    })))
 }
 
 /// How checkpoints are made: the signing key (`TFAUDIT_SIGNING_KEY`, else `[integrity]

@@ -82,6 +82,30 @@ pub struct ConfigFile {
     /// How the command line shows things.
     #[serde(default)]
     pub display: DisplaySection,
+    /// Compliance reports that `serve` and `watch` make after each period closes.
+    #[serde(default, rename = "report")]
+    pub reports: Vec<ReportSection>,
+}
+
+/// `[[report]]`: the compliance report of every closed period (ISO weeks or calendar
+/// months in `[display] timezone`), made once by `serve`/`watch`, written to
+/// `write_to` and emailed to the `send_to` destinations.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReportSection {
+    /// Names the schedule and its files (`<name>-<period>.<ext>`).
+    pub name: String,
+    /// `"weekly"` or `"monthly"`.
+    pub period: String,
+    /// `"html"` (default), `"md"` or `"json"`.
+    pub format: Option<String>,
+    /// Only organizations whose name or id matches (a case-insensitive glob).
+    pub org: Option<String>,
+    /// Email destinations (`[[destination]]` of type email) the report is sent to.
+    #[serde(default)]
+    pub send_to: Vec<String>,
+    /// A directory the report file is written to.
+    pub write_to: Option<PathBuf>,
 }
 
 /// `[display]`: how the command line shows things to people (machine outputs —
@@ -765,6 +789,7 @@ impl ConfigFile {
                 ));
             }
         }
+        check_reports(&file, &invalid)?;
         if let Some(defaults) = &file.alerts.destinations {
             for d in defaults {
                 if !names.contains(d) && d != "log" {
@@ -800,6 +825,86 @@ impl ConfigFile {
         check_sinks(&file.sinks, path, text)?;
         Ok(file)
     }
+}
+
+/// `[[report]]` tables: names usable in file names and unique, known periods and
+/// formats, somewhere to go, and `send_to` naming email destinations.
+fn check_reports(file: &ConfigFile, invalid: &dyn Fn(&str, String) -> ConfigError) -> Result<(), ConfigError> {
+    let mut names = std::collections::BTreeSet::new();
+    for r in &file.reports {
+        let name = &r.name;
+        let at = format!("{name:?}");
+        if name.is_empty()
+            || name.len() > 64
+            || !name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
+            || name.starts_with('.')
+        {
+            return Err(invalid(
+                &at,
+                format!(
+                    "report name {name:?} must be letters, digits, '.', '_' or '-' (it names the report's files), not starting with '.'"
+                ),
+            ));
+        }
+        if !names.insert(name.clone()) {
+            return Err(invalid(&at, format!("report {name:?} appears twice; names must be unique")));
+        }
+        if !matches!(r.period.as_str(), "weekly" | "monthly") {
+            return Err(invalid(
+                &format!("{:?}", r.period),
+                format!("report {name:?}: period must be \"weekly\" (ISO weeks, Monday to Sunday) or \"monthly\""),
+            ));
+        }
+        if let Some(f) = &r.format
+            && !matches!(f.as_str(), "html" | "md" | "json")
+        {
+            return Err(invalid(
+                &format!("{f:?}"),
+                format!("report {name:?}: format must be \"html\", \"md\" or \"json\""),
+            ));
+        }
+        if r.send_to.is_empty() && r.write_to.is_none() {
+            return Err(invalid(
+                &at,
+                format!(
+                    "report {name:?} goes nowhere: add send_to = [\"<email destination>\"] or write_to = \"/a/directory\""
+                ),
+            ));
+        }
+        if r.write_to.as_ref().is_some_and(|d| d.as_os_str().is_empty()) {
+            return Err(invalid("write_to", format!("report {name:?}: write_to must name a directory")));
+        }
+        if r.org.as_ref().is_some_and(|o| o.trim().is_empty()) {
+            return Err(invalid(
+                "org",
+                format!("report {name:?}: org must be a name or glob (or leave it out for all)"),
+            ));
+        }
+        for to in &r.send_to {
+            match file.destinations.iter().find(|d| &d.name == to) {
+                None => {
+                    return Err(invalid(
+                        "send_to",
+                        format!("report {name:?}: send_to names {to:?}, which no [[destination]] defines"),
+                    ));
+                }
+                Some(d) if d.kind != DestinationKind::Email => {
+                    return Err(invalid(
+                        "send_to",
+                        format!(
+                            "report {name:?}: send_to names {to:?}, a {} destination; reports go to destinations of type \"email\"",
+                            serde_json::to_value(d.kind)
+                                .ok()
+                                .and_then(|v| v.as_str().map(str::to_owned))
+                                .unwrap_or_default()
+                        ),
+                    ));
+                }
+                Some(_) => {}
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Names, kinds' own keys and common values of `[[sink]]` tables; each kind's own
@@ -937,6 +1042,50 @@ interval = "5m"
         assert!(e.starts_with("t.toml:3:") && e.contains("intervall"), "{e}");
         let e = parse("[[organization]]\nname = \"a\"\ntoken = \"x\"\n").unwrap_err().to_string();
         assert!(e.starts_with("t.toml:3:") && e.contains("token"), "{e}");
+    }
+
+    #[test]
+    fn reports_are_checked_with_their_line() {
+        let mail = "[[destination]]\nname = \"mail\"\ntype = \"email\"\nserver = \"smtp:587\"\nfrom = \"a@x\"\nto = [\"b@x\"]\n[[destination]]\nname = \"hook\"\ntype = \"webhook\"\nurl = \"https://x\"\n";
+        let ok = parse(&format!(
+            "{mail}[[report]]\nname = \"audit\"\nperiod = \"monthly\"\nsend_to = [\"mail\"]\nwrite_to = \"/srv/reports\"\n[[report]]\nname = \"weekly-acme\"\nperiod = \"weekly\"\nformat = \"md\"\norg = \"acme*\"\nwrite_to = \"/srv\"\n"
+        ))
+        .unwrap();
+        assert_eq!(ok.reports.len(), 2);
+        assert_eq!(ok.reports[1].format.as_deref(), Some("md"));
+        for (text, line, words) in [
+            ("[[report]]\nname = \"a\"\nperiod = \"yearly\"\nwrite_to = \"/r\"\n", 13, "period must be"),
+            (
+                "[[report]]\nname = \"a\"\nperiod = \"weekly\"\nformat = \"pdf\"\nwrite_to = \"/r\"\n",
+                14,
+                "format must be",
+            ),
+            ("[[report]]\nname = \"a\"\nperiod = \"weekly\"\n", 12, "goes nowhere"),
+            (
+                "[[report]]\nname = \"a\"\nperiod = \"weekly\"\nsend_to = [\"nope\"]\n",
+                14,
+                "which no [[destination]] defines",
+            ),
+            (
+                "[[report]]\nname = \"a\"\nperiod = \"weekly\"\nsend_to = [\"hook\"]\n",
+                14,
+                "destinations of type \"email\"",
+            ),
+            ("[[report]]\nname = \"../x\"\nperiod = \"weekly\"\nwrite_to = \"/r\"\n", 12, "report name"),
+            (
+                "[[report]]\nname = \"a\"\nperiod = \"weekly\"\nwrite_to = \"/r\"\n[[report]]\nname = \"a\"\nperiod = \"weekly\"\nwrite_to = \"/r\"\n",
+                12,
+                "appears twice",
+            ),
+            (
+                "[[report]]\nname = \"a\"\nperiod = \"weekly\"\nwrite_to = \"/r\"\nsend = [\"mail\"]\n",
+                15,
+                "unknown field `send`",
+            ),
+        ] {
+            let e = parse(&format!("{mail}{text}")).unwrap_err().to_string();
+            assert!(e.contains(words) && e.contains(&format!("t.toml:{line}:")) && !e.contains('\n'), "{text}: {e}");
+        }
     }
 
     #[test]

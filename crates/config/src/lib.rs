@@ -12,8 +12,8 @@ pub use credentials::{CredentialsError, Env, Explicit, FoundToken, ProcessEnv, T
 pub use duration::{Duration, parse_duration};
 pub use file::{
     AlertsSection, ArchiveLocation, ArchiveSection, ClusterSection, ConfigError, ConfigFile, DestinationKind,
-    DestinationSection, IntegritySection, OrganizationSection, SINK_FORMATS, ServeSection, SinkKind, SinkSection,
-    SyncSection, SyncSettings,
+    DestinationSection, IntegritySection, OrganizationSection, ReportSection, SINK_FORMATS, ServeSection, SinkKind,
+    SinkSection, SyncSection, SyncSettings,
 };
 pub use secret::{Secret, SecretSource};
 pub use size::ByteSize;

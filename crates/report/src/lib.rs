@@ -21,7 +21,7 @@ use tfaudit_store::{AlertFilter, EventFilter, Order, Pattern, Store, StoreError,
 mod period;
 pub mod render;
 
-pub use period::Period;
+pub use period::{Cadence, Period};
 pub use render::{Format, render};
 
 /// Errors of the report.

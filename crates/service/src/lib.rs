@@ -1,7 +1,7 @@
 //! The supervisor behind `tfaudit watch` and `tfaudit serve`: every organization's
 //! sync task on its interval, the alert runner (evaluation, and one delivery task per
 //! destination) and each forwarding sink (one task each, under its lease) woken by
-//! each sync that stored events, and when serving the
+//! each sync that stored events, the scheduled compliance reports, and when serving the
 //! dashboard and API and the metrics listener; readiness and metrics follow every
 //! sync. It runs until its cancellation token fires (the CLI ties it to SIGINT and
 //! SIGTERM) or a [`Report`] hook asks it to stop; then every task finishes what it
@@ -16,6 +16,7 @@ pub mod checkpoints;
 pub mod cluster;
 mod cold;
 mod organizations;
+mod reports;
 mod retry;
 mod sinks;
 #[cfg(test)]
@@ -35,6 +36,7 @@ pub use alerts::run_alerts;
 pub use cluster::{Cluster, DEFAULT_LEASE, default_instance};
 pub use cold::{PUSH_LEASE, ScheduledPush};
 pub use organizations::Organization;
+pub use reports::{GRACE, REPORTS_LEASE, ReportSchedule, ScheduledReports};
 
 /// Everything the service runs, resolved and checked by the caller.
 #[derive(Debug, Clone)]
@@ -59,6 +61,8 @@ pub struct ServiceConfig {
     /// Finished days pushed to cold storage every so often (`[archive] push_every`),
     /// while this instance holds the lease `archive-push`.
     pub archive_push: Option<ScheduledPush>,
+    /// Compliance reports made after each period closes (`[[report]]`); `None`: none.
+    pub reports: Option<Arc<ScheduledReports>>,
 }
 
 impl ServiceConfig {
@@ -74,6 +78,7 @@ impl ServiceConfig {
             sinks: Vec::new(),
             checkpoints: None,
             archive_push: None,
+            reports: None,
         }
     }
 }
@@ -240,6 +245,20 @@ impl Service {
             tracing::info!(location = %push.target.shown(), every = %tfaudit_config::Duration(push.every), "pushing finished days to cold storage");
             tokio::spawn(cold::push_forever(store.clone(), push, config.cluster.clone(), cancel.clone()))
         });
+        // Woken by every sync, whatever it stored: a sync that finishes may be the one
+        // that makes a closed period's record complete.
+        let report_wake = Arc::new(tokio::sync::Notify::new());
+        let report_task = config.reports.map(|r| {
+            let names = orgs.iter().map(|o| o.name.clone()).collect();
+            tokio::spawn(reports::reports_forever(
+                store.clone(),
+                r,
+                names,
+                config.cluster.clone(),
+                report_wake.clone(),
+                cancel.clone(),
+            ))
+        });
         let lease_metrics = metrics.clone();
         let stopped_by_report = Arc::new(AtomicBool::new(false));
         let on_sync: organizations::OnSync = {
@@ -255,6 +274,7 @@ impl Service {
                     Err(_) => ("failed", 0),
                 };
                 metrics.sync(name, label, new, took.as_secs_f64());
+                report_wake.notify_one();
                 if report.synced(name, result) == Flow::Stop {
                     stopped_by_report.store(true, Ordering::SeqCst);
                     stop.cancel();
@@ -290,6 +310,9 @@ impl Service {
             let _ = task.await;
         }
         if let Some(task) = push_task {
+            let _ = task.await;
+        }
+        if let Some(task) = report_task {
             let _ = task.await;
         }
         if let Some(task) = server_task {

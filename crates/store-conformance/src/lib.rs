@@ -71,6 +71,7 @@ mod dead_letters;
 mod events;
 mod leases;
 mod ledger;
+mod reports;
 mod sync;
 mod transfer;
 
@@ -80,6 +81,7 @@ pub use dead_letters::*;
 pub use events::*;
 pub use leases::*;
 pub use ledger::*;
+pub use reports::*;
 pub use sync::*;
 pub use transfer::*;
 
@@ -166,6 +168,7 @@ macro_rules! suite {
             checkpoints_and_verifications_are_kept,
             the_archive_tree_verifies_and_proves_every_event,
             names_have_history_renames_and_gone_ids,
+            a_scheduled_report_is_made_once_and_each_delivery_succeeds_once,
         );
     };
     (@checks $fresh:expr; $($check:ident),* $(,)?) => {

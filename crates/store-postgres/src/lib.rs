@@ -29,6 +29,7 @@ mod consumers;
 mod dead_letters;
 mod leases;
 mod ledger;
+mod reports;
 mod retention;
 mod rollup;
 mod schema;

@@ -322,8 +322,43 @@ CREATE TABLE catalogue_listings (
     listed_ms bigint NOT NULL
 );
 "#,
-    // 7: events about a run that destroys marked as they are stored, with a partial
-    // index of them (see the SQLite schema's migration 13). The events already archived
+    // 7: scheduled reports (see the SQLite schema's migration 13).
+    r#"
+CREATE TABLE report_schedules (
+    name     text NOT NULL,
+    cadence  text NOT NULL,
+    since_ms bigint NOT NULL,
+    PRIMARY KEY (name, cadence)
+);
+CREATE TABLE reports (
+    id           bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    name         text NOT NULL,
+    period       text NOT NULL,
+    since_ms     bigint NOT NULL,
+    until_ms     bigint NOT NULL,
+    file_name    text NOT NULL,
+    content_type text NOT NULL,
+    content      bytea NOT NULL,
+    summary      text NOT NULL,
+    made_ms      bigint NOT NULL,
+    UNIQUE (name, period)
+);
+CREATE TABLE report_deliveries (
+    id              bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    report_id       bigint NOT NULL REFERENCES reports (id),
+    target          text NOT NULL,
+    state           text NOT NULL,
+    attempts        bigint NOT NULL DEFAULT 0,
+    next_attempt_ms bigint NOT NULL,
+    lease_until_ms  bigint,
+    last_error      text,
+    delivered_ms    bigint,
+    UNIQUE (report_id, target)
+);
+CREATE INDEX report_deliveries_due ON report_deliveries (state, next_attempt_ms);
+"#,
+    // 8: events about a run that destroys marked as they are stored, with a partial
+    // index of them (see the SQLite schema's migration 14). The events already archived
     // are read once here, those whose text holds the key at all: where the key is
     // written as `"is_destroy"`, as the Rust check reads it. JSON the server cannot
     // read (only text Rust reads differently, which ingest never let in) says no rather

@@ -303,7 +303,7 @@ fn an_archive_from_before_the_destroy_mark_gets_it_for_every_event() {
     admin
         .batch_execute(
             "DROP INDEX events_by_destroy_run; ALTER TABLE events DROP COLUMN destroy_run;
-             DELETE FROM schema_migrations WHERE version = 7;",
+             DELETE FROM schema_migrations WHERE version = 8;",
         )
         .unwrap();
     let store = PostgresStore::open(db.url(), false).expect("reopen and migrate");

@@ -14,6 +14,7 @@ mod leases;
 mod ledger;
 mod names;
 mod plan;
+mod reports;
 mod retention;
 mod rollup;
 mod schema;

@@ -52,7 +52,7 @@ pub(crate) fn insert_event(
 }
 
 /// Adds `tfaudit_destroy_run(text)`: whether an event's JSON is about a run that
-/// destroys, as told when it is stored (migration 13 uses it).
+/// destroys, as told when it is stored (migration 14 uses it).
 pub fn register(conn: &rusqlite::Connection) -> rusqlite::Result<()> {
     use rusqlite::functions::FunctionFlags;
     let flags = FunctionFlags::SQLITE_UTF8 | FunctionFlags::SQLITE_DETERMINISTIC | FunctionFlags::SQLITE_INNOCUOUS;

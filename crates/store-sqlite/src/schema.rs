@@ -408,7 +408,44 @@ CREATE TABLE catalogue_listings (
     listed_ms INTEGER NOT NULL
 );
 ",
-    // 13: events about a run that destroys (`resource.meta.run.is_destroy` true) marked
+    // 13: scheduled reports: when each was first scheduled (no period that ended
+    // before is made), each report made once per period with its file, and its
+    // deliveries (a directory, email destinations) as the alert outbox keeps them.
+    r"
+CREATE TABLE report_schedules (
+    name     TEXT NOT NULL,
+    cadence  TEXT NOT NULL,
+    since_ms INTEGER NOT NULL,
+    PRIMARY KEY (name, cadence)
+);
+CREATE TABLE reports (
+    id           INTEGER PRIMARY KEY,
+    name         TEXT NOT NULL,
+    period       TEXT NOT NULL,
+    since_ms     INTEGER NOT NULL,
+    until_ms     INTEGER NOT NULL,
+    file_name    TEXT NOT NULL,
+    content_type TEXT NOT NULL,
+    content      BLOB NOT NULL,
+    summary      TEXT NOT NULL,
+    made_ms      INTEGER NOT NULL,
+    UNIQUE (name, period)
+);
+CREATE TABLE report_deliveries (
+    id              INTEGER PRIMARY KEY,
+    report_id       INTEGER NOT NULL REFERENCES reports (id),
+    target          TEXT NOT NULL,
+    state           TEXT NOT NULL,
+    attempts        INTEGER NOT NULL DEFAULT 0,
+    next_attempt_ms INTEGER NOT NULL,
+    lease_until_ms  INTEGER,
+    last_error      TEXT,
+    delivered_ms    INTEGER,
+    UNIQUE (report_id, target)
+);
+CREATE INDEX report_deliveries_due ON report_deliveries (state, next_attempt_ms);
+",
+    // 14: events about a run that destroys (`resource.meta.run.is_destroy` true) marked
     // as they are stored, with a partial index of them, so that the compliance report
     // counts and lists destroy runs without reading every run. The events already
     // archived are read once here: it needs `tfaudit_raw` and `tfaudit_destroy_run`,

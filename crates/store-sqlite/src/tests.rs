@@ -998,7 +998,7 @@ fn an_archive_from_before_the_destroy_mark_gets_it_for_every_event() {
         conn.query_row("SELECT count(*) FROM events WHERE dict IS NOT NULL", [], |r| r.get(0)).unwrap();
     assert_eq!(compressed, 1000, "the last page is compressed");
     conn.execute_batch(
-        "DROP INDEX events_by_destroy_run; ALTER TABLE events DROP COLUMN destroy_run; PRAGMA user_version = 12;",
+        "DROP INDEX events_by_destroy_run; ALTER TABLE events DROP COLUMN destroy_run; PRAGMA user_version = 13;",
     )
     .unwrap();
     drop(conn);

@@ -223,3 +223,14 @@ guarded! { Catalogue {
     fn ids_named(&self, name: &str) -> Result<Vec<NameRecord>>;
     fn all_names(&self) -> Result<NameBook>;
 } }
+
+use crate::{MadeReport, ReportJob, ReportRecord, ReportTarget, Reports};
+
+guarded! { Reports {
+    fn report_scheduled_since(&self, name: &str, cadence: &str, now: Timestamp) -> Result<Timestamp>;
+    fn report_made(&self, name: &str, period: &str) -> Result<bool>;
+    fn add_report(&self, report: &MadeReport, targets: &[ReportTarget]) -> Result<bool>;
+    fn claim_report_delivery(&self, targets: &[ReportTarget], now: Timestamp, lease: std::time::Duration) -> Result<Option<ReportJob>>;
+    fn finish_report_delivery(&self, job: &ReportJob, outcome: &DeliveryOutcome) -> Result<bool>;
+    fn reports(&self, limit: u64) -> Result<Vec<ReportRecord>>;
+} }

@@ -26,6 +26,7 @@ mod leases;
 pub mod ledger;
 pub mod merkle;
 pub mod migrate;
+pub mod reports;
 pub mod retention;
 pub mod rollup;
 mod transfer;
@@ -38,6 +39,7 @@ pub use catalogue::{Catalogue, Listing, ListingOutcome, NameBook, NameRecord};
 pub use filter::{EventFilter, Pattern};
 pub use leases::{ALERTS_LEASE, Fence, Lease, LeaseHolder, Leases, ttl_ms};
 pub use ledger::{Checkpoint, Hash, Leaf, Ledger, TreeHead, TreeNode, Verification};
+pub use reports::{MadeReport, ReportJob, ReportRecord, ReportTarget, Reports};
 pub use retention::{PruneOutcome, PruneRequest, PrunedDay, Retention};
 pub use transfer::{
     AlertState, ArchiveState, ConsumerState, DeliveryCopy, DestinationState, GapState, NameState, RejectState,
@@ -673,6 +675,6 @@ pub struct DeadLetter {
 
 /// A whole backend: every role. Code that holds an `Arc<dyn Store>` calls any;
 /// code that needs one role takes that role.
-pub trait Store: Archive + Consumers + Transfer + Leases + Ledger + Retention + Catalogue {}
+pub trait Store: Archive + Consumers + Transfer + Leases + Ledger + Retention + Catalogue + Reports {}
 
-impl<T: Archive + Consumers + Transfer + Leases + Ledger + Retention + Catalogue + ?Sized> Store for T {}
+impl<T: Archive + Consumers + Transfer + Leases + Ledger + Retention + Catalogue + Reports + ?Sized> Store for T {}

@@ -67,7 +67,7 @@ fn period(args: &ReportArgs, now: Timestamp, zone: &jiff::tz::TimeZone) -> Resul
             Err(Failure::Usage("--until needs --since (or name a whole period: --period 2026-11)".into()))
         }
         (None, None, None) => Err(Failure::Usage(
-            "name the time the report covers: --period 2026-Q3 (a quarter) or 2026-11 (a month), or --since DATE [--until DATE]"
+            "name the time the report covers: --period 2026-Q3 (a quarter), 2026-11 (a month) or 2026-W48 (an ISO week), or --since DATE [--until DATE]"
                 .into(),
         )),
     }

@@ -69,11 +69,12 @@ pub fn check(cli: &Cli) -> Result<(), Failure> {
     }
     settings::push_schedule(Some(&(path.clone(), file.clone())))?;
     settings::keep_local(Some(&(path.clone(), file.clone())))?;
+    settings::scheduled_reports(cli, Some(&(path.clone(), file.clone())))?;
     let on = alerts.rules.enabled().count();
     use std::io::Write;
     writeln!(
         crate::output::Stdout::new(),
-        "{}: ok — {} organizations ({}), {} destinations, {} rules ({} off), {} sinks, checkpoints {}",
+        "{}: ok — {} organizations ({}), {} destinations, {} rules ({} off), {} sinks, {} reports, checkpoints {}",
         path.display(),
         organizations.len(),
         organizations.iter().map(|o| o.name.as_str()).collect::<Vec<_>>().join(", "),
@@ -81,6 +82,7 @@ pub fn check(cli: &Cli) -> Result<(), Failure> {
         alerts.rules.rules.len(),
         alerts.rules.rules.len() - on,
         file.sinks.len(),
+        file.reports.len(),
         checkpoints.signer.as_ref().map_or_else(|| "unsigned".to_owned(), |s| format!("signed by {}", s.name()))
     )?;
     Ok(())

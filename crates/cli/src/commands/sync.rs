@@ -281,6 +281,7 @@ pub async fn watch(cli: &Cli, args: &WatchArgs, server: Option<tfaudit_server::O
     service.alerts = alert_settings;
     service.serve = server;
     service.checkpoints = Some(settings::checkpointer(config.as_ref())?);
+    service.reports = settings::scheduled_reports(cli, config.as_ref())?;
     let report = Arc::new(Lines { json: args.sync.json });
     // Stopped by a signal or because nobody reads the reports: both exit 0.
     Service::new(service).report_to(report).run(store, cancel).await.map_err(service_failure)?;

@@ -28,5 +28,6 @@ mod names;
 mod outage;
 mod output;
 mod report;
+mod scheduled;
 mod serve;
 mod sync;

@@ -213,6 +213,10 @@ pub struct Smtp {
     /// The CA (here, the self-signed certificate) to trust, as PEM.
     pub ca_pem: String,
     pub messages: Arc<Mutex<Vec<String>>>,
+    /// Messages to refuse with a temporary failure (451) before accepting any.
+    pub refuse: Arc<AtomicU64>,
+    /// Messages refused so far.
+    pub refused: Arc<AtomicU64>,
 }
 
 trait Stream: AsyncRead + AsyncWrite + Unpin + Send {}
@@ -234,7 +238,8 @@ impl Smtp {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let port = listener.local_addr().unwrap().port();
         let messages = Arc::new(Mutex::new(Vec::new()));
-        let inbox = messages.clone();
+        let (refuse, refused) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
+        let inbox = MailInbox { accepted: messages.clone(), refuse: refuse.clone(), refused: refused.clone() };
         tokio::spawn(async move {
             loop {
                 let Ok((socket, _)) = listener.accept().await else { return };
@@ -244,17 +249,24 @@ impl Smtp {
                 });
             }
         });
-        Self { port, ca_pem, messages }
+        Self { port, ca_pem, messages, refuse, refused }
     }
 }
 
 /// One SMTP session (RFC 5321, with STARTTLS from RFC 3207). Mail is accepted only
 /// once the session is secure: after STARTTLS, which `acceptor` offers (the session
 /// then goes on, over TLS, without one).
+#[derive(Clone)]
+struct MailInbox {
+    accepted: Arc<Mutex<Vec<String>>>,
+    refuse: Arc<AtomicU64>,
+    refused: Arc<AtomicU64>,
+}
+
 async fn session(
     stream: Box<dyn Stream>,
     acceptor: Option<tokio_rustls::TlsAcceptor>,
-    inbox: Arc<Mutex<Vec<String>>>,
+    inbox: MailInbox,
 ) -> std::io::Result<()> {
     let secure = acceptor.is_none();
     let mut stream = BufReader::new(stream);
@@ -295,7 +307,12 @@ async fn session(
                 }
                 message.push_str(line.strip_prefix('.').filter(|_| line.starts_with("..")).unwrap_or(&line));
             }
-            inbox.lock().unwrap().push(message);
+            if inbox.refuse.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1)).is_ok() {
+                inbox.refused.fetch_add(1, Ordering::SeqCst);
+                stream.write_all(b"451 4.3.0 mailbox busy, try again later\r\n").await?;
+                continue;
+            }
+            inbox.accepted.lock().unwrap().push(message);
             stream.write_all(b"250 2.0.0 queued\r\n").await?;
         } else if command == "QUIT" {
             stream.write_all(b"221 bye\r\n").await?;

@@ -327,7 +327,10 @@ async fn bad_periods_and_flags_are_one_line_errors() {
     let env = Env::new();
     for (args, says) in [
         (vec!["report"], "--period 2026-Q3"),
-        (vec!["report", "--period", "2026-13"], "write a quarter as 2026-Q3 or a month as 2026-11"),
+        (
+            vec!["report", "--period", "2026-13"],
+            "write a quarter as 2026-Q3, a month as 2026-11 or an ISO week as 2026-W48",
+        ),
         (vec!["report", "--period", "Q3"], "write a quarter as 2026-Q3"),
         (vec!["report", "--period", "2026-11", "--since", "2026-11-01"], "give one of them"),
         (vec!["report", "--until", "2026-11-01"], "--until needs --since"),
