@@ -391,7 +391,7 @@ impl Reader<'_> {
             impersonator_id: ev.impersonator_id.clone(),
             resource_id: ev.resource_id.clone(),
             resource_name: ev.resource_id.as_deref().and_then(|id| self.names.name_of(id)),
-            explanation: tfaudit_model::explain(ev),
+            explanation: tfaudit_model::explain_with(ev, &|id| self.names.name_of(id)),
             note,
             link: self.link(&ev.id),
         }
