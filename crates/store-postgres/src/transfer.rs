@@ -8,7 +8,7 @@ use postgres::{IsolationLevel, Transaction};
 use sha2::Digest;
 use tfaudit_store::{
     AlertState, ArchiveState, ConsumerState, DeliveryCopy, DeliveryState, DestinationState, GapState, NameState,
-    RejectState, Result, RunState, RunTally, SourceState, StoreError, StoredEvent, Transfer, Walk,
+    RejectState, ReportState, Result, RunState, RunTally, SourceState, StoreError, StoredEvent, Transfer, Walk,
 };
 
 use crate::consumers::{ALERT_COLUMNS, read_alert};
@@ -19,7 +19,7 @@ use tfaudit_store::rollup::Rollups;
 
 /// Tables whose ids `load_state` writes itself: their identity sequences are moved
 /// past the ids loaded, so that the next row a sync or an alert adds gets a new one.
-const KEPT_IDS: [&str; 5] = ["runs", "gaps", "rejects", "alerts", "deliveries"];
+const KEPT_IDS: [&str; 7] = ["runs", "gaps", "rejects", "alerts", "deliveries", "reports", "report_deliveries"];
 
 fn nul_free_opt(s: &Option<String>) -> Option<Cow<'_, str>> {
     s.as_deref().map(nul_free)
@@ -276,6 +276,60 @@ impl PostgresStore {
             .iter()
             .map(|r| (r.get(0), ts(r.get(1))))
             .collect();
+        let report_schedules = tx
+            .query("SELECT name, cadence, since_ms FROM report_schedules ORDER BY name, cadence", &[])
+            .map_err(db)?
+            .iter()
+            .map(|r| (r.get(0), r.get(1), ts(r.get(2))))
+            .collect();
+        let mut report_deliveries: HashMap<i64, Vec<DeliveryCopy>> = HashMap::new();
+        for r in tx
+            .query(
+                "SELECT report_id, id, target, state, attempts, next_attempt_ms, lease_until_ms, last_error, delivered_ms
+                 FROM report_deliveries ORDER BY id",
+                &[],
+            )
+            .map_err(db)?
+        {
+            let state: String = r.get(3);
+            report_deliveries.entry(r.get(0)).or_default().push(DeliveryCopy {
+                id: r.get(1),
+                destination: r.get(2),
+                state: DeliveryState::parse(&state).unwrap_or(DeliveryState::Pending),
+                attempts: count(r.get(4)),
+                next_attempt: ts(r.get(5)),
+                lease_until: ts_opt(r.get(6)),
+                last_error: r.get(7),
+                delivered_at: ts_opt(r.get(8)),
+            });
+        }
+        let reports = tx
+            .query(
+                "SELECT id, name, period, since_ms, until_ms, file_name, content_type, content, summary, made_ms
+                 FROM reports ORDER BY id",
+                &[],
+            )
+            .map_err(db)?
+            .iter()
+            .map(|r| {
+                let id: i64 = r.get(0);
+                ReportState {
+                    id,
+                    report: tfaudit_store::MadeReport {
+                        name: r.get(1),
+                        period: r.get(2),
+                        since: ts(r.get(3)),
+                        until: ts(r.get(4)),
+                        file_name: r.get(5),
+                        content_type: r.get(6),
+                        content: r.get(7),
+                        summary: r.get(8),
+                        made_at: ts(r.get(9)),
+                    },
+                    deliveries: report_deliveries.remove(&id).unwrap_or_default(),
+                }
+            })
+            .collect();
         Ok(ArchiveState {
             sources,
             runs,
@@ -287,6 +341,8 @@ impl PostgresStore {
             dead_letters,
             names,
             listings,
+            report_schedules,
+            reports,
         })
     }
 }
@@ -408,7 +464,8 @@ impl Transfer for PostgresStore {
         tx.batch_execute(
             "DELETE FROM runs; DELETE FROM gaps; DELETE FROM rejects; DELETE FROM consumers;
              DELETE FROM deliveries; DELETE FROM alerts; DELETE FROM destinations; DELETE FROM dead_letters;
-             DELETE FROM catalogue; DELETE FROM catalogue_listings;",
+             DELETE FROM catalogue; DELETE FROM catalogue_listings;
+             DELETE FROM report_deliveries; DELETE FROM reports; DELETE FROM report_schedules;",
         )
         .map_err(db)?;
         for r in &state.runs {
@@ -559,6 +616,51 @@ impl Transfer for PostgresStore {
                 &[&id(source)?, &ms(*at)],
             )
             .map_err(db)?;
+        }
+        for (name, cadence, since) in &state.report_schedules {
+            tx.execute(
+                "INSERT INTO report_schedules (name, cadence, since_ms) VALUES ($1, $2, $3)",
+                &[&nul_free(name), &nul_free(cadence), &ms(*since)],
+            )
+            .map_err(db)?;
+        }
+        for r in &state.reports {
+            let m = &r.report;
+            tx.execute(
+                "INSERT INTO reports (id, name, period, since_ms, until_ms, file_name, content_type, content, summary, made_ms)
+                 OVERRIDING SYSTEM VALUE VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+                &[
+                    &r.id,
+                    &nul_free(&m.name),
+                    &nul_free(&m.period),
+                    &ms(m.since),
+                    &ms(m.until),
+                    &nul_free(&m.file_name),
+                    &nul_free(&m.content_type),
+                    &m.content,
+                    &nul_free(&m.summary),
+                    &ms(m.made_at),
+                ],
+            )
+            .map_err(db)?;
+            for d in &r.deliveries {
+                tx.execute(
+                    "INSERT INTO report_deliveries (id, report_id, target, state, attempts, next_attempt_ms, lease_until_ms,
+                        last_error, delivered_ms) OVERRIDING SYSTEM VALUE VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+                    &[
+                        &d.id,
+                        &r.id,
+                        &nul_free(&d.destination),
+                        &d.state.as_str(),
+                        &big(d.attempts),
+                        &ms(d.next_attempt),
+                        &d.lease_until.map(ms),
+                        &nul_free_opt(&d.last_error),
+                        &d.delivered_at.map(ms),
+                    ],
+                )
+                .map_err(db)?;
+            }
         }
         for table in KEPT_IDS {
             tx.batch_execute(&format!(

@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use rusqlite::{Connection, params};
 use tfaudit_store::{
     AlertState, ArchiveState, ConsumerState, DeliveryCopy, DeliveryState, DestinationState, GapState, NameState,
-    RejectState, Result, RunState, RunTally, SourceState, StoreError, StoredEvent, Transfer, Walk,
+    RejectState, ReportState, Result, RunState, RunTally, SourceState, StoreError, StoredEvent, Transfer, Walk,
 };
 
 use crate::alerts::{ALERT_COLUMNS, read_alert};
@@ -198,7 +198,75 @@ fn read_state(conn: &Connection) -> rusqlite::Result<ArchiveState> {
         )?
         .query_map([], |r| Ok((r.get(0)?, ts(r.get(1)?))))?
         .collect::<rusqlite::Result<_>>()?;
-    Ok(ArchiveState { sources, runs, gaps, rejects, consumers, alerts, destinations, dead_letters, names, listings })
+    let report_schedules = conn
+        .prepare("SELECT name, cadence, since_ms FROM report_schedules ORDER BY name, cadence")?
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?, ts(r.get(2)?))))?
+        .collect::<rusqlite::Result<_>>()?;
+    let mut report_deliveries: HashMap<i64, Vec<DeliveryCopy>> = HashMap::new();
+    {
+        let mut stmt = conn.prepare(
+            "SELECT report_id, id, target, state, attempts, next_attempt_ms, lease_until_ms, last_error, delivered_ms
+             FROM report_deliveries ORDER BY id",
+        )?;
+        let mut rows = stmt.query([])?;
+        while let Some(r) = rows.next()? {
+            let state: String = r.get(3)?;
+            report_deliveries.entry(r.get(0)?).or_default().push(DeliveryCopy {
+                id: r.get(1)?,
+                destination: r.get(2)?,
+                state: DeliveryState::parse(&state).unwrap_or(DeliveryState::Pending),
+                attempts: count(r.get(4)?),
+                next_attempt: ts(r.get(5)?),
+                lease_until: ts_opt(r.get(6)?),
+                last_error: r.get(7)?,
+                delivered_at: ts_opt(r.get(8)?),
+            });
+        }
+    }
+    let reports = conn
+        .prepare(
+            "SELECT id, name, period, since_ms, until_ms, file_name, content_type, content, summary, made_ms
+             FROM reports ORDER BY id",
+        )?
+        .query_map([], |r| {
+            let id: i64 = r.get(0)?;
+            Ok(ReportState {
+                id,
+                report: tfaudit_store::MadeReport {
+                    name: r.get(1)?,
+                    period: r.get(2)?,
+                    since: ts(r.get(3)?),
+                    until: ts(r.get(4)?),
+                    file_name: r.get(5)?,
+                    content_type: r.get(6)?,
+                    content: r.get(7)?,
+                    summary: r.get(8)?,
+                    made_at: ts(r.get(9)?),
+                },
+                deliveries: Vec::new(),
+            })
+        })?
+        .collect::<rusqlite::Result<Vec<ReportState>>>()?
+        .into_iter()
+        .map(|mut report| {
+            report.deliveries = report_deliveries.remove(&report.id).unwrap_or_default();
+            report
+        })
+        .collect();
+    Ok(ArchiveState {
+        sources,
+        runs,
+        gaps,
+        rejects,
+        consumers,
+        alerts,
+        destinations,
+        dead_letters,
+        names,
+        listings,
+        report_schedules,
+        reports,
+    })
 }
 
 impl Transfer for SqliteStore {
@@ -299,7 +367,8 @@ impl Transfer for SqliteStore {
         tx.execute_batch(
             "DELETE FROM runs; DELETE FROM gaps; DELETE FROM rejects; DELETE FROM consumers;
              DELETE FROM deliveries; DELETE FROM alerts; DELETE FROM destinations; DELETE FROM dead_letters;
-             DELETE FROM catalogue; DELETE FROM catalogue_listings;",
+             DELETE FROM catalogue; DELETE FROM catalogue_listings;
+             DELETE FROM report_deliveries; DELETE FROM reports; DELETE FROM report_schedules;",
         )
         .map_err(db)?;
         for r in &state.runs {
@@ -439,6 +508,51 @@ impl Transfer for SqliteStore {
                 params![id(source)?, ms(*at)],
             )
             .map_err(db)?;
+        }
+        for (name, cadence, since) in &state.report_schedules {
+            tx.execute(
+                "INSERT INTO report_schedules (name, cadence, since_ms) VALUES (?1, ?2, ?3)",
+                params![name, cadence, ms(*since)],
+            )
+            .map_err(db)?;
+        }
+        for r in &state.reports {
+            let m = &r.report;
+            tx.execute(
+                "INSERT INTO reports (id, name, period, since_ms, until_ms, file_name, content_type, content, summary, made_ms)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+                params![
+                    r.id,
+                    m.name,
+                    m.period,
+                    ms(m.since),
+                    ms(m.until),
+                    m.file_name,
+                    m.content_type,
+                    m.content,
+                    m.summary,
+                    ms(m.made_at)
+                ],
+            )
+            .map_err(db)?;
+            for d in &r.deliveries {
+                tx.execute(
+                    "INSERT INTO report_deliveries (id, report_id, target, state, attempts, next_attempt_ms, lease_until_ms,
+                        last_error, delivered_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+                    params![
+                        d.id,
+                        r.id,
+                        d.destination,
+                        d.state.as_str(),
+                        big(d.attempts),
+                        ms(d.next_attempt),
+                        d.lease_until.map(ms),
+                        d.last_error,
+                        d.delivered_at.map(ms),
+                    ],
+                )
+                .map_err(db)?;
+            }
         }
         tx.commit().map_err(db)
     }

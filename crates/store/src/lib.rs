@@ -43,7 +43,7 @@ pub use reports::{MadeReport, ReportJob, ReportRecord, ReportTarget, Reports};
 pub use retention::{PruneOutcome, PruneRequest, PrunedDay, Retention};
 pub use transfer::{
     AlertState, ArchiveState, ConsumerState, DeliveryCopy, DestinationState, GapState, NameState, RejectState,
-    RunState, SourceState, Transfer,
+    ReportState, RunState, SourceState, Transfer,
 };
 
 /// Errors of an archive backend.

@@ -194,6 +194,8 @@ pub fn migrate(
             ("dead letters", s.dead_letters.len()),
             ("names", s.names.len()),
             ("name listings", s.listings.len()),
+            ("scheduled reports", s.reports.len()),
+            ("report deliveries", s.reports.iter().map(|r| r.deliveries.len()).sum()),
         ]
     };
     for ((what, a), (_, b)) in figures(&state).into_iter().zip(figures(&copy)) {

@@ -33,6 +33,19 @@ pub struct ArchiveState {
     pub names: Vec<NameState>,
     /// When each source's listings were last read (`enrich_token`), by source.
     pub listings: Vec<(String, Timestamp)>,
+    /// When each scheduled report (name, cadence) was first seen, by name.
+    pub report_schedules: Vec<(String, String, Timestamp)>,
+    /// Scheduled reports made, oldest first, each with its file and deliveries.
+    pub reports: Vec<ReportState>,
+}
+
+/// A scheduled report as made, its id kept, with its deliveries (each
+/// `destination` is the delivery's target).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReportState {
+    pub id: i64,
+    pub report: crate::MadeReport,
+    pub deliveries: Vec<DeliveryCopy>,
 }
 
 /// One name an id has had, and the source that saw it.

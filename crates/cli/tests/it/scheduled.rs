@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use base64::Engine;
 use tfaudit_sim::SimConfig;
 
+use crate::cluster::TestDb;
 use crate::harness::*;
 use crate::receivers::Smtp;
 
@@ -209,6 +210,20 @@ async fn a_closed_week_is_reported_once_to_a_directory_and_by_email_across_resta
     assert_eq!(stored_reports(&env).len(), 1);
     assert_eq!(smtp.messages.lock().unwrap().len(), 1, "no second email");
     assert_eq!(std::fs::metadata(&file).unwrap().modified().unwrap(), modified, "the file is not written again");
+
+    // `migrate` takes the reports along, each with its deliveries, so that the copy
+    // does not make and send them again.
+    let copy = env.path("copy.db").display().to_string();
+    let out = env.ok(None, &["migrate", "--from", &env.db.display().to_string(), "--to", &copy]).await;
+    assert!(out.contains("scheduled reports") && out.contains("counts and checksum equal"), "{out}");
+    let original = stored_reports(&env);
+    assert_eq!(reports_at(&copy), original, "the same reports, ids and delivery states");
+    let pg = TestDb::new();
+    env.ok(None, &["migrate", "--from", &copy, "--to", &pg.url]).await;
+    assert_eq!(reports_at(&pg.url), original, "PostgreSQL holds the same");
+    let back = env.path("back.db").display().to_string();
+    env.ok(None, &["migrate", "--from", &pg.url, "--to", &back]).await;
+    assert_eq!(reports_at(&back), original, "and SQLite again");
 }
 
 /// Bad `[[report]]` tables: one line naming the fix, exit 2, for `config check` and `watch` alike.
