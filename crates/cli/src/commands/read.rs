@@ -93,12 +93,7 @@ pub fn write_events(
 pub fn query(cli: &Cli, args: &QueryArgs) -> Result<(), Failure> {
     let mut filter = filter(&args.filter, Timestamp::now())?;
     let store = open_for_reading(cli)?;
-    // A resource given by name: the id the catalogue names so.
-    if let Some(p) = &filter.resource_id
-        && !p.is_glob()
-    {
-        filter.resource_id = Some(tfaudit_store::Pattern::new(resolve_id(&*store, p.as_str())?));
-    }
+    resolve_names(&*store, &mut filter)?;
     let stdout = output::Stdout::new();
     let terminal = stdout.terminal;
     let format = match args.format {
@@ -177,6 +172,26 @@ pub fn history(cli: &Cli, args: &HistoryArgs) -> Result<(), Failure> {
     Ok(())
 }
 
+/// `--actor` and `--resource` given as names: the ids the catalogue names so. A
+/// resource name several ids have had is an error listing them; an actor's is matched
+/// as text (ids and the events' descriptions), as any actor filter.
+///
+/// # Errors
+/// The catalogue's, and an ambiguous resource name.
+pub fn resolve_names(store: &dyn Store, filter: &mut EventFilter) -> Result<(), Failure> {
+    if let Some(p) = &filter.actor
+        && let Some(id) = tfaudit_investigate::resolve_actor(store, p.as_str())?
+    {
+        filter.actor = Some(Pattern::new(id));
+    }
+    if let Some(p) = &filter.resource_id
+        && !p.is_glob()
+    {
+        filter.resource_id = Some(Pattern::new(resolve_id(store, p.as_str())?));
+    }
+    Ok(())
+}
+
 /// The id `text` stands for (see [`tfaudit_investigate::resolve_id`]).
 ///
 /// # Errors
@@ -186,8 +201,9 @@ pub fn resolve_id(store: &dyn Store, text: &str) -> Result<String, Failure> {
 }
 
 pub fn export(cli: &Cli, args: &ExportArgs) -> Result<(), Failure> {
-    let filter = filter(&args.filter, Timestamp::now())?;
+    let mut filter = filter(&args.filter, Timestamp::now())?;
     let store = open_for_reading(cli)?;
+    resolve_names(&*store, &mut filter)?;
     if args.with_proof && matches!(args.format, ExportFormat::Csv) {
         return Err(Failure::Usage(
             "--with-proof needs --format jsonl: a proof covers each event's original bytes".into(),
@@ -298,8 +314,9 @@ pub fn summary(cli: &Cli, args: &SummaryArgs) -> Result<(), Failure> {
     if filter_args.since.is_none() {
         filter_args.since = Some("30d".into());
     }
-    let filter = filter(&filter_args, now)?;
+    let mut filter = filter(&filter_args, now)?;
     let store = open_for_reading(cli)?;
+    resolve_names(&*store, &mut filter)?;
     let summary = store.summary(&filter, args.top)?;
     // Text shows `name (id)`; JSON adds the names under `names` beside the summary's
     // own fields.

@@ -51,6 +51,7 @@ async fn listings_name_ids_everywhere_people_read_and_machine_outputs_stay_exact
     let user = env.ok(None, &["names", "show", "dmitri", "--format", "json"]).await;
     let v: serde_json::Value = serde_json::from_str(&user).unwrap();
     assert!(v["id"].as_str().unwrap().starts_with("user-"), "a name finds its id: {v}");
+    let dmitri = v["id"].as_str().unwrap().to_owned();
     assert!(user.contains("dmitri@example.com"), "members come with their email");
 
     // A workspace the events act on, and the name its organization lists it under.
@@ -91,10 +92,17 @@ async fn listings_name_ids_everywhere_people_read_and_machine_outputs_stay_exact
     let renamed = format!("{ws_name}-v2");
     sim.set_listed("workspaces", &ws, &renamed, None);
     sim.remove_listed("ws-Extra000");
+    // A user renamed in the organization: `--actor` finds the events by the new name,
+    // which no event carries.
+    sim.set_listed("organization-memberships", &dmitri, "dmitri-k", Some("dmitri@example.com"));
     let out = run(&env, &sim, &cfg, &["names", "refresh", "--json"]).await;
     assert!(out.status.success(), "{}", text(&out.stderr));
     let r: serde_json::Value = serde_json::from_str(text(&out.stdout).trim()).unwrap();
-    assert_eq!((r["renamed"].as_u64(), r["gone"].as_u64()), (Some(1), Some(1)), "{r}");
+    assert_eq!((r["renamed"].as_u64(), r["gone"].as_u64()), (Some(2), Some(1)), "{r}");
+    let by_new_name = env.ok(None, &["query", "--actor", "dmitri-k", "--format", "jsonl", "--limit", "0"]).await;
+    let by_user_id = env.ok(None, &["query", "--actor", &dmitri, "--format", "jsonl", "--limit", "0"]).await;
+    assert!(!by_user_id.is_empty());
+    assert_eq!(by_new_name, by_user_id);
     let shown = env.ok(None, &["names", "show", &ws]).await;
     assert!(shown.contains(&renamed) && shown.contains(&format!("{ws_name} (")), "{shown}");
     let gone = env.ok(None, &["names", "show", "ws-Extra000", "--format", "json"]).await;
