@@ -17,6 +17,67 @@ use crate::{PostgresStore, SEQ_LOCK, big, count, ms, ts, ts_opt};
 use crate::{dead_letters, nul_free};
 use tfaudit_store::rollup::Rollups;
 
+/// The deliveries of an outbox table (an alert's, or a scheduled report's), by the id
+/// of what they deliver, oldest first.
+fn read_deliveries(
+    tx: &mut Transaction<'_>,
+    table: &str,
+    owner: &str,
+    target: &str,
+) -> Result<HashMap<i64, Vec<DeliveryCopy>>, postgres::Error> {
+    let mut deliveries: HashMap<i64, Vec<DeliveryCopy>> = HashMap::new();
+    let sql = format!(
+        "SELECT {owner}, id, {target}, state, attempts, next_attempt_ms, lease_until_ms, last_error, delivered_ms
+         FROM {table} ORDER BY id"
+    );
+    for r in tx.query(&sql, &[])? {
+        let state: String = r.get(3);
+        deliveries.entry(r.get(0)).or_default().push(DeliveryCopy {
+            id: r.get(1),
+            destination: r.get(2),
+            state: DeliveryState::parse(&state).unwrap_or(DeliveryState::Pending),
+            attempts: count(r.get(4)),
+            next_attempt: ts(r.get(5)),
+            lease_until: ts_opt(r.get(6)),
+            last_error: r.get(7),
+            delivered_at: ts_opt(r.get(8)),
+        });
+    }
+    Ok(deliveries)
+}
+
+/// Writes `deliveries` of the row `owner_id` into an outbox table, ids kept.
+fn insert_deliveries(
+    tx: &mut Transaction<'_>,
+    table: &str,
+    owner: &str,
+    target: &str,
+    owner_id: i64,
+    deliveries: &[DeliveryCopy],
+) -> Result<(), postgres::Error> {
+    let sql = format!(
+        "INSERT INTO {table} (id, {owner}, {target}, state, attempts, next_attempt_ms, lease_until_ms,
+            last_error, delivered_ms) OVERRIDING SYSTEM VALUE VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)"
+    );
+    for d in deliveries {
+        tx.execute(
+            &sql,
+            &[
+                &d.id,
+                &owner_id,
+                &nul_free(&d.destination),
+                &d.state.as_str(),
+                &big(d.attempts),
+                &ms(d.next_attempt),
+                &d.lease_until.map(ms),
+                &nul_free_opt(&d.last_error),
+                &d.delivered_at.map(ms),
+            ],
+        )?;
+    }
+    Ok(())
+}
+
 /// Tables whose ids `load_state` writes itself: their identity sequences are moved
 /// past the ids loaded, so that the next row a sync or an alert adds gets a new one.
 const KEPT_IDS: [&str; 7] = ["runs", "gaps", "rejects", "alerts", "deliveries", "reports", "report_deliveries"];
@@ -198,27 +259,7 @@ impl PostgresStore {
             .iter()
             .map(|r| ConsumerState { name: r.get(0), position: r.get(1), state: r.get(2), updated_at: ts(r.get(3)) })
             .collect();
-        let mut deliveries: HashMap<i64, Vec<DeliveryCopy>> = HashMap::new();
-        for r in tx
-            .query(
-                "SELECT alert_id, id, destination, state, attempts, next_attempt_ms, lease_until_ms, last_error, delivered_ms
-                 FROM deliveries ORDER BY id",
-                &[],
-            )
-            .map_err(db)?
-        {
-            let state: String = r.get(3);
-            deliveries.entry(r.get(0)).or_default().push(DeliveryCopy {
-                id: r.get(1),
-                destination: r.get(2),
-                state: DeliveryState::parse(&state).unwrap_or(DeliveryState::Pending),
-                attempts: count(r.get(4)),
-                next_attempt: ts(r.get(5)),
-                lease_until: ts_opt(r.get(6)),
-                last_error: r.get(7),
-                delivered_at: ts_opt(r.get(8)),
-            });
-        }
+        let mut deliveries = read_deliveries(tx, "deliveries", "alert_id", "destination").map_err(db)?;
         let alerts = tx
             .query(&format!("SELECT {ALERT_COLUMNS} FROM alerts a ORDER BY a.id"), &[])
             .map_err(db)?
@@ -282,27 +323,7 @@ impl PostgresStore {
             .iter()
             .map(|r| (r.get(0), r.get(1), ts(r.get(2))))
             .collect();
-        let mut report_deliveries: HashMap<i64, Vec<DeliveryCopy>> = HashMap::new();
-        for r in tx
-            .query(
-                "SELECT report_id, id, target, state, attempts, next_attempt_ms, lease_until_ms, last_error, delivered_ms
-                 FROM report_deliveries ORDER BY id",
-                &[],
-            )
-            .map_err(db)?
-        {
-            let state: String = r.get(3);
-            report_deliveries.entry(r.get(0)).or_default().push(DeliveryCopy {
-                id: r.get(1),
-                destination: r.get(2),
-                state: DeliveryState::parse(&state).unwrap_or(DeliveryState::Pending),
-                attempts: count(r.get(4)),
-                next_attempt: ts(r.get(5)),
-                lease_until: ts_opt(r.get(6)),
-                last_error: r.get(7),
-                delivered_at: ts_opt(r.get(8)),
-            });
-        }
+        let mut report_deliveries = read_deliveries(tx, "report_deliveries", "report_id", "target").map_err(db)?;
         let reports = tx
             .query(
                 "SELECT id, name, period, since_ms, until_ms, file_name, content_type, content, summary, made_ms
@@ -558,24 +579,7 @@ impl Transfer for PostgresStore {
                 ],
             )
             .map_err(db)?;
-            for d in &a.deliveries {
-                tx.execute(
-                    "INSERT INTO deliveries (id, alert_id, destination, state, attempts, next_attempt_ms, lease_until_ms,
-                        last_error, delivered_ms) OVERRIDING SYSTEM VALUE VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
-                    &[
-                        &d.id,
-                        &a.id,
-                        &d.destination,
-                        &d.state.as_str(),
-                        &big(d.attempts),
-                        &ms(d.next_attempt),
-                        &d.lease_until.map(ms),
-                        &nul_free_opt(&d.last_error),
-                        &d.delivered_at.map(ms),
-                    ],
-                )
-                .map_err(db)?;
-            }
+            insert_deliveries(&mut tx, "deliveries", "alert_id", "destination", a.id, &a.deliveries).map_err(db)?;
         }
         for d in &state.destinations {
             tx.execute(
@@ -643,24 +647,7 @@ impl Transfer for PostgresStore {
                 ],
             )
             .map_err(db)?;
-            for d in &r.deliveries {
-                tx.execute(
-                    "INSERT INTO report_deliveries (id, report_id, target, state, attempts, next_attempt_ms, lease_until_ms,
-                        last_error, delivered_ms) OVERRIDING SYSTEM VALUE VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
-                    &[
-                        &d.id,
-                        &r.id,
-                        &nul_free(&d.destination),
-                        &d.state.as_str(),
-                        &big(d.attempts),
-                        &ms(d.next_attempt),
-                        &d.lease_until.map(ms),
-                        &nul_free_opt(&d.last_error),
-                        &d.delivered_at.map(ms),
-                    ],
-                )
-                .map_err(db)?;
-            }
+            insert_deliveries(&mut tx, "report_deliveries", "report_id", "target", r.id, &r.deliveries).map_err(db)?;
         }
         for table in KEPT_IDS {
             tx.batch_execute(&format!(

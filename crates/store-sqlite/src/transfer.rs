@@ -29,6 +29,68 @@ fn unknown(name: &str) -> StoreError {
     StoreError::Database(format!("no source named {name:?} in the archive; create it before copying its events"))
 }
 
+/// The deliveries of an outbox table (an alert's, or a scheduled report's), by the id
+/// of what they deliver, oldest first.
+fn read_deliveries(
+    conn: &Connection,
+    table: &str,
+    owner: &str,
+    target: &str,
+) -> rusqlite::Result<HashMap<i64, Vec<DeliveryCopy>>> {
+    let mut deliveries: HashMap<i64, Vec<DeliveryCopy>> = HashMap::new();
+    let mut stmt = conn.prepare(&format!(
+        "SELECT {owner}, id, {target}, state, attempts, next_attempt_ms, lease_until_ms, last_error, delivered_ms
+         FROM {table} ORDER BY id"
+    ))?;
+    let mut rows = stmt.query([])?;
+    while let Some(r) = rows.next()? {
+        let state: String = r.get(3)?;
+        deliveries.entry(r.get(0)?).or_default().push(DeliveryCopy {
+            id: r.get(1)?,
+            destination: r.get(2)?,
+            state: DeliveryState::parse(&state).unwrap_or(DeliveryState::Pending),
+            attempts: count(r.get(4)?),
+            next_attempt: ts(r.get(5)?),
+            lease_until: ts_opt(r.get(6)?),
+            last_error: r.get(7)?,
+            delivered_at: ts_opt(r.get(8)?),
+        });
+    }
+    Ok(deliveries)
+}
+
+/// Writes `deliveries` of the row `owner_id` into an outbox table, ids kept.
+fn insert_deliveries(
+    tx: &Connection,
+    table: &str,
+    owner: &str,
+    target: &str,
+    owner_id: i64,
+    deliveries: &[DeliveryCopy],
+) -> rusqlite::Result<()> {
+    let sql = format!(
+        "INSERT INTO {table} (id, {owner}, {target}, state, attempts, next_attempt_ms, lease_until_ms,
+            last_error, delivered_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)"
+    );
+    for d in deliveries {
+        tx.execute(
+            &sql,
+            params![
+                d.id,
+                owner_id,
+                d.destination,
+                d.state.as_str(),
+                big(d.attempts),
+                ms(d.next_attempt),
+                d.lease_until.map(ms),
+                d.last_error,
+                d.delivered_at.map(ms),
+            ],
+        )?;
+    }
+    Ok(())
+}
+
 fn read_state(conn: &Connection) -> rusqlite::Result<ArchiveState> {
     let names: HashMap<i64, String> = conn
         .prepare("SELECT id, name FROM sources")?
@@ -127,27 +189,7 @@ fn read_state(conn: &Connection) -> rusqlite::Result<ArchiveState> {
             Ok(ConsumerState { name: r.get(0)?, position: r.get(1)?, state: r.get(2)?, updated_at: ts(r.get(3)?) })
         })?
         .collect::<rusqlite::Result<_>>()?;
-    let mut deliveries: HashMap<i64, Vec<DeliveryCopy>> = HashMap::new();
-    {
-        let mut stmt = conn.prepare(
-            "SELECT alert_id, id, destination, state, attempts, next_attempt_ms, lease_until_ms, last_error, delivered_ms
-             FROM deliveries ORDER BY id",
-        )?;
-        let mut rows = stmt.query([])?;
-        while let Some(r) = rows.next()? {
-            let state: String = r.get(3)?;
-            deliveries.entry(r.get(0)?).or_default().push(DeliveryCopy {
-                id: r.get(1)?,
-                destination: r.get(2)?,
-                state: DeliveryState::parse(&state).unwrap_or(DeliveryState::Pending),
-                attempts: count(r.get(4)?),
-                next_attempt: ts(r.get(5)?),
-                lease_until: ts_opt(r.get(6)?),
-                last_error: r.get(7)?,
-                delivered_at: ts_opt(r.get(8)?),
-            });
-        }
-    }
+    let mut deliveries = read_deliveries(conn, "deliveries", "alert_id", "destination")?;
     let alerts = conn
         .prepare(&format!("SELECT {ALERT_COLUMNS} FROM alerts a ORDER BY a.id"))?
         .query_map([], read_alert)?
@@ -202,27 +244,7 @@ fn read_state(conn: &Connection) -> rusqlite::Result<ArchiveState> {
         .prepare("SELECT name, cadence, since_ms FROM report_schedules ORDER BY name, cadence")?
         .query_map([], |r| Ok((r.get(0)?, r.get(1)?, ts(r.get(2)?))))?
         .collect::<rusqlite::Result<_>>()?;
-    let mut report_deliveries: HashMap<i64, Vec<DeliveryCopy>> = HashMap::new();
-    {
-        let mut stmt = conn.prepare(
-            "SELECT report_id, id, target, state, attempts, next_attempt_ms, lease_until_ms, last_error, delivered_ms
-             FROM report_deliveries ORDER BY id",
-        )?;
-        let mut rows = stmt.query([])?;
-        while let Some(r) = rows.next()? {
-            let state: String = r.get(3)?;
-            report_deliveries.entry(r.get(0)?).or_default().push(DeliveryCopy {
-                id: r.get(1)?,
-                destination: r.get(2)?,
-                state: DeliveryState::parse(&state).unwrap_or(DeliveryState::Pending),
-                attempts: count(r.get(4)?),
-                next_attempt: ts(r.get(5)?),
-                lease_until: ts_opt(r.get(6)?),
-                last_error: r.get(7)?,
-                delivered_at: ts_opt(r.get(8)?),
-            });
-        }
-    }
+    let mut report_deliveries = read_deliveries(conn, "report_deliveries", "report_id", "target")?;
     let reports = conn
         .prepare(
             "SELECT id, name, period, since_ms, until_ms, file_name, content_type, content, summary, made_ms
@@ -450,24 +472,7 @@ impl Transfer for SqliteStore {
                 ],
             )
             .map_err(db)?;
-            for d in &a.deliveries {
-                tx.execute(
-                    "INSERT INTO deliveries (id, alert_id, destination, state, attempts, next_attempt_ms, lease_until_ms,
-                        last_error, delivered_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
-                    params![
-                        d.id,
-                        a.id,
-                        d.destination,
-                        d.state.as_str(),
-                        big(d.attempts),
-                        ms(d.next_attempt),
-                        d.lease_until.map(ms),
-                        d.last_error,
-                        d.delivered_at.map(ms),
-                    ],
-                )
-                .map_err(db)?;
-            }
+            insert_deliveries(&tx, "deliveries", "alert_id", "destination", a.id, &a.deliveries).map_err(db)?;
         }
         for d in &state.destinations {
             tx.execute(
@@ -535,24 +540,7 @@ impl Transfer for SqliteStore {
                 ],
             )
             .map_err(db)?;
-            for d in &r.deliveries {
-                tx.execute(
-                    "INSERT INTO report_deliveries (id, report_id, target, state, attempts, next_attempt_ms, lease_until_ms,
-                        last_error, delivered_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
-                    params![
-                        d.id,
-                        r.id,
-                        d.destination,
-                        d.state.as_str(),
-                        big(d.attempts),
-                        ms(d.next_attempt),
-                        d.lease_until.map(ms),
-                        d.last_error,
-                        d.delivered_at.map(ms),
-                    ],
-                )
-                .map_err(db)?;
-            }
+            insert_deliveries(&tx, "report_deliveries", "report_id", "target", r.id, &r.deliveries).map_err(db)?;
         }
         tx.commit().map_err(db)
     }
