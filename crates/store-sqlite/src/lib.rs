@@ -19,6 +19,7 @@ mod retention;
 mod rollup;
 mod schema;
 mod transfer;
+mod upkeep;
 
 use std::collections::HashMap;
 use std::io;
@@ -338,7 +339,10 @@ impl SqliteStore {
         rollup::register(&conn).map_err(|e| classify(&shown, e))?;
         // Before the first table exists, so that it applies: larger pages mean fewer
         // B-tree splits and WAL frames per event.
-        conn.execute_batch("PRAGMA page_size = 16384;").map_err(|e| classify(&shown, e))?;
+        // Incremental auto-vacuum likewise: pages freed (indexes rebuilt after a backfill,
+        // days removed by retention) can then be given back to the file system.
+        conn.execute_batch("PRAGMA page_size = 16384; PRAGMA auto_vacuum = INCREMENTAL;")
+            .map_err(|e| classify(&shown, e))?;
         // journal_mode answers with a row; the others answer nothing.
         let mode: String =
             conn.query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0)).map_err(|e| classify(&shown, e))?;
@@ -917,7 +921,13 @@ impl Archive for SqliteStore {
             )
             .map_err(|e| self.db(e))?;
         }
-        tx.commit().map_err(|e| self.db(e))
+        tx.commit().map_err(|e| self.db(e))?;
+        // The walk is recorded whatever happens here: a failed rebuild only leaves the
+        // file larger, and the next walk's end tries again.
+        if let Err(e) = upkeep::after_walk(&mut conn) {
+            tracing::warn!(error = %e, "could not rebuild the archive's indexes after a walk; the next walk tries again");
+        }
+        Ok(())
     }
 
     fn finish_run(&self, run_id: i64, result: &RunResult, counts: RunCounts) -> Result<()> {
@@ -1382,7 +1392,8 @@ impl Archive for SqliteStore {
     }
 
     fn reclaim_space(&self) -> Result<()> {
-        self.lock().execute_batch("VACUUM").map_err(|e| self.db(e))
+        // VACUUM also turns an archive made before incremental auto-vacuum into one.
+        self.lock().execute_batch("PRAGMA auto_vacuum = INCREMENTAL; VACUUM").map_err(|e| self.db(e))
     }
 }
 
