@@ -24,8 +24,10 @@ pub const TRAIN_AT: u64 = 2_000;
 /// the last one was (2,000, 32,000, 512,000, 8,192,000 events): new kinds of events
 /// are learnt, and dictionaries stay few.
 const RETRAIN_FACTOR: u64 = 16;
-/// Events a dictionary is trained on: the newest.
-const SAMPLES: u32 = 8_000;
+/// Events a dictionary is trained on: the newest. Measured on the simulator's events,
+/// a dictionary from 2,000 compresses them as well as one from 8,000 (113.6 bytes an
+/// event either way) and costs a quarter of the CPU to train (0.08 s against 0.33 s).
+const SAMPLES: u32 = 2_000;
 const DICT_BYTES: usize = 32 * 1024;
 const LEVEL: i32 = 1;
 

@@ -242,6 +242,9 @@ impl SqliteStore {
                 }
             }
         }
+        if let Err(e) = upkeep::on_open(&mut store.lock()) {
+            tracing::warn!(error = %e, "could not build the indexes a killed first backfill left out; the next walk's end tries again");
+        }
         if mode == OpenMode::CreateIfMissing {
             store.checkpointer = Checkpointer::start(path);
         }
@@ -492,6 +495,13 @@ fn classify(path: &str, e: rusqlite::Error) -> StoreError {
         }
         _ => StoreError::Database(e.to_string()),
     }
+}
+
+/// Whether the archive never held an event: no seq was ever handed out.
+fn never_stored(conn: &Connection) -> rusqlite::Result<bool> {
+    let used: Option<i64> =
+        conn.query_row("SELECT seq FROM sqlite_sequence WHERE name = 'events'", [], |r| r.get(0)).optional()?;
+    Ok(used.unwrap_or(0) == 0)
 }
 
 /// A write named a source id that [`Store::source`] never returned.
@@ -790,6 +800,11 @@ impl Archive for SqliteStore {
         self.codec.prepare_writes(&tx, archived(&tx).map_err(|e| self.db(e))?).map_err(|e| self.db(e))?;
         let stored_before: i64 =
             tx.query_row("SELECT coalesce(max(seq), 0) FROM events", [], |r| r.get(0)).map_err(|e| self.db(e))?;
+        // A first backfill: some indexes are built once at its end (upkeep.rs). The
+        // sequence, unlike max(seq), says whether the archive ever held an event.
+        if stored_before == 0 && !page.events.is_empty() && never_stored(&tx).map_err(|e| self.db(e))? {
+            upkeep::before_first_page(&tx).map_err(|e| self.db(e))?;
+        }
         let mut inserted: Vec<(i64, &str)> = Vec::with_capacity(page.events.len());
         let mut names = names::Interner::new(&self.names);
         {

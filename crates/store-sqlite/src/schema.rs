@@ -455,13 +455,15 @@ ALTER TABLE events ADD COLUMN destroy_run INTEGER NOT NULL DEFAULT 0;
 UPDATE events SET destroy_run = 1 WHERE tfaudit_destroy_run(tfaudit_raw(raw, dict));
 CREATE INDEX events_by_destroy_run ON events (ts_ms) WHERE destroy_run = 1;
 ",
-    // 15: the newest seq when `events`' indexes were last rebuilt (see upkeep.rs): a
-    // backfill stores the newest events first, which leaves the time-led indexes'
-    // pages half empty, and rebuilding them once it is done packs them full.
+    // 15: the newest seq when `events`' indexes were last rebuilt, and whether some are
+    // left to build at the end of a first backfill (see upkeep.rs): a backfill stores
+    // the newest events first, which leaves indexes led by time half empty; built or
+    // rebuilt once it is done, they are packed full.
     r"
 CREATE TABLE IF NOT EXISTS upkeep (
     id             INTEGER PRIMARY KEY CHECK (id = 1),
-    reindexed_seq  INTEGER NOT NULL
+    reindexed_seq  INTEGER NOT NULL DEFAULT 0,
+    deferred       INTEGER NOT NULL DEFAULT 0
 );
 ",
 ];

@@ -273,6 +273,8 @@ fn queries_use_their_indexes() {
     let src = s.source("acme", "x").unwrap();
     let run = s.start_run(src.id, Timestamp::now()).unwrap();
     store(&s, &src, run, &[event("a", "2024-01-01T00:00:00Z", "user-1", "ann", "run", "apply")]);
+    // A first backfill builds some indexes when its walk ends.
+    s.finish_walk(src.id, None, None, None).unwrap();
     let conn = s.lock();
     let plan = |filter: &EventFilter| -> String {
         let h = hours(&conn, filter.since.map(ms), filter.until.map(ms)).unwrap();
@@ -1009,9 +1011,10 @@ fn an_archive_from_before_the_destroy_mark_gets_it_for_every_event() {
     assert_eq!(all_ids(&s, &destroy_runs).last().map(String::as_str), Some("e05000"));
 }
 
-/// A backfill stores the newest events first; once its walk ends, the indexes it left
-/// half empty are rebuilt and the file gives back what they freed, every answer the
-/// same. A walk that adds little to a large archive rebuilds nothing.
+/// A first backfill stores the newest events first; some indexes wait for its walk to
+/// end (every answer the same meanwhile), and at its end every index is built or
+/// rebuilt packed full, with the file giving back what they freed. A walk that adds
+/// little to a large archive rebuilds nothing.
 #[test]
 fn a_backfill_walk_ends_with_its_indexes_packed_and_the_file_smaller() {
     let (dir, s) = open();
@@ -1020,50 +1023,104 @@ fn a_backfill_walk_ends_with_its_indexes_packed_and_the_file_smaller() {
     let start: Timestamp = "2024-05-01T00:00:00Z".parse().unwrap();
     let n = 12_000u32;
     let at = |i: u32| (start + jiff::SignedDuration::from_secs(i64::from(i) * 37)).to_string();
+    let page_of = |ids: &[u32]| -> Vec<AuditEvent> {
+        ids.iter()
+            .map(|&i| {
+                let id = format!("{:08x}-{i}", i.wrapping_mul(2_654_435_761));
+                event(&id, &at(i), &format!("user-{}", i % 40), "ann", "run", "apply")
+            })
+            .collect()
+    };
     // Newest first, as the API pages: a page of 1,000 at a time.
     let ids: Vec<u32> = (0..n).rev().collect();
     for page in ids.chunks(1000) {
-        let events: Vec<AuditEvent> = page
-            .iter()
-            .map(|&i| {
-                event(
-                    &format!("{:08x}-{i}", i.wrapping_mul(2_654_435_761)),
-                    &at(i),
-                    &format!("user-{}", i % 40),
-                    "ann",
-                    "run",
-                    "apply",
-                )
-            })
-            .collect();
-        store(&s, &source, run, &events);
+        store(&s, &source, run, &page_of(page));
     }
     let path = dir.path().join("sub/archive.db");
-    let pages = |path: &std::path::Path| -> (i64, i64) {
-        let c = rusqlite::Connection::open(path).unwrap();
-        let count: i64 = c.query_row("PRAGMA page_count", [], |r| r.get(0)).unwrap();
-        let free: i64 = c.query_row("PRAGMA freelist_count", [], |r| r.get(0)).unwrap();
-        (count, free)
+    let c = rusqlite::Connection::open(&path).unwrap();
+    let index_names = |c: &rusqlite::Connection| -> Vec<String> {
+        let mut stmt = c
+            .prepare("SELECT name FROM sqlite_schema WHERE type = 'index' AND tbl_name = 'events' ORDER BY name")
+            .unwrap();
+        stmt.query_map([], |r| r.get(0)).unwrap().map(Result::unwrap).collect()
     };
+    // Empty space in each index's pages, as a share of them.
+    let empty = |c: &rusqlite::Connection, index: &str| -> f64 {
+        c.query_row("SELECT 1.0 * sum(unused) / sum(pgsize) FROM dbstat WHERE name = ?1", [index], |r| r.get(0))
+            .unwrap()
+    };
+    assert!(!index_names(&c).contains(&"events_by_actor".to_owned()), "left for the walk's end");
+    assert!(
+        empty(&c, "events_by_time") > 0.3,
+        "half empty after newest-first inserts: {}",
+        empty(&c, "events_by_time")
+    );
     let everything = EventFilter::default();
     let by_actor = EventFilter { actor: Some(Pattern::new("user-7")), ..EventFilter::default() };
-    let answers_before = (all_ids(&s, &everything), all_ids(&s, &by_actor));
-    let (before, _) = pages(&path);
+    let by_resource = EventFilter { resource_id: Some(Pattern::new("ws-*-77")), ..EventFilter::default() };
+    let answers = |s: &SqliteStore| (all_ids(s, &everything), all_ids(s, &by_actor), all_ids(s, &by_resource));
+    let during = answers(&s);
+    assert_eq!(during.0.len(), n as usize);
+    assert_eq!(during.1.len(), (n / 40) as usize);
+    assert_eq!(during.2.len(), 1);
+
     s.finish_walk(source.id, Some(start), None, None).unwrap();
-    let (after, free) = pages(&path);
+    let free: i64 = c.query_row("PRAGMA freelist_count", [], |r| r.get(0)).unwrap();
     assert_eq!(free, 0, "the freed pages were given back");
-    assert!(after * 10 < before * 9, "the file shrank by over a tenth: {before} pages, then {after}");
-    assert_eq!((all_ids(&s, &everything), all_ids(&s, &by_actor)), answers_before);
-    assert_eq!(answers_before.0.len(), n as usize);
+    for index in ["events_by_actor", "events_by_hour_id", "events_by_hour_resource", "events_by_time"] {
+        assert!(index_names(&c).contains(&index.to_owned()), "{index} built");
+        // Small indexes here: the last page of each is partly empty whatever is done.
+        assert!(empty(&c, index) < 0.2, "{index} packed: {}", empty(&c, index));
+    }
+    assert_eq!(answers(&s), during);
 
     // A small walk after it: nothing to rebuild.
-    let late = event("late", "2024-06-01T00:00:00Z", "user-1", "ann", "run", "apply");
-    store(&s, &source, run, &[late]);
-    let c = rusqlite::Connection::open(&path).unwrap();
+    store(&s, &source, run, &[event("late", "2024-06-01T00:00:00Z", "user-1", "ann", "run", "apply")]);
     let rebuilt_at = |c: &rusqlite::Connection| -> i64 {
         c.query_row("SELECT reindexed_seq FROM upkeep", [], |r| r.get(0)).unwrap()
     };
     assert_eq!(rebuilt_at(&c), i64::from(n));
     s.finish_walk(source.id, Some(start), None, None).unwrap();
     assert_eq!(rebuilt_at(&c), i64::from(n), "one new event rebuilds nothing");
+}
+
+/// A first backfill killed before its walk ended: the next walk's end builds the
+/// indexes it left out, or, with no walk under way, opening the archive does.
+#[test]
+fn indexes_a_killed_first_backfill_left_out_are_built_later() {
+    let (dir, s) = open();
+    let source = s.source("acme", "x").unwrap();
+    let run = s.start_run(source.id, Timestamp::now()).unwrap();
+    store(&s, &source, run, &[event("a", "2024-01-01T00:00:00Z", "user-1", "ann", "run", "apply")]);
+    drop(s);
+    let path = dir.path().join("sub/archive.db");
+    let has_actor_index = || -> bool {
+        let c = rusqlite::Connection::open(&path).unwrap();
+        c.query_row("SELECT EXISTS (SELECT 1 FROM sqlite_schema WHERE name = 'events_by_actor')", [], |r| r.get(0))
+            .unwrap()
+    };
+    // Reopened with the walk still under way: left for its end.
+    let s = SqliteStore::open(&path, OpenMode::MustExist).unwrap();
+    assert!(!has_actor_index());
+    s.finish_walk(source.id, None, None, None).unwrap();
+    assert!(has_actor_index(), "built at the walk's end");
+
+    // Killed again with no walk left under way (the organization dropped from the
+    // config): the next open builds them.
+    let (dir, s) = open();
+    let source = s.source("acme", "x").unwrap();
+    let run = s.start_run(source.id, Timestamp::now()).unwrap();
+    store(&s, &source, run, &[event("a", "2024-01-01T00:00:00Z", "user-1", "ann", "run", "apply")]);
+    drop(s);
+    let path = dir.path().join("sub/archive.db");
+    let c = rusqlite::Connection::open(&path).unwrap();
+    c.execute("UPDATE sources SET walk_started_ms = NULL", []).unwrap();
+    drop(c);
+    let s = SqliteStore::open(&path, OpenMode::MustExist).unwrap();
+    let c = rusqlite::Connection::open(&path).unwrap();
+    let built: bool = c
+        .query_row("SELECT EXISTS (SELECT 1 FROM sqlite_schema WHERE name = 'events_by_actor')", [], |r| r.get(0))
+        .unwrap();
+    assert!(built, "built on open");
+    assert_eq!(all_ids(&s, &EventFilter { actor: Some(Pattern::new("user-1")), ..EventFilter::default() }), ["a"]);
 }

@@ -1,43 +1,113 @@
-//! Keeping the archive's file small after bulk writes.
+//! Keeping the archive's file small, and its first backfill cheap.
 //!
 //! The API pages newest first, so a backfill stores events in falling time order. Each
 //! insert into an index led by time (or by hour) then lands at the far left of its
 //! B-tree, where SQLite splits a full page in two and leaves both halves half empty:
 //! measured on a 50,000-event backfill, `events_by_hour_id`, `events_by_hour_resource`
 //! and `events_by_time` were 49% empty. New events arriving later are appended at the
-//! right, where pages fill. So once a walk has added a large share of the archive, those
-//! indexes are rebuilt (sorted, pages packed full) and the pages they freed are given
-//! back to the file system.
+//! right, where pages fill. So:
 //!
-//! The rebuild costs a sort of the whole index, so it runs only when the events stored
-//! since the last one are at least a quarter of the archive: its cost per event stays
-//! bounded however the archive grows.
+//! - A first backfill (into an archive that never held an event) leaves out the indexes
+//!   it does not need and no query names ([`DEFERRED`]) and builds them once at the end
+//!   of its walk: one sort instead of an insert per event, and pages packed full. Until
+//!   then, queries that would use them read the table instead, and give the same
+//!   answers. A backfill killed half way builds them at the end of the walk that
+//!   resumes it (or when the archive is next opened with no walk under way).
+//! - After a walk that added at least a quarter of the archive, the indexes it filled
+//!   out of order are rebuilt ([`REBUILT`]), and the freed pages given back to the file
+//!   system. A rebuild sorts the whole index, so the quarter keeps its cost per event
+//!   bounded however the archive grows.
 
 use rusqlite::{Connection, OptionalExtension};
 
-/// The indexes a newest-first backfill leaves half empty (the others, led by an actor
-/// or a kind, are in time order within each key and fill better).
-const REBUILT: [&str; 3] = ["events_by_hour_id", "events_by_hour_resource", "events_by_time"];
+/// Indexes a first backfill builds at its end, with their definitions (as in
+/// schema.rs). None is needed to store a page, and no query names one (`INDEXED BY`).
+const DEFERRED: [(&str, &str); 3] = [
+    ("events_by_actor", "CREATE INDEX IF NOT EXISTS events_by_actor ON events (accessor_id, ts_ms)"),
+    (
+        "events_by_hour_resource",
+        "CREATE INDEX IF NOT EXISTS events_by_hour_resource ON events (ts_ms / 3600000, resource_id)",
+    ),
+    (
+        "events_by_impersonator",
+        "CREATE INDEX IF NOT EXISTS events_by_impersonator ON events (impersonator_id) WHERE impersonator_id IS NOT NULL",
+    ),
+];
+
+/// The indexes a newest-first backfill leaves half empty: rebuilt after a large walk
+/// (those led by an actor or a kind are in time order within each key and fill better).
+const REBUILT: [&str; 3] = ["events_by_hour_id", "events_by_time", "events_by_hour_resource"];
 
 /// At least this many new events before a rebuild is worth its cost.
 const MIN_NEW: u64 = 10_000;
 
-/// After a walk: rebuilds the indexes when the events stored since their last rebuild
-/// are at least a quarter of the archive (and [`MIN_NEW`]), then returns free pages to
-/// the file system. Whether it rebuilt.
+/// Before the first page an archive ever stores (in the page's transaction): leaves
+/// the [`DEFERRED`] indexes out until the walk ends.
+pub(crate) fn before_first_page(tx: &Connection) -> rusqlite::Result<()> {
+    for (name, _) in DEFERRED {
+        tx.execute_batch(&format!("DROP INDEX IF EXISTS {name}"))?;
+    }
+    tx.execute("INSERT INTO upkeep (id, deferred) VALUES (1, 1) ON CONFLICT (id) DO UPDATE SET deferred = 1", [])?;
+    Ok(())
+}
+
+/// Builds the indexes a first backfill left out, if it did; whether it built them.
+fn build_deferred(tx: &Connection) -> rusqlite::Result<bool> {
+    let deferred: bool =
+        tx.query_row("SELECT deferred FROM upkeep WHERE id = 1", [], |r| r.get(0)).optional()?.unwrap_or(false);
+    if !deferred {
+        return Ok(false);
+    }
+    for (_, create) in DEFERRED {
+        tx.execute_batch(create)?;
+    }
+    tx.execute("UPDATE upkeep SET deferred = 0 WHERE id = 1", [])?;
+    Ok(true)
+}
+
+/// When an archive is opened for writing: builds the indexes a first backfill left
+/// out if no walk is under way to build them at its end (its sync was killed, and
+/// the organization is no longer synced).
+pub(crate) fn on_open(conn: &mut Connection) -> rusqlite::Result<()> {
+    // Read first, without the write lock, as nearly every open finds nothing to do.
+    let deferred: bool =
+        conn.query_row("SELECT deferred FROM upkeep WHERE id = 1", [], |r| r.get(0)).optional()?.unwrap_or(false);
+    if !deferred {
+        return Ok(());
+    }
+    let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+    let walking: bool =
+        tx.query_row("SELECT EXISTS (SELECT 1 FROM sources WHERE walk_started_ms IS NOT NULL)", [], |r| r.get(0))?;
+    if !walking && build_deferred(&tx)? {
+        tx.commit()?;
+    }
+    Ok(())
+}
+
+/// After a walk: builds the indexes a first backfill left out; rebuilds the others it
+/// filled out of order when the events stored since their last rebuild are at least a
+/// quarter of the archive (and [`MIN_NEW`]), then returns free pages to the file
+/// system. Whether it built or rebuilt any.
 pub(crate) fn after_walk(conn: &mut Connection) -> rusqlite::Result<bool> {
     let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+    let built = build_deferred(&tx)?;
     let since: i64 =
         tx.query_row("SELECT reindexed_seq FROM upkeep WHERE id = 1", [], |r| r.get(0)).optional()?.unwrap_or(0);
-    let newest: i64 = tx.query_row("SELECT coalesce(max(seq), 0) FROM events", [], |r| r.get(0))?;
     let new = crate::dead_letters::count_events_after(&tx, since)?;
     let total = crate::archived(&tx)?;
     if new < MIN_NEW || new.saturating_mul(4) < total {
-        return Ok(false);
+        if built {
+            tx.commit()?;
+        }
+        return Ok(built);
     }
     for index in REBUILT {
-        tx.execute_batch(&format!("REINDEX {index}"))?;
+        // An index just built is packed already.
+        if !(built && DEFERRED.iter().any(|(name, _)| *name == index)) {
+            tx.execute_batch(&format!("REINDEX {index}"))?;
+        }
     }
+    let newest: i64 = tx.query_row("SELECT coalesce(max(seq), 0) FROM events", [], |r| r.get(0))?;
     tx.execute(
         "INSERT INTO upkeep (id, reindexed_seq) VALUES (1, ?1) ON CONFLICT (id) DO UPDATE SET reindexed_seq = excluded.reindexed_seq",
         [newest],
