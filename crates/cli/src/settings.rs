@@ -751,6 +751,28 @@ pub fn checkpointer(config: Option<&(PathBuf, ConfigFile)>) -> Result<tfaudit_in
     Ok(c)
 }
 
+/// The sink `[integrity] checkpoint_sink` names (the config file checked that one
+/// does): taken from `built` when there, so that `watch` and `serve` send checkpoints
+/// through the sink they forward with, else built from its `[[sink]]` table.
+///
+/// # Errors
+/// What is wrong with the sink's table (exit 2).
+pub fn checkpoint_sink(
+    config: Option<&(PathBuf, ConfigFile)>,
+    built: &[tfaudit_forward::Configured],
+) -> Result<Option<tfaudit_forward::Configured>, Failure> {
+    let Some((path, file)) = config else { return Ok(None) };
+    let Some(name) = &file.integrity.checkpoint_sink else { return Ok(None) };
+    if let Some(sink) = built.iter().find(|s| &s.settings.name == name) {
+        return Ok(Some(sink.clone()));
+    }
+    let section = file.sinks.iter().find(|s| &s.name == name).ok_or_else(|| {
+        Failure::Usage(format!("[integrity] checkpoint_sink names {name:?}, which no [[sink]] defines"))
+    })?;
+    let base = path.parent().unwrap_or(Path::new("."));
+    tfaudit_forward::build(section, base).map(Some).map_err(Failure::Usage)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -145,6 +145,9 @@ pub struct IntegritySection {
     /// A URL every new checkpoint is also POSTed to (text/plain), outside the archive's
     /// reach: `"https://…"`, `{ env = "NAME" }` or `{ file = "path" }`.
     pub checkpoint_webhook: Option<crate::SecretSource>,
+    /// The name of a `[[sink]]` every new checkpoint is also sent to, as one record in
+    /// the sink's own wire format, outside the archive's reach.
+    pub checkpoint_sink: Option<String>,
 }
 
 /// `[archive]`: cold storage for `tfaudit archive push`. The S3 keys add to (and
@@ -823,6 +826,20 @@ impl ConfigFile {
             }
         }
         check_sinks(&file.sinks, path, text)?;
+        if let Some(name) = &file.integrity.checkpoint_sink
+            && !file.sinks.iter().any(|k| &k.name == name)
+        {
+            let fix = if file.sinks.is_empty() {
+                format!("add a [[sink]] named {name:?}")
+            } else {
+                let names = file.sinks.iter().map(|k| k.name.as_str()).collect::<Vec<_>>().join(", ");
+                format!("name one of: {names}")
+            };
+            return Err(invalid(
+                "checkpoint_sink",
+                format!("[integrity] checkpoint_sink names {name:?}, which no [[sink]] defines; {fix}"),
+            ));
+        }
         Ok(file)
     }
 }
@@ -1181,6 +1198,20 @@ interval = "5m"
             let e = parse(text).unwrap_err().to_string();
             assert!(e.starts_with(&format!("t.toml:{line}:")) && e.contains(what), "{text}: {e}");
         }
+    }
+
+    #[test]
+    fn the_checkpoint_sink_is_a_configured_sink() {
+        let sink = "[[sink]]\nname = \"siem\"\ntype = \"file\"\npath = \"/x\"\n";
+        let ok = parse(&format!("[integrity]\ncheckpoint_sink = \"siem\"\n{sink}")).unwrap();
+        assert_eq!(ok.integrity.checkpoint_sink.as_deref(), Some("siem"));
+        let e = parse(&format!("[integrity]\ncheckpoint_sink = \"seim\"\n{sink}")).unwrap_err().to_string();
+        assert_eq!(
+            e,
+            "t.toml:2: [integrity] checkpoint_sink names \"seim\", which no [[sink]] defines; name one of: siem"
+        );
+        let e = parse("[integrity]\ncheckpoint_sink = \"siem\"\n").unwrap_err().to_string();
+        assert!(e.ends_with("add a [[sink]] named \"siem\""), "{e}");
     }
 
     #[test]

@@ -446,7 +446,7 @@ mod tests {
         let state = Arc::new(Intake::default());
         let sink = DatadogSink::new(config(&intake(state.clone()).await)).unwrap();
         let events: Vec<Event> = (1..=2_500).map(|seq| event(seq, recent(), 10)).collect();
-        let batch = Batch { sink: "dd".into(), events };
+        let batch = Batch::new("dd", events);
         assert_eq!(sink.send(&batch).await, Ok(Delivered::all()));
         let sizes: Vec<usize> = state.requests.lock().unwrap().iter().map(Vec::len).collect();
         assert_eq!(sizes, [1_000, 1_000, 500]);
@@ -460,7 +460,7 @@ mod tests {
         // 13 events of about 900 KB (over 11 MB) and one of 1.1 MB.
         let mut events: Vec<Event> = (1..=13).map(|seq| event(seq, recent(), 900_000)).collect();
         events.insert(6, event(99, recent(), 1_100_000));
-        let batch = Batch { sink: "dd".into(), events };
+        let batch = Batch::new("dd", events);
         let taken = sink.send(&batch).await.unwrap();
         assert_eq!(taken.skipped, Vec::<i64>::new());
         assert_eq!(taken.rejected.len(), 1);
@@ -477,20 +477,19 @@ mod tests {
         let state = Arc::new(Intake::default());
         let sink = DatadogSink::new(config(&intake(state.clone()).await)).unwrap();
         let old = Timestamp::now() - SignedDuration::from_hours(19);
-        let batch =
-            Batch { sink: "dd".into(), events: vec![event(1, old, 1), event(2, recent(), 1), event(3, old, 1)] };
+        let batch = Batch::new("dd", vec![event(1, old, 1), event(2, recent(), 1), event(3, old, 1)]);
         let taken = sink.send(&batch).await.unwrap();
         assert_eq!(taken, Delivered { rejected: Vec::new(), skipped: vec![1, 3] });
         assert_eq!(ids(&state), ["ev-2"]);
         // Nothing left to send: no request at all.
-        let batch = Batch { sink: "dd".into(), events: vec![event(4, old, 1)] };
+        let batch = Batch::new("dd", vec![event(4, old, 1)]);
         assert_eq!(sink.send(&batch).await.unwrap().skipped, [4]);
         assert_eq!(state.sizes.lock().unwrap().len(), 1);
     }
 
     #[tokio::test]
     async fn answers_map_to_retry_invalid_and_refused_without_showing_the_key() {
-        let batch = Batch { sink: "dd".into(), events: vec![event(1, recent(), 1)] };
+        let batch = Batch::new("dd", vec![event(1, recent(), 1)]);
         let retry =
             DatadogSink::new(config(&intake(Arc::new(Intake { fail: Some(503), ..Intake::default() })).await)).unwrap();
         match retry.send(&batch).await {

@@ -306,7 +306,7 @@ mod tests {
     }
 
     fn batch(events: Vec<Event>) -> Batch {
-        Batch { sink: "es".into(), events }
+        Batch::new("es", events)
     }
 
     fn section(url: &str, extra: &str) -> SinkSection {

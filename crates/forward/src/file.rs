@@ -122,9 +122,12 @@ fn open_for_append(path: &Path) -> std::io::Result<(std::fs::File, bool)> {
 
 /// Appends `bytes` and syncs them to disk. A line cut short by a crash belongs to a
 /// batch whose cursor never moved (it is being sent again), so it is dropped first:
-/// the file stays one whole event per line.
+/// the file stays one whole event per line. The file is locked meanwhile: the
+/// forwarder and a checkpoint's copy (`[integrity] checkpoint_sink`) may append at
+/// once, and one's line being written must not look cut short to the other.
 fn append(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     let (mut file, created) = open_for_append(path)?;
+    file.lock()?;
     let whole = whole_lines_length(&mut file)?;
     if whole < file.metadata()?.len() {
         tracing::warn!(file = %path.display(), "dropping a line cut short by an earlier crash; its batch is being written again");
@@ -183,18 +186,18 @@ mod tests {
         let template = dir.path().join("out/%Y-%m-%d.jsonl");
         let sink = FileSink::new(FileConfig::from_section(&section(template.to_str().unwrap()), dir.path()).unwrap());
         let event = |seq: i64, ts: &str, raw: &str| Event::from_json(seq, "e", ts.parse().unwrap(), raw);
-        let batch = Batch {
-            sink: "f".into(),
-            events: vec![
+        let batch = Batch::new(
+            "f",
+            vec![
                 event(1, "2026-03-04T10:00:00Z", r#"{"id":"a"}"#),
                 event(2, "2026-03-05T10:00:00Z", "{\"id\":\n\"b\"}"),
             ],
-        };
+        );
         sink.send(&batch).await.unwrap();
         let day1 = dir.path().join("out/2026-03-04.jsonl");
         let day2 = dir.path().join("out/2026-03-05.jsonl");
         std::fs::OpenOptions::new().append(true).open(&day1).unwrap().write_all(b"{\"id\":\"tor").unwrap();
-        let again = Batch { sink: "f".into(), events: vec![event(3, "2026-03-04T11:00:00Z", r#"{"id":"c"}"#)] };
+        let again = Batch::new("f", vec![event(3, "2026-03-04T11:00:00Z", r#"{"id":"c"}"#)]);
         sink.send(&again).await.unwrap();
         assert_eq!(std::fs::read_to_string(day1).unwrap(), "{\"id\":\"a\"}\n{\"id\":\"c\"}\n");
         assert_eq!(std::fs::read_to_string(day2).unwrap(), "{\"id\": \"b\"}\n");

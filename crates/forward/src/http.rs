@@ -219,13 +219,13 @@ mod tests {
 
     #[test]
     fn keys_bodies_and_compression() {
-        let batch = Batch {
-            sink: "siem".into(),
-            events: vec![
+        let batch = Batch::new(
+            "siem",
+            vec![
                 Event::from_json(7, "a", jiff::Timestamp::UNIX_EPOCH, r#"{"id":"a"}"#),
                 Event::from_json(9, "b", jiff::Timestamp::UNIX_EPOCH, r#"{"id":"b"}"#),
             ],
-        };
+        );
         assert_eq!(batch.idempotency_key(), "tfaudit-siem-7-9");
         let body = ndjson(&batch);
         assert_eq!(body, b"{\"id\":\"a\"}\n{\"id\":\"b\"}\n");

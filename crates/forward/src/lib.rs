@@ -72,17 +72,72 @@ pub struct Batch {
     /// The sink's name.
     pub sink: String,
     pub events: Vec<Event>,
+    /// A key of the batch's own, for a record that is not an archived event (a
+    /// checkpoint): its `seq` is no event's, so a key made of it could repeat another's.
+    pub key: Option<String>,
 }
 
 impl Batch {
+    /// Archived events for the sink `sink`.
+    #[must_use]
+    pub fn new(sink: &str, events: Vec<Event>) -> Self {
+        Self { sink: sink.to_owned(), events, key: None }
+    }
+
     /// The same for the same sink and the same events, so that a batch sent again
     /// after a crash or a timeout can be recognised by the receiver.
     #[must_use]
     pub fn idempotency_key(&self) -> String {
+        if let Some(key) = &self.key {
+            return key.clone();
+        }
         let first = self.events.first().map_or(0, |e| e.seq);
         let last = self.events.last().map_or(0, |e| e.seq);
         format!("tfaudit-{}-{first}-{last}", self.sink)
     }
+
+    /// A checkpoint of the archive as one record for the sink `sink`: a JSON object
+    /// whose `message` is the checkpoint's signed-note text, exactly as the archive
+    /// keeps it, with what the note says beside it for searching. Its id and key are
+    /// `tfaudit-checkpoint-<size>-<hash of the note>`: the same note sent again (a
+    /// retry, or the hourly checkpoint of an unchanged tree) is recognised by the
+    /// targets that drop repeats, and a different note (another origin or key) is not.
+    #[must_use]
+    pub fn checkpoint(sink: &str, checkpoint: &tfaudit_store::Checkpoint) -> Self {
+        let hash = tfaudit_store::merkle::leaf_hash(checkpoint.note.as_bytes());
+        let short: String = hash[..8].iter().map(|b| format!("{b:02x}")).collect();
+        let key = format!("tfaudit-checkpoint-{}-{short}", checkpoint.size);
+        let record = CheckpointRecord {
+            kind: "tfaudit.checkpoint",
+            origin: checkpoint.note.lines().next().unwrap_or_default(),
+            size: checkpoint.size,
+            root: checkpoint.root.iter().map(|b| format!("{b:02x}")).collect(),
+            signed_by: checkpoint.signed_by.as_deref(),
+            made_at: checkpoint.made_at,
+            message: &checkpoint.note,
+        };
+        let event = Event {
+            seq: i64::try_from(checkpoint.size).unwrap_or(i64::MAX),
+            id: key.clone(),
+            timestamp: checkpoint.made_at,
+            line: serde_json::to_string(&record).expect("plain fields serialize"),
+        };
+        Self { sink: sink.to_owned(), events: vec![event], key: Some(key) }
+    }
+}
+
+/// A checkpoint as a sink receives it (see [`Batch::checkpoint`]).
+#[derive(serde::Serialize)]
+struct CheckpointRecord<'a> {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    origin: &'a str,
+    size: u64,
+    /// In hex, as `tfaudit checkpoint --json` shows it.
+    root: String,
+    signed_by: Option<&'a str>,
+    made_at: Timestamp,
+    message: &'a str,
 }
 
 /// What a target did with a batch it took.
@@ -277,4 +332,47 @@ pub fn build(section: &SinkSection, base: &Path) -> Result<Configured, String> {
         ),
     };
     Ok(Configured { settings, sink })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn checkpoint(note: &str, signed_by: Option<&str>) -> tfaudit_store::Checkpoint {
+        tfaudit_store::Checkpoint {
+            id: 1,
+            size: 42,
+            root: [0xab; 32],
+            note: note.to_owned(),
+            signed_by: signed_by.map(str::to_owned),
+            made_at: "2026-03-04T10:00:00Z".parse().unwrap(),
+        }
+    }
+
+    #[test]
+    fn a_checkpoint_is_one_record_carrying_its_note() {
+        let note = "tfaudit.test/archive\n42\nq6urq6urq6urq6urq6urq6urq6urq6urq6urq6urq6s=\n\n\u{2014} k abc=\n";
+        let batch = Batch::checkpoint("siem", &checkpoint(note, Some("k")));
+        assert_eq!(batch.events.len(), 1);
+        let line = &batch.events[0].line;
+        assert!(!line.contains('\n'), "{line}");
+        let record: serde_json::Value = serde_json::from_str(line).unwrap();
+        assert_eq!(record["type"], "tfaudit.checkpoint");
+        assert_eq!(record["message"], note);
+        assert_eq!(record["origin"], "tfaudit.test/archive");
+        assert_eq!(record["size"], 42);
+        assert_eq!(record["signed_by"], "k");
+        assert_eq!(record["root"], "ab".repeat(32));
+        assert_eq!(record["made_at"], "2026-03-04T10:00:00Z");
+        let key = batch.idempotency_key();
+        assert!(key.starts_with("tfaudit-checkpoint-42-") && key.len() == "tfaudit-checkpoint-42-".len() + 16, "{key}");
+        assert_eq!(batch.events[0].id, key);
+        // The same note: the same key, whoever sends it; another note: another key.
+        assert_eq!(Batch::checkpoint("other", &checkpoint(note, Some("k"))).idempotency_key(), key);
+        let unsigned = Batch::checkpoint("siem", &checkpoint("tfaudit.test/archive\n42\nq6s=\n", None));
+        assert_ne!(unsigned.idempotency_key(), key);
+        assert!(unsigned.events[0].line.contains("\"signed_by\":null"), "{}", unsigned.events[0].line);
+        // Events keep their key of sink and seqs.
+        assert_eq!(Batch::new("siem", Vec::new()).idempotency_key(), "tfaudit-siem-0-0");
+    }
 }

@@ -232,12 +232,12 @@ mod tests {
         let stream = server.stream(&js, "AUDIT", "tfaudit.audit").await;
         let sink = NatsSink::new(NatsConfig::from_section(&section(&server.url, ""), Path::new("/")).unwrap());
         sink.health().await.unwrap();
-        let batch = Batch { sink: "bus".into(), events: events(1_500) };
+        let batch = Batch::new("bus", events(1_500));
         assert_eq!(sink.send(&batch).await.unwrap(), Delivered::all());
         // Acknowledged means stored: the stream holds them as soon as send returns.
         assert_eq!(NatsServer::messages(&stream).await, 1_500);
         assert_eq!(sink.send(&batch).await.unwrap(), Delivered::all());
-        let more = Batch { sink: "bus".into(), events: events(1_600)[1_400..].to_vec() };
+        let more = Batch::new("bus", events(1_600)[1_400..].to_vec());
         sink.send(&more).await.unwrap();
         assert_eq!(NatsServer::messages(&stream).await, 1_600);
         let ids = NatsServer::message_ids(&stream, 1_600).await;
@@ -249,7 +249,7 @@ mod tests {
     async fn no_stream_for_the_subject_is_refused_with_how_to_create_one_and_a_wrong_token_is_refused() {
         let server = NatsServer::start().await;
         let sink = NatsSink::new(NatsConfig::from_section(&section(&server.url, ""), Path::new("/")).unwrap());
-        let batch = Batch { sink: "bus".into(), events: events(3) };
+        let batch = Batch::new("bus", events(3));
         let err = sink.send(&batch).await.unwrap_err();
         assert!(matches!(&err, SendError::Refused { error } if error.contains("create one covering it")), "{err:?}");
         assert!(sink.health().await.unwrap_err().contains("no JetStream stream takes subject"));

@@ -292,7 +292,7 @@ impl Loop {
         // Chunks still to send, the next one last.
         let mut pending = vec![events];
         while let Some(chunk) = pending.pop() {
-            let batch = Batch { sink: self.name().to_owned(), events: chunk };
+            let batch = Batch::new(self.name(), chunk);
             match self.send(&batch, once, cancel).await? {
                 None => return Ok(None),
                 Some(Ok(d)) => {

@@ -484,7 +484,7 @@ mod tests {
             .enumerate()
             .map(|(i, id)| Event::from_json(i as i64 + 1, id, at, &format!(r#"{{"id":"{id}","type":"run"}}"#)))
             .collect();
-        Batch { sink: "splunk".into(), events }
+        Batch::new("splunk", events)
     }
 
     #[test]

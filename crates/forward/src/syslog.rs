@@ -653,7 +653,7 @@ mod tests {
             event(2, "b]\"", "2026-03-04T10:00:01.5Z", &format!(r#"{{"id":"b","big":"{}"}}"#, "9".repeat(70_000))),
             event(3, "c", "2026-03-04T10:00:02Z", "{}"),
         ];
-        let batch = Batch { sink: "s".into(), events: first.clone() };
+        let batch = Batch::new("s", first.clone());
         assert_eq!(sink.send(&batch).await.unwrap(), Delivered::all());
         let (mut socket, _) = listener.accept().await.unwrap();
         assert_eq!(read_frames(&mut socket, 3).await, expected("h", &first));
@@ -667,7 +667,7 @@ mod tests {
             tokio::task::yield_now().await;
         }
         let second = vec![event(4, "d", "2026-03-04T10:00:03Z", r#"{"id":"d"}"#)];
-        let batch = Batch { sink: "s".into(), events: second.clone() };
+        let batch = Batch::new("s", second.clone());
         sink.send(&batch).await.unwrap();
         let (mut socket, _) = listener.accept().await.unwrap();
         assert_eq!(read_frames(&mut socket, 1).await, expected("h", &second));
@@ -700,7 +700,7 @@ mod tests {
             event(2, "too-big", "2026-03-04T10:00:00Z", &format!(r#"{{"big":"{}"}}"#, "9".repeat(MAX_DATAGRAM))),
             event(3, "c", "2026-03-04T10:00:00Z", r#"{"id":"c"}"#),
         ];
-        let delivered = sink.send(&Batch { sink: "s".into(), events: events.clone() }).await.unwrap();
+        let delivered = sink.send(&Batch::new("s", events.clone())).await.unwrap();
         assert_eq!(delivered.rejected.len(), 1);
         assert_eq!(delivered.rejected[0].0, 2);
         assert!(delivered.rejected[0].1.contains("more than a UDP datagram carries"), "{:?}", delivered.rejected);

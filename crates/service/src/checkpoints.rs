@@ -5,6 +5,7 @@
 use std::sync::Arc;
 
 use jiff::Timestamp;
+use tfaudit_forward::Configured;
 use tfaudit_integrity::{CheckpointMade, Checkpointer};
 use tfaudit_store::Store;
 use tokio::sync::Notify;
@@ -15,6 +16,7 @@ use crate::retry::{Retry, Shown};
 pub async fn checkpoint_forever(
     store: Arc<dyn Store>,
     checkpointer: Checkpointer,
+    sink: Option<Configured>,
     wake: Arc<Notify>,
     cancel: CancellationToken,
 ) {
@@ -28,7 +30,7 @@ pub async fn checkpoint_forever(
                 if let CheckpointMade::New(cp) = &made {
                     tracing::info!(size = cp.size, signed = cp.signed_by.is_some(), "checkpoint made");
                 }
-                if let Err(e) = send_new(&client, &checkpointer, &made).await {
+                if let Err(e) = send_new(&client, &checkpointer, sink.as_ref(), &made).await {
                     // The next checkpoint is sent too, and it covers this one's events.
                     tracing::error!("{e}");
                 }
@@ -61,21 +63,50 @@ pub fn copy_client() -> reqwest::Client {
         .unwrap_or_default()
 }
 
-/// Sends a checkpoint just made to the checkpointer's `webhook`, if it has one; a
-/// checkpoint that was already current is not sent again.
+/// Sends a checkpoint just made to the checkpointer's `webhook` and to `sink`, those
+/// that are set; a checkpoint that was already current is not sent again.
 ///
 /// # Errors
-/// What went wrong, naming the setting, the URL redacted.
+/// What went wrong with each, naming the setting, URLs and secrets redacted.
 pub async fn send_new(
     client: &reqwest::Client,
     checkpointer: &Checkpointer,
+    sink: Option<&Configured>,
     made: &CheckpointMade,
 ) -> Result<(), String> {
-    match (made, &checkpointer.webhook) {
-        (CheckpointMade::New(cp), Some(url)) => send_copy(client, url, &cp.note)
-            .await
-            .map_err(|e| format!("the checkpoint was made but not sent to [integrity] checkpoint_webhook: {e}")),
-        _ => Ok(()),
+    let CheckpointMade::New(cp) = made else { return Ok(()) };
+    let mut failed = Vec::new();
+    if let Some(url) = &checkpointer.webhook
+        && let Err(e) = send_copy(client, url, &cp.note).await
+    {
+        failed.push(format!("the checkpoint was made but not sent to [integrity] checkpoint_webhook: {e}"));
+    }
+    if let Some(sink) = sink
+        && let Err(e) = send_to_sink(sink, cp).await
+    {
+        failed.push(format!(
+            "the checkpoint was made but not sent to [integrity] checkpoint_sink {:?}: {e}",
+            sink.settings.name
+        ));
+    }
+    if failed.is_empty() { Ok(()) } else { Err(failed.join("; ")) }
+}
+
+/// Sends a checkpoint to a sink as one record (see `tfaudit_forward::Batch::checkpoint`),
+/// once: when it fails, the next checkpoint covers the same events.
+///
+/// # Errors
+/// The sink's reason, redacted, when it did not take the record.
+pub async fn send_to_sink(sink: &Configured, cp: &tfaudit_store::Checkpoint) -> Result<(), String> {
+    let batch = tfaudit_forward::Batch::checkpoint(&sink.settings.name, cp);
+    let shown = |e: &str| tfaudit_api::redact::redact(e).into_owned();
+    match sink.sink.send(&batch).await {
+        Ok(d) if d.rejected.is_empty() && d.skipped.is_empty() => Ok(()),
+        Ok(d) => Err(d.rejected.first().map_or_else(
+            || "the sink skipped it".to_owned(),
+            |(_, why)| format!("the sink refused it: {}", shown(why)),
+        )),
+        Err(e) => Err(shown(e.message())),
     }
 }
 

@@ -58,6 +58,8 @@ pub struct ServiceConfig {
     /// Checkpoints of the archive's tree, after each sync that stored events and at
     /// least every `every`; `None`: none made.
     pub checkpoints: Option<tfaudit_integrity::Checkpointer>,
+    /// The sink each new checkpoint is also sent to (`[integrity] checkpoint_sink`).
+    pub checkpoint_sink: Option<tfaudit_forward::Configured>,
     /// Finished days pushed to cold storage every so often (`[archive] push_every`),
     /// while this instance holds the lease `archive-push`.
     pub archive_push: Option<ScheduledPush>,
@@ -77,6 +79,7 @@ impl ServiceConfig {
             cluster: Cluster::default(),
             sinks: Vec::new(),
             checkpoints: None,
+            checkpoint_sink: None,
             archive_push: None,
             reports: None,
         }
@@ -238,8 +241,15 @@ impl Service {
             ));
         }
         let checkpoint_wake = Arc::new(tokio::sync::Notify::new());
+        let checkpoint_sink = config.checkpoint_sink;
         let checkpoint_task = config.checkpoints.map(|c| {
-            tokio::spawn(checkpoints::checkpoint_forever(store.clone(), c, checkpoint_wake.clone(), cancel.clone()))
+            tokio::spawn(checkpoints::checkpoint_forever(
+                store.clone(),
+                c,
+                checkpoint_sink,
+                checkpoint_wake.clone(),
+                cancel.clone(),
+            ))
         });
         let push_task = config.archive_push.map(|push| {
             tracing::info!(location = %push.target.shown(), every = %tfaudit_config::Duration(push.every), "pushing finished days to cold storage");

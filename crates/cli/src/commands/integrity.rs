@@ -66,11 +66,12 @@ pub fn checkpoint(cli: &Cli, args: &CheckpointArgs) -> Result<(), Failure> {
     let config = settings::config(cli)?;
     let checkpointer = settings::checkpointer(config.as_ref())?;
     let store = settings::open_archive(cli, config.as_ref(), Mode::MustExist)?;
+    let sink = settings::checkpoint_sink(config.as_ref(), &[])?;
     let made = checkpointer.run(&*store, Timestamp::now())?;
-    if checkpointer.webhook.is_some() {
+    if checkpointer.webhook.is_some() || sink.is_some() {
         let client = tfaudit_service::checkpoints::copy_client();
         crate::runtime()?
-            .block_on(tfaudit_service::checkpoints::send_new(&client, &checkpointer, &made))
+            .block_on(tfaudit_service::checkpoints::send_new(&client, &checkpointer, sink.as_ref(), &made))
             .map_err(Failure::Api)?;
     }
     let mut out = crate::output::Stdout::new();

@@ -58,6 +58,10 @@ pub async fn sync(cli: &Cli, args: &SyncArgs) -> Result<(), Failure> {
     let config = settings::config(cli)?;
     let organizations = settings::organizations(args, None, config.as_ref())?;
     let cluster = settings::cluster(None, None, config.as_ref())?;
+    // Before anything is stored: a checkpoint setting that cannot be used is refused
+    // now, not after new events were stored and left without their checkpoint.
+    let checkpointer = settings::checkpointer(config.as_ref())?;
+    let sink = settings::checkpoint_sink(config.as_ref(), &[])?;
     let store = settings::open_archive(cli, config.as_ref(), Mode::CreateIfMissing)?;
     let cancel = crate::stop_on_signals();
     let show_bar = !cli.quiet && std::io::stderr().is_terminal();
@@ -103,12 +107,13 @@ pub async fn sync(cli: &Cli, args: &SyncArgs) -> Result<(), Failure> {
     }
     // What was stored is checkpointed even when a later organization failed.
     if stored > 0 {
-        let checkpointer = settings::checkpointer(config.as_ref())?;
         let c = checkpointer.clone();
         match tfaudit_store::blocking(&store, move |s| c.run(s, jiff::Timestamp::now())).await {
             Ok(made) => {
                 let client = tfaudit_service::checkpoints::copy_client();
-                if let Err(e) = tfaudit_service::checkpoints::send_new(&client, &checkpointer, &made).await {
+                if let Err(e) =
+                    tfaudit_service::checkpoints::send_new(&client, &checkpointer, sink.as_ref(), &made).await
+                {
                     failure.get_or_insert(Failure::Api(e));
                 }
             }
@@ -281,6 +286,7 @@ pub async fn watch(cli: &Cli, args: &WatchArgs, server: Option<tfaudit_server::O
     service.alerts = alert_settings;
     service.serve = server;
     service.checkpoints = Some(settings::checkpointer(config.as_ref())?);
+    service.checkpoint_sink = settings::checkpoint_sink(config.as_ref(), &service.sinks)?;
     service.reports = settings::scheduled_reports(cli, config.as_ref())?;
     let report = Arc::new(Lines { json: args.sync.json });
     // Stopped by a signal or because nobody reads the reports: both exit 0.

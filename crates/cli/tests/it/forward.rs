@@ -1257,3 +1257,106 @@ async fn splunk_hec_with_acknowledgement_delivers_every_event_once_and_keeps_the
     let status = status(&env).await;
     assert_eq!(status["dead_letters"]["splunk"], 1, "{status}");
 }
+
+/// The checkpoint the archive holds now, as `tfaudit checkpoint --json` shows it.
+async fn current_checkpoint(env: &Env, cfg: &str) -> serde_json::Value {
+    serde_json::from_str(&env.ok(None, &["--config", cfg, "checkpoint", "--json"]).await).unwrap()
+}
+
+/// `[integrity] checkpoint_sink`: each sync that stores events sends its new checkpoint
+/// to the named sink as one record, in the sink's own format (a JSON line in the file
+/// sink's day file, an NDJSON request with the checkpoint's key to the http sink), its
+/// `message` the signed note byte for byte as the archive holds it; the copy verifies
+/// the archive. A sink that fails is reported with the setting and without its URL,
+/// and the checkpoint is kept; the next one covers the same events.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn checkpoints_go_to_the_checkpoint_sink_as_the_signed_note() {
+    let sim = start(SimConfig { events: 300, ..SimConfig::default() }).await;
+    let env = Env::new();
+    env.ok(None, &["keygen", "--name", "auditor", "--out", env.path("k.key").to_str().unwrap()]).await;
+    let integrity = "[integrity]\nsigning_key = { file = \"k.key\" }\norigin = \"tfaudit.test/archive\"\n";
+    let cfg = write_config(
+        &env,
+        &format!(
+            "{integrity}checkpoint_sink = \"copies\"\n\n[[sink]]\nname = \"copies\"\ntype = \"file\"\npath = \"copies/%Y-%m-%d.jsonl\"\n"
+        ),
+    );
+    let out = env.sync(&sim, &["--config", &cfg]).await;
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let held = current_checkpoint(&env, &cfg).await;
+    let note = held["note"].as_str().unwrap();
+    assert!(note.starts_with("tfaudit.test/archive\n300\n") && note.contains("\n\n\u{2014} auditor "), "{note}");
+    let files = file_lines(&env.path("copies"));
+    let lines: Vec<&String> = files.values().flatten().collect();
+    assert_eq!(lines.len(), 1, "one record, and only the checkpoint (nothing is forwarded): {files:?}");
+    let record: serde_json::Value = serde_json::from_str(lines[0]).unwrap();
+    assert_eq!(record["type"], "tfaudit.checkpoint");
+    assert_eq!(record["message"].as_str().unwrap(), note, "the signed note, byte for byte");
+    assert_eq!((record["size"].as_u64(), &record["signed_by"]), (Some(300), &held["signed_by"]));
+    assert_eq!((&record["root"], &record["made_at"]), (&held["root"], &held["made_at"]));
+    // The copy is a checkpoint the archive must still agree with.
+    std::fs::write(env.path("300.checkpoint"), record["message"].as_str().unwrap()).unwrap();
+    let key = env.path("k.key.pub");
+    let from = env.path("300.checkpoint");
+    let out = env.ok(None, &["verify", "--key", key.to_str().unwrap(), "--from", from.to_str().unwrap()]).await;
+    assert!(out.contains("verified"), "{out}");
+
+    // The http sink: the new checkpoint after more events, with the checkpoint's key.
+    let r = Arc::new(Receiver::default());
+    let url = receiver(r.clone(), Some("s3cret")).await;
+    let http_sink = format!("[[sink]]\nname = \"h\"\ntype = \"http\"\nurl = \"{url}\"\nsecret = \"s3cret\"\n");
+    let cfg = write_config(&env, &format!("{integrity}checkpoint_sink = \"h\"\n\n{http_sink}"));
+    let now = jiff::Timestamp::now().as_second();
+    for i in 0..25 {
+        sim.add_event(now - 60 + i);
+    }
+    let out = env.sync(&sim, &["--config", &cfg]).await;
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let held = current_checkpoint(&env, &cfg).await;
+    let requests = r.requests();
+    assert_eq!(requests.len(), 1, "{requests:?}");
+    let record: serde_json::Value = serde_json::from_str(requests[0].body.strip_suffix('\n').unwrap()).unwrap();
+    assert_eq!(record["message"], held["note"]);
+    assert!(record["message"].as_str().unwrap().starts_with("tfaudit.test/archive\n325\n"), "{record}");
+    assert!(requests[0].key.starts_with("tfaudit-checkpoint-325-"), "{}", requests[0].key);
+    // Asked again, the checkpoint is current: not sent again.
+    current_checkpoint(&env, &cfg).await;
+    assert_eq!(r.requests().len(), 1);
+
+    // The receiver down: the sync says so, naming the setting, never the URL; the
+    // checkpoint is made all the same.
+    r.down.store(true, std::sync::atomic::Ordering::SeqCst);
+    sim.add_event(now - 5);
+    let out = env.sync(&sim, &["--config", &cfg]).await;
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(4), "{err}");
+    assert!(err.contains("not sent to [integrity] checkpoint_sink \"h\"") && err.contains("503"), "{err}");
+    assert!(!err.contains(&url) && !err.contains("127.0.0.1"), "{err}");
+    assert_eq!(current_checkpoint(&env, &cfg).await["size"], 326);
+    assert_eq!(r.requests().len(), 2);
+}
+
+/// A checkpoint_sink that names no `[[sink]]`: one line naming the setting and the fix,
+/// exit 2, before anything is synced.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_checkpoint_sink_that_is_not_a_sink_is_a_config_error() {
+    let sim = start(SimConfig { events: 10, ..SimConfig::default() }).await;
+    let env = Env::new();
+    let cfg = write_config(
+        &env,
+        "[integrity]\ncheckpoint_sink = \"siem\"\n\n[[sink]]\nname = \"archive-copy\"\ntype = \"file\"\npath = \"out.jsonl\"\n",
+    );
+    for args in [vec!["--config", cfg.as_str(), "config", "check"], vec!["--config", cfg.as_str(), "sync"]] {
+        let out = env.run(Some(&sim), &args).await;
+        let err = text(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
+        assert_eq!(err.trim().lines().count(), 1, "{err}");
+        assert!(
+            err.contains(
+                ":2: [integrity] checkpoint_sink names \"siem\", which no [[sink]] defines; name one of: archive-copy"
+            ),
+            "{err}"
+        );
+    }
+    assert!(!env.db.exists(), "nothing was synced");
+}

@@ -376,7 +376,7 @@ async fn serve_checkpoints_after_syncs_and_shows_integrity() {
         &env,
         &[("acme", &sim)],
         &format!(
-            "[integrity]\nsigning_key = {{ file = \"k.key\" }}\ncheckpoint_dir = \"copies\"\ncheckpoint_webhook = \"{hook}\"\n"
+            "[integrity]\nsigning_key = {{ file = \"k.key\" }}\ncheckpoint_dir = \"copies\"\ncheckpoint_webhook = \"{hook}\"\ncheckpoint_sink = \"siem\"\n\n[[sink]]\nname = \"siem\"\ntype = \"file\"\npath = \"siem/%Y-%m-%d.jsonl\"\nbatch_wait = \"10ms\"\n"
         ),
     );
     let server = Server::start(&env, &cfg, &[("TOKEN_ACME", sim.token())]).await;
@@ -401,6 +401,29 @@ async fn serve_checkpoints_after_syncs_and_shows_integrity() {
     let sent = received.lock().unwrap().clone();
     assert_eq!(sent.last().unwrap(), &std::fs::read_to_string(&latest).unwrap(), "the same signed note");
     assert!(sent[0].lines().nth(1) == Some("500") && sent[0].contains("\u{2014} ops "), "{sent:?}");
+    // The sink the events are forwarded to has each checkpoint too, beside the events
+    // (both append to its file at once).
+    let siem = || {
+        let (mut events, mut checkpoints) = (0, Vec::new());
+        for f in std::fs::read_dir(env.path("siem")).into_iter().flatten() {
+            for line in std::fs::read_to_string(f.unwrap().path()).unwrap().lines() {
+                let record: serde_json::Value = serde_json::from_str(line).unwrap();
+                if record["type"] == "tfaudit.checkpoint" {
+                    checkpoints.push(record["message"].as_str().unwrap().to_owned());
+                } else {
+                    events += 1;
+                }
+            }
+        }
+        (events, checkpoints)
+    };
+    wait_for("the events and checkpoints in the sink", async || {
+        let (events, checkpoints) = siem();
+        events == 501 && checkpoints.len() >= 2
+    })
+    .await;
+    let (_, checkpoints) = siem();
+    assert!(checkpoints.contains(sent.last().unwrap()) && checkpoints.contains(&sent[0]), "{checkpoints:?}");
     // A verification while serving, then the page says so.
     let key = env.path("k.key.pub");
     let out = env.ok(None, &["--config", cfg.to_str().unwrap(), "verify", "--key", key.to_str().unwrap()]).await;
