@@ -659,7 +659,8 @@ pub struct CompactArgs {
     /// Events per transaction
     #[arg(long, default_value_t = 5_000, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
     pub batch: u64,
-    /// Rewrite the file afterwards so that the space freed is returned (SQLite VACUUM)
+    /// Rewrite the file afterwards so that the space freed is returned (SQLite VACUUM),
+    /// and from then on returned as it is freed (incremental auto-vacuum, as new archives have)
     #[arg(long)]
     pub vacuum: bool,
 }

@@ -106,6 +106,11 @@ impl Retention for SqliteStore {
         )
         .map_err(db)?;
         tx.commit().map_err(db)?;
+        // The day's pages back to the file system (in an archive with incremental
+        // auto-vacuum); left in the file, they would only be reused by later events.
+        if let Err(e) = crate::upkeep::give_back_free_pages(&conn) {
+            tracing::warn!(error = %e, "could not give the space of a removed day back to the file system");
+        }
         Ok(PruneOutcome::Pruned(removed as u64))
     }
 
