@@ -23,7 +23,7 @@ use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
 pub use merkle::Hash;
 pub use note::{Note, NoteError, NoteSigner, NoteVerifier};
-pub use proof::{ExportProof, InclusionProof, ProofCheck, check_export_proof, check_proof, prove, prove_export};
+pub use proof::{ExportProof, ExportProofWriter, InclusionProof, ProofCheck, check_export_proof, check_proof, prove};
 pub use tree::{CheckpointMade, Checkpointer, checkpoint, extend_tree};
 pub use verify::{CopyReader, Finding, FindingKind, Report, VerifyOptions, verify};
 
@@ -40,6 +40,9 @@ pub enum IntegrityError {
     /// The event asked for is not in the archive or not yet in a checkpoint.
     #[error("{0}")]
     NotFound(String),
+    /// A proof could not be written out.
+    #[error("cannot write the proof: {0}")]
+    Write(#[from] std::io::Error),
 }
 
 pub type Result<T, E = IntegrityError> = std::result::Result<T, E>;

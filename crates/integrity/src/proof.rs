@@ -130,14 +130,61 @@ pub fn prove<S: Archive + Ledger + ?Sized>(store: &S, event_id: &str) -> Result<
     })
 }
 
-/// The proof for an export's events, in the export's order.
-///
-/// # Errors
-/// As [`prove`].
-pub fn prove_export<S: Ledger + ?Sized>(store: &S, events: &[StoredEvent]) -> Result<ExportProof> {
-    let cp = proof_checkpoint(store)?;
-    let events = events.iter().map(|e| entry(store, e, &cp)).collect::<Result<_>>()?;
-    Ok(ExportProof { format: EXPORT_PROOF_FORMAT.into(), tree_size: cp.size, checkpoint: cp.note, events })
+/// The proof for an export's events ([`ExportProof`]), written as the export is, one
+/// event at a time in the export's order, so that an export of any size needs no more
+/// memory than one event's proof: the same JSON as an [`ExportProof`] serialized whole.
+pub struct ExportProofWriter<'s, S: ?Sized, W: std::io::Write> {
+    store: &'s S,
+    checkpoint: Checkpoint,
+    out: W,
+    events: u64,
+}
+
+impl<'s, S: Ledger + ?Sized, W: std::io::Write> ExportProofWriter<'s, S, W> {
+    /// Starts the proof at the newest checkpoint.
+    ///
+    /// # Errors
+    /// [`IntegrityError::NotFound`] when the archive has no checkpoint; on a database
+    /// or write failure.
+    pub fn start(store: &'s S, mut out: W) -> Result<Self> {
+        let checkpoint = proof_checkpoint(store)?;
+        let head = serde_json::json!({ "format": EXPORT_PROOF_FORMAT, "tree_size": checkpoint.size, "checkpoint": checkpoint.note });
+        let head = serde_json::to_string(&head).map_err(|e| IntegrityError::Invalid(e.to_string()))?;
+        // The object without its closing brace, then the events' array.
+        out.write_all(head[..head.len() - 1].as_bytes())?;
+        out.write_all(b",\"events\":[")?;
+        Ok(Self { store, checkpoint, out, events: 0 })
+    }
+
+    /// The checkpoint the proof leads to, in the signed-note format.
+    pub fn checkpoint(&self) -> &str {
+        &self.checkpoint.note
+    }
+
+    /// Adds the next exported event's place in the tree.
+    ///
+    /// # Errors
+    /// As [`prove`]; on a write failure.
+    pub fn add(&mut self, e: &StoredEvent) -> Result<()> {
+        let entry = entry(self.store, e, &self.checkpoint)?;
+        if self.events > 0 {
+            self.out.write_all(b",")?;
+        }
+        let entry = serde_json::to_string(&entry).map_err(|e| IntegrityError::Invalid(e.to_string()))?;
+        self.out.write_all(entry.as_bytes())?;
+        self.events += 1;
+        Ok(())
+    }
+
+    /// Ends the proof; the writer, flushed.
+    ///
+    /// # Errors
+    /// On a write failure.
+    pub fn finish(mut self) -> Result<W> {
+        self.out.write_all(b"]}")?;
+        self.out.flush()?;
+        Ok(self.out)
+    }
 }
 
 /// What a proof check established.

@@ -19,6 +19,7 @@ impl From<IntegrityError> for Failure {
             IntegrityError::Note(e) => Failure::Usage(e.to_string()),
             IntegrityError::Invalid(m) => Failure::Mismatch(m),
             IntegrityError::NotFound(m) => Failure::Usage(m),
+            e @ IntegrityError::Write(_) => Failure::Output(e.to_string()),
         }
     }
 }

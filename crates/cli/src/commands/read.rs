@@ -228,21 +228,42 @@ pub fn export(cli: &Cli, args: &ExportArgs) -> Result<(), Failure> {
             let file = create_private(&partial)
                 .map_err(|e| Failure::Output(format!("cannot create {}: {e}", partial.display())))?;
             let mut out = BufWriter::with_capacity(1 << 16, file);
-            let result = write_events(&*store, &filter, Order::OldestFirst, None, format, &mut out, false)
-                .and_then(|n| out.flush().map(|()| n).map_err(Failure::from));
-            match result {
+            let proof = args.with_proof.then(|| (with_suffix(path, ".proof.json"), with_suffix(path, ".checkpoint")));
+            let partial_proof = proof.as_ref().map(|(p, _)| partial_path(p));
+            let result = match &partial_proof {
+                None => {
+                    write_events(&*store, &filter, Order::OldestFirst, None, format, &mut out, false).map(|n| (n, None))
+                }
+                Some(proof_file) => write_with_proof(&*store, &filter, format, &mut out, proof_file)
+                    .map(|(n, checkpoint)| (n, Some(checkpoint))),
+            }
+            .and_then(|done| out.flush().map(|()| done).map_err(Failure::from));
+            let finish = |(n, checkpoint): (u64, Option<String>)| -> Result<u64, Failure> {
+                let rename = |from: &Path, to: &Path| {
+                    std::fs::rename(from, to)
+                        .map_err(|e| Failure::Output(format!("cannot write {}: {e}", to.display())))
+                };
+                if let (Some((proof_file, checkpoint_file)), Some(partial_proof), Some(checkpoint)) =
+                    (&proof, &partial_proof, checkpoint)
+                {
+                    std::fs::write(checkpoint_file, checkpoint)
+                        .map_err(|e| Failure::Output(format!("cannot write {}: {e}", checkpoint_file.display())))?;
+                    rename(partial_proof, proof_file)?;
+                }
+                rename(&partial, path)?;
+                Ok(n)
+            };
+            match result.and_then(finish) {
                 Ok(n) => {
-                    if args.with_proof {
-                        write_proof(&*store, &filter, path)?;
-                    }
-                    std::fs::rename(&partial, path)
-                        .map_err(|e| Failure::Output(format!("cannot write {}: {e}", path.display())))?;
                     if !cli.quiet {
                         let _ = writeln!(io::stderr(), "wrote {} events to {}", output::count(n), path.display());
                     }
                 }
                 Err(e) => {
                     let _ = std::fs::remove_file(&partial);
+                    if let Some(p) = &partial_proof {
+                        let _ = std::fs::remove_file(p);
+                    }
                     return Err(e);
                 }
             }
@@ -251,25 +272,47 @@ pub fn export(cli: &Cli, args: &ExportArgs) -> Result<(), Failure> {
     Ok(())
 }
 
-/// `export --with-proof`: the newest checkpoint and every exported event's inclusion
-/// proof beside the export, in the export's order.
-fn write_proof(store: &dyn Store, filter: &EventFilter, path: &Path) -> Result<(), Failure> {
-    let mut events = Vec::new();
-    store.events(filter, Order::OldestFirst, None, &mut |e| {
-        events.push(e);
-        Ok(())
-    })?;
-    let proof = tfaudit_integrity::prove_export(store, &events)?;
-    let with = |suffix: &str| {
-        let mut name = path.as_os_str().to_os_string();
-        name.push(suffix);
-        PathBuf::from(name)
-    };
-    let json = serde_json::to_string(&proof).map_err(|e| Failure::Internal(e.to_string()))?;
-    for (file, text) in [(with(".checkpoint"), proof.checkpoint.as_str()), (with(".proof.json"), json.as_str())] {
-        std::fs::write(&file, text).map_err(|e| Failure::Output(format!("cannot write {}: {e}", file.display())))?;
+/// `export --with-proof`: the events written to `out` and, in the same pass over the
+/// archive (so that both hold the same events, whatever is stored meanwhile), each
+/// one's inclusion proof at the newest checkpoint to `proof_file`, one at a time (an
+/// export of any size proven in the memory of one event). How many, and the
+/// checkpoint, for the file beside them.
+fn write_with_proof(
+    store: &dyn Store,
+    filter: &EventFilter,
+    format: QueryFormat,
+    out: &mut dyn Write,
+    proof_file: &Path,
+) -> Result<(u64, String), Failure> {
+    let file = create_private(proof_file)
+        .map_err(|e| Failure::Output(format!("cannot create {}: {e}", proof_file.display())))?;
+    let mut proof = tfaudit_integrity::ExportProofWriter::start(store, BufWriter::with_capacity(1 << 16, file))?;
+    let mut writer = event_writer(store, format, &mut *out, false)?;
+    // The proof's own error (an event not checkpointed yet says what to run) is kept
+    // to be returned as it is, rather than as the write failure it ends the pass with.
+    let mut failed = None;
+    let n = store.events(filter, Order::OldestFirst, None, &mut |e| {
+        if let Err(why) = proof.add(&e) {
+            let message = why.to_string();
+            failed = Some(why);
+            return Err(io::Error::other(message));
+        }
+        writer.write(&e)
+    });
+    if let Some(why) = failed {
+        return Err(why.into());
     }
-    Ok(())
+    let n = n?;
+    writer.finish()?;
+    let checkpoint = proof.checkpoint().to_owned();
+    proof.finish()?;
+    Ok((n, checkpoint))
+}
+
+fn with_suffix(path: &Path, suffix: &str) -> PathBuf {
+    let mut name = path.as_os_str().to_os_string();
+    name.push(suffix);
+    PathBuf::from(name)
 }
 
 fn partial_path(path: &Path) -> PathBuf {

@@ -286,6 +286,21 @@ async fn tamper_with_every_kind(backend: fn(&Env) -> Db) {
     assert_eq!(out.status.code(), Some(1));
     assert!(text(&out.stderr).contains("line 1 of the export"), "{}", text(&out.stderr));
 
+    // With no checkpoint to prove against: the fix named, and no file left behind.
+    let unproven = db.copy(env.dir.path(), "unproven");
+    unproven.sql("DELETE FROM checkpoints");
+    let none = env.path("none.jsonl");
+    let out =
+        env.run(None, &["--db", &unproven.location(), "export", "--with-proof", "-o", none.to_str().unwrap()]).await;
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+    assert!(text(&out.stderr).contains("tfaudit checkpoint"), "{}", text(&out.stderr));
+    let left: Vec<_> = std::fs::read_dir(env.dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|name| name.starts_with("none.jsonl"))
+        .collect();
+    assert!(left.is_empty(), "{left:?}");
+
     // One byte of one event.
     let changed = db.copy(env.dir.path(), "changed");
     let changed_id = changed.id(500);
