@@ -148,7 +148,14 @@ impl<'s, S: Ledger + ?Sized, W: std::io::Write> ExportProofWriter<'s, S, W> {
     /// or write failure.
     pub fn start(store: &'s S, mut out: W) -> Result<Self> {
         let checkpoint = proof_checkpoint(store)?;
-        let head = serde_json::json!({ "format": EXPORT_PROOF_FORMAT, "tree_size": checkpoint.size, "checkpoint": checkpoint.note });
+        // ExportProof's fields before `events`, in its order.
+        #[derive(Serialize)]
+        struct Head<'a> {
+            format: &'a str,
+            tree_size: u64,
+            checkpoint: &'a str,
+        }
+        let head = Head { format: EXPORT_PROOF_FORMAT, tree_size: checkpoint.size, checkpoint: &checkpoint.note };
         let head = serde_json::to_string(&head).map_err(|e| IntegrityError::Invalid(e.to_string()))?;
         // The object without its closing brace, then the events' array.
         out.write_all(head[..head.len() - 1].as_bytes())?;

@@ -275,6 +275,11 @@ async fn tamper_with_every_kind(backend: fn(&Env) -> Db) {
     let export_s = export.to_str().unwrap();
     env.ok(None, &["--db", &location, "export", "--with-proof", "-o", export_s]).await;
     let proof_path = format!("{export_s}.proof.json");
+    // Written an event at a time, it is the JSON of the whole proof serialized at once.
+    let written = std::fs::read_to_string(&proof_path).unwrap();
+    let whole: tfaudit_integrity::ExportProof = serde_json::from_str(&written).unwrap();
+    assert_eq!(whole.events.len(), 3025);
+    assert_eq!(serde_json::to_string(&whole).unwrap(), written);
     let out = env.ok(None, &["verify-proof", &proof_path, "--key", pubkey]).await;
     assert!(out.contains("proof holds: 3025 event(s)"), "{out}");
     assert!(
