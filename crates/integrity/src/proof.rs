@@ -158,7 +158,7 @@ impl<'s, S: Ledger + ?Sized, W: std::io::Write> ExportProofWriter<'s, S, W> {
         let head = Head { format: EXPORT_PROOF_FORMAT, tree_size: checkpoint.size, checkpoint: &checkpoint.note };
         let head = serde_json::to_string(&head).map_err(|e| IntegrityError::Invalid(e.to_string()))?;
         // The object without its closing brace, then the events' array.
-        out.write_all(head[..head.len() - 1].as_bytes())?;
+        out.write_all(&head.as_bytes()[..head.len() - 1])?;
         out.write_all(b",\"events\":[")?;
         Ok(Self { store, checkpoint, out, events: 0 })
     }
