@@ -1124,3 +1124,48 @@ fn indexes_a_killed_first_backfill_left_out_are_built_later() {
     assert!(built, "built on open");
     assert_eq!(all_ids(&s, &EventFilter { actor: Some(Pattern::new("user-1")), ..EventFilter::default() }), ["a"]);
 }
+
+/// A copy (`tfaudit migrate`) appends a backfilled archive's events in seq order,
+/// newest first; once its state is loaded, the indexes are packed as after a walk.
+#[test]
+fn a_copy_ends_with_its_indexes_packed() {
+    use tfaudit_store::Transfer;
+    let (_d, from) = open();
+    let source = from.source("acme", "https://app.terraform.io").unwrap();
+    let run = from.start_run(source.id, Timestamp::now()).unwrap();
+    let start: Timestamp = "2024-05-01T00:00:00Z".parse().unwrap();
+    let ids: Vec<u32> = (0..12_000u32).rev().collect();
+    for page in ids.chunks(1000) {
+        let events: Vec<AuditEvent> = page
+            .iter()
+            .map(|&i| {
+                let at = (start + jiff::SignedDuration::from_secs(i64::from(i) * 37)).to_string();
+                event(&format!("{:08x}-{i}", i.wrapping_mul(2_654_435_761)), &at, "user-1", "ann", "run", "apply")
+            })
+            .collect();
+        store(&from, &source, run, &events);
+    }
+    from.finish_walk(source.id, Some(start), None, None).unwrap();
+    let mut copied = Vec::new();
+    from.events_after(0, 100_000, &mut |e| {
+        copied.push(e);
+        Ok(())
+    })
+    .unwrap();
+    let (dir, to) = open();
+    to.source("acme", "https://app.terraform.io").unwrap();
+    for batch in copied.chunks(5000) {
+        to.append_copied(batch).unwrap();
+    }
+    let c = rusqlite::Connection::open(dir.path().join("sub/archive.db")).unwrap();
+    let empty = |index: &str| -> f64 {
+        c.query_row("SELECT 1.0 * sum(unused) / sum(pgsize) FROM dbstat WHERE name = ?1", [index], |r| r.get(0))
+            .unwrap()
+    };
+    assert!(empty("events_by_time") > 0.3, "appended newest first: {}", empty("events_by_time"));
+    to.load_state(&from.archive_state().unwrap()).unwrap();
+    assert!(empty("events_by_time") < 0.2, "packed: {}", empty("events_by_time"));
+    let free: i64 = c.query_row("PRAGMA freelist_count", [], |r| r.get(0)).unwrap();
+    assert_eq!(free, 0);
+    assert_eq!(all_ids(&to, &EventFilter::default()), all_ids(&from, &EventFilter::default()));
+}
