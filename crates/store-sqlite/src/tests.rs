@@ -1011,6 +1011,32 @@ fn an_archive_from_before_the_destroy_mark_gets_it_for_every_event() {
     assert_eq!(all_ids(&s, &destroy_runs).last().map(String::as_str), Some("e05000"));
 }
 
+/// Stores `n` events a backfill would, newest first in pages of 1,000, 37 s apart from
+/// the returned start; actors `user-0` to `user-39` in turn; ids unique, in no order.
+fn newest_first_backfill(s: &SqliteStore, n: u32) -> (Source, Timestamp) {
+    let source = s.source("acme", "https://app.terraform.io").unwrap();
+    let run = s.start_run(source.id, Timestamp::now()).unwrap();
+    let start: Timestamp = "2024-05-01T00:00:00Z".parse().unwrap();
+    let ids: Vec<u32> = (0..n).rev().collect();
+    for page in ids.chunks(1000) {
+        let events: Vec<AuditEvent> = page
+            .iter()
+            .map(|&i| {
+                let at = (start + jiff::SignedDuration::from_secs(i64::from(i) * 37)).to_string();
+                let id = format!("{:08x}-{i}", i.wrapping_mul(2_654_435_761));
+                event(&id, &at, &format!("user-{}", i % 40), "ann", "run", "apply")
+            })
+            .collect();
+        store(s, &source, run, &events);
+    }
+    (source, start)
+}
+
+/// The share of an index's pages left empty.
+fn empty_share(c: &rusqlite::Connection, index: &str) -> f64 {
+    c.query_row("SELECT 1.0 * sum(unused) / sum(pgsize) FROM dbstat WHERE name = ?1", [index], |r| r.get(0)).unwrap()
+}
+
 /// A first backfill stores the newest events first; some indexes wait for its walk to
 /// end (every answer the same meanwhile), and at its end every index is built or
 /// rebuilt packed full, with the file giving back what they freed. A walk that adds
@@ -1018,24 +1044,8 @@ fn an_archive_from_before_the_destroy_mark_gets_it_for_every_event() {
 #[test]
 fn a_backfill_walk_ends_with_its_indexes_packed_and_the_file_smaller() {
     let (dir, s) = open();
-    let source = s.source("acme", "https://app.terraform.io").unwrap();
-    let run = s.start_run(source.id, Timestamp::now()).unwrap();
-    let start: Timestamp = "2024-05-01T00:00:00Z".parse().unwrap();
     let n = 12_000u32;
-    let at = |i: u32| (start + jiff::SignedDuration::from_secs(i64::from(i) * 37)).to_string();
-    let page_of = |ids: &[u32]| -> Vec<AuditEvent> {
-        ids.iter()
-            .map(|&i| {
-                let id = format!("{:08x}-{i}", i.wrapping_mul(2_654_435_761));
-                event(&id, &at(i), &format!("user-{}", i % 40), "ann", "run", "apply")
-            })
-            .collect()
-    };
-    // Newest first, as the API pages: a page of 1,000 at a time.
-    let ids: Vec<u32> = (0..n).rev().collect();
-    for page in ids.chunks(1000) {
-        store(&s, &source, run, &page_of(page));
-    }
+    let (source, start) = newest_first_backfill(&s, n);
     let path = dir.path().join("sub/archive.db");
     let c = rusqlite::Connection::open(&path).unwrap();
     let index_names = |c: &rusqlite::Connection| -> Vec<String> {
@@ -1044,11 +1054,7 @@ fn a_backfill_walk_ends_with_its_indexes_packed_and_the_file_smaller() {
             .unwrap();
         stmt.query_map([], |r| r.get(0)).unwrap().map(Result::unwrap).collect()
     };
-    // Empty space in each index's pages, as a share of them.
-    let empty = |c: &rusqlite::Connection, index: &str| -> f64 {
-        c.query_row("SELECT 1.0 * sum(unused) / sum(pgsize) FROM dbstat WHERE name = ?1", [index], |r| r.get(0))
-            .unwrap()
-    };
+    let empty = empty_share;
     assert!(!index_names(&c).contains(&"events_by_actor".to_owned()), "left for the walk's end");
     assert!(
         empty(&c, "events_by_time") > 0.3,
@@ -1075,6 +1081,7 @@ fn a_backfill_walk_ends_with_its_indexes_packed_and_the_file_smaller() {
     assert_eq!(answers(&s), during);
 
     // A small walk after it: nothing to rebuild.
+    let run = s.start_run(source.id, Timestamp::now()).unwrap();
     store(&s, &source, run, &[event("late", "2024-06-01T00:00:00Z", "user-1", "ann", "run", "apply")]);
     let rebuilt_at = |c: &rusqlite::Connection| -> i64 {
         c.query_row("SELECT reindexed_seq FROM upkeep", [], |r| r.get(0)).unwrap()
@@ -1088,40 +1095,33 @@ fn a_backfill_walk_ends_with_its_indexes_packed_and_the_file_smaller() {
 /// indexes it left out, or, with no walk under way, opening the archive does.
 #[test]
 fn indexes_a_killed_first_backfill_left_out_are_built_later() {
-    let (dir, s) = open();
-    let source = s.source("acme", "x").unwrap();
-    let run = s.start_run(source.id, Timestamp::now()).unwrap();
-    store(&s, &source, run, &[event("a", "2024-01-01T00:00:00Z", "user-1", "ann", "run", "apply")]);
-    drop(s);
-    let path = dir.path().join("sub/archive.db");
-    let has_actor_index = || -> bool {
-        let c = rusqlite::Connection::open(&path).unwrap();
+    // A first page stored, then the process gone before its walk ended.
+    let killed_backfill = || -> (tempfile::TempDir, std::path::PathBuf, Source) {
+        let (dir, s) = open();
+        let source = s.source("acme", "x").unwrap();
+        let run = s.start_run(source.id, Timestamp::now()).unwrap();
+        store(&s, &source, run, &[event("a", "2024-01-01T00:00:00Z", "user-1", "ann", "run", "apply")]);
+        let path = dir.path().join("sub/archive.db");
+        (dir, path, source)
+    };
+    let has_actor_index = |path: &std::path::Path| -> bool {
+        let c = rusqlite::Connection::open(path).unwrap();
         c.query_row("SELECT EXISTS (SELECT 1 FROM sqlite_schema WHERE name = 'events_by_actor')", [], |r| r.get(0))
             .unwrap()
     };
     // Reopened with the walk still under way: left for its end.
+    let (_dir, path, source) = killed_backfill();
     let s = SqliteStore::open(&path, OpenMode::MustExist).unwrap();
-    assert!(!has_actor_index());
+    assert!(!has_actor_index(&path));
     s.finish_walk(source.id, None, None, None).unwrap();
-    assert!(has_actor_index(), "built at the walk's end");
+    assert!(has_actor_index(&path), "built at the walk's end");
 
-    // Killed again with no walk left under way (the organization dropped from the
-    // config): the next open builds them.
-    let (dir, s) = open();
-    let source = s.source("acme", "x").unwrap();
-    let run = s.start_run(source.id, Timestamp::now()).unwrap();
-    store(&s, &source, run, &[event("a", "2024-01-01T00:00:00Z", "user-1", "ann", "run", "apply")]);
-    drop(s);
-    let path = dir.path().join("sub/archive.db");
-    let c = rusqlite::Connection::open(&path).unwrap();
-    c.execute("UPDATE sources SET walk_started_ms = NULL", []).unwrap();
-    drop(c);
+    // With no walk left under way (the organization dropped from the config): the
+    // next open builds them.
+    let (_dir, path, _) = killed_backfill();
+    rusqlite::Connection::open(&path).unwrap().execute("UPDATE sources SET walk_started_ms = NULL", []).unwrap();
     let s = SqliteStore::open(&path, OpenMode::MustExist).unwrap();
-    let c = rusqlite::Connection::open(&path).unwrap();
-    let built: bool = c
-        .query_row("SELECT EXISTS (SELECT 1 FROM sqlite_schema WHERE name = 'events_by_actor')", [], |r| r.get(0))
-        .unwrap();
-    assert!(built, "built on open");
+    assert!(has_actor_index(&path), "built on open");
     assert_eq!(all_ids(&s, &EventFilter { actor: Some(Pattern::new("user-1")), ..EventFilter::default() }), ["a"]);
 }
 
@@ -1131,20 +1131,7 @@ fn indexes_a_killed_first_backfill_left_out_are_built_later() {
 fn a_copy_ends_with_its_indexes_packed() {
     use tfaudit_store::Transfer;
     let (_d, from) = open();
-    let source = from.source("acme", "https://app.terraform.io").unwrap();
-    let run = from.start_run(source.id, Timestamp::now()).unwrap();
-    let start: Timestamp = "2024-05-01T00:00:00Z".parse().unwrap();
-    let ids: Vec<u32> = (0..12_000u32).rev().collect();
-    for page in ids.chunks(1000) {
-        let events: Vec<AuditEvent> = page
-            .iter()
-            .map(|&i| {
-                let at = (start + jiff::SignedDuration::from_secs(i64::from(i) * 37)).to_string();
-                event(&format!("{:08x}-{i}", i.wrapping_mul(2_654_435_761)), &at, "user-1", "ann", "run", "apply")
-            })
-            .collect();
-        store(&from, &source, run, &events);
-    }
+    let (source, start) = newest_first_backfill(&from, 12_000);
     from.finish_walk(source.id, Some(start), None, None).unwrap();
     let mut copied = Vec::new();
     from.events_after(0, 100_000, &mut |e| {
@@ -1158,10 +1145,7 @@ fn a_copy_ends_with_its_indexes_packed() {
         to.append_copied(batch).unwrap();
     }
     let c = rusqlite::Connection::open(dir.path().join("sub/archive.db")).unwrap();
-    let empty = |index: &str| -> f64 {
-        c.query_row("SELECT 1.0 * sum(unused) / sum(pgsize) FROM dbstat WHERE name = ?1", [index], |r| r.get(0))
-            .unwrap()
-    };
+    let empty = |index: &str| empty_share(&c, index);
     assert!(empty("events_by_time") > 0.3, "appended newest first: {}", empty("events_by_time"));
     to.load_state(&from.archive_state().unwrap()).unwrap();
     assert!(empty("events_by_time") < 0.2, "packed: {}", empty("events_by_time"));
