@@ -1408,7 +1408,8 @@ impl Archive for SqliteStore {
 
     fn reclaim_space(&self) -> Result<()> {
         // VACUUM also turns an archive made before incremental auto-vacuum into one.
-        self.lock().execute_batch("PRAGMA auto_vacuum = INCREMENTAL; VACUUM").map_err(|e| self.db(e))
+        upkeep::sorting_on_disk(&mut self.lock(), |conn| conn.execute_batch("PRAGMA auto_vacuum = INCREMENTAL; VACUUM"))
+            .map_err(|e| self.db(e))
     }
 }
 

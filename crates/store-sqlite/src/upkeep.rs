@@ -69,6 +69,10 @@ fn build_deferred(tx: &Connection) -> rusqlite::Result<bool> {
 /// out if no walk is under way to build them at its end (its sync was killed, and
 /// the organization is no longer synced).
 pub(crate) fn on_open(conn: &mut Connection) -> rusqlite::Result<()> {
+    sorting_on_disk(conn, build_if_no_walk)
+}
+
+fn build_if_no_walk(conn: &mut Connection) -> rusqlite::Result<()> {
     // Read first, without the write lock, as nearly every open finds nothing to do.
     let deferred: bool =
         conn.query_row("SELECT deferred FROM upkeep WHERE id = 1", [], |r| r.get(0)).optional()?.unwrap_or(false);
@@ -89,6 +93,27 @@ pub(crate) fn on_open(conn: &mut Connection) -> rusqlite::Result<()> {
 /// quarter of the archive (and [`MIN_NEW`]), then returns free pages to the file
 /// system. Whether it built or rebuilt any.
 pub(crate) fn after_walk(conn: &mut Connection) -> rusqlite::Result<bool> {
+    sorting_on_disk(conn, build_and_rebuild)
+}
+
+/// Runs `f` with SQLite's temporary files on disk. An index built or rebuilt is sorted
+/// in them (and VACUUM writes its copy of the archive there); with the writer's `temp_store = MEMORY` the whole sort would be held in
+/// memory (measured: a 1,000,000-event backfill then peaked at 149 MiB, where it
+/// otherwise stays under 100). On disk, the sort keeps about the page cache's size in
+/// memory and spills the rest.
+pub(crate) fn sorting_on_disk<T>(
+    conn: &mut Connection,
+    f: impl FnOnce(&mut Connection) -> rusqlite::Result<T>,
+) -> rusqlite::Result<T> {
+    conn.execute_batch("PRAGMA temp_store = FILE")?;
+    let result = f(conn);
+    let restored = conn.execute_batch("PRAGMA temp_store = MEMORY");
+    let value = result?;
+    restored?;
+    Ok(value)
+}
+
+fn build_and_rebuild(conn: &mut Connection) -> rusqlite::Result<bool> {
     let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
     let built = build_deferred(&tx)?;
     let since: i64 =
