@@ -148,18 +148,19 @@ impl<'s, S: Ledger + ?Sized, W: std::io::Write> ExportProofWriter<'s, S, W> {
     /// or write failure.
     pub fn start(store: &'s S, mut out: W) -> Result<Self> {
         let checkpoint = proof_checkpoint(store)?;
-        // ExportProof's fields before `events`, in its order.
-        #[derive(Serialize)]
-        struct Head<'a> {
-            format: &'a str,
-            tree_size: u64,
-            checkpoint: &'a str,
-        }
-        let head = Head { format: EXPORT_PROOF_FORMAT, tree_size: checkpoint.size, checkpoint: &checkpoint.note };
-        let head = serde_json::to_string(&head).map_err(|e| IntegrityError::Invalid(e.to_string()))?;
-        // The object without its closing brace, then the events' array.
-        out.write_all(&head.as_bytes()[..head.len() - 1])?;
-        out.write_all(b",\"events\":[")?;
+        // The whole proof with no events, its array left open: ExportProof's own
+        // fields in its own order, then the events as they come.
+        let empty = ExportProof {
+            format: EXPORT_PROOF_FORMAT.into(),
+            tree_size: checkpoint.size,
+            checkpoint: checkpoint.note.clone(),
+            events: Vec::new(),
+        };
+        let head = serde_json::to_string(&empty).map_err(|e| IntegrityError::Invalid(e.to_string()))?;
+        let open = head
+            .strip_suffix("]}")
+            .ok_or_else(|| IntegrityError::Invalid("an export proof ends with its events".into()))?;
+        out.write_all(open.as_bytes())?;
         Ok(Self { store, checkpoint, out, events: 0 })
     }
 

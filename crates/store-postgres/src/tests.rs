@@ -154,25 +154,7 @@ fn a_consumer_following_events_after_never_skips_a_seq() {
                                 .build()
                         })
                         .collect();
-                    let walk = tfaudit_store::Walk {
-                        since: None,
-                        next_page: page as u64 + 2,
-                        page_size: 100,
-                        newest: None,
-                        oldest: None,
-                        gap_from: None,
-                        started_at: jiff::Timestamp::now(),
-                    };
-                    store
-                        .store_page(&tfaudit_store::PageWrite {
-                            source_id: source.id,
-                            run_id: run,
-                            pages: 1,
-                            events: &events,
-                            rejects: &[],
-                            walk: &walk,
-                        })
-                        .unwrap();
+                    store_events(&store, source.id, run, &events, page as u64 + 2);
                 }
             })
         })
@@ -266,25 +248,7 @@ fn an_archive_from_before_the_destroy_mark_gets_it_for_every_event() {
         raw("string", r#"{"is_destroy":"true"}"#),
         raw("nul-key", r#"{"is_destroy":true,"k\u0000":1}"#),
     ];
-    let walk = tfaudit_store::Walk {
-        since: None,
-        next_page: 2,
-        page_size: 100,
-        newest: None,
-        oldest: None,
-        gap_from: None,
-        started_at: jiff::Timestamp::now(),
-    };
-    store
-        .store_page(&tfaudit_store::PageWrite {
-            source_id: source.id,
-            run_id: run,
-            pages: 1,
-            events: &events,
-            rejects: &[],
-            walk: &walk,
-        })
-        .unwrap();
+    store_events(&store, source.id, run, &events, 2);
     let marked = |store: &PostgresStore| {
         let mut ids = Vec::new();
         let filter = tfaudit_store::EventFilter { destroy_run: true, ..Default::default() };
@@ -312,4 +276,20 @@ fn an_archive_from_before_the_destroy_mark_gets_it_for_every_event() {
         migrated == ["last-wins-yes", "nul-key", "yes"] || migrated == ["last-wins-yes", "yes"],
         "as the Rust check, but for what the server cannot read: {migrated:?}"
     );
+}
+
+/// Stores one page of `events` as a walk that goes on at page `next_page` would.
+fn store_events(store: &PostgresStore, source_id: i64, run: i64, events: &[tfaudit_model::AuditEvent], next_page: u64) {
+    let walk = tfaudit_store::Walk {
+        since: None,
+        next_page,
+        page_size: 100,
+        newest: None,
+        oldest: None,
+        gap_from: None,
+        started_at: jiff::Timestamp::now(),
+    };
+    store
+        .store_page(&tfaudit_store::PageWrite { source_id, run_id: run, pages: 1, events, rejects: &[], walk: &walk })
+        .unwrap();
 }

@@ -69,16 +69,16 @@ fn build_deferred(tx: &Connection) -> rusqlite::Result<bool> {
 /// out if no walk is under way to build them at its end (its sync was killed, and
 /// the organization is no longer synced).
 pub(crate) fn on_open(conn: &mut Connection) -> rusqlite::Result<()> {
-    sorting_on_disk(conn, build_if_no_walk)
-}
-
-fn build_if_no_walk(conn: &mut Connection) -> rusqlite::Result<()> {
     // Read first, without the write lock, as nearly every open finds nothing to do.
     let deferred: bool =
         conn.query_row("SELECT deferred FROM upkeep WHERE id = 1", [], |r| r.get(0)).optional()?.unwrap_or(false);
     if !deferred {
         return Ok(());
     }
+    sorting_on_disk(conn, build_if_no_walk)
+}
+
+fn build_if_no_walk(conn: &mut Connection) -> rusqlite::Result<()> {
     let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
     let walking: bool =
         tx.query_row("SELECT EXISTS (SELECT 1 FROM sources WHERE walk_started_ms IS NOT NULL)", [], |r| r.get(0))?;
