@@ -465,6 +465,27 @@ fn refused(state: &AppState, template: &str, code: StatusCode, message: String, 
     render(state, code, template, context! { error => message, ..ctx })
 }
 
+/// What an actor or resource page shows, from `f` given the id `asked` stands for (a
+/// name resolved) and the page's time range; a bad range or name is refused on
+/// `template` with `base`, the page's context.
+async fn investigate_id<T: Send + 'static>(
+    state: &AppState,
+    template: &str,
+    range: &RangeParams,
+    asked: String,
+    base: &minijinja::Value,
+    f: impl FnOnce(&dyn Store, String, EventFilter) -> Result<T, InvestigateError> + Send + 'static,
+) -> Result<T, Response> {
+    let refuse = |message: String| refused(state, template, StatusCode::BAD_REQUEST, message, base.clone());
+    let filter = range.filter().map_err(refuse)?;
+    let found = investigating(state, move |store| {
+        let id = tfaudit_investigate::resolve_id(store, asked.trim())?;
+        f(store, id, filter)
+    })
+    .await?;
+    found.map_err(|e| refuse(shown(&e.to_string())))
+}
+
 /// `/actors/{id}`: everything about one accessor (`tfaudit who`): what it did, the
 /// tokens it created and what they did after, its impersonations and alerts. The id
 /// may be a name the catalogue knows.
@@ -474,21 +495,15 @@ async fn actor(
     QueryParams(range): QueryParams<RangeParams>,
 ) -> Response {
     let base = context! { page => "events", range => range.view(), asked => shown(&id) };
-    let filter = match range.filter() {
-        Ok(f) => f,
-        Err(m) => return refused(&state, "actor.html", StatusCode::BAD_REQUEST, m, base),
-    };
-    let found = investigating(&state, move |store| {
-        let id = tfaudit_investigate::resolve_id(store, id.trim())?;
+    let found = investigate_id(&state, "actor.html", &range, id, &base, |store, id, filter| {
         let who = tfaudit_investigate::who(store, &id, &filter)?;
         let history = store.name_history(&id)?;
         Ok((who, history))
     })
     .await;
     let (who, history) = match found {
+        Ok(x) => x,
         Err(r) => return r,
-        Ok(Err(e)) => return refused(&state, "actor.html", StatusCode::BAD_REQUEST, shown(&e.to_string()), base),
-        Ok(Ok(x)) => x,
     };
     let mut more: Vec<&str> = vec![who.trail.id.as_str()];
     more.extend(who.tokens.iter().flat_map(|t| [t.id.as_str(), t.created_by.as_str()]));
@@ -553,12 +568,7 @@ async fn resource(
     QueryParams(range): QueryParams<RangeParams>,
 ) -> Response {
     let base = context! { page => "events", range => range.view(), asked => shown(&id) };
-    let filter = match range.filter() {
-        Ok(f) => f,
-        Err(m) => return refused(&state, "resource.html", StatusCode::BAD_REQUEST, m, base),
-    };
-    let found = investigating(&state, move |store| {
-        let id = tfaudit_investigate::resolve_id(store, id.trim())?;
+    let found = investigate_id(&state, "resource.html", &range, id, &base, |store, id, filter| {
         let mut events = Vec::new();
         let total = tfaudit_investigate::history(store, &id, &filter, &mut |e| {
             if events.len() < PAGE_EVENTS {
@@ -571,9 +581,8 @@ async fn resource(
     })
     .await;
     let (id, events, total, history) = match found {
+        Ok(x) => x,
         Err(r) => return r,
-        Ok(Err(e)) => return refused(&state, "resource.html", StatusCode::BAD_REQUEST, shown(&e.to_string()), base),
-        Ok(Ok(x)) => x,
     };
     let names = match names_of(&state, ids_of(&events, &[&id])).await {
         Ok(n) => n,
