@@ -157,18 +157,27 @@ pub fn verify(cli: &Cli, args: &VerifyArgs) -> Result<(), Failure> {
         bar
     });
     // The copies of days removed by retention, read from cold storage as they come up.
+    // A location given is checked now (a bad one is a usage error) but opened only when
+    // a pruned day comes up: an archive that pruned nothing verifies without touching
+    // cold storage, its credentials or its directory.
     let configured = args.cold.is_some() || config.as_ref().is_some_and(|(_, f)| f.archive.location.is_some());
     let fixed = if configured && !args.no_cold {
-        let (location, s3) = settings::cold_location(args.cold.as_deref(), config.as_ref())?;
-        Some(location.open(&s3)?)
+        Some(settings::cold_location(args.cold.as_deref(), config.as_ref())?)
     } else {
         None
     };
+    let fixed_target = std::cell::OnceCell::new();
     let runtime = crate::runtime()?;
     let read_copy = |day: &tfaudit_store::PrunedDay| -> Result<Vec<(i64, tfaudit_integrity::Hash)>, String> {
         let opened;
         let target = match &fixed {
-            Some(t) => t,
+            Some((location, s3)) => match fixed_target.get() {
+                Some(t) => t,
+                None => {
+                    let t = location.open(s3).map_err(|e| e.to_string())?;
+                    fixed_target.get_or_init(|| t)
+                }
+            },
             None => {
                 let (location, s3) =
                     settings::cold_location(Some(&day.location), config.as_ref()).map_err(|e| e.to_string())?;

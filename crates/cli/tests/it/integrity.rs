@@ -235,6 +235,10 @@ async fn tamper_with_every_kind(backend: fn(&Env) -> Db) {
     assert_eq!(status["integrity"]["tree_size"], 3025, "{status:#}");
     assert_eq!(status["integrity"]["latest_checkpoint"]["signed_by"], "auditor-test");
     assert!(status["integrity"]["last_verification"]["finding"].is_null());
+    // Nothing pruned: cold storage is never opened, so a directory named is not made.
+    let cold = env.path("never-made");
+    verifies(&env, &db, &["--cold", cold.to_str().unwrap()]).await;
+    assert!(!cold.exists(), "verify opened cold storage with no pruned day to read");
     let text_status = env.ok(None, &["--db", &location, "status"]).await;
     assert!(text_status.contains("signed by auditor-test") && text_status.contains("nothing changed"), "{text_status}");
     let shown = env.ok(None, &["--db", &location, "checkpoint"]).await;
