@@ -97,7 +97,10 @@ impl Codec {
             && slot.as_ref().is_none_or(|w| w.dict != id)
         {
             let bytes = dictionary(conn, id)?.unwrap_or_default();
-            let compressor = zstd::bulk::Compressor::with_dictionary(LEVEL, &bytes).map_err(io_err)?;
+            let mut compressor = zstd::bulk::Compressor::with_dictionary(LEVEL, &bytes).map_err(io_err)?;
+            // A frame need not name its dictionary (4 bytes an event): the row's `dict`
+            // does. Frames that do name it, written before, read the same.
+            compressor.set_parameter(zstd::zstd_safe::CParameter::DictIdFlag(false)).map_err(io_err)?;
             *slot = Some(Writer { dict: id, trained_at, compressor });
         }
         Ok(())

@@ -717,8 +717,8 @@ fn org_sources(org: &tfaudit_store::Pattern) -> (String, Vec<Box<dyn ToSql>>) {
 
 /// The index to read a filter's events through where the planner would not pick it:
 /// destroy runs are few, and their partial index holds only them.
-fn index_hint(filter: &EventFilter) -> &'static str {
-    if filter.destroy_run { "INDEXED BY events_by_destroy_run" } else { "" }
+fn index_hint(conn: &rusqlite::Connection, filter: &EventFilter) -> rusqlite::Result<&'static str> {
+    Ok(if filter.destroy_run { upkeep::if_built(conn, "INDEXED BY events_by_destroy_run")? } else { "" })
 }
 
 /// Sources matching an organization pattern, for the precomputed counts.
@@ -981,7 +981,7 @@ impl Archive for SqliteStore {
             Order::NewestFirst => "DESC",
         };
         let index = if filter.destroy_run {
-            index_hint(filter)
+            index_hint(&conn, filter).map_err(|e| self.db(e))?
         } else if plan::prefer_time_index(&conn, filter, limit, hours).map_err(|e| self.db(e))? {
             "INDEXED BY events_by_time"
         } else {
@@ -1021,10 +1021,11 @@ impl Archive for SqliteStore {
         // small) beats walking the time index over the whole range, which the planner
         // prefers for the order.
         let index = if filter.destroy_run || filter.resource_type.is_none() {
-            index_hint(filter)
+            index_hint(&conn, filter)
         } else {
-            "INDEXED BY events_by_kind"
-        };
+            upkeep::if_built(&conn, "INDEXED BY events_by_kind")
+        }
+        .map_err(|e| self.db(e))?;
         let sql = format!(
             "SELECT e.seq, e.ts_ms, e.resource_id FROM events e {index} WHERE {} ORDER BY e.ts_ms {direction}, e.seq {direction}",
             w.sql
@@ -1069,7 +1070,7 @@ impl Archive for SqliteStore {
             let w = where_clause(filter, from, to, hours);
             let sql = format!(
                 "SELECT e.ts_ms, e.resource_type, e.resource_action, e.accessor_id FROM events e {} WHERE {}",
-                index_hint(filter),
+                index_hint(&conn, filter).map_err(|e| self.db(e))?,
                 w.sql
             );
             let mut stmt = conn.prepare_cached(&sql).map_err(|e| self.db(e))?;

@@ -466,4 +466,10 @@ CREATE TABLE IF NOT EXISTS upkeep (
     deferred       INTEGER NOT NULL DEFAULT 0
 );
 ",
+    // 16: a first backfill now also leaves the kind's and the destroy runs' indexes out
+    // until its walk ends (upkeep.rs). A tfaudit from before would not build them, and
+    // its queries name them: this version keeps it from opening such an archive.
+    r"
+UPDATE upkeep SET deferred = deferred;
+",
 ];

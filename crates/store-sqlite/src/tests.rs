@@ -639,6 +639,19 @@ fn compressed_events_come_back_byte_for_byte_and_are_found() {
         conn.query_row("SELECT sum(length(raw)) FROM events WHERE dict IS NOT NULL", [], |r| r.get(0)).unwrap();
     let original: usize = all[2000..].iter().map(|e| e.raw.len()).sum();
     assert!((compressed as usize) * 3 < original, "compressed {compressed} bytes of {original}");
+    // A frame does not name its dictionary (the row does); one that does, as written
+    // before, reads the same.
+    let (frame, dict): (Vec<u8>, Vec<u8>) = conn
+        .query_row(
+            "SELECT e.raw, d.bytes FROM events e JOIN dictionaries d ON d.id = e.dict WHERE e.id = 'e04321'",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .unwrap();
+    assert_eq!(zstd::zstd_safe::get_dict_id_from_frame(&frame), None);
+    let older = zstd::bulk::Compressor::with_dictionary(1, &dict).unwrap().compress(all[4321].raw.as_bytes()).unwrap();
+    assert!(zstd::zstd_safe::get_dict_id_from_frame(&older).is_some());
+    conn.execute("UPDATE events SET raw = ?1 WHERE id = 'e04321'", [&older]).unwrap();
     drop(s);
     // Reopened: a new process's connections load the dictionary from the archive.
     let s = SqliteStore::open(&dir.path().join("sub/archive.db"), OpenMode::MustExist).unwrap();
@@ -1000,7 +1013,7 @@ fn an_archive_from_before_the_destroy_mark_gets_it_for_every_event() {
         conn.query_row("SELECT count(*) FROM events WHERE dict IS NOT NULL", [], |r| r.get(0)).unwrap();
     assert_eq!(compressed, 1000, "the last page is compressed");
     conn.execute_batch(
-        "DROP INDEX events_by_destroy_run; ALTER TABLE events DROP COLUMN destroy_run; PRAGMA user_version = 13;",
+        "DROP INDEX IF EXISTS events_by_destroy_run; ALTER TABLE events DROP COLUMN destroy_run; PRAGMA user_version = 13;",
     )
     .unwrap();
     drop(conn);
@@ -1055,7 +1068,9 @@ fn a_backfill_walk_ends_with_its_indexes_packed_and_the_file_smaller() {
         stmt.query_map([], |r| r.get(0)).unwrap().map(Result::unwrap).collect()
     };
     let empty = empty_share;
-    assert!(!index_names(&c).contains(&"events_by_actor".to_owned()), "left for the walk's end");
+    for index in ["events_by_actor", "events_by_kind", "events_by_destroy_run"] {
+        assert!(!index_names(&c).contains(&index.to_owned()), "{index} left for the walk's end");
+    }
     assert!(
         empty(&c, "events_by_time") > 0.3,
         "half empty after newest-first inserts: {}",
@@ -1064,16 +1079,39 @@ fn a_backfill_walk_ends_with_its_indexes_packed_and_the_file_smaller() {
     let everything = EventFilter::default();
     let by_actor = EventFilter { actor: Some(Pattern::new("user-7")), ..EventFilter::default() };
     let by_resource = EventFilter { resource_id: Some(Pattern::new("ws-*-77")), ..EventFilter::default() };
-    let answers = |s: &SqliteStore| (all_ids(s, &everything), all_ids(s, &by_actor), all_ids(s, &by_resource));
+    let by_kind = EventFilter {
+        resource_type: Some(Pattern::new("run")),
+        action: Some(Pattern::new("apply")),
+        since: Some(start + jiff::SignedDuration::from_hours(1)),
+        ..EventFilter::default()
+    };
+    let destroys = EventFilter { destroy_run: true, ..EventFilter::default() };
+    let answers = |s: &SqliteStore| {
+        let mut keys = Vec::new();
+        s.event_keys(&by_kind, tfaudit_store::Order::NewestFirst, &mut |k| {
+            keys.push(k.seq);
+            Ok(())
+        })
+        .unwrap();
+        let summary = s.summary(&by_kind, 5).unwrap();
+        (
+            (all_ids(s, &everything), all_ids(s, &by_actor), all_ids(s, &by_resource)),
+            (all_ids(s, &by_kind), all_ids(s, &destroys), keys, format!("{summary:?}")),
+        )
+    };
     let during = answers(&s);
-    assert_eq!(during.0.len(), n as usize);
-    assert_eq!(during.1.len(), (n / 40) as usize);
-    assert_eq!(during.2.len(), 1);
+    assert_eq!(during.0.0.len(), n as usize);
+    assert_eq!(during.0.1.len(), (n / 40) as usize);
+    assert_eq!(during.0.2.len(), 1);
+    assert_eq!(during.1.0.len(), n as usize - 98, "all but the first hour's 98 events");
+    assert_eq!(during.1.2.len(), during.1.0.len());
+    assert!(during.1.1.is_empty());
 
     s.finish_walk(source.id, Some(start), None, None).unwrap();
     let free: i64 = c.query_row("PRAGMA freelist_count", [], |r| r.get(0)).unwrap();
     assert_eq!(free, 0, "the freed pages were given back");
-    for index in ["events_by_actor", "events_by_hour_id", "events_by_hour_resource", "events_by_time"] {
+    for index in ["events_by_actor", "events_by_hour_id", "events_by_hour_resource", "events_by_kind", "events_by_time"]
+    {
         assert!(index_names(&c).contains(&index.to_owned()), "{index} built");
         // Small indexes here: the last page of each is partly empty whatever is done.
         assert!(empty(&c, index) < 0.2, "{index} packed: {}", empty(&c, index));

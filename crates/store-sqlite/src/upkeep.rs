@@ -8,7 +8,7 @@
 //! right, where pages fill. So:
 //!
 //! - A first backfill (into an archive that never held an event) leaves out the indexes
-//!   it does not need and no query names ([`DEFERRED`]) and builds them once at the end
+//!   it does not need ([`DEFERRED`]) and builds them once at the end
 //!   of its walk: one sort instead of an insert per event, and pages packed full. Until
 //!   then, queries that would use them read the table instead, and give the same
 //!   answers. A backfill killed half way builds them at the end of the walk that
@@ -21,9 +21,17 @@
 use rusqlite::{Connection, OptionalExtension};
 
 /// Indexes a first backfill builds at its end, with their definitions (as in
-/// schema.rs). None is needed to store a page, and no query names one (`INDEXED BY`).
-const DEFERRED: [(&str, &str); 3] = [
+/// schema.rs). None is needed to store a page; a query that names one (`INDEXED BY`)
+/// does so through [`if_built`]. Measured on a 200,000-event backfill, the kind's
+/// index filled by inserts was 41% empty; built at the end, it is packed, and the
+/// backfill spares an insert per event into it.
+const DEFERRED: [(&str, &str); 5] = [
     ("events_by_actor", "CREATE INDEX IF NOT EXISTS events_by_actor ON events (accessor_id, ts_ms)"),
+    ("events_by_kind", "CREATE INDEX IF NOT EXISTS events_by_kind ON events (resource_type, resource_action, ts_ms)"),
+    (
+        "events_by_destroy_run",
+        "CREATE INDEX IF NOT EXISTS events_by_destroy_run ON events (ts_ms) WHERE destroy_run = 1",
+    ),
     (
         "events_by_hour_resource",
         "CREATE INDEX IF NOT EXISTS events_by_hour_resource ON events (ts_ms / 3600000, resource_id)",
@@ -34,9 +42,22 @@ const DEFERRED: [(&str, &str); 3] = [
     ),
 ];
 
-/// The indexes a newest-first backfill leaves half empty: rebuilt after a large walk
-/// (those led by an actor or a kind are in time order within each key and fill better).
-const REBUILT: [&str; 3] = ["events_by_hour_id", "events_by_time", "events_by_hour_resource"];
+/// The indexes a newest-first backfill leaves half empty: rebuilt after a large walk.
+/// Those led by a kind insert at the left edge of each kind's range, and split pages
+/// as those led by time do; those led by an actor are in many more, smaller ranges,
+/// and fill better.
+const REBUILT: [&str; 4] = ["events_by_hour_id", "events_by_time", "events_by_hour_resource", "events_by_kind"];
+
+/// `hint` (`INDEXED BY <index>`) for a query, or nothing while a first backfill has
+/// left that index out: the planner then reads the table or another index, with the
+/// same answers.
+pub(crate) fn if_built(conn: &Connection, hint: &'static str) -> rusqlite::Result<&'static str> {
+    let name = hint.trim_start_matches("INDEXED BY").trim();
+    let exists: bool = conn
+        .prepare_cached("SELECT EXISTS (SELECT 1 FROM sqlite_schema WHERE type = 'index' AND name = ?1)")?
+        .query_row([name], |r| r.get(0))?;
+    Ok(if exists { hint } else { "" })
+}
 
 /// At least this many new events before a rebuild is worth its cost.
 const MIN_NEW: u64 = 10_000;
