@@ -4,6 +4,7 @@
 use jiff::Timestamp;
 use rusqlite::{OptionalExtension, params};
 use tfaudit_store::ledger::{frontier_bytes, frontier_from_bytes, hash_from_bytes};
+use tfaudit_store::retention::{decode_seqs, encode_seqs};
 use tfaudit_store::{
     Checkpoint, CommitOutcome, Hash, Leaf, Ledger, Result, StoreError, TreeHead, TreeNode, Verification,
 };
@@ -50,13 +51,70 @@ pub(crate) fn grow(
     write_tree(tx, &head, &leaves, &completed)
 }
 
+/// Leaves a row of `tree_leaf_blocks` holds: leaves `block * BLOCK` on. A row of 480
+/// (15.4 KB of hashes, the seqs mostly a byte each) fills one of the archive's 16 KB
+/// pages; of 256, each page held one row and was half empty.
+const BLOCK: u64 = 480;
+
+/// Adds `tfaudit_encode_seqs(text)`: a comma-separated list of ascending seqs as
+/// `tree_leaf_blocks` keeps them (migration 16 uses it).
+pub fn register(conn: &rusqlite::Connection) -> rusqlite::Result<()> {
+    use rusqlite::functions::FunctionFlags;
+    let flags = FunctionFlags::SQLITE_UTF8 | FunctionFlags::SQLITE_DETERMINISTIC | FunctionFlags::SQLITE_INNOCUOUS;
+    conn.create_scalar_function("tfaudit_encode_seqs", 1, flags, |ctx| {
+        let list = ctx.get::<String>(0)?;
+        let seqs = list
+            .split(',')
+            .map(str::parse)
+            .collect::<Result<Vec<i64>, _>>()
+            .map_err(|e| rusqlite::Error::UserFunctionError(format!("a leaf's seq is not a number: {e}").into()))?;
+        Ok(encode_seqs(&seqs))
+    })
+}
+
+fn broken_block(block: u64, why: &str) -> rusqlite::Error {
+    rusqlite::Error::FromSqlConversionFailure(
+        0,
+        rusqlite::types::Type::Blob,
+        format!("the tree's leaves are damaged: block {block} {why}").into(),
+    )
+}
+
+/// Appends `leaves` (consecutive indexes from the tree's size) to their blocks: a block
+/// already begun is read and written back whole with the new leaves after its own.
+fn write_leaves(tx: &rusqlite::Connection, leaves: &[Leaf]) -> rusqlite::Result<()> {
+    let mut rest = leaves;
+    while let Some(first) = rest.first() {
+        let (block, offset) = (first.index / BLOCK, first.index % BLOCK);
+        let (these, next) = rest.split_at(rest.len().min(usize::try_from(BLOCK - offset).unwrap_or(usize::MAX)));
+        let (mut seqs, mut hashes) = if offset == 0 {
+            (Vec::with_capacity(these.len()), Vec::with_capacity(these.len() * 32))
+        } else {
+            let (seqs, hashes): (Vec<u8>, Vec<u8>) = tx
+                .prepare_cached("SELECT seqs, hashes FROM tree_leaf_blocks WHERE block = ?1")?
+                .query_row([big(block)], |r| Ok((r.get(0)?, r.get(1)?)))
+                .optional()?
+                .ok_or_else(|| broken_block(block, "is missing"))?;
+            (decode_seqs(&seqs).ok_or_else(|| broken_block(block, "has unreadable seqs"))?, hashes)
+        };
+        if seqs.len() as u64 != offset || hashes.len() as u64 != offset * 32 {
+            return Err(broken_block(block, &format!("holds {} leaves where the tree has {offset}", seqs.len())));
+        }
+        for l in these {
+            seqs.push(l.seq);
+            hashes.extend_from_slice(&l.hash);
+        }
+        tx.prepare_cached("INSERT OR REPLACE INTO tree_leaf_blocks (block, seqs, hashes) VALUES (?1, ?2, ?3)")?
+            .execute(params![big(block), encode_seqs(&seqs), hashes])?;
+        rest = next;
+    }
+    Ok(())
+}
+
 /// Adds leaves and kept nodes and moves the head, in the caller's transaction: what
 /// both a page's write and [`Ledger::append_tree`] do.
 fn write_tree(tx: &rusqlite::Connection, head: &TreeHead, leaves: &[Leaf], nodes: &[TreeNode]) -> rusqlite::Result<()> {
-    let mut leaf = tx.prepare_cached("INSERT INTO tree_leaves (idx, seq, hash) VALUES (?1, ?2, ?3)")?;
-    for l in leaves {
-        leaf.execute(params![big(l.index), l.seq, &l.hash[..]])?;
-    }
+    write_leaves(tx, leaves)?;
     let mut node = tx.prepare_cached("INSERT OR REPLACE INTO tree_nodes (level, idx, hash) VALUES (?1, ?2, ?3)")?;
     for n in nodes {
         node.execute(params![n.level, big(n.index), &n.hash[..]])?;
@@ -160,15 +218,31 @@ impl Ledger for SqliteStore {
 
     fn leaves(&self, from: u64, limit: u64) -> Result<Vec<Leaf>> {
         let conn = self.read()?;
-        let mut stmt = conn
-            .prepare_cached("SELECT idx, seq, hash FROM tree_leaves WHERE idx >= ?1 ORDER BY idx LIMIT ?2")
-            .map_err(|e| self.db(e))?;
-        stmt.query_map(params![big(from), big(limit)], |r| {
-            Ok(Leaf { index: count(r.get(0)?), seq: r.get(1)?, hash: hash(&r.get::<_, Vec<u8>>(2)?, "a leaf")? })
-        })
-        .map_err(|e| self.db(e))?
-        .collect::<rusqlite::Result<_>>()
-        .map_err(|e| self.db(e))
+        let read = || -> rusqlite::Result<Vec<Leaf>> {
+            let mut stmt = conn
+                .prepare_cached("SELECT block, seqs, hashes FROM tree_leaf_blocks WHERE block >= ?1 ORDER BY block")?;
+            let mut rows = stmt.query([big(from / BLOCK)])?;
+            let mut leaves = Vec::with_capacity(usize::try_from(limit.min(64 * BLOCK)).unwrap_or(0));
+            while (leaves.len() as u64) < limit
+                && let Some(r) = rows.next()?
+            {
+                let block = count(r.get(0)?);
+                let seqs =
+                    decode_seqs(r.get_ref(1)?.as_blob()?).ok_or_else(|| broken_block(block, "has unreadable seqs"))?;
+                let hashes = r.get_ref(2)?.as_blob()?;
+                if hashes.len() != seqs.len() * 32 || seqs.len() as u64 > BLOCK {
+                    return Err(broken_block(block, "has as many hashes as seqs"));
+                }
+                for (i, (seq, h)) in seqs.iter().zip(hashes.chunks_exact(32)).enumerate() {
+                    let index = block * BLOCK + i as u64;
+                    if index >= from && (leaves.len() as u64) < limit {
+                        leaves.push(Leaf { index, seq: *seq, hash: hash(h, "a leaf")? });
+                    }
+                }
+            }
+            Ok(leaves)
+        };
+        read().map_err(|e| self.db(e))
     }
 
     fn tree_nodes(&self, level: u32, from: u64, limit: u64) -> Result<Vec<TreeNode>> {

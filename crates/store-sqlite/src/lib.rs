@@ -340,6 +340,7 @@ impl SqliteStore {
         compress::register(&conn, self.codec.clone()).map_err(|e| classify(&shown, e))?;
         names::register(&conn).map_err(|e| classify(&shown, e))?;
         rollup::register(&conn).map_err(|e| classify(&shown, e))?;
+        ledger::register(&conn).map_err(|e| classify(&shown, e))?;
         // Before the first table exists, so that it applies: larger pages mean fewer
         // B-tree splits and WAL frames per event.
         // Incremental auto-vacuum likewise: pages freed (indexes rebuilt after a backfill,

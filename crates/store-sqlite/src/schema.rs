@@ -466,10 +466,24 @@ CREATE TABLE IF NOT EXISTS upkeep (
     deferred       INTEGER NOT NULL DEFAULT 0
 );
 ",
-    // 16: a first backfill now also leaves the kind's and the destroy runs' indexes out
-    // until its walk ends (upkeep.rs). A tfaudit from before would not build them, and
-    // its queries name them: this version keeps it from opening such an archive.
+    // 16: the tree's leaves kept 480 to a row (leaves `block * 480` on): their seqs as
+    // LEB128 varints of the differences, their hashes end to end. A row a leaf cost 45
+    // bytes an event, 13 of them the row's own; this costs 33, and a page's leaves are a
+    // row or two written, not a thousand. It needs `tfaudit_encode_seqs`, registered
+    // on every writing connection.
+    //
+    // And a first backfill now also leaves the kind's and the destroy runs' indexes out
+    // until its walk ends (upkeep.rs), which a tfaudit from before would not build,
+    // though its queries name them: this version also keeps it off such an archive.
     r"
-UPDATE upkeep SET deferred = deferred;
+CREATE TABLE tree_leaf_blocks (
+    block  INTEGER PRIMARY KEY,
+    seqs   BLOB NOT NULL,
+    hashes BLOB NOT NULL
+);
+INSERT INTO tree_leaf_blocks (block, seqs, hashes)
+    SELECT idx / 480, tfaudit_encode_seqs(group_concat(seq, ',' ORDER BY idx)), unhex(group_concat(hex(hash), '' ORDER BY idx))
+    FROM tree_leaves GROUP BY idx / 480;
+DROP TABLE tree_leaves;
 ",
 ];

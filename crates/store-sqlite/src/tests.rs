@@ -1006,9 +1006,10 @@ fn an_archive_from_before_the_destroy_mark_gets_it_for_every_event() {
     let expected: Vec<String> = (0..3000).filter(|&n| destroys(n)).map(|n| format!("e{n:05}")).collect();
     let destroy_runs = EventFilter { destroy_run: true, ..EventFilter::default() };
     assert_eq!(all_ids(&s, &destroy_runs), expected, "marked as stored");
-    drop(s);
     let path = dir.path().join("sub/archive.db");
     let conn = rusqlite::Connection::open(&path).unwrap();
+    leaves_a_row_each(&s, &conn);
+    drop(s);
     let compressed: i64 =
         conn.query_row("SELECT count(*) FROM events WHERE dict IS NOT NULL", [], |r| r.get(0)).unwrap();
     assert_eq!(compressed, 1000, "the last page is compressed");
@@ -1190,4 +1191,85 @@ fn a_copy_ends_with_its_indexes_packed() {
     let free: i64 = c.query_row("PRAGMA freelist_count", [], |r| r.get(0)).unwrap();
     assert_eq!(free, 0);
     assert_eq!(all_ids(&to, &EventFilter::default()), all_ids(&from, &EventFilter::default()));
+}
+
+/// The tree's leaves, 480 to a row: pages that end inside a block continue it, every
+/// leaf reads back by index (from any point, to any limit), and an archive with a row
+/// a leaf (before migration 16) is converted with every leaf the same.
+#[test]
+fn leaves_kept_in_blocks_read_back_the_same_and_older_archives_convert() {
+    use tfaudit_store::Ledger;
+    let (dir, s) = open();
+    let source = s.source("acme", "x").unwrap();
+    let run = s.start_run(source.id, Timestamp::now()).unwrap();
+    let page = |from: u32, n: u32| -> Vec<AuditEvent> {
+        (from..from + n)
+            .map(|i| {
+                event(
+                    &format!("e{i:05}"),
+                    &format!("2024-05-01T{:02}:{:02}:00Z", i / 60 % 24, i % 60),
+                    "user-1",
+                    "ann",
+                    "run",
+                    "apply",
+                )
+            })
+            .collect()
+    };
+    // 300 leaves, then 700 (ending inside the third block), then one.
+    store(&s, &source, run, &page(0, 300));
+    store(&s, &source, run, &page(300, 700));
+    store(&s, &source, run, &page(1000, 1));
+    let all = s.leaves(0, u64::MAX).unwrap();
+    assert_eq!(all.len(), 1001);
+    for (i, leaf) in all.iter().enumerate() {
+        assert_eq!(leaf.index, i as u64);
+        assert_eq!(leaf.seq, i as i64 + 1);
+    }
+    assert_eq!(s.tree_head().unwrap().unwrap().size, 1001);
+    assert_eq!(s.leaves(479, 3).unwrap(), all[479..482]);
+    assert_eq!(s.leaves(960, 1000).unwrap(), all[960..]);
+    assert!(s.leaves(1001, 10).unwrap().is_empty());
+    let path = dir.path().join("sub/archive.db");
+    let c = rusqlite::Connection::open(&path).unwrap();
+    let rows: i64 = c.query_row("SELECT count(*) FROM tree_leaf_blocks", [], |r| r.get(0)).unwrap();
+    assert_eq!(rows, 3);
+    drop(s);
+
+    // Back to a row a leaf, as schema 15 kept them, then opened: converted.
+    let s = SqliteStore::open(&path, OpenMode::MustExist).unwrap();
+    leaves_a_row_each(&s, &c);
+    drop(s);
+    c.execute_batch("PRAGMA user_version = 15").unwrap();
+    let s = SqliteStore::open(&path, OpenMode::MustExist).unwrap();
+    assert_eq!(s.leaves(0, u64::MAX).unwrap(), all);
+    let old_table: bool = c
+        .query_row("SELECT EXISTS (SELECT 1 FROM sqlite_schema WHERE name = 'tree_leaves')", [], |r| r.get(0))
+        .unwrap();
+    assert!(!old_table);
+    // And it grows on from there.
+    store(&s, &source, run, &page(1001, 10));
+    let grown = s.leaves(0, u64::MAX).unwrap();
+    assert_eq!(grown.len(), 1011);
+    assert_eq!(grown[..1001], all[..]);
+    assert_eq!(grown[1010].seq, 1011);
+}
+
+/// Puts an archive's tree leaves back in the layout before migration 16, a row a leaf,
+/// for tests that make an older archive of a current one.
+fn leaves_a_row_each(s: &SqliteStore, c: &rusqlite::Connection) {
+    use tfaudit_store::Ledger;
+    let leaves = s.leaves(0, u64::MAX).unwrap();
+    c.execute_batch(
+        "CREATE TABLE tree_leaves (idx INTEGER PRIMARY KEY, seq INTEGER NOT NULL, hash BLOB NOT NULL);
+         DROP TABLE tree_leaf_blocks;",
+    )
+    .unwrap();
+    for leaf in &leaves {
+        c.execute(
+            "INSERT INTO tree_leaves (idx, seq, hash) VALUES (?1, ?2, ?3)",
+            rusqlite::params![leaf.index as i64, leaf.seq, &leaf.hash[..]],
+        )
+        .unwrap();
+    }
 }
