@@ -80,6 +80,23 @@ fn broken_block(block: u64, why: &str) -> rusqlite::Error {
     )
 }
 
+/// A row of `tree_leaf_blocks` read: its leaves' seqs, checked to be at most a block's
+/// and to have a hash each in `hashes`.
+fn block_seqs(block: u64, seqs: &[u8], hashes: &[u8]) -> rusqlite::Result<Vec<i64>> {
+    let seqs = decode_seqs(seqs).ok_or_else(|| broken_block(block, "has unreadable seqs"))?;
+    if seqs.len() as u64 > BLOCK || hashes.len() != seqs.len() * 32 {
+        return Err(broken_block(
+            block,
+            &format!(
+                "holds {} seqs and {} bytes of hashes (at most {BLOCK} leaves of 32 bytes)",
+                seqs.len(),
+                hashes.len()
+            ),
+        ));
+    }
+    Ok(seqs)
+}
+
 /// Appends `leaves` (consecutive indexes from the tree's size) to their blocks: a block
 /// already begun is read and written back whole with the new leaves after its own.
 fn write_leaves(tx: &rusqlite::Connection, leaves: &[Leaf]) -> rusqlite::Result<()> {
@@ -95,9 +112,9 @@ fn write_leaves(tx: &rusqlite::Connection, leaves: &[Leaf]) -> rusqlite::Result<
                 .query_row([big(block)], |r| Ok((r.get(0)?, r.get(1)?)))
                 .optional()?
                 .ok_or_else(|| broken_block(block, "is missing"))?;
-            (decode_seqs(&seqs).ok_or_else(|| broken_block(block, "has unreadable seqs"))?, hashes)
+            (block_seqs(block, &seqs, &hashes)?, hashes)
         };
-        if seqs.len() as u64 != offset || hashes.len() as u64 != offset * 32 {
+        if seqs.len() as u64 != offset {
             return Err(broken_block(block, &format!("holds {} leaves where the tree has {offset}", seqs.len())));
         }
         for l in these {
@@ -227,17 +244,15 @@ impl Ledger for SqliteStore {
                 && let Some(r) = rows.next()?
             {
                 let block = count(r.get(0)?);
-                let seqs =
-                    decode_seqs(r.get_ref(1)?.as_blob()?).ok_or_else(|| broken_block(block, "has unreadable seqs"))?;
                 let hashes = r.get_ref(2)?.as_blob()?;
-                if hashes.len() != seqs.len() * 32 || seqs.len() as u64 > BLOCK {
-                    return Err(broken_block(block, "has as many hashes as seqs"));
-                }
-                for (i, (seq, h)) in seqs.iter().zip(hashes.chunks_exact(32)).enumerate() {
-                    let index = block * BLOCK + i as u64;
-                    if index >= from && (leaves.len() as u64) < limit {
-                        leaves.push(Leaf { index, seq: *seq, hash: hash(h, "a leaf")? });
+                let seqs = block_seqs(block, r.get_ref(1)?.as_blob()?, hashes)?;
+                let first = block * BLOCK;
+                let skip = usize::try_from(from.saturating_sub(first)).unwrap_or(usize::MAX);
+                for (i, (seq, h)) in seqs.iter().zip(hashes.chunks_exact(32)).enumerate().skip(skip) {
+                    if leaves.len() as u64 >= limit {
+                        break;
                     }
+                    leaves.push(Leaf { index: first + i as u64, seq: *seq, hash: hash(h, "a leaf")? });
                 }
             }
             Ok(leaves)

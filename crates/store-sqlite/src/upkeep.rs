@@ -72,11 +72,14 @@ pub(crate) fn before_first_page(tx: &Connection) -> rusqlite::Result<()> {
     Ok(())
 }
 
+/// Whether a first backfill has left indexes out.
+fn deferred(conn: &Connection) -> rusqlite::Result<bool> {
+    Ok(conn.query_row("SELECT deferred FROM upkeep WHERE id = 1", [], |r| r.get(0)).optional()?.unwrap_or(false))
+}
+
 /// Builds the indexes a first backfill left out, if it did; whether it built them.
 fn build_deferred(tx: &Connection) -> rusqlite::Result<bool> {
-    let deferred: bool =
-        tx.query_row("SELECT deferred FROM upkeep WHERE id = 1", [], |r| r.get(0)).optional()?.unwrap_or(false);
-    if !deferred {
+    if !deferred(tx)? {
         return Ok(false);
     }
     for (_, create) in DEFERRED {
@@ -91,9 +94,7 @@ fn build_deferred(tx: &Connection) -> rusqlite::Result<bool> {
 /// the organization is no longer synced).
 pub(crate) fn on_open(conn: &mut Connection) -> rusqlite::Result<()> {
     // Read first, without the write lock, as nearly every open finds nothing to do.
-    let deferred: bool =
-        conn.query_row("SELECT deferred FROM upkeep WHERE id = 1", [], |r| r.get(0)).optional()?.unwrap_or(false);
-    if !deferred {
+    if !deferred(conn)? {
         return Ok(());
     }
     sorting_on_disk(conn, build_if_no_walk)
