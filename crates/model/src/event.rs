@@ -94,7 +94,24 @@ impl AuditEvent {
     /// A [`RejectedEvent`] carrying the original text when the element is not an
     /// object, has no usable `id`, or has no RFC 3339 `timestamp`.
     pub fn parse(raw: &RawValue) -> Result<Self, RejectedEvent> {
-        let text = raw.get();
+        let mut event = Self::parse_fields(raw.get())?;
+        event.raw = raw.get().to_owned();
+        Ok(event)
+    }
+
+    /// As [`AuditEvent::parse`], keeping `raw`'s own text as the event's: a sync's
+    /// events then cost no copy of their bytes.
+    ///
+    /// # Errors
+    /// As [`AuditEvent::parse`].
+    pub fn parse_owned(raw: Box<RawValue>) -> Result<Self, RejectedEvent> {
+        let mut event = Self::parse_fields(raw.get())?;
+        event.raw = Box::<str>::from(raw).into_string();
+        Ok(event)
+    }
+
+    /// Every field but `raw`, which is left empty.
+    fn parse_fields(text: &str) -> Result<Self, RejectedEvent> {
         let reject = |reason: String| RejectedEvent::new(text.to_owned(), &reason);
         if !text.trim_start().starts_with('{') {
             return Err(reject("not a JSON object".into()));
@@ -125,7 +142,7 @@ impl AuditEvent {
             resource_id: resource.id.owned(),
             resource_type: resource.r#type.owned(),
             resource_action: resource.action.owned(),
-            raw: text.to_owned(),
+            raw: String::new(),
             named,
         })
     }

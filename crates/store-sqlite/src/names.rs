@@ -6,7 +6,7 @@
 //! keep what they learnt without ever checking again.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Mutex, MutexGuard};
 
 use rusqlite::functions::FunctionFlags;
 use rusqlite::types::{ToSqlOutput, Value, ValueRef};
@@ -67,10 +67,33 @@ fn lower_hex(c: u8) -> Option<u8> {
 /// What an id (an event's, a request's) is stored as: 16 bytes for a UUID in canonical
 /// form, else the text itself. A text and a blob never compare equal, and one string
 /// always packs the same way, so uniqueness and lookups by id are as they were.
-pub fn pack_id(id: &str) -> ToSqlOutput<'_> {
+/// The packing is kept on the stack and bound borrowed: an event's two ids then cost
+/// the ingest no allocation.
+pub fn pack_id(id: &str) -> PackedId<'_> {
     match uuid_bytes(id) {
-        Some(b) => ToSqlOutput::Owned(Value::Blob(b.to_vec())),
-        None => ToSqlOutput::Borrowed(ValueRef::Text(id.as_bytes())),
+        Some(b) => PackedId::Uuid(b),
+        None => PackedId::Text(id),
+    }
+}
+
+/// An id as [`pack_id`] stores it.
+pub enum PackedId<'a> {
+    Uuid([u8; 16]),
+    Text(&'a str),
+}
+
+impl PackedId<'_> {
+    fn value(&self) -> ValueRef<'_> {
+        match self {
+            Self::Uuid(b) => ValueRef::Blob(b),
+            Self::Text(t) => ValueRef::Text(t.as_bytes()),
+        }
+    }
+}
+
+impl rusqlite::ToSql for PackedId<'_> {
+    fn to_sql(&self) -> rusqlite::Result<ToSqlOutput<'_>> {
+        Ok(ToSqlOutput::Borrowed(self.value()))
     }
 }
 
@@ -111,7 +134,7 @@ const CACHE_MAX: usize = 100_000;
 /// The writer's cache of keys committed to the archive, by string.
 #[derive(Default)]
 pub struct Cache {
-    keys: Mutex<HashMap<String, i64>>,
+    keys: Mutex<foldhash::HashMap<String, i64>>,
 }
 
 impl std::fmt::Debug for Cache {
@@ -123,23 +146,29 @@ impl std::fmt::Debug for Cache {
 /// Keys for one transaction's strings: from the cache, else from `names`, else new.
 /// What it learns joins the cache only through [`Interner::committed`], so that a key
 /// allocated by a transaction rolled back is never used again.
+///
+/// It holds the cache's lock for the transaction: only the writer, whose transactions
+/// run one at a time, interns, and an event's seven strings then cost no lock each.
 pub struct Interner<'a> {
-    cache: &'a Cache,
-    learnt: HashMap<String, i64>,
+    cache: MutexGuard<'a, foldhash::HashMap<String, i64>>,
+    learnt: foldhash::HashMap<String, i64>,
 }
 
 impl<'a> Interner<'a> {
     pub fn new(cache: &'a Cache) -> Self {
-        Self { cache, learnt: HashMap::new() }
+        Self {
+            cache: cache.keys.lock().unwrap_or_else(std::sync::PoisonError::into_inner),
+            learnt: foldhash::HashMap::default(),
+        }
     }
 
     /// The key of `value` (`None` for `None`), adding it to `names` when new.
     pub fn key(&mut self, conn: &Connection, value: Option<&str>) -> rusqlite::Result<Option<i64>> {
         let Some(value) = value else { return Ok(None) };
-        if let Some(&k) = self.learnt.get(value) {
+        if let Some(&k) = self.cache.get(value) {
             return Ok(Some(k));
         }
-        if let Some(&k) = self.cache.keys.lock().unwrap_or_else(std::sync::PoisonError::into_inner).get(value) {
+        if let Some(&k) = self.learnt.get(value) {
             return Ok(Some(k));
         }
         let found: Option<i64> = conn
@@ -159,7 +188,7 @@ impl<'a> Interner<'a> {
 
     /// After the transaction committed: what it learnt is now true for good.
     pub fn committed(self) {
-        let mut keys = self.cache.keys.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut keys = self.cache;
         if keys.len() + self.learnt.len() > CACHE_MAX {
             keys.clear();
         }
@@ -210,13 +239,9 @@ mod tests {
             "'; DROP TABLE events; --",
         ] {
             let packed = pack_id(id);
-            let is_blob = matches!(&packed, ToSqlOutput::Owned(Value::Blob(b)) if b.len() == 16);
+            let is_blob = matches!(packed.value(), ValueRef::Blob(b) if b.len() == 16);
             assert_eq!(is_blob, id == "0f8fad5b-d9cb-469f-a165-70867728950e", "{id}");
-            let back = match &packed {
-                ToSqlOutput::Owned(Value::Blob(b)) => unpack_id(ValueRef::Blob(b)),
-                ToSqlOutput::Borrowed(v) => unpack_id(*v),
-                _ => unreachable!(),
-            };
+            let back = unpack_id(packed.value());
             assert_eq!(back.unwrap().as_deref(), Some(id));
         }
     }

@@ -20,7 +20,6 @@ pub(crate) fn insert_event(
     source: i64,
     ingested_ms: i64,
 ) -> rusqlite::Result<usize> {
-    let (raw, dict) = codec.compress(&e.raw)?;
     let mut key = |v: &Option<String>| names.key(tx, v.as_deref());
     let keys = [
         key(&e.organization_id)?,
@@ -31,24 +30,26 @@ pub(crate) fn insert_event(
         key(&e.resource_type)?,
         key(&e.resource_action)?,
     ];
-    insert.execute(params![
-        crate::names::pack_id(&e.id),
-        source,
-        ms(e.timestamp),
-        keys[0],
-        keys[1],
-        keys[2],
-        keys[3],
-        keys[4],
-        keys[5],
-        keys[6],
-        e.request_id.as_deref().map(crate::names::pack_id),
-        e.resource_id,
-        ingested_ms,
-        dict,
-        raw,
-        e.is_destroy_run(),
-    ])
+    codec.with_stored(&e.raw, |raw, dict| {
+        insert.execute(params![
+            crate::names::pack_id(&e.id),
+            source,
+            ms(e.timestamp),
+            keys[0],
+            keys[1],
+            keys[2],
+            keys[3],
+            keys[4],
+            keys[5],
+            keys[6],
+            e.request_id.as_deref().map(crate::names::pack_id),
+            e.resource_id,
+            ingested_ms,
+            dict,
+            raw,
+            e.is_destroy_run(),
+        ])
+    })
 }
 
 /// Adds `tfaudit_destroy_run(text)`: whether an event's JSON is about a run that

@@ -5,7 +5,10 @@
 //! copied by `tfaudit migrate`), so that an archive filled either way summarises the
 //! same.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
+use std::hash::BuildHasher;
+
+use foldhash::HashMap;
 
 use tfaudit_model::AuditEvent;
 
@@ -84,6 +87,6 @@ impl<'a> Rollups<'a> {
 
 /// `counts` in key order.
 #[must_use]
-pub fn sorted<K: Ord + Copy, V: Copy>(counts: &HashMap<K, V>) -> BTreeMap<K, V> {
+pub fn sorted<K: Ord + Copy, V: Copy, S: BuildHasher>(counts: &std::collections::HashMap<K, V, S>) -> BTreeMap<K, V> {
     counts.iter().map(|(k, v)| (*k, *v)).collect()
 }
