@@ -565,7 +565,7 @@ fn read_event(conn: &Connection, names: &mut names::Resolver, r: &rusqlite::Row<
             auth_description: names.at(conn, r, 7)?,
             impersonator_id: names.at(conn, r, 8)?,
             request_id: names::id_at(r, 9)?,
-            resource_id: r.get(10)?,
+            resource_id: names.at(conn, r, 10)?,
             resource_type: names.at(conn, r, 11)?,
             resource_action: names.at(conn, r, 12)?,
             raw: r.get(13)?,
@@ -667,12 +667,12 @@ fn where_clause(
     if let Some(p) = &filter.resource_id {
         match hours {
             Some((from, to)) if !p.is_glob() => w.and(
-                &format!("{HOUR_PROBE} AND e.resource_id = ?"),
+                &format!("{HOUR_PROBE} AND e.resource_id = (SELECT n.id FROM names n WHERE n.value = ?)"),
                 vec![Box::new(from), Box::new(to), Box::new(p.as_str().to_owned())],
             ),
             _ => {
-                let (sql, values) = glob::clause("e.resource_id", p, false);
-                w.and(&sql, values);
+                let (sql, values) = glob::clause("n.value", p, false);
+                w.and(&format!("e.resource_id IN (SELECT n.id FROM names n WHERE {sql})"), values);
             }
         }
     }
@@ -1033,12 +1033,13 @@ impl Archive for SqliteStore {
         );
         let mut stmt = conn.prepare_cached(&sql).map_err(|e| self.db(e))?;
         let mut rows = stmt.query(&*w.refs()).map_err(|e| self.db(e))?;
+        let mut names = names::Resolver::default();
         let mut n = 0;
         while let Some(r) = rows.next().map_err(|e| self.db(e))? {
             let key = EventKey {
                 seq: r.get(0).map_err(|e| self.db(e))?,
                 timestamp: ts(r.get(1).map_err(|e| self.db(e))?),
-                resource_id: r.get(2).map_err(|e| self.db(e))?,
+                resource_id: names.at(&conn, r, 2).map_err(|e| self.db(e))?,
             };
             each(key)?;
             n += 1;

@@ -29,6 +29,7 @@ pub(crate) fn insert_event(
         key(&e.impersonator_id)?,
         key(&e.resource_type)?,
         key(&e.resource_action)?,
+        key(&e.resource_id)?,
     ];
     codec.with_stored(&e.raw, |raw, dict| {
         insert.execute(params![
@@ -43,7 +44,7 @@ pub(crate) fn insert_event(
             keys[5],
             keys[6],
             e.request_id.as_deref().map(crate::names::pack_id),
-            e.resource_id,
+            keys[7],
             ingested_ms,
             dict,
             raw,

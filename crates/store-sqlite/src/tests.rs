@@ -925,6 +925,17 @@ fn an_archive_in_the_old_layout_migrates_with_every_answer_unchanged() {
         })
         .unwrap();
     assert_eq!((packed, text), (114, 6), "canonical UUIDs packed, every other id kept as text");
+    let (keys, named, resources): (i64, i64, i64) = conn
+        .query_row(
+            "SELECT sum(typeof(resource_id) = 'integer'), count(*), (SELECT count(DISTINCT value) FROM names
+                WHERE id IN (SELECT resource_id FROM events)) FROM events WHERE resource_id IS NOT NULL",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+        )
+        .unwrap();
+    assert_eq!(keys, named, "every resource id kept as a key of names");
+    let distinct = events.iter().filter_map(|e| e.resource_id.as_deref()).collect::<std::collections::BTreeSet<_>>();
+    assert_eq!(resources as usize, distinct.len());
     let indexes: Vec<String> = conn
         .prepare("SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = 'events' ORDER BY name")
         .unwrap()
