@@ -153,7 +153,8 @@ pub struct PageName<'a> {
 /// the same few names, so the catalogue is written once per name, not per event.
 #[must_use]
 pub fn page_names(events: &[AuditEvent]) -> Vec<PageName<'_>> {
-    let mut seen: HashMap<&Sighting, usize> = HashMap::new();
+    // foldhash: each event's sightings are hashed here, on the ingest's hot path.
+    let mut seen: foldhash::HashMap<&Sighting, usize> = foldhash::HashMap::default();
     let mut out: Vec<PageName<'_>> = Vec::new();
     for e in events {
         for s in e.named.iter() {
