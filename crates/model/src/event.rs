@@ -99,14 +99,15 @@ impl AuditEvent {
         Ok(event)
     }
 
-    /// As [`AuditEvent::parse`], keeping `raw`'s own text as the event's: a sync's
-    /// events then cost no copy of their bytes.
+    /// As [`AuditEvent::parse`], for an element's text not yet read as JSON (a page's
+    /// element), kept as the event's own: a sync's events then cost no copy of their
+    /// bytes, and their text is read once.
     ///
     /// # Errors
-    /// As [`AuditEvent::parse`].
-    pub fn parse_owned(raw: Box<RawValue>) -> Result<Self, RejectedEvent> {
-        let mut event = Self::parse_fields(raw.get())?;
-        event.raw = Box::<str>::from(raw).into_string();
+    /// As [`AuditEvent::parse`], and when the text is not JSON.
+    pub fn parse_owned(raw: String) -> Result<Self, RejectedEvent> {
+        let mut event = Self::parse_fields(&raw)?;
+        event.raw = raw;
         Ok(event)
     }
 
@@ -726,6 +727,26 @@ mod tests {
             (r#"{"id":"a","id":"b","timestamp":"2024-01-01T00:00:00Z"}"#, "duplicate field"),
         ] {
             let r = AuditEvent::parse(&raw(text)).unwrap_err();
+            assert!(r.reason.contains(why), "{text}: {}", r.reason);
+            assert_eq!(r.raw, text);
+        }
+    }
+
+    /// A page's elements reach `parse_owned` as text not yet read as JSON: what is not
+    /// JSON is set aside there, with its text, and what is becomes the same event as
+    /// `parse` makes.
+    #[test]
+    fn text_not_yet_read_as_json_is_read_once_and_kept() {
+        let good = r#"{"id":"a","timestamp":"2024-01-01T00:00:00Z","request":{"id":"r"}}"#;
+        assert_eq!(AuditEvent::parse_owned(good.to_owned()).unwrap(), AuditEvent::parse(&raw(good)).unwrap());
+        for (text, why) in [
+            (r#"{"id":"c","timestamp":"2024-01-01T00:00:00Z","x":"bad \q escape"}"#, "unreadable event object"),
+            (r#"{"id":"c","timestamp":"2024-01-01T00:00:00Z","x":tru}"#, "unreadable event object"),
+            (r#"{"id":"c","timestamp":"2024-01-01T00:00:00Z"} x"#, "unreadable event object"),
+            ("{\"id\":\"c\",\"x\":\"a\u{1}b\"}", "unreadable event object"),
+            ("tru", "not a JSON object"),
+        ] {
+            let r = AuditEvent::parse_owned(text.to_owned()).unwrap_err();
             assert!(r.reason.contains(why), "{text}: {}", r.reason);
             assert_eq!(r.raw, text);
         }

@@ -512,7 +512,7 @@ impl Bounds {
             use std::hash::{BuildHasher, Hash, Hasher};
             // Every byte of the page is hashed: SipHash cost a sync 1% of its CPU.
             let mut h = self.hasher.build_hasher();
-            page.data.iter().for_each(|raw| raw.get().hash(&mut h));
+            page.data.iter().for_each(|raw| raw.hash(&mut h));
             page.unreadable.iter().for_each(|r| r.raw.hash(&mut h));
             h.finish()
         };
