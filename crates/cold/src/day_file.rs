@@ -161,10 +161,8 @@ pub fn decode_day(bytes: bytes::Bytes) -> Result<Vec<StoredEvent>, ColdError> {
             .ok_or_else(|| bad("ingested_at".into()))?;
         let raws = batch.column(raw).as_string_opt::<i32>().ok_or_else(|| bad("raw".into()))?;
         for row in 0..batch.num_rows() {
-            let text = raws.value(row);
-            let value = serde_json::value::RawValue::from_string(text.to_owned())
-                .map_err(|e| bad(format!("the event at seq {} is not JSON: {e}", seqs.value(row))))?;
-            let event = tfaudit_model::AuditEvent::parse(&value)
+            // Read as JSON once, as the event (text that is not JSON is refused there).
+            let event = tfaudit_model::AuditEvent::parse_owned(raws.value(row).to_owned())
                 .map_err(|r| bad(format!("the event at seq {}: {}", seqs.value(row), r.reason)))?;
             events.push(StoredEvent {
                 seq: seqs.value(row),
