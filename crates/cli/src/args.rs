@@ -130,10 +130,12 @@ pub enum Command {
     /// written). Stop anything that writes to the source (sync, watch, serve) first.
     Migrate(MigrateArgs),
     /// Compress the events an archive still keeps uncompressed (from before its first
-    /// dictionary, or from an older tfaudit), in batches; resumable
+    /// dictionary, or from an older tfaudit) or compressed the older way, in batches;
+    /// resumable
     ///
     /// SQLite archives keep each event's bytes compressed with a dictionary trained on
-    /// their own events. Stopped part way, the same command goes on; `--vacuum` then
+    /// their own events, less the id, request id and time the event's row keeps; events an
+    /// older tfaudit compressed with all of their text are compressed again this way. Stopped part way, the same command goes on; `--vacuum` then
     /// gives the space freed back to the file system (it rewrites the file, and needs as
     /// much free space as the archive). PostgreSQL archives have nothing to compact.
     Compact(CompactArgs),

@@ -547,7 +547,7 @@ const WALK_COLUMNS: &str =
     "walk_started_ms, walk_since_ms, walk_next_page, walk_page_size, walk_newest_ms, walk_oldest_ms, walk_gap_from_ms";
 
 const EVENT_COLUMNS: &str = "e.seq, e.id, s.name, e.ts_ms, e.organization_id, e.auth_type, e.accessor_id, \
-     e.auth_description, e.impersonator_id, e.request_id, e.resource_id, e.resource_type, e.resource_action, tfaudit_raw(e.raw, e.dict), e.ingested_ms";
+     e.auth_description, e.impersonator_id, e.request_id, e.resource_id, e.resource_type, e.resource_action, tfaudit_raw(e.raw, e.dict, e.id, e.request_id, e.ts_ms), e.ingested_ms";
 
 /// An event's row (selected as [`EVENT_COLUMNS`]), its keys resolved with `names`
 /// on `conn`.
@@ -690,7 +690,10 @@ fn where_clause(
         w.and("e.destroy_run = 1", vec![]);
     }
     if let Some(text) = &filter.text {
-        w.and("tfaudit_contains(?, tfaudit_raw(e.raw, e.dict))", vec![Box::new(text.clone())]);
+        w.and(
+            "tfaudit_contains(?, tfaudit_raw(e.raw, e.dict, e.id, e.request_id, e.ts_ms))",
+            vec![Box::new(text.clone())],
+        );
     }
     if let Some((t, seq)) = filter.before {
         // `ts_ms <= ?` first, so that the time index bounds the scan.
@@ -1368,7 +1371,7 @@ impl Archive for SqliteStore {
             .map_err(|e| self.db(e))?;
         let mut stmt = conn
             .prepare_cached(
-                "SELECT seq, source_id, tfaudit_raw(raw, dict) FROM events WHERE seq > ?1 ORDER BY seq LIMIT ?2",
+                "SELECT seq, source_id, tfaudit_raw(raw, dict, id, request_id, ts_ms) FROM events WHERE seq > ?1 ORDER BY seq LIMIT ?2",
             )
             .map_err(|e| self.db(e))?;
         let mut rows = stmt.query(params![after, i64::try_from(limit).unwrap_or(i64::MAX)]).map_err(|e| self.db(e))?;

@@ -31,11 +31,13 @@ pub(crate) fn insert_event(
         key(&e.resource_action)?,
         key(&e.resource_id)?,
     ];
-    codec.with_stored(&e.raw, |raw, dict| {
+    let ts_ms = ms(e.timestamp);
+    let known = crate::compress::Known { id: &e.id, request_id: e.request_id.as_deref(), ts_ms };
+    codec.with_stored(&e.raw, known, |raw, dict| {
         insert.execute(params![
             crate::names::pack_id(&e.id),
             source,
-            ms(e.timestamp),
+            ts_ms,
             keys[0],
             keys[1],
             keys[2],

@@ -649,6 +649,12 @@ fn compressed_events_come_back_byte_for_byte_and_are_found() {
         )
         .unwrap();
     assert_eq!(zstd::zstd_safe::get_dict_id_from_frame(&frame), None);
+    // Nor does it repeat what the row keeps: the event's id and time are marks.
+    let text = zstd::bulk::Decompressor::with_dictionary(&dict).unwrap().decompress(&frame, 4096).unwrap();
+    let (id, time) = (b"\"e04321\"", b"\"2024-05-01T01:12:01.000Z\"");
+    assert!(all[4321].raw.as_bytes().windows(id.len()).any(|w| w == id) && all[4321].raw.contains("01:12:01.000Z"));
+    assert_eq!(text[0], 0, "a marked frame");
+    assert!(!text.windows(id.len()).any(|w| w == id) && !text.windows(time.len()).any(|w| w == time));
     let older = zstd::bulk::Compressor::with_dictionary(1, &dict).unwrap().compress(all[4321].raw.as_bytes()).unwrap();
     assert!(zstd::zstd_safe::get_dict_id_from_frame(&older).is_some());
     conn.execute("UPDATE events SET raw = ?1 WHERE id = 'e04321'", [&older]).unwrap();
@@ -665,6 +671,52 @@ fn compressed_events_come_back_byte_for_byte_and_are_found() {
     assert_eq!(s.event("e04321").unwrap().unwrap().event.raw, all[4321].raw);
     let filter = EventFilter { text: Some("zoË ✓".into()), ..EventFilter::default() };
     assert_eq!(all_ids(&s, &filter).len(), 1_000, "text search reads the compressed rows too");
+
+    // An archive whose dictionary was trained before marks gets one trained on marked
+    // text at its next page, once; its older frames read as before.
+    conn.execute("UPDATE dictionaries SET marked = 0", []).unwrap();
+    drop(s);
+    let s = SqliteStore::open(&dir.path().join("sub/archive.db"), OpenMode::MustExist).unwrap();
+    for n in [5000, 5001] {
+        let later = event(&format!("e{n}"), "2024-05-02T00:00:00.000Z", "user-1", "ann", "run", "apply");
+        store(&s, &source, run, std::slice::from_ref(&later));
+        all.push(later);
+    }
+    let marked: Vec<bool> = conn
+        .prepare("SELECT marked FROM dictionaries ORDER BY id")
+        .unwrap()
+        .query_map([], |r| r.get(0))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    assert_eq!(marked, [false, true]);
+    // `compact` makes the older frames again, with the new dictionary and marks.
+    let mut after = 0;
+    let mut total = 0;
+    loop {
+        let (done, reached) = s.compact(after, 700).unwrap();
+        if done == 0 {
+            break;
+        }
+        (total, after) = (total + done, reached);
+    }
+    assert_eq!(total, 5000, "2,000 kept as text and 3,000 frames from before marks");
+    let by_dict: Vec<(i64, i64)> = conn
+        .prepare("SELECT dict, count(*) FROM events GROUP BY dict")
+        .unwrap()
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    assert_eq!(by_dict, [(2, 5002)]);
+    assert_eq!(s.compact(0, 700).unwrap().0, 0, "nothing left");
+    let mut read = Vec::new();
+    s.events(&EventFilter::default(), Order::OldestFirst, None, &mut |e| {
+        read.push(e.event.raw);
+        Ok(())
+    })
+    .unwrap();
+    assert_eq!(read, all.iter().map(|e| e.raw.clone()).collect::<Vec<_>>());
 }
 
 /// Events whose strings and ids take every form the archive must keep exactly:
@@ -1025,7 +1077,8 @@ fn an_archive_from_before_the_destroy_mark_gets_it_for_every_event() {
         conn.query_row("SELECT count(*) FROM events WHERE dict IS NOT NULL", [], |r| r.get(0)).unwrap();
     assert_eq!(compressed, 1000, "the last page is compressed");
     conn.execute_batch(
-        "DROP INDEX IF EXISTS events_by_destroy_run; ALTER TABLE events DROP COLUMN destroy_run; PRAGMA user_version = 13;",
+        "DROP INDEX IF EXISTS events_by_destroy_run; ALTER TABLE events DROP COLUMN destroy_run;
+         ALTER TABLE dictionaries DROP COLUMN marked; PRAGMA user_version = 13;",
     )
     .unwrap();
     drop(conn);
@@ -1251,7 +1304,7 @@ fn leaves_kept_in_blocks_read_back_the_same_and_older_archives_convert() {
     let s = SqliteStore::open(&path, OpenMode::MustExist).unwrap();
     leaves_a_row_each(&s, &c);
     drop(s);
-    c.execute_batch("PRAGMA user_version = 15").unwrap();
+    c.execute_batch("ALTER TABLE dictionaries DROP COLUMN marked; PRAGMA user_version = 15").unwrap();
     let s = SqliteStore::open(&path, OpenMode::MustExist).unwrap();
     assert_eq!(s.leaves(0, u64::MAX).unwrap(), all);
     let old_table: bool = c
