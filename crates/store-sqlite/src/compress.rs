@@ -115,24 +115,40 @@ impl Known<'_> {
     /// each known value replaced by its mark.
     fn mark(&self, raw: &str, out: &mut String) {
         out.clear();
-        if raw.bytes().any(|b| MARKS.contains(&b)) {
+        if memchr::memchr3(MARKS[0], MARKS[1], MARKS[2], raw.as_bytes()).is_some() {
             out.push(char::from(VERBATIM));
             out.push_str(raw);
             return;
         }
-        out.push(char::from(MARKED));
-        out.push_str(raw);
         let mut time = [0u8; 24];
         let values = [Some(self.id), self.request_id, api_time(self.ts_ms, &mut time)];
-        for (mark, value) in MARKS.iter().zip(values) {
-            // A value holds no mark (`raw` has none to match it), so an earlier mark is
-            // never inside a later span.
-            if let Some(v) = value.filter(|v| !v.is_empty())
-                && let Some(at) = out.find(v)
-            {
-                out.replace_range(at..at + v.len(), char::from(*mark).encode_utf8(&mut [0; 4]));
+        // Each value's first span that overlaps no earlier value's (the same id can be
+        // both the event's and its request's), in the text's order.
+        let mut spans: [Option<(usize, usize, u8)>; 3] = [None; 3];
+        for (i, value) in values.iter().enumerate() {
+            let Some(v) = value.filter(|v| !v.is_empty()) else { continue };
+            let mut from = 0;
+            while let Some(at) = memchr::memmem::find(&raw.as_bytes()[from..], v.as_bytes()).map(|at| at + from) {
+                let end = at + v.len();
+                match spans.iter().flatten().find(|&&(a, e, _)| at < e && a < end) {
+                    Some(&(_, e, _)) => from = e,
+                    None => {
+                        spans[i] = Some((at, end, MARKS[i]));
+                        break;
+                    }
+                }
             }
         }
+        spans.sort_unstable_by_key(|s| s.map_or(usize::MAX, |(at, ..)| at));
+        out.push(char::from(MARKED));
+        let mut done = 0;
+        for (at, end, mark) in spans.into_iter().flatten() {
+            // Both are valid UTF-8, so a match starts and ends on a character's bounds.
+            out.push_str(&raw[done..at]);
+            out.push(char::from(mark));
+            done = end;
+        }
+        out.push_str(&raw[done..]);
     }
 
     /// The original text of a frame's `text`, which [`Known::mark`] made with these
@@ -150,7 +166,7 @@ impl Known<'_> {
         let values = [Some(self.id), self.request_id, api_time(self.ts_ms, &mut time)];
         let mut out = Vec::with_capacity(body.len() + 100);
         let mut rest = body;
-        while let Some(at) = rest.iter().position(|b| MARKS.contains(b)) {
+        while let Some(at) = memchr::memchr3(MARKS[0], MARKS[1], MARKS[2], rest) {
             out.extend_from_slice(&rest[..at]);
             let value = values[usize::from(rest[at] - MARKS[0])]
                 .filter(|v| !v.is_empty())
