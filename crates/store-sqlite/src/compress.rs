@@ -110,6 +110,25 @@ fn api_time(ms: i64, out: &mut [u8; 24]) -> Option<&str> {
     std::str::from_utf8(out).ok()
 }
 
+/// Where `needle` first is in `hay`. The values marked are short (ids, a time), and
+/// building a searcher for each (`memchr::memmem`'s) cost more than the search: a short
+/// needle is found by its first byte and compared; a long one (an id that is not a
+/// UUID, which could be hostile text) by `memmem`, whose time is linear.
+fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
+    let (&first, rest) = needle.split_first()?;
+    if needle.len() > 64 {
+        return memchr::memmem::find(hay, needle);
+    }
+    let mut from = 0;
+    while let Some(at) = memchr::memchr(first, &hay[from..]).map(|at| at + from) {
+        if hay[at + 1..].starts_with(rest) {
+            return Some(at);
+        }
+        from = at + 1;
+    }
+    None
+}
+
 impl Known<'_> {
     /// Into `out`, the text a frame holds for `raw`: `raw` with the first span holding
     /// each known value replaced by its mark.
@@ -128,7 +147,7 @@ impl Known<'_> {
         for (i, value) in values.iter().enumerate() {
             let Some(v) = value.filter(|v| !v.is_empty()) else { continue };
             let mut from = 0;
-            while let Some(at) = memchr::memmem::find(&raw.as_bytes()[from..], v.as_bytes()).map(|at| at + from) {
+            while let Some(at) = find(&raw.as_bytes()[from..], v.as_bytes()).map(|at| at + from) {
                 let end = at + v.len();
                 match spans.iter().flatten().find(|&&(a, e, _)| at < e && a < end) {
                     Some(&(_, e, _)) => from = e,
@@ -481,6 +500,15 @@ mod tests {
         ) {
             let raw = parts.concat();
             round_trip(Known { id: &id, request_id: request_id.as_deref(), ts_ms }, &raw);
+        }
+    }
+
+    proptest! {
+        /// Short needles and long ones (past 64 bytes) are found where they first are.
+        #[test]
+        fn find_finds_the_first(hay in "[ab]{0,200}", needle in prop_oneof!["[ab]{1,4}", "[ab]{60,70}"]) {
+            let expected = hay.as_bytes().windows(needle.len()).position(|w| w == needle.as_bytes());
+            prop_assert_eq!(find(hay.as_bytes(), needle.as_bytes()), expected);
         }
     }
 

@@ -319,6 +319,19 @@ async fn tamper_with_every_kind(backend: fn(&Env) -> Db) {
     changed.set_raw(500, &raw);
     finds(&env, &changed, &[], &["changed", &changed_id, "seq 500"]).await;
 
+    // SQLite keeps a compressed event's id in its row, not in its frame: the row's id
+    // changed is a changed event too.
+    if let Db::Sqlite(path) = &db {
+        let frame: Option<i64> = rusqlite::Connection::open(path)
+            .unwrap()
+            .query_row("SELECT dict FROM events WHERE seq = 2900", [], |r| r.get(0))
+            .unwrap();
+        assert!(frame.is_some(), "seq 2900 is compressed");
+        let moved = db.copy(env.dir.path(), "moved");
+        moved.sql("UPDATE events SET id = randomblob(16) WHERE seq = 2900");
+        finds(&env, &moved, &[], &["changed", "seq 2900"]).await;
+    }
+
     // A deleted event; the same with the later ones renumbered to hide the hole.
     let deleted = db.copy(env.dir.path(), "deleted");
     deleted.sql("DELETE FROM events WHERE seq = 700");
