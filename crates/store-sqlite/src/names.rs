@@ -99,22 +99,32 @@ impl rusqlite::ToSql for PackedId<'_> {
 
 /// An id column read back as the text it was stored from.
 pub fn unpack_id(v: ValueRef<'_>) -> rusqlite::types::FromSqlResult<Option<String>> {
+    if let ValueRef::Integer(i) = v {
+        return Ok(Some(i.to_string()));
+    }
+    Ok(id_text(v, &mut [0; 36])?.map(str::to_owned))
+}
+
+/// [`unpack_id`] without allocating: a packed UUID is written into `buf`, text is
+/// borrowed. (An integer, which no tfaudit stores, is an error here.)
+pub fn id_text<'a>(v: ValueRef<'a>, buf: &'a mut [u8; 36]) -> rusqlite::types::FromSqlResult<Option<&'a str>> {
     use rusqlite::types::FromSqlError;
     match v {
         ValueRef::Null => Ok(None),
-        ValueRef::Text(t) => Ok(Some(std::str::from_utf8(t).map_err(|e| FromSqlError::Other(Box::new(e)))?.to_owned())),
+        ValueRef::Text(t) => Ok(Some(std::str::from_utf8(t).map_err(|e| FromSqlError::Other(Box::new(e)))?)),
         ValueRef::Blob(b) if b.len() == 16 => {
-            let mut s = String::with_capacity(36);
+            let mut at = 0;
             for (i, byte) in b.iter().enumerate() {
                 if matches!(i, 4 | 6 | 8 | 10) {
-                    s.push('-');
+                    buf[at] = b'-';
+                    at += 1;
                 }
-                s.push(char::from(HEX[usize::from(byte >> 4)]));
-                s.push(char::from(HEX[usize::from(byte & 0xf)]));
+                buf[at] = HEX[usize::from(byte >> 4)];
+                buf[at + 1] = HEX[usize::from(byte & 0xf)];
+                at += 2;
             }
-            Ok(Some(s))
+            Ok(Some(std::str::from_utf8(buf).map_err(|e| FromSqlError::Other(Box::new(e)))?))
         }
-        ValueRef::Integer(i) => Ok(Some(i.to_string())),
         _ => Err(FromSqlError::InvalidType),
     }
 }
