@@ -33,6 +33,17 @@ fn store(s: &SqliteStore, source: &Source, run: i64, events: &[AuditEvent]) -> P
         .unwrap()
 }
 
+/// Every event's text, oldest first.
+fn all_raw(s: &SqliteStore) -> Vec<String> {
+    let mut raw = Vec::new();
+    s.events(&EventFilter::default(), Order::OldestFirst, None, &mut |e| {
+        raw.push(e.event.raw);
+        Ok(())
+    })
+    .unwrap();
+    raw
+}
+
 fn all_ids(s: &SqliteStore, filter: &EventFilter) -> Vec<String> {
     let mut ids = Vec::new();
     s.events(filter, Order::OldestFirst, None, &mut |e| {
@@ -661,13 +672,7 @@ fn compressed_events_come_back_byte_for_byte_and_are_found() {
     drop(s);
     // Reopened: a new process's connections load the dictionary from the archive.
     let s = SqliteStore::open(&dir.path().join("sub/archive.db"), OpenMode::MustExist).unwrap();
-    let mut read = Vec::new();
-    s.events(&EventFilter::default(), Order::OldestFirst, None, &mut |e| {
-        read.push(e.event.raw);
-        Ok(())
-    })
-    .unwrap();
-    assert_eq!(read, all.iter().map(|e| e.raw.clone()).collect::<Vec<_>>());
+    assert_eq!(all_raw(&s), all.iter().map(|e| e.raw.clone()).collect::<Vec<_>>());
     assert_eq!(s.event("e04321").unwrap().unwrap().event.raw, all[4321].raw);
     let filter = EventFilter { text: Some("zoË ✓".into()), ..EventFilter::default() };
     assert_eq!(all_ids(&s, &filter).len(), 1_000, "text search reads the compressed rows too");
@@ -710,13 +715,7 @@ fn compressed_events_come_back_byte_for_byte_and_are_found() {
         .unwrap();
     assert_eq!(by_dict, [(2, 5002)]);
     assert_eq!(s.compact(0, 700).unwrap().0, 0, "nothing left");
-    let mut read = Vec::new();
-    s.events(&EventFilter::default(), Order::OldestFirst, None, &mut |e| {
-        read.push(e.event.raw);
-        Ok(())
-    })
-    .unwrap();
-    assert_eq!(read, all.iter().map(|e| e.raw.clone()).collect::<Vec<_>>());
+    assert_eq!(all_raw(&s), all.iter().map(|e| e.raw.clone()).collect::<Vec<_>>());
 }
 
 /// Events whose strings and ids take every form the archive must keep exactly:
