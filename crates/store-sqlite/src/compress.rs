@@ -299,6 +299,12 @@ impl Codec {
                     ],
                 )?;
                 tracing::debug!(events, bytes = bytes.len(), "trained a compression dictionary");
+                if slot.as_ref().is_some_and(|w| !w.marked) {
+                    tracing::info!(
+                        "events are now compressed without the id, request id and time their row keeps; \
+                         `tfaudit compact` compresses the events stored before this way too (about half their size)"
+                    );
+                }
                 self.load_writer(conn, &mut slot)?;
             }
             Err(e) => {
