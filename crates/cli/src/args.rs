@@ -134,10 +134,11 @@ pub enum Command {
     /// resumable
     ///
     /// SQLite archives keep each event's bytes compressed with a dictionary trained on
-    /// their own events, less the id, request id and time the event's row keeps; events an
-    /// older tfaudit compressed with all of their text are compressed again this way. Stopped part way, the same command goes on; `--vacuum` then
-    /// gives the space freed back to the file system (it rewrites the file, and needs as
-    /// much free space as the archive). PostgreSQL archives have nothing to compact.
+    /// their own events, less the id, request id and time the event's row keeps; events
+    /// an older tfaudit compressed with all of their text are compressed again this way.
+    /// Stopped part way, the same command goes on; `--vacuum` then gives the space freed
+    /// back to the file system (it rewrites the file, and needs as much free space as
+    /// the archive). PostgreSQL archives have nothing to compact.
     Compact(CompactArgs),
     /// Write an Ed25519 key pair for signing checkpoints ([integrity] signing_key)
     ///

@@ -8,14 +8,13 @@
 //! dict, id, request_id, ts_ms)`, which gives the original text back byte for byte, so
 //! queries, filters and exports never see the difference. `tfaudit compact` compresses
 //! the rows still in text, and frames from before marks (below) again, in batches,
-//! resumably. The integrity tree hashes the original
-//! bytes.
+//! resumably. The integrity tree hashes the original bytes.
 //!
 //! A frame holds the event's text less what the row keeps already (see [`Known`]):
 //! the event's id, its request's id and its time, the three strings in an event that
 //! are new with each event and that no dictionary can learn. Each is found in the text
 //! and its span replaced by a one-byte mark; reading puts the row's value back in. On
-//! the simulator's events that halves a frame (110 bytes an event to 52).
+//! the simulator's events that halves a frame (110 bytes an event to 51).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, RwLock};

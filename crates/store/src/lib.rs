@@ -504,11 +504,11 @@ pub trait Archive: Send + Sync {
 
     /// Compresses up to `batch` events still kept uncompressed (written before the
     /// archive had a dictionary, or by an older tfaudit), or compressed in an older
-    /// form, with `seq` after `after`, in
-    /// one transaction; says how many it compressed and the last `seq` it reached, where
-    /// the next call goes on (so that no call reads the archive from its start again).
-    /// None compressed: nothing is left after `after`. A backend that does not compress
-    /// (PostgreSQL, whose large values TOAST already compresses) has none.
+    /// form, with `seq` after `after`, in one transaction; says how many it compressed
+    /// and the last `seq` it reached, where the next call goes on (so that no call reads
+    /// the archive from its start again). None compressed: nothing is left after
+    /// `after`. A backend that does not compress (PostgreSQL, whose large values TOAST
+    /// already compresses) has none.
     ///
     /// # Errors
     /// On a database failure; then nothing of the batch was written.
