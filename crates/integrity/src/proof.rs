@@ -94,15 +94,19 @@ fn proof_checkpoint<S: Ledger + ?Sized>(store: &S) -> Result<Checkpoint> {
     })
 }
 
-fn entry<S: Ledger + ?Sized>(store: &S, e: &StoredEvent, cp: &Checkpoint) -> Result<ExportEntry> {
+fn entry<S: Archive + Ledger + ?Sized>(
+    store: &S,
+    nodes: &mut StoreNodes<'_, S>,
+    e: &StoredEvent,
+    cp: &Checkpoint,
+) -> Result<ExportEntry> {
     let index = leaf_of(store, e.seq, cp.size)?.ok_or_else(|| {
         IntegrityError::NotFound(format!(
             "event {} is not in the latest checkpoint yet; run `tfaudit checkpoint` and ask again",
             e.event.id
         ))
     })?;
-    let mut nodes = StoreNodes { store };
-    let path = merkle::inclusion_proof(&mut nodes, index, cp.size)?;
+    let path = merkle::inclusion_proof(nodes, index, cp.size)?;
     Ok(ExportEntry { seq: e.seq, organization: e.source.clone(), leaf_index: index, audit_path: encode_path(&path) })
 }
 
@@ -116,7 +120,7 @@ pub fn prove<S: Archive + Ledger + ?Sized>(store: &S, event_id: &str) -> Result<
         .event(event_id)?
         .ok_or_else(|| IntegrityError::NotFound(format!("no event with id {event_id:?} in the archive")))?;
     let cp = proof_checkpoint(store)?;
-    let e = entry(store, &event, &cp)?;
+    let e = entry(store, &mut StoreNodes::new(store), &event, &cp)?;
     Ok(InclusionProof {
         format: PROOF_FORMAT.into(),
         event_id: event.event.id.clone(),
@@ -133,14 +137,15 @@ pub fn prove<S: Archive + Ledger + ?Sized>(store: &S, event_id: &str) -> Result<
 /// The proof for an export's events ([`ExportProof`]), written as the export is, one
 /// event at a time in the export's order, so that an export of any size needs no more
 /// memory than one event's proof: the same JSON as an [`ExportProof`] serialized whole.
-pub struct ExportProofWriter<'s, S: ?Sized, W: std::io::Write> {
+pub struct ExportProofWriter<'s, S: Archive + Ledger + ?Sized, W: std::io::Write> {
     store: &'s S,
+    nodes: StoreNodes<'s, S>,
     checkpoint: Checkpoint,
     out: W,
     events: u64,
 }
 
-impl<'s, S: Ledger + ?Sized, W: std::io::Write> ExportProofWriter<'s, S, W> {
+impl<'s, S: Archive + Ledger + ?Sized, W: std::io::Write> ExportProofWriter<'s, S, W> {
     /// Starts the proof at the newest checkpoint.
     ///
     /// # Errors
@@ -161,7 +166,7 @@ impl<'s, S: Ledger + ?Sized, W: std::io::Write> ExportProofWriter<'s, S, W> {
             .strip_suffix("]}")
             .ok_or_else(|| IntegrityError::Invalid("an export proof ends with its events".into()))?;
         out.write_all(open.as_bytes())?;
-        Ok(Self { store, checkpoint, out, events: 0 })
+        Ok(Self { store, nodes: StoreNodes::new(store), checkpoint, out, events: 0 })
     }
 
     /// The checkpoint the proof leads to, in the signed-note format.
@@ -174,7 +179,7 @@ impl<'s, S: Ledger + ?Sized, W: std::io::Write> ExportProofWriter<'s, S, W> {
     /// # Errors
     /// As [`prove`]; on a write failure.
     pub fn add(&mut self, e: &StoredEvent) -> Result<()> {
-        let entry = entry(self.store, e, &self.checkpoint)?;
+        let entry = entry(self.store, &mut self.nodes, e, &self.checkpoint)?;
         if self.events > 0 {
             self.out.write_all(b",")?;
         }

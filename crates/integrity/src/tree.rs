@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use jiff::Timestamp;
-use tfaudit_store::{Archive, Checkpoint, CommitOutcome, Leaf, Ledger, TreeHead};
+use tfaudit_store::{Archive, Checkpoint, CommitOutcome, Leaf, LeafHash, Ledger, TreeHead};
 
 use crate::merkle::{self, Frontier, Hash, KEPT_LEVELS, Nodes};
 use crate::{IntegrityError, NoteSigner, Result, checkpoint_text, event_leaf_hash, new_origin};
@@ -29,7 +29,7 @@ pub fn extend_tree<S: Archive + Ledger + ?Sized>(store: &S, origin: Option<&str>
         let mut last_seq = after;
         store.event_bytes_after(after, BATCH, &mut |seq, source, raw| {
             let hash = event_leaf_hash(seq, source, raw.as_bytes());
-            leaves.push(Leaf { index: frontier.size(), seq, hash });
+            leaves.push(Leaf { index: frontier.size(), seq, hash: LeafHash::Whole(hash) });
             frontier.push(hash, &mut completed);
             last_seq = seq;
             Ok(())
@@ -109,15 +109,69 @@ pub fn checkpoint<S: Archive + Ledger + ?Sized>(
 
 /// The archive's tree as a source of subtree roots for proofs: leaves and kept nodes,
 /// read in ranges.
-pub(crate) struct StoreNodes<'a, S: Ledger + ?Sized> {
-    pub store: &'a S,
+pub(crate) struct StoreNodes<'a, S: Archive + Ledger + ?Sized> {
+    store: &'a S,
+    /// The whole leaf hashes of the last group of `2^KEPT_LEVELS` leaves read: its
+    /// number and hashes. A proof reads one group's leaves; an export's proofs read
+    /// the same group for event after event.
+    group: Option<(u64, Vec<Hash>)>,
 }
 
-impl<S: Ledger + ?Sized> StoreNodes<'_, S> {
-    /// The hashes at `level` (0: leaves, else a kept level) with index `from..from + n`.
+impl<'a, S: Archive + Ledger + ?Sized> StoreNodes<'a, S> {
+    pub(crate) fn new(store: &'a S) -> Self {
+        Self { store, group: None }
+    }
+
+    /// The whole leaf hashes of group `g` (leaves `g << KEPT_LEVELS` on; fewer at the
+    /// tree's end). Where the archive keeps only a prefix of a leaf's hash, the hash
+    /// is computed again from its event, which must match the prefix.
+    fn leaf_group(&mut self, g: u64) -> Result<&[Hash]> {
+        if self.group.as_ref().is_none_or(|(kept, _)| *kept != g) {
+            let leaves = self.store.leaves(g << KEPT_LEVELS, 1 << KEPT_LEVELS)?;
+            let prefixed = || leaves.iter().filter(|l| l.hash.whole().is_none()).map(|l| l.seq);
+            let mut computed = std::collections::HashMap::new();
+            if let (Some(first), Some(last)) = (prefixed().min(), prefixed().max()) {
+                let most = u64::try_from(last - first + 1).unwrap_or(u64::MAX);
+                self.store.event_bytes_after(first - 1, most, &mut |seq, source, raw| {
+                    if seq <= last {
+                        computed.insert(seq, event_leaf_hash(seq, source, raw.as_bytes()));
+                    }
+                    Ok(())
+                })?;
+            }
+            let hashes = leaves
+                .iter()
+                .map(|l| match l.hash {
+                    LeafHash::Whole(h) => Ok(h),
+                    LeafHash::Prefix(_) => match computed.get(&l.seq) {
+                        Some(h) if l.hash.matches(h) => Ok(*h),
+                        found => Err(IntegrityError::Invalid(format!(
+                            "the event at seq {} (entry {} of the tree) {}; run `tfaudit verify`",
+                            l.seq,
+                            l.index,
+                            if found.is_some() {
+                                "differs from what was archived"
+                            } else {
+                                "is no longer in the archive"
+                            }
+                        ))),
+                    },
+                })
+                .collect::<Result<Vec<Hash>>>()?;
+            self.group = Some((g, hashes));
+        }
+        Ok(self.group.as_ref().map_or(&[], |(_, hashes)| hashes.as_slice()))
+    }
+
+    /// The hashes at `level` (0: leaves, else a kept level) with index `from..from + n`;
+    /// leaves only within one group.
     fn row(&mut self, level: u32, from: u64, n: u64) -> Result<Vec<Hash>> {
         let got: Vec<Hash> = if level == 0 {
-            self.store.leaves(from, n)?.into_iter().filter(|l| l.index < from + n).map(|l| l.hash).collect()
+            let g = from >> KEPT_LEVELS;
+            let start = usize::try_from(from - (g << KEPT_LEVELS)).unwrap_or(usize::MAX);
+            let group = self.leaf_group(g)?;
+            let end = start.saturating_add(usize::try_from(n).unwrap_or(usize::MAX)).min(group.len());
+            group.get(start..end).unwrap_or_default().to_vec()
         } else {
             let nodes = self.store.tree_nodes(level, from, n)?;
             // A kept node missing (never written, or removed) is computed from below.
@@ -137,7 +191,7 @@ impl<S: Ledger + ?Sized> StoreNodes<'_, S> {
     }
 }
 
-impl<S: Ledger + ?Sized> Nodes for StoreNodes<'_, S> {
+impl<S: Archive + Ledger + ?Sized> Nodes for StoreNodes<'_, S> {
     type Error = IntegrityError;
 
     fn perfect(&mut self, level: u32, index: u64) -> Result<Hash> {

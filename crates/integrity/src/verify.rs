@@ -256,7 +256,14 @@ pub fn verify<S: Archive + Ledger + Retention + ?Sized>(
                         first = Some(changed_finding(&a, &event_at(store, ea)?));
                         break 'batches;
                     }
-                    tree.take(leaf.hash);
+                    let hash = match pruned_hash(&leaf) {
+                        Ok(hash) => hash,
+                        Err(f) => {
+                            first = Some(f);
+                            break 'batches;
+                        }
+                    };
+                    tree.take(hash);
                     report.pruned_events += 1;
                     if let Some(f) = tree.check(&targets, leaf.seq, &mut report) {
                         first = Some(f);
@@ -300,7 +307,7 @@ pub fn verify<S: Archive + Ledger + Retention + ?Sized>(
                     done = true;
                     break;
                 }
-                if hash != leaf.hash {
+                if !leaf.hash.matches(&hash) {
                     changed = Some((leaf, e.seq));
                 }
                 tree.take(hash);
@@ -331,7 +338,14 @@ pub fn verify<S: Archive + Ledger + Retention + ?Sized>(
         && let Some(leaf) = tree.front()?
         && tree.is_pruned(leaf.seq)
     {
-        tree.take(leaf.hash);
+        let hash = match pruned_hash(&leaf) {
+            Ok(hash) => hash,
+            Err(f) => {
+                first = Some(f);
+                break;
+            }
+        };
+        tree.take(hash);
         report.pruned_events += 1;
         last_checked_seq = last_checked_seq.max(leaf.seq);
         first = tree.check(&targets, leaf.seq, &mut report);
@@ -495,7 +509,7 @@ fn check_copy<S: Ledger + ?Sized>(
     let leaves = leaves_for_seqs(store, &day.seqs)?;
     for (seq, hash) in &copy {
         match leaves.binary_search_by_key(seq, |l| l.seq) {
-            Ok(i) if leaves[i].hash == *hash => {}
+            Ok(i) if leaves[i].hash.matches(hash) => {}
             Ok(i) => {
                 return Ok(copy_finding(
                     Some(*seq),
@@ -552,7 +566,7 @@ fn leaves_for_seqs<S: Ledger + ?Sized>(store: &S, seqs: &[i64]) -> Result<Vec<Le
 /// next leaf `b` and event `eb`.
 fn classify(a: &Leaf, ea: &StoredEvent, b: &Leaf, eb: &StoredEvent) -> Finding {
     let holds =
-        |leaf: &Leaf, e: &StoredEvent| event_leaf_hash(leaf.seq, &e.source, e.event.raw.as_bytes()) == leaf.hash;
+        |leaf: &Leaf, e: &StoredEvent| leaf.hash.matches(&event_leaf_hash(leaf.seq, &e.source, e.event.raw.as_bytes()));
     match (holds(a, eb), holds(b, ea)) {
         (true, true) => finding(
             FindingKind::Reordered,
@@ -613,6 +627,23 @@ fn inserted(e: &StoredEvent) -> Finding {
             e.event.id, e.seq
         ),
     )
+}
+
+/// The whole hash kept for an event retention removed, which stands in for it; a
+/// finding when only a prefix is kept, as the archive keeps for an event it holds.
+fn pruned_hash(leaf: &Leaf) -> std::result::Result<Hash, Finding> {
+    leaf.hash.whole().ok_or_else(|| {
+        finding(
+            FindingKind::Changed,
+            None,
+            Some(leaf.seq),
+            format!(
+                "the tree keeps only part of the hash of the event at seq {} (entry {} of the tree), which retention \
+                 removed: the tree was changed",
+                leaf.seq, leaf.index
+            ),
+        )
+    })
 }
 
 fn changed_finding(leaf: &Leaf, e: &StoredEvent) -> Finding {

@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use tfaudit_integrity::{CheckpointMade, NoteSigner, VerifyOptions};
-use tfaudit_store::{Checkpoint, CommitOutcome, Leaf, TreeHead, TreeNode, Verification};
+use tfaudit_store::{Checkpoint, CommitOutcome, Leaf, LeafHash, TreeHead, TreeNode, Verification};
 
 use crate::{Fresh, at, ev, source};
 
@@ -18,7 +18,18 @@ fn head(size: u64, last_seq: i64) -> TreeHead {
 }
 
 fn leaf(index: u64, seq: i64) -> Leaf {
-    Leaf { index, seq, hash: [index as u8 + 100; 32] }
+    Leaf { index, seq, hash: LeafHash::Whole([index as u8 + 100; 32]) }
+}
+
+/// Leaves read back are those appended: the same places, and each hash kept whole or
+/// as a prefix of the whole one (see `LeafHash`).
+#[track_caller]
+fn assert_leaves(got: Vec<Leaf>, want: &[Leaf]) {
+    let places = |l: &[Leaf]| l.iter().map(|l| (l.index, l.seq)).collect::<Vec<_>>();
+    assert_eq!(places(&got), places(want));
+    for (g, w) in got.iter().zip(want) {
+        assert!(g.hash.matches(&w.hash.whole().expect("appended whole")), "leaf {}: {:?}", g.index, g.hash);
+    }
 }
 
 /// The tree's head moves by compare-and-set on its size: of two appends from the same
@@ -35,15 +46,15 @@ pub fn the_tree_grows_by_compare_and_set(fresh: Fresh<'_>) {
     let node = TreeNode { level: 8, index: 0, hash: [9; 32] };
     assert_eq!(a.append_tree(None, &head(3, 9), &[leaf(2, 9)], &[node]).unwrap(), CommitOutcome::Conflict);
     assert_eq!(a.append_tree(Some(1), &head(3, 9), &[leaf(2, 9)], &[node]).unwrap(), CommitOutcome::Conflict);
-    assert_eq!(a.leaves(0, 10).unwrap(), first.to_vec());
+    assert_leaves(a.leaves(0, 10).unwrap(), &first);
     assert_eq!(a.tree_nodes(8, 0, 10).unwrap(), vec![]);
     assert!(matches!(
         a.append_tree(Some(2), &head(3, 9), &[leaf(2, 9)], &[node]).unwrap(),
         CommitOutcome::Committed { .. }
     ));
     assert_eq!(a.tree_head().unwrap(), Some(head(3, 9)));
-    assert_eq!(a.leaves(1, 10).unwrap(), vec![leaf(1, 5), leaf(2, 9)]);
-    assert_eq!(a.leaves(0, 1).unwrap(), vec![leaf(0, 3)]);
+    assert_leaves(a.leaves(1, 10).unwrap(), &[leaf(1, 5), leaf(2, 9)]);
+    assert_leaves(a.leaves(0, 1).unwrap(), &[leaf(0, 3)]);
     assert_eq!(a.tree_nodes(8, 0, 10).unwrap(), vec![node]);
     assert_eq!(a.tree_nodes(16, 0, 10).unwrap(), vec![]);
     // The origin can be renamed until the first checkpoint, not after.

@@ -4,7 +4,7 @@
 use jiff::Timestamp;
 use tfaudit_store::ledger::{frontier_bytes, frontier_from_bytes, hash_from_bytes};
 use tfaudit_store::{
-    Checkpoint, CommitOutcome, Hash, Leaf, Ledger, Result, StoreError, TreeHead, TreeNode, Verification,
+    Checkpoint, CommitOutcome, Hash, Leaf, LeafHash, Ledger, Result, StoreError, TreeHead, TreeNode, Verification,
 };
 
 use crate::{PostgresStore, big, count, ms, nul_free, ts};
@@ -66,7 +66,7 @@ impl Ledger for PostgresStore {
         if !leaves.is_empty() {
             let idx: Vec<i64> = leaves.iter().map(|l| big(l.index)).collect();
             let seq: Vec<i64> = leaves.iter().map(|l| l.seq).collect();
-            let hashes: Vec<&[u8]> = leaves.iter().map(|l| &l.hash[..]).collect();
+            let hashes: Vec<&[u8]> = leaves.iter().map(|l| l.hash.as_bytes()).collect();
             let inserted = tx
                 .execute(
                     "INSERT INTO tree_leaves (idx, seq, hash) SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::bytea[])
@@ -126,7 +126,10 @@ impl Ledger for PostgresStore {
             .query(&stmt, &[&big(from), &big(limit)])
             .map_err(|e| self.db(&e))?
             .iter()
-            .map(|r| Ok(Leaf { index: count(r.get(0)), seq: r.get(1), hash: hash(r.get(2), "a leaf")? }))
+            .map(|r| {
+                let hash = LeafHash::from_bytes(r.get(2)).ok_or_else(|| damaged("a leaf"))?;
+                Ok(Leaf { index: count(r.get(0)), seq: r.get(1), hash })
+            })
             .collect()
     }
 

@@ -6,7 +6,8 @@ use rusqlite::{OptionalExtension, params};
 use tfaudit_store::ledger::{frontier_bytes, frontier_from_bytes, hash_from_bytes};
 use tfaudit_store::retention::{decode_seqs, encode_seqs};
 use tfaudit_store::{
-    Checkpoint, CommitOutcome, Hash, Leaf, Ledger, Result, StoreError, TreeHead, TreeNode, Verification,
+    Checkpoint, CommitOutcome, Hash, LEAF_PREFIX, Leaf, LeafHash, Ledger, Result, StoreError, TreeHead, TreeNode,
+    Verification,
 };
 
 use crate::{SqliteStore, ms, ts};
@@ -43,7 +44,7 @@ pub(crate) fn grow(
     let mut leaves = Vec::with_capacity(inserted.len());
     for (seq, raw) in inserted {
         let hash = event_leaf_hash(*seq, &name, raw.as_bytes());
-        leaves.push(Leaf { index: frontier.size(), seq: *seq, hash });
+        leaves.push(Leaf { index: frontier.size(), seq: *seq, hash: LeafHash::Whole(hash) });
         frontier.push(hash, &mut completed);
     }
     let last = inserted.last().map_or(last_seq, |(seq, _)| *seq);
@@ -80,52 +81,201 @@ fn broken_block(block: u64, why: &str) -> rusqlite::Error {
     )
 }
 
-/// A row of `tree_leaf_blocks` read: its leaves' seqs, checked to be at most a block's
-/// and to have a hash each in `hashes`.
-fn block_seqs(block: u64, seqs: &[u8], hashes: &[u8]) -> rusqlite::Result<Vec<i64>> {
+/// The forms of a block's `hashes`. [`WHOLE`]: each leaf's 32-byte hash in turn (as
+/// migration 16 and tfaudit before schema 19 wrote them). [`PREFIXED`]: a bitmap of the
+/// leaves whose whole hash is kept (a bit a leaf, the lowest first; those of events
+/// retention removed), then each leaf's whole hash or its [`LEAF_PREFIX`]-byte prefix
+/// in turn. An event still in the archive needs only the prefix (see [`LeafHash`]):
+/// 10 bytes a leaf instead of 34.
+const WHOLE: i64 = 0;
+const PREFIXED: i64 = 1;
+
+/// A row of `tree_leaf_blocks` read: its leaves' seqs and hashes, checked to be at most
+/// a block's and to account for every byte.
+fn decode_block(block: u64, seqs: &[u8], hashes: &[u8], form: i64) -> rusqlite::Result<Vec<(i64, LeafHash)>> {
     let seqs = decode_seqs(seqs).ok_or_else(|| broken_block(block, "has unreadable seqs"))?;
-    if seqs.len() as u64 > BLOCK || hashes.len() != seqs.len() * 32 {
-        return Err(broken_block(
-            block,
-            &format!(
-                "holds {} seqs and {} bytes of hashes (at most {BLOCK} leaves of 32 bytes)",
-                seqs.len(),
-                hashes.len()
-            ),
-        ));
+    if seqs.len() as u64 > BLOCK {
+        return Err(broken_block(block, &format!("holds {} seqs (at most {BLOCK})", seqs.len())));
     }
-    Ok(seqs)
+    let n = seqs.len();
+    let wrong_length = || broken_block(block, &format!("holds {n} seqs and {} bytes of hashes", hashes.len()));
+    match form {
+        WHOLE => {
+            if hashes.len() != seqs.len() * 32 {
+                return Err(wrong_length());
+            }
+            Ok(seqs
+                .into_iter()
+                .zip(hashes.chunks_exact(32))
+                .map(|(seq, h)| (seq, LeafHash::Whole(h.try_into().expect("32 bytes"))))
+                .collect())
+        }
+        PREFIXED => {
+            let (bitmap, mut rest) = hashes.split_at_checked(seqs.len().div_ceil(8)).ok_or_else(wrong_length)?;
+            let mut leaves = Vec::with_capacity(seqs.len());
+            for (i, seq) in seqs.into_iter().enumerate() {
+                let width = if bitmap[i / 8] & (1 << (i % 8)) != 0 { 32 } else { LEAF_PREFIX };
+                let (h, after) = rest.split_at_checked(width).ok_or_else(wrong_length)?;
+                leaves.push((seq, LeafHash::from_bytes(h).expect("a hash or a prefix")));
+                rest = after;
+            }
+            if !rest.is_empty() {
+                return Err(wrong_length());
+            }
+            Ok(leaves)
+        }
+        other => Err(broken_block(block, &format!("is of form {other}, which this tfaudit does not know"))),
+    }
 }
 
-/// Appends `leaves` (consecutive indexes from the tree's size) to their blocks: a block
-/// already begun is read and written back whole with the new leaves after its own.
+/// Leaves as a [`PREFIXED`] row keeps them: its `seqs` and `hashes`.
+fn encode_block(leaves: &[(i64, LeafHash)]) -> (Vec<u8>, Vec<u8>) {
+    let seqs: Vec<i64> = leaves.iter().map(|(seq, _)| *seq).collect();
+    let mut hashes = vec![0u8; leaves.len().div_ceil(8)];
+    for (i, (_, h)) in leaves.iter().enumerate() {
+        if h.whole().is_some() {
+            hashes[i / 8] |= 1 << (i % 8);
+        }
+    }
+    for (_, h) in leaves {
+        hashes.extend_from_slice(h.as_bytes());
+    }
+    (encode_seqs(&seqs), hashes)
+}
+
+fn read_block(tx: &rusqlite::Connection, block: u64) -> rusqlite::Result<Option<Vec<(i64, LeafHash)>>> {
+    let row: Option<(Vec<u8>, Vec<u8>, i64)> = tx
+        .prepare_cached("SELECT seqs, hashes, form FROM tree_leaf_blocks WHERE block = ?1")?
+        .query_row([big(block)], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+        .optional()?;
+    row.map(|(seqs, hashes, form)| decode_block(block, &seqs, &hashes, form)).transpose()
+}
+
+fn write_block(tx: &rusqlite::Connection, block: u64, leaves: &[(i64, LeafHash)]) -> rusqlite::Result<()> {
+    let (seqs, hashes) = encode_block(leaves);
+    tx.prepare_cached("INSERT OR REPLACE INTO tree_leaf_blocks (block, seqs, hashes, form) VALUES (?1, ?2, ?3, ?4)")?
+        .execute(params![big(block), seqs, hashes, PREFIXED])?;
+    Ok(())
+}
+
+/// Appends `leaves` (consecutive indexes from the tree's size) to their blocks, each
+/// as its prefix: a block already begun is read and written back whole with the new
+/// leaves after its own.
 fn write_leaves(tx: &rusqlite::Connection, leaves: &[Leaf]) -> rusqlite::Result<()> {
     let mut rest = leaves;
     while let Some(first) = rest.first() {
         let (block, offset) = (first.index / BLOCK, first.index % BLOCK);
         let (these, next) = rest.split_at(rest.len().min(usize::try_from(BLOCK - offset).unwrap_or(usize::MAX)));
-        let (mut seqs, mut hashes) = if offset == 0 {
-            (Vec::with_capacity(these.len()), Vec::with_capacity(these.len() * 32))
+        let mut kept = if offset == 0 {
+            Vec::with_capacity(these.len())
         } else {
-            let (seqs, hashes): (Vec<u8>, Vec<u8>) = tx
-                .prepare_cached("SELECT seqs, hashes FROM tree_leaf_blocks WHERE block = ?1")?
-                .query_row([big(block)], |r| Ok((r.get(0)?, r.get(1)?)))
-                .optional()?
-                .ok_or_else(|| broken_block(block, "is missing"))?;
-            (block_seqs(block, &seqs, &hashes)?, hashes)
+            read_block(tx, block)?.ok_or_else(|| broken_block(block, "is missing"))?
         };
-        if seqs.len() as u64 != offset {
-            return Err(broken_block(block, &format!("holds {} leaves where the tree has {offset}", seqs.len())));
+        if kept.len() as u64 != offset {
+            return Err(broken_block(block, &format!("holds {} leaves where the tree has {offset}", kept.len())));
         }
-        for l in these {
-            seqs.push(l.seq);
-            hashes.extend_from_slice(&l.hash);
-        }
-        tx.prepare_cached("INSERT OR REPLACE INTO tree_leaf_blocks (block, seqs, hashes) VALUES (?1, ?2, ?3)")?
-            .execute(params![big(block), encode_seqs(&seqs), hashes])?;
+        kept.extend(these.iter().map(|l| {
+            let hash = match l.hash {
+                LeafHash::Whole(h) => LeafHash::prefix_of(&h),
+                prefix @ LeafHash::Prefix(_) => prefix,
+            };
+            (l.seq, hash)
+        }));
+        write_block(tx, block, &kept)?;
         rest = next;
     }
     Ok(())
+}
+
+/// The block holding the leaf of `seq`, if any: leaves are in seq order, so the last
+/// block whose first seq is at most `seq`.
+fn block_of(tx: &rusqlite::Connection, seq: i64) -> rusqlite::Result<Option<u64>> {
+    let Some(last) = tx.query_row("SELECT max(block) FROM tree_leaf_blocks", [], |r| r.get::<_, Option<i64>>(0))?
+    else {
+        return Ok(None);
+    };
+    let first_seq = |block: u64| -> rusqlite::Result<Option<i64>> {
+        Ok(read_block(tx, block)?.and_then(|leaves| leaves.first().map(|(s, _)| *s)))
+    };
+    // The first block whose first seq is after `seq`; the one before it holds it.
+    let (mut lo, mut hi) = (0u64, count(last) + 1);
+    while lo < hi {
+        let mid = lo + (hi - lo) / 2;
+        match first_seq(mid)? {
+            Some(s) if s <= seq => lo = mid + 1,
+            _ => hi = mid,
+        }
+    }
+    Ok(lo.checked_sub(1))
+}
+
+/// Keeps the whole hash of the leaves of these events (`hashes`: seq and hash, seqs
+/// ascending), before retention removes the events: without them, their whole hashes
+/// could not be computed again. `Some(why)` when one does not match its kept prefix:
+/// the event was changed since it was archived, and nothing is written.
+pub(crate) fn keep_whole(tx: &rusqlite::Connection, hashes: &[(i64, Hash)]) -> rusqlite::Result<Option<String>> {
+    let (Some(&(first, _)), Some(&(last, _))) = (hashes.first(), hashes.last()) else { return Ok(None) };
+    let Some(mut block) = block_of(tx, first)? else {
+        return Ok(Some(format!("the tree has no entry for seq {first}")));
+    };
+    let mut wanted = hashes.iter().peekable();
+    let mut changed_blocks = Vec::new();
+    while let Some(mut leaves) = read_block(tx, block)? {
+        let mut changed = false;
+        for (seq, kept) in &mut leaves {
+            if let Some((missing, _)) = wanted.next_if(|(s, _)| s < seq) {
+                return Ok(Some(format!("the tree has no entry for seq {missing}")));
+            }
+            if let Some((_, h)) = wanted.next_if(|(s, _)| s == seq) {
+                if !kept.matches(h) {
+                    return Ok(Some(format!(
+                        "the event at seq {seq} differs from what was archived (run `tfaudit verify`)"
+                    )));
+                }
+                *kept = LeafHash::Whole(*h);
+                changed = true;
+            }
+        }
+        let done = leaves.last().is_none_or(|(s, _)| *s >= last);
+        if changed {
+            changed_blocks.push((block, leaves));
+        }
+        if done {
+            break;
+        }
+        block += 1;
+    }
+    if let Some((seq, _)) = wanted.next() {
+        return Ok(Some(format!("the tree has no entry for seq {seq}")));
+    }
+    for (block, leaves) in &changed_blocks {
+        write_block(tx, *block, leaves)?;
+    }
+    Ok(None)
+}
+
+/// Blocks an older tfaudit wrote (every hash whole) after block `after`, up to
+/// `limit` of them, rewritten with prefixes for the events still in the archive; the
+/// last block rewritten, `None` when none was left.
+pub(crate) fn shrink_whole_blocks(tx: &rusqlite::Connection, after: i64, limit: u64) -> rusqlite::Result<Option<i64>> {
+    let blocks: Vec<i64> = tx
+        .prepare("SELECT block FROM tree_leaf_blocks WHERE block > ?1 AND form = ?2 ORDER BY block LIMIT ?3")?
+        .query_map(params![after, WHOLE, big(limit)], |r| r.get(0))?
+        .collect::<rusqlite::Result<_>>()?;
+    let mut present = tx.prepare_cached("SELECT seq FROM events WHERE seq BETWEEN ?1 AND ?2 ORDER BY seq")?;
+    for &block in &blocks {
+        let block = count(block);
+        let mut leaves = read_block(tx, block)?.ok_or_else(|| broken_block(block, "is missing"))?;
+        let (Some(&(first, _)), Some(&(last, _))) = (leaves.first(), leaves.last()) else { continue };
+        let here: Vec<i64> = present.query_map([first, last], |r| r.get(0))?.collect::<rusqlite::Result<_>>()?;
+        for (seq, hash) in &mut leaves {
+            if let (Ok(_), LeafHash::Whole(h)) = (here.binary_search(seq), *hash) {
+                *hash = LeafHash::prefix_of(&h);
+            }
+        }
+        write_block(tx, block, &leaves)?;
+    }
+    Ok(blocks.last().copied())
 }
 
 /// Adds leaves and kept nodes and moves the head, in the caller's transaction: what
@@ -236,23 +386,23 @@ impl Ledger for SqliteStore {
     fn leaves(&self, from: u64, limit: u64) -> Result<Vec<Leaf>> {
         let conn = self.read()?;
         let read = || -> rusqlite::Result<Vec<Leaf>> {
-            let mut stmt = conn
-                .prepare_cached("SELECT block, seqs, hashes FROM tree_leaf_blocks WHERE block >= ?1 ORDER BY block")?;
+            let mut stmt = conn.prepare_cached(
+                "SELECT block, seqs, hashes, form FROM tree_leaf_blocks WHERE block >= ?1 ORDER BY block",
+            )?;
             let mut rows = stmt.query([big(from / BLOCK)])?;
             let mut leaves = Vec::with_capacity(usize::try_from(limit.min(64 * BLOCK)).unwrap_or(0));
             while (leaves.len() as u64) < limit
                 && let Some(r) = rows.next()?
             {
                 let block = count(r.get(0)?);
-                let hashes = r.get_ref(2)?.as_blob()?;
-                let seqs = block_seqs(block, r.get_ref(1)?.as_blob()?, hashes)?;
+                let kept = decode_block(block, r.get_ref(1)?.as_blob()?, r.get_ref(2)?.as_blob()?, r.get(3)?)?;
                 let first = block * BLOCK;
                 let skip = usize::try_from(from.saturating_sub(first)).unwrap_or(usize::MAX);
-                for (i, (seq, h)) in seqs.iter().zip(hashes.chunks_exact(32)).enumerate().skip(skip) {
+                for (i, (seq, hash)) in kept.into_iter().enumerate().skip(skip) {
                     if leaves.len() as u64 >= limit {
                         break;
                     }
-                    leaves.push(Leaf { index: first + i as u64, seq: *seq, hash: hash(h, "a leaf")? });
+                    leaves.push(Leaf { index: first + i as u64, seq, hash });
                 }
             }
             Ok(leaves)

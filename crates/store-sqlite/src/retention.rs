@@ -79,6 +79,25 @@ impl Retention for SqliteStore {
         if let Some(why) = holder(&tx, &seqs).map_err(db)? {
             return Ok(PruneOutcome::Held(why));
         }
+        // Their leaves keep only a prefix of each hash while the events are here; the
+        // whole hash stands in for an event once it is gone.
+        let hashes: Vec<(i64, tfaudit_store::Hash)> = {
+            let mut read = tx
+                .prepare_cached("SELECT tfaudit_raw(raw, dict, id, request_id, ts_ms) FROM events WHERE seq = ?1")
+                .map_err(db)?;
+            seqs.iter()
+                .map(|&seq| {
+                    read.query_row([seq], |r| {
+                        let raw = r.get_ref(0)?.as_str()?;
+                        Ok((seq, tfaudit_store::merkle::event_leaf_hash(seq, request.source, raw.as_bytes())))
+                    })
+                })
+                .collect::<rusqlite::Result<_>>()
+                .map_err(db)?
+        };
+        if let Some(why) = crate::ledger::keep_whole(&tx, &hashes).map_err(db)? {
+            return Ok(PruneOutcome::Held(why));
+        }
         {
             let mut delete = tx.prepare_cached("DELETE FROM events WHERE seq = ?1").map_err(db)?;
             for seq in &seqs {

@@ -510,4 +510,13 @@ CREATE INDEX events_by_hour_resource ON events (ts_ms / 3600000, resource_id);
     r"
 ALTER TABLE dictionaries ADD COLUMN marked INTEGER NOT NULL DEFAULT 0;
 ",
+    // 19: the tree's leaves with only an 8-byte prefix of the hash of each event still
+    // in the archive (ledger.rs, `PREFIXED`): 10 bytes a leaf instead of 34. The whole
+    // hash is computed again from the event; those of events retention removed stay
+    // whole. Blocks from before keep their form (`WHOLE`) and read as they did;
+    // `tfaudit compact` rewrites them. This version keeps an older tfaudit, which would
+    // read the new form as damaged, off the archive.
+    r"
+ALTER TABLE tree_leaf_blocks ADD COLUMN form INTEGER NOT NULL DEFAULT 0;
+",
 ];

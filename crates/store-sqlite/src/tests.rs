@@ -1305,7 +1305,11 @@ fn leaves_kept_in_blocks_read_back_the_same_and_older_archives_convert() {
     drop(s);
     c.execute_batch("ALTER TABLE dictionaries DROP COLUMN marked; PRAGMA user_version = 15").unwrap();
     let s = SqliteStore::open(&path, OpenMode::MustExist).unwrap();
-    assert_eq!(s.leaves(0, u64::MAX).unwrap(), all);
+    // Whole hashes now, as the blocks migration 16 makes keep them.
+    let prefixes = |l: &[tfaudit_store::Leaf]| l.iter().map(|l| (l.index, l.seq, l.hash.as_bytes()[..8].to_vec())).collect::<Vec<_>>();
+    let converted = s.leaves(0, u64::MAX).unwrap();
+    assert!(converted.iter().all(|l| l.hash.whole().is_some()));
+    assert_eq!(prefixes(&converted), prefixes(&all));
     let old_table: bool = c
         .query_row("SELECT EXISTS (SELECT 1 FROM sqlite_schema WHERE name = 'tree_leaves')", [], |r| r.get(0))
         .unwrap();
@@ -1314,14 +1318,35 @@ fn leaves_kept_in_blocks_read_back_the_same_and_older_archives_convert() {
     store(&s, &source, run, &page(1001, 10));
     let grown = s.leaves(0, u64::MAX).unwrap();
     assert_eq!(grown.len(), 1011);
-    assert_eq!(grown[..1001], all[..]);
+    assert_eq!(prefixes(&grown[..1001]), prefixes(&all));
     assert_eq!(grown[1010].seq, 1011);
+    // The blocks from before keep their form until `compact` rewrites them with
+    // prefixes; the block the growth rewrote keeps its older leaves whole.
+    let whole_blocks = || -> i64 {
+        c.query_row("SELECT count(*) FROM tree_leaf_blocks WHERE form = 0", [], |r| r.get(0)).unwrap()
+    };
+    assert_eq!(whole_blocks(), 2);
+    s.compact(0, 1000).unwrap();
+    assert_eq!(whole_blocks(), 0);
+    let compacted = s.leaves(0, u64::MAX).unwrap();
+    assert_eq!(prefixes(&compacted), prefixes(&grown));
+    let whole: Vec<u64> = compacted.iter().filter(|l| l.hash.whole().is_some()).map(|l| l.index).collect();
+    assert_eq!(whole, (960..1001).collect::<Vec<_>>());
+    let size: i64 = c.query_row("SELECT sum(length(hashes)) FROM tree_leaf_blocks", [], |r| r.get(0)).unwrap();
+    assert_eq!(size, 1011 * 8 + 41 * 24 + 60 + 60 + 7, "prefixes, the whole hashes and a bit a leaf");
 }
 
 /// Puts an archive's tree leaves back in the layout before migration 16, a row a leaf,
 /// for tests that make an older archive of a current one.
 fn leaves_a_row_each(s: &SqliteStore, c: &rusqlite::Connection) {
     use tfaudit_store::Ledger;
+    // Whole hashes, as that layout kept them: computed again from the events.
+    let mut whole = std::collections::HashMap::new();
+    s.event_bytes_after(0, u64::MAX, &mut |seq, source, raw| {
+        whole.insert(seq, tfaudit_store::merkle::event_leaf_hash(seq, source, raw.as_bytes()));
+        Ok(())
+    })
+    .unwrap();
     let leaves = s.leaves(0, u64::MAX).unwrap();
     c.execute_batch(
         "CREATE TABLE tree_leaves (idx INTEGER PRIMARY KEY, seq INTEGER NOT NULL, hash BLOB NOT NULL);
@@ -1331,7 +1356,7 @@ fn leaves_a_row_each(s: &SqliteStore, c: &rusqlite::Connection) {
     for leaf in &leaves {
         c.execute(
             "INSERT INTO tree_leaves (idx, seq, hash) VALUES (?1, ?2, ?3)",
-            rusqlite::params![leaf.index as i64, leaf.seq, &leaf.hash[..]],
+            rusqlite::params![leaf.index as i64, leaf.seq, &leaf.hash.whole().unwrap_or(whole[&leaf.seq])[..]],
         )
         .unwrap();
     }

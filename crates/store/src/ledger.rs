@@ -29,7 +29,70 @@ pub struct TreeHead {
 pub struct Leaf {
     pub index: u64,
     pub seq: i64,
-    pub hash: Hash,
+    pub hash: LeafHash,
+}
+
+/// Bytes of a leaf hash kept for an event the archive still holds ([`LeafHash::Prefix`]).
+pub const LEAF_PREFIX: usize = 8;
+
+/// A leaf's hash as the archive keeps it. An archive may keep only the first
+/// [`LEAF_PREFIX`] bytes for an event it still holds: the whole hash is computed again
+/// from the event, and what makes the archive tamper-evident is the signed checkpoints
+/// over the whole hashes; the prefix only names which event changed (a change that
+/// kept the prefix, one chance in 2^64, is still found by the checkpoints, though not
+/// named). An event removed by retention keeps its whole hash, which stands in for it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LeafHash {
+    Whole(Hash),
+    Prefix([u8; LEAF_PREFIX]),
+}
+
+impl LeafHash {
+    /// Whether `hash`, computed from an event, is this leaf's.
+    #[must_use]
+    pub fn matches(&self, hash: &Hash) -> bool {
+        match self {
+            Self::Whole(h) => h == hash,
+            Self::Prefix(p) => p[..] == hash[..LEAF_PREFIX],
+        }
+    }
+
+    /// The whole hash, when it is kept.
+    #[must_use]
+    pub fn whole(&self) -> Option<Hash> {
+        match self {
+            Self::Whole(h) => Some(*h),
+            Self::Prefix(_) => None,
+        }
+    }
+
+    /// The bytes kept: 32, or [`LEAF_PREFIX`].
+    #[must_use]
+    pub fn as_bytes(&self) -> &[u8] {
+        match self {
+            Self::Whole(h) => h,
+            Self::Prefix(p) => p,
+        }
+    }
+
+    /// Kept bytes back into a leaf hash (`None` when they are neither a hash nor a
+    /// prefix: a damaged row).
+    #[must_use]
+    pub fn from_bytes(bytes: &[u8]) -> Option<Self> {
+        if let Ok(h) = Hash::try_from(bytes) {
+            Some(Self::Whole(h))
+        } else {
+            <[u8; LEAF_PREFIX]>::try_from(bytes).ok().map(Self::Prefix)
+        }
+    }
+
+    /// The prefix an archive keeps of `hash`.
+    #[must_use]
+    pub fn prefix_of(hash: &Hash) -> Self {
+        let mut p = [0; LEAF_PREFIX];
+        p.copy_from_slice(&hash[..LEAF_PREFIX]);
+        Self::Prefix(p)
+    }
 }
 
 /// The root of a completed perfect subtree at a kept level (every 8th).

@@ -38,7 +38,7 @@ pub use blocking::{Guarded, blocking, blocking_on};
 pub use catalogue::{Catalogue, Listing, ListingOutcome, NameBook, NameRecord};
 pub use filter::{EventFilter, Pattern};
 pub use leases::{ALERTS_LEASE, Fence, Lease, LeaseHolder, Leases, ttl_ms};
-pub use ledger::{Checkpoint, Hash, Leaf, Ledger, TreeHead, TreeNode, Verification};
+pub use ledger::{Checkpoint, Hash, LEAF_PREFIX, Leaf, LeafHash, Ledger, TreeHead, TreeNode, Verification};
 pub use reports::{MadeReport, ReportJob, ReportRecord, ReportTarget, Reports};
 pub use retention::{PruneOutcome, PruneRequest, PrunedDay, Retention};
 pub use transfer::{
