@@ -135,7 +135,9 @@ pub enum Command {
     ///
     /// SQLite archives keep each event's bytes compressed with a dictionary trained on
     /// their own events, less the id, request id and time the event's row keeps; events
-    /// an older tfaudit compressed with all of their text are compressed again this way.
+    /// an older tfaudit compressed with all of their text are compressed again this way,
+    /// and the tamper-evident tree's entries an older tfaudit wrote with whole hashes
+    /// keep only the prefix an event still in the archive needs.
     /// Stopped part way, the same command goes on; `--vacuum` then gives the space freed
     /// back to the file system (it rewrites the file, and needs as much free space as
     /// the archive). PostgreSQL archives have nothing to compact.

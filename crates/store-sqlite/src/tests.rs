@@ -1306,7 +1306,9 @@ fn leaves_kept_in_blocks_read_back_the_same_and_older_archives_convert() {
     c.execute_batch("ALTER TABLE dictionaries DROP COLUMN marked; PRAGMA user_version = 15").unwrap();
     let s = SqliteStore::open(&path, OpenMode::MustExist).unwrap();
     // Whole hashes now, as the blocks migration 16 makes keep them.
-    let prefixes = |l: &[tfaudit_store::Leaf]| l.iter().map(|l| (l.index, l.seq, l.hash.as_bytes()[..8].to_vec())).collect::<Vec<_>>();
+    let prefixes = |l: &[tfaudit_store::Leaf]| {
+        l.iter().map(|l| (l.index, l.seq, l.hash.as_bytes()[..8].to_vec())).collect::<Vec<_>>()
+    };
     let converted = s.leaves(0, u64::MAX).unwrap();
     assert!(converted.iter().all(|l| l.hash.whole().is_some()));
     assert_eq!(prefixes(&converted), prefixes(&all));
@@ -1322,9 +1324,8 @@ fn leaves_kept_in_blocks_read_back_the_same_and_older_archives_convert() {
     assert_eq!(grown[1010].seq, 1011);
     // The blocks from before keep their form until `compact` rewrites them with
     // prefixes; the block the growth rewrote keeps its older leaves whole.
-    let whole_blocks = || -> i64 {
-        c.query_row("SELECT count(*) FROM tree_leaf_blocks WHERE form = 0", [], |r| r.get(0)).unwrap()
-    };
+    let whole_blocks =
+        || -> i64 { c.query_row("SELECT count(*) FROM tree_leaf_blocks WHERE form = 0", [], |r| r.get(0)).unwrap() };
     assert_eq!(whole_blocks(), 2);
     s.compact(0, 1000).unwrap();
     assert_eq!(whole_blocks(), 0);
