@@ -1407,16 +1407,12 @@ impl Archive for SqliteStore {
         let mut conn = self.lock();
         // First (a call from the start), the tree's blocks an older tfaudit wrote, each
         // batch in a transaction of its own; they are not counted as events compressed.
-        let mut block = -1;
-        while after == 0 {
+        let mut block = Some(-1).filter(|_| after == 0);
+        while let Some(from) = block {
             let tx =
                 conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate).map_err(|e| self.db(e))?;
-            let reached = ledger::shrink_whole_blocks(&tx, block, 64).map_err(|e| self.db(e))?;
+            block = ledger::shrink_whole_blocks(&tx, from, 64).map_err(|e| self.db(e))?;
             tx.commit().map_err(|e| self.db(e))?;
-            match reached {
-                Some(b) => block = b,
-                None => break,
-            }
         }
         let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate).map_err(|e| self.db(e))?;
         let done = compress::compact(&tx, &self.codec, archived(&tx).map_err(|e| self.db(e))?, after, batch)
