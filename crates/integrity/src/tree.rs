@@ -111,22 +111,29 @@ pub fn checkpoint<S: Archive + Ledger + ?Sized>(
 /// read in ranges.
 pub(crate) struct StoreNodes<'a, S: Archive + Ledger + ?Sized> {
     store: &'a S,
-    /// The whole leaf hashes of the last group of `2^KEPT_LEVELS` leaves read: its
-    /// number and hashes. A proof reads one group's leaves; an export's proofs read
-    /// the same group for event after event.
-    group: Option<(u64, Vec<Hash>)>,
+    /// The whole leaf hashes of the last groups of `2^KEPT_LEVELS` leaves read (at
+    /// most [`GROUPS_KEPT`]): each one's number and hashes. A proof reads its event's
+    /// group and, when the tree does not end on a group's edge, the last group; an
+    /// export's proofs read the same two for event after event.
+    groups: Vec<(u64, Vec<Hash>)>,
 }
+
+const GROUPS_KEPT: usize = 4;
 
 impl<'a, S: Archive + Ledger + ?Sized> StoreNodes<'a, S> {
     pub(crate) fn new(store: &'a S) -> Self {
-        Self { store, group: None }
+        Self { store, groups: Vec::new() }
     }
 
     /// The whole leaf hashes of group `g` (leaves `g << KEPT_LEVELS` on; fewer at the
     /// tree's end). Where the archive keeps only a prefix of a leaf's hash, the hash
     /// is computed again from its event, which must match the prefix.
     fn leaf_group(&mut self, g: u64) -> Result<&[Hash]> {
-        if self.group.as_ref().is_none_or(|(kept, _)| *kept != g) {
+        // The group used last goes to the end; the one used longest ago is dropped.
+        if let Some(at) = self.groups.iter().position(|(kept, _)| *kept == g) {
+            let group = self.groups.remove(at);
+            self.groups.push(group);
+        } else {
             let leaves = self.store.leaves(g << KEPT_LEVELS, 1 << KEPT_LEVELS)?;
             let prefixed = || leaves.iter().filter(|l| l.hash.whole().is_none()).map(|l| l.seq);
             let mut computed = std::collections::HashMap::new();
@@ -158,9 +165,12 @@ impl<'a, S: Archive + Ledger + ?Sized> StoreNodes<'a, S> {
                     },
                 })
                 .collect::<Result<Vec<Hash>>>()?;
-            self.group = Some((g, hashes));
+            if self.groups.len() == GROUPS_KEPT {
+                self.groups.remove(0);
+            }
+            self.groups.push((g, hashes));
         }
-        Ok(self.group.as_ref().map_or(&[], |(_, hashes)| hashes.as_slice()))
+        Ok(self.groups.last().map_or(&[], |(_, hashes)| hashes.as_slice()))
     }
 
     /// The hashes at `level` (0: leaves, else a kept level) with index `from..from + n`;
