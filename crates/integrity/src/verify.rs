@@ -256,14 +256,10 @@ pub fn verify<S: Archive + Ledger + Retention + ?Sized>(
                         first = Some(changed_finding(&a, &event_at(store, ea)?));
                         break 'batches;
                     }
-                    let hash = match pruned_hash(&leaf) {
-                        Ok(hash) => hash,
-                        Err(f) => {
-                            first = Some(f);
-                            break 'batches;
-                        }
-                    };
-                    tree.take(hash);
+                    if let Some(f) = tree.take_pruned(&leaf) {
+                        first = Some(f);
+                        break 'batches;
+                    }
                     report.pruned_events += 1;
                     if let Some(f) = tree.check(&targets, leaf.seq, &mut report) {
                         first = Some(f);
@@ -338,14 +334,10 @@ pub fn verify<S: Archive + Ledger + Retention + ?Sized>(
         && let Some(leaf) = tree.front()?
         && tree.is_pruned(leaf.seq)
     {
-        let hash = match pruned_hash(&leaf) {
-            Ok(hash) => hash,
-            Err(f) => {
-                first = Some(f);
-                break;
-            }
-        };
-        tree.take(hash);
+        if let Some(f) = tree.take_pruned(&leaf) {
+            first = Some(f);
+            break;
+        }
         report.pruned_events += 1;
         last_checked_seq = last_checked_seq.max(leaf.seq);
         first = tree.check(&targets, leaf.seq, &mut report);
@@ -459,6 +451,26 @@ impl<S: Ledger + ?Sized> Rebuild<'_, S> {
         self.leaves.pop_front();
         self.frontier.push(hash, &mut self.sink);
         self.sink.clear();
+    }
+
+    /// Takes the next archived leaf, of an event retention removed, into the rebuilt
+    /// tree as its whole hash, which stands in for the event; a finding (nothing
+    /// taken) when only a prefix is kept, as the archive keeps for an event it holds.
+    fn take_pruned(&mut self, leaf: &Leaf) -> Option<Finding> {
+        let Some(hash) = leaf.hash.whole() else {
+            return Some(finding(
+                FindingKind::Changed,
+                None,
+                Some(leaf.seq),
+                format!(
+                    "the tree keeps only part of the hash of the event at seq {} (entry {} of the tree), which \
+                     retention removed: the tree was changed",
+                    leaf.seq, leaf.index
+                ),
+            ));
+        };
+        self.take(hash);
+        None
     }
 
     /// The checkpoints of the rebuilt tree's size, compared with its root.
@@ -627,23 +639,6 @@ fn inserted(e: &StoredEvent) -> Finding {
             e.event.id, e.seq
         ),
     )
-}
-
-/// The whole hash kept for an event retention removed, which stands in for it; a
-/// finding when only a prefix is kept, as the archive keeps for an event it holds.
-fn pruned_hash(leaf: &Leaf) -> std::result::Result<Hash, Finding> {
-    leaf.hash.whole().ok_or_else(|| {
-        finding(
-            FindingKind::Changed,
-            None,
-            Some(leaf.seq),
-            format!(
-                "the tree keeps only part of the hash of the event at seq {} (entry {} of the tree), which retention \
-                 removed: the tree was changed",
-                leaf.seq, leaf.index
-            ),
-        )
-    })
 }
 
 fn changed_finding(leaf: &Leaf, e: &StoredEvent) -> Finding {

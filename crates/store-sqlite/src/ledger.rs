@@ -174,13 +174,7 @@ fn write_leaves(tx: &rusqlite::Connection, leaves: &[Leaf]) -> rusqlite::Result<
         if kept.len() as u64 != offset {
             return Err(broken_block(block, &format!("holds {} leaves where the tree has {offset}", kept.len())));
         }
-        kept.extend(these.iter().map(|l| {
-            let hash = match l.hash {
-                LeafHash::Whole(h) => LeafHash::prefix_of(&h),
-                prefix @ LeafHash::Prefix(_) => prefix,
-            };
-            (l.seq, hash)
-        }));
+        kept.extend(these.iter().map(|l| (l.seq, l.hash.prefix())));
         write_block(tx, block, &kept)?;
         rest = next;
     }
@@ -269,8 +263,8 @@ pub(crate) fn shrink_whole_blocks(tx: &rusqlite::Connection, after: i64, limit: 
         let (Some(&(first, _)), Some(&(last, _))) = (leaves.first(), leaves.last()) else { continue };
         let here: Vec<i64> = present.query_map([first, last], |r| r.get(0))?.collect::<rusqlite::Result<_>>()?;
         for (seq, hash) in &mut leaves {
-            if let (Ok(_), LeafHash::Whole(h)) = (here.binary_search(seq), *hash) {
-                *hash = LeafHash::prefix_of(&h);
+            if here.binary_search(seq).is_ok() {
+                *hash = hash.prefix();
             }
         }
         write_block(tx, block, &leaves)?;

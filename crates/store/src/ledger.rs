@@ -86,11 +86,11 @@ impl LeafHash {
         }
     }
 
-    /// The prefix an archive keeps of `hash`.
+    /// The prefix an archive keeps of this hash (itself when it is one).
     #[must_use]
-    pub fn prefix_of(hash: &Hash) -> Self {
+    pub fn prefix(&self) -> Self {
         let mut p = [0; LEAF_PREFIX];
-        p.copy_from_slice(&hash[..LEAF_PREFIX]);
+        p.copy_from_slice(&self.as_bytes()[..LEAF_PREFIX]);
         Self::Prefix(p)
     }
 }
