@@ -189,7 +189,7 @@ fn block_of(tx: &rusqlite::Connection, seq: i64) -> rusqlite::Result<Option<u64>
         return Ok(None);
     };
     let first_seq = |block: u64| -> rusqlite::Result<Option<i64>> {
-        Ok(read_block(tx, block)?.and_then(|leaves| leaves.first().map(|(s, _)| *s)))
+        Ok(block_seqs(tx, block)?.and_then(|seqs| seqs.first().copied()))
     };
     // The first block whose first seq is after `seq`; the one before it holds it.
     let (mut lo, mut hi) = (0u64, count(last) + 1);
@@ -201,6 +201,23 @@ fn block_of(tx: &rusqlite::Connection, seq: i64) -> rusqlite::Result<Option<u64>
         }
     }
     Ok(lo.checked_sub(1))
+}
+
+/// The seqs of a block's leaves, its hashes left unread.
+fn block_seqs(tx: &rusqlite::Connection, block: u64) -> rusqlite::Result<Option<Vec<i64>>> {
+    let seqs: Option<Vec<u8>> = tx
+        .prepare_cached("SELECT seqs FROM tree_leaf_blocks WHERE block = ?1")?
+        .query_row([big(block)], |r| r.get(0))
+        .optional()?;
+    seqs.map(|seqs| decode_seqs(&seqs).ok_or_else(|| broken_block(block, "has unreadable seqs"))).transpose()
+}
+
+/// How many of the tree's leaves are of seqs up to `seq`: a binary search over the
+/// blocks and one block read, however long the tree.
+pub(crate) fn leaves_through(tx: &rusqlite::Connection, seq: i64) -> rusqlite::Result<u64> {
+    let Some(block) = block_of(tx, seq)? else { return Ok(0) };
+    let seqs = block_seqs(tx, block)?.ok_or_else(|| broken_block(block, "is missing"))?;
+    Ok(block * BLOCK + seqs.partition_point(|s| *s <= seq) as u64)
 }
 
 /// Keeps the whole hash of the leaves of these events (`hashes`: seq and hash, seqs

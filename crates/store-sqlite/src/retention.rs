@@ -41,6 +41,26 @@ fn holder(tx: &Transaction<'_>, seqs: &[i64]) -> rusqlite::Result<Option<String>
     Ok(None)
 }
 
+/// How many events retention removed (and `archive pull` has not put back) have a seq
+/// after `after`.
+pub(crate) fn removed_after(conn: &rusqlite::Connection, after: i64) -> rusqlite::Result<u64> {
+    let mut stmt = conn.prepare_cached("SELECT day, seqs FROM pruned_days WHERE restored_ms IS NULL")?;
+    let mut rows = stmt.query([])?;
+    let mut n = 0;
+    while let Some(row) = rows.next()? {
+        let seqs = decode_seqs(&row.get::<_, Vec<u8>>(1)?).ok_or_else(|| {
+            let day: String = row.get(0).unwrap_or_default();
+            rusqlite::Error::FromSqlConversionFailure(
+                1,
+                rusqlite::types::Type::Blob,
+                format!("the record of the pruned day {day} is damaged").into(),
+            )
+        })?;
+        n += (seqs.len() - seqs.partition_point(|s| *s <= after)) as u64;
+    }
+    Ok(n)
+}
+
 /// The source's oldest and newest remaining events, after some were removed.
 fn recount_range(tx: &Transaction<'_>, source: i64) -> rusqlite::Result<()> {
     tx.execute(

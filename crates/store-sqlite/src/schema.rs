@@ -519,4 +519,10 @@ ALTER TABLE dictionaries ADD COLUMN marked INTEGER NOT NULL DEFAULT 0;
     r"
 ALTER TABLE tree_leaf_blocks ADD COLUMN form INTEGER NOT NULL DEFAULT 0;
 ",
+    // 20: no index of the seqs alone (migration 7): a consumer's lag is counted on the
+    // tree's leaves instead (dead_letters.rs), and the index cost 13 bytes an event and
+    // a B-tree written with each. An older tfaudit, which names the index, is kept off.
+    r"
+DROP INDEX IF EXISTS events_by_seq;
+",
 ];
