@@ -365,6 +365,7 @@ impl SqliteStore {
         if version > known {
             return Err(StoreError::TooNew { path: shown, found: version, known });
         }
+        let mut migrated = false;
         for (i, sql) in schema::MIGRATIONS.iter().enumerate().skip(version as usize) {
             let tx = conn
                 .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
@@ -378,6 +379,12 @@ impl SqliteStore {
             tx.pragma_update(None, "user_version", (i + 1) as i64).map_err(|e| classify(&shown, e))?;
             tx.commit().map_err(|e| classify(&shown, e))?;
             tracing::debug!(version = i + 1, "archive schema migrated");
+            migrated = true;
+        }
+        // A migration that rewrote a table (as 17 and 20 do) leaves the old copy's pages
+        // free: back to the file system, in an archive with incremental auto-vacuum.
+        if migrated && let Err(e) = upkeep::give_back_free_pages(&conn) {
+            tracing::warn!(error = %e, "could not give the space a migration freed back to the file system");
         }
         Ok(())
     }
@@ -547,7 +554,8 @@ const WALK_COLUMNS: &str =
     "walk_started_ms, walk_since_ms, walk_next_page, walk_page_size, walk_newest_ms, walk_oldest_ms, walk_gap_from_ms";
 
 const EVENT_COLUMNS: &str = "e.seq, e.id, s.name, e.ts_ms, e.organization_id, e.auth_type, e.accessor_id, \
-     e.auth_description, e.impersonator_id, e.request_id, e.resource_id, e.resource_type, e.resource_action, tfaudit_raw(e.raw, e.dict, e.id, e.request_id, e.ts_ms), e.ingested_ms";
+     e.auth_description, e.impersonator_id, e.request_id, e.resource_id, e.resource_type, e.resource_action, tfaudit_raw(e.raw, e.dict, e.id, e.request_id, e.ts_ms), \
+     (SELECT i.ms FROM ingest_times i WHERE i.first_seq <= e.seq ORDER BY i.first_seq DESC LIMIT 1)";
 
 /// An event's row (selected as [`EVENT_COLUMNS`]), its keys resolved with `names`
 /// on `conn`.
@@ -815,11 +823,15 @@ impl Archive for SqliteStore {
             let mut insert = tx.prepare_cached(rollup::EVENT_INSERT_NEW).map_err(|e| self.db(e))?;
             for e in page.events {
                 let t = ms(e.timestamp);
-                let changed = rollup::insert_event(&mut insert, &tx, &self.codec, &mut names, e, page.source_id, now)
+                let changed = rollup::insert_event(&mut insert, &tx, &self.codec, &mut names, e, page.source_id)
                     .map_err(|e| self.db(e))?;
                 if changed == 0 {
                     outcome.duplicates += 1;
                     continue;
+                }
+                if inserted.is_empty() {
+                    // The page's first new event: the rest follow it in seq.
+                    rollup::record_ingested(&tx, tx.last_insert_rowid(), now).map_err(|e| self.db(e))?;
                 }
                 inserted.push((tx.last_insert_rowid(), e.raw.as_str()));
                 outcome.inserted += 1;

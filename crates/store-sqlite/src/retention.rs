@@ -223,17 +223,9 @@ impl Retention for SqliteStore {
             // handed out again (AUTOINCREMENT).
             let mut renumber = tx.prepare_cached("UPDATE events SET seq = ?1 WHERE seq = ?2").map_err(db)?;
             for stored in events {
-                rollup::insert_event(
-                    &mut insert,
-                    &tx,
-                    &self.codec,
-                    &mut names,
-                    &stored.event,
-                    id,
-                    ms(stored.ingested_at),
-                )
-                .map_err(db)?;
+                rollup::insert_event(&mut insert, &tx, &self.codec, &mut names, &stored.event, id).map_err(db)?;
                 renumber.execute(params![stored.seq, tx.last_insert_rowid()]).map_err(db)?;
+                rollup::record_ingested(&tx, stored.seq, ms(stored.ingested_at)).map_err(db)?;
             }
         }
         let n = events.len() as i64;

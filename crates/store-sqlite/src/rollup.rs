@@ -2,7 +2,7 @@
 //! hourly rollups, the actors with first and last seen), written the same way for a
 //! sync's pages and for events copied by `tfaudit migrate`.
 
-use rusqlite::{CachedStatement, Transaction, params};
+use rusqlite::{CachedStatement, OptionalExtension, Transaction, params};
 use tfaudit_model::AuditEvent;
 use tfaudit_store::rollup::Rollups;
 
@@ -18,7 +18,6 @@ pub(crate) fn insert_event(
     names: &mut crate::names::Interner<'_>,
     e: &AuditEvent,
     source: i64,
-    ingested_ms: i64,
 ) -> rusqlite::Result<usize> {
     let mut key = |v: &Option<String>| names.key(tx, v.as_deref());
     let keys = [
@@ -47,12 +46,35 @@ pub(crate) fn insert_event(
             keys[6],
             e.request_id.as_deref().map(crate::names::pack_id),
             keys[7],
-            ingested_ms,
             dict,
             raw,
             e.is_destroy_run(),
         ])
     })
+}
+
+/// Records that the event at `seq`, and those after it up to the next recorded seq,
+/// were archived at `ms`. `ingest_times` keeps a row for each run of seqs archived in
+/// the same millisecond, its first seq: a page's events (consecutive seqs, one
+/// transaction) need one call, for the first. An event put back in the middle (`archive
+/// pull`) or copied with a time of its own gets a row of its own when its time differs,
+/// and the events after it keep theirs.
+pub(crate) fn record_ingested(tx: &rusqlite::Connection, seq: i64, ms: i64) -> rusqlite::Result<()> {
+    let current: Option<i64> = tx
+        .prepare_cached("SELECT ms FROM ingest_times WHERE first_seq <= ?1 ORDER BY first_seq DESC LIMIT 1")?
+        .query_row([seq], |r| r.get(0))
+        .optional()?;
+    if current == Some(ms) {
+        return Ok(());
+    }
+    if let Some(before) = current {
+        tx.prepare_cached(
+            "INSERT OR IGNORE INTO ingest_times (first_seq, ms) SELECT ?1 + 1, ?2 WHERE EXISTS (SELECT 1 FROM events WHERE seq > ?1)",
+        )?
+        .execute([seq, before])?;
+    }
+    tx.prepare_cached("INSERT OR REPLACE INTO ingest_times (first_seq, ms) VALUES (?1, ?2)")?.execute([seq, ms])?;
+    Ok(())
 }
 
 /// Adds `tfaudit_destroy_run(text)`: whether an event's JSON is about a run that
@@ -75,8 +97,8 @@ pub fn register(conn: &rusqlite::Connection) -> rusqlite::Result<()> {
 macro_rules! event_insert {
     () => {
         "INSERT INTO events (id, source_id, ts_ms, organization_id, auth_type, accessor_id, auth_description,
-            impersonator_id, resource_type, resource_action, request_id, resource_id, ingested_ms, dict, raw, destroy_run)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)"
+            impersonator_id, resource_type, resource_action, request_id, resource_id, dict, raw, destroy_run)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)"
     };
 }
 

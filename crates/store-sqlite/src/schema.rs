@@ -521,8 +521,20 @@ ALTER TABLE tree_leaf_blocks ADD COLUMN form INTEGER NOT NULL DEFAULT 0;
 ",
     // 20: no index of the seqs alone (migration 7): a consumer's lag is counted on the
     // tree's leaves instead (dead_letters.rs), and the index cost 13 bytes an event and
-    // a B-tree written with each. An older tfaudit, which names the index, is kept off.
+    // a B-tree written with each. And when each event was archived kept once for each
+    // run of seqs archived in the same millisecond (`ingest_times`, rollup.rs) rather
+    // than in every row: a page's events share it, and the column cost 7 bytes an
+    // event. Dropping the column copies the table once. An older tfaudit, which names
+    // both, is kept off.
     r"
 DROP INDEX IF EXISTS events_by_seq;
+CREATE TABLE ingest_times (
+    first_seq INTEGER PRIMARY KEY,
+    ms        INTEGER NOT NULL
+);
+INSERT INTO ingest_times (first_seq, ms)
+    SELECT seq, ingested_ms FROM (SELECT seq, ingested_ms, lag(ingested_ms) OVER (ORDER BY seq) AS before FROM events)
+    WHERE before IS NOT ingested_ms;
+ALTER TABLE events DROP COLUMN ingested_ms;
 ",
 ];

@@ -613,14 +613,18 @@ fn lag_is_counted_on_the_tree_less_what_retention_removed() {
     let run = s.start_run(src.id, Timestamp::now()).unwrap();
     let at = |day: u32, i: u32| format!("2024-01-0{day}T{:02}:{:02}:{:02}Z", i / 3600 % 24, i / 60 % 60, i % 60);
     let mut made = 0u32;
-    let mut page = |day: u32, n: u32| -> Vec<AuditEvent> {
+    let mut page = |day: Option<u32>, n: u32| -> Vec<AuditEvent> {
         made += n;
-        (made - n..made).map(|i| event(&format!("e{i}"), &at(day, i), "user-1", "ann", "run", "apply")).collect()
+        (made - n..made)
+            .map(|i| event(&format!("e{i}"), &at(day.unwrap_or(1 + i % 3), i), "user-1", "ann", "run", "apply"))
+            .collect()
     };
-    // Pages of three days in turn, so that each day's seqs are spread over the tree's
-    // blocks (480 leaves each).
+    // Pages of three days' events in turn, so that each day's seqs are spread over the
+    // tree's blocks (480 leaves each) and over every page.
     for i in 0..12 {
-        store(&s, &src, run, &page(1 + i % 3, 100));
+        store(&s, &src, run, &page(None, 100));
+        // Each page archived at a time of its own, as pages a second apart would be.
+        s.lock().execute("UPDATE ingest_times SET ms = ms + 1000 WHERE first_seq > ?1", [i * 100]).unwrap();
     }
     let check = |when: &str| {
         let c = s.read().unwrap();
@@ -645,12 +649,9 @@ fn lag_is_counted_on_the_tree_less_what_retention_removed() {
     // Events the tree does not hold yet: one stored behind its back, so that later
     // pages do not grow the tree either, until a checkpoint catches up.
     s.lock()
-        .execute(
-            "INSERT INTO events (id, source_id, ts_ms, raw, ingested_ms) VALUES ('behind', ?1, 1704240000000, '{}', 0)",
-            [src.id],
-        )
+        .execute("INSERT INTO events (id, source_id, ts_ms, raw) VALUES ('behind', ?1, 1704240000000, '{}')", [src.id])
         .unwrap();
-    store(&s, &src, run, &page(3, 50));
+    store(&s, &src, run, &page(Some(3), 50));
     let tree_last: i64 = s.read().unwrap().query_row("SELECT last_seq FROM tree_head", [], |r| r.get(0)).unwrap();
     assert_eq!(tree_last, 1200, "the tree stopped at the event stored behind its back");
     check("the tree behind");
@@ -684,8 +685,28 @@ fn lag_is_counted_on_the_tree_less_what_retention_removed() {
         .unwrap();
     assert_eq!(outcome, PruneOutcome::Pruned(400));
     check("a day removed");
+    // The events left are told they were archived 7 ms later than they were: the day
+    // put back keeps each event's own time, and the events after each its own.
+    let times = || {
+        let mut all = Vec::new();
+        s.events_after(0, 10_000, &mut |e| {
+            all.push((e.seq, e.event.id, e.ingested_at));
+            Ok(())
+        })
+        .unwrap();
+        all
+    };
+    let mut expected = times();
+    for (_, _, at) in &mut expected {
+        *at = at.checked_add(jiff::SignedDuration::from_millis(7)).unwrap();
+    }
+    s.lock().execute("UPDATE ingest_times SET ms = ms + 7", []).unwrap();
+    assert_eq!(times(), expected);
     assert_eq!(s.restore_day("acme", "2024-01-01", &day_one).unwrap(), 400);
     check("the day put back");
+    expected.extend(day_one.iter().map(|e| (e.seq, e.event.id.clone(), e.ingested_at)));
+    expected.sort();
+    assert_eq!(times(), expected);
 }
 
 /// Past 2,000 events a dictionary is trained and later pages are stored compressed; a
@@ -1147,7 +1168,9 @@ fn an_archive_from_before_the_destroy_mark_gets_it_for_every_event() {
     assert_eq!(all_ids(&s, &destroy_runs), expected, "marked as stored");
     let path = dir.path().join("sub/archive.db");
     let conn = rusqlite::Connection::open(&path).unwrap();
+    let archived_at = ingest_times_of(&s);
     leaves_a_row_each(&s, &conn);
+    a_row_each_has_its_ingest_time(&conn);
     drop(s);
     let compressed: i64 =
         conn.query_row("SELECT count(*) FROM events WHERE dict IS NOT NULL", [], |r| r.get(0)).unwrap();
@@ -1160,6 +1183,7 @@ fn an_archive_from_before_the_destroy_mark_gets_it_for_every_event() {
     drop(conn);
     let s = SqliteStore::open(&path, OpenMode::MustExist).unwrap();
     assert_eq!(all_ids(&s, &destroy_runs), expected, "marked by the migration");
+    assert_eq!(ingest_times_of(&s), archived_at, "each event's ingest time, back from its row");
     let later = run_event(5000, "true");
     assert_eq!(store(&s, &source, run, std::slice::from_ref(&later)).inserted, 1);
     assert_eq!(all_ids(&s, &destroy_runs).last().map(String::as_str), Some("e05000"));
@@ -1379,6 +1403,7 @@ fn leaves_kept_in_blocks_read_back_the_same_and_older_archives_convert() {
     // Back to a row a leaf, as schema 15 kept them, then opened: converted.
     let s = SqliteStore::open(&path, OpenMode::MustExist).unwrap();
     leaves_a_row_each(&s, &c);
+    a_row_each_has_its_ingest_time(&c);
     drop(s);
     c.execute_batch("ALTER TABLE dictionaries DROP COLUMN marked; PRAGMA user_version = 15").unwrap();
     let s = SqliteStore::open(&path, OpenMode::MustExist).unwrap();
@@ -1412,6 +1437,30 @@ fn leaves_kept_in_blocks_read_back_the_same_and_older_archives_convert() {
     assert_eq!(whole, (960..1001).collect::<Vec<_>>());
     let size: i64 = c.query_row("SELECT sum(length(hashes)) FROM tree_leaf_blocks", [], |r| r.get(0)).unwrap();
     assert_eq!(size, 1011 * 8 + 41 * 24 + 60 + 60 + 7, "prefixes, the whole hashes and a bit a leaf");
+}
+
+/// Each event's seq and when it was archived.
+fn ingest_times_of(s: &SqliteStore) -> Vec<(i64, Timestamp)> {
+    let mut all = Vec::new();
+    s.events_after(0, u64::MAX >> 1, &mut |e| {
+        all.push((e.seq, e.ingested_at));
+        Ok(())
+    })
+    .unwrap();
+    all
+}
+
+/// Puts an archive back in the layout before migration 20: the ingest time in each
+/// event's row, and the index of seqs.
+fn a_row_each_has_its_ingest_time(c: &rusqlite::Connection) {
+    c.execute_batch(
+        "ALTER TABLE events ADD COLUMN ingested_ms INTEGER NOT NULL DEFAULT 0;
+         UPDATE events SET ingested_ms =
+             (SELECT i.ms FROM ingest_times i WHERE i.first_seq <= events.seq ORDER BY i.first_seq DESC LIMIT 1);
+         DROP TABLE ingest_times;
+         CREATE INDEX events_by_seq ON events (seq);",
+    )
+    .unwrap();
 }
 
 /// Puts an archive's tree leaves back in the layout before migration 16, a row a leaf,

@@ -316,8 +316,8 @@ impl Transfer for SqliteStore {
                 let source = *ids.get(&stored.source).ok_or_else(|| unknown(&stored.source))?;
                 let e = &stored.event;
                 let t = ms(e.timestamp);
-                rollup::insert_event(&mut insert, &tx, &self.codec, &mut names, e, source, ms(stored.ingested_at))
-                    .map_err(|e| self.db(e))?;
+                rollup::insert_event(&mut insert, &tx, &self.codec, &mut names, e, source).map_err(|e| self.db(e))?;
+                rollup::record_ingested(&tx, tx.last_insert_rowid(), ms(stored.ingested_at)).map_err(|e| self.db(e))?;
                 let c = counters.entry(source).or_insert((0, t, t, None));
                 c.0 += 1;
                 c.1 = c.1.min(t);
