@@ -58,10 +58,18 @@ pub(crate) fn grow(
 const BLOCK: u64 = 480;
 
 /// Adds `tfaudit_encode_seqs(text)`: a comma-separated list of ascending seqs as
-/// `tree_leaf_blocks` keeps them (migration 16 uses it).
+/// `tree_leaf_blocks` keeps them (migration 16 uses it); and `tfaudit_seq_at(seqs, i)`:
+/// the seq at `i` (from the end when negative) of a list so kept (migration 20).
 pub fn register(conn: &rusqlite::Connection) -> rusqlite::Result<()> {
     use rusqlite::functions::FunctionFlags;
     let flags = FunctionFlags::SQLITE_UTF8 | FunctionFlags::SQLITE_DETERMINISTIC | FunctionFlags::SQLITE_INNOCUOUS;
+    conn.create_scalar_function("tfaudit_seq_at", 2, flags, |ctx| {
+        let seqs = decode_seqs(ctx.get_raw(0).as_blob()?)
+            .ok_or_else(|| rusqlite::Error::UserFunctionError("a list of seqs is damaged".into()))?;
+        let at: i64 = ctx.get(1)?;
+        let i = if at < 0 { seqs.len().checked_sub(at.unsigned_abs() as usize) } else { Some(at as usize) };
+        Ok(i.and_then(|i| seqs.get(i).copied()))
+    })?;
     conn.create_scalar_function("tfaudit_encode_seqs", 1, flags, |ctx| {
         let list = ctx.get::<String>(0)?;
         let seqs = list

@@ -44,9 +44,16 @@ fn holder(tx: &Transaction<'_>, seqs: &[i64]) -> rusqlite::Result<Option<String>
 /// How many events retention removed (and `archive pull` has not put back) have a seq
 /// after `after`.
 pub(crate) fn removed_after(conn: &rusqlite::Connection, after: i64) -> rusqlite::Result<u64> {
-    let mut stmt = conn.prepare_cached("SELECT day, seqs FROM pruned_days WHERE restored_ms IS NULL")?;
-    let mut rows = stmt.query([])?;
-    let mut n = 0;
+    let whole: i64 = conn
+        .prepare_cached("SELECT coalesce(sum(events), 0) FROM pruned_spans WHERE first_seq > ?1")?
+        .query_row([after], |r| r.get(0))?;
+    let mut n = u64::try_from(whole).unwrap_or(0);
+    // Only a day whose seqs lie on both sides of `after` is read.
+    let mut stmt = conn.prepare_cached(
+        "SELECT p.day, p.seqs FROM pruned_spans s JOIN pruned_days p ON p.source_id = s.source_id AND p.day = s.day
+         WHERE s.first_seq <= ?1 AND s.last_seq > ?1",
+    )?;
+    let mut rows = stmt.query([after])?;
     while let Some(row) = rows.next()? {
         let seqs = decode_seqs(&row.get::<_, Vec<u8>>(1)?).ok_or_else(|| {
             let day: String = row.get(0).unwrap_or_default();
@@ -144,6 +151,11 @@ impl Retention for SqliteStore {
             ],
         )
         .map_err(db)?;
+        tx.execute(
+            "INSERT OR REPLACE INTO pruned_spans (source_id, day, first_seq, last_seq, events) VALUES (?1, ?2, ?3, ?4, ?5)",
+            params![source, request.day, seqs.first(), seqs.last(), removed],
+        )
+        .map_err(db)?;
         tx.commit().map_err(db)?;
         // The day's pages back to the file system (in an archive with incremental
         // auto-vacuum); left in the file, they would only be reused by later events.
@@ -236,6 +248,7 @@ impl Retention for SqliteStore {
             params![id, day, ms(Timestamp::now())],
         )
         .map_err(db)?;
+        tx.execute("DELETE FROM pruned_spans WHERE source_id = ?1 AND day = ?2", params![id, day]).map_err(db)?;
         tx.commit().map_err(db)?;
         names.committed();
         Ok(n as u64)

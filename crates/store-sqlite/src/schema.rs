@@ -536,5 +536,18 @@ INSERT INTO ingest_times (first_seq, ms)
     SELECT seq, ingested_ms FROM (SELECT seq, ingested_ms, lag(ingested_ms) OVER (ORDER BY seq) AS before FROM events)
     WHERE before IS NOT ingested_ms;
 ALTER TABLE events DROP COLUMN ingested_ms;
+-- What counting a consumer's lag needs of each day retention removed and that is
+-- not back, without reading its seqs: the day's first and last seq and how many.
+CREATE TABLE pruned_spans (
+    source_id INTEGER NOT NULL,
+    day       TEXT NOT NULL,
+    first_seq INTEGER NOT NULL,
+    last_seq  INTEGER NOT NULL,
+    events    INTEGER NOT NULL,
+    PRIMARY KEY (source_id, day)
+) WITHOUT ROWID;
+INSERT INTO pruned_spans (source_id, day, first_seq, last_seq, events)
+    SELECT source_id, day, tfaudit_seq_at(seqs, 0), tfaudit_seq_at(seqs, -1), events
+    FROM pruned_days WHERE restored_ms IS NULL;
 ",
 ];

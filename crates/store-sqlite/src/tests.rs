@@ -626,7 +626,7 @@ fn lag_is_counted_on_the_tree_less_what_retention_removed() {
         // Each page archived at a time of its own, as pages a second apart would be.
         s.lock().execute("UPDATE ingest_times SET ms = ms + 1000 WHERE first_seq > ?1", [i * 100]).unwrap();
     }
-    let check = |when: &str| {
+    fn check(s: &SqliteStore, when: &str) {
         let c = s.read().unwrap();
         let seqs: Vec<i64> = c
             .prepare("SELECT seq FROM events ORDER BY seq")
@@ -644,8 +644,8 @@ fn lag_is_counted_on_the_tree_less_what_retention_removed() {
         for after in [0, 479, 480, 481, newest - 1] {
             assert_eq!(s.count_events_after(after).unwrap(), s.events_after(after, 10_000, &mut |_| Ok(())).unwrap());
         }
-    };
-    check("all in the tree");
+    }
+    check(&s, "all in the tree");
     // Events the tree does not hold yet: one stored behind its back, so that later
     // pages do not grow the tree either, until a checkpoint catches up.
     s.lock()
@@ -654,7 +654,7 @@ fn lag_is_counted_on_the_tree_less_what_retention_removed() {
     store(&s, &src, run, &page(Some(3), 50));
     let tree_last: i64 = s.read().unwrap().query_row("SELECT last_seq FROM tree_head", [], |r| r.get(0)).unwrap();
     assert_eq!(tree_last, 1200, "the tree stopped at the event stored behind its back");
-    check("the tree behind");
+    check(&s, "the tree behind");
 
     let mut day_one = Vec::new();
     let filter = EventFilter {
@@ -684,10 +684,20 @@ fn lag_is_counted_on_the_tree_less_what_retention_removed() {
         })
         .unwrap();
     assert_eq!(outcome, PruneOutcome::Pruned(400));
-    check("a day removed");
+    check(&s, "a day removed");
+    // The same archive as schema 19 kept it, migrated again: the removed day's span is
+    // read from its record.
+    drop(s);
+    let path = _d.path().join("sub/archive.db");
+    let c = rusqlite::Connection::open(&path).unwrap();
+    a_row_each_has_its_ingest_time(&c);
+    c.execute_batch("PRAGMA user_version = 19").unwrap();
+    drop(c);
+    let s = SqliteStore::open(&path, OpenMode::MustExist).unwrap();
+    check(&s, "a day removed, migrated");
     // The events left are told they were archived 7 ms later than they were: the day
     // put back keeps each event's own time, and the events after each its own.
-    let times = || {
+    fn times(s: &SqliteStore) -> Vec<(i64, String, Timestamp)> {
         let mut all = Vec::new();
         s.events_after(0, 10_000, &mut |e| {
             all.push((e.seq, e.event.id, e.ingested_at));
@@ -695,18 +705,18 @@ fn lag_is_counted_on_the_tree_less_what_retention_removed() {
         })
         .unwrap();
         all
-    };
-    let mut expected = times();
+    }
+    let mut expected = times(&s);
     for (_, _, at) in &mut expected {
         *at = at.checked_add(jiff::SignedDuration::from_millis(7)).unwrap();
     }
     s.lock().execute("UPDATE ingest_times SET ms = ms + 7", []).unwrap();
-    assert_eq!(times(), expected);
+    assert_eq!(times(&s), expected);
     assert_eq!(s.restore_day("acme", "2024-01-01", &day_one).unwrap(), 400);
-    check("the day put back");
+    check(&s, "the day put back");
     expected.extend(day_one.iter().map(|e| (e.seq, e.event.id.clone(), e.ingested_at)));
     expected.sort();
-    assert_eq!(times(), expected);
+    assert_eq!(times(&s), expected);
 }
 
 /// Past 2,000 events a dictionary is trained and later pages are stored compressed; a
@@ -1451,13 +1461,14 @@ fn ingest_times_of(s: &SqliteStore) -> Vec<(i64, Timestamp)> {
 }
 
 /// Puts an archive back in the layout before migration 20: the ingest time in each
-/// event's row, and the index of seqs.
+/// event's row, the index of seqs, and no spans of the days retention removed.
 fn a_row_each_has_its_ingest_time(c: &rusqlite::Connection) {
     c.execute_batch(
         "ALTER TABLE events ADD COLUMN ingested_ms INTEGER NOT NULL DEFAULT 0;
          UPDATE events SET ingested_ms =
              (SELECT i.ms FROM ingest_times i WHERE i.first_seq <= events.seq ORDER BY i.first_seq DESC LIMIT 1);
          DROP TABLE ingest_times;
+         DROP TABLE pruned_spans;
          CREATE INDEX events_by_seq ON events (seq);",
     )
     .unwrap();
