@@ -274,8 +274,16 @@ pub fn seen_values_up_to(conn: &Connection, seq: i64) -> rusqlite::Result<SeenVa
         ))?
         .exists(params![value, seq])
     };
+    // An actor's and a kind's posting lists (postings.rs) begin with their oldest seq;
+    // until a first backfill has built them, the events are read.
+    let listed = !crate::upkeep::deferred(conn)?;
+    let mut actor_before = conn.prepare_cached(
+        "SELECT 1 FROM postings WHERE list = 1 AND key = (SELECT id FROM names WHERE value = ?1)
+         AND tfaudit_first_seq(seqs) <= ?2 LIMIT 1",
+    )?;
     for a in later("accessor_id")? {
-        if !seen_before("accessor_id", &a)? {
+        let seen = if listed { actor_before.exists(params![a, seq])? } else { seen_before("accessor_id", &a)? };
+        if !seen {
             all.accessors.retain(|x| *x != a);
         }
     }
@@ -292,11 +300,16 @@ pub fn seen_values_up_to(conn: &Connection, seq: i64) -> rusqlite::Result<SeenVa
         )?
         .query_map([seq], |r| Ok((r.get(0)?, r.get(1)?)))?
         .collect::<rusqlite::Result<_>>()?;
-    let mut kind_before = conn.prepare(
+    let mut kind_before = conn.prepare(if listed {
+        "SELECT 1 FROM postings p WHERE p.list = 2 AND p.key IN
+           (SELECT k.key FROM kinds k LEFT JOIN names a ON a.id = k.key & 4294967295
+            WHERE k.key >> 32 = (SELECT id FROM names WHERE value = ?1) AND coalesce(a.value, '') = ?2)
+         AND tfaudit_first_seq(p.seqs) <= ?3 LIMIT 1"
+    } else {
         "SELECT 1 FROM events e LEFT JOIN names a ON a.id = e.resource_action
          WHERE e.resource_type = (SELECT id FROM names WHERE value = ?1) AND coalesce(a.value, '') = ?2 AND e.seq <= ?3
-         LIMIT 1",
-    )?;
+         LIMIT 1"
+    })?;
     for (t, a) in later_kinds {
         if !kind_before.exists(params![t, a, seq])? {
             all.kinds.retain(|k| !(k.0 == t && k.1 == a));

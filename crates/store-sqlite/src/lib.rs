@@ -14,6 +14,7 @@ mod leases;
 mod ledger;
 mod names;
 mod plan;
+mod postings;
 mod reports;
 mod retention;
 mod rollup;
@@ -36,6 +37,7 @@ use tfaudit_store::{
     SourceStatus, StoreError, StoredEvent, Summary, Walk,
 };
 
+use plan::Plan;
 use tfaudit_store::rollup::HOUR_MS;
 
 /// The SQLite archive.
@@ -341,6 +343,7 @@ impl SqliteStore {
         names::register(&conn).map_err(|e| classify(&shown, e))?;
         rollup::register(&conn).map_err(|e| classify(&shown, e))?;
         ledger::register(&conn).map_err(|e| classify(&shown, e))?;
+        postings::register(&conn).map_err(|e| classify(&shown, e))?;
         // Before the first table exists, so that it applies: larger pages mean fewer
         // B-tree splits and WAL frames per event.
         // Incremental auto-vacuum likewise: pages freed (indexes rebuilt after a backfill,
@@ -442,6 +445,7 @@ impl SqliteStore {
         c.busy_timeout(std::time::Duration::from_secs(30)).map_err(|e| self.db(e))?;
         glob::register(&c).map_err(|e| self.db(e))?;
         compress::register(&c, self.codec.clone()).map_err(|e| self.db(e))?;
+        postings::register(&c).map_err(|e| self.db(e))?;
         // Small caches: eight readers must fit the service's memory budget.
         c.execute_batch("PRAGMA cache_size = -4000; PRAGMA temp_store = MEMORY;").map_err(|e| self.db(e))?;
         Ok(c)
@@ -646,14 +650,8 @@ fn read_run(r: &rusqlite::Row<'_>) -> rusqlite::Result<Run> {
 const HOUR_PROBE: &str = "e.ts_ms / 3600000 IN (WITH RECURSIVE h(x) AS (SELECT ? UNION ALL SELECT x + 1 FROM h WHERE x < ?) SELECT x FROM h)";
 
 /// Builds the WHERE clause over `events e` for a filter, with an explicit time range
-/// (which may be narrower than the filter's, for summaries). `hours` is what
-/// [`hours`] found for the filter's range.
-fn where_clause(
-    filter: &EventFilter,
-    since_ms: Option<i64>,
-    until_ms: Option<i64>,
-    hours: Option<(i64, i64)>,
-) -> Where {
+/// (which may be narrower than the filter's, for summaries).
+fn where_clause(filter: &EventFilter, since_ms: Option<i64>, until_ms: Option<i64>) -> Where {
     let mut w = Where::new();
     if let Some(s) = since_ms {
         w.and("e.ts_ms >= ?", vec![Box::new(s)]);
@@ -673,16 +671,8 @@ fn where_clause(
         );
     }
     if let Some(p) = &filter.resource_id {
-        match hours {
-            Some((from, to)) if !p.is_glob() => w.and(
-                &format!("{HOUR_PROBE} AND e.resource_id = (SELECT n.id FROM names n WHERE n.value = ?)"),
-                vec![Box::new(from), Box::new(to), Box::new(p.as_str().to_owned())],
-            ),
-            _ => {
-                let (sql, values) = glob::clause("n.value", p, false);
-                w.and(&format!("e.resource_id IN (SELECT n.id FROM names n WHERE {sql})"), values);
-            }
-        }
+        let (sql, values) = glob::clause("n.value", p, false);
+        w.and(&format!("e.resource_id IN (SELECT n.id FROM names n WHERE {sql})"), values);
     }
     for (column, pattern) in [("e.resource_type", &filter.resource_type), ("e.resource_action", &filter.action)] {
         if let Some(p) = pattern {
@@ -731,6 +721,88 @@ fn org_sources(org: &tfaudit_store::Pattern) -> (String, Vec<Box<dyn ToSql>>) {
 /// destroy runs are few, and their partial index holds only them.
 fn index_hint(conn: &rusqlite::Connection, filter: &EventFilter) -> rusqlite::Result<&'static str> {
     Ok(if filter.destroy_run { upkeep::if_built(conn, "INDEXED BY events_by_destroy_run")? } else { "" })
+}
+
+/// How a query reads `events e`: the text after its FROM, what its ORDER BY starts
+/// with, and for a posting list the ranges of buckets to read in turn (each query then
+/// binds a range's first and last bucket after the filter's values).
+struct Access {
+    from: String,
+    order: String,
+    buckets: Vec<(i64, i64)>,
+}
+
+/// How a query reads `events e` for `filter` (plan.rs), the newest (or oldest) `limit`
+/// of its matches when there is a limit. A list's conditions are added to `w`, the
+/// bucket range last.
+fn access(
+    conn: &Connection,
+    filter: &EventFilter,
+    limit: Option<u64>,
+    hours: Option<(i64, i64)>,
+    order: Order,
+    w: &mut Where,
+) -> rusqlite::Result<Access> {
+    // Until a first backfill has built the lists, its queries read the table.
+    let plan = if filter.destroy_run || upkeep::deferred(conn)? {
+        Plan::Planner
+    } else {
+        plan::choose(conn, filter, limit, hours)?
+    };
+    let unordered = |from: String| Access { from, order: String::new(), buckets: Vec::new() };
+    Ok(match plan {
+        Plan::Planner => unordered(format!("events e {}", index_hint(conn, filter)?)),
+        Plan::TimeIndex => unordered("events e INDEXED BY events_by_time".to_owned()),
+        Plan::Postings(list) => {
+            let keys = postings::keys(conn, list, filter)?;
+            w.and("p.list = ?", vec![Box::new(list as i64)]);
+            if let [key] = keys[..] {
+                w.and("p.key = ?", vec![Box::new(key)]);
+            } else {
+                let keys: Vec<String> = keys.iter().map(i64::to_string).collect();
+                w.and("p.key IN (SELECT value FROM json_each(?))", vec![Box::new(format!("[{}]", keys.join(",")))]);
+            }
+            w.and("p.bucket BETWEEN ? AND ?", Vec::new());
+            // Buckets after a page's cursor hold nothing the page needs.
+            let hours =
+                hours.map(|(from, to)| (from, filter.before.map_or(to, |(t, _)| to.min(ms(t).div_euclid(HOUR_MS)))));
+            let (first, last) = hours.map_or((1, 0), |h| list.buckets(h));
+            // One key's buckets come in order from its rows, and SQLite sorts one bucket
+            // at a time, stopping at the limit. Several keys' rows do not, and SQLite
+            // sorts every match: so the newest matches are looked for in ranges of
+            // buckets, each twice the one before, until the limit is met.
+            let buckets = if keys.len() > 1 && limit.is_some() && first <= last {
+                postings::ranges(first, last, list, order == Order::NewestFirst)
+            } else {
+                vec![(first, last)]
+            };
+            let direction = direction(order);
+            Access {
+                from: "postings p CROSS JOIN tfaudit_seqs(p.seqs) q CROSS JOIN events e ON e.seq = q.value".to_owned(),
+                order: format!("p.bucket {direction}, "),
+                buckets,
+            }
+        }
+    })
+}
+
+fn direction(order: Order) -> &'static str {
+    match order {
+        Order::OldestFirst => "ASC",
+        Order::NewestFirst => "DESC",
+    }
+}
+
+/// The values a query over `events e` binds: the filter's, then (for a posting list)
+/// the range of buckets, then `more`.
+fn bound<'a>(w: &'a Where, buckets: Option<&'a (i64, i64)>, more: &'a [i64]) -> Vec<&'a dyn ToSql> {
+    let mut values = w.refs();
+    if let Some((first, last)) = buckets {
+        values.push(first);
+        values.push(last);
+    }
+    values.extend(more.iter().map(|v| v as &dyn ToSql));
+    values
 }
 
 /// Sources matching an organization pattern, for the precomputed counts.
@@ -819,15 +891,21 @@ impl Archive for SqliteStore {
         }
         let mut inserted: Vec<(i64, &str)> = Vec::with_capacity(page.events.len());
         let mut names = names::Interner::new(&self.names);
+        let mut postings = postings::Batch::default();
+        // A first backfill builds the lists at its end.
+        let listed = !upkeep::deferred(&tx).map_err(|e| self.db(e))?;
         {
             let mut insert = tx.prepare_cached(rollup::EVENT_INSERT_NEW).map_err(|e| self.db(e))?;
             for e in page.events {
                 let t = ms(e.timestamp);
-                let changed = rollup::insert_event(&mut insert, &tx, &self.codec, &mut names, e, page.source_id)
-                    .map_err(|e| self.db(e))?;
-                if changed == 0 {
+                let Some(keys) = rollup::insert_event(&mut insert, &tx, &self.codec, &mut names, e, page.source_id)
+                    .map_err(|e| self.db(e))?
+                else {
                     outcome.duplicates += 1;
                     continue;
+                };
+                if listed {
+                    postings.add(tx.last_insert_rowid(), &keys);
                 }
                 if inserted.is_empty() {
                     // The page's first new event: the rest follow it in seq.
@@ -844,6 +922,7 @@ impl Archive for SqliteStore {
             }
         }
         rollup::write(&rollups, &tx).map_err(|e| self.db(e))?;
+        postings.write(&tx).map_err(|e| self.db(e))?;
         catalogue::write_page_names(&tx, page.source_id, page.events).map_err(|e| self.db(e))?;
         ledger::grow(&tx, page.source_id, stored_before, &inserted).map_err(|e| self.db(e))?;
         for reject in page.rejects {
@@ -991,31 +1070,29 @@ impl Archive for SqliteStore {
     ) -> Result<u64> {
         let conn = self.read()?;
         let hours = hours(&conn, filter.since.map(ms), filter.until.map(ms)).map_err(|e| self.db(e))?;
-        let w = where_clause(filter, filter.since.map(ms), filter.until.map(ms), hours);
-        let direction = match order {
-            Order::OldestFirst => "ASC",
-            Order::NewestFirst => "DESC",
-        };
-        let index = if filter.destroy_run {
-            index_hint(&conn, filter).map_err(|e| self.db(e))?
-        } else if plan::prefer_time_index(&conn, filter, limit, hours).map_err(|e| self.db(e))? {
-            "INDEXED BY events_by_time"
-        } else {
-            ""
-        };
-        let limit = limit.map_or(-1, |l| i64::try_from(l).unwrap_or(i64::MAX));
+        let mut w = where_clause(filter, filter.since.map(ms), filter.until.map(ms));
+        let access = access(&conn, filter, limit, hours, order, &mut w).map_err(|e| self.db(e))?;
+        let direction = direction(order);
         let sql = format!(
-            "SELECT {EVENT_COLUMNS} FROM events e {index} JOIN sources s ON s.id = e.source_id
-             WHERE {} ORDER BY e.ts_ms {direction}, e.seq {direction} LIMIT {limit}",
-            w.sql
+            "SELECT {EVENT_COLUMNS} FROM {} JOIN sources s ON s.id = e.source_id
+             WHERE {} ORDER BY {}e.ts_ms {direction}, e.seq {direction} LIMIT ?",
+            access.from, w.sql, access.order
         );
         let mut stmt = conn.prepare_cached(&sql).map_err(|e| self.db(e))?;
-        let mut rows = stmt.query(&*w.refs()).map_err(|e| self.db(e))?;
+        let ranges: Vec<Option<&(i64, i64)>> =
+            if access.buckets.is_empty() { vec![None] } else { access.buckets.iter().map(Some).collect() };
         let mut names = names::Resolver::default();
         let mut n = 0;
-        while let Some(row) = rows.next().map_err(|e| self.db(e))? {
-            each(read_event(&conn, &mut names, row).map_err(|e| self.db(e))?)?;
-            n += 1;
+        for range in ranges {
+            let left = limit.map_or(-1, |l| i64::try_from(l.saturating_sub(n)).unwrap_or(i64::MAX));
+            if left == 0 {
+                break;
+            }
+            let mut rows = stmt.query(&*bound(&w, range, &[left])).map_err(|e| self.db(e))?;
+            while let Some(row) = rows.next().map_err(|e| self.db(e))? {
+                each(read_event(&conn, &mut names, row).map_err(|e| self.db(e))?)?;
+                n += 1;
+            }
         }
         Ok(n)
     }
@@ -1028,26 +1105,18 @@ impl Archive for SqliteStore {
     ) -> Result<u64> {
         let conn = self.read()?;
         let hours = hours(&conn, filter.since.map(ms), filter.until.map(ms)).map_err(|e| self.db(e))?;
-        let w = where_clause(filter, filter.since.map(ms), filter.until.map(ms), hours);
-        let direction = match order {
-            Order::OldestFirst => "ASC",
-            Order::NewestFirst => "DESC",
-        };
-        // Every match is read, so a type's own index (then sorting the keys, which are
-        // small) beats walking the time index over the whole range, which the planner
-        // prefers for the order.
-        let index = if filter.destroy_run || filter.resource_type.is_none() {
-            index_hint(&conn, filter)
-        } else {
-            upkeep::if_built(&conn, "INDEXED BY events_by_kind")
-        }
-        .map_err(|e| self.db(e))?;
+        let mut w = where_clause(filter, filter.since.map(ms), filter.until.map(ms));
+        // Every match is read, so a list (then sorting the keys, which are small) beats
+        // walking the time index over the whole range, which the planner prefers for
+        // the order.
+        let access = access(&conn, filter, None, hours, order, &mut w).map_err(|e| self.db(e))?;
+        let direction = direction(order);
         let sql = format!(
-            "SELECT e.seq, e.ts_ms, e.resource_id FROM events e {index} WHERE {} ORDER BY e.ts_ms {direction}, e.seq {direction}",
-            w.sql
+            "SELECT e.seq, e.ts_ms, e.resource_id FROM {} WHERE {} ORDER BY {}e.ts_ms {direction}, e.seq {direction}",
+            access.from, w.sql, access.order
         );
         let mut stmt = conn.prepare_cached(&sql).map_err(|e| self.db(e))?;
-        let mut rows = stmt.query(&*w.refs()).map_err(|e| self.db(e))?;
+        let mut rows = stmt.query(&*bound(&w, access.buckets.first(), &[])).map_err(|e| self.db(e))?;
         let mut names = names::Resolver::default();
         let mut n = 0;
         while let Some(r) = rows.next().map_err(|e| self.db(e))? {
@@ -1084,14 +1153,14 @@ impl Archive for SqliteStore {
         let mut names = names::Resolver::default();
         let mut scan = |from: Option<i64>, to: Option<i64>, tally: &mut Tally| -> Result<()> {
             let hours = hours(&conn, from, to).map_err(|e| self.db(e))?;
-            let w = where_clause(filter, from, to, hours);
+            let mut w = where_clause(filter, from, to);
+            let access = access(&conn, filter, None, hours, Order::OldestFirst, &mut w).map_err(|e| self.db(e))?;
             let sql = format!(
-                "SELECT e.ts_ms, e.resource_type, e.resource_action, e.accessor_id FROM events e {} WHERE {}",
-                index_hint(&conn, filter).map_err(|e| self.db(e))?,
-                w.sql
+                "SELECT e.ts_ms, e.resource_type, e.resource_action, e.accessor_id FROM {} WHERE {}",
+                access.from, w.sql
             );
             let mut stmt = conn.prepare_cached(&sql).map_err(|e| self.db(e))?;
-            let mut rows = stmt.query(&*w.refs()).map_err(|e| self.db(e))?;
+            let mut rows = stmt.query(&*bound(&w, access.buckets.first(), &[])).map_err(|e| self.db(e))?;
             while let Some(r) = rows.next().map_err(|e| self.db(e))? {
                 let t: i64 = r.get(0).map_err(|e| self.db(e))?;
                 let mut text = |at| names.at(&conn, r, at).map(Option::unwrap_or_default).map_err(|e| self.db(e));

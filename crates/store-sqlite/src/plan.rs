@@ -1,46 +1,63 @@
-//! Choosing how to find "the newest N events matching a filter".
+//! Choosing how to find the events matching a filter, and "the newest N" of them.
 //!
-//! Two plans: walk the time index from the newest event and keep the matches until N
+//! Three ways: walk the time index from the newest event and keep the matches until N
 //! are found — cheap when matches are common (it reads about N / selectivity rows) —
-//! or find every match through a filter's own index and sort them — cheap when
-//! matches are rare (it reads selectivity × events rows). SQLite prefers an equality
-//! index whatever the selectivity, which for a common type (`var` is a fifth of all
-//! events) means sorting hundreds of thousands of rows to return twenty. So the
+//! or read the matches through a posting list (postings.rs), newest bucket first,
+//! sorting each bucket's — cheap when matches are rare (it reads about the matches
+//! of the buckets it needs) — or, for a filter on time alone, leave it to SQLite. The
 //! selectivity is estimated from the hourly counts of the last 48 hours of the range
 //! (a few hundred rows), and the time index is chosen when selectivity² > N / events.
+//! With both an actor and a kind, the rarer one's list is read.
 
 use rusqlite::{Connection, params};
 use tfaudit_store::EventFilter;
 
+use crate::postings::List;
+
 const SAMPLE_HOURS: i64 = 48;
 
-/// Whether walking the time index is the cheaper way to the newest `limit` matches of
-/// `filter`, whose range spans the hours `hours`.
-pub fn prefer_time_index(
+/// How a query reads `events`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Plan {
+    /// As SQLite chooses: a filter on time (or text, organization) alone.
+    Planner,
+    /// The time index, from the newest event.
+    TimeIndex,
+    /// The events a posting list names.
+    Postings(List),
+}
+
+/// How to find the matches of `filter`, whose range spans the hours `hours`; the newest
+/// `limit` of them when there is a limit.
+pub fn choose(
     conn: &Connection,
     filter: &EventFilter,
     limit: Option<u64>,
     hours: Option<(i64, i64)>,
-) -> rusqlite::Result<bool> {
-    let (Some(limit), Some((from, to))) = (limit, hours) else { return Ok(false) };
-    if filter.resource_type.is_none() && filter.action.is_none() && filter.actor.is_none() {
-        // Only time (and text or organization): the time index is the planner's choice
-        // already.
-        return Ok(false);
-    }
+) -> rusqlite::Result<Plan> {
     if filter.resource_id.is_some() {
-        // Probed hour by hour on its own index, and matches are few.
-        return Ok(false);
+        // A resource's events are few.
+        return Ok(Plan::Postings(List::Resource));
     }
+    let kind = filter.resource_type.is_some() || filter.action.is_some();
+    if !kind && filter.actor.is_none() {
+        return Ok(Plan::Planner);
+    }
+    let rarer = |actor: Option<f64>, kind: Option<f64>| match (actor, kind) {
+        (Some(a), Some(k)) if k < a => List::Kind,
+        (Some(_), _) => List::Actor,
+        (None, _) => List::Kind,
+    };
+    let Some((from, to)) = hours else { return Ok(Plan::Postings(rarer(filter.actor.as_ref().map(|_| 0.0), None))) };
     let start = from.max(to - SAMPLE_HOURS + 1);
     let sampled: i64 = conn
         .prepare_cached("SELECT coalesce(sum(n), 0) FROM hourly_kinds WHERE hour BETWEEN ?1 AND ?2")?
         .query_row(params![start, to], |r| r.get(0))?;
     if sampled == 0 {
-        return Ok(false);
+        return Ok(Plan::Postings(rarer(filter.actor.as_ref().map(|_| 0.0), None)));
     }
-    let mut selectivity = 1.0;
-    if filter.resource_type.is_some() || filter.action.is_some() {
+    let mut kind_share = None;
+    if kind {
         let mut sql = String::from("SELECT coalesce(sum(n), 0) FROM hourly_kinds WHERE hour BETWEEN ? AND ?");
         let mut args: Vec<Box<dyn rusqlite::ToSql>> = vec![Box::new(start), Box::new(to)];
         for (column, pattern) in [("resource_type", &filter.resource_type), ("resource_action", &filter.action)] {
@@ -52,8 +69,9 @@ pub fn prefer_time_index(
         }
         let refs: Vec<&dyn rusqlite::ToSql> = args.iter().map(|a| a.as_ref() as &dyn rusqlite::ToSql).collect();
         let matching: i64 = conn.prepare_cached(&sql)?.query_row(&*refs, |r| r.get(0))?;
-        selectivity *= matching as f64 / sampled as f64;
+        kind_share = Some(matching as f64 / sampled as f64);
     }
+    let mut actor_share = None;
     if let Some(actor) = &filter.actor {
         let matching: i64 = conn
             .prepare_cached(
@@ -61,9 +79,15 @@ pub fn prefer_time_index(
                    (SELECT accessor_id FROM actors WHERE tfaudit_iglob(?3, accessor_id) OR tfaudit_iglob(?3, description))",
             )?
             .query_row(params![start, to, actor.as_str()], |r| r.get(0))?;
-        selectivity *= matching as f64 / sampled as f64;
+        actor_share = Some(matching as f64 / sampled as f64);
     }
+    let selectivity = actor_share.unwrap_or(1.0) * kind_share.unwrap_or(1.0);
     // Events in the whole range, scaled from the sample.
     let events = sampled as f64 * ((to - from + 1) as f64 / (to - start + 1) as f64);
-    Ok(selectivity * selectivity > limit as f64 / events)
+    if let Some(limit) = limit
+        && selectivity * selectivity > limit as f64 / events
+    {
+        return Ok(Plan::TimeIndex);
+    }
+    Ok(Plan::Postings(rarer(actor_share, kind_share)))
 }

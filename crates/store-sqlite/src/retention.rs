@@ -125,6 +125,7 @@ impl Retention for SqliteStore {
         if let Some(why) = crate::ledger::keep_whole(&tx, &hashes).map_err(db)? {
             return Ok(PruneOutcome::Held(why));
         }
+        crate::postings::remove(&tx, &seqs).map_err(db)?;
         {
             let mut delete = tx.prepare_cached("DELETE FROM events WHERE seq = ?1").map_err(db)?;
             for seq in &seqs {
@@ -228,6 +229,7 @@ impl Retention for SqliteStore {
         check_record(source, day, &seqs, restored.is_some(), events)?;
         self.codec.prepare_writes(&tx, crate::archived(&tx).map_err(db)?).map_err(db)?;
         let mut names = crate::names::Interner::new(&self.names);
+        let mut postings = crate::postings::Batch::default();
         {
             let mut insert = tx.prepare_cached(rollup::EVENT_INSERT).map_err(db)?;
             // Inserted with the next free number, then moved to its own: the write path
@@ -235,11 +237,16 @@ impl Retention for SqliteStore {
             // handed out again (AUTOINCREMENT).
             let mut renumber = tx.prepare_cached("UPDATE events SET seq = ?1 WHERE seq = ?2").map_err(db)?;
             for stored in events {
-                rollup::insert_event(&mut insert, &tx, &self.codec, &mut names, &stored.event, id).map_err(db)?;
+                let keys =
+                    rollup::insert_event(&mut insert, &tx, &self.codec, &mut names, &stored.event, id).map_err(db)?;
                 renumber.execute(params![stored.seq, tx.last_insert_rowid()]).map_err(db)?;
+                if let Some(keys) = keys {
+                    postings.add(stored.seq, &keys);
+                }
                 rollup::record_ingested(&tx, stored.seq, ms(stored.ingested_at)).map_err(db)?;
             }
         }
+        postings.write(&tx).map_err(db)?;
         let n = events.len() as i64;
         tx.execute("UPDATE sources SET event_count = event_count + ?2 WHERE id = ?1", params![id, n]).map_err(db)?;
         recount_range(&tx, id).map_err(db)?;

@@ -9,8 +9,8 @@ use tfaudit_store::rollup::Rollups;
 use crate::ms;
 
 /// Inserts one event's row with `insert` (the `events` insert, with or without its
-/// conflict clause), its shared strings as keys from `names`; the number of rows
-/// inserted.
+/// conflict clause), its shared strings as keys from `names`; the keys its posting
+/// lists need when a row was inserted (`None`: a duplicate, skipped).
 pub(crate) fn insert_event(
     insert: &mut CachedStatement<'_>,
     tx: &Transaction<'_>,
@@ -18,7 +18,7 @@ pub(crate) fn insert_event(
     names: &mut crate::names::Interner<'_>,
     e: &AuditEvent,
     source: i64,
-) -> rusqlite::Result<usize> {
+) -> rusqlite::Result<Option<crate::postings::Keys>> {
     let mut key = |v: &Option<String>| names.key(tx, v.as_deref());
     let keys = [
         key(&e.organization_id)?,
@@ -32,7 +32,7 @@ pub(crate) fn insert_event(
     ];
     let ts_ms = ms(e.timestamp);
     let known = crate::compress::Known { id: &e.id, request_id: e.request_id.as_deref(), ts_ms };
-    codec.with_stored(&e.raw, known, |raw, dict| {
+    let inserted = codec.with_stored(&e.raw, known, |raw, dict| {
         insert.execute(params![
             crate::names::pack_id(&e.id),
             source,
@@ -50,7 +50,13 @@ pub(crate) fn insert_event(
             raw,
             e.is_destroy_run(),
         ])
-    })
+    })?;
+    Ok((inserted > 0).then(|| crate::postings::Keys {
+        ts_ms,
+        accessor: keys[2],
+        kind: crate::postings::kind_key(keys[5], keys[6]),
+        resource: keys[7],
+    }))
 }
 
 /// Records that the event at `seq`, and those after it up to the next recorded seq,

@@ -550,4 +550,28 @@ INSERT INTO pruned_spans (source_id, day, first_seq, last_seq, events)
     SELECT source_id, day, tfaudit_seq_at(seqs, 0), tfaudit_seq_at(seqs, -1), events
     FROM pruned_days WHERE restored_ms IS NULL;
 ",
+    // 21: posting lists (postings.rs) in place of the indexes on actor, kind and hour
+    // and resource: for each key and bucket of time (an hour; a week for resources) the
+    // seqs of its events, a byte or two each, where each index kept an entry of about
+    // 17 bytes for every event. `kinds` holds every kind's key, so that a filter on a
+    // type or an action finds its keys without reading the lists.
+    concat!(
+        "
+CREATE TABLE postings (
+    list   INTEGER NOT NULL,
+    key    INTEGER NOT NULL,
+    bucket INTEGER NOT NULL,
+    last   INTEGER NOT NULL,
+    seqs   BLOB NOT NULL,
+    PRIMARY KEY (list, key, bucket)
+) WITHOUT ROWID;
+CREATE TABLE kinds (key INTEGER PRIMARY KEY);
+",
+        crate::postings::build_sql!(),
+        "
+DROP INDEX IF EXISTS events_by_actor;
+DROP INDEX IF EXISTS events_by_kind;
+DROP INDEX IF EXISTS events_by_hour_resource;
+"
+    ),
 ];

@@ -276,8 +276,9 @@ fn summaries_from_hourly_counts_equal_counting_every_event() {
     assert_eq!(all.top_actors[0].description.as_deref(), Some("u0"));
 }
 
-/// The plans that keep queries fast on a large archive: each filter uses its index,
-/// and hour-led indexes are probed hour by hour rather than scanned.
+/// The plans that keep queries fast on a large archive: a filter on an actor, a kind
+/// or a resource reads its posting list, newest bucket first, sorting one bucket at a
+/// time (so that a limit stops it early); a filter on time alone walks the time index.
 #[test]
 fn queries_use_their_indexes() {
     let (_d, s) = open();
@@ -289,23 +290,29 @@ fn queries_use_their_indexes() {
     let conn = s.lock();
     let plan = |filter: &EventFilter| -> String {
         let h = hours(&conn, filter.since.map(ms), filter.until.map(ms)).unwrap();
-        let w = where_clause(filter, filter.since.map(ms), filter.until.map(ms), h);
-        let sql = format!("EXPLAIN QUERY PLAN SELECT e.seq FROM events e WHERE {} ORDER BY e.ts_ms DESC", w.sql);
+        let mut w = where_clause(filter, filter.since.map(ms), filter.until.map(ms));
+        let access = access(&conn, filter, Some(100), h, tfaudit_store::Order::NewestFirst, &mut w).unwrap();
+        let sql = format!(
+            "EXPLAIN QUERY PLAN SELECT e.seq FROM {} WHERE {} ORDER BY {}e.ts_ms DESC, e.seq DESC LIMIT 100",
+            access.from, w.sql, access.order
+        );
         let mut stmt = conn.prepare(&sql).unwrap();
-        let rows = stmt.query_map(&*w.refs(), |r| r.get::<_, String>(3)).unwrap();
+        let rows = stmt.query_map(&*bound(&w, access.buckets.first(), &[]), |r| r.get::<_, String>(3)).unwrap();
         rows.map(Result::unwrap).collect::<Vec<_>>().join("; ")
     };
     let since = Some("2023-12-25T00:00:00Z".parse().unwrap());
-    let p = plan(&EventFilter { resource_id: Some(Pattern::new("ws-a")), ..EventFilter::default() });
-    assert!(p.contains("events_by_hour_resource"), "{p}");
-    let p = plan(&EventFilter { actor: Some(Pattern::new("ann")), since, ..EventFilter::default() });
-    assert!(p.contains("events_by_actor"), "{p}");
-    let p = plan(&EventFilter {
+    let by_list = |p: &str| {
+        assert!(p.contains("SEARCH p USING PRIMARY KEY (list=? AND key=? AND bucket>? AND bucket<?)"), "{p}");
+        assert!(p.contains("SEARCH e USING INTEGER PRIMARY KEY (rowid=?)"), "{p}");
+        assert!(p.contains("USE TEMP B-TREE FOR LAST 2 TERMS OF ORDER BY"), "one bucket sorted at a time: {p}");
+    };
+    by_list(&plan(&EventFilter { resource_id: Some(Pattern::new("ws-a")), ..EventFilter::default() }));
+    by_list(&plan(&EventFilter { actor: Some(Pattern::new("ann")), since, ..EventFilter::default() }));
+    by_list(&plan(&EventFilter {
         resource_type: Some(Pattern::new("run")),
         action: Some(Pattern::new("apply")),
         ..EventFilter::default()
-    });
-    assert!(p.contains("events_by_kind"), "{p}");
+    }));
     let p = plan(&EventFilter { since, ..EventFilter::default() });
     assert!(p.contains("events_by_time"), "{p}");
     drop(conn);
@@ -1105,15 +1112,8 @@ fn an_archive_in_the_old_layout_migrates_with_every_answer_unchanged() {
         .unwrap();
     assert_eq!(
         indexes,
-        [
-            "events_by_actor",
-            "events_by_destroy_run",
-            "events_by_hour_id",
-            "events_by_hour_resource",
-            "events_by_impersonator",
-            "events_by_kind",
-            "events_by_time"
-        ]
+        ["events_by_destroy_run", "events_by_hour_id", "events_by_impersonator", "events_by_time"],
+        "actors, kinds and resources in posting lists"
     );
     drop(conn);
     let run = migrated.start_run(1, Timestamp::now()).unwrap();
@@ -1243,7 +1243,7 @@ fn a_backfill_walk_ends_with_its_indexes_packed_and_the_file_smaller() {
         stmt.query_map([], |r| r.get(0)).unwrap().map(Result::unwrap).collect()
     };
     let empty = empty_share;
-    for index in ["events_by_actor", "events_by_kind", "events_by_destroy_run"] {
+    for index in ["events_by_destroy_run", "events_by_impersonator"] {
         assert!(!index_names(&c).contains(&index.to_owned()), "{index} left for the walk's end");
     }
     assert!(
@@ -1285,9 +1285,10 @@ fn a_backfill_walk_ends_with_its_indexes_packed_and_the_file_smaller() {
     s.finish_walk(source.id, Some(start), None, None).unwrap();
     let free: i64 = c.query_row("PRAGMA freelist_count", [], |r| r.get(0)).unwrap();
     assert_eq!(free, 0, "the freed pages were given back");
-    for index in ["events_by_actor", "events_by_hour_id", "events_by_hour_resource", "events_by_kind", "events_by_time"]
-    {
+    for index in ["events_by_destroy_run", "events_by_impersonator"] {
         assert!(index_names(&c).contains(&index.to_owned()), "{index} built");
+    }
+    for index in ["events_by_hour_id", "events_by_time"] {
         // Small indexes here: the last page of each is partly empty whatever is done.
         assert!(empty(&c, index) < 0.2, "{index} packed: {}", empty(&c, index));
     }
@@ -1317,24 +1318,26 @@ fn indexes_a_killed_first_backfill_left_out_are_built_later() {
         let path = dir.path().join("sub/archive.db");
         (dir, path, source)
     };
-    let has_actor_index = |path: &std::path::Path| -> bool {
+    let has_deferred_index = |path: &std::path::Path| -> bool {
         let c = rusqlite::Connection::open(path).unwrap();
-        c.query_row("SELECT EXISTS (SELECT 1 FROM sqlite_schema WHERE name = 'events_by_actor')", [], |r| r.get(0))
-            .unwrap()
+        c.query_row("SELECT EXISTS (SELECT 1 FROM sqlite_schema WHERE name = 'events_by_destroy_run')", [], |r| {
+            r.get(0)
+        })
+        .unwrap()
     };
     // Reopened with the walk still under way: left for its end.
     let (_dir, path, source) = killed_backfill();
     let s = SqliteStore::open(&path, OpenMode::MustExist).unwrap();
-    assert!(!has_actor_index(&path));
+    assert!(!has_deferred_index(&path));
     s.finish_walk(source.id, None, None, None).unwrap();
-    assert!(has_actor_index(&path), "built at the walk's end");
+    assert!(has_deferred_index(&path), "built at the walk's end");
 
     // With no walk left under way (the organization dropped from the config): the
     // next open builds them.
     let (_dir, path, _) = killed_backfill();
     rusqlite::Connection::open(&path).unwrap().execute("UPDATE sources SET walk_started_ms = NULL", []).unwrap();
     let s = SqliteStore::open(&path, OpenMode::MustExist).unwrap();
-    assert!(has_actor_index(&path), "built on open");
+    assert!(has_deferred_index(&path), "built on open");
     assert_eq!(all_ids(&s, &EventFilter { actor: Some(Pattern::new("user-1")), ..EventFilter::default() }), ["a"]);
 }
 
@@ -1463,6 +1466,7 @@ fn ingest_times_of(s: &SqliteStore) -> Vec<(i64, Timestamp)> {
 /// Puts an archive back in the layout before migration 20: the ingest time in each
 /// event's row, the index of seqs, and no spans of the days retention removed.
 fn a_row_each_has_its_ingest_time(c: &rusqlite::Connection) {
+    indexes_in_place_of_postings(c);
     c.execute_batch(
         "ALTER TABLE events ADD COLUMN ingested_ms INTEGER NOT NULL DEFAULT 0;
          UPDATE events SET ingested_ms =
@@ -1470,6 +1474,19 @@ fn a_row_each_has_its_ingest_time(c: &rusqlite::Connection) {
          DROP TABLE ingest_times;
          DROP TABLE pruned_spans;
          CREATE INDEX events_by_seq ON events (seq);",
+    )
+    .unwrap();
+}
+
+/// Undoes migration 21: the indexes on actor, kind and hour and resource in place of
+/// the posting lists.
+fn indexes_in_place_of_postings(c: &rusqlite::Connection) {
+    c.execute_batch(
+        "DROP TABLE postings;
+         DROP TABLE kinds;
+         CREATE INDEX events_by_actor ON events (accessor_id, ts_ms);
+         CREATE INDEX events_by_kind ON events (resource_type, resource_action, ts_ms);
+         CREATE INDEX events_by_hour_resource ON events (ts_ms / 3600000, resource_id);",
     )
     .unwrap();
 }
@@ -1498,4 +1515,200 @@ fn leaves_a_row_each(s: &SqliteStore, c: &rusqlite::Connection) {
         )
         .unwrap();
     }
+}
+
+/// Queries read through the posting lists (postings.rs) answer as the events say:
+/// filters on an actor, a kind and a resource, one key or a glob of many, with a
+/// range, with limits that stop early and none, in both orders; after lists built at
+/// a first backfill's end and appended to by later pages, after a day is removed, and
+/// after it is put back.
+#[test]
+fn posting_lists_answer_as_the_events_do() {
+    use tfaudit_store::{PruneOutcome, PruneRequest, Retention};
+    let (_d, s) = open();
+    let src = s.source("acme", "https://app.terraform.io").unwrap();
+    let run = s.start_run(src.id, Timestamp::now()).unwrap();
+    let kinds = [("run", "apply"), ("run", "create"), ("var", "index"), ("workspace", "update"), ("team", "destroy")];
+    // Spread over ten days in no order, so that later pages add to old buckets.
+    let make = |i: u32| {
+        let hour = (i * 7919) % 240;
+        let (t, _) = kinds[(i % 5) as usize];
+        let (_, a) = kinds[(i as usize * 3 / 7) % 5];
+        let e = event(
+            &format!("e{i:05}"),
+            &format!("2024-03-{:02}T{:02}:{:02}:{:02}Z", 1 + hour / 24, hour % 24, i % 60, (i / 60) % 60),
+            &format!("user-{}", i % 13),
+            &format!("name{}", i % 13),
+            t,
+            a,
+        );
+        // Resources shared by events of many days: their week's list keeps events of
+        // other days when a day is removed.
+        let text = e.raw.replace(&format!("\"ws-e{i:05}\""), &format!("\"ws-r{}\"", i % 17));
+        AuditEvent::parse(&RawValue::from_string(text).unwrap()).unwrap()
+    };
+    let mut all: Vec<AuditEvent> = Vec::new();
+    for page in 0..6u32 {
+        let events: Vec<AuditEvent> = (page * 500..page * 500 + 500).map(make).collect();
+        store(&s, &src, run, &events);
+        all.extend(events);
+        if page == 0 {
+            // The first backfill's walk ends: the lists are built from its events.
+            s.finish_walk(src.id, None, None, None).unwrap();
+        }
+    }
+    let p = |s: &str| Some(Pattern::new(s));
+    let t = |s: &str| Some(s.parse::<Timestamp>().unwrap());
+    let filters: Vec<(EventFilter, Box<dyn Fn(&AuditEvent) -> bool>)> = vec![
+        (
+            EventFilter { actor: p("user-3"), ..EventFilter::default() },
+            Box::new(|e| e.accessor_id.as_deref() == Some("user-3")),
+        ),
+        (
+            EventFilter { actor: p("USER-1*"), ..EventFilter::default() },
+            Box::new(|e| e.accessor_id.as_deref().is_some_and(|a| a.starts_with("user-1"))),
+        ),
+        (
+            EventFilter { actor: p("name5"), ..EventFilter::default() },
+            Box::new(|e| e.accessor_id.as_deref() == Some("user-5")),
+        ),
+        (
+            EventFilter { resource_type: p("run"), ..EventFilter::default() },
+            Box::new(|e| e.resource_type.as_deref() == Some("run")),
+        ),
+        (
+            EventFilter { resource_type: p("var"), action: p("index"), ..EventFilter::default() },
+            Box::new(|e| e.resource_type.as_deref() == Some("var") && e.resource_action.as_deref() == Some("index")),
+        ),
+        (
+            EventFilter { action: p("destroy"), ..EventFilter::default() },
+            Box::new(|e| e.resource_action.as_deref() == Some("destroy")),
+        ),
+        (
+            EventFilter { actor: p("user-2"), resource_type: p("r*"), ..EventFilter::default() },
+            Box::new(|e| e.accessor_id.as_deref() == Some("user-2") && e.resource_type.as_deref() == Some("run")),
+        ),
+        (
+            EventFilter { resource_id: p("ws-r5"), ..EventFilter::default() },
+            Box::new(|e| e.resource_id.as_deref() == Some("ws-r5")),
+        ),
+        (
+            EventFilter { resource_id: p("ws-r1*"), ..EventFilter::default() },
+            Box::new(|e| e.resource_id.as_deref().is_some_and(|r| r.starts_with("ws-r1"))),
+        ),
+        (
+            EventFilter {
+                actor: p("user-4"),
+                since: t("2024-03-03T00:00:00Z"),
+                until: t("2024-03-07T12:30:00Z"),
+                ..EventFilter::default()
+            },
+            Box::new(|e| {
+                e.accessor_id.as_deref() == Some("user-4")
+                    && e.timestamp >= "2024-03-03T00:00:00Z".parse::<Timestamp>().unwrap()
+                    && e.timestamp < "2024-03-07T12:30:00Z".parse::<Timestamp>().unwrap()
+            }),
+        ),
+    ];
+    let check = |s: &SqliteStore, all: &[AuditEvent], present: &dyn Fn(&AuditEvent) -> bool, when: &str| {
+        for (filter, matches) in &filters {
+            // Seqs are the order events were first stored in.
+            let mut expected: Vec<(Timestamp, usize, &str)> = all
+                .iter()
+                .enumerate()
+                .filter(|(_, e)| present(e) && matches(e))
+                .map(|(i, e)| (e.timestamp, i, e.id.as_str()))
+                .collect();
+            expected.sort();
+            assert!(!expected.is_empty(), "{when}: {filter:?} matches something");
+            for order in [Order::OldestFirst, Order::NewestFirst] {
+                let mut ids: Vec<&str> = expected.iter().map(|e| e.2).collect();
+                if order == Order::NewestFirst {
+                    ids.reverse();
+                }
+                for limit in [Some(1), Some(7), Some(100), None] {
+                    let mut got = Vec::new();
+                    s.events(filter, order, limit, &mut |e| {
+                        got.push(e.event.id);
+                        Ok(())
+                    })
+                    .unwrap();
+                    let want = &ids[..limit.map_or(ids.len(), |l| (l as usize).min(ids.len()))];
+                    assert_eq!(got, want, "{when}: {filter:?} {order:?} {limit:?}");
+                }
+                let mut keys = Vec::new();
+                s.event_keys(filter, order, &mut |k| {
+                    keys.push(k.seq);
+                    Ok(())
+                })
+                .unwrap();
+                assert_eq!(keys.len(), ids.len(), "{when}: {filter:?} keys");
+            }
+            assert_eq!(s.summary(filter, 5).unwrap().total, expected.len() as u64, "{when}: {filter:?} summary");
+        }
+    };
+    check(&s, &all, &|_| true, "stored");
+
+    let day =
+        EventFilter { since: t("2024-03-04T00:00:00Z"), until: t("2024-03-05T00:00:00Z"), ..EventFilter::default() };
+    let mut removed = Vec::new();
+    s.events(&day, Order::OldestFirst, None, &mut |e| {
+        removed.push(e);
+        Ok(())
+    })
+    .unwrap();
+    removed.sort_by_key(|e| e.seq);
+    let outcome = s
+        .prune_day(&PruneRequest {
+            source: "acme",
+            day: "2024-03-04",
+            from: day.since.unwrap(),
+            until: day.until.unwrap(),
+            events: removed.len() as u64,
+            min_seq: removed[0].seq,
+            max_seq: removed[removed.len() - 1].seq,
+            location: "/cold",
+            path: "acme/2024-03-04",
+            sha256: "0",
+        })
+        .unwrap();
+    assert_eq!(outcome, PruneOutcome::Pruned(removed.len() as u64));
+    let gone: std::collections::HashSet<String> = removed.iter().map(|e| e.event.id.clone()).collect();
+    check(&s, &all, &|e| !gone.contains(&e.id), "a day removed");
+    // Its seqs left the lists with it.
+    let listed: i64 = s
+        .read()
+        .unwrap()
+        .query_row(
+            "SELECT count(*) FROM postings p, tfaudit_seqs(p.seqs) q WHERE q.value = ?1",
+            [removed[0].seq],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(listed, 0);
+
+    assert_eq!(s.restore_day("acme", "2024-03-04", &removed).unwrap(), removed.len() as u64);
+    check(&s, &all, &|_| true, "the day put back");
+    // Later pages add to the lists the day went back into.
+    let events: Vec<AuditEvent> = (3000..3500).map(make).collect();
+    store(&s, &src, run, &events);
+    all.extend(events);
+    check(&s, &all, &|_| true, "a page after the day put back");
+    // Each list ascending, its last seq where its row says (the oldest first, which
+    // `tfaudit_first_seq` reads).
+    let c = s.read().unwrap();
+    let mut rows = c.prepare("SELECT last, seqs FROM postings").unwrap();
+    let rows = rows.query_map([], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, Vec<u8>>(1)?))).unwrap();
+    for row in rows {
+        let (last, blob) = row.unwrap();
+        let seqs = tfaudit_store::retention::decode_seqs(&blob).unwrap();
+        assert!(seqs.windows(2).all(|w| w[0] < w[1]), "{seqs:?}");
+        assert_eq!(seqs.last(), Some(&last));
+    }
+    let listed: i64 = s
+        .read()
+        .unwrap()
+        .query_row("SELECT count(*) FROM postings p, tfaudit_seqs(p.seqs) q", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(listed, 3 * all.len() as i64, "each event in three lists, once");
 }

@@ -310,13 +310,18 @@ impl Transfer for SqliteStore {
         let mut counters: HashMap<i64, (i64, i64, i64, Option<&str>)> = HashMap::new();
         self.codec.prepare_writes(&tx, crate::archived(&tx).map_err(|e| self.db(e))?).map_err(|e| self.db(e))?;
         let mut names = crate::names::Interner::new(&self.names);
+        let mut postings = crate::postings::Batch::default();
         {
             let mut insert = tx.prepare_cached(rollup::EVENT_INSERT).map_err(|e| self.db(e))?;
             for stored in events {
                 let source = *ids.get(&stored.source).ok_or_else(|| unknown(&stored.source))?;
                 let e = &stored.event;
                 let t = ms(e.timestamp);
-                rollup::insert_event(&mut insert, &tx, &self.codec, &mut names, e, source).map_err(|e| self.db(e))?;
+                if let Some(keys) = rollup::insert_event(&mut insert, &tx, &self.codec, &mut names, e, source)
+                    .map_err(|e| self.db(e))?
+                {
+                    postings.add(tx.last_insert_rowid(), &keys);
+                }
                 rollup::record_ingested(&tx, tx.last_insert_rowid(), ms(stored.ingested_at)).map_err(|e| self.db(e))?;
                 let c = counters.entry(source).or_insert((0, t, t, None));
                 c.0 += 1;
@@ -329,6 +334,7 @@ impl Transfer for SqliteStore {
             }
         }
         rollup::write(&rollups, &tx).map_err(|e| self.db(e))?;
+        postings.write(&tx).map_err(|e| self.db(e))?;
         {
             let mut stmt = tx
                 .prepare_cached(

@@ -8,7 +8,7 @@
 //! right, where pages fill. So:
 //!
 //! - A first backfill (into an archive that never held an event) leaves out the indexes
-//!   it does not need ([`DEFERRED`]) and builds them once at the end
+//!   it does not need ([`DEFERRED`]) and the posting lists, and builds them once at the end
 //!   of its walk: one sort instead of an insert per event, and pages packed full. Until
 //!   then, queries that would use them read the table instead, and give the same
 //!   answers. A backfill killed half way builds them at the end of the walk that
@@ -22,19 +22,12 @@ use rusqlite::{Connection, OptionalExtension};
 
 /// Indexes a first backfill builds at its end, with their definitions (as in
 /// schema.rs). None is needed to store a page; a query that names one (`INDEXED BY`)
-/// does so through [`if_built`]. Measured on a 200,000-event backfill, the kind's
-/// index filled by inserts was 41% empty; built at the end, it is packed, and the
-/// backfill spares an insert per event into it.
-const DEFERRED: [(&str, &str); 5] = [
-    ("events_by_actor", "CREATE INDEX IF NOT EXISTS events_by_actor ON events (accessor_id, ts_ms)"),
-    ("events_by_kind", "CREATE INDEX IF NOT EXISTS events_by_kind ON events (resource_type, resource_action, ts_ms)"),
+/// does so through [`if_built`]. Built at the end, an index is packed, where one
+/// filled by a newest-first walk's inserts is left about 40% empty.
+const DEFERRED: [(&str, &str); 2] = [
     (
         "events_by_destroy_run",
         "CREATE INDEX IF NOT EXISTS events_by_destroy_run ON events (ts_ms) WHERE destroy_run = 1",
-    ),
-    (
-        "events_by_hour_resource",
-        "CREATE INDEX IF NOT EXISTS events_by_hour_resource ON events (ts_ms / 3600000, resource_id)",
     ),
     (
         "events_by_impersonator",
@@ -43,10 +36,9 @@ const DEFERRED: [(&str, &str); 5] = [
 ];
 
 /// The indexes a newest-first backfill leaves half empty: rebuilt after a large walk.
-/// Those led by a kind insert at the left edge of each kind's range, and split pages
-/// as those led by time do; those led by an actor are in many more, smaller ranges,
-/// and fill better.
-const REBUILT: [&str; 4] = ["events_by_hour_id", "events_by_time", "events_by_hour_resource", "events_by_kind"];
+/// (Actors, kinds and resources are posting lists since migration 21, a row for each
+/// key and hour or week, written whole.)
+const REBUILT: [&str; 2] = ["events_by_hour_id", "events_by_time"];
 
 /// `hint` (`INDEXED BY <index>`) for a query, or nothing while a first backfill has
 /// left that index out: the planner then reads the table or another index, with the
@@ -72,8 +64,8 @@ pub(crate) fn before_first_page(tx: &Connection) -> rusqlite::Result<()> {
     Ok(())
 }
 
-/// Whether a first backfill has left indexes out.
-fn deferred(conn: &Connection) -> rusqlite::Result<bool> {
+/// Whether a first backfill has left indexes (and the posting lists) out.
+pub(crate) fn deferred(conn: &Connection) -> rusqlite::Result<bool> {
     Ok(conn.query_row("SELECT deferred FROM upkeep WHERE id = 1", [], |r| r.get(0)).optional()?.unwrap_or(false))
 }
 
@@ -85,6 +77,7 @@ fn build_deferred(tx: &Connection) -> rusqlite::Result<bool> {
     for (_, create) in DEFERRED {
         tx.execute_batch(create)?;
     }
+    crate::postings::build(tx)?;
     tx.execute("UPDATE upkeep SET deferred = 0 WHERE id = 1", [])?;
     Ok(true)
 }

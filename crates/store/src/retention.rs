@@ -97,7 +97,13 @@ pub trait Retention: Send + Sync {
 #[must_use]
 pub fn encode_seqs(seqs: &[i64]) -> Vec<u8> {
     let mut out = Vec::with_capacity(seqs.len() * 2);
-    let mut previous = 0i64;
+    append_seqs(&mut out, 0, seqs);
+    out
+}
+
+/// Appends `seqs` (ascending, after `previous`) to a list [`encode_seqs`] wrote, whose
+/// last seq is `previous`: the list grows without being read.
+pub fn append_seqs(out: &mut Vec<u8>, mut previous: i64, seqs: &[i64]) {
     for &seq in seqs {
         let mut delta = seq.wrapping_sub(previous) as u64;
         previous = seq;
@@ -111,7 +117,6 @@ pub fn encode_seqs(seqs: &[i64]) -> Vec<u8> {
             out.push(byte | 0x80);
         }
     }
-    out
 }
 
 /// [`encode_seqs`]'s bytes back into seqs (`None`: damaged).

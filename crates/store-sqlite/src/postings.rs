@@ -1,0 +1,445 @@
+//! Posting lists: for each actor, kind and resource, and each bucket of time, the seqs
+//! of its events, in one row (migration 21). They stand where B-tree indexes on
+//! `(accessor_id, ts_ms)`, `(resource_type, resource_action, ts_ms)` and
+//! `(hour, resource_id)` stood: an index keeps an entry of about 17 bytes for each
+//! event and takes an insert for each, where a list keeps a byte or two for each
+//! event (varints of the differences between seqs, `encode_seqs`) and a page of
+//! events rewrites a row for each key it names.
+//!
+//! A query that filters on one of them reads its rows newest bucket first, the seqs
+//! of each through `tfaudit_seqs(p.seqs)` (a table-valued function), and each event by
+//! its seq; ordered by bucket, then time, SQLite sorts one bucket at a time and stops
+//! at the query's limit. Buckets are an hour of the events' time for actors and kinds,
+//! and a week for resources, whose events are few in any hour (a row of one seq would
+//! cost more than the index entry).
+//!
+//! A seq is in a list while its event is in the archive: retention takes a removed
+//! day's seqs out of them, and putting the day back puts them in again. A first
+//! backfill leaves the lists out, as it does some indexes (upkeep.rs), and builds them
+//! at its end in one sort per list; until then its queries read the table.
+
+use std::borrow::Cow;
+use std::collections::BTreeMap;
+use std::ffi::{CStr, c_int};
+use std::marker::PhantomData;
+
+use rusqlite::vtab::{Context, Filters, IndexConstraintOp, IndexInfo, Module, VTab, VTabConnection, VTabCursor};
+use rusqlite::{Connection, OptionalExtension, ffi, params};
+use tfaudit_store::retention::{append_seqs, decode_seqs, encode_seqs};
+
+use crate::HOUR_MS;
+
+/// Fills `postings` and `kinds` from the events, each list in one sort (migration 21,
+/// and the end of a first backfill, which leaves the lists out until then).
+macro_rules! build_sql {
+    () => {
+        "DELETE FROM postings;
+DELETE FROM kinds;
+INSERT INTO postings (list, key, bucket, last, seqs)
+    SELECT 1, accessor_id, tfaudit_bucket(1, ts_ms), max(seq), tfaudit_seq_list(seq)
+    FROM events WHERE accessor_id IS NOT NULL GROUP BY 2, 3;
+INSERT INTO postings (list, key, bucket, last, seqs)
+    SELECT 2, tfaudit_kind_key(resource_type, resource_action), tfaudit_bucket(2, ts_ms), max(seq), tfaudit_seq_list(seq)
+    FROM events WHERE resource_type IS NOT NULL OR resource_action IS NOT NULL GROUP BY 2, 3;
+INSERT INTO postings (list, key, bucket, last, seqs)
+    SELECT 3, resource_id, tfaudit_bucket(3, ts_ms), max(seq), tfaudit_seq_list(seq)
+    FROM events WHERE resource_id IS NOT NULL GROUP BY 2, 3;
+INSERT INTO kinds (key) SELECT DISTINCT key FROM postings WHERE list = 2;
+"
+    };
+}
+pub(crate) use build_sql;
+
+/// Fills the lists from the events, replacing what they held.
+pub(crate) fn build(tx: &Connection) -> rusqlite::Result<()> {
+    tx.execute_batch(build_sql!())
+}
+
+/// Which list a row of `postings` belongs to (its `list` column).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub(crate) enum List {
+    Actor = 1,
+    Kind = 2,
+    Resource = 3,
+}
+
+const WEEK_HOURS: i64 = 24 * 7;
+
+impl List {
+    fn from_code(code: i64) -> Option<Self> {
+        match code {
+            1 => Some(Self::Actor),
+            2 => Some(Self::Kind),
+            3 => Some(Self::Resource),
+            _ => None,
+        }
+    }
+
+    fn bucket_of_hour(self, hour: i64) -> i64 {
+        match self {
+            Self::Resource => hour.div_euclid(WEEK_HOURS),
+            Self::Actor | Self::Kind => hour,
+        }
+    }
+
+    /// The bucket an event of time `ts_ms` is listed in.
+    pub(crate) fn bucket(self, ts_ms: i64) -> i64 {
+        self.bucket_of_hour(ts_ms.div_euclid(HOUR_MS))
+    }
+
+    /// The buckets that hold the hours `from..=to`.
+    pub(crate) fn buckets(self, (from, to): (i64, i64)) -> (i64, i64) {
+        (self.bucket_of_hour(from), self.bucket_of_hour(to))
+    }
+}
+
+/// A kind's key: its type's and its action's keys in `names` (0 for none), the type
+/// in the high half, so that one number names the pair.
+pub(crate) fn kind_key(resource_type: Option<i64>, action: Option<i64>) -> Option<i64> {
+    if resource_type.is_none() && action.is_none() {
+        return None;
+    }
+    Some((resource_type.unwrap_or(0) << 32) | action.unwrap_or(0))
+}
+
+/// The keys of `names` an event is listed under.
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct Keys {
+    pub ts_ms: i64,
+    pub accessor: Option<i64>,
+    pub kind: Option<i64>,
+    pub resource: Option<i64>,
+}
+
+impl Keys {
+    fn each(&self) -> impl Iterator<Item = (List, i64, i64)> + '_ {
+        [(List::Actor, self.accessor), (List::Kind, self.kind), (List::Resource, self.resource)]
+            .into_iter()
+            .filter_map(|(list, key)| key.map(|k| (list, k, list.bucket(self.ts_ms))))
+    }
+}
+
+/// The seqs a transaction adds to the lists, written once at its end.
+#[derive(Default)]
+pub(crate) struct Batch {
+    rows: BTreeMap<(List, i64, i64), Vec<i64>>,
+}
+
+impl Batch {
+    pub(crate) fn add(&mut self, seq: i64, keys: &Keys) {
+        for row in keys.each() {
+            self.rows.entry(row).or_default().push(seq);
+        }
+    }
+
+    /// Adds the seqs to their rows, in `tx`.
+    pub(crate) fn write(self, tx: &Connection) -> rusqlite::Result<()> {
+        let mut read =
+            tx.prepare_cached("SELECT last, seqs FROM postings WHERE list = ?1 AND key = ?2 AND bucket = ?3")?;
+        let mut put = tx.prepare_cached(
+            "INSERT OR REPLACE INTO postings (list, key, bucket, last, seqs) VALUES (?1, ?2, ?3, ?4, ?5)",
+        )?;
+        let mut kind = tx.prepare_cached("INSERT OR IGNORE INTO kinds (key) VALUES (?1)")?;
+        for ((list, key, bucket), mut seqs) in self.rows {
+            seqs.sort_unstable();
+            seqs.dedup();
+            let Some(&newest) = seqs.last() else { continue };
+            let row: Option<(i64, Vec<u8>)> =
+                read.query_row(params![list as i64, key, bucket], |r| Ok((r.get(0)?, r.get(1)?))).optional()?;
+            let (last, blob) = match row {
+                None => {
+                    if list == List::Kind {
+                        kind.execute([key])?;
+                    }
+                    (newest, encode_seqs(&seqs))
+                }
+                // A sync's events: after every seq in the list.
+                Some((last, mut blob)) if seqs[0] > last => {
+                    append_seqs(&mut blob, last, &seqs);
+                    (newest, blob)
+                }
+                // A day put back, with the seqs it had.
+                Some((_, blob)) => {
+                    let mut all = decode(&blob)?;
+                    all.extend(seqs);
+                    all.sort_unstable();
+                    all.dedup();
+                    (*all.last().expect("not empty"), encode_seqs(&all))
+                }
+            };
+            put.execute(params![list as i64, key, bucket, last, blob])?;
+        }
+        Ok(())
+    }
+}
+
+/// Takes the events `seqs` (ascending) out of the lists, in `tx`, before they are
+/// deleted: their keys are read from their rows.
+pub(crate) fn remove(tx: &Connection, seqs: &[i64]) -> rusqlite::Result<()> {
+    let mut rows: BTreeMap<(List, i64, i64), Vec<i64>> = BTreeMap::new();
+    {
+        let mut read = tx.prepare_cached(
+            "SELECT ts_ms, accessor_id, resource_type, resource_action, resource_id FROM events WHERE seq = ?1",
+        )?;
+        for &seq in seqs {
+            let keys = read
+                .query_row([seq], |r| {
+                    Ok(Keys {
+                        ts_ms: r.get(0)?,
+                        accessor: r.get(1)?,
+                        kind: kind_key(r.get(2)?, r.get(3)?),
+                        resource: r.get(4)?,
+                    })
+                })
+                .optional()?;
+            for row in keys.iter().flat_map(Keys::each) {
+                rows.entry(row).or_default().push(seq);
+            }
+        }
+    }
+    let mut read = tx.prepare_cached("SELECT seqs FROM postings WHERE list = ?1 AND key = ?2 AND bucket = ?3")?;
+    let mut put =
+        tx.prepare_cached("UPDATE postings SET last = ?4, seqs = ?5 WHERE list = ?1 AND key = ?2 AND bucket = ?3")?;
+    let mut delete = tx.prepare_cached("DELETE FROM postings WHERE list = ?1 AND key = ?2 AND bucket = ?3")?;
+    for ((list, key, bucket), gone) in rows {
+        let Some(blob) = read.query_row(params![list as i64, key, bucket], |r| r.get::<_, Vec<u8>>(0)).optional()?
+        else {
+            continue;
+        };
+        let mut kept = decode(&blob)?;
+        kept.retain(|s| gone.binary_search(s).is_err());
+        match kept.last() {
+            Some(&last) => put.execute(params![list as i64, key, bucket, last, encode_seqs(&kept)])?,
+            None => delete.execute(params![list as i64, key, bucket])?,
+        };
+    }
+    Ok(())
+}
+
+/// The buckets `first..=last` in ranges to read in turn, newest first (or oldest
+/// first): a day's (a week's for resources), then each twice the one before, so that
+/// a query that stops early reads few buckets past its last match, and one that does
+/// not makes a few dozen queries at most.
+pub(crate) fn ranges(first: i64, last: i64, list: List, newest_first: bool) -> Vec<(i64, i64)> {
+    let mut width = match list {
+        List::Resource => 1,
+        List::Actor | List::Kind => 24,
+    };
+    let mut ranges = Vec::new();
+    let (mut low, mut high) = (first, last);
+    while low <= high {
+        let range = if newest_first {
+            let r = (high.saturating_sub(width - 1).max(low), high);
+            high = r.0 - 1;
+            r
+        } else {
+            let r = (low, low.saturating_add(width - 1).min(high));
+            low = r.1 + 1;
+            r
+        };
+        ranges.push(range);
+        width = width.saturating_mul(2);
+    }
+    ranges
+}
+
+/// The keys of `list` that match `filter`'s pattern for it.
+pub(crate) fn keys(conn: &Connection, list: List, filter: &tfaudit_store::EventFilter) -> rusqlite::Result<Vec<i64>> {
+    let (sql, values) = match list {
+        List::Actor => {
+            let Some(actor) = &filter.actor else { return Ok(Vec::new()) };
+            let (id, mut values) = crate::glob::clause("accessor_id", actor, true);
+            let (name, more) = crate::glob::clause("description", actor, true);
+            values.extend(more);
+            (
+                format!(
+                    "SELECT n.id FROM names n WHERE n.value IN (SELECT accessor_id FROM actors WHERE {id} OR {name})"
+                ),
+                values,
+            )
+        }
+        List::Kind => {
+            let mut sql = String::from(
+                "SELECT k.key FROM kinds k LEFT JOIN names t ON t.id = k.key >> 32
+                 LEFT JOIN names a ON a.id = k.key & 4294967295 WHERE 1 = 1",
+            );
+            let mut values = Vec::new();
+            for (column, pattern) in [("t.value", &filter.resource_type), ("a.value", &filter.action)] {
+                if let Some(p) = pattern {
+                    let (clause, more) = crate::glob::clause(column, p, false);
+                    sql.push_str(&format!(" AND {clause}"));
+                    values.extend(more);
+                }
+            }
+            (sql, values)
+        }
+        List::Resource => {
+            let Some(p) = &filter.resource_id else { return Ok(Vec::new()) };
+            let (clause, values) = crate::glob::clause("n.value", p, false);
+            (format!("SELECT n.id FROM names n WHERE {clause}"), values)
+        }
+    };
+    let refs: Vec<&dyn rusqlite::ToSql> = values.iter().map(|v| v.as_ref() as &dyn rusqlite::ToSql).collect();
+    conn.prepare_cached(&sql)?.query_map(&*refs, |r| r.get(0))?.collect()
+}
+
+fn decode(blob: &[u8]) -> rusqlite::Result<Vec<i64>> {
+    decode_seqs(blob).ok_or_else(|| rusqlite::Error::UserFunctionError("a posting list's seqs are damaged".into()))
+}
+
+/// Adds, on every connection: `tfaudit_seqs(seqs)`, a table of the seqs of a list as
+/// `postings` keeps them; `tfaudit_first_seq(seqs)`, its oldest; and, for migration
+/// 21, `tfaudit_bucket(list, ts_ms)`, `tfaudit_kind_key(type, action)` and the
+/// aggregate `tfaudit_seq_list(seq)` (the seqs, ascending, encoded).
+pub fn register(conn: &Connection) -> rusqlite::Result<()> {
+    use rusqlite::functions::FunctionFlags;
+    const MODULE: Module<SeqsTab> = Module::eponymous_only_module();
+    conn.create_module(c"tfaudit_seqs", &MODULE, None)?;
+    let flags = FunctionFlags::SQLITE_UTF8 | FunctionFlags::SQLITE_DETERMINISTIC | FunctionFlags::SQLITE_INNOCUOUS;
+    conn.create_scalar_function("tfaudit_first_seq", 1, flags, |ctx| {
+        let blob = ctx.get_raw(0).as_blob()?;
+        Ok(decode_seqs(first_varint(blob)).and_then(|s| s.first().copied()))
+    })?;
+    conn.create_scalar_function("tfaudit_bucket", 2, flags, |ctx| {
+        let list = List::from_code(ctx.get(0)?)
+            .ok_or_else(|| rusqlite::Error::UserFunctionError("no such posting list".into()))?;
+        Ok(list.bucket(ctx.get(1)?))
+    })?;
+    conn.create_scalar_function("tfaudit_kind_key", 2, flags, |ctx| Ok(kind_key(ctx.get(0)?, ctx.get(1)?)))?;
+    conn.create_aggregate_function("tfaudit_seq_list", 1, flags, SeqList)
+}
+
+/// The bytes of a list's first varint (its first seq, whole).
+fn first_varint(blob: &[u8]) -> &[u8] {
+    let end = blob.iter().position(|b| b & 0x80 == 0).map_or(blob.len(), |i| i + 1);
+    &blob[..end]
+}
+
+struct SeqList;
+
+impl rusqlite::functions::Aggregate<Vec<i64>, Vec<u8>> for SeqList {
+    fn init(&self, _: &mut rusqlite::functions::Context<'_>) -> rusqlite::Result<Vec<i64>> {
+        Ok(Vec::new())
+    }
+    fn step(&self, ctx: &mut rusqlite::functions::Context<'_>, seqs: &mut Vec<i64>) -> rusqlite::Result<()> {
+        seqs.push(ctx.get(0)?);
+        Ok(())
+    }
+    fn finalize(&self, _: &mut rusqlite::functions::Context<'_>, seqs: Option<Vec<i64>>) -> rusqlite::Result<Vec<u8>> {
+        let mut seqs = seqs.unwrap_or_default();
+        seqs.sort_unstable();
+        seqs.dedup();
+        Ok(encode_seqs(&seqs))
+    }
+}
+
+/// `tfaudit_seqs(seqs)`: one row (`value`) for each seq of a list, ascending.
+#[repr(C)]
+struct SeqsTab {
+    base: ffi::sqlite3_vtab,
+}
+
+const SEQS_COLUMN: c_int = 1;
+
+unsafe impl<'vtab> VTab<'vtab> for SeqsTab {
+    type Aux = ();
+    type Cursor = SeqsCursor<'vtab>;
+
+    fn connect(
+        db: &mut VTabConnection,
+        _aux: Option<&()>,
+        _module_name: &[u8],
+        _database_name: &[u8],
+        _table_name: &[u8],
+        _args: &[&[u8]],
+    ) -> rusqlite::Result<(Cow<'static, CStr>, Self)> {
+        db.config(rusqlite::vtab::VTabConfig::Innocuous)?;
+        Ok((Cow::Borrowed(c"CREATE TABLE x(value INTEGER, seqs HIDDEN)"), Self { base: ffi::sqlite3_vtab::default() }))
+    }
+
+    fn best_index(&self, info: &mut IndexInfo) -> rusqlite::Result<bool> {
+        let mut given = None;
+        for (i, c) in info.constraints().enumerate() {
+            if c.column() == SEQS_COLUMN {
+                if !c.is_usable() || c.operator() != IndexConstraintOp::SQLITE_INDEX_CONSTRAINT_EQ {
+                    return Ok(false);
+                }
+                given = Some(i);
+            }
+        }
+        let Some(i) = given else { return Ok(false) };
+        let mut usage = info.constraint_usage(i);
+        usage.set_argv_index(1);
+        usage.set_omit(true);
+        info.set_estimated_cost(10.0);
+        info.set_estimated_rows(50);
+        Ok(true)
+    }
+
+    fn open(&'vtab mut self) -> rusqlite::Result<SeqsCursor<'vtab>> {
+        Ok(SeqsCursor::default())
+    }
+}
+
+#[derive(Default)]
+#[repr(C)]
+struct SeqsCursor<'vtab> {
+    base: ffi::sqlite3_vtab_cursor,
+    seqs: Vec<i64>,
+    at: usize,
+    phantom: PhantomData<&'vtab SeqsTab>,
+}
+
+unsafe impl VTabCursor for SeqsCursor<'_> {
+    fn filter(&mut self, _idx_num: c_int, _idx_str: Option<&str>, args: &Filters<'_>) -> rusqlite::Result<()> {
+        self.seqs = match args.get::<Option<Vec<u8>>>(0)? {
+            Some(blob) => decode(&blob)?,
+            None => Vec::new(),
+        };
+        self.at = 0;
+        Ok(())
+    }
+
+    fn next(&mut self) -> rusqlite::Result<()> {
+        self.at += 1;
+        Ok(())
+    }
+
+    fn eof(&self) -> bool {
+        self.at >= self.seqs.len()
+    }
+
+    fn column(&self, ctx: &mut Context, i: c_int) -> rusqlite::Result<()> {
+        if i == SEQS_COLUMN { ctx.set_result(&rusqlite::types::Null) } else { ctx.set_result(&self.seqs[self.at]) }
+    }
+
+    fn rowid(&self) -> rusqlite::Result<i64> {
+        Ok(self.at as i64)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ranges_cover_the_buckets_once_each_in_order() {
+        for (first, last) in [(0, 0), (5, 4), (0, 23), (0, 24), (100, 1000), (-50, 50)] {
+            for newest_first in [true, false] {
+                for list in [List::Actor, List::Resource] {
+                    let ranges = ranges(first, last, list, newest_first);
+                    let mut covered: Vec<i64> = ranges.iter().flat_map(|&(a, b)| a..=b).collect();
+                    if newest_first {
+                        assert!(ranges.windows(2).all(|w| w[1].1 == w[0].0 - 1), "{ranges:?}");
+                    } else {
+                        assert!(ranges.windows(2).all(|w| w[1].0 == w[0].1 + 1), "{ranges:?}");
+                    }
+                    covered.sort_unstable();
+                    assert_eq!(covered, (first..=last).collect::<Vec<_>>(), "{ranges:?}");
+                    assert!(ranges.len() <= 12, "{ranges:?}");
+                }
+            }
+        }
+        assert_eq!(ranges(0, 99, List::Actor, true), [(76, 99), (28, 75), (0, 27)]);
+    }
+}
