@@ -410,7 +410,7 @@ unsafe impl VTabCursor for SeqsCursor<'_> {
     }
 
     fn column(&self, ctx: &mut Context, i: c_int) -> rusqlite::Result<()> {
-        if i == SEQS_COLUMN { ctx.set_result(&rusqlite::types::Null) } else { ctx.set_result(&self.seqs[self.at]) }
+        if i == SEQS_COLUMN { ctx.set_result(rusqlite::types::Null) } else { ctx.set_result(self.seqs[self.at]) }
     }
 
     fn rowid(&self) -> rusqlite::Result<i64> {

@@ -1559,7 +1559,8 @@ fn posting_lists_answer_as_the_events_do() {
     }
     let p = |s: &str| Some(Pattern::new(s));
     let t = |s: &str| Some(s.parse::<Timestamp>().unwrap());
-    let filters: Vec<(EventFilter, Box<dyn Fn(&AuditEvent) -> bool>)> = vec![
+    type Matches = Box<dyn Fn(&AuditEvent) -> bool>;
+    let filters: Vec<(EventFilter, Matches)> = vec![
         (
             EventFilter { actor: p("user-3"), ..EventFilter::default() },
             Box::new(|e| e.accessor_id.as_deref() == Some("user-3")),
