@@ -379,6 +379,7 @@ impl SqliteStore {
                 continue;
             }
             tx.execute_batch(sql).map_err(|e| classify(&shown, e))?;
+            schema::after(i + 1, &tx).map_err(|e| classify(&shown, e))?;
             tx.pragma_update(None, "user_version", (i + 1) as i64).map_err(|e| classify(&shown, e))?;
             tx.commit().map_err(|e| classify(&shown, e))?;
             tracing::debug!(version = i + 1, "archive schema migrated");

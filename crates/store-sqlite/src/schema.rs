@@ -554,9 +554,9 @@ INSERT INTO pruned_spans (source_id, day, first_seq, last_seq, events)
     // and resource: for each key and bucket of time (an hour; a week for resources) the
     // seqs of its events, a byte or two each, where each index kept an entry of about
     // 17 bytes for every event. `kinds` holds every kind's key, so that a filter on a
-    // type or an action finds its keys without reading the lists.
-    concat!(
-        "
+    // type or an action finds its keys without reading the lists. Filled from the
+    // events in the same transaction ([`after`]).
+    r"
 CREATE TABLE postings (
     list   INTEGER NOT NULL,
     key    INTEGER NOT NULL,
@@ -566,12 +566,17 @@ CREATE TABLE postings (
     PRIMARY KEY (list, key, bucket)
 ) WITHOUT ROWID;
 CREATE TABLE kinds (key INTEGER PRIMARY KEY);
-",
-        crate::postings::build_sql!(),
-        "
 DROP INDEX IF EXISTS events_by_actor;
 DROP INDEX IF EXISTS events_by_kind;
 DROP INDEX IF EXISTS events_by_hour_resource;
-"
-    ),
+",
 ];
+
+/// What a migration does in Rust after its SQL, in its transaction: `version` is the
+/// schema version it migrates to.
+pub fn after(version: usize, tx: &rusqlite::Connection) -> rusqlite::Result<()> {
+    match version {
+        21 => crate::postings::build(tx),
+        _ => Ok(()),
+    }
+}
