@@ -16,7 +16,8 @@
 //! A seq is in a list while its event is in the archive: retention takes a removed
 //! day's seqs out of them, and putting the day back puts them in again. A first
 //! backfill leaves the lists out, as it does some indexes (upkeep.rs), and builds them
-//! at its end in one sort per list; until then its queries read the table.
+//! at its end in one read of the events ([`build`]); until then its queries read the
+//! table.
 
 use std::borrow::Cow;
 use std::collections::BTreeMap;
