@@ -1637,6 +1637,24 @@ fn posting_lists_answer_as_the_events_do() {
                     let want = &ids[..limit.map_or(ids.len(), |l| (l as usize).min(ids.len()))];
                     assert_eq!(got, want, "{when}: {filter:?} {order:?} {limit:?}");
                 }
+                if order == Order::NewestFirst {
+                    // Page by page, each after the last one's (time, seq), as the API
+                    // and the dashboard page.
+                    let mut paged = Vec::new();
+                    let mut page = filter.clone();
+                    loop {
+                        let mut got = Vec::new();
+                        s.events(&page, order, Some(7), &mut |e| {
+                            got.push(e);
+                            Ok(())
+                        })
+                        .unwrap();
+                        let Some(last) = got.last() else { break };
+                        page.before = Some((last.event.timestamp, last.seq));
+                        paged.extend(got.into_iter().map(|e| e.event.id));
+                    }
+                    assert_eq!(paged, ids, "{when}: {filter:?} paged");
+                }
                 let mut keys = Vec::new();
                 s.event_keys(filter, order, &mut |k| {
                     keys.push(k.seq);
