@@ -650,6 +650,21 @@ fn read_run(r: &rusqlite::Row<'_>) -> rusqlite::Result<Run> {
 /// `IN (every hour from ? to ?)`, for probing an hour-led index.
 const HOUR_PROBE: &str = "e.ts_ms / 3600000 IN (WITH RECURSIVE h(x) AS (SELECT ? UNION ALL SELECT x + 1 FROM h WHERE x < ?) SELECT x FROM h)";
 
+/// A subquery of the `names` keys of the accessors `actor` matches, by id or by name
+/// (case-insensitive), and its values.
+fn actor_keys(actor: &tfaudit_store::Pattern) -> (String, Vec<Box<dyn ToSql>>) {
+    let (id, mut values) = glob::clause("accessor_id", actor, true);
+    let (name, more) = glob::clause("description", actor, true);
+    values.extend(more);
+    (format!("SELECT n.id FROM names n WHERE n.value IN (SELECT accessor_id FROM actors WHERE {id} OR {name})"), values)
+}
+
+/// A subquery of the `names` keys of the values `p` matches, and its values.
+fn name_keys(p: &tfaudit_store::Pattern) -> (String, Vec<Box<dyn ToSql>>) {
+    let (clause, values) = glob::clause("n.value", p, false);
+    (format!("SELECT n.id FROM names n WHERE {clause}"), values)
+}
+
 /// Builds the WHERE clause over `events e` for a filter, with an explicit time range
 /// (which may be narrower than the filter's, for summaries).
 fn where_clause(filter: &EventFilter, since_ms: Option<i64>, until_ms: Option<i64>) -> Where {
@@ -661,24 +676,17 @@ fn where_clause(filter: &EventFilter, since_ms: Option<i64>, until_ms: Option<i6
         w.and("e.ts_ms < ?", vec![Box::new(u)]);
     }
     if let Some(actor) = &filter.actor {
-        let (id, mut values) = glob::clause("accessor_id", actor, true);
-        let (name, more) = glob::clause("description", actor, true);
-        values.extend(more);
-        w.and(
-            &format!(
-                "e.accessor_id IN (SELECT n.id FROM names n WHERE n.value IN (SELECT accessor_id FROM actors WHERE {id} OR {name}))"
-            ),
-            values,
-        );
+        let (keys, values) = actor_keys(actor);
+        w.and(&format!("e.accessor_id IN ({keys})"), values);
     }
-    if let Some(p) = &filter.resource_id {
-        let (sql, values) = glob::clause("n.value", p, false);
-        w.and(&format!("e.resource_id IN (SELECT n.id FROM names n WHERE {sql})"), values);
-    }
-    for (column, pattern) in [("e.resource_type", &filter.resource_type), ("e.resource_action", &filter.action)] {
+    for (column, pattern) in [
+        ("e.resource_id", &filter.resource_id),
+        ("e.resource_type", &filter.resource_type),
+        ("e.resource_action", &filter.action),
+    ] {
         if let Some(p) = pattern {
-            let (sql, values) = glob::clause("n.value", p, false);
-            w.and(&format!("{column} IN (SELECT n.id FROM names n WHERE {sql})"), values);
+            let (keys, values) = name_keys(p);
+            w.and(&format!("{column} IN ({keys})"), values);
         }
     }
     if filter.impersonated {

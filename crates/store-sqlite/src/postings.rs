@@ -245,15 +245,7 @@ pub(crate) fn keys(conn: &Connection, list: List, filter: &tfaudit_store::EventF
     let (sql, values) = match list {
         List::Actor => {
             let Some(actor) = &filter.actor else { return Ok(Vec::new()) };
-            let (id, mut values) = crate::glob::clause("accessor_id", actor, true);
-            let (name, more) = crate::glob::clause("description", actor, true);
-            values.extend(more);
-            (
-                format!(
-                    "SELECT n.id FROM names n WHERE n.value IN (SELECT accessor_id FROM actors WHERE {id} OR {name})"
-                ),
-                values,
-            )
+            crate::actor_keys(actor)
         }
         List::Kind => {
             let mut sql = String::from(
@@ -272,8 +264,7 @@ pub(crate) fn keys(conn: &Connection, list: List, filter: &tfaudit_store::EventF
         }
         List::Resource => {
             let Some(p) = &filter.resource_id else { return Ok(Vec::new()) };
-            let (clause, values) = crate::glob::clause("n.value", p, false);
-            (format!("SELECT n.id FROM names n WHERE {clause}"), values)
+            crate::name_keys(p)
         }
     };
     let refs: Vec<&dyn rusqlite::ToSql> = values.iter().map(|v| v.as_ref() as &dyn rusqlite::ToSql).collect();
