@@ -43,18 +43,15 @@ pub fn choose(
     if !kind && filter.actor.is_none() {
         return Ok(Plan::Planner);
     }
-    let rarer = |actor: Option<f64>, kind: Option<f64>| match (actor, kind) {
-        (Some(a), Some(k)) if k < a => List::Kind,
-        (Some(_), _) => List::Actor,
-        (None, _) => List::Kind,
-    };
-    let Some((from, to)) = hours else { return Ok(Plan::Postings(rarer(filter.actor.as_ref().map(|_| 0.0), None))) };
+    // Without counts to compare: the actor's list when there is an actor.
+    let unsampled = Plan::Postings(if filter.actor.is_some() { List::Actor } else { List::Kind });
+    let Some((from, to)) = hours else { return Ok(unsampled) };
     let start = from.max(to - SAMPLE_HOURS + 1);
     let sampled: i64 = conn
         .prepare_cached("SELECT coalesce(sum(n), 0) FROM hourly_kinds WHERE hour BETWEEN ?1 AND ?2")?
         .query_row(params![start, to], |r| r.get(0))?;
     if sampled == 0 {
-        return Ok(Plan::Postings(rarer(filter.actor.as_ref().map(|_| 0.0), None)));
+        return Ok(unsampled);
     }
     let mut kind_share = None;
     if kind {
@@ -89,5 +86,9 @@ pub fn choose(
     {
         return Ok(Plan::TimeIndex);
     }
-    Ok(Plan::Postings(rarer(actor_share, kind_share)))
+    Ok(Plan::Postings(match (actor_share, kind_share) {
+        (Some(a), Some(k)) if k < a => List::Kind,
+        (Some(_), _) => List::Actor,
+        (None, _) => List::Kind,
+    }))
 }
