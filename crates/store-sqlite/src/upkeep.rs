@@ -13,10 +13,10 @@
 //!   then, queries that would use them read the table instead, and give the same
 //!   answers. A backfill killed half way builds them at the end of the walk that
 //!   resumes it (or when the archive is next opened with no walk under way).
-//! - After a walk that added at least a quarter of the archive, the indexes it filled
-//!   out of order are rebuilt ([`REBUILT`]), and the freed pages given back to the file
-//!   system. A rebuild sorts the whole index, so the quarter keeps its cost per event
-//!   bounded however the archive grows.
+//! - After a walk that added at least a quarter of the archive, the indexes and hourly
+//!   rollups it filled out of order are rebuilt ([`REBUILT`]), and the freed pages given
+//!   back to the file system. A rebuild sorts the whole B-tree, so the quarter keeps its
+//!   cost per event bounded however the archive grows.
 
 use rusqlite::{Connection, OptionalExtension};
 
