@@ -144,11 +144,9 @@ fn build_and_rebuild(conn: &mut Connection) -> rusqlite::Result<bool> {
         }
         return Ok(built);
     }
-    for index in REBUILT {
-        // An index just built is packed already.
-        if !(built && DEFERRED.iter().any(|(name, _)| *name == index)) {
-            tx.execute_batch(&format!("REINDEX {index}"))?;
-        }
+    // None of them is deferred, so none was just built packed.
+    for btree in REBUILT {
+        tx.execute_batch(&format!("REINDEX {btree}"))?;
     }
     let newest: i64 = tx.query_row("SELECT coalesce(max(seq), 0) FROM events", [], |r| r.get(0))?;
     tx.execute(
