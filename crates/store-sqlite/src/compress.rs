@@ -5,16 +5,18 @@
 //! A row's `raw` is the event's JSON as text while its `dict` is NULL (events written
 //! before the first dictionary, or by an older tfaudit), or a zstd frame made with
 //! dictionary `dict` (a BLOB). Every read goes through the SQL function `tfaudit_raw(raw,
-//! dict, id, request_id, ts_ms)`, which gives the original text back byte for byte, so
+//! dict, id, request_id, ts_ms, resource_id, auth_description)`, which gives the original text back byte for byte, so
 //! queries, filters and exports never see the difference. `tfaudit compact` compresses
 //! the rows still in text, and frames from before marks (below) again, in batches,
 //! resumably. The integrity tree hashes the original bytes.
 //!
 //! A frame holds the event's text less what the row keeps already (see [`Known`]):
 //! the event's id, its request's id and its time, the three strings in an event that
-//! are new with each event and that no dictionary can learn. Each is found in the text
+//! are new with each event and that no dictionary can learn; and its resource's id and
+//! its actor's description, which the row keeps as keys of `names` (an organization
+//! names thousands of resources, too many for a dictionary). Each is found in the text
 //! and its span replaced by a one-byte mark; reading puts the row's value back in. On
-//! the simulator's events that halves a frame (110 bytes an event to 51).
+//! the simulator's events the first three halve a frame (110 bytes an event to 51).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, RwLock};
@@ -33,10 +35,12 @@ pub const TRAIN_AT: u64 = 2_000;
 const RETRAIN_FACTOR: u64 = 16;
 /// Events a dictionary is trained on: the newest. Measured on the simulator's events,
 /// a dictionary from 2,000 compresses them as well as one from 8,000 (113.6 bytes an
-/// event either way) and costs a quarter of the CPU to train (0.08 s against 0.33 s);
-/// one from 1,000 as well again (a 200,000-event archive 0.1% smaller), for half the
-/// CPU of 2,000: training was 5% of that backfill's CPU.
-const SAMPLES: u32 = 1_000;
+/// event either way) and costs a quarter of the CPU to train (0.08 s against 0.33 s).
+/// One from 1,000 did as well while frames held the resource's id and the actor's
+/// description; with those marked, 1,000 events' text is too little for a whole
+/// dictionary (about 20 KB of the 32 KB came out) and frames were 60% larger than with
+/// one from 2,000 (63 bytes against 39, measured with python-zstandard's trainer).
+const SAMPLES: u32 = 2_000;
 const DICT_BYTES: usize = 32 * 1024;
 const LEVEL: i32 = 1;
 
@@ -52,12 +56,53 @@ pub struct Codec {
     readers: Mutex<HashMap<i64, Vec<zstd::bulk::Decompressor<'static>>>>,
 }
 
+/// The strings of the `names` keys that frames' marks stand for, as one connection
+/// looked them up. A reader's are kept: a key is never reused once committed, and a
+/// reader sees only committed rows. The writer's are forgotten after each row, as it
+/// could see a key that its transaction then rolls back. Per connection, so that a
+/// row's lookups take no lock.
+struct Names {
+    kept: bool,
+    values: foldhash::HashMap<i64, Box<str>>,
+}
+
+/// Past this many, a reader's names start again empty.
+const NAMES_MAX: usize = 50_000;
+/// A reader looks names up this many keys at a time, those around the one it needs:
+/// keys are given in the order strings were first archived, so the rows read together
+/// name keys close together, and one range read costs little more than one lookup.
+const NAMES_BLOCK: i64 = 512;
+
+impl Names {
+    /// Looks `key` up unless it is known (a reader: with the keys of its block).
+    fn learn(&mut self, conn: &Connection, key: i64) -> Result<(), BoxError> {
+        if self.values.contains_key(&key) {
+            return Ok(());
+        }
+        if self.values.len() >= NAMES_MAX {
+            self.values.clear();
+        }
+        let (from, to) =
+            if self.kept { (key & !(NAMES_BLOCK - 1), (key | (NAMES_BLOCK - 1)) + 1) } else { (key, key + 1) };
+        let mut stmt = conn.prepare_cached("SELECT id, value FROM names WHERE id >= ?1 AND id < ?2")?;
+        let mut rows = stmt.query([from, to])?;
+        while let Some(r) = rows.next()? {
+            self.values.insert(r.get(0)?, Box::from(r.get_ref(1)?.as_str()?));
+        }
+        if !self.values.contains_key(&key) {
+            return Err(format!("name {key}, which a compressed event refers to, is missing from the archive").into());
+        }
+        Ok(())
+    }
+}
+
 struct Writer {
     dict: i64,
     trained_at: u64,
-    /// Whether the dictionary was trained on marked text (see [`Known`]), or training
-    /// one was tried at `trained_at`: a dictionary from before is replaced once.
-    marked: bool,
+    /// Which marks the dictionary was trained with (see [`MARKS_NOW`]), or
+    /// [`MARKS_NOW`] when training one was tried at `trained_at`: a dictionary from
+    /// before is replaced once.
+    marks: i64,
     compressor: zstd::bulk::Compressor<'static>,
     /// The last frame made, its buffer reused.
     frame: Vec<u8>,
@@ -74,16 +119,30 @@ pub struct Known<'a> {
     pub id: &'a str,
     pub request_id: Option<&'a str>,
     pub ts_ms: i64,
+    /// The string of the row's `resource_id` key.
+    pub resource_id: Option<&'a str>,
+    /// The string of the row's `auth_description` key.
+    pub description: Option<&'a str>,
 }
 
-/// A frame's text starts with this byte when it has marks, or with [`VERBATIM`] when
-/// the event's text holds a byte that is a mark (JSON text never does, but the frame
-/// must not depend on it). Frames written before start with `{`: JSON text cannot
-/// start with a control character, so all three read.
+/// A frame's text starts with this byte when it has the first three marks (an older
+/// tfaudit's), with [`KEYED`] when it has all five, or with [`VERBATIM`] when the
+/// event's text holds a byte that is a mark (JSON text never does, but the frame must
+/// not depend on it). Frames written before marks start with `{`: JSON text cannot
+/// start with a control character, so all read.
 const MARKED: u8 = 0;
 const VERBATIM: u8 = 4;
+const KEYED: u8 = 5;
 /// The marks, in [`Known`]'s order: bytes JSON text never holds unescaped.
-const MARKS: [u8; 3] = [1, 2, 3];
+const MARKS: [u8; 5] = [1, 2, 3, 6, 7];
+/// What `dictionaries.marked` says of a dictionary: trained on text without marks
+/// (0), with the first three (1, migration 18), or with all five (2, migration 22).
+pub const MARKS_NOW: i64 = 2;
+
+/// Whether `raw` holds a byte that is a mark.
+fn holds_a_mark(raw: &[u8]) -> bool {
+    memchr::memchr3(MARKS[0], MARKS[1], MARKS[2], raw).is_some() || memchr::memchr2(MARKS[3], MARKS[4], raw).is_some()
+}
 
 /// `time` as the API writes it (`2020-06-30T17:52:46.000Z`), or None outside years
 /// 0000-9999.
@@ -133,16 +192,17 @@ impl Known<'_> {
     /// each known value replaced by its mark.
     fn mark(&self, raw: &str, out: &mut String) {
         out.clear();
-        if memchr::memchr3(MARKS[0], MARKS[1], MARKS[2], raw.as_bytes()).is_some() {
+        if holds_a_mark(raw.as_bytes()) {
             out.push(char::from(VERBATIM));
             out.push_str(raw);
             return;
         }
         let mut time = [0u8; 24];
-        let values = [Some(self.id), self.request_id, api_time(self.ts_ms, &mut time)];
+        let values =
+            [Some(self.id), self.request_id, api_time(self.ts_ms, &mut time), self.resource_id, self.description];
         // Each value's first span that overlaps no earlier value's (the same id can be
         // both the event's and its request's), in the text's order.
-        let mut spans: [Option<(usize, usize, u8)>; 3] = [None; 3];
+        let mut spans: [Option<(usize, usize, u8)>; 5] = [None; 5];
         for (i, value) in values.iter().enumerate() {
             let Some(v) = value.filter(|v| !v.is_empty()) else { continue };
             let mut from = 0;
@@ -158,7 +218,7 @@ impl Known<'_> {
             }
         }
         spans.sort_unstable_by_key(|s| s.map_or(usize::MAX, |(at, ..)| at));
-        out.push(char::from(MARKED));
+        out.push(char::from(KEYED));
         let mut done = 0;
         for (at, end, mark) in spans.into_iter().flatten() {
             // Both are valid UTF-8, so a match starts and ends on a character's bounds.
@@ -170,10 +230,11 @@ impl Known<'_> {
     }
 
     /// The original text of a frame's `text`, which [`Known::mark`] made with these
-    /// values (or an older tfaudit left as it was).
+    /// values (or an older tfaudit made, or left as it was).
     fn unmark(&self, mut text: Vec<u8>) -> Result<String, BoxError> {
-        let body = match text.first() {
-            Some(&MARKED) => &text[1..],
+        let (body, keyed) = match text.first() {
+            Some(&MARKED) => (&text[1..], false),
+            Some(&KEYED) => (&text[1..], true),
             Some(&VERBATIM) => {
                 text.remove(0);
                 return Ok(String::from_utf8(text)?);
@@ -181,19 +242,41 @@ impl Known<'_> {
             _ => return Ok(String::from_utf8(text)?),
         };
         let mut time = [0u8; 24];
-        let values = [Some(self.id), self.request_id, api_time(self.ts_ms, &mut time)];
-        let mut out = Vec::with_capacity(body.len() + 100);
-        let mut rest = body;
-        while let Some(at) = memchr::memchr3(MARKS[0], MARKS[1], MARKS[2], rest) {
-            out.extend_from_slice(&rest[..at]);
-            let value = values[usize::from(rest[at] - MARKS[0])]
-                .filter(|v| !v.is_empty())
-                .ok_or("a compressed event's id, request id or time is missing from its row")?;
-            out.extend_from_slice(value.as_bytes());
-            rest = &rest[at + 1..];
+        let values =
+            [Some(self.id), self.request_id, api_time(self.ts_ms, &mut time), self.resource_id, self.description];
+        let mut out = Vec::with_capacity(body.len() + values.iter().flatten().map(|v| v.len()).sum::<usize>());
+        // Where the next of the first three marks is, and of the last two (only in a
+        // frame that has them): each is searched for again only once it is passed.
+        let (mut first, mut last) = (memchr::memchr3(MARKS[0], MARKS[1], MARKS[2], body), None);
+        if keyed {
+            last = memchr::memchr2(MARKS[3], MARKS[4], body);
         }
-        out.extend_from_slice(rest);
+        let mut done = 0;
+        while let Some(at) = match (first, last) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        } {
+            out.extend_from_slice(&body[done..at]);
+            let which = MARKS.iter().position(|&m| m == body[at]).unwrap_or_default();
+            let value = values[which]
+                .filter(|v| !v.is_empty())
+                .ok_or("a compressed event's id, request id, time, resource or description is missing from its row")?;
+            out.extend_from_slice(value.as_bytes());
+            done = at + 1;
+            if which < 3 {
+                first = memchr::memchr3(MARKS[0], MARKS[1], MARKS[2], &body[done..]).map(|n| n + done);
+            } else {
+                last = memchr::memchr2(MARKS[3], MARKS[4], &body[done..]).map(|n| n + done);
+            }
+        }
+        out.extend_from_slice(&body[done..]);
         Ok(String::from_utf8(out)?)
+    }
+
+    /// Whether a frame's `text` has the marks of the row's keyed values, which must be
+    /// looked up before [`Known::unmark`].
+    fn names_keys(text: &[u8]) -> bool {
+        text.first() == Some(&KEYED) && memchr::memchr2(MARKS[3], MARKS[4], text).is_some()
     }
 }
 
@@ -236,12 +319,12 @@ impl Codec {
 
     /// Loads the newest dictionary for writing, if there is one and it is not loaded.
     fn load_writer(&self, conn: &Connection, slot: &mut Option<Writer>) -> rusqlite::Result<()> {
-        let newest: Option<(i64, u64, bool)> = conn
+        let newest: Option<(i64, u64, i64)> = conn
             .query_row("SELECT id, trained_at, marked FROM dictionaries ORDER BY id DESC LIMIT 1", [], |r| {
                 Ok((r.get(0)?, u64::try_from(r.get::<_, i64>(1)?).unwrap_or(0), r.get(2)?))
             })
             .optional()?;
-        if let Some((id, trained_at, marked)) = newest
+        if let Some((id, trained_at, marks)) = newest
             && slot.as_ref().is_none_or(|w| w.dict != id)
         {
             let bytes = dictionary(conn, id)?.unwrap_or_default();
@@ -249,7 +332,7 @@ impl Codec {
             // A frame need not name its dictionary (4 bytes an event): the row's `dict`
             // does. Frames that do name it, written before, read the same.
             compressor.set_parameter(zstd::zstd_safe::CParameter::DictIdFlag(false)).map_err(io_err)?;
-            *slot = Some(Writer { dict: id, trained_at, marked, compressor, frame: Vec::new(), text: String::new() });
+            *slot = Some(Writer { dict: id, trained_at, marks, compressor, frame: Vec::new(), text: String::new() });
         }
         Ok(())
     }
@@ -261,7 +344,7 @@ impl Codec {
         self.load_writer(conn, &mut slot)?;
         let due = match &*slot {
             None => events >= TRAIN_AT,
-            Some(w) => events >= w.trained_at.saturating_mul(RETRAIN_FACTOR) || !w.marked,
+            Some(w) => events >= w.trained_at.saturating_mul(RETRAIN_FACTOR) || w.marks < MARKS_NOW,
         };
         if !due {
             return Ok(());
@@ -269,18 +352,12 @@ impl Codec {
         // Trained on the text as frames hold it: with its known values marked.
         let mut samples = Vec::new();
         {
-            let mut stmt = conn.prepare(
-                "SELECT tfaudit_raw(raw, dict, id, request_id, ts_ms), id, request_id, ts_ms
-                 FROM events ORDER BY seq DESC LIMIT ?1",
-            )?;
+            let mut stmt = conn.prepare(&format!("{ROWS_MARKED} ORDER BY seq DESC LIMIT ?1"))?;
             let mut rows = stmt.query([SAMPLES])?;
             while let Some(r) = rows.next()? {
-                let raw = r.get_ref(0)?.as_str()?;
-                let id = crate::names::id_at(r, 1)?.unwrap_or_default();
-                let request_id = crate::names::id_at(r, 2)?;
-                let known = Known { id: &id, request_id: request_id.as_deref(), ts_ms: r.get(3)? };
+                let row = MarkedRow::read(r)?;
                 let mut text = String::new();
-                known.mark(raw, &mut text);
+                row.known().mark(&row.raw, &mut text);
                 samples.push(text.into_bytes());
             }
         }
@@ -289,19 +366,20 @@ impl Codec {
         match zstd::dict::from_samples(&samples, DICT_BYTES) {
             Ok(bytes) => {
                 conn.execute(
-                    "INSERT INTO dictionaries (trained_ms, trained_at, samples, bytes, marked) VALUES (?1, ?2, ?3, ?4, 1)",
+                    "INSERT INTO dictionaries (trained_ms, trained_at, samples, bytes, marked) VALUES (?1, ?2, ?3, ?4, ?5)",
                     params![
                         jiff::Timestamp::now().as_millisecond(),
                         i64::try_from(events).unwrap_or(i64::MAX),
                         samples.len() as i64,
-                        bytes
+                        bytes,
+                        MARKS_NOW
                     ],
                 )?;
                 tracing::debug!(events, bytes = bytes.len(), "trained a compression dictionary");
-                if slot.as_ref().is_some_and(|w| !w.marked) {
+                if slot.as_ref().is_some_and(|w| w.marks < MARKS_NOW) {
                     tracing::info!(
-                        "events are now compressed without the id, request id and time their row keeps; \
-                         `tfaudit compact` compresses the events stored before this way too (about half their size)"
+                        "events are now compressed without the id, request id, time, resource id and description \
+                         their row keeps; `tfaudit compact` compresses the events stored before this way too"
                     );
                 }
                 self.load_writer(conn, &mut slot)?;
@@ -310,7 +388,7 @@ impl Codec {
                 tracing::debug!("no compression dictionary from {} events: {e}", samples.len());
                 if let Some(w) = slot.as_mut() {
                     w.trained_at = events;
-                    w.marked = true;
+                    w.marks = MARKS_NOW;
                 }
             }
         }
@@ -341,8 +419,48 @@ impl Codec {
     }
 }
 
+/// An event's row as [`ROWS_MARKED`] selects it: its text and what marking it needs.
+struct MarkedRow {
+    seq: i64,
+    raw: String,
+    id: Option<String>,
+    request_id: Option<String>,
+    ts_ms: i64,
+    resource_id: Option<String>,
+    description: Option<String>,
+}
+
+/// Selects rows of `events` as [`MarkedRow::read`] reads them.
+const ROWS_MARKED: &str = "SELECT seq, tfaudit_raw(raw, dict, id, request_id, ts_ms, resource_id, auth_description), \
+     id, request_id, ts_ms, (SELECT value FROM names WHERE id = resource_id), \
+     (SELECT value FROM names WHERE id = auth_description) FROM events";
+
+impl MarkedRow {
+    fn read(r: &rusqlite::Row<'_>) -> rusqlite::Result<Self> {
+        Ok(Self {
+            seq: r.get(0)?,
+            raw: r.get(1)?,
+            id: crate::names::id_at(r, 2)?,
+            request_id: crate::names::id_at(r, 3)?,
+            ts_ms: r.get(4)?,
+            resource_id: r.get(5)?,
+            description: r.get(6)?,
+        })
+    }
+
+    fn known(&self) -> Known<'_> {
+        Known {
+            id: self.id.as_deref().unwrap_or_default(),
+            request_id: self.request_id.as_deref(),
+            ts_ms: self.ts_ms,
+            resource_id: self.resource_id.as_deref(),
+            description: self.description.as_deref(),
+        }
+    }
+}
+
 /// Compresses up to `batch` rows with `seq` after `after` that are kept as text, or as
-/// frames from before marks (their dictionary trained on unmarked text), oldest first
+/// frames from before today's marks (their dictionary trained with fewer), oldest first
 /// (in `conn`'s transaction): how many, and the last `seq` reached. Nothing to do while
 /// the archive is too small for a dictionary.
 pub fn compact(conn: &Connection, codec: &Codec, events: u64, after: i64, batch: u64) -> rusqlite::Result<(u64, i64)> {
@@ -351,63 +469,78 @@ pub fn compact(conn: &Connection, codec: &Codec, events: u64, after: i64, batch:
     else {
         return Ok((0, after));
     };
-    type Row = (i64, String, Option<String>, Option<String>, i64);
     // Frames made with the dictionary being written with are left (were training one
-    // on marked text to fail, it would be that one).
-    let rows: Vec<Row> = conn
-        .prepare_cached(
-            "SELECT seq, tfaudit_raw(raw, dict, id, request_id, ts_ms), id, request_id, ts_ms FROM events
-             WHERE seq > ?1 AND (dict IS NULL OR (dict <> ?3 AND dict IN (SELECT id FROM dictionaries WHERE NOT marked)))
-             ORDER BY seq LIMIT ?2",
-        )?
-        .query_map(params![after, i64::try_from(batch).unwrap_or(i64::MAX), writing], |r| {
-            Ok((r.get(0)?, r.get(1)?, crate::names::id_at(r, 2)?, crate::names::id_at(r, 3)?, r.get(4)?))
-        })?
+    // with today's marks to fail, it would be that one).
+    let rows: Vec<MarkedRow> = conn
+        .prepare_cached(&format!(
+            "{ROWS_MARKED} WHERE seq > ?1 AND (dict IS NULL OR (dict <> ?3 AND dict IN (SELECT id FROM dictionaries WHERE marked < ?4)))
+             ORDER BY seq LIMIT ?2"
+        ))?
+        .query_map(params![after, i64::try_from(batch).unwrap_or(i64::MAX), writing, MARKS_NOW], MarkedRow::read)?
         .collect::<rusqlite::Result<_>>()?;
     {
         let mut update = conn.prepare_cached("UPDATE events SET raw = ?1, dict = ?2 WHERE seq = ?3")?;
-        for (seq, raw, id, request_id, ts_ms) in &rows {
-            let known =
-                Known { id: id.as_deref().unwrap_or_default(), request_id: request_id.as_deref(), ts_ms: *ts_ms };
-            codec.with_stored(raw, known, |value, dict| update.execute(params![value, dict, seq]))?;
+        for row in &rows {
+            codec.with_stored(&row.raw, row.known(), |value, dict| update.execute(params![value, dict, row.seq]))?;
         }
     }
-    Ok((rows.len() as u64, rows.last().map_or(after, |(seq, ..)| *seq)))
+    Ok((rows.len() as u64, rows.last().map_or(after, |row| row.seq)))
 }
 
 fn io_err(e: std::io::Error) -> rusqlite::Error {
     rusqlite::Error::ToSqlConversionFailure(Box::new(e))
 }
 
-/// Adds `tfaudit_raw(raw, dict, id, request_id, ts_ms)` to a connection: a row's
-/// original text.
-pub fn register(conn: &Connection, codec: Arc<Codec>) -> rusqlite::Result<()> {
+/// Adds `tfaudit_raw(raw, dict, id, request_id, ts_ms, resource_id, auth_description)`
+/// to a connection: a row's original text. `reader`: the connection never writes, so
+/// the names it looks up can be kept for all (see [`Codec`]).
+pub fn register(conn: &Connection, codec: Arc<Codec>, reader: bool) -> rusqlite::Result<()> {
     let flags = FunctionFlags::SQLITE_UTF8 | FunctionFlags::SQLITE_DETERMINISTIC;
-    conn.create_scalar_function("tfaudit_raw", 5, flags, move |ctx| {
-        let damaged = || rusqlite::Error::UserFunctionError("an event's stored form is damaged".into());
-        let dict = match ctx.get_raw(1) {
-            ValueRef::Null => None,
-            ValueRef::Integer(d) => Some(d),
-            _ => return Err(rusqlite::Error::UserFunctionError("a row's dictionary is not a number".into())),
-        };
-        match (ctx.get_raw(0), dict) {
-            (ValueRef::Text(t), None) => Ok(String::from_utf8_lossy(t).into_owned()),
-            (ValueRef::Blob(b), Some(d)) => {
-                // SAFETY: only reads the dictionaries table, on the connection running
-                // this function; rusqlite allows that from inside a function.
-                let conn = unsafe { ctx.get_connection()? };
-                let text = codec.decompress(&conn, d, b).map_err(rusqlite::Error::UserFunctionError)?;
-                let (mut id, mut request_id) = ([0; 36], [0; 36]);
-                let known = Known {
-                    id: crate::names::id_text(ctx.get_raw(2), &mut id).map_err(|_| damaged())?.unwrap_or_default(),
-                    request_id: crate::names::id_text(ctx.get_raw(3), &mut request_id).map_err(|_| damaged())?,
-                    ts_ms: ctx.get(4)?,
-                };
-                known.unmark(text).map_err(rusqlite::Error::UserFunctionError)
+    let names = std::cell::RefCell::new(Names { kept: reader, values: foldhash::HashMap::default() });
+    // A row's lookups never call the function again, so the names are never borrowed twice.
+    conn.create_scalar_function("tfaudit_raw", 7, flags, move |ctx| raw(ctx, &codec, &mut names.borrow_mut()))
+}
+
+/// `tfaudit_raw`'s work (see [`register`]).
+fn raw(ctx: &rusqlite::functions::Context<'_>, codec: &Codec, names: &mut Names) -> rusqlite::Result<String> {
+    let damaged = || rusqlite::Error::UserFunctionError("an event's stored form is damaged".into());
+    let dict = match ctx.get_raw(1) {
+        ValueRef::Null => None,
+        ValueRef::Integer(d) => Some(d),
+        _ => return Err(rusqlite::Error::UserFunctionError("a row's dictionary is not a number".into())),
+    };
+    match (ctx.get_raw(0), dict) {
+        (ValueRef::Text(t), None) => Ok(String::from_utf8_lossy(t).into_owned()),
+        (ValueRef::Blob(b), Some(d)) => {
+            // SAFETY: only reads the dictionaries and names tables, on the connection
+            // running this function; rusqlite allows that from inside a function.
+            let conn = unsafe { ctx.get_connection()? };
+            let text = codec.decompress(&conn, d, b).map_err(rusqlite::Error::UserFunctionError)?;
+            let (mut id, mut request_id) = ([0; 36], [0; 36]);
+            if !names.kept {
+                names.values.clear();
             }
-            _ => Err(damaged()),
+            let mut keys = [None, None];
+            if Known::names_keys(&text) {
+                for (key, at) in keys.iter_mut().zip([5, 6]) {
+                    *key = ctx.get::<Option<i64>>(at)?;
+                    if let Some(k) = *key {
+                        names.learn(&conn, k).map_err(rusqlite::Error::UserFunctionError)?;
+                    }
+                }
+            }
+            let [resource_id, description] = keys.map(|k| k.and_then(|k| names.values.get(&k)).map(|v| &**v));
+            let known = Known {
+                id: crate::names::id_text(ctx.get_raw(2), &mut id).map_err(|_| damaged())?.unwrap_or_default(),
+                request_id: crate::names::id_text(ctx.get_raw(3), &mut request_id).map_err(|_| damaged())?,
+                ts_ms: ctx.get(4)?,
+                resource_id,
+                description,
+            };
+            known.unmark(text).map_err(rusqlite::Error::UserFunctionError)
         }
-    })
+        _ => Err(damaged()),
+    }
 }
 
 #[cfg(test)]
@@ -420,8 +553,14 @@ mod tests {
     /// 2020-06-30T17:52:46.000Z
     const TS: i64 = 1_593_539_566_000;
 
+    const RESOURCE: &str = "run-CZcmD7eagjhyX0vN";
+
     fn known(request_id: Option<&str>) -> Known<'_> {
-        Known { id: ID, request_id, ts_ms: TS }
+        Known { id: ID, request_id, ts_ms: TS, resource_id: None, description: None }
+    }
+
+    fn keyed<'a>(resource_id: Option<&'a str>, description: Option<&'a str>) -> Known<'a> {
+        Known { resource_id, description, ..known(Some(REQUEST)) }
     }
 
     /// The text a frame holds for `raw`, after checking that it reads back as `raw`.
@@ -435,17 +574,30 @@ mod tests {
     #[test]
     fn the_rows_values_are_marked_and_put_back() {
         let raw = format!(
-            r#"{{"id":"{ID}","timestamp":"2020-06-30T17:52:46.000Z","request":{{"id":"{REQUEST}"}},"meta":{{"of":"{ID}"}}}}"#
+            r#"{{"id":"{ID}","timestamp":"2020-06-30T17:52:46.000Z","auth":{{"description":"alice"}},"request":{{"id":"{REQUEST}"}},"resource":{{"id":"{RESOURCE}","meta":{{"of":"{ID}","by":"alice"}}}}}}"#
         );
-        let text = round_trip(known(Some(REQUEST)), &raw);
+        let k = keyed(Some(RESOURCE), Some("alice"));
+        let text = round_trip(k, &raw);
         assert_eq!(
             text,
-            "\0{\"id\":\"\u{1}\",\"timestamp\":\"\u{3}\",\"request\":{\"id\":\"\u{2}\"},\"meta\":{\"of\":\"ae66e491-db59-457c-8445-9c908ee726ae\"}}",
+            "\u{5}{\"id\":\"\u{1}\",\"timestamp\":\"\u{3}\",\"auth\":{\"description\":\"\u{7}\"},\"request\":{\"id\":\"\u{2}\"},\"resource\":{\"id\":\"\u{6}\",\"meta\":{\"of\":\"ae66e491-db59-457c-8445-9c908ee726ae\",\"by\":\"alice\"}}}",
             "the first span of each is marked, a second left"
         );
         // Read with other values, the text is another: the row's values are bound.
-        let other = Known { id: REQUEST, ..known(Some(REQUEST)) };
-        assert_ne!(other.unmark(text.into_bytes()).unwrap(), raw);
+        for other in [Known { id: REQUEST, ..k }, Known { resource_id: Some("run-other"), ..k }] {
+            assert_ne!(other.unmark(text.clone().into_bytes()).unwrap(), raw);
+        }
+    }
+
+    #[test]
+    fn frames_from_before_the_keyed_marks_read_as_they_did() {
+        // An older tfaudit's frame: its first three marks are put back, and the bytes
+        // that are marks today are text (it never wrote them: JSON does not hold them).
+        let older = b"\0{\"id\":\"\x01\",\"x\":\"\x06\x07\"}".to_vec();
+        assert_eq!(
+            keyed(Some(RESOURCE), Some("alice")).unmark(older).unwrap(),
+            format!("{{\"id\":\"{ID}\",\"x\":\"\u{6}\u{7}\"}}")
+        );
     }
 
     #[test]
@@ -454,11 +606,15 @@ mod tests {
         for (k, raw) in [
             (known(None), r#"{"id":"\u0061e66e491-db59-457c-8445-9c908ee726ae","timestamp":"2020-06-30T17:52:46Z"}"#),
             (known(None), r#"{"request":{"id":null},"timestamp":"2020-06-30T17:52:46.000000Z"}"#),
+            (Known { request_id: Some(ID), ..known(None) }, &format!(r#"{{"id":"{ID}","request":{{"id":"{ID}"}}}}"#)),
             (
-                Known { id: ID, request_id: Some(ID), ts_ms: TS },
-                &format!(r#"{{"id":"{ID}","request":{{"id":"{ID}"}}}}"#),
+                Known { id: "", request_id: Some(""), ts_ms: i64::MIN, resource_id: Some(""), description: Some("") },
+                r#"{"id":""}"#,
             ),
-            (Known { id: "", request_id: Some(""), ts_ms: i64::MIN }, r#"{"id":""}"#),
+            // A description escaped in the text (its string has a real tab), and one
+            // that is also the resource's id: each span is marked once.
+            (keyed(None, Some("tab\there")), r#"{"description":"tab\there"}"#),
+            (keyed(Some(RESOURCE), Some(RESOURCE)), &format!(r#"{{"a":"{RESOURCE}","b":"{RESOURCE}"}}"#)),
         ] {
             round_trip(k, raw);
         }
@@ -466,12 +622,12 @@ mod tests {
 
     #[test]
     fn text_holding_a_mark_is_kept_as_it_is() {
-        for raw in ["{\"a\":\"\u{1}\"}", "{\u{3}}"] {
-            assert_eq!(round_trip(known(Some(REQUEST)), raw), format!("\u{4}{raw}"), "{raw:?}");
+        for raw in ["{\"a\":\"\u{1}\"}", "{\u{3}}", "{\u{6}}", "{\"\u{7}\"}"] {
+            assert_eq!(round_trip(keyed(Some(RESOURCE), None), raw), format!("\u{4}{raw}"), "{raw:?}");
         }
         // Text starting as a frame's text does is marked as any other.
-        for raw in ["\0{}", "\u{4}{}"] {
-            assert_eq!(round_trip(known(Some(REQUEST)), raw), format!("\0{raw}"), "{raw:?}");
+        for raw in ["\0{}", "\u{4}{}", "\u{5}{}"] {
+            assert_eq!(round_trip(known(Some(REQUEST)), raw), format!("\u{5}{raw}"), "{raw:?}");
         }
         // And text as written before marks reads as it is.
         assert_eq!(known(None).unmark(br#"{"id":"x"}"#.to_vec()).unwrap(), r#"{"id":"x"}"#);
@@ -481,6 +637,9 @@ mod tests {
     fn a_mark_without_its_value_is_an_error() {
         let text = round_trip(known(Some(REQUEST)), &format!(r#"{{"request":"{REQUEST}"}}"#));
         let err = known(None).unmark(text.into_bytes()).unwrap_err();
+        assert!(err.to_string().contains("missing from its row"), "{err}");
+        let text = round_trip(keyed(Some(RESOURCE), None), &format!(r#"{{"resource":"{RESOURCE}"}}"#));
+        let err = known(Some(REQUEST)).unmark(text.into_bytes()).unwrap_err();
         assert!(err.to_string().contains("missing from its row"), "{err}");
     }
 
@@ -493,7 +652,9 @@ mod tests {
                     Just(ID.to_owned()),
                     Just(REQUEST.to_owned()),
                     Just("2020-06-30T17:52:46.000Z".to_owned()),
-                    "[\\x00-\\x05a-f0-9\"{}:,-]{0,12}",
+                    Just(RESOURCE.to_owned()),
+                    Just("alice".to_owned()),
+                    "[\\x00-\\x08a-f0-9\"{}:,-]{0,12}",
                     ".{0,8}",
                 ],
                 0..8,
@@ -501,9 +662,18 @@ mod tests {
             id in prop_oneof![Just(ID.to_owned()), "[a-f0-9-]{0,6}"],
             request_id in proptest::option::of(prop_oneof![Just(REQUEST.to_owned()), Just(ID.to_owned()), "[a-f0-9-]{0,4}"]),
             ts_ms in prop_oneof![Just(TS), any::<i64>()],
+            resource_id in proptest::option::of(prop_oneof![Just(RESOURCE.to_owned()), Just(ID.to_owned()), "[a-f0-9-]{0,4}"]),
+            description in proptest::option::of(prop_oneof![Just("alice".to_owned()), Just(RESOURCE.to_owned()), ".{0,3}"]),
         ) {
             let raw = parts.concat();
-            round_trip(Known { id: &id, request_id: request_id.as_deref(), ts_ms }, &raw);
+            let k = Known {
+                id: &id,
+                request_id: request_id.as_deref(),
+                ts_ms,
+                resource_id: resource_id.as_deref(),
+                description: description.as_deref(),
+            };
+            round_trip(k, &raw);
         }
     }
 

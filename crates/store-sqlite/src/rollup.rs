@@ -31,7 +31,13 @@ pub(crate) fn insert_event(
         key(&e.resource_id)?,
     ];
     let ts_ms = ms(e.timestamp);
-    let known = crate::compress::Known { id: &e.id, request_id: e.request_id.as_deref(), ts_ms };
+    let known = crate::compress::Known {
+        id: &e.id,
+        request_id: e.request_id.as_deref(),
+        ts_ms,
+        resource_id: e.resource_id.as_deref(),
+        description: e.auth_description.as_deref(),
+    };
     let inserted = codec.with_stored(&e.raw, known, |raw, dict| {
         insert.execute(params![
             crate::names::pack_id(&e.id),
