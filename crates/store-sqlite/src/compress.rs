@@ -5,8 +5,9 @@
 //! A row's `raw` is the event's JSON as text while its `dict` is NULL (events written
 //! before the first dictionary, or by an older tfaudit), or a zstd frame made with
 //! dictionary `dict` (a BLOB). Every read goes through the SQL function `tfaudit_raw(raw,
-//! dict, id, request_id, ts_ms, resource_id, auth_description)`, which gives the original text back byte for byte, so
-//! queries, filters and exports never see the difference. `tfaudit compact` compresses
+//! dict, id, request_id, ts_ms, resource_id, auth_description)`, which gives the
+//! original text back byte for byte, so queries, filters and exports never see the
+//! difference. `tfaudit compact` compresses
 //! the rows still in text, and frames from before marks (below) again, in batches,
 //! resumably. The integrity tree hashes the original bytes.
 //!
@@ -74,13 +75,18 @@ const NAMES_MAX: usize = 50_000;
 const NAMES_BLOCK: i64 = 512;
 
 impl Names {
+    /// Before a row: the writer forgets what it looked up, a reader past its bound
+    /// starts again (never during a row, whose two names must both be known).
+    fn start_row(&mut self) {
+        if !self.kept || self.values.len() >= NAMES_MAX {
+            self.values.clear();
+        }
+    }
+
     /// Looks `key` up unless it is known (a reader: with the keys of its block).
     fn learn(&mut self, conn: &Connection, key: i64) -> Result<(), BoxError> {
         if self.values.contains_key(&key) {
             return Ok(());
-        }
-        if self.values.len() >= NAMES_MAX {
-            self.values.clear();
         }
         let (from, to) =
             if self.kept { (key & !(NAMES_BLOCK - 1), (key | (NAMES_BLOCK - 1)) + 1) } else { (key, key + 1) };
@@ -517,9 +523,7 @@ fn raw(ctx: &rusqlite::functions::Context<'_>, codec: &Codec, names: &mut Names)
             let conn = unsafe { ctx.get_connection()? };
             let text = codec.decompress(&conn, d, b).map_err(rusqlite::Error::UserFunctionError)?;
             let (mut id, mut request_id) = ([0; 36], [0; 36]);
-            if !names.kept {
-                names.values.clear();
-            }
+            names.start_row();
             let mut keys = [None, None];
             if Known::names_keys(&text) {
                 for (key, at) in keys.iter_mut().zip([5, 6]) {
@@ -631,6 +635,35 @@ mod tests {
         }
         // And text as written before marks reads as it is.
         assert_eq!(known(None).unmark(br#"{"id":"x"}"#.to_vec()).unwrap(), r#"{"id":"x"}"#);
+    }
+
+    #[test]
+    fn names_are_read_by_block_kept_by_readers_and_both_of_a_row_stay_known() {
+        let conn = Connection::open_in_memory().unwrap();
+        conn.execute_batch("CREATE TABLE names (id INTEGER PRIMARY KEY, value TEXT NOT NULL UNIQUE)").unwrap();
+        for (id, value) in [(1, "run-a"), (2, "alice"), (600, "run-b"), (1100, "bob")] {
+            conn.execute("INSERT INTO names (id, value) VALUES (?1, ?2)", params![id, value]).unwrap();
+        }
+        let mut reader = Names { kept: true, values: foldhash::HashMap::default() };
+        reader.learn(&conn, 1).unwrap();
+        assert_eq!(reader.values.len(), 2, "its block's keys (1 and 2), not the next block's (600)");
+        // One short of full: a row's first name fills it, and its second must not
+        // empty it again. Full, it is emptied before the next row.
+        reader.values.extend((0..NAMES_MAX as i64 - 3).map(|k| (1_000_000 + k, Box::from("x"))));
+        reader.start_row();
+        reader.learn(&conn, 600).unwrap();
+        reader.learn(&conn, 1100).unwrap();
+        assert!([1, 2, 600, 1100].iter().all(|k| reader.values.contains_key(k)));
+        reader.start_row();
+        assert!(reader.values.is_empty());
+        // The writer looks up only the key asked, and forgets it before the next row.
+        let mut writer = Names { kept: false, values: foldhash::HashMap::default() };
+        writer.learn(&conn, 1).unwrap();
+        assert_eq!(writer.values.len(), 1);
+        writer.start_row();
+        assert!(writer.values.is_empty());
+        let err = writer.learn(&conn, 7).unwrap_err();
+        assert!(err.to_string().contains("name 7, which a compressed event refers to, is missing"), "{err}");
     }
 
     #[test]
