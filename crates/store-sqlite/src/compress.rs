@@ -64,7 +64,7 @@ pub struct Codec {
 /// row's lookups take no lock.
 struct Names {
     kept: bool,
-    values: foldhash::HashMap<i64, Box<str>>,
+    resolver: crate::names::Resolver,
 }
 
 /// Past this many, a reader's names start again empty.
@@ -78,24 +78,15 @@ impl Names {
     /// Before a row: the writer forgets what it looked up, a reader past its bound
     /// starts again (never during a row, whose two names must both be known).
     fn start_row(&mut self) {
-        if !self.kept || self.values.len() >= NAMES_MAX {
-            self.values.clear();
+        if !self.kept || self.resolver.len() >= NAMES_MAX {
+            self.resolver.clear();
         }
     }
 
     /// Looks `key` up unless it is known (a reader: with the keys of its block).
     fn learn(&mut self, conn: &Connection, key: i64) -> Result<(), BoxError> {
-        if self.values.contains_key(&key) {
-            return Ok(());
-        }
-        let (from, to) =
-            if self.kept { (key & !(NAMES_BLOCK - 1), (key | (NAMES_BLOCK - 1)) + 1) } else { (key, key + 1) };
-        let mut stmt = conn.prepare_cached("SELECT id, value FROM names WHERE id >= ?1 AND id < ?2")?;
-        let mut rows = stmt.query([from, to])?;
-        while let Some(r) = rows.next()? {
-            self.values.insert(r.get(0)?, Box::from(r.get_ref(1)?.as_str()?));
-        }
-        if !self.values.contains_key(&key) {
+        let block = if self.kept { NAMES_BLOCK } else { 1 };
+        if self.resolver.look_up(conn, key, block)?.is_none() {
             return Err(format!("name {key}, which a compressed event refers to, is missing from the archive").into());
         }
         Ok(())
@@ -502,7 +493,7 @@ fn io_err(e: std::io::Error) -> rusqlite::Error {
 /// the names it looks up can be kept for all (see [`Codec`]).
 pub fn register(conn: &Connection, codec: Arc<Codec>, reader: bool) -> rusqlite::Result<()> {
     let flags = FunctionFlags::SQLITE_UTF8 | FunctionFlags::SQLITE_DETERMINISTIC;
-    let names = std::cell::RefCell::new(Names { kept: reader, values: foldhash::HashMap::default() });
+    let names = std::cell::RefCell::new(Names { kept: reader, resolver: crate::names::Resolver::default() });
     // A row's lookups never call the function again, so the names are never borrowed twice.
     conn.create_scalar_function("tfaudit_raw", 7, flags, move |ctx| raw(ctx, &codec, &mut names.borrow_mut()))
 }
@@ -533,7 +524,7 @@ fn raw(ctx: &rusqlite::functions::Context<'_>, codec: &Codec, names: &mut Names)
                     }
                 }
             }
-            let [resource_id, description] = keys.map(|k| k.and_then(|k| names.values.get(&k)).map(|v| &**v));
+            let [resource_id, description] = keys.map(|k| k.and_then(|k| names.resolver.get(k)));
             let known = Known {
                 id: crate::names::id_text(ctx.get_raw(2), &mut id).map_err(|_| damaged())?.unwrap_or_default(),
                 request_id: crate::names::id_text(ctx.get_raw(3), &mut request_id).map_err(|_| damaged())?,
@@ -644,24 +635,34 @@ mod tests {
         for (id, value) in [(1, "run-a"), (2, "alice"), (600, "run-b"), (1100, "bob")] {
             conn.execute("INSERT INTO names (id, value) VALUES (?1, ?2)", params![id, value]).unwrap();
         }
-        let mut reader = Names { kept: true, values: foldhash::HashMap::default() };
+        let mut reader = Names { kept: true, resolver: crate::names::Resolver::default() };
         reader.learn(&conn, 1).unwrap();
-        assert_eq!(reader.values.len(), 2, "its block's keys (1 and 2), not the next block's (600)");
+        assert_eq!(reader.resolver.len(), 2, "its block's keys (1 and 2), not the next block's (600)");
         // One short of full: a row's first name fills it, and its second must not
         // empty it again. Full, it is emptied before the next row.
-        reader.values.extend((0..NAMES_MAX as i64 - 3).map(|k| (1_000_000 + k, Box::from("x"))));
+        let filler = 1 << 20;
+        conn.execute(
+            "WITH RECURSIVE k(x) AS (SELECT ?1 UNION ALL SELECT x + 1 FROM k WHERE x < ?2)
+             INSERT INTO names (id, value) SELECT x, 'x' || x FROM k",
+            params![filler, filler + NAMES_MAX as i64 - 4],
+        )
+        .unwrap();
+        for key in (filler..filler + NAMES_MAX as i64 - 3).step_by(NAMES_BLOCK as usize) {
+            reader.learn(&conn, key).unwrap();
+        }
+        assert_eq!(reader.resolver.len(), NAMES_MAX - 1);
         reader.start_row();
         reader.learn(&conn, 600).unwrap();
         reader.learn(&conn, 1100).unwrap();
-        assert!([1, 2, 600, 1100].iter().all(|k| reader.values.contains_key(k)));
+        assert!([1, 2, 600, 1100].iter().all(|&k| reader.resolver.get(k).is_some()));
         reader.start_row();
-        assert!(reader.values.is_empty());
+        assert_eq!(reader.resolver.len(), 0);
         // The writer looks up only the key asked, and forgets it before the next row.
-        let mut writer = Names { kept: false, values: foldhash::HashMap::default() };
+        let mut writer = Names { kept: false, resolver: crate::names::Resolver::default() };
         writer.learn(&conn, 1).unwrap();
-        assert_eq!(writer.values.len(), 1);
+        assert_eq!(writer.resolver.len(), 1);
         writer.start_row();
-        assert!(writer.values.is_empty());
+        assert_eq!(writer.resolver.len(), 0);
         let err = writer.learn(&conn, 7).unwrap_err();
         assert!(err.to_string().contains("name 7, which a compressed event refers to, is missing"), "{err}");
     }

@@ -5,7 +5,6 @@
 //! long as the archive exists: both the writer's and the readers' caches below can
 //! keep what they learnt without ever checking again.
 
-use std::collections::HashMap;
 use std::sync::{Mutex, MutexGuard};
 
 use rusqlite::functions::FunctionFlags;
@@ -206,10 +205,11 @@ impl<'a> Interner<'a> {
     }
 }
 
-/// The strings of keys, for one read: each key is looked up once.
+/// The strings of keys, for one read (or, in `compress`, one reader connection): each
+/// key is looked up once.
 #[derive(Default)]
 pub struct Resolver {
-    values: HashMap<i64, String>,
+    values: foldhash::HashMap<i64, String>,
 }
 
 impl Resolver {
@@ -221,12 +221,36 @@ impl Resolver {
 
     /// The string of key `k`.
     pub fn value(&mut self, conn: &Connection, k: i64) -> rusqlite::Result<String> {
-        if let Some(v) = self.values.get(&k) {
-            return Ok(v.clone());
+        self.look_up(conn, k, 1)?.map(str::to_owned).ok_or(rusqlite::Error::QueryReturnedNoRows)
+    }
+
+    /// The string of key `k` (`None`: no such key), unless known looked up together
+    /// with the other keys of its block of `block` keys (a power of two; 1: only it).
+    pub fn look_up(&mut self, conn: &Connection, k: i64, block: i64) -> rusqlite::Result<Option<&str>> {
+        if !self.values.contains_key(&k) {
+            let from = k & !(block - 1);
+            let mut stmt = conn.prepare_cached("SELECT id, value FROM names WHERE id >= ?1 AND id < ?2")?;
+            let mut rows = stmt.query([from, from + block])?;
+            while let Some(r) = rows.next()? {
+                self.values.insert(r.get(0)?, r.get(1)?);
+            }
         }
-        let v: String = conn.prepare_cached("SELECT value FROM names WHERE id = ?1")?.query_row([k], |r| r.get(0))?;
-        self.values.insert(k, v.clone());
-        Ok(v)
+        Ok(self.get(k))
+    }
+
+    /// The string of key `k` if it was looked up.
+    pub fn get(&self, k: i64) -> Option<&str> {
+        self.values.get(&k).map(String::as_str)
+    }
+
+    /// How many keys' strings are known.
+    pub fn len(&self) -> usize {
+        self.values.len()
+    }
+
+    /// Forgets every string looked up.
+    pub fn clear(&mut self) {
+        self.values.clear();
     }
 }
 
