@@ -5,19 +5,21 @@
 //! A row's `raw` is the event's JSON as text while its `dict` is NULL (events written
 //! before the first dictionary, or by an older tfaudit), or a zstd frame made with
 //! dictionary `dict` (a BLOB). Every read goes through the SQL function `tfaudit_raw(raw,
-//! dict, id, request_id, ts_ms, resource_id, auth_description)`, which gives the
-//! original text back byte for byte, so queries, filters and exports never see the
+//! dict, id, request_id, ts_ms, resource_id, auth_description, accessor_id)`, which gives
+//! the original text back byte for byte, so queries, filters and exports never see the
 //! difference. `tfaudit compact` compresses
 //! the rows still in text, and frames from before marks (below) again, in batches,
 //! resumably. The integrity tree hashes the original bytes.
 //!
 //! A frame holds the event's text less what the row keeps already (see [`Known`]):
 //! the event's id, its request's id and its time, the three strings in an event that
-//! are new with each event and that no dictionary can learn; and its resource's id and
-//! its actor's description, which the row keeps as keys of `names` (an organization
-//! names thousands of resources, too many for a dictionary). Each is found in the text
-//! and its span replaced by a one-byte mark; reading puts the row's value back in. On
-//! the simulator's events the first three halve a frame (110 bytes an event to 51).
+//! are new with each event and that no dictionary can learn; and its resource's id, its
+//! actor's description and its actor's id, which the row keeps as keys of `names` (an
+//! organization names thousands of resources, too many for a dictionary). Each is found
+//! in the text and its span replaced by a one-byte mark, and so is every later span that
+//! is a whole JSON string of the same value (a run's events name the run again in
+//! `meta`); reading puts the row's value back in. On the simulator's events the first
+//! three halved a frame (110 bytes an event to 51).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, RwLock};
@@ -120,25 +122,31 @@ pub struct Known<'a> {
     pub resource_id: Option<&'a str>,
     /// The string of the row's `auth_description` key.
     pub description: Option<&'a str>,
+    /// The string of the row's `accessor_id` key.
+    pub accessor: Option<&'a str>,
 }
 
 /// A frame's text starts with this byte when it has the first three marks (an older
-/// tfaudit's), with [`KEYED`] when it has all five, or with [`VERBATIM`] when the
+/// tfaudit's), with [`KEYED`] when it has five (the first of each value only, an older
+/// tfaudit's), with [`ALL_MARKS`] when it has all six, or with [`VERBATIM`] when the
 /// event's text holds a byte that is a mark (JSON text never does, but the frame must
 /// not depend on it). Frames written before marks start with `{`: JSON text cannot
 /// start with a control character, so all read.
 const MARKED: u8 = 0;
 const VERBATIM: u8 = 4;
 const KEYED: u8 = 5;
+const ALL_MARKS: u8 = 11;
 /// The marks, in [`Known`]'s order: bytes JSON text never holds unescaped.
-const MARKS: [u8; 5] = [1, 2, 3, 6, 7];
+const MARKS: [u8; 6] = [1, 2, 3, 6, 7, 8];
 /// What `dictionaries.marked` says of a dictionary: trained on text without marks
-/// (0), with the first three (1, migration 18), or with all five (2, migration 22).
-pub const MARKS_NOW: i64 = 2;
+/// (0), with the first three (1, migration 18), with five (2, migration 22), or with
+/// all six (3, migration 23).
+pub const MARKS_NOW: i64 = 3;
 
 /// Whether `raw` holds a byte that is a mark.
 fn holds_a_mark(raw: &[u8]) -> bool {
-    memchr::memchr3(MARKS[0], MARKS[1], MARKS[2], raw).is_some() || memchr::memchr2(MARKS[3], MARKS[4], raw).is_some()
+    memchr::memchr3(MARKS[0], MARKS[1], MARKS[2], raw).is_some()
+        || memchr::memchr3(MARKS[3], MARKS[4], MARKS[5], raw).is_some()
 }
 
 /// `time` as the API writes it (`2020-06-30T17:52:46.000Z`), or None outside years
@@ -195,29 +203,36 @@ impl Known<'_> {
             return;
         }
         let mut time = [0u8; 24];
-        let values =
-            [Some(self.id), self.request_id, api_time(self.ts_ms, &mut time), self.resource_id, self.description];
+        let values = self.values(&mut time);
+        let bytes = raw.as_bytes();
         // Each value's first span that overlaps no earlier value's (the same id can be
-        // both the event's and its request's), in the text's order.
-        let mut spans: [Option<(usize, usize, u8)>; 5] = [None; 5];
-        for (i, value) in values.iter().enumerate() {
+        // both the event's and its request's), and every later one that is a whole JSON
+        // string and overlaps none; in the text's order.
+        let mut spans: Vec<(usize, usize, u8)> = Vec::with_capacity(8);
+        for (value, mark) in values.iter().zip(MARKS) {
             let Some(v) = value.filter(|v| !v.is_empty()) else { continue };
+            let mut first = true;
             let mut from = 0;
-            while let Some(at) = find(&raw.as_bytes()[from..], v.as_bytes()).map(|at| at + from) {
+            while let Some(at) = find(&bytes[from..], v.as_bytes()).map(|at| at + from) {
                 let end = at + v.len();
-                match spans.iter().flatten().find(|&&(a, e, _)| at < e && a < end) {
-                    Some(&(_, e, _)) => from = e,
-                    None => {
-                        spans[i] = Some((at, end, MARKS[i]));
-                        break;
-                    }
+                if let Some(&(_, e, _)) = spans.iter().find(|&&(a, e, _)| at < e && a < end) {
+                    from = e;
+                    continue;
+                }
+                let whole = at > 0 && bytes[at - 1] == b'"' && bytes.get(end) == Some(&b'"');
+                if first || whole {
+                    spans.push((at, end, mark));
+                    first = false;
+                    from = end;
+                } else {
+                    from = at + 1;
                 }
             }
         }
-        spans.sort_unstable_by_key(|s| s.map_or(usize::MAX, |(at, ..)| at));
-        out.push(char::from(KEYED));
+        spans.sort_unstable_by_key(|&(at, ..)| at);
+        out.push(char::from(ALL_MARKS));
         let mut done = 0;
-        for (at, end, mark) in spans.into_iter().flatten() {
+        for (at, end, mark) in spans {
             // Both are valid UTF-8, so a match starts and ends on a character's bounds.
             out.push_str(&raw[done..at]);
             out.push(char::from(mark));
@@ -229,9 +244,10 @@ impl Known<'_> {
     /// The original text of a frame's `text`, which [`Known::mark`] made with these
     /// values (or an older tfaudit made, or left as it was).
     fn unmark(&self, mut text: Vec<u8>) -> Result<String, BoxError> {
-        let (body, keyed) = match text.first() {
-            Some(&MARKED) => (&text[1..], false),
-            Some(&KEYED) => (&text[1..], true),
+        let (body, marks) = match text.first() {
+            Some(&MARKED) => (&text[1..], 3),
+            Some(&KEYED) => (&text[1..], 5),
+            Some(&ALL_MARKS) => (&text[1..], 6),
             Some(&VERBATIM) => {
                 text.remove(0);
                 return Ok(String::from_utf8(text)?);
@@ -239,15 +255,17 @@ impl Known<'_> {
             _ => return Ok(String::from_utf8(text)?),
         };
         let mut time = [0u8; 24];
-        let values =
-            [Some(self.id), self.request_id, api_time(self.ts_ms, &mut time), self.resource_id, self.description];
+        let values = self.values(&mut time);
         let mut out = Vec::with_capacity(body.len() + values.iter().flatten().map(|v| v.len()).sum::<usize>());
-        // Where the next of the first three marks is, and of the last two (only in a
-        // frame that has them): each is searched for again only once it is passed.
-        let (mut first, mut last) = (memchr::memchr3(MARKS[0], MARKS[1], MARKS[2], body), None);
-        if keyed {
-            last = memchr::memchr2(MARKS[3], MARKS[4], body);
-        }
+        // Where the next of the first three marks is, and of the later ones (those the
+        // frame has): each is searched for again only once it is passed. A byte that is
+        // a mark the frame's form does not have is text.
+        let later = |from: usize| match marks {
+            5 => memchr::memchr2(MARKS[3], MARKS[4], &body[from..]),
+            6 => memchr::memchr3(MARKS[3], MARKS[4], MARKS[5], &body[from..]),
+            _ => None,
+        };
+        let (mut first, mut last) = (memchr::memchr3(MARKS[0], MARKS[1], MARKS[2], body), later(0));
         let mut done = 0;
         while let Some(at) = match (first, last) {
             (Some(a), Some(b)) => Some(a.min(b)),
@@ -255,25 +273,34 @@ impl Known<'_> {
         } {
             out.extend_from_slice(&body[done..at]);
             let which = MARKS.iter().position(|&m| m == body[at]).unwrap_or_default();
-            let value = values[which]
-                .filter(|v| !v.is_empty())
-                .ok_or("a compressed event's id, request id, time, resource or description is missing from its row")?;
+            let value = values[which].filter(|v| !v.is_empty()).ok_or(
+                "a compressed event's id, request id, time, resource, description or actor is missing from its row",
+            )?;
             out.extend_from_slice(value.as_bytes());
             done = at + 1;
             if which < 3 {
                 first = memchr::memchr3(MARKS[0], MARKS[1], MARKS[2], &body[done..]).map(|n| n + done);
             } else {
-                last = memchr::memchr2(MARKS[3], MARKS[4], &body[done..]).map(|n| n + done);
+                last = later(done).map(|n| n + done);
             }
         }
         out.extend_from_slice(&body[done..]);
         Ok(String::from_utf8(out)?)
     }
 
+    /// The values marks stand for, in [`MARKS`]' order (`time` holds the time's text).
+    fn values<'s>(&'s self, time: &'s mut [u8; 24]) -> [Option<&'s str>; 6] {
+        [Some(self.id), self.request_id, api_time(self.ts_ms, time), self.resource_id, self.description, self.accessor]
+    }
+
     /// Whether a frame's `text` has the marks of the row's keyed values, which must be
     /// looked up before [`Known::unmark`].
     fn names_keys(text: &[u8]) -> bool {
-        text.first() == Some(&KEYED) && memchr::memchr2(MARKS[3], MARKS[4], text).is_some()
+        match text.first() {
+            Some(&KEYED) => memchr::memchr2(MARKS[3], MARKS[4], text).is_some(),
+            Some(&ALL_MARKS) => memchr::memchr3(MARKS[3], MARKS[4], MARKS[5], text).is_some(),
+            _ => false,
+        }
     }
 }
 
@@ -360,7 +387,7 @@ impl Codec {
         }
         // Training can fail on samples too alike or too few; the archive then goes on
         // with the dictionary it has (or none) and tries again at the next size.
-        match zstd::dict::from_samples(&samples, DICT_BYTES) {
+        match train(&samples) {
             Ok(bytes) => {
                 conn.execute(
                     "INSERT INTO dictionaries (trained_ms, trained_at, samples, bytes, marked) VALUES (?1, ?2, ?3, ?4, ?5)",
@@ -425,12 +452,13 @@ struct MarkedRow {
     ts_ms: i64,
     resource_id: Option<String>,
     description: Option<String>,
+    accessor: Option<String>,
 }
 
 /// Selects rows of `events` as [`MarkedRow::read`] reads them.
-const ROWS_MARKED: &str = "SELECT seq, tfaudit_raw(raw, dict, id, request_id, ts_ms, resource_id, auth_description), \
+const ROWS_MARKED: &str = "SELECT seq, tfaudit_raw(raw, dict, id, request_id, ts_ms, resource_id, auth_description, accessor_id), \
      id, request_id, ts_ms, (SELECT value FROM names WHERE id = resource_id), \
-     (SELECT value FROM names WHERE id = auth_description) FROM events";
+     (SELECT value FROM names WHERE id = auth_description), (SELECT value FROM names WHERE id = accessor_id) FROM events";
 
 impl MarkedRow {
     fn read(r: &rusqlite::Row<'_>) -> rusqlite::Result<Self> {
@@ -442,6 +470,7 @@ impl MarkedRow {
             ts_ms: r.get(4)?,
             resource_id: r.get(5)?,
             description: r.get(6)?,
+            accessor: r.get(7)?,
         })
     }
 
@@ -452,6 +481,7 @@ impl MarkedRow {
             ts_ms: self.ts_ms,
             resource_id: self.resource_id.as_deref(),
             description: self.description.as_deref(),
+            accessor: self.accessor.as_deref(),
         }
     }
 }
@@ -484,18 +514,71 @@ pub fn compact(conn: &Connection, codec: &Codec, events: u64, after: i64, batch:
     Ok((rows.len() as u64, rows.last().map_or(after, |row| row.seq)))
 }
 
+/// The length of the segments a dictionary is made of, and of the spans of text
+/// (`d`) by which the trainer counts how often a segment is seen. zstd's own choice of
+/// a segment length (`ZDICT_trainFromBuffer`, which tries lengths from 50 to 2,000 on a
+/// part of the samples) picks short ones for marked events, whose text is much alike:
+/// 2,000 of the simulator's events so marked gave a dictionary of 3.6 KB and frames of
+/// 57 bytes, where segments of 1,024 bytes (about three events) fill the 32 KB and give
+/// frames of 29.
+const SEGMENT: u32 = 1024;
+const SPAN: u32 = 8;
+
+/// A dictionary of at most [`DICT_BYTES`] trained on `samples` with zstd's fastCover
+/// trainer, with segments of [`SEGMENT`] bytes.
+fn train(samples: &[Vec<u8>]) -> Result<Vec<u8>, String> {
+    let flat = samples.concat();
+    let sizes: Vec<usize> = samples.iter().map(Vec::len).collect();
+    let count = u32::try_from(samples.len()).map_err(|_| "too many samples".to_owned())?;
+    let params = zstd_sys::ZDICT_fastCover_params_t {
+        k: SEGMENT,
+        d: SPAN,
+        // Zero: zstd's defaults (f 20, accel 1, one thread); a split point of 1 trains
+        // on every sample, as there is no choice of parameters to test.
+        f: 0,
+        steps: 0,
+        nbThreads: 0,
+        splitPoint: 1.0,
+        accel: 0,
+        shrinkDict: 0,
+        shrinkDictMaxRegression: 0,
+        zParams: zstd_sys::ZDICT_params_t { compressionLevel: LEVEL, notificationLevel: 0, dictID: 0 },
+    };
+    let mut dict = vec![0u8; DICT_BYTES];
+    // SAFETY: the buffers are live for the call and their lengths are theirs: `dict`
+    // holds `dict.len()` bytes, `flat` holds the sum of `sizes`, which has `count`
+    // entries. zstd writes only into `dict`, at most `dict.len()` bytes.
+    let written = unsafe {
+        zstd_sys::ZDICT_trainFromBuffer_fastCover(
+            dict.as_mut_ptr().cast(),
+            dict.len(),
+            flat.as_ptr().cast(),
+            sizes.as_ptr(),
+            count,
+            params,
+        )
+    };
+    // SAFETY: both take a code zstd returned and read only static data.
+    if unsafe { zstd_sys::ZDICT_isError(written) } != 0 {
+        let name = unsafe { std::ffi::CStr::from_ptr(zstd_sys::ZDICT_getErrorName(written)) };
+        return Err(name.to_string_lossy().into_owned());
+    }
+    dict.truncate(written);
+    Ok(dict)
+}
+
 fn io_err(e: std::io::Error) -> rusqlite::Error {
     rusqlite::Error::ToSqlConversionFailure(Box::new(e))
 }
 
-/// Adds `tfaudit_raw(raw, dict, id, request_id, ts_ms, resource_id, auth_description)`
-/// to a connection: a row's original text. `reader`: the connection never writes, so
+/// Adds `tfaudit_raw(raw, dict, id, request_id, ts_ms, resource_id, auth_description,
+/// accessor_id)` to a connection: a row's original text. `reader`: the connection never writes, so
 /// the names it looks up can be kept for all (see [`Codec`]).
 pub fn register(conn: &Connection, codec: Arc<Codec>, reader: bool) -> rusqlite::Result<()> {
     let flags = FunctionFlags::SQLITE_UTF8 | FunctionFlags::SQLITE_DETERMINISTIC;
     let names = std::cell::RefCell::new(Names { kept: reader, resolver: crate::names::Resolver::default() });
     // A row's lookups never call the function again, so the names are never borrowed twice.
-    conn.create_scalar_function("tfaudit_raw", 7, flags, move |ctx| raw(ctx, &codec, &mut names.borrow_mut()))
+    conn.create_scalar_function("tfaudit_raw", 8, flags, move |ctx| raw(ctx, &codec, &mut names.borrow_mut()))
 }
 
 /// `tfaudit_raw`'s work (see [`register`]).
@@ -515,22 +598,23 @@ fn raw(ctx: &rusqlite::functions::Context<'_>, codec: &Codec, names: &mut Names)
             let text = codec.decompress(&conn, d, b).map_err(rusqlite::Error::UserFunctionError)?;
             let (mut id, mut request_id) = ([0; 36], [0; 36]);
             names.start_row();
-            let mut keys = [None, None];
+            let mut keys = [None, None, None];
             if Known::names_keys(&text) {
-                for (key, at) in keys.iter_mut().zip([5, 6]) {
+                for (key, at) in keys.iter_mut().zip([5, 6, 7]) {
                     *key = ctx.get::<Option<i64>>(at)?;
                     if let Some(k) = *key {
                         names.learn(&conn, k).map_err(rusqlite::Error::UserFunctionError)?;
                     }
                 }
             }
-            let [resource_id, description] = keys.map(|k| k.and_then(|k| names.resolver.get(k)));
+            let [resource_id, description, accessor] = keys.map(|k| k.and_then(|k| names.resolver.get(k)));
             let known = Known {
                 id: crate::names::id_text(ctx.get_raw(2), &mut id).map_err(|_| damaged())?.unwrap_or_default(),
                 request_id: crate::names::id_text(ctx.get_raw(3), &mut request_id).map_err(|_| damaged())?,
                 ts_ms: ctx.get(4)?,
                 resource_id,
                 description,
+                accessor,
             };
             known.unmark(text).map_err(rusqlite::Error::UserFunctionError)
         }
@@ -551,7 +635,7 @@ mod tests {
     const RESOURCE: &str = "run-CZcmD7eagjhyX0vN";
 
     fn known(request_id: Option<&str>) -> Known<'_> {
-        Known { id: ID, request_id, ts_ms: TS, resource_id: None, description: None }
+        Known { id: ID, request_id, ts_ms: TS, resource_id: None, description: None, accessor: None }
     }
 
     fn keyed<'a>(resource_id: Option<&'a str>, description: Option<&'a str>) -> Known<'a> {
@@ -569,17 +653,21 @@ mod tests {
     #[test]
     fn the_rows_values_are_marked_and_put_back() {
         let raw = format!(
-            r#"{{"id":"{ID}","timestamp":"2020-06-30T17:52:46.000Z","auth":{{"description":"alice"}},"request":{{"id":"{REQUEST}"}},"resource":{{"id":"{RESOURCE}","meta":{{"of":"{ID}","by":"alice"}}}}}}"#
+            r#"{{"id":"{ID}","timestamp":"2020-06-30T17:52:46.000Z","auth":{{"accessor_id":"user-a","description":"alice"}},"request":{{"id":"{REQUEST}"}},"resource":{{"id":"{RESOURCE}","meta":{{"run":{{"id":"{RESOURCE}"}},"of":"{ID}","by":"alice","note":"alice's user-a"}}}}}}"#
         );
-        let k = keyed(Some(RESOURCE), Some("alice"));
+        let k = Known { accessor: Some("user-a"), ..keyed(Some(RESOURCE), Some("alice")) };
         let text = round_trip(k, &raw);
         assert_eq!(
             text,
-            "\u{5}{\"id\":\"\u{1}\",\"timestamp\":\"\u{3}\",\"auth\":{\"description\":\"\u{7}\"},\"request\":{\"id\":\"\u{2}\"},\"resource\":{\"id\":\"\u{6}\",\"meta\":{\"of\":\"ae66e491-db59-457c-8445-9c908ee726ae\",\"by\":\"alice\"}}}",
-            "the first span of each is marked, a second left"
+            "\u{b}{\"id\":\"\u{1}\",\"timestamp\":\"\u{3}\",\"auth\":{\"accessor_id\":\"\u{8}\",\"description\":\"\u{7}\"},\"request\":{\"id\":\"\u{2}\"},\"resource\":{\"id\":\"\u{6}\",\"meta\":{\"run\":{\"id\":\"\u{6}\"},\"of\":\"\u{1}\",\"by\":\"\u{7}\",\"note\":\"alice's user-a\"}}}",
+            "the first span of each is marked, and every later one that is a whole string"
         );
         // Read with other values, the text is another: the row's values are bound.
-        for other in [Known { id: REQUEST, ..k }, Known { resource_id: Some("run-other"), ..k }] {
+        for other in [
+            Known { id: REQUEST, ..k },
+            Known { resource_id: Some("run-other"), ..k },
+            Known { accessor: Some("user-b"), ..k },
+        ] {
             assert_ne!(other.unmark(text.clone().into_bytes()).unwrap(), raw);
         }
     }
@@ -588,11 +676,12 @@ mod tests {
     fn frames_from_before_the_keyed_marks_read_as_they_did() {
         // An older tfaudit's frame: its first three marks are put back, and the bytes
         // that are marks today are text (it never wrote them: JSON does not hold them).
-        let older = b"\0{\"id\":\"\x01\",\"x\":\"\x06\x07\"}".to_vec();
-        assert_eq!(
-            keyed(Some(RESOURCE), Some("alice")).unmark(older).unwrap(),
-            format!("{{\"id\":\"{ID}\",\"x\":\"\u{6}\u{7}\"}}")
-        );
+        let older = b"\0{\"id\":\"\x01\",\"x\":\"\x06\x07\x08\"}".to_vec();
+        let k = Known { accessor: Some("user-a"), ..keyed(Some(RESOURCE), Some("alice")) };
+        assert_eq!(k.unmark(older).unwrap(), format!("{{\"id\":\"{ID}\",\"x\":\"\u{6}\u{7}\u{8}\"}}"));
+        // A frame with five marks: the actor's is text.
+        let keyed = b"\x05{\"id\":\"\x01\",\"x\":\"\x06\x07\x08\"}".to_vec();
+        assert_eq!(k.unmark(keyed).unwrap(), format!("{{\"id\":\"{ID}\",\"x\":\"{RESOURCE}alice\u{8}\"}}"));
     }
 
     #[test]
@@ -603,7 +692,14 @@ mod tests {
             (known(None), r#"{"request":{"id":null},"timestamp":"2020-06-30T17:52:46.000000Z"}"#),
             (Known { request_id: Some(ID), ..known(None) }, &format!(r#"{{"id":"{ID}","request":{{"id":"{ID}"}}}}"#)),
             (
-                Known { id: "", request_id: Some(""), ts_ms: i64::MIN, resource_id: Some(""), description: Some("") },
+                Known {
+                    id: "",
+                    request_id: Some(""),
+                    ts_ms: i64::MIN,
+                    resource_id: Some(""),
+                    description: Some(""),
+                    accessor: Some(""),
+                },
                 r#"{"id":""}"#,
             ),
             // A description escaped in the text (its string has a real tab), and one
@@ -617,12 +713,12 @@ mod tests {
 
     #[test]
     fn text_holding_a_mark_is_kept_as_it_is() {
-        for raw in ["{\"a\":\"\u{1}\"}", "{\u{3}}", "{\u{6}}", "{\"\u{7}\"}"] {
+        for raw in ["{\"a\":\"\u{1}\"}", "{\u{3}}", "{\u{6}}", "{\"\u{7}\"}", "{\"\u{8}\"}"] {
             assert_eq!(round_trip(keyed(Some(RESOURCE), None), raw), format!("\u{4}{raw}"), "{raw:?}");
         }
         // Text starting as a frame's text does is marked as any other.
-        for raw in ["\0{}", "\u{4}{}", "\u{5}{}"] {
-            assert_eq!(round_trip(known(Some(REQUEST)), raw), format!("\u{5}{raw}"), "{raw:?}");
+        for raw in ["\0{}", "\u{4}{}", "\u{5}{}", "\u{b}{}"] {
+            assert_eq!(round_trip(known(Some(REQUEST)), raw), format!("\u{b}{raw}"), "{raw:?}");
         }
         // And text as written before marks reads as it is.
         assert_eq!(known(None).unmark(br#"{"id":"x"}"#.to_vec()).unwrap(), r#"{"id":"x"}"#);
@@ -675,6 +771,10 @@ mod tests {
         let text = round_trip(keyed(Some(RESOURCE), None), &format!(r#"{{"resource":"{RESOURCE}"}}"#));
         let err = known(Some(REQUEST)).unmark(text.into_bytes()).unwrap_err();
         assert!(err.to_string().contains("missing from its row"), "{err}");
+        let actor = Known { accessor: Some("user-a"), ..known(None) };
+        let text = round_trip(actor, r#"{"accessor_id":"user-a"}"#);
+        let err = known(None).unmark(text.into_bytes()).unwrap_err();
+        assert!(err.to_string().contains("missing from its row"), "{err}");
     }
 
     proptest! {
@@ -688,7 +788,10 @@ mod tests {
                     Just("2020-06-30T17:52:46.000Z".to_owned()),
                     Just(RESOURCE.to_owned()),
                     Just("alice".to_owned()),
-                    "[\\x00-\\x08a-f0-9\"{}:,-]{0,12}",
+                    Just("\"alice\"".to_owned()),
+                    Just(format!("\"{RESOURCE}\"")),
+                    Just("\"user-a\"".to_owned()),
+                    "[\\x00-\\x0ba-f0-9\"{}:,-]{0,12}",
                     ".{0,8}",
                 ],
                 0..8,
@@ -698,6 +801,7 @@ mod tests {
             ts_ms in prop_oneof![Just(TS), any::<i64>()],
             resource_id in proptest::option::of(prop_oneof![Just(RESOURCE.to_owned()), Just(ID.to_owned()), "[a-f0-9-]{0,4}"]),
             description in proptest::option::of(prop_oneof![Just("alice".to_owned()), Just(RESOURCE.to_owned()), ".{0,3}"]),
+            accessor in proptest::option::of(prop_oneof![Just("user-a".to_owned()), Just("alice".to_owned()), ".{0,3}"]),
         ) {
             let raw = parts.concat();
             let k = Known {
@@ -706,6 +810,7 @@ mod tests {
                 ts_ms,
                 resource_id: resource_id.as_deref(),
                 description: description.as_deref(),
+                accessor: accessor.as_deref(),
             };
             round_trip(k, &raw);
         }

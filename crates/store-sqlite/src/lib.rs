@@ -559,7 +559,7 @@ const WALK_COLUMNS: &str =
     "walk_started_ms, walk_since_ms, walk_next_page, walk_page_size, walk_newest_ms, walk_oldest_ms, walk_gap_from_ms";
 
 const EVENT_COLUMNS: &str = "e.seq, e.id, s.name, e.ts_ms, e.organization_id, e.auth_type, e.accessor_id, \
-     e.auth_description, e.impersonator_id, e.request_id, e.resource_id, e.resource_type, e.resource_action, tfaudit_raw(e.raw, e.dict, e.id, e.request_id, e.ts_ms, e.resource_id, e.auth_description), \
+     e.auth_description, e.impersonator_id, e.request_id, e.resource_id, e.resource_type, e.resource_action, tfaudit_raw(e.raw, e.dict, e.id, e.request_id, e.ts_ms, e.resource_id, e.auth_description, e.accessor_id), \
      (SELECT i.ms FROM ingest_times i WHERE i.first_seq <= e.seq ORDER BY i.first_seq DESC LIMIT 1)";
 
 /// An event's row (selected as [`EVENT_COLUMNS`]), its keys resolved with `names`
@@ -698,7 +698,7 @@ fn where_clause(filter: &EventFilter, since_ms: Option<i64>, until_ms: Option<i6
     }
     if let Some(text) = &filter.text {
         w.and(
-            "tfaudit_contains(?, tfaudit_raw(e.raw, e.dict, e.id, e.request_id, e.ts_ms, e.resource_id, e.auth_description))",
+            "tfaudit_contains(?, tfaudit_raw(e.raw, e.dict, e.id, e.request_id, e.ts_ms, e.resource_id, e.auth_description, e.accessor_id))",
             vec![Box::new(text.clone())],
         );
     }
@@ -1461,7 +1461,7 @@ impl Archive for SqliteStore {
             .map_err(|e| self.db(e))?;
         let mut stmt = conn
             .prepare_cached(
-                "SELECT seq, source_id, tfaudit_raw(raw, dict, id, request_id, ts_ms, resource_id, auth_description) FROM events WHERE seq > ?1 ORDER BY seq LIMIT ?2",
+                "SELECT seq, source_id, tfaudit_raw(raw, dict, id, request_id, ts_ms, resource_id, auth_description, accessor_id) FROM events WHERE seq > ?1 ORDER BY seq LIMIT ?2",
             )
             .map_err(|e| self.db(e))?;
         let mut rows = stmt.query(params![after, i64::try_from(limit).unwrap_or(i64::MAX)]).map_err(|e| self.db(e))?;

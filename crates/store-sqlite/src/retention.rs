@@ -110,7 +110,7 @@ impl Retention for SqliteStore {
         // whole hash stands in for an event once it is gone.
         let hashes: Vec<(i64, tfaudit_store::Hash)> = {
             let mut read = tx
-                .prepare_cached("SELECT tfaudit_raw(raw, dict, id, request_id, ts_ms, resource_id, auth_description) FROM events WHERE seq = ?1")
+                .prepare_cached("SELECT tfaudit_raw(raw, dict, id, request_id, ts_ms, resource_id, auth_description, accessor_id) FROM events WHERE seq = ?1")
                 .map_err(db)?;
             seqs.iter()
                 .map(|&seq| {

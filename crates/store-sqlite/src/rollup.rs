@@ -37,6 +37,7 @@ pub(crate) fn insert_event(
         ts_ms,
         resource_id: e.resource_id.as_deref(),
         description: e.auth_description.as_deref(),
+        accessor: e.accessor_id.as_deref(),
     };
     let inserted = codec.with_stored(&e.raw, known, |raw, dict| {
         insert.execute(params![

@@ -450,13 +450,14 @@ CREATE INDEX report_deliveries_due ON report_deliveries (state, next_attempt_ms)
     // counts and lists destroy runs without reading every run. The events already
     // archived are read once here: it needs `tfaudit_raw` and `tfaudit_destroy_run`,
     // registered on every writing connection. (`tfaudit_raw` takes the row's id,
-    // request id and time since migration 18, and its resource id and description
-    // since migration 22, made them part of how a frame is read; the archives this runs
-    // on have no such frames, and its answer is the same.)
+    // request id and time since migration 18, its resource id and description since
+    // migration 22, and its accessor id since migration 23, made them part of how a
+    // frame is read; the archives this runs on have no such frames, and its answer is
+    // the same.)
     r"
 ALTER TABLE events ADD COLUMN destroy_run INTEGER NOT NULL DEFAULT 0;
 UPDATE events SET destroy_run = 1
-    WHERE tfaudit_destroy_run(tfaudit_raw(raw, dict, id, request_id, ts_ms, resource_id, auth_description));
+    WHERE tfaudit_destroy_run(tfaudit_raw(raw, dict, id, request_id, ts_ms, resource_id, auth_description, accessor_id));
 CREATE INDEX events_by_destroy_run ON events (ts_ms) WHERE destroy_run = 1;
 ",
     // 15: the newest seq when `events`' indexes were last rebuilt, and whether some are
@@ -577,6 +578,14 @@ DROP INDEX IF EXISTS events_by_hour_resource;
     // trained with these marks says so with `marked = 2`. Frames from before read as
     // they did; this version keeps an older tfaudit, which would read the new marks as
     // text, off the archive.
+    r"
+UPDATE dictionaries SET marked = marked WHERE 0;
+",
+    // 23: frames without their actor's id (compress.rs, `Known`), which the row keeps as
+    // a key of `names`, and without every later span that is a whole JSON string of a
+    // marked value (a run's id again in its `meta`): a dictionary trained with these
+    // says so with `marked = 3`. Frames from before read as they did; this version keeps
+    // an older tfaudit, which would read the new marks as text, off the archive.
     r"
 UPDATE dictionaries SET marked = marked WHERE 0;
 ",
