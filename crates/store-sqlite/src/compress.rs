@@ -17,8 +17,8 @@
 //! actor's description and its actor's id, which the row keeps as keys of `names` (an
 //! organization names thousands of resources, too many for a dictionary). Each is found
 //! in the text and its span replaced by a one-byte mark, and so is every later span that
-//! is a whole JSON string of the same value (a run's events name the run again in
-//! `meta`); reading puts the row's value back in. On the simulator's events the first
+//! is a whole JSON string of one of the last three (a run's events name the run again
+//! in `meta`); reading puts the row's value back in. On the simulator's events the first
 //! three halved a frame (110 bytes an event to 51).
 
 use std::collections::HashMap;
@@ -206,11 +206,14 @@ impl Known<'_> {
         let values = self.values(&mut time);
         let bytes = raw.as_bytes();
         // Each value's first span that overlaps no earlier value's (the same id can be
-        // both the event's and its request's), and every later one that is a whole JSON
-        // string and overlaps none; in the text's order.
+        // both the event's and its request's), and of the values kept as names, every
+        // later one that is a whole JSON string and overlaps none; in the text's order.
+        // (The ids and the time are not looked for again: they are seldom repeated,
+        // and searching the whole text for each cost the ingest 2%.)
         let mut spans: Vec<(usize, usize, u8)> = Vec::with_capacity(8);
-        for (value, mark) in values.iter().zip(MARKS) {
+        for (n, (value, mark)) in values.iter().zip(MARKS).enumerate() {
             let Some(v) = value.filter(|v| !v.is_empty()) else { continue };
+            let repeats = n >= 3;
             let mut first = true;
             let mut from = 0;
             while let Some(at) = find(&bytes[from..], v.as_bytes()).map(|at| at + from) {
@@ -222,6 +225,9 @@ impl Known<'_> {
                 let whole = at > 0 && bytes[at - 1] == b'"' && bytes.get(end) == Some(&b'"');
                 if first || whole {
                     spans.push((at, end, mark));
+                    if !repeats {
+                        break;
+                    }
                     first = false;
                     from = end;
                 } else {
@@ -514,24 +520,52 @@ pub fn compact(conn: &Connection, codec: &Codec, events: u64, after: i64, batch:
     Ok((rows.len() as u64, rows.last().map_or(after, |row| row.seq)))
 }
 
-/// The length of the segments a dictionary is made of, and of the spans of text
-/// (`d`) by which the trainer counts how often a segment is seen. zstd's own choice of
-/// a segment length (`ZDICT_trainFromBuffer`, which tries lengths from 50 to 2,000 on a
-/// part of the samples) picks short ones for marked events, whose text is much alike:
-/// 2,000 of the simulator's events so marked gave a dictionary of 3.6 KB and frames of
-/// 57 bytes, where segments of 1,024 bytes (about three events) fill the 32 KB and give
-/// frames of 29.
-const SEGMENT: u32 = 1024;
+/// The lengths of the segments a dictionary is made of that are tried, and the span
+/// of text (`d`) by which the trainer counts how often a segment is seen. zstd's own
+/// choice of a segment length (`ZDICT_trainFromBuffer`, which tries lengths from 50 to
+/// 2,000 on a part of the samples and counts a dictionary's size against it) picks
+/// short ones for marked events, whose text is much alike: 2,000 of the simulator's
+/// events so marked gave a dictionary of 3.6 KB and frames of 57 bytes, where segments
+/// of 1,024 bytes (about three events) fill the 32 KB and give frames of 29. Which
+/// length does best changes with the samples (frames of 29 to 35 bytes, in turn, over
+/// six sets of 2,000 events), so three are tried, at about 10 ms each.
+const SEGMENTS: [u32; 3] = [512, 1024, 2048];
 const SPAN: u32 = 8;
 
-/// A dictionary of at most [`DICT_BYTES`] trained on `samples` with zstd's fastCover
-/// trainer, with segments of [`SEGMENT`] bytes.
+/// The dictionary of at most [`DICT_BYTES`] trained on `samples` with zstd's fastCover
+/// trainer that compresses a quarter of them (every fourth) smallest, of those with
+/// segments of each of [`SEGMENTS`]' lengths.
 fn train(samples: &[Vec<u8>]) -> Result<Vec<u8>, String> {
     let flat = samples.concat();
     let sizes: Vec<usize> = samples.iter().map(Vec::len).collect();
-    let count = u32::try_from(samples.len()).map_err(|_| "too many samples".to_owned())?;
+    let mut best: Option<(usize, Vec<u8>)> = None;
+    let mut failed = None;
+    for segment in SEGMENTS {
+        let dict = match train_with(&flat, &sizes, segment) {
+            Ok(dict) => dict,
+            Err(e) => {
+                failed = Some(e);
+                continue;
+            }
+        };
+        let mut compressor = zstd::bulk::Compressor::with_dictionary(LEVEL, &dict).map_err(|e| e.to_string())?;
+        let mut size = 0;
+        for sample in samples.iter().step_by(4) {
+            size += compressor.compress(sample).map_err(|e| e.to_string())?.len();
+        }
+        if best.as_ref().is_none_or(|(smallest, _)| size < *smallest) {
+            best = Some((size, dict));
+        }
+    }
+    best.map(|(_, dict)| dict).ok_or_else(|| failed.unwrap_or_default())
+}
+
+/// A dictionary of at most [`DICT_BYTES`] trained with zstd's fastCover trainer, with
+/// segments of `segment` bytes, on the samples `flat` holds end to end, of `sizes`.
+fn train_with(flat: &[u8], sizes: &[usize], segment: u32) -> Result<Vec<u8>, String> {
+    let count = u32::try_from(sizes.len()).map_err(|_| "too many samples".to_owned())?;
     let params = zstd_sys::ZDICT_fastCover_params_t {
-        k: SEGMENT,
+        k: segment,
         d: SPAN,
         // Zero: zstd's defaults (f 20, accel 1, one thread); a split point of 1 trains
         // on every sample, as there is no choice of parameters to test.
@@ -659,8 +693,8 @@ mod tests {
         let text = round_trip(k, &raw);
         assert_eq!(
             text,
-            "\u{b}{\"id\":\"\u{1}\",\"timestamp\":\"\u{3}\",\"auth\":{\"accessor_id\":\"\u{8}\",\"description\":\"\u{7}\"},\"request\":{\"id\":\"\u{2}\"},\"resource\":{\"id\":\"\u{6}\",\"meta\":{\"run\":{\"id\":\"\u{6}\"},\"of\":\"\u{1}\",\"by\":\"\u{7}\",\"note\":\"alice's user-a\"}}}",
-            "the first span of each is marked, and every later one that is a whole string"
+            "\u{b}{\"id\":\"\u{1}\",\"timestamp\":\"\u{3}\",\"auth\":{\"accessor_id\":\"\u{8}\",\"description\":\"\u{7}\"},\"request\":{\"id\":\"\u{2}\"},\"resource\":{\"id\":\"\u{6}\",\"meta\":{\"run\":{\"id\":\"\u{6}\"},\"of\":\"ae66e491-db59-457c-8445-9c908ee726ae\",\"by\":\"\u{7}\",\"note\":\"alice's user-a\"}}}",
+            "the first span of each is marked, and every later whole string of a name"
         );
         // Read with other values, the text is another: the row's values are bound.
         for other in [

@@ -904,11 +904,11 @@ impl Archive for SqliteStore {
         // A first backfill builds the lists at its end.
         let listed = !upkeep::deferred(&tx).map_err(|e| self.db(e))?;
         {
-            let mut insert = tx.prepare_cached(rollup::EVENT_INSERT_NEW).map_err(|e| self.db(e))?;
+            let mut writer = rollup::EventWriter::new(&tx, rollup::Duplicate::Skip).map_err(|e| self.db(e))?;
             for e in page.events {
                 let t = ms(e.timestamp);
-                let Some(keys) = rollup::insert_event(&mut insert, &tx, &self.codec, &mut names, e, page.source_id)
-                    .map_err(|e| self.db(e))?
+                let Some(keys) =
+                    writer.insert(&tx, &self.codec, &mut names, e, page.source_id).map_err(|e| self.db(e))?
                 else {
                     outcome.duplicates += 1;
                     continue;
@@ -1146,7 +1146,7 @@ impl Archive for SqliteStore {
             return Ok(None);
         };
         conn.query_row(
-            &format!("SELECT {EVENT_COLUMNS} FROM events e JOIN sources s ON s.id = e.source_id WHERE {HOUR_PROBE} AND e.id = ? LIMIT 1"),
+            &format!("SELECT {EVENT_COLUMNS} FROM events e JOIN sources s ON s.id = e.source_id WHERE {HOUR_PROBE} AND substr(e.id, 1, 4) = substr(?3, 1, 4) AND e.id = ?3 LIMIT 1"),
             params![from, to, names::pack_id(id)],
             |r| read_event(&conn, &mut names::Resolver::default(), r),
         )

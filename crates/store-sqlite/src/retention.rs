@@ -231,14 +231,13 @@ impl Retention for SqliteStore {
         let mut names = crate::names::Interner::new(&self.names);
         let mut postings = crate::postings::Batch::default();
         {
-            let mut insert = tx.prepare_cached(rollup::EVENT_INSERT).map_err(db)?;
+            let mut writer = rollup::EventWriter::new(&tx, rollup::Duplicate::Refuse).map_err(db)?;
             // Inserted with the next free number, then moved to its own: the write path
             // stays the one every insert takes. The number used in between is never
             // handed out again (AUTOINCREMENT).
             let mut renumber = tx.prepare_cached("UPDATE events SET seq = ?1 WHERE seq = ?2").map_err(db)?;
             for stored in events {
-                let keys =
-                    rollup::insert_event(&mut insert, &tx, &self.codec, &mut names, &stored.event, id).map_err(db)?;
+                let keys = writer.insert(&tx, &self.codec, &mut names, &stored.event, id).map_err(db)?;
                 renumber.execute(params![stored.seq, tx.last_insert_rowid()]).map_err(db)?;
                 if let Some(keys) = keys {
                     postings.add(stored.seq, &keys);

@@ -8,62 +8,95 @@ use tfaudit_store::rollup::Rollups;
 
 use crate::ms;
 
-/// Inserts one event's row with `insert` (the `events` insert, with or without its
-/// conflict clause), its shared strings as keys from `names`; the keys its posting
-/// lists need when a row was inserted (`None`: a duplicate, skipped).
-pub(crate) fn insert_event(
-    insert: &mut CachedStatement<'_>,
-    tx: &Transaction<'_>,
-    codec: &crate::compress::Codec,
-    names: &mut crate::names::Interner<'_>,
-    e: &AuditEvent,
-    source: i64,
-) -> rusqlite::Result<Option<crate::postings::Keys>> {
-    let mut key = |v: &Option<String>| names.key(tx, v.as_deref());
-    let keys = [
-        key(&e.organization_id)?,
-        key(&e.auth_type)?,
-        key(&e.accessor_id)?,
-        key(&e.auth_description)?,
-        key(&e.impersonator_id)?,
-        key(&e.resource_type)?,
-        key(&e.resource_action)?,
-        key(&e.resource_id)?,
-    ];
-    let ts_ms = ms(e.timestamp);
-    let known = crate::compress::Known {
-        id: &e.id,
-        request_id: e.request_id.as_deref(),
-        ts_ms,
-        resource_id: e.resource_id.as_deref(),
-        description: e.auth_description.as_deref(),
-        accessor: e.accessor_id.as_deref(),
-    };
-    let inserted = codec.with_stored(&e.raw, known, |raw, dict| {
-        insert.execute(params![
-            crate::names::pack_id(&e.id),
-            source,
+/// What [`EventWriter::insert`] does with an event the archive holds already.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Duplicate {
+    /// A sync's page: the event was archived before, and is skipped.
+    Skip,
+    /// A copy: an event there already is an error.
+    Refuse,
+}
+
+/// Inserts events' rows in a transaction, its statements prepared once.
+pub(crate) struct EventWriter<'tx> {
+    insert: CachedStatement<'tx>,
+    probe: CachedStatement<'tx>,
+    duplicate: Duplicate,
+}
+
+impl<'tx> EventWriter<'tx> {
+    pub(crate) fn new(tx: &'tx Transaction<'_>, duplicate: Duplicate) -> rusqlite::Result<Self> {
+        Ok(Self { insert: tx.prepare_cached(EVENT_INSERT)?, probe: tx.prepare_cached(EVENT_PROBE)?, duplicate })
+    }
+
+    /// Inserts one event's row, its shared strings as keys from `names`; the keys its
+    /// posting lists need when a row was inserted (`None`: a duplicate, skipped).
+    pub(crate) fn insert(
+        &mut self,
+        tx: &Transaction<'_>,
+        codec: &crate::compress::Codec,
+        names: &mut crate::names::Interner<'_>,
+        e: &AuditEvent,
+        source: i64,
+    ) -> rusqlite::Result<Option<crate::postings::Keys>> {
+        let id = crate::names::pack_id(&e.id);
+        let ts_ms = ms(e.timestamp);
+        // In the same transaction as the insert, by the one writer: no other insert of the
+        // same event can come between.
+        if self.probe.query_row(params![ts_ms / HOUR_MS, id], |r| r.get::<_, bool>(0))? {
+            return match self.duplicate {
+                Duplicate::Skip => Ok(None),
+                Duplicate::Refuse => Err(rusqlite::Error::SqliteFailure(
+                    rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_CONSTRAINT_UNIQUE),
+                    Some(format!("event {:?} is in the archive already", e.id)),
+                )),
+            };
+        }
+        let mut key = |v: &Option<String>| names.key(tx, v.as_deref());
+        let keys = [
+            key(&e.organization_id)?,
+            key(&e.auth_type)?,
+            key(&e.accessor_id)?,
+            key(&e.auth_description)?,
+            key(&e.impersonator_id)?,
+            key(&e.resource_type)?,
+            key(&e.resource_action)?,
+            key(&e.resource_id)?,
+        ];
+        let known = crate::compress::Known {
+            id: &e.id,
+            request_id: e.request_id.as_deref(),
             ts_ms,
-            keys[0],
-            keys[1],
-            keys[2],
-            keys[3],
-            keys[4],
-            keys[5],
-            keys[6],
-            e.request_id.as_deref().map(crate::names::pack_id),
-            keys[7],
-            dict,
-            raw,
-            e.is_destroy_run(),
-        ])
-    })?;
-    Ok((inserted > 0).then(|| crate::postings::Keys {
-        ts_ms,
-        accessor: keys[2],
-        kind: crate::postings::kind_key(keys[5], keys[6]),
-        resource: keys[7],
-    }))
+            resource_id: e.resource_id.as_deref(),
+            description: e.auth_description.as_deref(),
+            accessor: e.accessor_id.as_deref(),
+        };
+        let inserted = codec.with_stored(&e.raw, known, |raw, dict| {
+            self.insert.execute(params![
+                id,
+                source,
+                ts_ms,
+                keys[0],
+                keys[1],
+                keys[2],
+                keys[3],
+                keys[4],
+                keys[5],
+                keys[6],
+                e.request_id.as_deref().map(crate::names::pack_id),
+                keys[7],
+                dict,
+                raw,
+                e.is_destroy_run(),
+            ])
+        })?;
+        Ok((inserted > 0).then(|| crate::postings::Keys {
+            ts_ms,
+            accessor: keys[2],
+            kind: crate::postings::kind_key(keys[5], keys[6]),
+            resource: keys[7],
+        }))
+    }
 }
 
 /// Records that the event at `seq`, and those after it up to the next recorded seq,
@@ -105,21 +138,22 @@ pub fn register(conn: &rusqlite::Connection) -> rusqlite::Result<()> {
     })
 }
 
-/// The `events` insert, its columns in [`insert_event`]'s order (a macro, so that
-/// both spellings below are constants, not built per page).
-macro_rules! event_insert {
-    () => {
-        "INSERT INTO events (id, source_id, ts_ms, organization_id, auth_type, accessor_id, auth_description,
-            impersonator_id, resource_type, resource_action, request_id, resource_id, dict, raw, destroy_run)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)"
-    };
-}
+/// The `events` insert, its columns in [`EventWriter::insert`]'s order.
+const EVENT_INSERT: &str = "INSERT INTO events (id, source_id, ts_ms, organization_id, auth_type,
+        accessor_id, auth_description, impersonator_id, resource_type, resource_action, request_id, resource_id,
+        dict, raw, destroy_run)
+     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)";
 
-/// For copies, where an id already there is an error.
-pub(crate) const EVENT_INSERT: &str = event_insert!();
+const HOUR_MS: i64 = 3_600_000;
 
-/// For a sync's pages: an event already archived is a duplicate, skipped.
-pub(crate) const EVENT_INSERT_NEW: &str = concat!(event_insert!(), " ON CONFLICT DO NOTHING");
+/// Whether the event with this hour (`?1`) and packed id (`?2`) is archived. An
+/// event's id is unique within its hour (its time never changes), and
+/// `events_by_hour_id` holds the hour and the id's first 4 bytes (of a text id, 4
+/// characters): the probe reads the index's entries with both, a row for each (one
+/// at most, nearly always), and compares the whole id. (The whole id in a unique
+/// index cost 12 bytes an event more.)
+const EVENT_PROBE: &str = "SELECT EXISTS (SELECT 1 FROM events
+     WHERE ts_ms / 3600000 = ?1 AND substr(id, 1, 4) = substr(?2, 1, 4) AND id = ?2)";
 
 /// Adds what `rollups` counted to the archive's rollups, in `tx`.
 pub(crate) fn write(rollups: &Rollups<'_>, tx: &Transaction<'_>) -> rusqlite::Result<()> {

@@ -114,6 +114,42 @@ fn each_event_is_stored_once_by_id() {
     assert_eq!((run.tally.pages, run.tally.new_events, run.tally.duplicates), (2, 2, 3));
 }
 
+/// The index by hour and id holds an id's first 4 bytes: ids that share them within
+/// an hour are told apart by the whole id, both when stored and when looked up; and a
+/// copy of an event the archive holds is refused.
+#[test]
+fn ids_that_share_a_prefix_are_told_apart_and_a_copy_of_one_there_is_refused() {
+    use tfaudit_store::Transfer;
+    let (_d, s) = open();
+    let src = s.source("acme", "https://app.terraform.io").unwrap();
+    let run = s.start_run(src.id, Timestamp::now()).unwrap();
+    let ids = [
+        "ae66e491-db59-457c-8445-9c908ee726ae",
+        "ae66e491-0000-457c-8445-9c908ee726ae",
+        "ae66e491-db59-457c-8445-9c908ee726af",
+        "abcd-1",
+        "abcd-2",
+        "abcd",
+    ];
+    let hour = |id: &str| event(id, "2024-01-01T00:10:00Z", "user-1", "ann", "run", "apply");
+    let events: Vec<AuditEvent> = ids.iter().map(|id| hour(id)).collect();
+    assert_eq!(store(&s, &src, run, &events).inserted, 6);
+    // The same id in another hour is another event (its time never changes).
+    let later = event(ids[0], "2024-01-01T01:10:00Z", "user-1", "ann", "run", "apply");
+    assert_eq!(store(&s, &src, run, std::slice::from_ref(&later)).inserted, 1);
+    let again: Vec<AuditEvent> = events.iter().rev().cloned().collect();
+    assert_eq!(store(&s, &src, run, &again), PageOutcome { inserted: 0, duplicates: 6, rejected: 0 });
+    for (n, id) in ids.iter().enumerate().skip(1) {
+        assert_eq!(s.event(id).unwrap().unwrap().event.raw, events[n].raw, "{id}");
+    }
+    assert_eq!(s.event("ae66e491-db59-457c-8445-9c908ee726ad").unwrap(), None);
+    assert_eq!(s.event("abc").unwrap(), None);
+    let there = s.event("abcd-2").unwrap().unwrap();
+    let err = s.append_copied(&[there]).unwrap_err();
+    assert!(err.to_string().contains(r#"event "abcd-2" is in the archive already"#), "{err}");
+    assert_eq!(s.status().unwrap()[0].events, 7, "nothing of the refused copy is kept");
+}
+
 #[test]
 fn the_raw_text_comes_back_byte_for_byte() {
     let (_d, s) = open();

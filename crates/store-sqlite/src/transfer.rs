@@ -312,14 +312,12 @@ impl Transfer for SqliteStore {
         let mut names = crate::names::Interner::new(&self.names);
         let mut postings = crate::postings::Batch::default();
         {
-            let mut insert = tx.prepare_cached(rollup::EVENT_INSERT).map_err(|e| self.db(e))?;
+            let mut writer = rollup::EventWriter::new(&tx, rollup::Duplicate::Refuse).map_err(|e| self.db(e))?;
             for stored in events {
                 let source = *ids.get(&stored.source).ok_or_else(|| unknown(&stored.source))?;
                 let e = &stored.event;
                 let t = ms(e.timestamp);
-                if let Some(keys) = rollup::insert_event(&mut insert, &tx, &self.codec, &mut names, e, source)
-                    .map_err(|e| self.db(e))?
-                {
+                if let Some(keys) = writer.insert(&tx, &self.codec, &mut names, e, source).map_err(|e| self.db(e))? {
                     postings.add(tx.last_insert_rowid(), &keys);
                 }
                 rollup::record_ingested(&tx, tx.last_insert_rowid(), ms(stored.ingested_at)).map_err(|e| self.db(e))?;
