@@ -30,11 +30,15 @@ use rusqlite::{Connection, OptionalExtension, params};
 
 type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
 
-/// A first dictionary is trained once the archive holds this many events.
-pub const TRAIN_AT: u64 = 2_000;
+/// A first dictionary is trained once the archive holds this many events: the events
+/// before it stay text (until `tfaudit compact`). With the segment lengths tried
+/// ([`SEGMENTS`]), 500 of the simulator's marked events make a dictionary as good as
+/// 2,000 do (frames of 29 to 30 bytes), and 1,500 fewer events of about 500 bytes are
+/// left as text (200,000 events: 0.7 MB less).
+pub const TRAIN_AT: u64 = 500;
 /// A new dictionary is trained when the archive has grown this many times over since
-/// the last one was (2,000, 32,000, 512,000, 8,192,000 events): new kinds of events
-/// are learnt, and dictionaries stay few.
+/// the last one was (500, 8,000, 128,000, 2,048,000 events): new kinds of events are
+/// learnt, and dictionaries stay few.
 const RETRAIN_FACTOR: u64 = 16;
 /// Events a dictionary is trained on: the newest. Measured on the simulator's events,
 /// a dictionary from 2,000 compresses them as well as one from 8,000 (113.6 bytes an
@@ -45,6 +49,12 @@ const RETRAIN_FACTOR: u64 = 16;
 /// again as with one from 2,000 (200,000 events: 56.8 bytes against 38.9).
 const SAMPLES: u32 = 2_000;
 const DICT_BYTES: usize = 32 * 1024;
+/// What a zstd frame starts with, unless it is written without (magicless). A
+/// magicless frame starts with its header's first byte, whose reserved bit, set in
+/// 0x28, is clear: the two cannot be taken for each other.
+const MAGIC: [u8; 4] = 0xFD2F_B528_u32.to_le_bytes();
+/// The most a zstd frame's header takes after its magic number.
+const MAX_HEADER: usize = 14;
 const LEVEL: i32 = 1;
 
 /// The archive's dictionaries, shared by its connections.
@@ -55,8 +65,9 @@ pub struct Codec {
     /// The writer's compressor with the newest dictionary, and the archive size it
     /// was trained at.
     writer: Mutex<Option<Writer>>,
-    /// Decompressors per dictionary, reused across rows and connections.
-    readers: Mutex<HashMap<i64, Vec<zstd::bulk::Decompressor<'static>>>>,
+    /// Decompressors per dictionary and frame format (magicless or not), reused
+    /// across rows and connections.
+    readers: Mutex<HashMap<(i64, bool), Vec<zstd::bulk::Decompressor<'static>>>>,
 }
 
 /// The strings of the `names` keys that frames' marks stand for, as one connection
@@ -333,17 +344,35 @@ impl Codec {
 
     /// The text of a row's `raw` compressed with dictionary `dict`, marks and all.
     fn decompress(&self, conn: &Connection, dict: i64, frame: &[u8]) -> Result<Vec<u8>, BoxError> {
+        let magicless = !frame.starts_with(&MAGIC);
+        let key = (dict, magicless);
         let taken =
-            self.readers.lock().unwrap_or_else(std::sync::PoisonError::into_inner).get_mut(&dict).and_then(Vec::pop);
+            self.readers.lock().unwrap_or_else(std::sync::PoisonError::into_inner).get_mut(&key).and_then(Vec::pop);
         let mut d = match taken {
             Some(d) => d,
-            None => zstd::bulk::Decompressor::with_dictionary(&self.dict(conn, dict)?)?,
+            None => {
+                let mut d = zstd::bulk::Decompressor::with_dictionary(&self.dict(conn, dict)?)?;
+                if magicless {
+                    d.set_parameter(zstd::zstd_safe::DParameter::Format(zstd::zstd_safe::FrameFormat::Magicless))?;
+                }
+                d
+            }
         };
-        let size = zstd::zstd_safe::get_frame_content_size(frame)
+        // The size is in the frame's header, which zstd reads after a magic number.
+        let mut header = [0u8; MAGIC.len() + MAX_HEADER];
+        let head = if magicless {
+            let n = frame.len().min(MAX_HEADER);
+            header[..MAGIC.len()].copy_from_slice(&MAGIC);
+            header[MAGIC.len()..MAGIC.len() + n].copy_from_slice(&frame[..n]);
+            &header[..MAGIC.len() + n]
+        } else {
+            frame
+        };
+        let size = zstd::zstd_safe::get_frame_content_size(head)
             .map_err(|_| "a compressed event is damaged")?
             .ok_or("a compressed event does not say its size")?;
         let bytes = d.decompress(frame, usize::try_from(size)?)?;
-        self.readers.lock().unwrap_or_else(std::sync::PoisonError::into_inner).entry(dict).or_default().push(d);
+        self.readers.lock().unwrap_or_else(std::sync::PoisonError::into_inner).entry(key).or_default().push(d);
         Ok(bytes)
     }
 
@@ -362,6 +391,13 @@ impl Codec {
             // A frame need not name its dictionary (4 bytes an event): the row's `dict`
             // does. Frames that do name it, written before, read the same.
             compressor.set_parameter(zstd::zstd_safe::CParameter::DictIdFlag(false)).map_err(io_err)?;
+            // Nor start with zstd's magic number (4 bytes more), with a dictionary of
+            // today's marks: frames written before, which do, read the same.
+            if marks >= MARKS_NOW {
+                compressor
+                    .set_parameter(zstd::zstd_safe::CParameter::Format(zstd::zstd_safe::FrameFormat::Magicless))
+                    .map_err(io_err)?;
+            }
             *slot = Some(Writer { dict: id, trained_at, marks, compressor, frame: Vec::new(), text: String::new() });
         }
         Ok(())
