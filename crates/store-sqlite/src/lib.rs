@@ -890,7 +890,8 @@ impl Archive for SqliteStore {
         let mut rollups = tfaudit_store::rollup::Rollups::default();
         let (mut oldest, mut newest): (Option<i64>, Option<i64>) = (None, None);
         let mut organization: Option<&str> = None;
-        self.codec.prepare_writes(&tx, archived(&tx).map_err(|e| self.db(e))?).map_err(|e| self.db(e))?;
+        let archived_before = archived(&tx).map_err(|e| self.db(e))?;
+        self.codec.prepare_writes(&tx, archived_before).map_err(|e| self.db(e))?;
         let stored_before: i64 =
             tx.query_row("SELECT coalesce(max(seq), 0) FROM events", [], |r| r.get(0)).map_err(|e| self.db(e))?;
         // A first backfill: some indexes are built once at its end (upkeep.rs). The
@@ -906,6 +907,12 @@ impl Archive for SqliteStore {
         {
             let mut writer = rollup::EventWriter::new(&tx, rollup::Duplicate::Skip).map_err(|e| self.db(e))?;
             for e in page.events {
+                // A first dictionary as soon as the archive holds enough events, within
+                // the write: a sync's first write can hold many pages, all left as text
+                // were it trained only before the next.
+                if archived_before + outcome.inserted == compress::TRAIN_AT {
+                    self.codec.prepare_writes(&tx, compress::TRAIN_AT).map_err(|e| self.db(e))?;
+                }
                 let t = ms(e.timestamp);
                 let Some(keys) =
                     writer.insert(&tx, &self.codec, &mut names, e, page.source_id).map_err(|e| self.db(e))?
@@ -1146,7 +1153,7 @@ impl Archive for SqliteStore {
             return Ok(None);
         };
         conn.query_row(
-            &format!("SELECT {EVENT_COLUMNS} FROM events e JOIN sources s ON s.id = e.source_id WHERE {HOUR_PROBE} AND substr(e.id, 1, 4) = substr(?3, 1, 4) AND e.id = ?3 LIMIT 1"),
+            &format!("SELECT {EVENT_COLUMNS} FROM events e JOIN sources s ON s.id = e.source_id WHERE {HOUR_PROBE} AND substr(e.id, -4) = substr(?3, -4) AND e.id = ?3 LIMIT 1"),
             params![from, to, names::pack_id(id)],
             |r| read_event(&conn, &mut names::Resolver::default(), r),
         )
@@ -1501,7 +1508,7 @@ impl Archive for SqliteStore {
         while let Some(from) = block {
             let tx =
                 conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate).map_err(|e| self.db(e))?;
-            block = ledger::shrink_whole_blocks(&tx, from, 64).map_err(|e| self.db(e))?;
+            block = ledger::rewrite_older_blocks(&tx, from, 64).map_err(|e| self.db(e))?;
             tx.commit().map_err(|e| self.db(e))?;
         }
         let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate).map_err(|e| self.db(e))?;

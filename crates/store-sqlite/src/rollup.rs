@@ -148,12 +148,15 @@ const HOUR_MS: i64 = 3_600_000;
 
 /// Whether the event with this hour (`?1`) and packed id (`?2`) is archived. An
 /// event's id is unique within its hour (its time never changes), and
-/// `events_by_hour_id` holds the hour and the id's first 4 bytes (of a text id, 4
+/// `events_by_hour_id` holds the hour and the id's last 4 bytes (of a text id, 4
 /// characters): the probe reads the index's entries with both, a row for each (one
 /// at most, nearly always), and compares the whole id. (The whole id in a unique
-/// index cost 12 bytes an event more.)
+/// index cost 12 bytes an event more.) The last bytes, not the first: a UUID's are
+/// random either way, and ids of another form that count up (`evt-000001`) or share
+/// a prefix differ at their end, where a prefix would have every id of an hour probe
+/// every other.
 const EVENT_PROBE: &str = "SELECT EXISTS (SELECT 1 FROM events
-     WHERE ts_ms / 3600000 = ?1 AND substr(id, 1, 4) = substr(?2, 1, 4) AND id = ?2)";
+     WHERE ts_ms / 3600000 = ?1 AND substr(id, -4) = substr(?2, -4) AND id = ?2)";
 
 /// Adds what `rollups` counted to the archive's rollups, in `tx`.
 pub(crate) fn write(rollups: &Rollups<'_>, tx: &Transaction<'_>) -> rusqlite::Result<()> {

@@ -587,13 +587,13 @@ UPDATE dictionaries SET marked = marked WHERE 0;
     // says so with `marked = 3`. Frames from before read as they did; this version keeps
     // an older tfaudit, which would read the new marks as text, off the archive.
     //
-    // And the index by hour and id holds the id's first 4 bytes, not unique: an insert
+    // And the index by hour and id holds the id's last 4 bytes, not unique: an insert
     // probes it and compares the whole id (rollup.rs, `EVENT_PROBE`). Its entry was 29
     // bytes an event, and is 17. An older tfaudit, whose inserts rest on the unique
     // index, is kept off.
     r"
 DROP INDEX events_by_hour_id;
-CREATE INDEX events_by_hour_id ON events (ts_ms / 3600000, substr(id, 1, 4));
+CREATE INDEX events_by_hour_id ON events (ts_ms / 3600000, substr(id, -4));
 ",
 ];
 

@@ -114,21 +114,21 @@ fn each_event_is_stored_once_by_id() {
     assert_eq!((run.tally.pages, run.tally.new_events, run.tally.duplicates), (2, 2, 3));
 }
 
-/// The index by hour and id holds an id's first 4 bytes: ids that share them within
-/// an hour are told apart by the whole id, both when stored and when looked up; and a
+/// The index by hour and id holds an id's last 4 bytes: ids that share them within an
+/// hour are told apart by the whole id, both when stored and when looked up; and a
 /// copy of an event the archive holds is refused.
 #[test]
-fn ids_that_share_a_prefix_are_told_apart_and_a_copy_of_one_there_is_refused() {
+fn ids_that_share_their_last_bytes_are_told_apart_and_a_copy_of_one_there_is_refused() {
     use tfaudit_store::Transfer;
     let (_d, s) = open();
     let src = s.source("acme", "https://app.terraform.io").unwrap();
     let run = s.start_run(src.id, Timestamp::now()).unwrap();
     let ids = [
         "ae66e491-db59-457c-8445-9c908ee726ae",
-        "ae66e491-0000-457c-8445-9c908ee726ae",
-        "ae66e491-db59-457c-8445-9c908ee726af",
-        "abcd-1",
-        "abcd-2",
+        "ae66e491-db59-457c-8445-1c908ee726ae",
+        "be66e491-db59-457c-8445-9c908ee726ae",
+        "1-abcd",
+        "2-abcd",
         "abcd",
     ];
     let hour = |id: &str| event(id, "2024-01-01T00:10:00Z", "user-1", "ann", "run", "apply");
@@ -142,11 +142,11 @@ fn ids_that_share_a_prefix_are_told_apart_and_a_copy_of_one_there_is_refused() {
     for (n, id) in ids.iter().enumerate().skip(1) {
         assert_eq!(s.event(id).unwrap().unwrap().event.raw, events[n].raw, "{id}");
     }
-    assert_eq!(s.event("ae66e491-db59-457c-8445-9c908ee726ad").unwrap(), None);
-    assert_eq!(s.event("abc").unwrap(), None);
-    let there = s.event("abcd-2").unwrap().unwrap();
+    assert_eq!(s.event("ae66e491-db59-457c-8445-2c908ee726ae").unwrap(), None);
+    assert_eq!(s.event("bcd").unwrap(), None);
+    let there = s.event("2-abcd").unwrap().unwrap();
     let err = s.append_copied(&[there]).unwrap_err();
-    assert!(err.to_string().contains(r#"event "abcd-2" is in the archive already"#), "{err}");
+    assert!(err.to_string().contains(r#"event "2-abcd" is in the archive already"#), "{err}");
     assert_eq!(s.status().unwrap()[0].events, 7, "nothing of the refused copy is kept");
 }
 
@@ -797,10 +797,10 @@ fn compressed_events_come_back_byte_for_byte_and_are_found() {
             |r| Ok((r.get(0)?, r.get(1)?)),
         )
         .unwrap();
-    assert_eq!((plain, dicts), (1_000, 1), "the first page as text, the rest compressed");
+    assert_eq!((plain, dicts), (500, 1), "the first 500 as text, the rest compressed (trained within the page)");
     let compressed: i64 =
         conn.query_row("SELECT sum(length(raw)) FROM events WHERE dict IS NOT NULL", [], |r| r.get(0)).unwrap();
-    let original: usize = all[1000..].iter().map(|e| e.raw.len()).sum();
+    let original: usize = all[500..].iter().map(|e| e.raw.len()).sum();
     assert!((compressed as usize) * 3 < original, "compressed {compressed} bytes of {original}");
     // A frame does not name its dictionary (the row does); one that does, as written
     // before, reads the same.
@@ -867,7 +867,7 @@ fn compressed_events_come_back_byte_for_byte_and_are_found() {
         }
         (total, after) = (total + done, reached);
     }
-    assert_eq!(total, 5000, "1,000 kept as text and 4,000 frames with fewer marks");
+    assert_eq!(total, 5000, "500 kept as text and 4,500 frames with fewer marks");
     let by_dict: Vec<(i64, i64)> = conn
         .prepare("SELECT dict, count(*) FROM events GROUP BY dict")
         .unwrap()
@@ -1230,7 +1230,7 @@ fn an_archive_from_before_the_destroy_mark_gets_it_for_every_event() {
     drop(s);
     let compressed: i64 =
         conn.query_row("SELECT count(*) FROM events WHERE dict IS NOT NULL", [], |r| r.get(0)).unwrap();
-    assert_eq!(compressed, 2000, "the pages after the first are compressed");
+    assert_eq!(compressed, 2500, "those after the first 500 are compressed");
     conn.execute_batch(
         "DROP INDEX IF EXISTS events_by_destroy_run; ALTER TABLE events DROP COLUMN destroy_run;
          ALTER TABLE dictionaries DROP COLUMN marked; PRAGMA user_version = 13;",
@@ -1497,6 +1497,23 @@ fn leaves_kept_in_blocks_read_back_the_same_and_older_archives_convert() {
     assert_eq!(whole, (960..1001).collect::<Vec<_>>());
     let size: i64 = c.query_row("SELECT sum(length(hashes)) FROM tree_leaf_blocks", [], |r| r.get(0)).unwrap();
     assert_eq!(size, 1011 * 8 + 41 * 24 + 60 + 60 + 7, "prefixes, the whole hashes and a bit a leaf");
+    // Their seqs as runs (schema 23): one run a block, a few bytes.
+    let (runs, seq_bytes): (i64, i64) = c
+        .query_row("SELECT sum(form = 2), sum(length(seqs)) FROM tree_leaf_blocks", [], |r| Ok((r.get(0)?, r.get(1)?)))
+        .unwrap();
+    assert_eq!(runs, 3);
+    assert!(seq_bytes <= 12, "{seq_bytes}");
+    // A block with its seqs a varint each, as schema 19 to 22 wrote them, reads the
+    // same, and `compact` rewrites it as runs.
+    let older = tfaudit_store::retention::encode_seqs(&(1..=480).collect::<Vec<i64>>());
+    c.execute("UPDATE tree_leaf_blocks SET seqs = ?1, form = 1 WHERE block = 0", [&older]).unwrap();
+    assert_eq!(prefixes(&s.leaves(0, u64::MAX).unwrap()), prefixes(&compacted));
+    s.compact(0, 1000).unwrap();
+    assert_eq!(
+        c.query_row("SELECT form FROM tree_leaf_blocks WHERE block = 0", [], |r| r.get::<_, i64>(0)).unwrap(),
+        2
+    );
+    assert_eq!(prefixes(&s.leaves(0, u64::MAX).unwrap()), prefixes(&compacted));
 }
 
 /// Each event's seq and when it was archived.
