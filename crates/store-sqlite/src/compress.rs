@@ -55,7 +55,11 @@ const DICT_BYTES: usize = 32 * 1024;
 const MAGIC: [u8; 4] = 0xFD2F_B528_u32.to_le_bytes();
 /// The most a zstd frame's header takes after its magic number.
 const MAX_HEADER: usize = 14;
-const LEVEL: i32 = 1;
+/// zstd's level. On the simulator's marked events, with a trained dictionary, 3 made
+/// frames 1.3 bytes smaller than 1 (200,000 events: 22.7 - 24.2 bytes against 23.9 -
+/// 25.5), at about the same speed; 5 made them 2 bytes smaller again, but took twice
+/// as long.
+const LEVEL: i32 = 3;
 
 /// The archive's dictionaries, shared by its connections.
 #[derive(Default)]
