@@ -145,7 +145,9 @@ fn build_and_rebuild(conn: &mut Connection) -> rusqlite::Result<bool> {
         }
         return Ok(built);
     }
-    // None of them is deferred, so none was just built packed.
+    // None of them is deferred, so none was just built packed, but for the posting
+    // lists, which a first backfill's end builds just before: sorted once more, a table
+    // of a few bytes an event.
     for btree in REBUILT {
         tx.execute_batch(&format!("REINDEX {btree}"))?;
     }
