@@ -448,8 +448,8 @@ impl Codec {
                 tracing::debug!(events, bytes = bytes.len(), "trained a compression dictionary");
                 if slot.as_ref().is_some_and(|w| w.marks < MARKS_NOW) {
                     tracing::info!(
-                        "events are now compressed without the id, request id, time, resource id and description \
-                         their row keeps; `tfaudit compact` compresses the events stored before this way too"
+                        "events are now compressed without the id, request id, time, resource id, description and \
+                         actor their row keeps; `tfaudit compact` compresses the events stored before this way too"
                     );
                 }
                 self.load_writer(conn, &mut slot)?;
@@ -646,8 +646,8 @@ fn io_err(e: std::io::Error) -> rusqlite::Error {
 }
 
 /// Adds `tfaudit_raw(raw, dict, id, request_id, ts_ms, resource_id, auth_description,
-/// accessor_id)` to a connection: a row's original text. `reader`: the connection never writes, so
-/// the names it looks up can be kept for all (see [`Codec`]).
+/// accessor_id)` to a connection: a row's original text. `reader`: the connection
+/// never writes, so the names it looks up can be kept for all (see [`Codec`]).
 pub fn register(conn: &Connection, codec: Arc<Codec>, reader: bool) -> rusqlite::Result<()> {
     let flags = FunctionFlags::SQLITE_UTF8 | FunctionFlags::SQLITE_DETERMINISTIC;
     let names = std::cell::RefCell::new(Names { kept: reader, resolver: crate::names::Resolver::default() });

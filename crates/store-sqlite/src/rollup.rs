@@ -4,7 +4,7 @@
 
 use rusqlite::{CachedStatement, OptionalExtension, Transaction, params};
 use tfaudit_model::AuditEvent;
-use tfaudit_store::rollup::Rollups;
+use tfaudit_store::rollup::{HOUR_MS, Rollups};
 
 use crate::ms;
 
@@ -71,7 +71,7 @@ impl<'tx> EventWriter<'tx> {
             description: e.auth_description.as_deref(),
             accessor: e.accessor_id.as_deref(),
         };
-        let inserted = codec.with_stored(&e.raw, known, |raw, dict| {
+        codec.with_stored(&e.raw, known, |raw, dict| {
             self.insert.execute(params![
                 id,
                 source,
@@ -90,7 +90,7 @@ impl<'tx> EventWriter<'tx> {
                 e.is_destroy_run(),
             ])
         })?;
-        Ok((inserted > 0).then(|| crate::postings::Keys {
+        Ok(Some(crate::postings::Keys {
             ts_ms,
             accessor: keys[2],
             kind: crate::postings::kind_key(keys[5], keys[6]),
@@ -143,8 +143,6 @@ const EVENT_INSERT: &str = "INSERT INTO events (id, source_id, ts_ms, organizati
         accessor_id, auth_description, impersonator_id, resource_type, resource_action, request_id, resource_id,
         dict, raw, destroy_run)
      VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)";
-
-const HOUR_MS: i64 = 3_600_000;
 
 /// Whether the event with this hour (`?1`) and packed id (`?2`) is archived. An
 /// event's id is unique within its hour (its time never changes), and
