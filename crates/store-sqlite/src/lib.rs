@@ -647,9 +647,6 @@ fn read_run(r: &rusqlite::Row<'_>) -> rusqlite::Result<Run> {
     })
 }
 
-/// `IN (every hour from ? to ?)`, for probing an hour-led index.
-const HOUR_PROBE: &str = "e.ts_ms / 3600000 IN (WITH RECURSIVE h(x) AS (SELECT ? UNION ALL SELECT x + 1 FROM h WHERE x < ?) SELECT x FROM h)";
-
 /// A subquery of the `names` keys of the accessors `actor` matches, by id or by name
 /// (case-insensitive), and its values.
 fn actor_keys(actor: &tfaudit_store::Pattern) -> (String, Vec<Box<dyn ToSql>>) {
@@ -1149,16 +1146,36 @@ impl Archive for SqliteStore {
 
     fn event(&self, id: &str) -> Result<Option<StoredEvent>> {
         let conn = self.read()?;
-        let Some((from, to)) = hours(&conn, None, None).map_err(|e| self.db(e))? else {
-            return Ok(None);
-        };
-        conn.query_row(
-            &format!("SELECT {EVENT_COLUMNS} FROM events e JOIN sources s ON s.id = e.source_id WHERE {HOUR_PROBE} AND substr(e.id, -4) = substr(?3, -4) AND e.id = ?3 LIMIT 1"),
-            params![from, to, names::pack_id(id)],
-            |r| read_event(&conn, &mut names::Resolver::default(), r),
-        )
-        .optional()
-        .map_err(|e| self.db(e))
+        let packed = names::pack_id(id);
+        let by_id = "substr(e.id, -4) = substr(?1, -4) AND e.id = ?1";
+        // Until a first backfill has built the prints, every entry of the time index.
+        if upkeep::deferred(&conn).map_err(|e| self.db(e))? {
+            return conn
+                .query_row(
+                    &format!("SELECT {EVENT_COLUMNS} FROM events e INDEXED BY events_by_time JOIN sources s ON s.id = e.source_id WHERE {by_id} LIMIT 1"),
+                    params![packed],
+                    |r| read_event(&conn, &mut names::Resolver::default(), r),
+                )
+                .optional()
+                .map_err(|e| self.db(e));
+        }
+        let hours = postings::hours_of(&conn, postings::print(packed.bytes())).map_err(|e| self.db(e))?;
+        let mut stmt = conn
+            .prepare_cached(&format!(
+                "SELECT {EVENT_COLUMNS} FROM events e JOIN sources s ON s.id = e.source_id
+                 WHERE e.ts_ms >= ?2 AND e.ts_ms < ?2 + 3600000 AND {by_id} LIMIT 1"
+            ))
+            .map_err(|e| self.db(e))?;
+        for hour in hours {
+            let found = stmt
+                .query_row(params![packed, hour * HOUR_MS], |r| read_event(&conn, &mut names::Resolver::default(), r))
+                .optional()
+                .map_err(|e| self.db(e))?;
+            if found.is_some() {
+                return Ok(found);
+            }
+        }
+        Ok(None)
     }
 
     fn summary(&self, filter: &EventFilter, top: usize) -> Result<Summary> {

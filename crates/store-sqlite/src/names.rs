@@ -82,6 +82,14 @@ pub enum PackedId<'a> {
 }
 
 impl PackedId<'_> {
+    /// The bytes stored.
+    pub fn bytes(&self) -> &[u8] {
+        match self {
+            Self::Uuid(b) => b,
+            Self::Text(t) => t.as_bytes(),
+        }
+    }
+
     fn value(&self) -> ValueRef<'_> {
         match self {
             Self::Uuid(b) => ValueRef::Blob(b),

@@ -34,23 +34,29 @@ use crate::HOUR_MS;
 /// seqs an event held meanwhile, a few MB.
 const BUILD_CHUNK: u64 = 1 << 16;
 
-/// Fills `postings` and `kinds` from the events, replacing what they held (migration
-/// 21, and the end of a first backfill, which leaves the lists out until then). One
+/// Fills `postings`, `kinds` and `id_prints` from the events, replacing what they held
+/// (migration 24, and the end of a first backfill, which leaves the lists out until
+/// then). One
 /// read of the events in seq order; each chunk's seqs are appended to their rows, so
 /// that memory stays bounded however large the archive. Against a `GROUP BY` a list
 /// (every event sorted three times), a 200,000-event first backfill's CPU was ×0.95
 /// (median of 8 pairs).
 pub(crate) fn build(tx: &Connection) -> rusqlite::Result<()> {
-    tx.execute_batch("DELETE FROM postings; DELETE FROM kinds;")?;
+    tx.execute_batch("DELETE FROM postings; DELETE FROM kinds; DELETE FROM id_prints;")?;
     let mut read = tx.prepare(
-        "SELECT seq, ts_ms, accessor_id, resource_type, resource_action, resource_id FROM events ORDER BY seq",
+        "SELECT seq, ts_ms, accessor_id, resource_type, resource_action, resource_id, id FROM events ORDER BY seq",
     )?;
     let mut rows = read.query([])?;
     let mut batch = Batch::default();
     let mut held = 0u64;
     while let Some(r) = rows.next()? {
-        let keys =
-            Keys { ts_ms: r.get(1)?, accessor: r.get(2)?, kind: kind_key(r.get(3)?, r.get(4)?), resource: r.get(5)? };
+        let keys = Keys {
+            ts_ms: r.get(1)?,
+            accessor: r.get(2)?,
+            kind: kind_key(r.get(3)?, r.get(4)?),
+            resource: r.get(5)?,
+            print: print_of(r.get_ref(6)?),
+        };
         batch.add(r.get(0)?, &keys);
         held += 1;
         if held == BUILD_CHUNK {
@@ -59,6 +65,15 @@ pub(crate) fn build(tx: &Connection) -> rusqlite::Result<()> {
         }
     }
     batch.write(tx)
+}
+
+/// [`build`] (migrations 21 and 24), unless a first backfill has left the lists out:
+/// its end builds them.
+pub(crate) fn build_unless_deferred(tx: &Connection) -> rusqlite::Result<()> {
+    if crate::upkeep::deferred(tx)? {
+        return Ok(());
+    }
+    build(tx)
 }
 
 /// Which list a row of `postings` belongs to (its `list` column).
@@ -99,13 +114,50 @@ pub(crate) fn kind_key(resource_type: Option<i64>, action: Option<i64>) -> Optio
     Some((resource_type.unwrap_or(0) << 32) | action.unwrap_or(0))
 }
 
-/// The keys of `names` an event is listed under.
+/// The keys of `names` an event is listed under, and its id's print.
 #[derive(Clone, Copy, Debug, Default)]
 pub(crate) struct Keys {
     pub ts_ms: i64,
     pub accessor: Option<i64>,
     pub kind: Option<i64>,
     pub resource: Option<i64>,
+    pub print: u16,
+}
+
+/// An id's print: 16 bits of the FNV-1a hash of its bytes as stored (`names::pack_id`).
+/// `id_prints` keeps, for each hour, the prints of its events' ids, so that a lookup by
+/// id reads only the hours that may hold it (nearly always the one that does) in the
+/// index by time, which holds no hour to probe (migration 24). A hash, not the id's own
+/// bytes, so that ids of any form spread over all prints. Part of the archive's format:
+/// never to change.
+pub(crate) fn print(id: &[u8]) -> u16 {
+    let mut h: u32 = 0x811c_9dc5;
+    for &b in id {
+        h = (h ^ u32::from(b)).wrapping_mul(0x0100_0193);
+    }
+    (h ^ (h >> 16)) as u16
+}
+
+/// [`print`] of an id column as read.
+pub(crate) fn print_of(id: rusqlite::types::ValueRef<'_>) -> u16 {
+    match id {
+        rusqlite::types::ValueRef::Blob(b) | rusqlite::types::ValueRef::Text(b) => print(b),
+        _ => print(&[]),
+    }
+}
+
+/// The hours whose events may hold an id whose print is `print`, newest first.
+pub(crate) fn hours_of(conn: &Connection, print: u16) -> rusqlite::Result<Vec<i64>> {
+    let want = print.to_le_bytes();
+    let mut stmt = conn.prepare_cached("SELECT hour, prints FROM id_prints ORDER BY hour DESC")?;
+    let mut rows = stmt.query([])?;
+    let mut hours = Vec::new();
+    while let Some(r) = rows.next()? {
+        if r.get_ref(1)?.as_blob()?.chunks_exact(2).any(|p| p == want) {
+            hours.push(r.get(0)?);
+        }
+    }
+    Ok(hours)
 }
 
 impl Keys {
@@ -116,10 +168,12 @@ impl Keys {
     }
 }
 
-/// The seqs a transaction adds to the lists, written once at its end.
+/// The seqs a transaction adds to the lists, and the prints to their hours, written
+/// once at its end.
 #[derive(Default)]
 pub(crate) struct Batch {
     rows: BTreeMap<(List, i64, i64), Vec<i64>>,
+    prints: BTreeMap<i64, Vec<u8>>,
 }
 
 impl Batch {
@@ -127,6 +181,7 @@ impl Batch {
         for row in keys.each() {
             self.rows.entry(row).or_default().push(seq);
         }
+        self.prints.entry(keys.ts_ms.div_euclid(HOUR_MS)).or_default().extend(keys.print.to_le_bytes());
     }
 
     /// Adds the seqs to their rows, in `tx`.
@@ -166,17 +221,25 @@ impl Batch {
             };
             put.execute(params![list as i64, key, bucket, last, blob])?;
         }
+        let mut read = tx.prepare_cached("SELECT prints FROM id_prints WHERE hour = ?1")?;
+        let mut put = tx.prepare_cached("INSERT OR REPLACE INTO id_prints (hour, prints) VALUES (?1, ?2)")?;
+        for (hour, prints) in self.prints {
+            let mut blob: Vec<u8> = read.query_row([hour], |r| r.get(0)).optional()?.unwrap_or_default();
+            blob.extend(prints);
+            put.execute(params![hour, blob])?;
+        }
         Ok(())
     }
 }
 
-/// Takes the events `seqs` (ascending) out of the lists, in `tx`, before they are
-/// deleted: their keys are read from their rows.
+/// Takes the events `seqs` (ascending) out of the lists and their prints out of their
+/// hours, in `tx`, before they are deleted: their keys are read from their rows.
 pub(crate) fn remove(tx: &Connection, seqs: &[i64]) -> rusqlite::Result<()> {
     let mut rows: BTreeMap<(List, i64, i64), Vec<i64>> = BTreeMap::new();
+    let mut prints: BTreeMap<i64, Vec<u16>> = BTreeMap::new();
     {
         let mut read = tx.prepare_cached(
-            "SELECT ts_ms, accessor_id, resource_type, resource_action, resource_id FROM events WHERE seq = ?1",
+            "SELECT ts_ms, accessor_id, resource_type, resource_action, resource_id, id FROM events WHERE seq = ?1",
         )?;
         for &seq in seqs {
             let keys = read
@@ -186,14 +249,19 @@ pub(crate) fn remove(tx: &Connection, seqs: &[i64]) -> rusqlite::Result<()> {
                         accessor: r.get(1)?,
                         kind: kind_key(r.get(2)?, r.get(3)?),
                         resource: r.get(4)?,
+                        print: print_of(r.get_ref(5)?),
                     })
                 })
                 .optional()?;
-            for row in keys.iter().flat_map(Keys::each) {
-                rows.entry(row).or_default().push(seq);
+            if let Some(keys) = keys {
+                for row in keys.each() {
+                    rows.entry(row).or_default().push(seq);
+                }
+                prints.entry(keys.ts_ms.div_euclid(HOUR_MS)).or_default().push(keys.print);
             }
         }
     }
+    remove_prints(tx, prints)?;
     let mut read = tx.prepare_cached("SELECT seqs FROM postings WHERE list = ?1 AND key = ?2 AND bucket = ?3")?;
     let mut put =
         tx.prepare_cached("UPDATE postings SET last = ?4, seqs = ?5 WHERE list = ?1 AND key = ?2 AND bucket = ?3")?;
@@ -209,6 +277,29 @@ pub(crate) fn remove(tx: &Connection, seqs: &[i64]) -> rusqlite::Result<()> {
             Some(&last) => put.execute(params![list as i64, key, bucket, last, encode_seqs(&kept)])?,
             None => delete.execute(params![list as i64, key, bucket])?,
         };
+    }
+    Ok(())
+}
+
+/// Takes one of each of `prints` out of its hour: another event of the hour may have the
+/// same print, and keeps its own.
+fn remove_prints(tx: &Connection, prints: BTreeMap<i64, Vec<u16>>) -> rusqlite::Result<()> {
+    let mut read = tx.prepare_cached("SELECT prints FROM id_prints WHERE hour = ?1")?;
+    let mut put = tx.prepare_cached("UPDATE id_prints SET prints = ?2 WHERE hour = ?1")?;
+    let mut delete = tx.prepare_cached("DELETE FROM id_prints WHERE hour = ?1")?;
+    for (hour, gone) in prints {
+        let Some(blob) = read.query_row([hour], |r| r.get::<_, Vec<u8>>(0)).optional()? else { continue };
+        let mut kept: Vec<[u8; 2]> = blob.chunks_exact(2).map(|p| [p[0], p[1]]).collect();
+        for print in gone {
+            if let Some(at) = kept.iter().position(|p| *p == print.to_le_bytes()) {
+                kept.swap_remove(at);
+            }
+        }
+        if kept.is_empty() {
+            delete.execute([hour])?;
+        } else {
+            put.execute(params![hour, kept.concat()])?;
+        }
     }
     Ok(())
 }

@@ -4,7 +4,7 @@
 
 use rusqlite::{CachedStatement, OptionalExtension, Transaction, params};
 use tfaudit_model::AuditEvent;
-use tfaudit_store::rollup::{HOUR_MS, Rollups};
+use tfaudit_store::rollup::Rollups;
 
 use crate::ms;
 
@@ -43,7 +43,7 @@ impl<'tx> EventWriter<'tx> {
         let ts_ms = ms(e.timestamp);
         // In the same transaction as the insert, by the one writer: no other insert of the
         // same event can come between.
-        if self.probe.query_row(params![ts_ms / HOUR_MS, id], |r| r.get::<_, bool>(0))? {
+        if self.probe.query_row(params![ts_ms.div_euclid(1000) * 1000, id], |r| r.get::<_, bool>(0))? {
             return match self.duplicate {
                 Duplicate::Skip => Ok(None),
                 Duplicate::Refuse => Err(rusqlite::Error::SqliteFailure(
@@ -95,6 +95,7 @@ impl<'tx> EventWriter<'tx> {
             accessor: keys[2],
             kind: crate::postings::kind_key(keys[5], keys[6]),
             resource: keys[7],
+            print: crate::postings::print(id.bytes()),
         }))
     }
 }
@@ -144,17 +145,18 @@ const EVENT_INSERT: &str = "INSERT INTO events (id, source_id, ts_ms, organizati
         dict, raw, destroy_run)
      VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)";
 
-/// Whether the event with this hour (`?1`) and packed id (`?2`) is archived. An
-/// event's id is unique within its hour (its time never changes), and
-/// `events_by_hour_id` holds the hour and the id's last 4 bytes (of a text id, 4
-/// characters): the probe reads the index's entries with both, a row for each (one
-/// at most, nearly always), and compares the whole id. (The whole id in a unique
-/// index cost 12 bytes an event more.) The last bytes, not the first: a UUID's are
-/// random either way, and ids of another form that count up (`evt-000001`) or share
-/// a prefix differ at their end, where a prefix would have every id of an hour probe
-/// every other.
+/// Whether the event with this packed id (`?2`), of the second that starts at `?1`, is
+/// archived. An event's time never changes (the API's are whole seconds; the second,
+/// not the millisecond, in case a copy of it were given with another fraction), so an
+/// id is unique within its second. `events_by_time` holds the time and the id's last 4
+/// bytes (of a text id, 4 characters): the probe reads the second's entries, a few,
+/// and the row of those whose last bytes are the id's (one at most, nearly always) to
+/// compare the whole id. The last bytes, not the first: a UUID's are random either
+/// way, and ids of another form that count up (`evt-000001`) or share a prefix differ
+/// at their end. (An index of the hour and the id, for this alone, cost 17 bytes an
+/// event and an insert; the time's index was needed anyway.)
 const EVENT_PROBE: &str = "SELECT EXISTS (SELECT 1 FROM events
-     WHERE ts_ms / 3600000 = ?1 AND substr(id, -4) = substr(?2, -4) AND id = ?2)";
+     WHERE ts_ms >= ?1 AND ts_ms < ?1 + 1000 AND substr(id, -4) = substr(?2, -4) AND id = ?2)";
 
 /// Adds what `rollups` counted to the archive's rollups, in `tx`.
 pub(crate) fn write(rollups: &Rollups<'_>, tx: &Transaction<'_>) -> rusqlite::Result<()> {

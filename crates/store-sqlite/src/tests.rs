@@ -114,9 +114,9 @@ fn each_event_is_stored_once_by_id() {
     assert_eq!((run.tally.pages, run.tally.new_events, run.tally.duplicates), (2, 2, 3));
 }
 
-/// The index by hour and id holds an id's last 4 bytes: ids that share them within an
-/// hour are told apart by the whole id, both when stored and when looked up; and a
-/// copy of an event the archive holds is refused.
+/// The index by time holds an id's last 4 bytes: ids that share them within a second
+/// are told apart by the whole id, both when stored and when looked up; and a copy of
+/// an event the archive holds is refused.
 #[test]
 fn ids_that_share_their_last_bytes_are_told_apart_and_a_copy_of_one_there_is_refused() {
     use tfaudit_store::Transfer;
@@ -134,9 +134,12 @@ fn ids_that_share_their_last_bytes_are_told_apart_and_a_copy_of_one_there_is_ref
     let hour = |id: &str| event(id, "2024-01-01T00:10:00Z", "user-1", "ann", "run", "apply");
     let events: Vec<AuditEvent> = ids.iter().map(|id| hour(id)).collect();
     assert_eq!(store(&s, &src, run, &events).inserted, 6);
-    // The same id in another hour is another event (its time never changes).
-    let later = event(ids[0], "2024-01-01T01:10:00Z", "user-1", "ann", "run", "apply");
+    // The same id in another second is another event (its time never changes); in the
+    // same second with another fraction, the same.
+    let later = event(ids[0], "2024-01-01T00:10:01Z", "user-1", "ann", "run", "apply");
     assert_eq!(store(&s, &src, run, std::slice::from_ref(&later)).inserted, 1);
+    let fraction = event(ids[0], "2024-01-01T00:10:00.250Z", "user-1", "ann", "run", "apply");
+    assert_eq!(store(&s, &src, run, std::slice::from_ref(&fraction)).duplicates, 1);
     let again: Vec<AuditEvent> = events.iter().rev().cloned().collect();
     assert_eq!(store(&s, &src, run, &again), PageOutcome { inserted: 0, duplicates: 6, rejected: 0 });
     for (n, id) in ids.iter().enumerate().skip(1) {
@@ -1158,7 +1161,7 @@ fn an_archive_in_the_old_layout_migrates_with_every_answer_unchanged() {
         .unwrap();
     assert_eq!(
         indexes,
-        ["events_by_destroy_run", "events_by_hour_id", "events_by_impersonator", "events_by_time"],
+        ["events_by_destroy_run", "events_by_impersonator", "events_by_time"],
         "actors, kinds and resources in posting lists"
     );
     drop(conn);
@@ -1316,8 +1319,16 @@ fn a_backfill_walk_ends_with_its_indexes_packed_and_the_file_smaller() {
         })
         .unwrap();
         let summary = s.summary(&by_kind, 5).unwrap();
+        // By id: through every entry of the time index while the prints wait for the
+        // walk's end, then through the hours they name.
+        let by_id: Vec<Option<i64>> = (0..n)
+            .step_by(97)
+            .map(|i| format!("{:08x}-{i}", i.wrapping_mul(2_654_435_761)))
+            .chain(["00000000-0".to_owned() + "0", "nowhere".to_owned()])
+            .map(|id| s.event(&id).unwrap().map(|e| e.seq))
+            .collect();
         (
-            (all_ids(s, &everything), all_ids(s, &by_actor), all_ids(s, &by_resource)),
+            (all_ids(s, &everything), all_ids(s, &by_actor), all_ids(s, &by_resource), by_id),
             (all_ids(s, &by_kind), all_ids(s, &destroys), keys, format!("{summary:?}")),
         )
     };
@@ -1325,6 +1336,7 @@ fn a_backfill_walk_ends_with_its_indexes_packed_and_the_file_smaller() {
     assert_eq!(during.0.0.len(), n as usize);
     assert_eq!(during.0.1.len(), (n / 40) as usize);
     assert_eq!(during.0.2.len(), 1);
+    assert_eq!(during.0.3.iter().filter(|seq| seq.is_some()).count(), (n as usize).div_ceil(97), "every id found");
     assert_eq!(during.1.0.len(), n as usize - 98, "all but the first hour's 98 events");
     assert_eq!(during.1.2.len(), during.1.0.len());
     assert!(during.1.1.is_empty());
@@ -1335,7 +1347,7 @@ fn a_backfill_walk_ends_with_its_indexes_packed_and_the_file_smaller() {
     for index in ["events_by_destroy_run", "events_by_impersonator"] {
         assert!(index_names(&c).contains(&index.to_owned()), "{index} built");
     }
-    for index in ["events_by_hour_id", "events_by_time", "hourly_actors"] {
+    for index in ["events_by_time", "hourly_actors"] {
         // Small indexes here: the last page of each is partly empty whatever is done.
         assert!(empty(&c, index) < 0.2, "{index} packed: {}", empty(&c, index));
     }
@@ -1676,6 +1688,20 @@ fn posting_lists_answer_as_the_events_do() {
         ),
     ];
     let check = |s: &SqliteStore, all: &[AuditEvent], present: &dyn Fn(&AuditEvent) -> bool, when: &str| {
+        // By id, through the hours whose prints name it.
+        for e in all.iter().step_by(7) {
+            assert_eq!(s.event(&e.id).unwrap().is_some(), present(e), "{when}: by id {}", e.id);
+        }
+        let (prints, events): (i64, i64) = s
+            .read()
+            .unwrap()
+            .query_row(
+                "SELECT (SELECT coalesce(sum(length(prints)), 0) / 2 FROM id_prints), (SELECT count(*) FROM events)",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .unwrap();
+        assert_eq!(prints, events, "{when}: a print for each event");
         for (filter, matches) in &filters {
             // Seqs are the order events were first stored in.
             let mut expected: Vec<(Timestamp, usize, &str)> = all
