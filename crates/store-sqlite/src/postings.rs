@@ -151,10 +151,11 @@ pub(crate) fn hours_of(conn: &Connection, print: u16) -> rusqlite::Result<Vec<i6
     let want = print.to_le_bytes();
     let mut stmt = conn.prepare_cached("SELECT hour, prints FROM id_prints ORDER BY hour DESC")?;
     let mut rows = stmt.query([])?;
-    let mut hours = Vec::new();
+    let mut hours: Vec<i64> = Vec::new();
     while let Some(r) = rows.next()? {
-        if r.get_ref(1)?.as_blob()?.chunks_exact(2).any(|p| p == want) {
-            hours.push(r.get(0)?);
+        let hour = r.get(0)?;
+        if hours.last() != Some(&hour) && r.get_ref(1)?.as_blob()?.chunks_exact(2).any(|p| p == want) {
+            hours.push(hour);
         }
     }
     Ok(hours)
@@ -221,12 +222,8 @@ impl Batch {
             };
             put.execute(params![list as i64, key, bucket, last, blob])?;
         }
-        let mut read = tx.prepare_cached("SELECT prints FROM id_prints WHERE hour = ?1")?;
-        let mut put = tx.prepare_cached("INSERT OR REPLACE INTO id_prints (hour, prints) VALUES (?1, ?2)")?;
         for (hour, prints) in self.prints {
-            let mut blob: Vec<u8> = read.query_row([hour], |r| r.get(0)).optional()?.unwrap_or_default();
-            blob.extend(prints);
-            put.execute(params![hour, blob])?;
+            append_prints(tx, hour, &prints)?;
         }
         Ok(())
     }
@@ -281,25 +278,51 @@ pub(crate) fn remove(tx: &Connection, seqs: &[i64]) -> rusqlite::Result<()> {
     Ok(())
 }
 
+/// Prints a row of `id_prints` holds at most: 2 KB, within what a 16 KB page keeps of
+/// a row of a WITHOUT ROWID table (about 4 KB) before the rest spills to an overflow
+/// page of its own. An hour of 3,000 events in one row (6 KB) left 65% of the table
+/// empty.
+const PRINTS_PER_ROW: usize = 1024;
+
+/// Appends `prints` to the hour's rows: to its last row while it has room, then in new
+/// rows.
+fn append_prints(tx: &Connection, hour: i64, mut prints: &[u8]) -> rusqlite::Result<()> {
+    let mut put = tx.prepare_cached("INSERT OR REPLACE INTO id_prints (hour, part, prints) VALUES (?1, ?2, ?3)")?;
+    let last: Option<(i64, Vec<u8>)> = tx
+        .prepare_cached("SELECT part, prints FROM id_prints WHERE hour = ?1 ORDER BY part DESC LIMIT 1")?
+        .query_row([hour], |r| Ok((r.get(0)?, r.get(1)?)))
+        .optional()?;
+    let (mut part, mut row) = last.unwrap_or_default();
+    while !prints.is_empty() {
+        let room = (PRINTS_PER_ROW * 2).saturating_sub(row.len());
+        if room == 0 {
+            part += 1;
+            row.clear();
+            continue;
+        }
+        let (now, rest) = prints.split_at(room.min(prints.len()));
+        row.extend_from_slice(now);
+        put.execute(params![hour, part, row])?;
+        prints = rest;
+    }
+    Ok(())
+}
+
 /// Takes one of each of `prints` out of its hour: another event of the hour may have the
 /// same print, and keeps its own.
 fn remove_prints(tx: &Connection, prints: BTreeMap<i64, Vec<u16>>) -> rusqlite::Result<()> {
-    let mut read = tx.prepare_cached("SELECT prints FROM id_prints WHERE hour = ?1")?;
-    let mut put = tx.prepare_cached("UPDATE id_prints SET prints = ?2 WHERE hour = ?1")?;
+    let mut read = tx.prepare_cached("SELECT prints FROM id_prints WHERE hour = ?1 ORDER BY part")?;
     let mut delete = tx.prepare_cached("DELETE FROM id_prints WHERE hour = ?1")?;
     for (hour, gone) in prints {
-        let Some(blob) = read.query_row([hour], |r| r.get::<_, Vec<u8>>(0)).optional()? else { continue };
-        let mut kept: Vec<[u8; 2]> = blob.chunks_exact(2).map(|p| [p[0], p[1]]).collect();
+        let rows: Vec<Vec<u8>> = read.query_map([hour], |r| r.get(0))?.collect::<rusqlite::Result<_>>()?;
+        let mut kept: Vec<[u8; 2]> = rows.concat().chunks_exact(2).map(|p| [p[0], p[1]]).collect();
         for print in gone {
             if let Some(at) = kept.iter().position(|p| *p == print.to_le_bytes()) {
                 kept.swap_remove(at);
             }
         }
-        if kept.is_empty() {
-            delete.execute([hour])?;
-        } else {
-            put.execute(params![hour, kept.concat()])?;
-        }
+        delete.execute([hour])?;
+        append_prints(tx, hour, &kept.concat())?;
     }
     Ok(())
 }
@@ -473,6 +496,45 @@ unsafe impl VTabCursor for SeqsCursor<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// An hour's prints fill rows of at most `PRINTS_PER_ROW`, however they come, and
+    /// taking some out keeps the rest (and one of two equal prints).
+    #[test]
+    fn an_hours_prints_fill_rows_of_a_bounded_size() {
+        let c = Connection::open_in_memory().unwrap();
+        c.execute_batch(
+            "CREATE TABLE id_prints (hour INTEGER NOT NULL, part INTEGER NOT NULL, prints BLOB NOT NULL,
+                                     PRIMARY KEY (hour, part)) WITHOUT ROWID;
+             CREATE TABLE upkeep (id INTEGER PRIMARY KEY, reindexed_seq INTEGER, deferred INTEGER);",
+        )
+        .unwrap();
+        // Distinct: 7919 is odd, so multiplying by it permutes the u16s.
+        let all: Vec<u16> = (0..2500u16).map(|i| i.wrapping_mul(7919)).collect();
+        for batch in [&all[..1000], &all[1000..1030], &all[1030..]] {
+            let bytes: Vec<u8> = batch.iter().flat_map(|p| p.to_le_bytes()).collect();
+            append_prints(&c, 7, &bytes).unwrap();
+        }
+        append_prints(&c, 9, &all[5].to_le_bytes()).unwrap();
+        let rows = |c: &Connection| -> Vec<(i64, i64, i64)> {
+            c.prepare("SELECT hour, part, length(prints) FROM id_prints ORDER BY hour, part")
+                .unwrap()
+                .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+                .unwrap()
+                .map(Result::unwrap)
+                .collect()
+        };
+        assert_eq!(rows(&c), [(7, 0, 2048), (7, 1, 2048), (7, 2, 904), (9, 0, 2)]);
+        assert_eq!(hours_of(&c, all[5]).unwrap(), [9, 7], "newest first, each hour once");
+        assert_eq!(hours_of(&c, all[2400]).unwrap(), [7]);
+
+        let mut gone = BTreeMap::new();
+        gone.insert(7, all[..1500].to_vec());
+        gone.insert(9, vec![all[5]]);
+        remove_prints(&c, gone).unwrap();
+        assert_eq!(rows(&c), [(7, 0, 2000)]);
+        assert_eq!(hours_of(&c, all[5]).unwrap(), Vec::<i64>::new());
+        assert_eq!(hours_of(&c, all[2499]).unwrap(), [7]);
+    }
 
     #[test]
     fn ranges_cover_the_buckets_once_each_in_order() {

@@ -610,8 +610,10 @@ DROP INDEX IF EXISTS events_by_hour_id;
 DROP INDEX IF EXISTS events_by_time;
 CREATE INDEX events_by_time ON events (ts_ms, substr(id, -4));
 CREATE TABLE IF NOT EXISTS id_prints (
-    hour   INTEGER PRIMARY KEY,
-    prints BLOB NOT NULL
+    hour   INTEGER NOT NULL,
+    part   INTEGER NOT NULL,
+    prints BLOB NOT NULL,
+    PRIMARY KEY (hour, part)
 ) WITHOUT ROWID;
 ",
 ];
