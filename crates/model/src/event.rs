@@ -152,12 +152,21 @@ impl AuditEvent {
 /// Whether an event (its JSON text) is about a run that destroys: its
 /// `resource.meta.run.is_destroy` is the JSON `true`. Where a key repeats, the last one
 /// counts, as for a reader that keeps one value per key. Only text that holds the key
-/// `"is_destroy"` as written is read at all, so ingest hardly feels it; an event whose
-/// text is no JSON object says no.
+/// `"is_destroy"` as written, followed by the value `true`, is read at all: a run's
+/// events all hold the key, most with `false`, and reading each of them cost a sync 2%
+/// of its CPU. An event whose text is no JSON object says no.
 #[must_use]
 pub fn is_destroy_run(raw: &str) -> bool {
     const PATH: [&str; 4] = ["resource", "meta", "run", "is_destroy"];
-    if !raw.contains("\"is_destroy\"") {
+    const KEY: &str = "\"is_destroy\"";
+    const SPACE: [char; 4] = [' ', '\t', '\n', '\r'];
+    let maybe = raw.match_indices(KEY).any(|(at, _)| {
+        raw[at + KEY.len()..]
+            .trim_start_matches(SPACE)
+            .strip_prefix(':')
+            .is_some_and(|value| value.trim_start_matches(SPACE).starts_with("true"))
+    });
+    if !maybe {
         return false;
     }
     let mut de = serde_json::Deserializer::from_str(raw);
@@ -782,6 +791,9 @@ mod tests {
             (r#"{"resource":{"meta":{"run":{"message":"\"is_destroy\"","is_destroy":true}}}}"#, true),
             (r#"{"resource":{"meta":{"run":{"message":"\"is_destroy\": true"}}}}"#, false),
             (r#"{"resource":{"id":"run-1","meta":{"run":{"is_destroy":true}}}}"#, true),
+            ("{\"resource\":{\"meta\":{\"run\":{\"is_destroy\"\n:\r\ttrue}}}}", true),
+            (r#"{"resource":{"meta":{"run":{"is_destroy":false}}},"x":{"is_destroy":true}}"#, false),
+            (r#"{"resource":{"meta":{"run":{"is_destroy":truthy}}}}"#, false),
         ];
         for (raw, expected) in cases {
             let reader = serde_json::from_str::<serde_json::Value>(raw)

@@ -147,9 +147,11 @@ fn build_and_rebuild(conn: &mut Connection) -> rusqlite::Result<bool> {
         return Ok(built);
     }
     // None of them is deferred, so none was just built packed, but for the posting
-    // lists, which a first backfill's end builds just before: sorted once more, a table
-    // of a few bytes an event.
+    // lists and the prints, which a first backfill's end builds just before.
     for btree in REBUILT {
+        if built && ["postings", "id_prints"].contains(&btree) {
+            continue;
+        }
         tx.execute_batch(&format!("REINDEX {btree}"))?;
     }
     let newest: i64 = tx.query_row("SELECT coalesce(max(seq), 0) FROM events", [], |r| r.get(0))?;
