@@ -13,6 +13,10 @@
 //! and a week for resources, whose events are few in any hour (a row of one seq would
 //! cost more than the index entry).
 //!
+//! Beside them, for each hour, a 2-byte print of each of its events' ids (`id_prints`,
+//! migration 24, [`print`]): what a lookup by id reads to find the hours to search in
+//! the index by time. Kept in the same batch as the lists, removed and built with them.
+//!
 //! A seq is in a list while its event is in the archive: retention takes a removed
 //! day's seqs out of them, and putting the day back puts them in again. A first
 //! backfill leaves the lists out, as it does some indexes (upkeep.rs), and builds them
@@ -36,9 +40,8 @@ const BUILD_CHUNK: u64 = 1 << 16;
 
 /// Fills `postings`, `kinds` and `id_prints` from the events, replacing what they held
 /// (migration 24, and the end of a first backfill, which leaves the lists out until
-/// then). One
-/// read of the events in seq order; each chunk's seqs are appended to their rows, so
-/// that memory stays bounded however large the archive. Against a `GROUP BY` a list
+/// then). One read of the events in seq order; each chunk's seqs are appended to their
+/// rows, so that memory stays bounded however large the archive. Against a `GROUP BY` a list
 /// (every event sorted three times), a 200,000-event first backfill's CPU was ×0.95
 /// (median of 8 pairs).
 pub(crate) fn build(tx: &Connection) -> rusqlite::Result<()> {
