@@ -153,6 +153,30 @@ fn ids_that_share_their_last_bytes_are_told_apart_and_a_copy_of_one_there_is_ref
     assert_eq!(s.status().unwrap()[0].events, 7, "nothing of the refused copy is kept");
 }
 
+/// A duplicate is the same id within the same second: at the ends of what the archive
+/// holds, the second counts, not the millisecond, and an event a write stored counts
+/// from the event after it in the same write.
+#[test]
+fn duplicates_are_found_at_the_ends_of_the_archives_span_and_within_one_write() {
+    let (_d, s) = open();
+    let src = s.source("acme", "https://app.terraform.io").unwrap();
+    let run = s.start_run(src.id, Timestamp::now()).unwrap();
+    let at = |t: &str| event("e-1", t, "user-1", "ann", "run", "apply");
+    let twice = [at("2024-01-01T00:10:00.250Z"), at("2024-01-01T00:10:00.250Z")];
+    assert_eq!(store(&s, &src, run, &twice), PageOutcome { inserted: 1, duplicates: 1, rejected: 0 });
+    for (t, inserted) in [
+        ("2024-01-01T00:10:00.000Z", 0),
+        ("2024-01-01T00:10:00.999Z", 0),
+        ("2024-01-01T00:09:59.999Z", 1),
+        ("2024-01-01T00:10:01.000Z", 1),
+    ] {
+        assert_eq!(store(&s, &src, run, &[at(t)]).inserted, inserted, "{t}");
+    }
+    let other = event("e-2", "2024-01-01T00:10:00.500Z", "user-1", "ann", "run", "apply");
+    assert_eq!(store(&s, &src, run, std::slice::from_ref(&other)).inserted, 1);
+    assert_eq!(s.status().unwrap()[0].events, 4);
+}
+
 #[test]
 fn the_raw_text_comes_back_byte_for_byte() {
     let (_d, s) = open();
