@@ -46,20 +46,12 @@ const BUILD_CHUNK: u64 = 1 << 16;
 /// (median of 8 pairs).
 pub(crate) fn build(tx: &Connection) -> rusqlite::Result<()> {
     tx.execute_batch("DELETE FROM postings; DELETE FROM kinds; DELETE FROM id_prints;")?;
-    let mut read = tx.prepare(
-        "SELECT seq, ts_ms, accessor_id, resource_type, resource_action, resource_id, id FROM events ORDER BY seq",
-    )?;
+    let mut read = tx.prepare(&format!("SELECT seq, {KEY_COLUMNS} FROM events ORDER BY seq"))?;
     let mut rows = read.query([])?;
     let mut batch = Batch::default();
     let mut held = 0u64;
     while let Some(r) = rows.next()? {
-        let keys = Keys {
-            ts_ms: r.get(1)?,
-            accessor: r.get(2)?,
-            kind: kind_key(r.get(3)?, r.get(4)?),
-            resource: r.get(5)?,
-            print: print_of(r.get_ref(6)?),
-        };
+        let keys = Keys::read(r, 1)?;
         batch.add(r.get(0)?, &keys);
         held += 1;
         if held == BUILD_CHUNK {
@@ -164,7 +156,21 @@ pub(crate) fn hours_of(conn: &Connection, print: u16) -> rusqlite::Result<Vec<i6
     Ok(hours)
 }
 
+/// The columns of `events` an event's [`Keys`] are read from, in [`Keys::read`]'s order.
+const KEY_COLUMNS: &str = "ts_ms, accessor_id, resource_type, resource_action, resource_id, id";
+
 impl Keys {
+    /// An event's keys from a row holding [`KEY_COLUMNS`] from column `at` on.
+    fn read(r: &rusqlite::Row<'_>, at: usize) -> rusqlite::Result<Self> {
+        Ok(Self {
+            ts_ms: r.get(at)?,
+            accessor: r.get(at + 1)?,
+            kind: kind_key(r.get(at + 2)?, r.get(at + 3)?),
+            resource: r.get(at + 4)?,
+            print: print_of(r.get_ref(at + 5)?),
+        })
+    }
+
     fn each(&self) -> impl Iterator<Item = (List, i64, i64)> + '_ {
         [(List::Actor, self.accessor), (List::Kind, self.kind), (List::Resource, self.resource)]
             .into_iter()
@@ -238,21 +244,9 @@ pub(crate) fn remove(tx: &Connection, seqs: &[i64]) -> rusqlite::Result<()> {
     let mut rows: BTreeMap<(List, i64, i64), Vec<i64>> = BTreeMap::new();
     let mut prints: BTreeMap<i64, Vec<u16>> = BTreeMap::new();
     {
-        let mut read = tx.prepare_cached(
-            "SELECT ts_ms, accessor_id, resource_type, resource_action, resource_id, id FROM events WHERE seq = ?1",
-        )?;
+        let mut read = tx.prepare_cached(&format!("SELECT {KEY_COLUMNS} FROM events WHERE seq = ?1"))?;
         for &seq in seqs {
-            let keys = read
-                .query_row([seq], |r| {
-                    Ok(Keys {
-                        ts_ms: r.get(0)?,
-                        accessor: r.get(1)?,
-                        kind: kind_key(r.get(2)?, r.get(3)?),
-                        resource: r.get(4)?,
-                        print: print_of(r.get_ref(5)?),
-                    })
-                })
-                .optional()?;
+            let keys = read.query_row([seq], |r| Keys::read(r, 0)).optional()?;
             if let Some(keys) = keys {
                 for row in keys.each() {
                     rows.entry(row).or_default().push(seq);
