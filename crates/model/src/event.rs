@@ -160,7 +160,10 @@ pub fn is_destroy_run(raw: &str) -> bool {
     const PATH: [&str; 4] = ["resource", "meta", "run", "is_destroy"];
     const KEY: &str = "\"is_destroy\"";
     const SPACE: [char; 4] = [' ', '\t', '\n', '\r'];
-    let maybe = raw.match_indices(KEY).any(|(at, _)| {
+    // One searcher for every event: building one for each cost as much as the search.
+    static FINDER: std::sync::LazyLock<memchr::memmem::Finder<'static>> =
+        std::sync::LazyLock::new(|| memchr::memmem::Finder::new(KEY));
+    let maybe = FINDER.find_iter(raw.as_bytes()).any(|at| {
         raw[at + KEY.len()..]
             .trim_start_matches(SPACE)
             .strip_prefix(':')

@@ -107,7 +107,14 @@ impl Sighting {
         if id.is_empty() || id.len() > 128 || id.contains(char::is_whitespace) || name.is_empty() {
             return None;
         }
-        let cut = |s: &str| s.chars().take(MAX_NAME_CHARS).collect::<String>();
+        // Nearly every name is short: one copy, not a character at a time.
+        let cut = |s: &str| {
+            // No more bytes than the bound: no more characters either.
+            if s.len() <= MAX_NAME_CHARS {
+                return s.to_owned();
+            }
+            s.char_indices().nth(MAX_NAME_CHARS).map_or(s, |(end, _)| &s[..end]).to_owned()
+        };
         Some(Self {
             id: id.to_owned(),
             kind,
@@ -148,6 +155,14 @@ mod tests {
         assert!(Sighting::new("ws 1", NameKind::Workspace, "prod", None).is_none());
         let long = "x".repeat(1000);
         assert_eq!(Sighting::new("ws-1", NameKind::Workspace, &long, None).unwrap().name.len(), MAX_NAME_CHARS);
+        // The bound counts characters, not bytes.
+        let wide = "é".repeat(MAX_NAME_CHARS + 1);
+        assert_eq!(
+            Sighting::new("ws-1", NameKind::Workspace, &wide, None).unwrap().name.chars().count(),
+            MAX_NAME_CHARS
+        );
+        let fits = "é".repeat(MAX_NAME_CHARS - 1);
+        assert_eq!(Sighting::new("ws-1", NameKind::Workspace, &fits, Some(&fits)).unwrap().email, Some(fits));
         assert_eq!(name_and_id(Some("prod"), "ws-1"), "prod (ws-1)");
         assert_eq!(name_and_id(None, "ws-1"), "ws-1");
     }

@@ -22,11 +22,23 @@ pub(crate) struct EventWriter<'tx> {
     insert: CachedStatement<'tx>,
     probe: CachedStatement<'tx>,
     duplicate: Duplicate,
+    /// The string each of an event's key columns last held, with its key. Most events share their organization, actor and kind with the one before,
+    /// and comparing with it costs less than hashing for the names' cache. A key is
+    /// good for the transaction it was found in, which outlives the writer.
+    recent: [(String, Option<i64>); KEYED_COLUMNS],
 }
+
+/// The columns [`EventWriter::insert`] keeps as keys of `names`.
+const KEYED_COLUMNS: usize = 8;
 
 impl<'tx> EventWriter<'tx> {
     pub(crate) fn new(tx: &'tx Transaction<'_>, duplicate: Duplicate) -> rusqlite::Result<Self> {
-        Ok(Self { insert: tx.prepare_cached(EVENT_INSERT)?, probe: tx.prepare_cached(EVENT_PROBE)?, duplicate })
+        Ok(Self {
+            insert: tx.prepare_cached(EVENT_INSERT)?,
+            probe: tx.prepare_cached(EVENT_PROBE)?,
+            duplicate,
+            recent: Default::default(),
+        })
     }
 
     /// Inserts one event's row, its shared strings as keys from `names`; the keys its
@@ -52,17 +64,26 @@ impl<'tx> EventWriter<'tx> {
                 )),
             };
         }
-        let mut key = |v: &Option<String>| names.key(tx, v.as_deref());
-        let keys = [
-            key(&e.organization_id)?,
-            key(&e.auth_type)?,
-            key(&e.accessor_id)?,
-            key(&e.auth_description)?,
-            key(&e.impersonator_id)?,
-            key(&e.resource_type)?,
-            key(&e.resource_action)?,
-            key(&e.resource_id)?,
+        let values = [
+            &e.organization_id,
+            &e.auth_type,
+            &e.accessor_id,
+            &e.auth_description,
+            &e.impersonator_id,
+            &e.resource_type,
+            &e.resource_action,
+            &e.resource_id,
         ];
+        let mut keys = [None; KEYED_COLUMNS];
+        for ((value, key), (last, last_key)) in values.iter().zip(&mut keys).zip(&mut self.recent) {
+            let Some(value) = value.as_deref() else { continue };
+            if last_key.is_none() || last.as_str() != value {
+                *last_key = names.key(tx, Some(value))?;
+                last.clear();
+                last.push_str(value);
+            }
+            *key = *last_key;
+        }
         let known = crate::compress::Known {
             id: &e.id,
             request_id: e.request_id.as_deref(),

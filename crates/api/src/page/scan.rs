@@ -55,7 +55,7 @@ impl<'a> Scanner<'a> {
         let start = self.at;
         loop {
             let rest = &self.bytes[self.at..];
-            let Some(i) = rest.iter().position(|&b| b == b'"' || b == b'\\') else {
+            let Some(i) = memchr::memchr2(b'"', b'\\', rest) else {
                 self.at = self.bytes.len();
                 return Err(broken("a string is not closed", start));
             };
