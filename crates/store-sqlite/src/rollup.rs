@@ -26,6 +26,16 @@ pub(crate) struct EventWriter<'tx> {
     /// and comparing with it costs less than hashing for the names' cache. A key is
     /// good for the transaction it was found in, which outlives the writer.
     recent: [(String, Option<i64>); KEYED_COLUMNS],
+    /// The times of the oldest and newest events the archive held when the writer
+    /// began (`None`: no event). An event whose second lies outside them can only be a
+    /// copy of one this writer stored, which [`EventWriter::written`] holds: it is
+    /// looked for there, and the probe is left for the seconds the archive held. A
+    /// newest-first backfill stores nearly every event below the span and a sync of
+    /// new events above it; the probe was 4.5% of a backfill's CPU.
+    span: Option<(i64, i64)>,
+    /// The ids (as stored: packed, and whether a UUID's bytes) this writer stored
+    /// outside `span`, by second. Bounded by the transaction's events.
+    written: foldhash::HashMap<i64, Vec<(bool, Box<[u8]>)>>,
 }
 
 /// The columns [`EventWriter::insert`] keeps as keys of `names`.
@@ -38,6 +48,11 @@ impl<'tx> EventWriter<'tx> {
             probe: tx.prepare_cached(EVENT_PROBE)?,
             duplicate,
             recent: Default::default(),
+            // Each in a subquery of its own, so that both read one end of the index.
+            written: foldhash::HashMap::default(),
+            span: tx.query_row("SELECT (SELECT min(ts_ms) FROM events), (SELECT max(ts_ms) FROM events)", [], |r| {
+                Ok(r.get::<_, Option<i64>>(0)?.zip(r.get::<_, Option<i64>>(1)?))
+            })?,
         })
     }
 
@@ -55,7 +70,15 @@ impl<'tx> EventWriter<'tx> {
         let ts_ms = ms(e.timestamp);
         // In the same transaction as the insert, by the one writer: no other insert of the
         // same event can come between.
-        if self.probe.query_row(params![ts_ms.div_euclid(1000) * 1000, id], |r| r.get::<_, bool>(0))? {
+        let second = ts_ms.div_euclid(1000) * 1000;
+        let outside = self.span.is_none_or(|(oldest, newest)| second > newest || second + 999 < oldest);
+        let uuid = matches!(id, crate::names::PackedId::Uuid(_));
+        let stored = if outside {
+            self.written.get(&second).is_some_and(|ids| ids.iter().any(|(u, b)| *u == uuid && **b == *id.bytes()))
+        } else {
+            self.probe.query_row(params![second, id], |r| r.get::<_, bool>(0))?
+        };
+        if stored {
             return match self.duplicate {
                 Duplicate::Skip => Ok(None),
                 Duplicate::Refuse => Err(rusqlite::Error::SqliteFailure(
@@ -111,6 +134,9 @@ impl<'tx> EventWriter<'tx> {
                 e.is_destroy_run(),
             ])
         })?;
+        if outside {
+            self.written.entry(second).or_default().push((uuid, id.bytes().into()));
+        }
         Ok(Some(crate::postings::Keys {
             ts_ms,
             accessor: keys[2],

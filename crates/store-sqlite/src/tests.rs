@@ -175,6 +175,19 @@ fn duplicates_are_found_at_the_ends_of_the_archives_span_and_within_one_write() 
     let other = event("e-2", "2024-01-01T00:10:00.500Z", "user-1", "ann", "run", "apply");
     assert_eq!(store(&s, &src, run, std::slice::from_ref(&other)).inserted, 1);
     assert_eq!(s.status().unwrap()[0].events, 4);
+    // Above the archive's span, within one write: another id in the same second is
+    // another event, and a copy of one the write stored is a duplicate, however far
+    // apart in the write.
+    let later = |id: &str, t: &str| event(id, t, "user-1", "ann", "run", "apply");
+    let write = [
+        later("e-3", "2024-01-02T00:00:00.100Z"),
+        later("e-4", "2024-01-02T00:00:00.900Z"),
+        later("e-5", "2024-01-02T00:00:01.000Z"),
+        later("e-3", "2024-01-02T00:00:00.100Z"),
+        later("e-4", "2024-01-02T00:00:00.000Z"),
+    ];
+    assert_eq!(store(&s, &src, run, &write), PageOutcome { inserted: 3, duplicates: 2, rejected: 0 });
+    assert_eq!(s.status().unwrap()[0].events, 7);
 }
 
 #[test]
