@@ -22,9 +22,10 @@ pub(crate) struct EventWriter<'tx> {
     insert: CachedStatement<'tx>,
     probe: CachedStatement<'tx>,
     duplicate: Duplicate,
-    /// The string each of an event's key columns last held, with its key. Most events share their organization, actor and kind with the one before,
-    /// and comparing with it costs less than hashing for the names' cache. A key is
-    /// good for the transaction it was found in, which outlives the writer.
+    /// The string each of an event's key columns last held, with its key. Most events
+    /// share their organization, actor and kind with the one before, and comparing
+    /// with it costs less than hashing for the names' cache. A key is good for the
+    /// transaction it was found in, which outlives the writer.
     recent: [(String, Option<i64>); KEYED_COLUMNS],
     /// The times of the oldest and newest events the archive held when the writer
     /// began (`None`: no event). An event whose second lies outside them can only be a
@@ -48,8 +49,8 @@ impl<'tx> EventWriter<'tx> {
             probe: tx.prepare_cached(EVENT_PROBE)?,
             duplicate,
             recent: Default::default(),
-            // Each in a subquery of its own, so that both read one end of the index.
             written: foldhash::HashMap::default(),
+            // Each in a subquery of its own, so that both read one end of the index.
             span: tx.query_row("SELECT (SELECT min(ts_ms) FROM events), (SELECT max(ts_ms) FROM events)", [], |r| {
                 Ok(r.get::<_, Option<i64>>(0)?.zip(r.get::<_, Option<i64>>(1)?))
             })?,
