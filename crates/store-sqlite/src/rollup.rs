@@ -36,8 +36,11 @@ pub(crate) struct EventWriter<'tx> {
     span: Option<(i64, i64)>,
     /// The ids (as stored: packed, and whether a UUID's bytes) this writer stored
     /// outside `span`, by second. Bounded by the transaction's events.
-    written: foldhash::HashMap<i64, Vec<(bool, Box<[u8]>)>>,
+    written: foldhash::HashMap<i64, Vec<StoredId>>,
 }
+
+/// An id as an event's row stores it: whether it is a UUID's 16 bytes, and its bytes.
+type StoredId = (bool, Box<[u8]>);
 
 /// The columns [`EventWriter::insert`] keeps as keys of `names`.
 const KEYED_COLUMNS: usize = 8;
