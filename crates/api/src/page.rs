@@ -8,7 +8,7 @@
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
-use crate::event::RejectedEvent;
+use crate::event::{AuditEvent, RejectedEvent};
 
 mod scan;
 
@@ -47,13 +47,12 @@ impl Pagination {
 pub struct Page {
     /// The page number that was asked for.
     pub number: u64,
-    /// Each element of `data` that is text, as its original text. It is read as JSON
-    /// once, when it becomes an event (`AuditEvent::parse_owned`), which sets aside one
-    /// that is not JSON (a bad escape) with the reason.
-    pub data: Vec<String>,
-    /// Elements of `data` that are not text (an invalid UTF-8 byte), set aside so that
-    /// the rest of the page can be stored.
-    pub unreadable: Vec<RejectedEvent>,
+    /// The elements of `data` that are events, in the page's order.
+    pub events: Vec<AuditEvent>,
+    /// The elements of `data` that are not (not an object, no id, not JSON, an invalid
+    /// UTF-8 byte), each with its text and why, set aside so that the rest of the page
+    /// can be stored.
+    pub rejects: Vec<RejectedEvent>,
     pub pagination: Option<Pagination>,
 }
 
@@ -71,23 +70,34 @@ struct Meta {
 impl Page {
     /// Reads a response body.
     ///
-    /// The body's structure is read on bytes and each element of `data` is then read
-    /// on its own: one element with an invalid UTF-8 byte is set aside in
-    /// [`Page::unreadable`] instead of costing the events beside it (and one with a bad
-    /// escape when it is read as an event).
+    /// Each element of `data` is read as an event where it starts. One that does not
+    /// read as an event is found on the body's structure, read on bytes, and set aside
+    /// in [`Page::rejects`] with why (an invalid UTF-8 byte, a bad escape, no id)
+    /// instead of costing the events beside it.
     ///
     /// # Errors
     /// [`NotAPage`] when the body is not structurally JSON (for instance cut short) or
     /// has no `data` array.
     pub fn parse(number: u64, body: &[u8]) -> Result<Self, NotAPage> {
-        let top = scan::top_level(body)?;
+        let mut events = Vec::new();
+        // In a body that is all text, each element is read as an event where it starts;
+        // only one that is not an event is scanned for its end and read on its own, to
+        // say why. That reads its text as the first reading did, so it is a reject: were
+        // it an event, it would be kept, after the page's others. In a body with an
+        // invalid UTF-8 byte, every element is scanned and read on its own.
+        let text = std::str::from_utf8(body).ok();
+        let top = scan::top_level(body, &mut |at| {
+            let (event, len) = AuditEvent::parse_prefix(text?.get(at..)?)?;
+            events.push(event);
+            Some(len)
+        })?;
         // `"data": null` reads as an empty page; a body without the key is not a page.
         let elements = top.data.ok_or_else(|| NotAPage("no \"data\" array".into()))?;
-        let (mut data, mut unreadable) = (Vec::with_capacity(elements.len()), Vec::new());
+        let mut rejects = Vec::new();
         for element in elements {
-            match element_text(element) {
-                Ok(raw) => data.push(raw),
-                Err(rejected) => unreadable.push(rejected),
+            match element_text(element).and_then(AuditEvent::parse_owned) {
+                Ok(event) => events.push(event),
+                Err(rejected) => rejects.push(rejected),
             }
         }
         let json = |what: &str, bytes: &[u8]| -> Result<Box<RawValue>, NotAPage> {
@@ -112,13 +122,13 @@ impl Page {
                 Some(p)
             }
         };
-        Ok(Self { number, data, unreadable, pagination })
+        Ok(Self { number, events, rejects, pagination })
     }
 
     /// Elements the page holds, readable or not.
     #[must_use]
     pub fn len(&self) -> usize {
-        self.data.len() + self.unreadable.len()
+        self.events.len() + self.rejects.len()
     }
 
     /// Whether the page holds no element at all.
@@ -281,21 +291,32 @@ mod tests {
     #[test]
     fn null_data_is_an_empty_page() {
         let p = page(3, r#"{"data":null,"pagination":{"next_page":4}}"#);
-        assert!(p.data.is_empty());
+        assert!(p.is_empty());
         assert_eq!(p.next_page(), None);
+    }
+
+    const AT: &str = r#""timestamp":"2024-01-01T00:00:00Z""#;
+
+    fn raws(p: &Page) -> (Vec<&str>, Vec<&str>) {
+        (p.events.iter().map(|e| e.raw.as_str()).collect(), p.rejects.iter().map(|r| r.raw.as_str()).collect())
     }
 
     #[test]
     fn invalid_utf8_element_is_set_aside_and_the_rest_of_the_page_read() {
-        let mut body = br#"{"data":[{"id":"a","x":"ok"},{"id":"b","x":"bad "#.to_vec();
+        let mut body = format!(r#"{{"data":[{{"id":"a",{AT},"x":"ok"}},{{"id":"b","x":"bad "#).into_bytes();
         body.extend_from_slice(b"\xff\xfe");
-        body.extend_from_slice(br#""},{"id":"c","x":"bad \q escape"}, {"id":"d"}],"pagination":{"next_page":null}}"#);
+        body.extend_from_slice(
+            format!(
+                r#""}},{{"id":"c",{AT},"x":"bad \q escape"}}, {{"id":"d",{AT}}}],"pagination":{{"next_page":null}}}}"#
+            )
+            .as_bytes(),
+        );
         let p = Page::parse(1, &body).unwrap();
-        // The bad escape is text; it is set aside when read as an event (tfaudit-model).
-        assert_eq!(p.data, [r#"{"id":"a","x":"ok"}"#, r#"{"id":"c","x":"bad \q escape"}"#, r#"{"id":"d"}"#]);
-        assert_eq!(p.unreadable.len(), 1);
-        assert_eq!(p.unreadable[0].raw, r#"{"id":"b","x":"bad \xFF\xFE"}"#);
-        assert!(p.unreadable[0].reason.contains("invalid UTF-8 at byte 19"), "{}", p.unreadable[0].reason);
+        let a = format!(r#"{{"id":"a",{AT},"x":"ok"}}"#);
+        let (c, d) = (format!(r#"{{"id":"c",{AT},"x":"bad \q escape"}}"#), format!(r#"{{"id":"d",{AT}}}"#));
+        assert_eq!(raws(&p), (vec![a.as_str(), d.as_str()], vec![r#"{"id":"b","x":"bad \xFF\xFE"}"#, c.as_str()]));
+        assert!(p.rejects[0].reason.contains("invalid UTF-8 at byte 19"), "{}", p.rejects[0].reason);
+        assert!(p.rejects[1].reason.contains("unreadable event object"), "{}", p.rejects[1].reason);
         assert_eq!(p.len(), 4);
         assert_eq!(p.next_page(), None);
     }
@@ -303,16 +324,87 @@ mod tests {
     #[test]
     fn a_page_of_only_unreadable_elements_is_not_empty() {
         let p = Page::parse(1, b"{\"data\":[\"\xff\"]}").unwrap();
-        assert!(p.data.is_empty());
+        assert!(p.events.is_empty());
+        assert_eq!(p.rejects.len(), 1);
         assert_eq!(p.next_page(), Some(2), "not an empty page: the walk goes on");
     }
 
     #[test]
     fn structure_is_read_whatever_the_nesting_and_spacing() {
-        let body = " {\"meta\" : {\"pagination\": {\"next-page\": \"2\"}}, \"other\": [1, {\"a\": [true, null, -1.5e3]}],\n \"data\" : [ {\"id\":\"a\",\"s\":\"q\\\"}]\"} , [[[]]] , \"x\" ] } ";
+        let event = format!("{{ \"id\" :\"a\",\n {AT}, \"s\":\"q\\\"}}]\"}}");
+        let body = format!(
+            " {{\"meta\" : {{\"pagination\": {{\"next-page\": \"2\"}}}}, \"other\": [1, {{\"a\": [true, null, -1.5e3]}}],\n \"data\" : [ {event} , [[[]]] , \"x\",{{\"id\":\"b\"}} ] }} "
+        );
         let p = Page::parse(1, body.as_bytes()).unwrap();
-        assert_eq!(p.data, [r#"{"id":"a","s":"q\"}]"}"#, "[[[]]]", r#""x""#]);
+        assert_eq!(raws(&p), (vec![event.as_str()], vec!["[[[]]]", r#""x""#, r#"{"id":"b"}"#]));
         assert_eq!(p.next_page(), Some(2));
+    }
+
+    /// The events' texts, and the rejects' texts and reasons.
+    type Read = (Vec<String>, Vec<(String, String)>);
+
+    /// An element the scan finds, read on its own: what every element was before each
+    /// was read as an event where it starts.
+    fn read_on_its_own(body: &[u8]) -> Result<Read, NotAPage> {
+        let elements = scan::top_level(body, &mut |_| None)?.data.unwrap_or_default();
+        let (mut events, mut rejects) = (Vec::new(), Vec::new());
+        for element in elements {
+            match element_text(element).and_then(AuditEvent::parse_owned) {
+                Ok(e) => events.push(e.raw),
+                Err(r) => rejects.push((r.raw, r.reason)),
+            }
+        }
+        Ok((events, rejects))
+    }
+
+    use proptest::prelude::*;
+
+    proptest::proptest! {
+        /// Reading each element as an event where it starts keeps every element's text
+        /// and reading as the scan and a reading of each element on its own did, and
+        /// tells a broken body the same.
+        #[test]
+        fn elements_read_where_they_start_are_those_read_on_their_own(
+            elements in proptest::collection::vec(
+                prop_oneof![
+                    4 => ("[a-z0-9]{1,8}", "[ \n]{0,2}", prop_oneof![
+                        Just(String::new()),
+                        "\\PC{0,10}".prop_map(|s| format!(",\"s\":{}", serde_json::to_string(&s).unwrap())),
+                        Just(r#","auth":{"accessor_id":"user-1","description":"d"},"auth":1"#.to_owned()),
+                        Just(r#","x":"bad \q""#.to_owned()),
+                        Just(r#","x":[{"y":null}],"resource":{"meta":{"team":{"id":"team-1","name":"t"}}}"#.to_owned()),
+                        Just(format!(r#","deep":{}1{}"#, "[".repeat(200), "]".repeat(200))),
+                    ])
+                        .prop_map(|(id, space, rest)| format!("{{{space}\"id\":\"{id}\",{space}{AT}{rest}{space}}}").into_bytes()),
+                    1 => Just(br#"{"id":"x"}"#.to_vec()),
+                    1 => Just(b"{\"id\":\"u\",\"timestamp\":\"2024-01-01T00:00:00Z\",\"s\":\"\xff\"}".to_vec()),
+                    1 => Just(b"{\"id\":\"u\",\"x\":\"\xc3\"}".to_vec()),
+                    1 => Just(br#""text""#.to_vec()),
+                    1 => Just(b"[1,{}]".to_vec()),
+                    1 => Just(b"-1.5e3".to_vec()),
+                    1 => Just(br#"{"id":"cut"#.to_vec()),
+                ],
+                0..6,
+            ),
+            between in "[ ,\n]{1,2}",
+        ) {
+            let mut body = b"{\"data\":[".to_vec();
+            for (i, element) in elements.iter().enumerate() {
+                if i > 0 {
+                    body.extend_from_slice(between.as_bytes());
+                }
+                body.extend_from_slice(element);
+            }
+            body.extend_from_slice(b"]}");
+            match (Page::parse(1, &body), read_on_its_own(&body)) {
+                (Ok(p), Ok((events, rejects))) => {
+                    prop_assert_eq!(p.events.iter().map(|e| e.raw.clone()).collect::<Vec<_>>(), events);
+                    prop_assert_eq!(p.rejects.iter().map(|r| (r.raw.clone(), r.reason.clone())).collect::<Vec<_>>(), rejects);
+                }
+                (Err(a), Err(b)) => prop_assert_eq!(a.to_string(), b.to_string()),
+                (a, b) => prop_assert!(false, "{:?} against {:?}", a.map(|p| p.len()), b.map(|_| ())),
+            }
+        }
     }
 
     #[test]
@@ -320,6 +412,9 @@ mod tests {
         for body in [
             r#"{"data":[{"id":"a"},{"id""#,
             r#"{"data":[{"id":"a"},{"id":"b"}"#,
+            r#"{"data":[{"id":"a","timestamp":"2024-01-01T00:00:00Z"}"#,
+            r#"{"data":[{"id":"a","timestamp":"2024-01-01T00:00:00Z"} {"id":"b"}]}"#,
+            r#"{"data":[{"id":"a","timestamp":"2024-01-01T00:00:00Z"}]} trailing"#,
             r#"{"data":[{"id":"a"} {"id":"b"}]}"#,
             r#"{"data":[{"id":"a"}]} trailing"#,
             r#"{"data":[{"id":"a"}],"data":[]}"#,

@@ -444,15 +444,7 @@ async fn fetch_pages(
                 number + 1
             ))
         });
-        let mut events = Vec::with_capacity(page.data.len());
-        let mut rejects = Vec::new();
-        for raw in page.data {
-            match AuditEvent::parse_owned(raw) {
-                Ok(e) => events.push(e),
-                Err(r) => rejects.push(r),
-            }
-        }
-        rejects.extend(page.unreadable);
+        let (events, rejects) = (page.events, page.rejects);
         progress.page(elements);
         if tx.send(Fetched { number, next, events, rejects, elements }).await.is_err() {
             // The writer stopped; its error is the one to report.
@@ -512,8 +504,8 @@ impl Bounds {
             use std::hash::{BuildHasher, Hash, Hasher};
             // Every byte of the page is hashed: SipHash cost a sync 1% of its CPU.
             let mut h = self.hasher.build_hasher();
-            page.data.iter().for_each(|raw| raw.hash(&mut h));
-            page.unreadable.iter().for_each(|r| r.raw.hash(&mut h));
+            page.events.iter().for_each(|e| e.raw.hash(&mut h));
+            page.rejects.iter().for_each(|r| r.raw.hash(&mut h));
             h.finish()
         };
         self.repeats = if self.previous == Some(fingerprint) { self.repeats + 1 } else { 0 };

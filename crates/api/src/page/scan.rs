@@ -9,9 +9,14 @@
 
 use super::NotAPage;
 
+/// Reads the element of `data` that starts at the byte given, and says how many bytes
+/// it took; `None` leaves the element to the scan, which then hands back its bytes.
+pub(super) type Reader<'r> = &'r mut dyn FnMut(usize) -> Option<usize>;
+
 /// The parts of the top-level object that matter.
 pub(super) struct TopLevel<'a> {
-    /// `Some` when the key is present: the elements (none for `null` or `[]`).
+    /// `Some` when the key is present: the elements the reader did not take (none for
+    /// `null` or `[]`).
     pub data: Option<Vec<&'a [u8]>>,
     pub pagination: Option<&'a [u8]>,
     pub meta: Option<&'a [u8]>,
@@ -136,7 +141,7 @@ impl<'a> Scanner<'a> {
 }
 
 /// Reads the top-level object of a page body.
-pub(super) fn top_level(bytes: &[u8]) -> Result<TopLevel<'_>, NotAPage> {
+pub(super) fn top_level<'a>(bytes: &'a [u8], read: Reader<'_>) -> Result<TopLevel<'a>, NotAPage> {
     let mut s = Scanner { bytes, at: 0 };
     let mut top = TopLevel { data: None, pagination: None, meta: None };
     s.expect(b'{')?;
@@ -154,7 +159,7 @@ pub(super) fn top_level(bytes: &[u8]) -> Result<TopLevel<'_>, NotAPage> {
                     if top.data.is_some() {
                         return Err(duplicate());
                     }
-                    top.data = Some(data(&mut s)?);
+                    top.data = Some(data(&mut s, read)?);
                 }
                 b"pagination" => {
                     if top.pagination.replace(s.value()?).is_some() {
@@ -186,8 +191,8 @@ pub(super) fn top_level(bytes: &[u8]) -> Result<TopLevel<'_>, NotAPage> {
     Ok(top)
 }
 
-/// The value of `data`: an array's elements, or none for `null`.
-fn data<'a>(s: &mut Scanner<'a>) -> Result<Vec<&'a [u8]>, NotAPage> {
+/// The value of `data`: the array's elements that `read` did not take, or none for `null`.
+fn data<'a>(s: &mut Scanner<'a>, read: Reader<'_>) -> Result<Vec<&'a [u8]>, NotAPage> {
     let at = s.at;
     match s.peek()? {
         b'[' => {}
@@ -202,7 +207,12 @@ fn data<'a>(s: &mut Scanner<'a>) -> Result<Vec<&'a [u8]>, NotAPage> {
         return Ok(elements);
     }
     loop {
-        elements.push(s.value()?);
+        s.skip_whitespace();
+        match read(s.at) {
+            // Nothing that ends early was taken: the bytes after it are scanned on.
+            Some(taken) if taken > 0 => s.at += taken,
+            _ => elements.push(s.value()?),
+        }
         s.skip_whitespace();
         let at = s.at;
         match s.next()? {

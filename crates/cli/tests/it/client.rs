@@ -58,7 +58,7 @@ async fn a_page_request_carries_what_the_api_expects() {
         .mount(&server)
         .await;
     let page = client(&server, 0).fetch_page(&request()).await.unwrap();
-    assert_eq!(page.data.len(), 1);
+    assert_eq!(page.len(), 1);
     assert_eq!(page.next_page(), None);
     let received = server.received_requests().await.unwrap();
     let query = received[0].url.query().unwrap();
