@@ -284,8 +284,8 @@ fn sightings(fields: &Fields<'_>) -> Vec<Sighting> {
 
 /// The fields of an event that are read, filled in place as its keys are met: each
 /// level's keys are [`Level::keys`], and each array here is in that order. Read into
-/// one value rather than into a struct for each object (serde's derive), an event's
-/// parse moved no nested structs about, which had been a fifth of its cost.
+/// one value rather than into a struct for each object (serde's derive, whose nested
+/// structs were moved about as each was built): ×0.96 a sync's CPU.
 #[derive(Default)]
 struct Fields<'a> {
     /// `id`, `timestamp`.
