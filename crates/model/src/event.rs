@@ -124,8 +124,8 @@ impl AuditEvent {
         }
         // A stream of values, which says where the first one ends.
         let mut values = serde_json::Deserializer::from_str(text).into_iter::<Read<'_>>();
-        let Read(fields) = values.next()?.ok()?;
-        let mut event = Self::from_fields(fields).ok()?;
+        let Read(mut fields) = values.next()?.ok()?;
+        let mut event = Self::from_fields(&mut fields).ok()?;
         let len = values.byte_offset();
         event.raw = text.get(..len)?.to_owned();
         Some((event, len))
@@ -137,12 +137,13 @@ impl AuditEvent {
         if !text.trim_start().starts_with('{') {
             return Err(reject("not a JSON object".into()));
         }
-        let Read(fields) = serde_json::from_str(text).map_err(|e| reject(format!("unreadable event object: {e}")))?;
-        Self::from_fields(fields).map_err(reject)
+        let Read(mut fields) =
+            serde_json::from_str(text).map_err(|e| reject(format!("unreadable event object: {e}")))?;
+        Self::from_fields(&mut fields).map_err(reject)
     }
 
     /// The event the fields read make, but for `raw`; why there is none.
-    fn from_fields(mut fields: Fields<'_>) -> Result<Self, String> {
+    fn from_fields(fields: &mut Fields<'_>) -> Result<Self, String> {
         let [id, timestamp] = std::mem::take(&mut fields.event);
         let id = match id.0 {
             Some(id) if !id.trim().is_empty() => id.into_owned(),
@@ -153,10 +154,10 @@ impl AuditEvent {
             Some(ts) => crate::time::parse_timestamp(&ts)
                 .map_err(|_| format!("\"timestamp\" {ts:?} is not an RFC 3339 time"))?,
         };
-        let named = Sightings(sightings(&fields));
-        let [accessor_id, description, auth_type, impersonator_id, organization_id] = fields.auth;
-        let [request_id] = fields.request;
-        let [resource_id, resource_type, resource_action] = fields.resource;
+        let named = Sightings(sightings(fields));
+        let [accessor_id, description, auth_type, impersonator_id, organization_id] = std::mem::take(&mut fields.auth);
+        let [request_id] = std::mem::take(&mut fields.request);
+        let [resource_id, resource_type, resource_action] = std::mem::take(&mut fields.resource);
         Ok(Self {
             id,
             timestamp,

@@ -72,7 +72,7 @@ pub(crate) fn build_unless_deferred(tx: &Connection) -> rusqlite::Result<()> {
 }
 
 /// Which list a row of `postings` belongs to (its `list` column).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub(crate) enum List {
     Actor = 1,
     Kind = 2,
@@ -179,11 +179,13 @@ impl Keys {
 }
 
 /// The seqs a transaction adds to the lists, and the prints to their hours, written
-/// once at its end.
+/// once at its end, in the order of their rows. Gathered in hash maps and sorted once
+/// when written: ordered maps, searched for each event's four rows, were a third of
+/// the lists' build.
 #[derive(Default)]
 pub(crate) struct Batch {
-    rows: BTreeMap<(List, i64, i64), Vec<i64>>,
-    prints: BTreeMap<i64, Vec<u8>>,
+    rows: foldhash::HashMap<(List, i64, i64), Vec<i64>>,
+    prints: foldhash::HashMap<i64, Vec<u8>>,
 }
 
 impl Batch {
@@ -202,7 +204,9 @@ impl Batch {
             "INSERT OR REPLACE INTO postings (list, key, bucket, last, seqs) VALUES (?1, ?2, ?3, ?4, ?5)",
         )?;
         let mut kind = tx.prepare_cached("INSERT OR IGNORE INTO kinds (key) VALUES (?1)")?;
-        for ((list, key, bucket), mut seqs) in self.rows {
+        let mut rows: Vec<_> = self.rows.into_iter().collect();
+        rows.sort_unstable_by_key(|(row, _)| *row);
+        for ((list, key, bucket), mut seqs) in rows {
             seqs.sort_unstable();
             seqs.dedup();
             let Some(&newest) = seqs.last() else { continue };
@@ -231,7 +235,9 @@ impl Batch {
             };
             put.execute(params![list as i64, key, bucket, last, blob])?;
         }
-        for (hour, prints) in self.prints {
+        let mut prints: Vec<_> = self.prints.into_iter().collect();
+        prints.sort_unstable_by_key(|(hour, _)| *hour);
+        for (hour, prints) in prints {
             append_prints(tx, hour, &prints)?;
         }
         Ok(())
