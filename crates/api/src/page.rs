@@ -80,14 +80,23 @@ impl Page {
     /// has no `data` array.
     pub fn parse(number: u64, body: &[u8]) -> Result<Self, NotAPage> {
         let mut events = Vec::new();
-        // In a body that is all text, each element is read as an event where it starts;
-        // only one that is not an event is scanned for its end and read on its own, to
-        // say why. That reads its text as the first reading did, so it is a reject: were
-        // it an event, it would be kept, after the page's others. In a body with an
-        // invalid UTF-8 byte, every element is scanned and read on its own.
-        let text = std::str::from_utf8(body).ok();
+        // Each element is read as an event where it starts, in the text that follows it
+        // up to the next invalid UTF-8 byte, if any. One that does not read as an event
+        // (an element holding the invalid byte among them) is scanned for its end and
+        // read on its own, to say why. That reads its text as the first reading did, so
+        // it is a reject: were it an event, it would be kept, after the page's others.
+        // The text from where an element starts to the next invalid byte: validated once
+        // for all the elements in it.
+        let mut valid: (usize, &str) = (0, "");
         let top = scan::top_level(body, &mut |at| {
-            let (event, len) = AuditEvent::parse_prefix(text?.get(at..)?)?;
+            if at < valid.0 || at >= valid.0 + valid.1.len() {
+                let rest = &body[at..];
+                valid = match std::str::from_utf8(rest) {
+                    Ok(text) => (at, text),
+                    Err(e) => (at, std::str::from_utf8(&rest[..e.valid_up_to()]).ok()?),
+                };
+            }
+            let (event, len) = AuditEvent::parse_prefix(valid.1.get(at - valid.0..)?)?;
             events.push(event);
             Some(len)
         })?;
