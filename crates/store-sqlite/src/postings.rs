@@ -180,7 +180,7 @@ impl Keys {
 
 /// The seqs a transaction adds to the lists, and the prints to their hours, written
 /// once at its end, in the order of their rows. Gathered in hash maps and sorted once
-/// when written: ordered maps, searched for each event's four rows, were a third of
+/// when written: ordered maps, searched for each event's four rows, were a fifth of
 /// the lists' build.
 #[derive(Default)]
 pub(crate) struct Batch {
