@@ -2,10 +2,11 @@
 //!
 //! serde_json reads a whole body or nothing: one invalid UTF-8 byte inside one event's
 //! string would fail the page, and every retry would fail the same way. This scanner
-//! checks only the structure (brackets, strings, commas) and hands back the byte span
-//! of each element of `data`, so that each element can then be read on its own. Any
-//! byte may appear inside a string here; a body cut short or otherwise broken in its
-//! structure is still not a page (and is retried).
+//! checks only the structure (brackets, strings, commas). Each element of `data` is
+//! first offered to a reader, which reads an event where it starts and says where it
+//! ends; the scanner hands back the byte span of each element the reader did not take,
+//! so that it can be read on its own. Any byte may appear inside a string here; a body
+//! cut short or otherwise broken in its structure is still not a page (and is retried).
 
 use super::NotAPage;
 
@@ -209,7 +210,8 @@ fn data<'a>(s: &mut Scanner<'a>, read: Reader<'_>) -> Result<Vec<&'a [u8]>, NotA
     loop {
         s.skip_whitespace();
         match read(s.at) {
-            // Nothing that ends early was taken: the bytes after it are scanned on.
+            // The scan goes on after the element the reader took (one of no bytes
+            // would be no element: it is scanned).
             Some(taken) if taken > 0 => s.at += taken,
             _ => elements.push(s.value()?),
         }
